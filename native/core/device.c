@@ -1,0 +1,644 @@
+/*
+ * device.c - the generic device: synchronous calls, overlapped operations,
+ * the two worker lanes that serve them, cancellation and shutdown.
+ *
+ * Each device has two lanes, each a FIFO served by one lazily started thread:
+ * the I/O lane (every IOCTL but the tracking ones) and the tracking lane
+ * (IS_PRESENT / IS_ABSENT, which may block in the driver for a long time and
+ * must not hold up transmits).  Only one tracking request may be pending per
+ * device, as with smclib drivers; a second completes with DEVICE_BUSY.
+ *
+ * Locks: an operation's lock guards its result (done, status, output); the
+ * device lock guards everything else, including an operation's lane
+ * membership and cancel flag.  Order: operation lock, then device lock.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_internal.h"
+
+enum op_where { OP_NEW, OP_QUEUED, OP_RUNNING, OP_DONE };
+
+struct scio_op {
+    scio_mutex lock;
+    scio_cond cv;
+    int refs;                /* caller + core (until completed) */
+    uint64_t id, user;
+    uint32_t code;
+    scio_device *dev;        /* holds a device reference until completed */
+    scio_queue *q;           /* heap ops: a queue reference for their life */
+    uint8_t *in;
+    size_t in_len;
+    uint8_t *out;
+    size_t out_cap, out_len;
+    scio_status status;
+    long driver_code;
+    int done, released, post, posted, heap;
+    /* guarded by the device lock */
+    int cancel, tracking;
+    enum op_where where;
+    struct scio_op *next;
+};
+
+typedef struct lane {
+    scio_op *head, *tail;
+    scio_op *running;
+    int thread_up;
+    struct scio_device *dev;
+} lane;
+
+struct scio_device {
+    const scio_backend *be;
+    void *state;
+    scio_queue *q;
+    scio_mutex lock;
+    scio_cond cv;            /* lane work, in-driver count changes */
+    int refs;
+    int shut, shut_done, released;
+    unsigned close_timeout_ms;
+    int in_driver;           /* calls inside the backend right now */
+    long last_driver_code;
+    lane io, track;
+    scio_op *sync_tracking;  /* a synchronous IS_PRESENT / IS_ABSENT */
+};
+
+static scio_mutex id_lock = SCIO_MUTEX_INITIALIZER;
+static uint64_t next_op_id = 1;
+
+static int is_tracking(uint32_t code)
+{
+    return code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT;
+}
+
+/* ---- device references ------------------------------------------------ */
+
+static void dev_ref_locked(scio_device *d) { d->refs++; }
+
+static void dev_unref(scio_device *d)
+{
+    int last;
+    scio_mutex_lock(&d->lock);
+    last = --d->refs == 0;
+    scio_mutex_unlock(&d->lock);
+    if (!last)
+        return;
+    if (!d->released && d->be->release)
+        d->be->release(d);
+    if (d->be->destroy)
+        d->be->destroy(d);
+    scio_queue_unref(d->q);
+    scio_cond_destroy(&d->cv);
+    scio_mutex_destroy(&d->lock);
+    free(d);
+}
+
+scio_status scio_device_create(const scio_backend *be, void *state,
+                               scio_queue *q, unsigned close_timeout_ms,
+                               scio_device **out)
+{
+    scio_device *d = calloc(1, sizeof *d);
+    if (!d)
+        return SCIO_NO_MEMORY;
+    if (q) {
+        scio_queue_ref(q);
+    } else if (!(q = scio_queue_new())) {
+        free(d);
+        return SCIO_INSUFFICIENT_RESOURCES;
+    }
+    d->be = be;
+    d->state = state;
+    d->q = q;
+    d->refs = 1;
+    d->close_timeout_ms = close_timeout_ms ? close_timeout_ms : SCIO_DEFAULT_CLOSE_MS;
+    d->io.dev = d->track.dev = d;
+    scio_mutex_init(&d->lock);
+    scio_cond_init(&d->cv);
+    *out = d;
+    return SCIO_SUCCESS;
+}
+
+void *scio_device_state(scio_device *d) { return d->state; }
+scio_queue *scio_device_queue(scio_device *d) { return d->q; }
+
+long scio_device_driver_code(scio_device *d)
+{
+    long c;
+    scio_mutex_lock(&d->lock);
+    c = d->last_driver_code;
+    scio_mutex_unlock(&d->lock);
+    return c;
+}
+
+/* ---- operations --------------------------------------------------------- */
+
+static void op_init(scio_op *op, scio_device *d, uint32_t code)
+{
+    scio_mutex_init(&op->lock);
+    scio_cond_init(&op->cv);
+    scio_mutex_lock(&id_lock);
+    op->id = next_op_id++;
+    scio_mutex_unlock(&id_lock);
+    op->dev = d;
+    op->code = code;
+    op->status = SCIO_PENDING;
+    op->tracking = is_tracking(code);
+}
+
+static void op_unref(scio_op *op)
+{
+    int last;
+    scio_mutex_lock(&op->lock);
+    last = --op->refs == 0;
+    scio_mutex_unlock(&op->lock);
+    if (!last || !op->heap)
+        return;
+    scio_cond_destroy(&op->cv);
+    scio_mutex_destroy(&op->lock);
+    if (op->q)
+        scio_queue_unref(op->q);
+    free(op->in);
+    free(op->out);
+    free(op);
+}
+
+/* Record the result, wake waiters, queue the completion, drop the core's
+ * references.  Called exactly once per operation, with no lock held. */
+static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
+{
+    scio_device *d = op->dev;
+    int post;
+
+    scio_mutex_lock(&d->lock);
+    op->where = OP_DONE;
+    if (st != SCIO_SUCCESS)
+        d->last_driver_code = drv;
+    scio_mutex_unlock(&d->lock);
+
+    scio_mutex_lock(&op->lock);
+    op->status = st;
+    op->out_len = st == SCIO_SUCCESS && out_len <= op->out_cap ? out_len : 0;
+    op->driver_code = drv;
+    op->done = 1;
+    post = op->post && !op->released;
+    /* Posted under the op lock so that a release racing with us either
+     * sees the record (and forgets it) or stops it being posted. */
+    if (post)
+        scio_queue_post(op->q, op->id, op->user, st);
+    op->posted = post;
+    scio_cond_broadcast(&op->cv);
+    scio_mutex_unlock(&op->lock);
+
+    if (op->heap) {
+        op_unref(op);
+        dev_unref(d);
+    }
+}
+
+/* Run one operation in the backend, in the calling thread. */
+static void op_run(scio_op *op)
+{
+    scio_device *d = op->dev;
+    size_t out_len = 0;
+    long drv = 0;
+    scio_status st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
+                                  op->out, op->out_cap, &out_len, &drv);
+    if (st == SCIO_SUCCESS && out_len > op->out_cap)
+        st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
+    scio_mutex_lock(&d->lock);
+    d->in_driver--;
+    scio_cond_broadcast(&d->cv);
+    scio_mutex_unlock(&d->lock);
+    op_complete(op, st, out_len, drv);
+}
+
+int scio_op_cancelled(scio_op *op)
+{
+    int c;
+    scio_mutex_lock(&op->dev->lock);
+    c = op->cancel;
+    scio_mutex_unlock(&op->dev->lock);
+    return c;
+}
+
+uint64_t scio_op_id(const scio_op *op) { return op->id; }
+
+int scio_op_done(scio_op *op)
+{
+    int done;
+    scio_mutex_lock(&op->lock);
+    done = op->done;
+    scio_mutex_unlock(&op->lock);
+    return done;
+}
+
+int scio_op_wait(scio_op *op, int timeout_ms)
+{
+    int64_t deadline = timeout_ms > 0 ? scio_now_ms() + timeout_ms : 0;
+    int done;
+    scio_mutex_lock(&op->lock);
+    while (!op->done && timeout_ms != 0) {
+        if (timeout_ms < 0)
+            scio_cond_wait(&op->cv, &op->lock);
+        else if (!scio_cond_wait_until(&op->cv, &op->lock, deadline))
+            break;
+    }
+    done = op->done;
+    scio_mutex_unlock(&op->lock);
+    return done;
+}
+
+scio_status scio_op_status(scio_op *op)
+{
+    scio_status st;
+    scio_mutex_lock(&op->lock);
+    st = op->status;
+    scio_mutex_unlock(&op->lock);
+    return st;
+}
+
+const uint8_t *scio_op_output(scio_op *op, size_t *len)
+{
+    int done;
+    scio_mutex_lock(&op->lock);
+    done = op->done;
+    *len = done ? op->out_len : 0;
+    scio_mutex_unlock(&op->lock);
+    /* The buffer is only written before `done` is set. */
+    return done ? op->out : NULL;
+}
+
+long scio_op_driver_code(scio_op *op)
+{
+    long c;
+    scio_mutex_lock(&op->lock);
+    c = op->driver_code;
+    scio_mutex_unlock(&op->lock);
+    return c;
+}
+
+/* ---- lanes -------------------------------------------------------------- */
+
+static SCIO_THREAD_FN lane_main(void *arg)
+{
+    lane *l = arg;
+    scio_device *d = l->dev;
+    scio_mutex_lock(&d->lock);
+    for (;;) {
+        scio_op *op = l->head;
+        if (!op) {
+            if (d->shut)
+                break;
+            scio_cond_wait(&d->cv, &d->lock);
+            continue;
+        }
+        l->head = op->next;
+        if (!l->head)
+            l->tail = NULL;
+        op->next = NULL;
+        if (op->cancel) {
+            scio_mutex_unlock(&d->lock);
+            op_complete(op, SCIO_CANCELLED, 0, 0);
+            scio_mutex_lock(&d->lock);
+            continue;
+        }
+        op->where = OP_RUNNING;
+        l->running = op;
+        d->in_driver++;
+        scio_mutex_unlock(&d->lock);
+        op_run(op);
+        scio_mutex_lock(&d->lock);
+        l->running = NULL;
+        scio_cond_broadcast(&d->cv);
+    }
+    l->thread_up = 0;
+    scio_cond_broadcast(&d->cv);
+    scio_mutex_unlock(&d->lock);
+    dev_unref(d);
+    SCIO_THREAD_RETURN;
+}
+
+/* Append to a lane, starting its thread if needed (device locked). */
+static int lane_push_locked(lane *l, scio_op *op)
+{
+    if (!l->thread_up) {
+        dev_ref_locked(l->dev);
+        if (scio_thread_start_detached(lane_main, l) != 0) {
+            l->dev->refs--; /* cannot be the last: the caller holds one */
+            return -1;
+        }
+        l->thread_up = 1;
+    }
+    op->where = OP_QUEUED;
+    op->next = NULL;
+    if (l->tail)
+        l->tail->next = op;
+    else
+        l->head = op;
+    l->tail = op;
+    scio_cond_broadcast(&l->dev->cv);
+    return 0;
+}
+
+/* Unlink a queued op from its lane (device locked); 1 if it was queued. */
+static int lane_remove_locked(lane *l, scio_op *op)
+{
+    scio_op *prev = NULL;
+    for (scio_op *p = l->head; p; prev = p, p = p->next) {
+        if (p != op)
+            continue;
+        if (prev)
+            prev->next = p->next;
+        else
+            l->head = p->next;
+        if (l->tail == p)
+            l->tail = prev;
+        p->next = NULL;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- submit, cancel ----------------------------------------------------- */
+
+static scio_status check_args(const void *in, size_t in_len, size_t *out_cap)
+{
+    if (in_len > SCIO_MAX_INPUT)
+        return SCIO_INVALID_BUFFER_SIZE;
+    if (in_len && !in)
+        return SCIO_INVALID_PARAMETER;
+    if (*out_cap > SCIO_MAX_OUTPUT)
+        *out_cap = SCIO_MAX_OUTPUT;
+    return SCIO_SUCCESS;
+}
+
+scio_status scio_submit(scio_device *d, uint32_t code,
+                        const void *in, size_t in_len, size_t out_cap,
+                        uint64_t user, scio_op **op_out)
+{
+    scio_status st = check_args(in, in_len, &out_cap);
+    scio_op *op;
+    int busy = 0;
+
+    *op_out = NULL;
+    if (st != SCIO_SUCCESS)
+        return st;
+    op = calloc(1, sizeof *op);
+    if (!op)
+        return SCIO_NO_MEMORY;
+    op->in = malloc(in_len ? in_len : 1);
+    op->out = malloc(out_cap ? out_cap : 1);
+    if (!op->in || !op->out) {
+        free(op->in);
+        free(op->out);
+        free(op);
+        return SCIO_NO_MEMORY;
+    }
+    if (in_len)
+        memcpy(op->in, in, in_len);
+    op->in_len = in_len;
+    op->out_cap = out_cap;
+    op->user = user;
+    op->heap = 1;
+    op->post = 1;
+    op->refs = 2; /* caller + core */
+    op_init(op, d, code);
+    op->q = d->q;
+    scio_queue_ref(op->q);
+
+    scio_mutex_lock(&d->lock);
+    if (d->shut) {
+        scio_mutex_unlock(&d->lock);
+        op->refs = 1;
+        op->dev = d;
+        op_unref(op);
+        return SCIO_DEVICE_NOT_CONNECTED;
+    }
+    dev_ref_locked(d);
+    if (op->tracking) {
+        busy = d->track.head || d->track.running || d->sync_tracking;
+        if (!busy && lane_push_locked(&d->track, op) != 0)
+            st = SCIO_INSUFFICIENT_RESOURCES;
+    } else if (lane_push_locked(&d->io, op) != 0) {
+        st = SCIO_INSUFFICIENT_RESOURCES;
+    }
+    scio_mutex_unlock(&d->lock);
+
+    *op_out = op;
+    if (busy)
+        op_complete(op, SCIO_DEVICE_BUSY, 0, 0);
+    else if (st != SCIO_SUCCESS)
+        op_complete(op, st, 0, 0);
+    return SCIO_SUCCESS;
+}
+
+/* Cancel with the device locked; returns 1 if the op was dequeued (and the
+ * caller must complete it with CANCELLED after unlocking). */
+static int cancel_locked(scio_device *d, scio_op *op)
+{
+    if (op->where == OP_DONE)
+        return 0;
+    op->cancel = 1;
+    if (op->where == OP_QUEUED &&
+        lane_remove_locked(op->tracking ? &d->track : &d->io, op))
+        return 1;
+    return 0;
+}
+
+void scio_op_cancel(scio_op *op)
+{
+    scio_device *d;
+    int dequeued, wake;
+
+    scio_mutex_lock(&op->lock);
+    if (op->done) {
+        scio_mutex_unlock(&op->lock);
+        return;
+    }
+    d = op->dev;
+    scio_mutex_lock(&d->lock);
+    dev_ref_locked(d); /* op_complete may drop the op's reference meanwhile */
+    dequeued = cancel_locked(d, op);
+    wake = !dequeued && op->tracking && op->where == OP_RUNNING;
+    scio_mutex_unlock(&d->lock);
+    scio_mutex_unlock(&op->lock);
+    if (dequeued)
+        op_complete(op, SCIO_CANCELLED, 0, 0);
+    else if (wake && d->be->wake_tracking)
+        d->be->wake_tracking(d);
+    dev_unref(d);
+}
+
+void scio_op_release(scio_op *op)
+{
+    int pending;
+    if (!op)
+        return;
+    scio_mutex_lock(&op->lock);
+    op->released = 1;
+    pending = !op->done;
+    if (op->posted) {
+        /* Nobody will pop it now: do not let unread records pile up. */
+        scio_queue_forget(op->q, op->id);
+        op->posted = 0;
+    }
+    scio_mutex_unlock(&op->lock);
+    if (pending)
+        scio_op_cancel(op);
+    op_unref(op);
+}
+
+/* Cancel everything queued or running; returns with the device unlocked. */
+static void cancel_everything(scio_device *d, int shut)
+{
+    scio_op *dead = NULL;
+    int wake = 0;
+    scio_mutex_lock(&d->lock);
+    if (shut)
+        d->shut = 1;
+    lane *lanes[2] = { &d->io, &d->track };
+    for (int i = 0; i < 2; i++) {
+        lane *l = lanes[i];
+        scio_op *op;
+        while ((op = l->head) != NULL) {
+            lane_remove_locked(l, op);
+            op->cancel = 1;
+            op->next = dead;
+            dead = op;
+        }
+        if (l->running)
+            l->running->cancel = 1;
+    }
+    if (d->track.running)
+        wake = 1;
+    if (d->sync_tracking) {
+        d->sync_tracking->cancel = 1;
+        wake = 1;
+    }
+    scio_cond_broadcast(&d->cv);
+    scio_mutex_unlock(&d->lock);
+    while (dead) {
+        scio_op *next = dead->next;
+        dead->next = NULL;
+        op_complete(dead, SCIO_CANCELLED, 0, 0);
+        dead = next;
+    }
+    if (wake && d->be->wake_tracking)
+        d->be->wake_tracking(d);
+}
+
+void scio_cancel_all(scio_device *d) { cancel_everything(d, 0); }
+
+/* ---- synchronous calls -------------------------------------------------- */
+
+scio_status scio_ioctl(scio_device *d, uint32_t code,
+                       const void *in, size_t in_len,
+                       void *out, size_t out_cap, size_t *out_len)
+{
+    scio_op op;
+    scio_status st;
+
+    if (out_len)
+        *out_len = 0;
+    if ((st = check_args(in, in_len, &out_cap)) != SCIO_SUCCESS)
+        return st;
+    if (out_cap && !out)
+        return SCIO_INVALID_PARAMETER;
+    /* A stack operation: no allocation on the fast path, output written
+     * straight into the caller's buffer. */
+    memset(&op, 0, sizeof op);
+    op.in = (uint8_t *)(uintptr_t)in;
+    op.in_len = in_len;
+    op.out = out;
+    op.out_cap = out_cap;
+    op_init(&op, d, code);
+
+    scio_mutex_lock(&d->lock);
+    if (d->shut) {
+        scio_mutex_unlock(&d->lock);
+        st = SCIO_DEVICE_NOT_CONNECTED;
+        goto done;
+    }
+    if (op.tracking) {
+        if (d->track.head || d->track.running || d->sync_tracking) {
+            scio_mutex_unlock(&d->lock);
+            st = SCIO_DEVICE_BUSY;
+            goto done;
+        }
+        d->sync_tracking = &op;
+    }
+    op.where = OP_RUNNING;
+    d->in_driver++;
+    scio_mutex_unlock(&d->lock);
+
+    op_run(&op);
+
+    if (op.tracking) {
+        scio_mutex_lock(&d->lock);
+        d->sync_tracking = NULL;
+        scio_mutex_unlock(&d->lock);
+    }
+    st = op.status;
+    if (out_len)
+        *out_len = op.out_len;
+done:
+    scio_cond_destroy(&op.cv);
+    scio_mutex_destroy(&op.lock);
+    return st;
+}
+
+/* ---- shutdown ------------------------------------------------------------ */
+
+void scio_shutdown(scio_device *d)
+{
+    int64_t deadline;
+    int clean;
+
+    scio_mutex_lock(&d->lock);
+    if (d->shut) {
+        /* Another caller is shutting down: wait until it is done. */
+        while (!d->shut_done)
+            scio_cond_wait(&d->cv, &d->lock);
+        scio_mutex_unlock(&d->lock);
+        return;
+    }
+    scio_mutex_unlock(&d->lock);
+    cancel_everything(d, 1);
+
+    deadline = scio_now_ms() + d->close_timeout_ms;
+    scio_mutex_lock(&d->lock);
+    for (;;) {
+        clean = d->in_driver == 0 && !d->io.thread_up && !d->track.thread_up;
+        if (clean || scio_now_ms() >= deadline)
+            break;
+        /* A driver's stop function can miss a poll that was just starting:
+         * repeat the wake-up while waiting. */
+        if (d->track.running || d->sync_tracking) {
+            scio_mutex_unlock(&d->lock);
+            if (d->be->wake_tracking)
+                d->be->wake_tracking(d);
+            scio_mutex_lock(&d->lock);
+        }
+        int64_t step = scio_now_ms() + 20;
+        scio_cond_wait_until(&d->cv, &d->lock, step < deadline ? step : deadline);
+    }
+    if (d->in_driver == 0 && !d->released) {
+        /* Nothing is inside the driver (lane threads that are still
+         * unwinding no longer call it), so the channel can go now. */
+        d->released = 1;
+        scio_mutex_unlock(&d->lock);
+        if (d->be->release)
+            d->be->release(d);
+        scio_mutex_lock(&d->lock);
+    }
+    d->shut_done = 1;
+    scio_cond_broadcast(&d->cv);
+    scio_mutex_unlock(&d->lock);
+}
+
+void scio_close(scio_device *d)
+{
+    if (!d)
+        return;
+    scio_shutdown(d);
+    dev_unref(d);
+}

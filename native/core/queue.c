@@ -1,0 +1,220 @@
+/*
+ * queue.c - completion queues: a FIFO of completion records guarded by a
+ * mutex, plus a descriptor that is readable exactly while the FIFO is not
+ * empty (eventfd on Linux, a pipe elsewhere) so event loops can poll it.
+ */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_internal.h"
+
+#ifdef __linux__
+#include <sys/eventfd.h>
+#endif
+#ifndef _WIN32
+#include <fcntl.h>
+#include <unistd.h>
+#endif
+
+struct scio_queue {
+    scio_mutex lock;
+    scio_cond cv;
+    int refs;                 /* owner + every device using it */
+    scio_completion *ring;    /* circular buffer */
+    size_t cap, head, count;
+    int wakes;                /* pending scio_queue_wake calls */
+    int rfd, wfd;             /* signalling descriptor(s); rfd == wfd for eventfd */
+    int signalled;            /* the descriptor is currently readable */
+};
+
+static int signal_open(scio_queue *q)
+{
+#ifdef __linux__
+    q->rfd = q->wfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return q->rfd >= 0 ? 0 : -1;
+#elif defined(_WIN32)
+    q->rfd = q->wfd = -1;
+    return 0;
+#else
+    int fds[2];
+    if (pipe(fds) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+        fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    }
+    q->rfd = fds[0];
+    q->wfd = fds[1];
+    return 0;
+#endif
+}
+
+/* Keep the descriptor readable iff something is waiting (called locked). */
+static void signal_update(scio_queue *q)
+{
+#ifndef _WIN32
+    int want = q->count > 0 || q->wakes > 0;
+    if (want && !q->signalled) {
+        uint64_t one = 1;
+        ssize_t n = write(q->wfd, &one, q->rfd == q->wfd ? sizeof one : 1);
+        (void)n; /* non-blocking; a full pipe is still readable */
+        q->signalled = 1;
+    } else if (!want && q->signalled) {
+        uint64_t v;
+        ssize_t n = read(q->rfd, &v, q->rfd == q->wfd ? sizeof v : 1);
+        (void)n;
+        q->signalled = 0;
+    }
+#else
+    (void)q;
+#endif
+}
+
+scio_queue *scio_queue_new(void)
+{
+    scio_queue *q = calloc(1, sizeof *q);
+    if (!q)
+        return NULL;
+    q->cap = 16;
+    q->ring = calloc(q->cap, sizeof *q->ring);
+    if (!q->ring || signal_open(q) != 0) {
+        free(q->ring);
+        free(q);
+        return NULL;
+    }
+    scio_mutex_init(&q->lock);
+    scio_cond_init(&q->cv);
+    q->refs = 1;
+    return q;
+}
+
+int scio_queue_fd(const scio_queue *q) { return q->rfd; }
+void *scio_queue_handle(const scio_queue *q) { (void)q; return NULL; }
+
+void scio_queue_ref(scio_queue *q)
+{
+    scio_mutex_lock(&q->lock);
+    q->refs++;
+    scio_mutex_unlock(&q->lock);
+}
+
+void scio_queue_unref(scio_queue *q)
+{
+    int last;
+    scio_mutex_lock(&q->lock);
+    last = --q->refs == 0;
+    scio_mutex_unlock(&q->lock);
+    if (!last)
+        return;
+#ifndef _WIN32
+    close(q->rfd);
+    if (q->wfd != q->rfd)
+        close(q->wfd);
+#endif
+    scio_cond_destroy(&q->cv);
+    scio_mutex_destroy(&q->lock);
+    free(q->ring);
+    free(q);
+}
+
+void scio_queue_free(scio_queue *q)
+{
+    if (q)
+        scio_queue_unref(q);
+}
+
+void scio_queue_post(scio_queue *q, uint64_t op_id, uint64_t user, scio_status st)
+{
+    scio_mutex_lock(&q->lock);
+    if (q->count == q->cap) {
+        /* Grow; if memory is exhausted the completion is still reachable
+         * through scio_op_wait / scio_op_status, only not queued. */
+        size_t ncap = q->cap * 2;
+        scio_completion *n = calloc(ncap, sizeof *n);
+        if (!n) {
+            scio_mutex_unlock(&q->lock);
+            return;
+        }
+        for (size_t i = 0; i < q->count; i++)
+            n[i] = q->ring[(q->head + i) % q->cap];
+        free(q->ring);
+        q->ring = n;
+        q->cap = ncap;
+        q->head = 0;
+    }
+    scio_completion *c = &q->ring[(q->head + q->count) % q->cap];
+    c->op_id = op_id;
+    c->user = user;
+    c->status = st;
+    q->count++;
+    signal_update(q);
+    scio_cond_signal(&q->cv);
+    scio_mutex_unlock(&q->lock);
+}
+
+int scio_queue_pop(scio_queue *q, int timeout_ms, scio_completion *out)
+{
+    int64_t deadline = timeout_ms > 0 ? scio_now_ms() + timeout_ms : 0;
+    int rc = 0;
+    scio_mutex_lock(&q->lock);
+    for (;;) {
+        if (q->count > 0) {
+            *out = q->ring[q->head];
+            q->head = (q->head + 1) % q->cap;
+            q->count--;
+            rc = 1;
+            break;
+        }
+        if (q->wakes > 0) {
+            q->wakes--;
+            rc = -1;
+            break;
+        }
+        if (timeout_ms == 0)
+            break;
+        if (timeout_ms < 0)
+            scio_cond_wait(&q->cv, &q->lock);
+        else if (!scio_cond_wait_until(&q->cv, &q->lock, deadline) &&
+                 q->count == 0 && q->wakes == 0)
+            break;
+    }
+    signal_update(q);
+    scio_mutex_unlock(&q->lock);
+    return rc;
+}
+
+void scio_queue_forget(scio_queue *q, uint64_t op_id)
+{
+    size_t kept = 0;
+    scio_mutex_lock(&q->lock);
+    for (size_t i = 0; i < q->count; i++) {
+        scio_completion c = q->ring[(q->head + i) % q->cap];
+        if (c.op_id != op_id)
+            q->ring[(q->head + kept++) % q->cap] = c;
+    }
+    q->count = kept;
+    signal_update(q);
+    scio_mutex_unlock(&q->lock);
+}
+
+void scio_queue_wake(scio_queue *q)
+{
+    scio_mutex_lock(&q->lock);
+    q->wakes++;
+    signal_update(q);
+    scio_cond_signal(&q->cv);
+    scio_mutex_unlock(&q->lock);
+}
+
+size_t scio_queue_pending(scio_queue *q)
+{
+    size_t n;
+    scio_mutex_lock(&q->lock);
+    n = q->count;
+    scio_mutex_unlock(&q->lock);
+    return n;
+}

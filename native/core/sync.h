@@ -1,0 +1,51 @@
+/*
+ * sync.h - the few threading primitives the core needs, over pthreads or
+ * Win32, so that the generic device code compiles on both.
+ */
+#ifndef SCIO_SYNC_H
+#define SCIO_SYNC_H
+
+#include <stdint.h>
+
+#ifdef _WIN32
+#include <windows.h>
+typedef SRWLOCK scio_mutex;
+#define SCIO_MUTEX_INITIALIZER SRWLOCK_INIT
+typedef CONDITION_VARIABLE scio_cond;
+typedef HANDLE scio_thread;
+#define SCIO_THREAD_FN DWORD WINAPI
+typedef DWORD (WINAPI *scio_thread_fn)(void *);
+#define SCIO_THREAD_RETURN return 0
+#else
+#include <pthread.h>
+typedef pthread_mutex_t scio_mutex;
+#define SCIO_MUTEX_INITIALIZER PTHREAD_MUTEX_INITIALIZER
+typedef pthread_cond_t scio_cond;
+typedef pthread_t scio_thread;
+#define SCIO_THREAD_FN void *
+typedef void *(*scio_thread_fn)(void *);
+#define SCIO_THREAD_RETURN return NULL
+#endif
+
+void scio_mutex_init(scio_mutex *m);
+void scio_mutex_destroy(scio_mutex *m);
+void scio_mutex_lock(scio_mutex *m);
+void scio_mutex_unlock(scio_mutex *m);
+
+void scio_cond_init(scio_cond *c);
+void scio_cond_destroy(scio_cond *c);
+void scio_cond_signal(scio_cond *c);
+void scio_cond_broadcast(scio_cond *c);
+void scio_cond_wait(scio_cond *c, scio_mutex *m);
+/* Waits until *deadline_ms (scio_now_ms clock); returns 0 on timeout. */
+int scio_cond_wait_until(scio_cond *c, scio_mutex *m, int64_t deadline_ms);
+
+/* Monotonic milliseconds / microseconds. */
+int64_t scio_now_ms(void);
+int64_t scio_now_us(void);
+void scio_sleep_ms(unsigned ms);
+
+/* A detached thread: 0 on success. */
+int scio_thread_start_detached(scio_thread_fn fn, void *arg);
+
+#endif /* SCIO_SYNC_H */

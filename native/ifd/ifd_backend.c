@@ -1,0 +1,927 @@
+/*
+ * ifd_backend.c - drive a pcsc-lite IFD-handler driver through the IOCTL
+ * contract of scio.h.
+ *
+ * The driver knows nothing of smart-card states, so this backend keeps them
+ * the way a smclib driver would: no card ABSENT; a card that is in but not
+ * powered SWALLOWED; powered NEGOTIABLE; SPECIFIC once a protocol is set or
+ * the ATR demands one (TA2).  Every driver call is made under the reader's
+ * lock, as pcscd does, except the driver's polling function (made to block
+ * concurrently) and the simulated reader's own test controls (so that a test
+ * can release a call the simulator is holding).
+ *
+ * Buffers crossing the IOCTL boundary use 32-bit little-endian DWORDs; the
+ * driver's own DWORD (unsigned long on Linux) is converted here.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/atr_info.h"
+#include "core/core_internal.h"
+#include "ifd_abi.h"
+#include "ifd_internal.h"
+#include "sim/sim_protocol.h"
+
+/* ---- driver libraries (shared by every reader opened on them) ---------- */
+
+typedef struct ifd_lib {
+    char *path;
+    void *handle;
+    int refs;
+    int version; /* 3: IFDHCreateChannelByName, 2: IFDHCreateChannel */
+    ifdh_create_channel_by_name_fn create_by_name;
+    ifdh_create_channel_fn create;
+    ifdh_close_channel_fn close_channel;
+    ifdh_get_capabilities_fn get_caps;
+    ifdh_set_capabilities_fn set_caps;
+    ifdh_set_protocol_parameters_fn set_protocol; /* optional */
+    ifdh_power_icc_fn power;
+    ifdh_transmit_to_icc_fn transmit;
+    ifdh_icc_presence_fn presence;
+    ifdh_control_fn control; /* v3 signature; NULL for v2 drivers */
+    struct ifd_lib *next;
+} ifd_lib;
+
+/* An open channel, to refuse a second open of the same reader. */
+typedef struct ifd_open {
+    ifd_lib *lib;
+    IFD_DWORD lun;
+    struct ifd_open *next;
+} ifd_open;
+
+static scio_mutex libs_lock = SCIO_MUTEX_INITIALIZER;
+static ifd_lib *libs;
+static ifd_open *opens;
+
+typedef struct ifd_dev {
+    ifd_lib *lib;
+    IFD_DWORD lun;
+    int channel_open;
+    int is_sim;              /* the scardio simulated reader */
+    scio_mutex drv_lock;     /* one lock per reader around driver calls */
+    /* reader state, guarded by drv_lock */
+    uint32_t state;
+    uint8_t atr[SCIO_MAX_ATR];
+    size_t atr_len;
+    scio_atr_info atr_info;
+    uint32_t protocol;
+    uint32_t last_error;
+    /* tracking */
+    ifdh_polling_fn poll;
+    ifdh_stop_polling_fn stop;
+    unsigned poll_interval_ms;
+    scio_mutex wait_lock;
+    scio_cond wait_cv;
+    int wake;
+} ifd_dev;
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!errbuf || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void lib_unref(ifd_lib *lib)
+{
+    ifd_lib **pp;
+    scio_mutex_lock(&libs_lock);
+    if (--lib->refs > 0) {
+        scio_mutex_unlock(&libs_lock);
+        return;
+    }
+    for (pp = &libs; *pp; pp = &(*pp)->next) {
+        if (*pp == lib) {
+            *pp = lib->next;
+            break;
+        }
+    }
+    scio_mutex_unlock(&libs_lock);
+    dlclose(lib->handle);
+    free(lib->path);
+    free(lib);
+}
+
+#define RESOLVE(field, name)                                        \
+    (*(void **)(&lib->field) = dlsym(lib->handle, name))
+
+static scio_status lib_load(const char *path, ifd_lib **out,
+                            char *errbuf, size_t errlen)
+{
+    struct stat sb;
+    ifd_lib *lib;
+    const char *missing = NULL;
+
+    scio_mutex_lock(&libs_lock);
+    for (lib = libs; lib; lib = lib->next) {
+        if (strcmp(lib->path, path) == 0) {
+            lib->refs++;
+            scio_mutex_unlock(&libs_lock);
+            *out = lib;
+            return SCIO_SUCCESS;
+        }
+    }
+    scio_mutex_unlock(&libs_lock);
+
+    if (stat(path, &sb) != 0) {
+        set_err(errbuf, errlen, "driver library %s: %s", path, strerror(errno));
+        return SCIO_DLL_NOT_FOUND;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        set_err(errbuf, errlen, "driver library %s is not a regular file", path);
+        return SCIO_INVALID_IMAGE_FORMAT;
+    }
+    scio_ifd_export_log_symbols();
+    lib = calloc(1, sizeof *lib);
+    if (!lib || !(lib->path = strdup(path))) {
+        free(lib);
+        return SCIO_NO_MEMORY;
+    }
+    dlerror();
+    lib->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib->handle) {
+        const char *why = dlerror();
+        set_err(errbuf, errlen, "%s is not a loadable driver library: %s",
+                path, why ? why : "unknown error");
+        free(lib->path);
+        free(lib);
+        return SCIO_INVALID_IMAGE_FORMAT;
+    }
+    RESOLVE(create_by_name, "IFDHCreateChannelByName");
+    RESOLVE(create, "IFDHCreateChannel");
+    RESOLVE(close_channel, "IFDHCloseChannel");
+    RESOLVE(get_caps, "IFDHGetCapabilities");
+    RESOLVE(set_caps, "IFDHSetCapabilities");
+    RESOLVE(set_protocol, "IFDHSetProtocolParameters");
+    RESOLVE(power, "IFDHPowerICC");
+    RESOLVE(transmit, "IFDHTransmitToICC");
+    RESOLVE(presence, "IFDHICCPresence");
+    RESOLVE(control, "IFDHControl");
+    lib->version = lib->create_by_name ? 3 : 2;
+    if (lib->version == 2)
+        lib->control = NULL; /* v2 IFDHControl has no control code */
+    if (!lib->create_by_name && !lib->create)
+        missing = "IFDHCreateChannelByName or IFDHCreateChannel";
+    else if (!lib->close_channel)
+        missing = "IFDHCloseChannel";
+    else if (!lib->get_caps)
+        missing = "IFDHGetCapabilities";
+    else if (!lib->set_caps)
+        missing = "IFDHSetCapabilities";
+    else if (!lib->power)
+        missing = "IFDHPowerICC";
+    else if (!lib->transmit)
+        missing = "IFDHTransmitToICC";
+    else if (!lib->presence)
+        missing = "IFDHICCPresence";
+    if (missing) {
+        set_err(errbuf, errlen, "%s is not an IFD handler: it does not export %s",
+                path, missing);
+        dlclose(lib->handle);
+        free(lib->path);
+        free(lib);
+        return SCIO_ENTRYPOINT_NOT_FOUND;
+    }
+    lib->refs = 1;
+    scio_mutex_lock(&libs_lock);
+    /* Another thread may have loaded it meanwhile: keep one entry. */
+    for (ifd_lib *other = libs; other; other = other->next) {
+        if (strcmp(other->path, path) == 0) {
+            other->refs++;
+            scio_mutex_unlock(&libs_lock);
+            dlclose(lib->handle);
+            free(lib->path);
+            free(lib);
+            *out = other;
+            return SCIO_SUCCESS;
+        }
+    }
+    lib->next = libs;
+    libs = lib;
+    scio_mutex_unlock(&libs_lock);
+    *out = lib;
+    return SCIO_SUCCESS;
+}
+
+static int claim_reader(ifd_lib *lib, IFD_DWORD lun)
+{
+    ifd_open *o;
+    scio_mutex_lock(&libs_lock);
+    for (o = opens; o; o = o->next) {
+        if (o->lib == lib && o->lun == lun) {
+            scio_mutex_unlock(&libs_lock);
+            return -1;
+        }
+    }
+    o = calloc(1, sizeof *o);
+    if (o) {
+        o->lib = lib;
+        o->lun = lun;
+        o->next = opens;
+        opens = o;
+    }
+    scio_mutex_unlock(&libs_lock);
+    return o ? 0 : -2;
+}
+
+static void unclaim_reader(ifd_lib *lib, IFD_DWORD lun)
+{
+    scio_mutex_lock(&libs_lock);
+    for (ifd_open **pp = &opens; *pp; pp = &(*pp)->next) {
+        if ((*pp)->lib == lib && (*pp)->lun == lun) {
+            ifd_open *o = *pp;
+            *pp = o->next;
+            free(o);
+            break;
+        }
+    }
+    scio_mutex_unlock(&libs_lock);
+}
+
+/* ---- status mapping ----------------------------------------------------- */
+
+static scio_status map_rc(IFD_RESPONSECODE rc)
+{
+    switch (rc) {
+    case IFD_SUCCESS: return SCIO_SUCCESS;
+    case IFD_ICC_NOT_PRESENT: return SCIO_NO_MEDIA;
+    case IFD_RESPONSE_TIMEOUT: return SCIO_IO_TIMEOUT;
+    case IFD_NO_SUCH_DEVICE: return SCIO_DEVICE_NOT_CONNECTED;
+    case IFD_ERROR_INSUFFICIENT_BUFFER: return SCIO_BUFFER_TOO_SMALL;
+    case IFD_ERROR_TAG:
+    case IFD_ERROR_NOT_SUPPORTED:
+    case IFD_NOT_SUPPORTED:
+    case IFD_PROTOCOL_NOT_SUPPORTED:
+    case IFD_ERROR_VALUE_READ_ONLY: return SCIO_NOT_SUPPORTED;
+    default: return SCIO_IO_DEVICE_ERROR;
+    }
+}
+
+/* ---- state helpers (drv_lock held) -------------------------------------- */
+
+static void forget_card(ifd_dev *s)
+{
+    s->atr_len = 0;
+    s->protocol = 0;
+}
+
+static void card_gone(ifd_dev *s)
+{
+    forget_card(s);
+    s->state = SCIO_STATE_ABSENT;
+}
+
+/* Ask the driver whether a card is in and update the state.  Returns the
+ * status for the caller and sets *present. */
+static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
+{
+    IFD_RESPONSECODE rc = s->lib->presence(s->lun);
+    if (rc == IFD_ICC_PRESENT || rc == IFD_SUCCESS) {
+        *present = 1;
+        if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
+            s->state = SCIO_STATE_SWALLOWED; /* a new card, not powered */
+        return SCIO_SUCCESS;
+    }
+    if (rc == IFD_ICC_NOT_PRESENT) {
+        *present = 0;
+        card_gone(s);
+        return SCIO_SUCCESS;
+    }
+    *present = 0;
+    *drv = rc;
+    return map_rc(rc);
+}
+
+/* Handle a driver result that says the card went away. */
+static scio_status after_call(ifd_dev *s, IFD_RESPONSECODE rc, long *drv)
+{
+    if (rc == IFD_SUCCESS)
+        return SCIO_SUCCESS;
+    *drv = rc;
+    if (rc == IFD_ICC_NOT_PRESENT)
+        card_gone(s);
+    return map_rc(rc);
+}
+
+static void note_atr(ifd_dev *s, const uint8_t *atr, size_t len)
+{
+    memcpy(s->atr, atr, len);
+    s->atr_len = len;
+    scio_atr_info_parse(atr, len, &s->atr_info);
+    if (s->atr_info.specific && s->atr_info.specific_protocol) {
+        s->state = SCIO_STATE_SPECIFIC;
+        s->protocol = s->atr_info.specific_protocol;
+    } else {
+        s->state = SCIO_STATE_NEGOTIABLE;
+        s->protocol = 0;
+    }
+}
+
+/* ---- the IOCTLs --------------------------------------------------------- */
+
+static scio_status need_out(size_t out_cap, size_t n)
+{
+    return out_cap < n ? SCIO_BUFFER_TOO_SMALL : SCIO_SUCCESS;
+}
+
+static scio_status do_get_state(ifd_dev *s, uint8_t *out, size_t out_cap,
+                                size_t *out_len, long *drv)
+{
+    int present;
+    scio_status st;
+    if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
+        return st;
+    if ((st = refresh_presence(s, &present, drv)) != SCIO_SUCCESS)
+        return st;
+    if (s->is_sim) {
+        /* The simulator can impose a state, to exercise every branch of
+         * the connect sequence; the backend adopts it. */
+        uint8_t v[4];
+        IFD_DWORD len = sizeof v;
+        if (s->lib->get_caps(s->lun, SIM_TAG_STATE_HINT, &len, v) == IFD_SUCCESS &&
+            len == 4 && scio_get_u32(v) <= SCIO_STATE_SPECIFIC)
+            s->state = scio_get_u32(v);
+    }
+    scio_put_u32(out, s->state);
+    *out_len = 4;
+    return SCIO_SUCCESS;
+}
+
+static scio_status power_up(ifd_dev *s, IFD_DWORD action, uint8_t *out,
+                            size_t out_cap, size_t *out_len, long *drv)
+{
+    /* Slack past the declared capacity: a driver that writes one byte too
+     * many must not corrupt memory; its claimed length is checked below. */
+    uint8_t atr[64];
+    IFD_DWORD len = SCIO_MAX_ATR;
+    IFD_RESPONSECODE rc = s->lib->power(s->lun, action, atr, &len);
+    scio_status st = after_call(s, rc, drv);
+    if (st != SCIO_SUCCESS) {
+        if (st != SCIO_NO_MEDIA)
+            s->state = SCIO_STATE_SWALLOWED; /* unknown power: not usable */
+        forget_card(s);
+        return st;
+    }
+    if (len == 0 || len > SCIO_MAX_ATR) {
+        /* Power the card down again: an ATR we cannot trust is no card. */
+        IFD_DWORD zero = 0;
+        uint8_t dummy[SCIO_MAX_ATR];
+        s->lib->power(s->lun, IFD_POWER_DOWN, dummy, &zero);
+        forget_card(s);
+        s->state = SCIO_STATE_SWALLOWED;
+        *drv = (long)len;
+        return len == 0 ? SCIO_UNRECOGNIZED_MEDIA : SCIO_DEVICE_DATA_ERROR;
+    }
+    note_atr(s, atr, len);
+    if (out_cap < len)
+        return SCIO_BUFFER_TOO_SMALL; /* the card stays powered */
+    memcpy(out, atr, len);
+    *out_len = len;
+    return SCIO_SUCCESS;
+}
+
+static scio_status do_power(ifd_dev *s, const uint8_t *in, size_t in_len,
+                            uint8_t *out, size_t out_cap, size_t *out_len, long *drv)
+{
+    int present;
+    scio_status st;
+    uint32_t what;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    what = scio_get_u32(in);
+    if (what > SCIO_WARM_RESET)
+        return SCIO_INVALID_PARAMETER;
+    if ((st = refresh_presence(s, &present, drv)) != SCIO_SUCCESS)
+        return st;
+    if (!present)
+        return SCIO_NO_MEDIA;
+    if (what == SCIO_POWER_DOWN) {
+        uint8_t dummy[SCIO_MAX_ATR];
+        IFD_DWORD len = sizeof dummy;
+        IFD_RESPONSECODE rc = s->lib->power(s->lun, IFD_POWER_DOWN, dummy, &len);
+        st = after_call(s, rc, drv);
+        if (st == SCIO_SUCCESS) {
+            forget_card(s);
+            s->state = SCIO_STATE_SWALLOWED;
+        }
+        return st;
+    }
+    if (what == SCIO_COLD_RESET) {
+        if (s->state >= SCIO_STATE_POWERED) {
+            uint8_t dummy[SCIO_MAX_ATR];
+            IFD_DWORD len = sizeof dummy;
+            IFD_RESPONSECODE rc = s->lib->power(s->lun, IFD_POWER_DOWN, dummy, &len);
+            if ((st = after_call(s, rc, drv)) != SCIO_SUCCESS)
+                return st;
+            forget_card(s);
+            s->state = SCIO_STATE_SWALLOWED;
+        }
+        return power_up(s, IFD_POWER_UP, out, out_cap, out_len, drv);
+    }
+    return power_up(s, IFD_RESET, out, out_cap, out_len, drv);
+}
+
+static uint32_t choose_protocol(const scio_atr_info *ai, uint32_t mask)
+{
+    uint32_t usable = ai->offered & (SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1);
+    if (mask == SCIO_PROTOCOL_OPTIMAL)
+        mask = SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1;
+    if (mask & SCIO_PROTOCOL_DEFAULT) {
+        if (ai->first & usable)
+            return ai->first;
+        mask |= SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1;
+    }
+    usable &= mask;
+    if (usable & SCIO_PROTOCOL_T1)
+        return SCIO_PROTOCOL_T1; /* T=1: block chaining, no GET RESPONSE dance */
+    if (usable & SCIO_PROTOCOL_T0)
+        return SCIO_PROTOCOL_T0;
+    return 0;
+}
+
+static scio_status do_set_protocol(ifd_dev *s, const uint8_t *in, size_t in_len,
+                                   uint8_t *out, size_t out_cap, size_t *out_len,
+                                   long *drv)
+{
+    uint32_t mask, proto;
+    scio_status st;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
+        return st;
+    mask = scio_get_u32(in);
+    if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
+        return SCIO_NO_MEDIA;
+    if (s->state != SCIO_STATE_NEGOTIABLE && s->state != SCIO_STATE_SPECIFIC)
+        return SCIO_INVALID_DEVICE_STATE;
+    if (s->state == SCIO_STATE_SPECIFIC) {
+        /* Already set (by an earlier SET_PROTOCOL or by TA2): confirm it. */
+        if (!(mask == SCIO_PROTOCOL_OPTIMAL || (mask & SCIO_PROTOCOL_DEFAULT) ||
+              (mask & s->protocol)))
+            return SCIO_NOT_SUPPORTED;
+        scio_put_u32(out, s->protocol);
+        *out_len = 4;
+        return SCIO_SUCCESS;
+    }
+    proto = choose_protocol(&s->atr_info, mask);
+    if (!proto)
+        return SCIO_NOT_SUPPORTED;
+    if (s->lib->set_protocol) {
+        IFD_UCHAR flags = s->atr_info.has_ta1 ? IFD_NEGOTIATE_PTS1 : 0;
+        IFD_RESPONSECODE rc = s->lib->set_protocol(s->lun, proto, flags,
+                                                   s->atr_info.ta1, 0, 0);
+        /* A driver without PPS support still runs the card's default
+         * protocol. */
+        if ((rc == IFD_NOT_SUPPORTED || rc == IFD_ERROR_NOT_SUPPORTED) &&
+            proto == s->atr_info.first)
+            rc = IFD_SUCCESS;
+        if ((st = after_call(s, rc, drv)) != SCIO_SUCCESS)
+            return st;
+    }
+    s->protocol = proto;
+    s->state = SCIO_STATE_SPECIFIC;
+    scio_put_u32(out, proto);
+    *out_len = 4;
+    return SCIO_SUCCESS;
+}
+
+static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
+                               uint8_t *out, size_t out_cap, size_t *out_len,
+                               long *drv)
+{
+    uint32_t proto, pci_len;
+    size_t apdu_len, cap;
+    IFD_SCARD_IO_HEADER send_pci, recv_pci;
+    IFD_DWORD rx_len;
+    IFD_RESPONSECODE rc;
+    scio_status st;
+
+    if (in_len < SCIO_IO_REQUEST_SIZE)
+        return SCIO_INVALID_PARAMETER;
+    proto = scio_get_u32(in);
+    pci_len = scio_get_u32(in + 4);
+    if (pci_len < SCIO_IO_REQUEST_SIZE || pci_len > in_len)
+        return SCIO_INVALID_PARAMETER;
+    apdu_len = in_len - pci_len;
+    if (apdu_len > SCIO_MAX_APDU)
+        return SCIO_INVALID_BUFFER_SIZE;
+    if (apdu_len < (proto == SCIO_PROTOCOL_T0 ? 4u : 1u))
+        return SCIO_INVALID_PARAMETER;
+    if ((st = need_out(out_cap, SCIO_IO_REQUEST_SIZE + 2)) != SCIO_SUCCESS)
+        return st;
+    if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
+        return SCIO_NO_MEDIA;
+    if (s->state != SCIO_STATE_SPECIFIC || proto != s->protocol)
+        return SCIO_INVALID_DEVICE_STATE;
+    cap = out_cap - SCIO_IO_REQUEST_SIZE;
+    if (cap > SCIO_MAX_RESPONSE)
+        cap = SCIO_MAX_RESPONSE;
+    send_pci.Protocol = proto == SCIO_PROTOCOL_T1 ? 1 : 0;
+    send_pci.Length = sizeof send_pci;
+    recv_pci = send_pci;
+    rx_len = (IFD_DWORD)cap;
+    rc = s->lib->transmit(s->lun, send_pci, (IFD_UCHAR *)(uintptr_t)(in + pci_len),
+                          (IFD_DWORD)apdu_len, out + SCIO_IO_REQUEST_SIZE,
+                          &rx_len, &recv_pci);
+    if ((st = after_call(s, rc, drv)) != SCIO_SUCCESS)
+        return st;
+    if (rx_len > cap) {
+        *drv = (long)rx_len;
+        return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
+    }
+    scio_put_u32(out, proto);
+    scio_put_u32(out + 4, SCIO_IO_REQUEST_SIZE);
+    *out_len = SCIO_IO_REQUEST_SIZE + rx_len;
+    return SCIO_SUCCESS;
+}
+
+static scio_status put_dword_attr(uint32_t v, uint8_t *out, size_t out_cap,
+                                  size_t *out_len)
+{
+    if (out_cap < 4)
+        return SCIO_BUFFER_TOO_SMALL;
+    scio_put_u32(out, v);
+    *out_len = 4;
+    return SCIO_SUCCESS;
+}
+
+static scio_status do_get_attribute(ifd_dev *s, const uint8_t *in, size_t in_len,
+                                    uint8_t *out, size_t out_cap, size_t *out_len,
+                                    long *drv)
+{
+    uint32_t tag;
+    IFD_DWORD len;
+    IFD_RESPONSECODE rc;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    tag = scio_get_u32(in);
+    switch (tag) {
+    case SCIO_ATTR_ATR_STRING:
+        if (s->state < SCIO_STATE_NEGOTIABLE || !s->atr_len)
+            return s->state <= SCIO_STATE_ABSENT ? SCIO_NO_MEDIA
+                                                 : SCIO_INVALID_DEVICE_STATE;
+        if (out_cap < s->atr_len)
+            return SCIO_BUFFER_TOO_SMALL;
+        memcpy(out, s->atr, s->atr_len);
+        *out_len = s->atr_len;
+        return SCIO_SUCCESS;
+    case SCIO_ATTR_CURRENT_PROTOCOL_TYPE:
+        return put_dword_attr(s->state == SCIO_STATE_SPECIFIC ? s->protocol : 0,
+                              out, out_cap, out_len);
+    default:
+        break;
+    }
+    if (out_cap == 0)
+        return SCIO_BUFFER_TOO_SMALL;
+    len = (IFD_DWORD)out_cap;
+    rc = s->lib->get_caps(s->lun, tag, &len, out);
+    if (rc == IFD_SUCCESS) {
+        if (len > out_cap) {
+            *drv = (long)len;
+            return SCIO_DEVICE_DATA_ERROR;
+        }
+        *out_len = len;
+        return SCIO_SUCCESS;
+    }
+    if (rc == IFD_ERROR_TAG || rc == IFD_ERROR_NOT_SUPPORTED || rc == IFD_NOT_SUPPORTED) {
+        /* What smclib would answer for a reader that does not say. */
+        if (tag == SCIO_ATTR_DEVICE_UNIT)
+            return put_dword_attr((uint32_t)(s->lun & 0xFFFF), out, out_cap, out_len);
+        if (tag == SCIO_ATTR_CHARACTERISTICS)
+            return put_dword_attr(0, out, out_cap, out_len);
+    }
+    return after_call(s, rc, drv);
+}
+
+static scio_status do_set_attribute(ifd_dev *s, const uint8_t *in, size_t in_len,
+                                    long *drv)
+{
+    uint8_t *copy;
+    IFD_RESPONSECODE rc;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    /* The driver takes a non-const pointer: give it a copy. */
+    copy = malloc(in_len - 4 + 1);
+    if (!copy)
+        return SCIO_NO_MEMORY;
+    memcpy(copy, in + 4, in_len - 4);
+    rc = s->lib->set_caps(s->lun, scio_get_u32(in), (IFD_DWORD)(in_len - 4), copy);
+    free(copy);
+    return after_call(s, rc, drv);
+}
+
+static int vendor_function(uint32_t code, uint32_t *pcsc_code)
+{
+    if ((code & 0xFF000000u) == 0x42000000u) {
+        *pcsc_code = code;
+        return 1;
+    }
+    if ((code & 0xFFFF0003u) == 0x00310000u && ((code >> 2) & 0xFFFu) >= 2048u) {
+        *pcsc_code = SCIO_VENDOR_CTL_PCSC((code >> 2) & 0xFFFu);
+        return 1;
+    }
+    return 0;
+}
+
+static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
+                              size_t in_len, uint8_t *out, size_t out_cap,
+                              size_t *out_len, long *drv)
+{
+    uint8_t *copy;
+    IFD_DWORD returned = 0;
+    IFD_RESPONSECODE rc;
+    if (!s->lib->control)
+        return SCIO_NOT_SUPPORTED;
+    copy = malloc(in_len + 1);
+    if (!copy)
+        return SCIO_NO_MEMORY;
+    if (in_len)
+        memcpy(copy, in, in_len);
+    rc = s->lib->control(s->lun, pcsc_code, copy, (IFD_DWORD)in_len,
+                         out, (IFD_DWORD)out_cap, &returned);
+    free(copy);
+    if (rc != IFD_SUCCESS) {
+        *drv = rc;
+        return map_rc(rc);
+    }
+    if (returned > out_cap) {
+        *drv = (long)returned;
+        return SCIO_DEVICE_DATA_ERROR;
+    }
+    *out_len = returned;
+    return SCIO_SUCCESS;
+}
+
+/* ---- tracking (IS_PRESENT / IS_ABSENT) ---------------------------------- */
+
+static scio_status do_track(scio_device *d, ifd_dev *s, scio_op *op, int want_present,
+                            long *drv)
+{
+    for (;;) {
+        int present;
+        scio_status st;
+        if (scio_op_cancelled(op))
+            return SCIO_CANCELLED;
+        scio_mutex_lock(&s->drv_lock);
+        st = refresh_presence(s, &present, drv);
+        scio_mutex_unlock(&s->drv_lock);
+        if (st != SCIO_SUCCESS)
+            return st;
+        if (present == want_present)
+            return SCIO_SUCCESS;
+        if (scio_op_cancelled(op))
+            return SCIO_CANCELLED;
+        if (s->poll) {
+            /* Blocks until a card event, the stop function, or 1 s. */
+            IFD_RESPONSECODE rc = s->poll(s->lun, 1000);
+            if (rc == IFD_NO_SUCH_DEVICE) {
+                *drv = rc;
+                return SCIO_DEVICE_NOT_CONNECTED;
+            }
+        } else {
+            scio_mutex_lock(&s->wait_lock);
+            if (!s->wake)
+                scio_cond_wait_until(&s->wait_cv, &s->wait_lock,
+                                     scio_now_ms() + s->poll_interval_ms);
+            s->wake = 0;
+            scio_mutex_unlock(&s->wait_lock);
+        }
+    }
+    (void)d;
+}
+
+static void ifd_wake_tracking(scio_device *d)
+{
+    ifd_dev *s = scio_device_state(d);
+    scio_mutex_lock(&s->wait_lock);
+    s->wake = 1;
+    scio_cond_broadcast(&s->wait_cv);
+    scio_mutex_unlock(&s->wait_lock);
+    if (s->stop)
+        s->stop(s->lun);
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
+                             const uint8_t *in, size_t in_len,
+                             uint8_t *out, size_t out_cap, size_t *out_len,
+                             long *drv)
+{
+    ifd_dev *s = scio_device_state(d);
+    scio_status st;
+    uint32_t pcsc_code;
+
+    *out_len = 0;
+    if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
+        return do_track(d, s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
+    if (vendor_function(code, &pcsc_code) && s->is_sim &&
+        pcsc_code >= SCIO_VENDOR_CTL_PCSC(SIM_CTL_INSERT) &&
+        pcsc_code <= SCIO_VENDOR_CTL_PCSC(SIM_CTL_RESET_COUNTERS))
+        /* The simulator's test controls are thread-safe and must get
+         * through while a faulted call holds the reader lock. */
+        return do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
+
+    scio_mutex_lock(&s->drv_lock);
+    switch (code) {
+    case SCIO_IOCTL_GET_STATE:
+        st = do_get_state(s, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_POWER:
+        st = do_power(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_SET_PROTOCOL:
+        st = do_set_protocol(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_TRANSMIT:
+        st = do_transmit(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_GET_ATTRIBUTE:
+        st = do_get_attribute(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_SET_ATTRIBUTE:
+        st = do_set_attribute(s, in, in_len, drv);
+        break;
+    case SCIO_IOCTL_SWALLOW:
+        /* Readers driven through IFD handlers have no mechanism: a card
+         * that is in counts as swallowed. */
+        if (s->state == SCIO_STATE_PRESENT)
+            s->state = SCIO_STATE_SWALLOWED;
+        st = s->state <= SCIO_STATE_ABSENT ? SCIO_NO_MEDIA : SCIO_SUCCESS;
+        break;
+    case SCIO_IOCTL_EJECT:
+    case SCIO_IOCTL_CONFISCATE:
+        st = SCIO_NOT_SUPPORTED;
+        break;
+    case SCIO_IOCTL_GET_LAST_ERROR:
+        st = put_dword_attr(s->last_error, out, out_cap, out_len);
+        break;
+    default:
+        if (vendor_function(code, &pcsc_code))
+            st = do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
+        else
+            st = SCIO_INVALID_DEVICE_REQUEST;
+        break;
+    }
+    if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
+        s->last_error = st;
+    scio_mutex_unlock(&s->drv_lock);
+    return st;
+}
+
+static void ifd_release(scio_device *d)
+{
+    ifd_dev *s = scio_device_state(d);
+    scio_mutex_lock(&s->drv_lock);
+    if (s->channel_open) {
+        if (s->state >= SCIO_STATE_POWERED) {
+            uint8_t dummy[SCIO_MAX_ATR];
+            IFD_DWORD len = sizeof dummy;
+            s->lib->power(s->lun, IFD_POWER_DOWN, dummy, &len);
+        }
+        s->lib->close_channel(s->lun);
+        s->channel_open = 0;
+        unclaim_reader(s->lib, s->lun);
+    }
+    scio_mutex_unlock(&s->drv_lock);
+}
+
+static void ifd_destroy(scio_device *d)
+{
+    ifd_dev *s = scio_device_state(d);
+    lib_unref(s->lib);
+    scio_cond_destroy(&s->wait_cv);
+    scio_mutex_destroy(&s->wait_lock);
+    scio_mutex_destroy(&s->drv_lock);
+    free(s);
+}
+
+static const scio_backend ifd_backend = {
+    "ifd", ifd_ioctl, ifd_wake_tracking, ifd_release, ifd_destroy,
+};
+
+/* ---- open --------------------------------------------------------------- */
+
+static void *get_fn_capability(ifd_dev *s, IFD_DWORD tag)
+{
+    /* Function pointers travel through GetCapabilities as raw bytes. */
+    uint8_t buf[sizeof(void *) + 8];
+    IFD_DWORD len = sizeof(void *);
+    void *fn = NULL;
+    if (s->lib->get_caps(s->lun, tag, &len, buf) == IFD_SUCCESS &&
+        len == sizeof(void *))
+        memcpy(&fn, buf, sizeof fn);
+    return fn;
+}
+
+static int check_is_sim(ifd_dev *s)
+{
+    char name[64];
+    IFD_DWORD len = sizeof name - 1;
+    if (s->lib->get_caps(s->lun, SCIO_ATTR_VENDOR_NAME, &len, (IFD_UCHAR *)name) !=
+            IFD_SUCCESS || len >= sizeof name)
+        return 0;
+    name[len] = 0;
+    return strcmp(name, SIM_VENDOR_NAME) == 0;
+}
+
+scio_status scio_open_ifd(const char *library, const char *device_name,
+                          unsigned long lun, scio_queue *q,
+                          const scio_ifd_options *opts, scio_device **out,
+                          char *errbuf, size_t errlen)
+{
+    ifd_dev *s;
+    ifd_lib *lib;
+    scio_status st;
+    IFD_RESPONSECODE rc;
+    int claim;
+    int present;
+    long drv = 0;
+
+    *out = NULL;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!library || !*library) {
+        set_err(errbuf, errlen, "no driver library given");
+        return SCIO_INVALID_PARAMETER;
+    }
+    if ((st = lib_load(library, &lib, errbuf, errlen)) != SCIO_SUCCESS)
+        return st;
+    claim = claim_reader(lib, (IFD_DWORD)lun);
+    if (claim != 0) {
+        set_err(errbuf, errlen, claim == -1
+                ? "reader %s LUN 0x%lx is already open in this process"
+                : "out of memory opening %s LUN 0x%lx", library, lun);
+        lib_unref(lib);
+        return claim == -1 ? SCIO_SHARING_VIOLATION : SCIO_NO_MEMORY;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s) {
+        unclaim_reader(lib, (IFD_DWORD)lun);
+        lib_unref(lib);
+        return SCIO_NO_MEMORY;
+    }
+    s->lib = lib;
+    s->lun = (IFD_DWORD)lun;
+    s->state = SCIO_STATE_UNKNOWN;
+    s->poll_interval_ms = opts && opts->poll_interval_ms ? opts->poll_interval_ms
+                                                          : SCIO_DEFAULT_POLL_MS;
+    scio_mutex_init(&s->drv_lock);
+    scio_mutex_init(&s->wait_lock);
+    scio_cond_init(&s->wait_cv);
+
+    if (lib->version == 3) {
+        /* The driver may keep or modify the name: give it its own copy. */
+        char *name = strdup(device_name ? device_name : "");
+        rc = name ? lib->create_by_name(s->lun, name) : IFD_COMMUNICATION_ERROR;
+        free(name);
+    } else {
+        unsigned long channel = device_name ? strtoul(device_name, NULL, 0) : 0;
+        rc = lib->create(s->lun, (IFD_DWORD)channel);
+    }
+    if (rc != IFD_SUCCESS) {
+        set_err(errbuf, errlen,
+                "driver %s could not open channel \"%s\" (LUN 0x%lx): IFD code %ld",
+                library, device_name ? device_name : "", lun, (long)rc);
+        st = SCIO_NO_SUCH_DEVICE;
+        goto fail;
+    }
+    s->channel_open = 1;
+    s->is_sim = check_is_sim(s);
+    s->poll = (ifdh_polling_fn)get_fn_capability(s, IFD_TAG_POLLING_THREAD_WITH_TIMEOUT);
+    if (s->poll)
+        s->stop = (ifdh_stop_polling_fn)get_fn_capability(s, IFD_TAG_STOP_POLLING_THREAD);
+    if (s->poll && !s->stop)
+        s->poll = NULL; /* without a stop function a wait could not be cancelled promptly */
+    scio_mutex_lock(&s->drv_lock);
+    st = refresh_presence(s, &present, &drv);
+    scio_mutex_unlock(&s->drv_lock);
+    (void)st; /* a reader that cannot tell yet stays UNKNOWN */
+
+    st = scio_device_create(&ifd_backend, s, q,
+                            opts ? opts->close_timeout_ms : 0, out);
+    if (st != SCIO_SUCCESS) {
+        set_err(errbuf, errlen, "out of memory");
+        lib->close_channel(s->lun);
+        goto fail;
+    }
+    return SCIO_SUCCESS;
+
+fail:
+    unclaim_reader(lib, s->lun);
+    scio_cond_destroy(&s->wait_cv);
+    scio_mutex_destroy(&s->wait_lock);
+    scio_mutex_destroy(&s->drv_lock);
+    free(s);
+    lib_unref(lib);
+    return st;
+}

@@ -1,0 +1,251 @@
+/*
+ * scio.h - the scardio C core: one API over every reader backend.
+ *
+ * A device is a smart-card reader opened through a backend (an IFD-handler
+ * driver on POSIX, DeviceIoControl on Windows).  Every request is an IOCTL of
+ * the Windows smart-card contract (DESIGN.md section 3) with Windows buffer
+ * layout (32-bit little-endian DWORDs) on every platform.
+ *
+ * Requests run synchronously (scio_ioctl) or overlapped (scio_submit).  An
+ * overlapped request completes into the completion queue the device was opened
+ * with; the queue can be waited on with a timeout and polled through a file
+ * descriptor (POSIX) or an event handle (Windows) from an event loop.
+ *
+ * Thread safety: every function may be called from any thread.  A device must
+ * not be used after scio_close() returns; an operation must not be used after
+ * scio_op_release() returns.
+ */
+#ifndef SCIO_H
+#define SCIO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- status space: NTSTATUS values, shared by every backend ------------ */
+typedef uint32_t scio_status;
+
+#define SCIO_SUCCESS                  0x00000000u
+#define SCIO_PENDING                  0x00000103u
+#define SCIO_UNSUCCESSFUL             0xC0000001u
+#define SCIO_NOT_IMPLEMENTED          0xC0000002u
+#define SCIO_INVALID_PARAMETER        0xC000000Du
+#define SCIO_NO_SUCH_DEVICE           0xC000000Eu
+#define SCIO_INVALID_DEVICE_REQUEST   0xC0000010u /* unknown IOCTL code */
+#define SCIO_UNRECOGNIZED_MEDIA       0xC0000014u
+#define SCIO_NO_MEMORY                0xC0000017u
+#define SCIO_BUFFER_TOO_SMALL         0xC0000023u
+#define SCIO_OBJECT_NAME_NOT_FOUND    0xC0000034u
+#define SCIO_SHARING_VIOLATION        0xC0000043u
+#define SCIO_INVALID_IMAGE_FORMAT     0xC000007Bu /* not a driver library */
+#define SCIO_INSUFFICIENT_RESOURCES   0xC000009Au
+#define SCIO_DEVICE_NOT_CONNECTED     0xC000009Du
+#define SCIO_DEVICE_BUSY              0xC00000AEu
+#define SCIO_IO_TIMEOUT               0xC00000B5u
+#define SCIO_NOT_SUPPORTED            0xC00000BBu
+#define SCIO_CANCELLED                0xC0000120u
+#define SCIO_DLL_NOT_FOUND            0xC0000135u
+#define SCIO_ENTRYPOINT_NOT_FOUND     0xC0000139u /* library lacks IFDH symbols */
+#define SCIO_NO_MEDIA                 0xC0000178u /* no card */
+#define SCIO_INVALID_DEVICE_STATE     0xC0000184u
+#define SCIO_IO_DEVICE_ERROR          0xC0000185u /* driver failed the call */
+#define SCIO_INVALID_BUFFER_SIZE      0xC0000206u /* input larger than allowed */
+#define SCIO_DEVICE_DATA_ERROR        0xC000009Cu /* driver returned bad data */
+
+/* Short, stable name of a status ("NO_MEDIA"), or NULL if unknown. */
+const char *scio_status_name(scio_status status);
+
+/* ---- the IOCTL contract (DESIGN.md section 3) -------------------------- */
+#define SCIO_CTL_CODE(n) (0x00310000u | ((uint32_t)(n) << 2))
+#define SCIO_IOCTL_POWER           SCIO_CTL_CODE(1)
+#define SCIO_IOCTL_GET_ATTRIBUTE   SCIO_CTL_CODE(2)
+#define SCIO_IOCTL_SET_ATTRIBUTE   SCIO_CTL_CODE(3)
+#define SCIO_IOCTL_CONFISCATE      SCIO_CTL_CODE(4)
+#define SCIO_IOCTL_TRANSMIT        SCIO_CTL_CODE(5)
+#define SCIO_IOCTL_EJECT           SCIO_CTL_CODE(6)
+#define SCIO_IOCTL_SWALLOW         SCIO_CTL_CODE(7)
+#define SCIO_IOCTL_IS_PRESENT      SCIO_CTL_CODE(10)
+#define SCIO_IOCTL_IS_ABSENT       SCIO_CTL_CODE(11)
+#define SCIO_IOCTL_SET_PROTOCOL    SCIO_CTL_CODE(12)
+#define SCIO_IOCTL_GET_STATE       SCIO_CTL_CODE(14)
+#define SCIO_IOCTL_GET_LAST_ERROR  SCIO_CTL_CODE(15)
+
+/* Vendor control codes: Windows style (function 2048..4095) and pcsc-lite
+ * style (0x42000000 + n).  Both reach the driver's vendor control entry. */
+#define SCIO_VENDOR_CTL_WIN(n)   SCIO_CTL_CODE(n)
+#define SCIO_VENDOR_CTL_PCSC(n)  (0x42000000u + (uint32_t)(n))
+
+/* Card states reported by GET_STATE. */
+#define SCIO_STATE_UNKNOWN     0u
+#define SCIO_STATE_ABSENT      1u
+#define SCIO_STATE_PRESENT     2u
+#define SCIO_STATE_SWALLOWED   3u
+#define SCIO_STATE_POWERED     4u
+#define SCIO_STATE_NEGOTIABLE  5u
+#define SCIO_STATE_SPECIFIC    6u
+
+/* POWER input. */
+#define SCIO_POWER_DOWN   0u
+#define SCIO_COLD_RESET   1u
+#define SCIO_WARM_RESET   2u
+
+/* Protocol masks (SET_PROTOCOL input / output, SCARD_IO_REQUEST.proto). */
+#define SCIO_PROTOCOL_OPTIMAL  0x00000000u
+#define SCIO_PROTOCOL_T0       0x00000001u
+#define SCIO_PROTOCOL_T1       0x00000002u
+#define SCIO_PROTOCOL_RAW      0x00010000u
+#define SCIO_PROTOCOL_DEFAULT  0x80000000u
+
+/* Attributes: SCARD_ATTR_VALUE(class, tag) = class << 16 | tag. */
+#define SCIO_ATTR_VENDOR_NAME            0x00010100u
+#define SCIO_ATTR_VENDOR_IFD_TYPE        0x00010101u
+#define SCIO_ATTR_VENDOR_IFD_VERSION     0x00010102u
+#define SCIO_ATTR_VENDOR_IFD_SERIAL_NO   0x00010103u
+#define SCIO_ATTR_CHANNEL_ID             0x00020110u
+#define SCIO_ATTR_CHARACTERISTICS        0x00060150u
+#define SCIO_ATTR_CURRENT_PROTOCOL_TYPE  0x00080201u
+#define SCIO_ATTR_ATR_STRING             0x00090303u
+#define SCIO_ATTR_DEVICE_UNIT            0x7FFF0001u
+
+/* Limits.  A TRANSMIT input is SCARD_IO_REQUEST (8) + an APDU of at most
+ * 4 + 3 + 65535 + 3 bytes; its output is SCARD_IO_REQUEST + 65536 + 2.  An
+ * input larger than SCIO_MAX_INPUT is refused with SCIO_INVALID_BUFFER_SIZE,
+ * an output capacity larger than SCIO_MAX_OUTPUT is clamped to it. */
+#define SCIO_IO_REQUEST_SIZE  8u
+#define SCIO_MAX_ATR          33u
+#define SCIO_MAX_APDU         (4u + 3u + 65535u + 3u)
+#define SCIO_MAX_RESPONSE     (65536u + 2u)
+#define SCIO_MAX_INPUT        (SCIO_IO_REQUEST_SIZE + SCIO_MAX_APDU)
+#define SCIO_MAX_OUTPUT       (SCIO_IO_REQUEST_SIZE + SCIO_MAX_RESPONSE)
+
+/* ---- completion queues ------------------------------------------------- */
+typedef struct scio_queue scio_queue;
+
+/* What scio_queue_pop hands back: a copy, so no pointer outlives the lock. */
+typedef struct scio_completion {
+    uint64_t op_id;      /* scio_op_id() of the completed operation */
+    uint64_t user;       /* the cookie given to scio_submit */
+    scio_status status;
+} scio_completion;
+
+/* A new queue, or NULL (out of memory / descriptors). */
+scio_queue *scio_queue_new(void);
+/* Readable (POSIX) while completions wait to be popped.  -1 on Windows. */
+int scio_queue_fd(const scio_queue *q);
+/* Windows: a manual-reset event HANDLE, signalled while completions wait;
+ * NULL elsewhere. */
+void *scio_queue_handle(const scio_queue *q);
+/* Take the oldest completion.  timeout_ms < 0 waits forever, 0 polls.
+ * Returns 1 and fills *out, or 0 on timeout, or -1 once the queue has been
+ * woken by scio_queue_wake (the wake is consumed). */
+int scio_queue_pop(scio_queue *q, int timeout_ms, scio_completion *out);
+/* Make one blocked (or the next) scio_queue_pop return -1. */
+void scio_queue_wake(scio_queue *q);
+/* Number of completions waiting. */
+size_t scio_queue_pending(scio_queue *q);
+/* Frees the queue.  Devices that still use it keep it alive until closed. */
+void scio_queue_free(scio_queue *q);
+
+/* ---- devices ----------------------------------------------------------- */
+typedef struct scio_device scio_device;
+
+/* Options for scio_open_ifd. */
+typedef struct scio_ifd_options {
+    /* IFDHICCPresence poll interval for drivers without a polling
+     * function, in ms; 0 selects the default (SCIO_DEFAULT_POLL_MS). */
+    unsigned poll_interval_ms;
+    /* How long scio_close waits for requests stuck inside the driver,
+     * in ms; 0 selects the default (SCIO_DEFAULT_CLOSE_MS). */
+    unsigned close_timeout_ms;
+} scio_ifd_options;
+
+#define SCIO_DEFAULT_POLL_MS   10u
+#define SCIO_DEFAULT_CLOSE_MS  2000u
+
+/* Open an IFD-handler driver: library path, device name (as in a reader.conf
+ * DEVICENAME), LUN.  q receives this device's overlapped completions (NULL:
+ * a private queue, see scio_device_queue).  opts may be NULL.  On failure
+ * returns a status and writes a human-readable reason into errbuf. */
+scio_status scio_open_ifd(const char *library, const char *device_name,
+                          unsigned long lun, scio_queue *q,
+                          const scio_ifd_options *opts, scio_device **out,
+                          char *errbuf, size_t errlen);
+
+#ifdef _WIN32
+/* Open a Windows device path (\\?\... or \\.\...) with FILE_FLAG_OVERLAPPED. */
+scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
+                            scio_device **out, char *errbuf, size_t errlen);
+#endif
+
+/* The queue this device completes into. */
+scio_queue *scio_device_queue(scio_device *d);
+
+/* Synchronous IOCTL.  out may be NULL when out_cap is 0.  *out_len gets the
+ * bytes written (0 on failure).  Blocks: call without any interpreter lock. */
+scio_status scio_ioctl(scio_device *d, uint32_t code,
+                       const void *in, size_t in_len,
+                       void *out, size_t out_cap, size_t *out_len);
+
+/* Driver code of the last failed call on this device (the IFD_* code or the
+ * Win32 error), 0 if the failure was the core's own. */
+long scio_device_driver_code(scio_device *d);
+
+/* Cancel every pending request, wait (bounded by close_timeout_ms) for them
+ * and for synchronous calls in progress to finish, and release the driver
+ * channel.  The device stays allocated: every later call fails at once with
+ * SCIO_DEVICE_NOT_CONNECTED.  Requests still stuck inside the driver after
+ * the timeout are abandoned: the driver library stays loaded until they
+ * return, and their completion is dropped.  Idempotent. */
+void scio_shutdown(scio_device *d);
+
+/* scio_shutdown, then drop the caller's reference: the device must not be
+ * used again. */
+void scio_close(scio_device *d);
+
+/* ---- overlapped operations --------------------------------------------- */
+typedef struct scio_op scio_op;
+
+/* Submit an overlapped IOCTL.  The core copies the input and owns the output
+ * buffer (out_cap bytes).  On success *op_out is a new operation; it
+ * completes into the device's queue with cookie `user`.  Fails synchronously
+ * (no operation created) only for bad arguments or when the device is
+ * closing; every other failure is reported as a completion. */
+scio_status scio_submit(scio_device *d, uint32_t code,
+                        const void *in, size_t in_len, size_t out_cap,
+                        uint64_t user, scio_op **op_out);
+
+uint64_t scio_op_id(const scio_op *op);
+/* 1 once completed. */
+int scio_op_done(scio_op *op);
+/* Wait for completion: 1 completed, 0 timeout (timeout_ms < 0: forever). */
+int scio_op_wait(scio_op *op, int timeout_ms);
+/* SCIO_PENDING until completed, then the final status. */
+scio_status scio_op_status(scio_op *op);
+/* Output of a completed operation (NULL / 0 before). */
+const uint8_t *scio_op_output(scio_op *op, size_t *len);
+/* Driver code that accompanied a failure, 0 otherwise. */
+long scio_op_driver_code(scio_op *op);
+/* Request cancellation.  Returns at once; the operation completes with
+ * SCIO_CANCELLED unless it had already finished. */
+void scio_op_cancel(scio_op *op);
+/* Drop the caller's reference.  A pending operation is cancelled and freed
+ * when it completes; its completion is not queued. */
+void scio_op_release(scio_op *op);
+
+/* Cancel every pending operation of the device (returns at once). */
+void scio_cancel_all(scio_device *d);
+
+/* ---- driver log -------------------------------------------------------- */
+/* Messages drivers send through log_msg / log_xxd go to this callback (or are
+ * dropped when it is NULL; SCARDIO_DRIVER_LOG=1 in the environment prints
+ * them to stderr instead). */
+typedef void (*scio_log_fn)(int priority, const char *message, void *ctx);
+void scio_set_log(scio_log_fn fn, void *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SCIO_H */

@@ -1,0 +1,80 @@
+"""Build definitions: the Cython binding over the C core, and the simulated
+reader driver (a plain shared library shipped inside the package).
+
+Metadata lives in pyproject.toml; this file only says what to compile,
+because the sources depend on the platform.
+"""
+
+import os
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+IS_WINDOWS = sys.platform == "win32"
+
+CORE_SOURCES = [
+    "native/core/status.c",
+    "native/core/sync.c",
+    "native/core/queue.c",
+    "native/core/device.c",
+    "native/core/atr_info.c",
+]
+IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c"]
+SIM_SOURCES = ["native/sim/sim_ifd.c", "native/sim/card.c"]
+
+# Shared libraries that are not Python modules: no PyInit, plain file name.
+PLAIN_LIBRARIES = {"scardio.libscardio_sim"}
+
+if IS_WINDOWS:
+    core_libs = []
+    core_args = []
+    sim_args = []
+else:
+    core_libs = ["dl", "pthread"]
+    # Hidden by default: only the module init and the log_msg family
+    # (which drivers import) are exported.
+    core_args = ["-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
+    sim_args = ["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra", "-pthread"]
+
+
+class BuildExt(build_ext):
+    """build_ext that also builds plain shared libraries."""
+
+    def get_ext_filename(self, fullname):
+        # Called with the full dotted name and, by get_ext_fullpath, with
+        # only its last component.
+        if any(fullname == lib or fullname == lib.rsplit(".", 1)[1]
+               for lib in PLAIN_LIBRARIES):
+            suffix = ".dll" if IS_WINDOWS else ".so"
+            return os.path.join(*fullname.split(".")) + suffix
+        return super().get_ext_filename(fullname)
+
+    def get_export_symbols(self, ext):
+        if ext.name in PLAIN_LIBRARIES:
+            return ext.export_symbols
+        return super().get_export_symbols(ext)
+
+
+core = Extension(
+    "scardio._core",
+    sources=["src/scardio/_core.pyx"] + CORE_SOURCES + IFD_SOURCES,
+    include_dirs=["native", "native/ifd"],
+    libraries=core_libs,
+    extra_compile_args=core_args,
+)
+
+sim = Extension(
+    "scardio.libscardio_sim",
+    sources=SIM_SOURCES,
+    include_dirs=["native", "native/sim", "native/ifd"],
+    libraries=[] if IS_WINDOWS else ["pthread"],
+    extra_compile_args=sim_args,
+)
+
+setup(
+    ext_modules=cythonize([core], language_level=3,
+                          compiler_directives={"embedsignature": True}) + [sim],
+    cmdclass={"build_ext": BuildExt},
+)

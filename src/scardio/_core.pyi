@@ -1,0 +1,67 @@
+"""Type stubs for the Cython binding over the scardio C core (native/scio.h)."""
+
+from types import TracebackType
+from typing import Callable, Optional
+
+from typing_extensions import Self  # only for type checkers
+
+# Limits and defaults mirrored from scio.h.
+MAX_INPUT: int
+MAX_OUTPUT: int
+MAX_ATR: int
+DEFAULT_POLL_MS: int
+DEFAULT_CLOSE_MS: int
+SIM_LIBRARY: str  # absolute path of the simulated reader driver shipped in the package
+
+def status_name(status: int) -> Optional[str]: ...
+def set_driver_log(callback: Optional[Callable[[int, str], None]]) -> None: ...
+
+class Operation:
+    """An overlapped IOCTL.  Completes into its device's completion queue."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def code(self) -> int: ...
+    @property
+    def device(self) -> "Device": ...
+    def done(self) -> bool: ...
+    def wait(self, timeout: Optional[float] = None) -> bytes:
+        """Block (GIL released) until complete; return the output or raise the
+        typed error.  Raises scardio.errors.TimeoutError (the operation stays
+        pending) when `timeout` seconds pass first."""
+    def result(self) -> bytes:
+        """Output of a completed operation, or its typed error; raises
+        scardio.errors.InvalidStateError while still pending."""
+    @property
+    def status(self) -> int: ...  # SCIO_PENDING (0x103) while pending
+    def cancel(self) -> None: ...
+
+class Device:
+    @classmethod
+    def open_ifd(cls, library: str, device_name: str, lun: int = 0, *,
+                 poll_interval_ms: int = 0, close_timeout_ms: int = 0) -> "Device": ...
+    @classmethod
+    def open_sim(cls, lun: int = 0, **kwargs: int) -> "Device": ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def library(self) -> str: ...
+    @property
+    def device_name(self) -> str: ...
+    @property
+    def lun(self) -> int: ...
+    def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
+        """Synchronous IOCTL (GIL released).  Raises a scardio.errors type."""
+    def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation: ...
+    def fileno(self) -> int:
+        """Descriptor readable while completions wait; see harvest()."""
+    def harvest(self, timeout: float = 0.0) -> list[Operation]:
+        """Pop the operations completed since the last harvest (waits up to
+        `timeout` seconds for the first one)."""
+    def cancel_all(self) -> None: ...
+    def close(self) -> None:
+        """Cancel every pending operation, wait for them, release the driver."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: Optional[type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None: ...

@@ -1,0 +1,370 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Binding over the scardio C core (native/scio.h): Device and Operation.
+
+The GIL is released around every call that can block.  Inputs are read in
+place through the buffer protocol; outputs are written straight into the
+bytes object that is returned whenever it is large, so no copy is made that
+can be avoided.
+"""
+
+import os
+import weakref
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from ._scio cimport *
+
+from . import errors as _errors
+
+cdef extern from "Python.h":
+    int _PyBytes_Resize(PyObject **b, Py_ssize_t newsize) except -1
+
+MAX_INPUT = SCIO_MAX_INPUT
+MAX_OUTPUT = SCIO_MAX_OUTPUT
+MAX_ATR = SCIO_MAX_ATR
+MAX_APDU = SCIO_MAX_APDU
+MAX_RESPONSE = SCIO_MAX_RESPONSE
+DEFAULT_POLL_MS = SCIO_DEFAULT_POLL_MS
+DEFAULT_CLOSE_MS = SCIO_DEFAULT_CLOSE_MS
+STATUS_PENDING = SCIO_PENDING
+
+SIM_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "libscardio_sim.dll" if os.name == "nt" else "libscardio_sim.so")
+
+# The simulated reader's vendor interface (native/sim/sim_protocol.h).
+SIM = {
+    "CTL_INSERT": SIM_CTL_INSERT, "CTL_REMOVE": SIM_CTL_REMOVE,
+    "CTL_SET_LATENCY": SIM_CTL_SET_LATENCY, "CTL_FAULT": SIM_CTL_FAULT,
+    "CTL_STOP": SIM_CTL_STOP, "CTL_COUNTERS": SIM_CTL_COUNTERS,
+    "CTL_FORCE_STATE": SIM_CTL_FORCE_STATE,
+    "CTL_RESET_COUNTERS": SIM_CTL_RESET_COUNTERS,
+    "CARD_T1": SIM_CARD_T1, "CARD_T0": SIM_CARD_T0,
+    "EP_COUNT": SIM_EP_COUNT, "FAULT_RETURN": SIM_FAULT_RETURN,
+    "FAULT_REMOVE_CARD": SIM_FAULT_REMOVE_CARD, "FAULT_BLOCK": SIM_FAULT_BLOCK,
+    "FAULT_OVERLONG_LENGTH": SIM_FAULT_OVERLONG_LENGTH,
+    "FAULT_LONG_ATR": SIM_FAULT_LONG_ATR, "COUNTER_COUNT": SIM_COUNTER_COUNT,
+    "EF_SIZE": SIM_EF_SIZE,
+}
+
+# Outputs up to this size go through a stack buffer and one small copy;
+# larger ones are written into the result bytes object directly.
+DEF SMALL_OUTPUT = 512
+# Waits are sliced so that Ctrl-C is seen while blocked.
+DEF WAIT_SLICE_MS = 100
+
+
+def status_name(scio_status status):
+    """The core's short name of a status, or None."""
+    cdef const char *n = scio_status_name(status)
+    return None if n == NULL else n.decode("ascii")
+
+
+cdef object _log_callback = None
+
+cdef void _log_trampoline(int priority, const char *message, void *ctx) noexcept with gil:
+    try:
+        if _log_callback is not None:
+            _log_callback(priority, message.decode("utf-8", "replace"))
+    except BaseException:
+        pass  # a logging callback must never break a driver call
+
+
+def set_driver_log(callback):
+    """Send drivers' log_msg / log_xxd output to callback(priority, text),
+    or drop it (None).  SCARDIO_DRIVER_LOG=1 prints it to stderr too."""
+    global _log_callback
+    _log_callback = callback
+    if callback is None:
+        scio_set_log(NULL, NULL)
+    else:
+        scio_set_log(_log_trampoline, NULL)
+
+
+cdef object _error(scio_status st, long driver_code, object ioctl, str message=""):
+    return _errors.error_for_status(st, message, driver_code=driver_code, ioctl=ioctl)
+
+
+cdef class Operation:
+    """An overlapped IOCTL; see Device.submit."""
+
+    cdef scio_op *_op
+    cdef readonly Device device
+    cdef readonly uint32_t code
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self._op = NULL
+
+    def __dealloc__(self):
+        if self._op != NULL:
+            # Cancels it if still pending; the core frees it on completion.
+            scio_op_release(self._op)
+            self._op = NULL
+
+    @property
+    def id(self):
+        return scio_op_id(self._op)
+
+    @property
+    def status(self):
+        return scio_op_status(self._op)
+
+    def done(self):
+        return scio_op_done(self._op) != 0
+
+    def cancel(self):
+        with nogil:
+            scio_op_cancel(self._op)
+
+    def wait(self, timeout=None):
+        """Wait for completion and return result().  On timeout raise
+        scardio.errors.TimeoutError; the operation stays pending.  Ctrl-C
+        while waiting cancels the operation and propagates."""
+        cdef int done = 0
+        cdef int slice_ms
+        cdef double left = -1.0 if timeout is None else float(timeout)
+        if left != -1.0 and left < 0:
+            raise ValueError("timeout must be >= 0 or None")
+        while True:
+            slice_ms = WAIT_SLICE_MS
+            if left >= 0 and left * 1000.0 < slice_ms:
+                slice_ms = <int>(left * 1000.0)
+            with nogil:
+                done = scio_op_wait(self._op, slice_ms)
+            if done:
+                return self.result()
+            if left >= 0:
+                left -= slice_ms / 1000.0
+                if left <= 0:
+                    raise _errors.TimeoutError(
+                        f"operation {self.id} still pending after {timeout} s",
+                        status=SCIO_PENDING, ioctl=self.code)
+            try:
+                PyErr_CheckSignals()
+            except BaseException:
+                self.cancel()
+                raise
+
+    def result(self):
+        """The output of a completed operation, or its typed error."""
+        cdef scio_status st = scio_op_status(self._op)
+        cdef size_t n = 0
+        cdef const uint8_t *p
+        if st == SCIO_PENDING:
+            raise _errors.InvalidStateError(
+                f"operation {self.id} is still pending", ioctl=self.code)
+        if st != SCIO_SUCCESS:
+            raise _error(st, scio_op_driver_code(self._op), self.code)
+        p = scio_op_output(self._op, &n)
+        return PyBytes_FromStringAndSize(<const char *>p, n)
+
+    def __repr__(self):
+        from .constants import ioctl_name
+        st = scio_op_status(self._op)
+        state = "pending" if st == SCIO_PENDING else (status_name(st) or hex(st))
+        return f"<scardio.Operation {self.id} {ioctl_name(self.code)} {state}>"
+
+
+cdef class Device:
+    """A reader device: IOCTLs of the smart-card contract, synchronous or
+    overlapped.  Thread-safe: any method may be called from any thread."""
+
+    cdef scio_device *_dev
+    cdef scio_queue *_queue
+    cdef bint _closed
+    cdef readonly str library
+    cdef readonly str device_name
+    cdef readonly unsigned long lun
+    cdef object _ops  # op id -> Operation, weakly: harvest finds live ones
+
+    def __cinit__(self):
+        self._dev = NULL
+        self._closed = True
+        self._ops = weakref.WeakValueDictionary()
+
+    def __init__(self):
+        raise TypeError("use Device.open_ifd() or Device.open_sim()")
+
+    def __dealloc__(self):
+        if self._dev != NULL:
+            with nogil:
+                scio_close(self._dev)
+            self._dev = NULL
+
+    @classmethod
+    def open_ifd(cls, library, device_name="", unsigned long lun=0, *,
+                 unsigned int poll_interval_ms=0, unsigned int close_timeout_ms=0):
+        """Load a pcsc-lite IFD-handler driver and open one reader of it."""
+        cdef Device self = Device.__new__(Device)
+        cdef bytes lib_b = os.fsencode(library)
+        cdef bytes name_b = os.fsencode(device_name)
+        cdef const char *lib_p = lib_b
+        cdef const char *name_p = name_b
+        cdef scio_ifd_options opts
+        cdef char errbuf[512]
+        cdef scio_status st
+        opts.poll_interval_ms = poll_interval_ms
+        opts.close_timeout_ms = close_timeout_ms
+        errbuf[0] = 0
+        with nogil:
+            st = scio_open_ifd(lib_p, name_p, lun, NULL, &opts, &self._dev,
+                               errbuf, sizeof(errbuf))
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
+        self._queue = scio_device_queue(self._dev)
+        self._closed = False
+        self.library = os.fsdecode(library)
+        self.device_name = os.fsdecode(device_name)
+        self.lun = lun
+        return self
+
+    @classmethod
+    def open_sim(cls, unsigned long lun=0, **kwargs):
+        """Open reader `lun` of the simulated reader driver shipped inside
+        the package (it starts with no card: see scardio.sim)."""
+        return cls.open_ifd(SIM_LIBRARY, f"sim:{lun}", lun, **kwargs)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    cdef int _check_open(self) except -1:
+        if self._closed:
+            raise _errors.ClosedError("device is closed", status=0xC000009D)
+        return 0
+
+    def ioctl(self, uint32_t code, input=b"", Py_ssize_t output_size=0):
+        """Run one IOCTL synchronously (GIL released) and return its output."""
+        cdef Py_buffer view
+        cdef const char *inp
+        cdef Py_ssize_t in_len
+        cdef bint have_view = False
+        cdef char small[SMALL_OUTPUT]
+        cdef object result
+        cdef PyObject *raw
+        cdef char *outp
+        cdef size_t out_len = 0
+        cdef scio_status st
+        self._check_open()
+        if output_size < 0:
+            raise ValueError("output_size must be >= 0")
+        if output_size > SCIO_MAX_OUTPUT:
+            output_size = SCIO_MAX_OUTPUT
+        if type(input) is bytes:
+            inp = PyBytes_AS_STRING(input)
+            in_len = len(<bytes>input)
+        else:
+            PyObject_GetBuffer(input, &view, PyBUF_SIMPLE)
+            have_view = True
+            inp = <const char *>view.buf
+            in_len = view.len
+        try:
+            if output_size <= SMALL_OUTPUT:
+                with nogil:
+                    st = scio_ioctl(self._dev, code, inp, in_len,
+                                    small, output_size, &out_len)
+                if st != SCIO_SUCCESS:
+                    raise _error(st, scio_device_driver_code(self._dev), code)
+                return PyBytes_FromStringAndSize(small, out_len)
+            result = PyBytes_FromStringAndSize(NULL, output_size)
+            outp = PyBytes_AS_STRING(result)
+            with nogil:
+                st = scio_ioctl(self._dev, code, inp, in_len,
+                                outp, output_size, &out_len)
+            if st != SCIO_SUCCESS:
+                raise _error(st, scio_device_driver_code(self._dev), code)
+            if <Py_ssize_t>out_len != output_size:
+                # Shrink in place: _PyBytes_Resize needs the only reference,
+                # so move it from `result` into `raw` and back.
+                raw = <PyObject *>result
+                Py_INCREF(result)
+                result = None
+                _PyBytes_Resize(&raw, out_len)
+                result = <object>raw
+                Py_DECREF(result)
+            return result
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+
+    def submit(self, uint32_t code, input=b"", Py_ssize_t output_size=0):
+        """Start an overlapped IOCTL; returns an Operation at once."""
+        cdef Py_buffer view
+        cdef scio_op *op = NULL
+        cdef scio_status st
+        cdef Operation o
+        self._check_open()
+        if output_size < 0:
+            raise ValueError("output_size must be >= 0")
+        PyObject_GetBuffer(input, &view, PyBUF_SIMPLE)
+        try:
+            with nogil:
+                st = scio_submit(self._dev, code, view.buf, view.len,
+                                 output_size, 0, &op)
+        finally:
+            PyBuffer_Release(&view)
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, code)
+        o = Operation.__new__(Operation)
+        o._op = op
+        o.device = self
+        o.code = code
+        self._ops[scio_op_id(op)] = o
+        return o
+
+    def fileno(self):
+        """A descriptor that is readable while completions wait (-1 where
+        the platform has none)."""
+        self._check_open()
+        return scio_queue_fd(self._queue)
+
+    def harvest(self, double timeout=0.0):
+        """Operations completed since the last harvest, oldest first.  Waits
+        up to `timeout` seconds (GIL released) for the first one."""
+        cdef scio_completion c
+        cdef int rc
+        cdef int ms = <int>(timeout * 1000.0) if timeout > 0 else 0
+        done = []
+        self._check_open()
+        while True:
+            with nogil:
+                rc = scio_queue_pop(self._queue, ms, &c)
+            if rc != 1:
+                break
+            ms = 0
+            op = self._ops.pop(c.op_id, None)
+            if op is not None:
+                done.append(op)
+        return done
+
+    def cancel_all(self):
+        """Cancel every pending operation (returns at once)."""
+        self._check_open()
+        with nogil:
+            scio_cancel_all(self._dev)
+
+    def close(self):
+        """Cancel every pending operation, wait for them (bounded), release
+        the driver channel.  Idempotent."""
+        if self._dev == NULL or self._closed:
+            return
+        self._closed = True
+        with nogil:
+            scio_shutdown(self._dev)
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else "open"
+        return (f"<scardio.Device {self.library!r} {self.device_name!r} "
+                f"lun={self.lun:#x} {state}>")

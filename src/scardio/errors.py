@@ -1,0 +1,188 @@
+"""Typed exceptions.  Every failure of the core maps to one class here.
+
+Each error carries ``status`` (the core's NTSTATUS-style code), its
+``status_name``, the ``driver_code`` the driver returned when there was one
+(an ``IFD_*`` code for IFD handlers, a Win32 error on Windows), and the
+``ioctl`` code of the failed request when it came from one.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Optional
+
+__all__ = [
+    "ScardioError", "NoCardError", "TimeoutError", "CancelledError",
+    "DeviceBusyError", "ReaderInUseError", "NotSupportedError",
+    "InvalidRequestError", "InvalidParameterError", "InputTooLargeError",
+    "BufferTooSmallError", "InvalidStateError", "DriverError",
+    "DriverDataError", "UnrecognizedCardError", "DeviceGoneError",
+    "ClosedError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
+    "MissingEntryPointError", "ChannelOpenError", "error_for_status",
+]
+
+
+class ScardioError(Exception):
+    """Base class of every scardio error."""
+
+    status: int = 0xC0000001
+
+    def __init__(self, message: str, *, status: Optional[int] = None,
+                 driver_code: int = 0, ioctl: Optional[int] = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        self.driver_code = driver_code
+        self.ioctl = ioctl
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES.get(self.status, f"0x{self.status:08X}")
+
+
+class NoCardError(ScardioError):
+    """No card in the reader (or it was removed during the call)."""
+    status = 0xC0000178
+
+
+class TimeoutError(ScardioError, builtins.TimeoutError):
+    """The driver or a wait timed out."""
+    status = 0xC00000B5
+
+
+class CancelledError(ScardioError):
+    """The request was cancelled (cancel(), close(), Ctrl-C)."""
+    status = 0xC0000120
+
+
+class DeviceBusyError(ScardioError):
+    """A tracking request (IS_PRESENT / IS_ABSENT) is already pending."""
+    status = 0xC00000AE
+
+
+class ReaderInUseError(DeviceBusyError):
+    """Another owner holds the reader exclusively."""
+    status = 0xC0000043
+
+
+class NotSupportedError(ScardioError):
+    """The reader, driver or card does not support this."""
+    status = 0xC00000BB
+
+
+class InvalidRequestError(ScardioError, ValueError):
+    """Unknown IOCTL code."""
+    status = 0xC0000010
+
+
+class InvalidParameterError(ScardioError, ValueError):
+    """Malformed input buffer."""
+    status = 0xC000000D
+
+
+class InputTooLargeError(InvalidParameterError):
+    """Input larger than the IOCTL contract allows."""
+    status = 0xC0000206
+
+
+class BufferTooSmallError(ScardioError):
+    """The output buffer cannot hold the result."""
+    status = 0xC0000023
+
+
+class InvalidStateError(ScardioError):
+    """The card is not in a state that allows this request."""
+    status = 0xC0000184
+
+
+class DriverError(ScardioError):
+    """The driver failed the call; ``driver_code`` says how."""
+    status = 0xC0000185
+
+
+class DriverDataError(DriverError):
+    """The driver returned data that cannot be trusted (e.g. a length
+    larger than the buffer it was given)."""
+    status = 0xC000009C
+
+
+class UnrecognizedCardError(ScardioError):
+    """The card answered with no usable ATR."""
+    status = 0xC0000014
+
+
+class DeviceGoneError(ScardioError):
+    """The reader is no longer connected."""
+    status = 0xC000009D
+
+
+class ClosedError(DeviceGoneError):
+    """The device or reader has been closed."""
+
+
+class DriverLoadError(ScardioError, OSError):
+    """The driver could not be loaded or its channel opened."""
+    status = 0xC0000001
+
+
+class DriverNotFoundError(DriverLoadError):
+    status = 0xC0000135
+
+
+class NotADriverError(DriverLoadError):
+    """The file is not a loadable library."""
+    status = 0xC000007B
+
+
+class MissingEntryPointError(DriverLoadError):
+    """The library does not export the IFD-handler entry points."""
+    status = 0xC0000139
+
+
+class ChannelOpenError(DriverLoadError):
+    """The driver could not open the reader's channel."""
+    status = 0xC000000E
+
+
+STATUS_NAMES = {
+    0x00000000: "SUCCESS", 0x00000103: "PENDING", 0xC0000001: "UNSUCCESSFUL",
+    0xC0000002: "NOT_IMPLEMENTED", 0xC000000D: "INVALID_PARAMETER",
+    0xC000000E: "NO_SUCH_DEVICE", 0xC0000010: "INVALID_DEVICE_REQUEST",
+    0xC0000014: "UNRECOGNIZED_MEDIA", 0xC0000017: "NO_MEMORY",
+    0xC0000023: "BUFFER_TOO_SMALL", 0xC0000034: "OBJECT_NAME_NOT_FOUND",
+    0xC0000043: "SHARING_VIOLATION", 0xC000007B: "INVALID_IMAGE_FORMAT",
+    0xC000009A: "INSUFFICIENT_RESOURCES", 0xC000009C: "DEVICE_DATA_ERROR",
+    0xC000009D: "DEVICE_NOT_CONNECTED", 0xC00000AE: "DEVICE_BUSY",
+    0xC00000B5: "IO_TIMEOUT", 0xC00000BB: "NOT_SUPPORTED", 0xC0000120: "CANCELLED",
+    0xC0000135: "DLL_NOT_FOUND", 0xC0000139: "ENTRYPOINT_NOT_FOUND",
+    0xC0000178: "NO_MEDIA", 0xC0000184: "INVALID_DEVICE_STATE",
+    0xC0000185: "IO_DEVICE_ERROR", 0xC0000206: "INVALID_BUFFER_SIZE",
+}
+
+_CLASS_FOR_STATUS: dict[int, type[ScardioError]] = {
+    cls.status: cls
+    for cls in (NoCardError, TimeoutError, CancelledError, DeviceBusyError,
+                ReaderInUseError, NotSupportedError, InvalidRequestError,
+                InvalidParameterError, InputTooLargeError, BufferTooSmallError,
+                InvalidStateError, DriverError, DriverDataError,
+                UnrecognizedCardError, DeviceGoneError, DriverNotFoundError,
+                NotADriverError, MissingEntryPointError, ChannelOpenError)
+}
+_CLASS_FOR_STATUS[0xC0000034] = DriverNotFoundError  # OBJECT_NAME_NOT_FOUND
+_CLASS_FOR_STATUS[0xC0000001] = DriverError  # UNSUCCESSFUL
+
+
+def error_for_status(status: int, message: str = "", *, driver_code: int = 0,
+                     ioctl: Optional[int] = None) -> ScardioError:
+    """The exception instance for a failed status (not raised)."""
+    cls = _CLASS_FOR_STATUS.get(status, ScardioError)
+    name = STATUS_NAMES.get(status, f"0x{status:08X}")
+    text = message or name
+    if ioctl is not None:
+        from .constants import ioctl_name
+        text = f"{ioctl_name(ioctl)}: {text}"
+    if message and name not in message:
+        text = f"{text} [{name}]"
+    if driver_code:
+        text = f"{text} (driver code {driver_code})"
+    return cls(text, status=status, driver_code=driver_code, ioctl=ioctl)
