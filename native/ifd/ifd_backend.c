@@ -72,6 +72,7 @@ typedef struct ifd_dev {
     scio_atr_info atr_info;
     uint32_t protocol;
     uint32_t last_error;
+    uint8_t *rx;             /* full-size response buffer, made on demand */
     /* tracking */
     ifdh_polling_fn poll;
     ifdh_stop_polling_fn stop;
@@ -301,6 +302,16 @@ static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
     return map_rc(rc);
 }
 
+/* The state only tracks card arrival when somebody asks; requests that
+ * depend on a card first look again if the last answer was "no card". */
+static void refresh_if_absent(ifd_dev *s)
+{
+    int present;
+    long drv = 0;
+    if (s->state <= SCIO_STATE_ABSENT)
+        refresh_presence(s, &present, &drv);
+}
+
 /* Handle a driver result that says the card went away. */
 static scio_status after_call(ifd_dev *s, IFD_RESPONSECODE rc, long *drv)
 {
@@ -459,6 +470,7 @@ static scio_status do_set_protocol(ifd_dev *s, const uint8_t *in, size_t in_len,
     if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
         return st;
     mask = scio_get_u32(in);
+    refresh_if_absent(s);
     if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
         return SCIO_NO_MEDIA;
     if (s->state != SCIO_STATE_NEGOTIABLE && s->state != SCIO_STATE_SPECIFIC)
@@ -504,6 +516,7 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
     IFD_DWORD rx_len;
     IFD_RESPONSECODE rc;
     scio_status st;
+    uint8_t *rx;
 
     if (in_len < SCIO_IO_REQUEST_SIZE)
         return SCIO_INVALID_PARAMETER;
@@ -518,6 +531,7 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
         return SCIO_INVALID_PARAMETER;
     if ((st = need_out(out_cap, SCIO_IO_REQUEST_SIZE + 2)) != SCIO_SUCCESS)
         return st;
+    refresh_if_absent(s);
     if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
         return SCIO_NO_MEDIA;
     if (s->state != SCIO_STATE_SPECIFIC || proto != s->protocol)
@@ -525,19 +539,31 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
     cap = out_cap - SCIO_IO_REQUEST_SIZE;
     if (cap > SCIO_MAX_RESPONSE)
         cap = SCIO_MAX_RESPONSE;
+    /* Drivers fail in their own ways when the response does not fit (vpcd
+     * reports a communication error): give them room for any response and
+     * report BUFFER_TOO_SMALL ourselves. */
+    rx = out + SCIO_IO_REQUEST_SIZE;
+    if (cap < SCIO_MAX_RESPONSE) {
+        if (!s->rx && !(s->rx = malloc(SCIO_MAX_RESPONSE)))
+            return SCIO_NO_MEMORY;
+        rx = s->rx;
+    }
     send_pci.Protocol = proto == SCIO_PROTOCOL_T1 ? 1 : 0;
     send_pci.Length = sizeof send_pci;
     recv_pci = send_pci;
-    rx_len = (IFD_DWORD)cap;
+    rx_len = rx == s->rx ? SCIO_MAX_RESPONSE : (IFD_DWORD)cap;
     rc = s->lib->transmit(s->lun, send_pci, (IFD_UCHAR *)(uintptr_t)(in + pci_len),
-                          (IFD_DWORD)apdu_len, out + SCIO_IO_REQUEST_SIZE,
-                          &rx_len, &recv_pci);
+                          (IFD_DWORD)apdu_len, rx, &rx_len, &recv_pci);
     if ((st = after_call(s, rc, drv)) != SCIO_SUCCESS)
         return st;
-    if (rx_len > cap) {
+    if (rx_len > (rx == s->rx ? SCIO_MAX_RESPONSE : cap)) {
         *drv = (long)rx_len;
         return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
     }
+    if (rx_len > cap)
+        return SCIO_BUFFER_TOO_SMALL;
+    if (rx != out + SCIO_IO_REQUEST_SIZE)
+        memcpy(out + SCIO_IO_REQUEST_SIZE, rx, rx_len);
     scio_put_u32(out, proto);
     scio_put_u32(out + 4, SCIO_IO_REQUEST_SIZE);
     *out_len = SCIO_IO_REQUEST_SIZE + rx_len;
@@ -566,6 +592,7 @@ static scio_status do_get_attribute(ifd_dev *s, const uint8_t *in, size_t in_len
     tag = scio_get_u32(in);
     switch (tag) {
     case SCIO_ATTR_ATR_STRING:
+        refresh_if_absent(s);
         if (s->state < SCIO_STATE_NEGOTIABLE || !s->atr_len)
             return s->state <= SCIO_STATE_ABSENT ? SCIO_NO_MEDIA
                                                  : SCIO_INVALID_DEVICE_STATE;
@@ -754,6 +781,7 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
     case SCIO_IOCTL_SWALLOW:
         /* Readers driven through IFD handlers have no mechanism: a card
          * that is in counts as swallowed. */
+        refresh_if_absent(s);
         if (s->state == SCIO_STATE_PRESENT)
             s->state = SCIO_STATE_SWALLOWED;
         st = s->state <= SCIO_STATE_ABSENT ? SCIO_NO_MEDIA : SCIO_SUCCESS;
@@ -799,6 +827,7 @@ static void ifd_destroy(scio_device *d)
 {
     ifd_dev *s = scio_device_state(d);
     lib_unref(s->lib);
+    free(s->rx);
     scio_cond_destroy(&s->wait_cv);
     scio_mutex_destroy(&s->wait_lock);
     scio_mutex_destroy(&s->drv_lock);

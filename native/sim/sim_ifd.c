@@ -1,0 +1,947 @@
+/*
+ * sim_ifd.c - the simulated reader as a pcsc-lite IFD-handler library.
+ *
+ * One reader (one slot) per LUN, any number of LUNs per process (up to
+ * SIM_MAX_LUNS), keyed by the full LUN value.  Tests steer a reader through
+ * vendor controls (sim_protocol.h); see README.md for the semantics.
+ *
+ * Locking: g_lock guards the LUN table and reference counts; each LUN has its
+ * own mutex and condition variable.  g_lock is never taken while a LUN mutex
+ * is held.  Latency sleeps and BLOCK faults run without holding the LUN mutex
+ * so that controls (and CloseChannel) stay callable meanwhile.  A LUN is
+ * freed when its last reference goes, so a call still inside a closed LUN
+ * never touches freed memory.
+ *
+ * The library needs nothing from its host (no log_msg / log_xxd).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ifd_abi.h"
+#include "sim_protocol.h"
+#include "card.h"
+
+#define SIM_EXPORT __attribute__((visibility("default")))
+
+#define SIM_MAX_LUNS      4096
+#define SIM_BUCKET_BITS   10
+#define SIM_BUCKETS       (1u << SIM_BUCKET_BITS)
+#define SIM_CTL_BASE      0x42000000UL
+#define SIM_IFD_VERSION   0x01000000u   /* 1.0.0 as 0xMMmmbbbb */
+#define SIM_SIMULTANEOUS  16            /* pcscd holds 16 readers anyway */
+
+/* SCARD_PROTOCOL_* masks, as IFDHSetProtocolParameters receives them. */
+#define PROTO_T0  1u
+#define PROTO_T1  2u
+
+/* Attribute tags answered besides the IFD_TAG_* ones. */
+#define TAG_VENDOR_NAME        0x00010100UL
+#define TAG_VENDOR_IFD_TYPE    0x00010101UL
+#define TAG_VENDOR_IFD_VERSION 0x00010102UL
+#define TAG_CHARACTERISTICS    0x00060150UL
+#define TAG_CURRENT_PROTOCOL   0x00080201UL
+#define TAG_ATR_STRING         0x00090303UL
+#define TAG_DEVICE_UNIT        0x7FFF0001UL
+#define TAG_SIMULTANEOUS       0x0FAFUL
+
+struct fault {
+    uint32_t kind;
+    uint32_t value;
+};
+
+struct lun {
+    struct lun *next;          /* bucket chain (g_lock) */
+    IFD_DWORD id;
+    unsigned refs;             /* g_lock; the table holds one */
+    int linked;                /* g_lock; still in the table */
+
+    pthread_mutex_t lock;      /* everything below */
+    pthread_cond_t cond;       /* card events, stops, STOP control, close */
+    int closed;
+    sim_card card;
+    int present;
+    int powered;
+    uint32_t protocol;         /* 0 none, PROTO_T0, PROTO_T1 */
+    uint32_t latency_us;
+    struct fault fault[SIM_EP_COUNT];
+    uint32_t counters[SIM_COUNTER_COUNT];
+    uint64_t stop_gen;         /* bumped by SIM_CTL_STOP */
+    uint64_t event_gen;        /* bumped by every insertion / removal */
+    uint64_t poll_seen_gen;    /* event_gen when the poll last returned */
+    int poll_stop;             /* sticky: the next / current poll returns */
+    int hint_valid;
+    uint32_t hint;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct lun *g_buckets[SIM_BUCKETS];
+static unsigned g_count;
+
+/* ---- small helpers ------------------------------------------------------- */
+
+static unsigned bucket_of(IFD_DWORD id)
+{
+    uint64_t k = (uint64_t)id;
+    k ^= k >> 16;
+    k *= 0x9E3779B97F4A7C15ull;
+    return (unsigned)(k >> (64 - SIM_BUCKET_BITS));
+}
+
+static uint32_t get_u32(const IFD_UCHAR *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
+           | (uint32_t)p[3] << 24;
+}
+
+static void put_u32(IFD_UCHAR *p, uint32_t v)
+{
+    p[0] = (IFD_UCHAR)(v & 0xFF);
+    p[1] = (IFD_UCHAR)((v >> 8) & 0xFF);
+    p[2] = (IFD_UCHAR)((v >> 16) & 0xFF);
+    p[3] = (IFD_UCHAR)((v >> 24) & 0xFF);
+}
+
+static void sleep_us(uint32_t us)
+{
+    struct timespec ts, rem;
+
+    ts.tv_sec = (time_t)(us / 1000000u);
+    ts.tv_nsec = (long)(us % 1000000u) * 1000L;
+    while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
+        ts = rem;
+}
+
+/* Protocols an ATR offers (PROTO_* mask) and the first one (TD1, else T=0).
+ * Reads only within len, whatever the bytes say. */
+static uint32_t atr_protocols(const uint8_t *atr, size_t len, uint32_t *first)
+{
+    uint32_t mask = 0;
+    size_t i = 2;
+    uint8_t y;
+    int level = 1;
+
+    *first = PROTO_T0;
+    if (len < 2)
+        return PROTO_T0;
+    y = (uint8_t)(atr[1] >> 4);
+    for (;;) {
+        unsigned t;
+        if (y & 1) i++;
+        if (y & 2) i++;
+        if (y & 4) i++;
+        if (!(y & 8) || i >= len)
+            break;
+        t = atr[i] & 0x0Fu;
+        y = (uint8_t)(atr[i] >> 4);
+        i++;
+        if (t == 0 || t == 1)
+            mask |= t == 0 ? PROTO_T0 : PROTO_T1;
+        if (level == 1)        /* TD1 names the default protocol */
+            *first = t == 0 ? PROTO_T0 : t == 1 ? PROTO_T1 : 0;
+        level++;
+    }
+    if (level == 1)            /* no TD1: T=0 only */
+        return PROTO_T0;
+    return mask;
+}
+
+/* ---- LUN table ----------------------------------------------------------- */
+
+static struct lun *find_locked(IFD_DWORD id)
+{
+    struct lun *l;
+    for (l = g_buckets[bucket_of(id)]; l != NULL; l = l->next)
+        if (l->id == id)
+            return l;
+    return NULL;
+}
+
+static struct lun *lun_get(IFD_DWORD id)
+{
+    struct lun *l;
+    pthread_mutex_lock(&g_lock);
+    l = find_locked(id);
+    if (l != NULL)
+        l->refs++;
+    pthread_mutex_unlock(&g_lock);
+    return l;
+}
+
+static void lun_put(struct lun *l)
+{
+    int last;
+    pthread_mutex_lock(&g_lock);
+    last = --l->refs == 0;
+    pthread_mutex_unlock(&g_lock);
+    if (last) {
+        pthread_cond_destroy(&l->cond);
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+    }
+}
+
+static int cond_init(pthread_cond_t *c)
+{
+#ifdef __APPLE__
+    return pthread_cond_init(c, NULL);
+#else
+    /* Monotonic, so poll timeouts survive wall-clock changes. */
+    pthread_condattr_t a;
+    int rc;
+    if (pthread_condattr_init(&a) != 0)
+        return -1;
+    rc = pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    if (rc == 0)
+        rc = pthread_cond_init(c, &a);
+    pthread_condattr_destroy(&a);
+    return rc;
+#endif
+}
+
+static void deadline_after_ms(struct timespec *ts, int ms)
+{
+#ifdef __APPLE__
+    clock_gettime(CLOCK_REALTIME, ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, ts);
+#endif
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static IFD_RESPONSECODE create_channel(IFD_DWORD id)
+{
+    struct lun *l;
+
+    pthread_mutex_lock(&g_lock);
+    if (find_locked(id) != NULL || g_count >= SIM_MAX_LUNS) {
+        pthread_mutex_unlock(&g_lock);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        pthread_mutex_unlock(&g_lock);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+        free(l);
+        pthread_mutex_unlock(&g_lock);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    if (cond_init(&l->cond) != 0) {
+        pthread_mutex_destroy(&l->lock);
+        free(l);
+        pthread_mutex_unlock(&g_lock);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    l->id = id;
+    l->refs = 1;
+    l->linked = 1;
+    sim_card_init(&l->card, NULL, 0);
+    l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
+    {
+        unsigned b = bucket_of(id);
+        l->next = g_buckets[b];
+        g_buckets[b] = l;
+    }
+    g_count++;
+    pthread_mutex_unlock(&g_lock);
+    return IFD_SUCCESS;
+}
+
+/* ---- card events (LUN lock held) ----------------------------------------- */
+
+static void card_removed_locked(struct lun *l)
+{
+    if (!l->present)
+        return;
+    l->present = 0;
+    l->powered = 0;
+    l->protocol = 0;
+    l->counters[SIM_COUNTER_REMOVALS]++;
+    l->event_gen++;
+    pthread_cond_broadcast(&l->cond);
+}
+
+static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
+{
+    card_removed_locked(l);    /* inserting over a card swaps it */
+    sim_card_init(&l->card, atr, len);
+    l->present = 1;
+    l->powered = 0;
+    l->protocol = 0;
+    l->counters[SIM_COUNTER_INSERTIONS]++;
+    l->event_gen++;
+    pthread_cond_broadcast(&l->cond);
+}
+
+/* ---- common prologue ----------------------------------------------------- */
+
+/*
+ * Find the LUN, count the call, take the fault armed for this entry point,
+ * sleep the latency, then carry out RETURN / BLOCK / REMOVE_CARD.  On
+ * IFD_SUCCESS *out holds a reference (release with lun_put) and *f the fault
+ * for the kinds the caller applies itself (OVERLONG_LENGTH, LONG_ATR).
+ */
+static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
+                              struct lun **out, struct fault *f)
+{
+    struct lun *l = lun_get(id);
+    uint32_t lat;
+
+    f->kind = SIM_FAULT_NONE;
+    f->value = 0;
+    if (l == NULL)
+        return IFD_NO_SUCH_DEVICE;
+
+    pthread_mutex_lock(&l->lock);
+    l->counters[SIM_COUNTER_CALLS + ep]++;
+    if (take_fault) {
+        *f = l->fault[ep];
+        l->fault[ep].kind = SIM_FAULT_NONE;
+        l->fault[ep].value = 0;
+    }
+    lat = (ep == SIM_EP_CONTROL || ep == SIM_EP_POLLING) ? 0 : l->latency_us;
+    pthread_mutex_unlock(&l->lock);
+
+    if (lat != 0)
+        sleep_us(lat);
+
+    switch (f->kind) {
+    case SIM_FAULT_RETURN:
+        lun_put(l);
+        return (IFD_RESPONSECODE)f->value;
+    case SIM_FAULT_BLOCK: {
+        uint64_t gen;
+        int closed;
+        pthread_mutex_lock(&l->lock);
+        gen = l->stop_gen;
+        while (gen == l->stop_gen && !l->closed)
+            pthread_cond_wait(&l->cond, &l->lock);   /* releases the lock */
+        closed = l->closed;
+        pthread_mutex_unlock(&l->lock);
+        if (closed) {
+            lun_put(l);
+            return IFD_NO_SUCH_DEVICE;
+        }
+        if (f->value != 0) {
+            lun_put(l);
+            return (IFD_RESPONSECODE)f->value;
+        }
+        break;
+    }
+    case SIM_FAULT_REMOVE_CARD:
+        pthread_mutex_lock(&l->lock);
+        card_removed_locked(l);
+        pthread_mutex_unlock(&l->lock);
+        break;
+    default:
+        break;
+    }
+    *out = l;
+    return IFD_SUCCESS;
+}
+
+/* ---- polling ------------------------------------------------------------- */
+
+static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
+{
+    struct lun *l;
+    struct fault f;
+    struct timespec deadline;
+    IFD_RESPONSECODE rv = enter(id, SIM_EP_POLLING, 1, &l, &f);
+    uint64_t gen;
+    int timed_out = 0;
+
+    if (rv != IFD_SUCCESS)
+        return rv;
+    if (timeout_ms >= 0)
+        deadline_after_ms(&deadline, timeout_ms);
+    pthread_mutex_lock(&l->lock);
+    /* An event since the previous return counts even if nobody waited. */
+    gen = l->poll_seen_gen;
+    for (;;) {
+        if (l->closed) {
+            rv = IFD_NO_SUCH_DEVICE;
+            break;
+        }
+        if (l->poll_stop) {
+            l->poll_stop = 0;
+            rv = IFD_SUCCESS;
+            break;
+        }
+        if (l->event_gen != gen) {
+            rv = IFD_SUCCESS;
+            break;
+        }
+        if (timed_out) {
+            rv = IFD_RESPONSE_TIMEOUT;
+            break;
+        }
+        if (timeout_ms < 0)
+            pthread_cond_wait(&l->cond, &l->lock);
+        else if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) == ETIMEDOUT)
+            timed_out = 1;
+    }
+    l->poll_seen_gen = l->event_gen;
+    pthread_mutex_unlock(&l->lock);
+    lun_put(l);
+    return rv;
+}
+
+static IFD_RESPONSECODE sim_stop_poll(IFD_DWORD id)
+{
+    struct lun *l = lun_get(id);
+    if (l == NULL)
+        return IFD_NO_SUCH_DEVICE;
+    pthread_mutex_lock(&l->lock);
+    l->poll_stop = 1;
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+    lun_put(l);
+    return IFD_SUCCESS;
+}
+
+/* ---- exported entry points ----------------------------------------------- */
+
+SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD, char *);
+SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD, IFD_DWORD);
+SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD);
+SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD, IFD_DWORD, IFD_DWORD *,
+                                                IFD_UCHAR *);
+SIM_EXPORT IFD_RESPONSECODE IFDHSetCapabilities(IFD_DWORD, IFD_DWORD, IFD_DWORD,
+                                                IFD_UCHAR *);
+SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD, IFD_DWORD, IFD_UCHAR,
+                                                      IFD_UCHAR, IFD_UCHAR, IFD_UCHAR);
+SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD, IFD_DWORD, IFD_UCHAR *, IFD_DWORD *);
+SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD, IFD_SCARD_IO_HEADER, IFD_UCHAR *,
+                                              IFD_DWORD, IFD_UCHAR *, IFD_DWORD *,
+                                              IFD_SCARD_IO_HEADER *);
+SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD);
+SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD, IFD_DWORD, IFD_UCHAR *, IFD_DWORD,
+                                        IFD_UCHAR *, IFD_DWORD, IFD_DWORD *);
+
+/* The exports must match the ABI's function types exactly. */
+#define SIM_SAME_TYPE(fn, type) _Static_assert(_Generic(&(fn), type: 1, default: 0), #fn)
+SIM_SAME_TYPE(IFDHCreateChannelByName, ifdh_create_channel_by_name_fn);
+SIM_SAME_TYPE(IFDHCreateChannel, ifdh_create_channel_fn);
+SIM_SAME_TYPE(IFDHCloseChannel, ifdh_close_channel_fn);
+SIM_SAME_TYPE(IFDHGetCapabilities, ifdh_get_capabilities_fn);
+SIM_SAME_TYPE(IFDHSetCapabilities, ifdh_set_capabilities_fn);
+SIM_SAME_TYPE(IFDHSetProtocolParameters, ifdh_set_protocol_parameters_fn);
+SIM_SAME_TYPE(IFDHPowerICC, ifdh_power_icc_fn);
+SIM_SAME_TYPE(IFDHTransmitToICC, ifdh_transmit_to_icc_fn);
+SIM_SAME_TYPE(IFDHICCPresence, ifdh_icc_presence_fn);
+SIM_SAME_TYPE(IFDHControl, ifdh_control_fn);
+SIM_SAME_TYPE(sim_poll, ifdh_polling_fn);
+SIM_SAME_TYPE(sim_stop_poll, ifdh_stop_polling_fn);
+
+SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD Lun, char *DeviceName)
+{
+    (void)DeviceName;          /* any name, NULL included */
+    return create_channel(Lun);
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD Lun, IFD_DWORD Channel)
+{
+    (void)Channel;
+    return create_channel(Lun);
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv = enter(Lun, SIM_EP_CLOSE_CHANNEL, 1, &l, &f);
+    int was_linked;
+
+    if (rv != IFD_SUCCESS)
+        return rv;
+    pthread_mutex_lock(&g_lock);
+    was_linked = l->linked;
+    if (was_linked) {
+        struct lun **pp = &g_buckets[bucket_of(Lun)];
+        while (*pp != l)
+            pp = &(*pp)->next;
+        *pp = l->next;
+        l->linked = 0;
+        g_count--;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (!was_linked) {         /* a concurrent close won */
+        lun_put(l);
+        return IFD_NO_SUCH_DEVICE;
+    }
+    pthread_mutex_lock(&l->lock);
+    l->closed = 1;             /* wakes blocked calls and polls */
+    pthread_cond_broadcast(&l->cond);
+    pthread_mutex_unlock(&l->lock);
+    lun_put(l);                /* the table's reference */
+    lun_put(l);                /* ours */
+    return IFD_SUCCESS;
+}
+
+/* Copy n bytes into a capability buffer of *length bytes. */
+static IFD_RESPONSECODE give(IFD_DWORD *length, IFD_UCHAR *value, IFD_DWORD cap,
+                             const void *src, size_t n)
+{
+    if (cap < n) {
+        *length = (IFD_DWORD)n;
+        return IFD_ERROR_INSUFFICIENT_BUFFER;
+    }
+    if (n != 0)
+        memcpy(value, src, n);
+    *length = (IFD_DWORD)n;
+    return IFD_SUCCESS;
+}
+
+static IFD_RESPONSECODE give_u32(IFD_DWORD *length, IFD_UCHAR *value,
+                                 IFD_DWORD cap, uint32_t v)
+{
+    IFD_UCHAR b[4];
+    put_u32(b, v);
+    return give(length, value, cap, b, sizeof(b));
+}
+
+static IFD_RESPONSECODE give_u8(IFD_DWORD *length, IFD_UCHAR *value,
+                                IFD_DWORD cap, uint8_t v)
+{
+    return give(length, value, cap, &v, 1);
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
+                                                IFD_DWORD *Length, IFD_UCHAR *Value)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv;
+    IFD_DWORD cap;
+
+    if (Length == NULL)
+        return IFD_COMMUNICATION_ERROR;
+    rv = enter(Lun, SIM_EP_GET_CAPABILITIES, 1, &l, &f);
+    if (rv != IFD_SUCCESS)
+        return rv;
+    cap = Value != NULL ? *Length : 0;
+
+    pthread_mutex_lock(&l->lock);
+    switch (Tag) {
+    case IFD_TAG_ATR:
+    case TAG_ATR_STRING:
+        /* Empty while unpowered: there is no current ATR. */
+        rv = give(Length, Value, cap, l->card.atr, l->powered ? l->card.atr_len : 0);
+        break;
+    case IFD_TAG_SLOTS_NUMBER:
+        rv = give_u8(Length, Value, cap, 1);
+        break;
+    case TAG_SIMULTANEOUS:
+        rv = give_u8(Length, Value, cap, SIM_SIMULTANEOUS);
+        break;
+    case IFD_TAG_THREAD_SAFE:
+        rv = give_u8(Length, Value, cap, 1);
+        break;
+    case IFD_TAG_SLOT_THREAD_SAFE:
+        rv = give_u8(Length, Value, cap, 0);
+        break;
+    case IFD_TAG_POLLING_THREAD_WITH_TIMEOUT: {
+        ifdh_polling_fn fn = sim_poll;
+        rv = give(Length, Value, cap, &fn, sizeof(fn));
+        break;
+    }
+    case IFD_TAG_STOP_POLLING_THREAD: {
+        ifdh_stop_polling_fn fn = sim_stop_poll;
+        rv = give(Length, Value, cap, &fn, sizeof(fn));
+        break;
+    }
+    case TAG_VENDOR_NAME:
+        rv = give(Length, Value, cap, SIM_VENDOR_NAME, sizeof(SIM_VENDOR_NAME) - 1);
+        break;
+    case TAG_VENDOR_IFD_TYPE:
+        rv = give(Length, Value, cap, SIM_IFD_TYPE, sizeof(SIM_IFD_TYPE) - 1);
+        break;
+    case TAG_VENDOR_IFD_VERSION:
+        rv = give_u32(Length, Value, cap, SIM_IFD_VERSION);
+        break;
+    case TAG_DEVICE_UNIT:
+        rv = give_u32(Length, Value, cap, (uint32_t)(Lun & 0xFFFFFFFFu));
+        break;
+    case TAG_CHARACTERISTICS:
+        rv = give_u32(Length, Value, cap, 0);
+        break;
+    case TAG_CURRENT_PROTOCOL:
+        rv = give_u32(Length, Value, cap, l->protocol);
+        break;
+    case SIM_TAG_STATE_HINT:
+        if (!l->hint_valid) {
+            rv = IFD_ERROR_TAG;
+            break;
+        }
+        rv = give_u32(Length, Value, cap, l->hint);
+        if (rv == IFD_SUCCESS)
+            l->hint_valid = 0;     /* answered once */
+        break;
+    default:
+        rv = IFD_ERROR_TAG;
+        break;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
+        *Length = cap + f.value;
+    lun_put(l);
+    return rv;
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHSetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
+                                                IFD_DWORD Length, IFD_UCHAR *Value)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv = enter(Lun, SIM_EP_SET_CAPABILITIES, 1, &l, &f);
+
+    (void)Length;
+    (void)Value;
+    if (rv != IFD_SUCCESS)
+        return rv;
+    switch (Tag) {
+    case IFD_TAG_ATR: case TAG_ATR_STRING: case IFD_TAG_SLOTS_NUMBER:
+    case TAG_SIMULTANEOUS: case IFD_TAG_THREAD_SAFE: case IFD_TAG_SLOT_THREAD_SAFE:
+    case IFD_TAG_POLLING_THREAD_WITH_TIMEOUT: case IFD_TAG_STOP_POLLING_THREAD:
+    case TAG_VENDOR_NAME: case TAG_VENDOR_IFD_TYPE: case TAG_VENDOR_IFD_VERSION:
+    case TAG_DEVICE_UNIT: case TAG_CHARACTERISTICS: case TAG_CURRENT_PROTOCOL:
+        rv = IFD_ERROR_VALUE_READ_ONLY;
+        break;
+    default:
+        rv = IFD_ERROR_TAG;
+        break;
+    }
+    lun_put(l);
+    return rv;
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD Lun, IFD_DWORD Protocol,
+                                                      IFD_UCHAR Flags, IFD_UCHAR PTS1,
+                                                      IFD_UCHAR PTS2, IFD_UCHAR PTS3)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv = enter(Lun, SIM_EP_SET_PROTOCOL, 1, &l, &f);
+    uint32_t offered, first;
+
+    /* PPS always succeeds: the simulated link has no speed to negotiate. */
+    (void)Flags;
+    (void)PTS1;
+    (void)PTS2;
+    (void)PTS3;
+    if (rv != IFD_SUCCESS)
+        return rv;
+    pthread_mutex_lock(&l->lock);
+    if (!l->present) {
+        rv = IFD_ICC_NOT_PRESENT;
+    } else if (!l->powered) {
+        rv = IFD_COMMUNICATION_ERROR;
+    } else {
+        offered = atr_protocols(l->card.atr, l->card.atr_len, &first);
+        if ((Protocol != PROTO_T0 && Protocol != PROTO_T1) || !(offered & Protocol)) {
+            rv = IFD_PROTOCOL_NOT_SUPPORTED;
+        } else {
+            l->protocol = (uint32_t)Protocol;
+            sim_card_set_protocol(&l->card, Protocol == PROTO_T1 ? 1 : 0);
+        }
+    }
+    pthread_mutex_unlock(&l->lock);
+    lun_put(l);
+    return rv;
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
+                                         IFD_UCHAR *Atr, IFD_DWORD *AtrLength)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv;
+    IFD_DWORD cap;
+
+    if (AtrLength == NULL)
+        return IFD_COMMUNICATION_ERROR;
+    rv = enter(Lun, SIM_EP_POWER_ICC, 1, &l, &f);
+    if (rv != IFD_SUCCESS)
+        return rv;
+    cap = Atr != NULL ? *AtrLength : 0;
+
+    pthread_mutex_lock(&l->lock);
+    if (Action == IFD_POWER_DOWN) {
+        /* Always succeeds, card or not: the contacts are simply off. */
+        l->powered = 0;
+        l->protocol = 0;
+        l->counters[SIM_COUNTER_POWER_DOWNS]++;
+        *AtrLength = 0;
+    } else if (Action == IFD_POWER_UP || Action == IFD_RESET) {
+        size_t n = l->card.atr_len;
+        if (!l->present) {
+            *AtrLength = 0;
+            rv = IFD_ICC_NOT_PRESENT;
+        } else if (f.kind == SIM_FAULT_LONG_ATR) {
+            /* Report f.value bytes; write the ATR padded with zeros, never
+             * past the buffer. */
+            size_t w = f.value < cap ? f.value : (size_t)cap;
+            size_t k = w < n ? w : n;
+            if (k != 0)
+                memcpy(Atr, l->card.atr, k);
+            if (w > k)
+                memset(Atr + k, 0, w - k);
+            *AtrLength = f.value;
+        } else if (cap < n) {
+            *AtrLength = (IFD_DWORD)n;
+            rv = IFD_ERROR_INSUFFICIENT_BUFFER;
+        } else {
+            memcpy(Atr, l->card.atr, n);
+            *AtrLength = (IFD_DWORD)n;
+        }
+        if (rv == IFD_SUCCESS) {
+            l->powered = 1;
+            l->protocol = 0;
+            sim_card_reset(&l->card);
+            l->counters[Action == IFD_POWER_UP ? SIM_COUNTER_POWER_UPS
+                                               : SIM_COUNTER_RESETS]++;
+        }
+    } else {
+        rv = IFD_ERROR_NOT_SUPPORTED;
+    }
+    pthread_mutex_unlock(&l->lock);
+    if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
+        *AtrLength = cap + f.value;
+    lun_put(l);
+    return rv;
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER SendPci,
+                                              IFD_UCHAR *TxBuffer, IFD_DWORD TxLength,
+                                              IFD_UCHAR *RxBuffer, IFD_DWORD *RxLength,
+                                              IFD_SCARD_IO_HEADER *RecvPci)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv;
+    IFD_DWORD cap;
+    uint32_t t;
+
+    if (RxLength == NULL || (TxBuffer == NULL && TxLength != 0))
+        return IFD_COMMUNICATION_ERROR;
+    rv = enter(Lun, SIM_EP_TRANSMIT, 1, &l, &f);
+    if (rv != IFD_SUCCESS)
+        return rv;
+    cap = RxBuffer != NULL ? *RxLength : 0;
+
+    pthread_mutex_lock(&l->lock);
+    if (!l->present) {
+        *RxLength = 0;
+        rv = IFD_ICC_NOT_PRESENT;
+        goto out;
+    }
+    if (!l->powered) {
+        *RxLength = 0;
+        rv = IFD_COMMUNICATION_ERROR;
+        goto out;
+    }
+    if (l->protocol == 0) {
+        /* No PPS happened: the card runs its first offered protocol. */
+        uint32_t first;
+        (void)atr_protocols(l->card.atr, l->card.atr_len, &first);
+        if (first == 0) {
+            *RxLength = 0;
+            rv = IFD_PROTOCOL_NOT_SUPPORTED;
+            goto out;
+        }
+        l->protocol = first;
+        sim_card_set_protocol(&l->card, first == PROTO_T1 ? 1 : 0);
+    }
+    /* pcscd passes the T number (0 or 1) here, not the SCARD_PROTOCOL mask. */
+    t = l->protocol == PROTO_T1 ? 1 : 0;
+    if (SendPci.Protocol != t) {
+        *RxLength = 0;
+        rv = IFD_PROTOCOL_NOT_SUPPORTED;
+        goto out;
+    }
+    {
+        size_t need = sim_card_process(&l->card, TxBuffer, (size_t)TxLength,
+                                       RxBuffer, (size_t)cap);
+        *RxLength = (IFD_DWORD)need;
+        if (need > cap) {
+            rv = IFD_ERROR_INSUFFICIENT_BUFFER;
+            goto out;
+        }
+    }
+    if (RecvPci != NULL)
+        RecvPci->Protocol = t;
+out:
+    pthread_mutex_unlock(&l->lock);
+    if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
+        *RxLength = cap + f.value;
+    lun_put(l);
+    return rv;
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD Lun)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv = enter(Lun, SIM_EP_ICC_PRESENCE, 1, &l, &f);
+
+    if (rv != IFD_SUCCESS)
+        return rv;
+    pthread_mutex_lock(&l->lock);
+    rv = l->present ? IFD_ICC_PRESENT : IFD_ICC_NOT_PRESENT;
+    pthread_mutex_unlock(&l->lock);
+    lun_put(l);
+    return rv;
+}
+
+/* One vendor control, LUN lock held.  in/out already checked non-NULL when
+ * their length is non-zero. */
+static IFD_RESPONSECODE control_locked(struct lun *l, uint32_t n,
+                                       const IFD_UCHAR *in, IFD_DWORD in_len,
+                                       IFD_UCHAR *out, IFD_DWORD out_cap,
+                                       IFD_DWORD *returned)
+{
+    switch (n) {
+    case SIM_CTL_INSERT:
+        if (in_len == 0) {
+            card_inserted_locked(l, NULL, 0);
+        } else if (in_len == 1) {
+            if (in[0] == SIM_CARD_T1) {
+                card_inserted_locked(l, NULL, 0);
+            } else if (in[0] == SIM_CARD_T0) {
+                static const uint8_t t0[] = SIM_ATR_T0;
+                card_inserted_locked(l, t0, sizeof(t0));
+            } else {
+                return IFD_COMMUNICATION_ERROR;
+            }
+        } else if (in_len <= SIM_CARD_MAX_ATR) {
+            card_inserted_locked(l, in, (size_t)in_len);
+        } else {
+            return IFD_COMMUNICATION_ERROR;
+        }
+        return IFD_SUCCESS;
+    case SIM_CTL_REMOVE:
+        if (in_len != 0)
+            return IFD_COMMUNICATION_ERROR;
+        card_removed_locked(l);
+        return IFD_SUCCESS;
+    case SIM_CTL_SET_LATENCY:
+        if (in_len != 4)
+            return IFD_COMMUNICATION_ERROR;
+        l->latency_us = get_u32(in);
+        return IFD_SUCCESS;
+    case SIM_CTL_FAULT: {
+        uint32_t ep, kind;
+        if (in_len != 12)
+            return IFD_COMMUNICATION_ERROR;
+        ep = get_u32(in);
+        kind = get_u32(in + 4);
+        if (ep >= SIM_EP_COUNT || kind > SIM_FAULT_LONG_ATR)
+            return IFD_COMMUNICATION_ERROR;
+        l->fault[ep].kind = kind;
+        l->fault[ep].value = get_u32(in + 8);
+        return IFD_SUCCESS;
+    }
+    case SIM_CTL_STOP:
+        if (in_len != 0)
+            return IFD_COMMUNICATION_ERROR;
+        memset(l->fault, 0, sizeof(l->fault));
+        l->stop_gen++;
+        pthread_cond_broadcast(&l->cond);
+        return IFD_SUCCESS;
+    case SIM_CTL_COUNTERS: {
+        uint32_t v[SIM_COUNTER_COUNT];
+        size_t i;
+        if (in_len != 0)
+            return IFD_COMMUNICATION_ERROR;
+        if (out_cap < 4u * SIM_COUNTER_COUNT) {
+            *returned = 4u * SIM_COUNTER_COUNT;
+            return IFD_ERROR_INSUFFICIENT_BUFFER;
+        }
+        memcpy(v, l->counters, sizeof(v));
+        v[SIM_COUNTER_POWERED] = l->powered ? 1 : 0;
+        v[SIM_COUNTER_PRESENT] = l->present ? 1 : 0;
+        v[SIM_COUNTER_PROTOCOL] = l->protocol;
+        v[SIM_COUNTER_LATENCY_US] = l->latency_us;
+        for (i = 0; i < SIM_COUNTER_COUNT; i++)
+            put_u32(out + 4 * i, v[i]);
+        *returned = 4u * SIM_COUNTER_COUNT;
+        return IFD_SUCCESS;
+    }
+    case SIM_CTL_FORCE_STATE: {
+        uint32_t s;
+        if (in_len != 4)
+            return IFD_COMMUNICATION_ERROR;
+        s = get_u32(in);
+        l->hint_valid = s != 0xFFFFFFFFu;
+        l->hint = s;
+        return IFD_SUCCESS;
+    }
+    case SIM_CTL_RESET_COUNTERS: {
+        size_t i;
+        if (in_len != 0)
+            return IFD_COMMUNICATION_ERROR;
+        for (i = 0; i < SIM_EP_COUNT; i++)
+            l->counters[SIM_COUNTER_CALLS + i] = 0;
+        l->counters[SIM_COUNTER_POWER_UPS] = 0;
+        l->counters[SIM_COUNTER_RESETS] = 0;
+        l->counters[SIM_COUNTER_POWER_DOWNS] = 0;
+        l->counters[SIM_COUNTER_INSERTIONS] = 0;
+        l->counters[SIM_COUNTER_REMOVALS] = 0;
+        return IFD_SUCCESS;
+    }
+    default:
+        return IFD_ERROR_NOT_SUPPORTED;
+    }
+}
+
+SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD Lun, IFD_DWORD dwControlCode,
+                                        IFD_UCHAR *TxBuffer, IFD_DWORD TxLength,
+                                        IFD_UCHAR *RxBuffer, IFD_DWORD RxLength,
+                                        IFD_DWORD *pdwBytesReturned)
+{
+    struct lun *l;
+    struct fault f;
+    IFD_RESPONSECODE rv;
+    IFD_DWORD returned = 0, cap = RxBuffer != NULL ? RxLength : 0;
+    uint32_t n = 0;
+    int known = dwControlCode >= SIM_CTL_BASE
+                && dwControlCode - SIM_CTL_BASE <= 0xFFFFu;
+
+    if (known)
+        n = (uint32_t)(dwControlCode - SIM_CTL_BASE);
+    if (pdwBytesReturned != NULL)
+        *pdwBytesReturned = 0;
+    /* STOP is the way out of a stuck test: no fault can swallow it (it
+     * disarms them all anyway). */
+    rv = enter(Lun, SIM_EP_CONTROL, !(known && n == SIM_CTL_STOP), &l, &f);
+    if (rv != IFD_SUCCESS)
+        return rv;
+    if (!known) {
+        rv = IFD_ERROR_NOT_SUPPORTED;
+    } else if (TxBuffer == NULL && TxLength != 0) {
+        rv = IFD_COMMUNICATION_ERROR;
+    } else {
+        pthread_mutex_lock(&l->lock);
+        rv = control_locked(l, n, TxBuffer, TxLength, RxBuffer, cap, &returned);
+        pthread_mutex_unlock(&l->lock);
+    }
+    if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
+        returned = cap + f.value;
+    if (pdwBytesReturned != NULL)
+        *pdwBytesReturned = returned;
+    lun_put(l);
+    return rv;
+}

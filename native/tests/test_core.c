@@ -1,0 +1,285 @@
+/*
+ * test_core.c - the C core tested alone (no Python): devices, synchronous and
+ * overlapped IOCTLs, completion queues, cancellation, shutdown, open errors,
+ * against the simulated reader driver.  Run under valgrind by
+ * native/tests/run.sh; prints "N passed, N failed".
+ *
+ * usage: test_core <path of libscardio_sim.so>
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "scio.h"
+#include "sim/sim_protocol.h"
+
+static int passed, failed;
+static const char *sim_lib;
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (cond) {                                                          \
+            passed++;                                                        \
+        } else {                                                             \
+            failed++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);  \
+        }                                                                    \
+    } while (0)
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+static scio_device *open_sim(unsigned long lun)
+{
+    scio_device *d = NULL;
+    char err[256];
+    scio_status st = scio_open_ifd(sim_lib, "sim", lun, NULL, NULL, &d, err, sizeof err);
+    if (st != SCIO_SUCCESS)
+        fprintf(stderr, "open: %s\n", err);
+    return d;
+}
+
+static uint32_t get_state(scio_device *d)
+{
+    uint8_t out[4];
+    size_t n = 0;
+    if (scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, out, sizeof out, &n) != SCIO_SUCCESS || n != 4)
+        return 0xFFFFFFFFu;
+    return get32(out);
+}
+
+static scio_status control(scio_device *d, int n, const void *in, size_t len)
+{
+    size_t out_len;
+    return scio_ioctl(d, SCIO_VENDOR_CTL_PCSC(n), in, len, NULL, 0, &out_len);
+}
+
+static void test_sync_sequence(void)
+{
+    scio_device *d = open_sim(1);
+    uint8_t in[16], out[300];
+    size_t n = 0;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    CHECK(get_state(d) == SCIO_STATE_ABSENT);
+    put32(in, SCIO_COLD_RESET);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_POWER, in, 4, out, 33, &n) == SCIO_NO_MEDIA);
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    CHECK(get_state(d) == SCIO_STATE_SWALLOWED);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_POWER, in, 4, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(n == SIM_ATR_T1_LEN && out[0] == 0x3B);
+    CHECK(get_state(d) == SCIO_STATE_NEGOTIABLE);
+    put32(in, SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_SET_PROTOCOL, in, 4, out, 4, &n) == SCIO_SUCCESS);
+    CHECK(n == 4 && get32(out) == SCIO_PROTOCOL_T1);
+    CHECK(get_state(d) == SCIO_STATE_SPECIFIC);
+    /* ECHO 16 bytes */
+    put32(in, SCIO_PROTOCOL_T1);
+    put32(in + 4, 8);
+    memcpy(in + 8, "\x80\xEE\x00\x00\x10", 5);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, in, 13, out, sizeof out, &n) == SCIO_SUCCESS);
+    CHECK(n == 8 + 16 + 2 && out[n - 2] == 0x90 && out[n - 1] == 0x00);
+    /* too small: the response is not written, the reader stays usable */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, in, 13, out, 8 + 4, &n) == SCIO_BUFFER_TOO_SMALL);
+    CHECK(n == 0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, in, 13, out, sizeof out, &n) == SCIO_SUCCESS);
+    /* unknown IOCTL, oversized input, NULL output with capacity */
+    CHECK(scio_ioctl(d, SCIO_CTL_CODE(99), NULL, 0, out, 4, &n) == SCIO_INVALID_DEVICE_REQUEST);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, in, SCIO_MAX_INPUT + 1, out, 4, &n) ==
+          SCIO_INVALID_BUFFER_SIZE);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, NULL, 4, &n) == SCIO_INVALID_PARAMETER);
+    /* driver fault carries the driver's code */
+    {
+        uint8_t f[12];
+        put32(f, SIM_EP_TRANSMIT);
+        put32(f + 4, SIM_FAULT_RETURN);
+        put32(f + 8, 612);
+        CHECK(control(d, SIM_CTL_FAULT, f, 12) == SCIO_SUCCESS);
+        CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, in, 13, out, sizeof out, &n) ==
+              SCIO_IO_DEVICE_ERROR);
+        CHECK(scio_device_driver_code(d) == 612);
+    }
+    CHECK(scio_status_name(SCIO_NO_MEDIA) != NULL &&
+          strcmp(scio_status_name(SCIO_NO_MEDIA), "NO_MEDIA") == 0);
+    CHECK(scio_status_name(0x12345678u) == NULL);
+    scio_close(d);
+}
+
+static void test_overlapped_and_queue(void)
+{
+    scio_device *d = open_sim(2);
+    scio_queue *q;
+    scio_op *op = NULL, *busy = NULL;
+    scio_completion c;
+    struct pollfd pfd;
+    const uint8_t *o;
+    size_t n;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    q = scio_device_queue(d);
+    pfd.fd = scio_queue_fd(q);
+    pfd.events = POLLIN;
+    CHECK(pfd.fd >= 0);
+    CHECK(poll(&pfd, 1, 0) == 0);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 42, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 30) == 0);
+    CHECK(scio_op_status(op) == SCIO_PENDING);
+    /* a second tracking request completes with DEVICE_BUSY */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 43, &busy) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(busy, 1000) == 1 && scio_op_status(busy) == SCIO_DEVICE_BUSY);
+    CHECK(scio_queue_pop(q, 1000, &c) == 1 && c.user == 43 && c.status == SCIO_DEVICE_BUSY);
+    scio_op_release(busy);
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    CHECK(poll(&pfd, 1, 1000) == 1);
+    CHECK(scio_queue_pending(q) == 1);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.user == 42 && c.op_id == scio_op_id(op));
+    CHECK(poll(&pfd, 1, 0) == 0);
+    scio_op_release(op);
+
+    /* output of an overlapped GET_STATE */
+    CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 7, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, -1) == 1);
+    o = scio_op_output(op, &n);
+    CHECK(o != NULL && n == 4 && get32(o) == SCIO_STATE_SWALLOWED);
+    scio_op_release(op); /* its unread completion is forgotten */
+    CHECK(scio_queue_pending(q) == 0);
+
+    /* cancel a pending wait */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 8, &op) == SCIO_SUCCESS);
+    sleep_ms(20);
+    scio_op_cancel(op);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+    scio_op_release(op);
+
+    /* releasing a pending op cancels it and frees it on completion */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 9, &op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    sleep_ms(20);
+
+    /* wake */
+    scio_queue_wake(q);
+    CHECK(scio_queue_pop(q, 1000, &c) == -1);
+    CHECK(scio_queue_pop(q, 10, &c) == 0);
+    scio_close(d);
+}
+
+static void test_close_with_pending(void)
+{
+    scio_device *d = open_sim(3);
+    scio_op *ops[20];
+    int i, cancelled = 0;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 0, &ops[0]) == SCIO_SUCCESS);
+    for (i = 1; i < 20; i++)
+        CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, (uint64_t)i, &ops[i]) == SCIO_SUCCESS);
+    scio_shutdown(d);
+    for (i = 0; i < 20; i++) {
+        CHECK(scio_op_done(ops[i]));
+        cancelled += scio_op_status(ops[i]) == SCIO_CANCELLED;
+    }
+    CHECK(scio_op_status(ops[0]) == SCIO_CANCELLED);
+    CHECK(cancelled >= 1);
+    {
+        uint8_t out[4];
+        size_t n;
+        scio_op *late = NULL;
+        CHECK(scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, out, 4, &n) == SCIO_DEVICE_NOT_CONNECTED);
+        CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 0, &late) == SCIO_DEVICE_NOT_CONNECTED);
+        CHECK(late == NULL);
+    }
+    scio_shutdown(d); /* idempotent */
+    scio_close(d);
+    for (i = 0; i < 20; i++)
+        scio_op_release(ops[i]); /* ops outlive their device */
+}
+
+static void test_shared_queue_and_many_devices(void)
+{
+    enum { N = 64 };
+    scio_queue *q = scio_queue_new();
+    scio_device *d[N];
+    scio_op *op[N];
+    scio_completion c;
+    char err[256];
+    int i, got = 0;
+    CHECK(q != NULL);
+    for (i = 0; i < N; i++) {
+        d[i] = NULL;
+        CHECK(scio_open_ifd(sim_lib, "sim", 0x100 + (unsigned long)i, q, NULL, &d[i], err,
+                            sizeof err) == SCIO_SUCCESS);
+        CHECK(scio_submit(d[i], SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, (uint64_t)i, &op[i]) ==
+              SCIO_SUCCESS);
+    }
+    for (i = 0; i < N; i += 2)
+        CHECK(control(d[i], SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    while (got < N / 2 && scio_queue_pop(q, 2000, &c) == 1) {
+        CHECK(c.user % 2 == 0 && c.status == SCIO_SUCCESS);
+        got++;
+    }
+    CHECK(got == N / 2);
+    scio_queue_free(q); /* devices keep it alive */
+    for (i = 0; i < N; i++) {
+        scio_op_release(op[i]);
+        scio_close(d[i]);
+    }
+}
+
+static void test_open_errors(void)
+{
+    scio_device *d = NULL;
+    char err[256];
+    CHECK(scio_open_ifd("/nonexistent/driver.so", "x", 0, NULL, NULL, &d, err, sizeof err) ==
+          SCIO_DLL_NOT_FOUND);
+    CHECK(d == NULL && strstr(err, "/nonexistent/driver.so") != NULL);
+    CHECK(scio_open_ifd("/", "x", 0, NULL, NULL, &d, err, sizeof err) == SCIO_INVALID_IMAGE_FORMAT);
+    CHECK(scio_open_ifd("", "x", 0, NULL, NULL, &d, err, sizeof err) == SCIO_INVALID_PARAMETER);
+    d = open_sim(4);
+    CHECK(d != NULL);
+    {
+        scio_device *d2 = NULL;
+        CHECK(scio_open_ifd(sim_lib, "sim", 4, NULL, NULL, &d2, err, sizeof err) ==
+              SCIO_SHARING_VIOLATION);
+        CHECK(d2 == NULL);
+    }
+    scio_close(d);
+    d = open_sim(4); /* free again after close */
+    CHECK(d != NULL);
+    scio_close(d);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <libscardio_sim.so>\n", argv[0]);
+        return 2;
+    }
+    sim_lib = argv[1];
+    test_sync_sequence();
+    test_overlapped_and_queue();
+    test_close_with_pending();
+    test_shared_queue_and_many_devices();
+    test_open_errors();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

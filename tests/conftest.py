@@ -1,0 +1,60 @@
+"""Shared fixtures: simulated readers and the vpcd driver with a test card."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)  # tests/vpcd_card.py and helpers
+
+VPCD_LIBRARY = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
+
+_luns = itertools.count(0x100)
+
+
+@pytest.fixture
+def sim_device():
+    """A simulated reader on a LUN no other test uses, with no card."""
+    from scardio import Device
+    dev = Device.open_sim(next(_luns))
+    try:
+        yield dev
+    finally:
+        dev.close()
+
+
+@pytest.fixture
+def sim(sim_device):
+    from scardio.sim import SimControl
+    return SimControl(sim_device)
+
+
+def free_port() -> int:
+    """A TCP port that is free on all interfaces right now."""
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def vpcd():
+    """(device, card): Debian's vpcd driver opened through the IFD backend
+    on a private port, and a stdlib virtual card that can be inserted."""
+    if not os.path.exists(VPCD_LIBRARY):
+        pytest.skip(f"vsmartcard-vpcd is not installed ({VPCD_LIBRARY})")
+    from scardio import Device
+    from vpcd_card import VirtualCard
+    port = free_port()
+    dev = Device.open_ifd(VPCD_LIBRARY, f"/dev/null:{port:#x}", 0)
+    card = VirtualCard(port=port)
+    try:
+        yield dev, card
+    finally:
+        card.close()
+        dev.close()

@@ -1,0 +1,30 @@
+"""The C core's and the simulated driver's own C tests, under valgrind."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   "native", "tests", "run.sh")
+
+
+@pytest.mark.valgrind
+def test_c_tests_under_valgrind():
+    if not os.path.exists(RUN):
+        pytest.skip("native tests are not part of this checkout (installed package only)")
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (.ci/run installs it)")
+    proc = subprocess.run(["bash", RUN], capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    counts = re.findall(r"(\d+) passed, (\d+) failed", out)
+    assert len(counts) == 2, out  # test_core and test_sim both ran
+    for ok, bad in counts:
+        assert int(bad) == 0 and int(ok) > 100, out

@@ -1,0 +1,97 @@
+"""Opening something that is not a usable driver gives a clear, typed error
+and leaks nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from scardio import Device, errors
+from scardio import _core
+
+from conftest import VPCD_LIBRARY, free_port
+
+
+def test_missing_library(tmp_path):
+    path = tmp_path / "nope.so"
+    with pytest.raises(errors.DriverNotFoundError) as info:
+        Device.open_ifd(str(path), "x")
+    assert str(path) in str(info.value)
+    assert isinstance(info.value, OSError)
+
+
+def test_file_that_is_not_a_library(tmp_path):
+    path = tmp_path / "driver.so"
+    path.write_text("this is not an ELF file\n")
+    with pytest.raises(errors.NotADriverError) as info:
+        Device.open_ifd(str(path), "x")
+    assert "not a loadable driver library" in str(info.value)
+
+
+def test_directory_is_not_a_driver(tmp_path):
+    with pytest.raises(errors.NotADriverError):
+        Device.open_ifd(str(tmp_path), "x")
+
+
+def test_library_without_ifdh_symbols():
+    # The binding itself is a shared library that exports no IFDH entry points.
+    with pytest.raises(errors.MissingEntryPointError) as info:
+        Device.open_ifd(_core.__file__, "x")
+    assert "IFDHCreateChannel" in str(info.value)
+
+
+def test_empty_library_name():
+    with pytest.raises(errors.InvalidParameterError):
+        Device.open_ifd("", "x")
+
+
+def test_channel_that_cannot_be_opened():
+    """vpcd cannot listen on a port somebody else holds."""
+    if not os.path.exists(VPCD_LIBRARY):
+        pytest.skip("vsmartcard-vpcd is not installed")
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("0.0.0.0", port))
+        holder.listen(1)
+        with pytest.raises(errors.ChannelOpenError) as info:
+            Device.open_ifd(VPCD_LIBRARY, f"/dev/null:{port:#x}", 0)
+    assert "could not open channel" in str(info.value)
+    # the driver is usable again once the port is free
+    Device.open_ifd(VPCD_LIBRARY, f"/dev/null:{port:#x}", 0).close()
+
+
+def test_device_cannot_be_constructed_directly():
+    with pytest.raises(TypeError):
+        Device()
+
+
+def test_closed_device_raises_closed_error(sim_device):
+    sim_device.close()
+    for call in (lambda: sim_device.ioctl(0x00310038, b"", 4),
+                 lambda: sim_device.submit(0x00310038, b"", 4),
+                 sim_device.fileno, sim_device.harvest, sim_device.cancel_all):
+        with pytest.raises(errors.ClosedError):
+            call()
+    with pytest.raises(errors.ClosedError):
+        with sim_device:
+            pass
+
+
+def test_errors_carry_status_and_names(sim_device):
+    with pytest.raises(errors.NoCardError) as info:
+        sim_device.ioctl(0x00310004, b"\x01\x00\x00\x00", 33)
+    e = info.value
+    assert e.status == 0xC0000178 and e.status_name == "NO_MEDIA"
+    assert e.ioctl == 0x00310004 and "POWER" in str(e)
+    assert _core.status_name(e.status) == "NO_MEDIA"
+
+
+def test_constants_match_the_c_header():
+    from scardio.constants import IOCTL
+    assert _core.MAX_ATR == 33
+    assert _core.MAX_INPUT == 8 + 4 + 3 + 65535 + 3
+    for name, st in errors.STATUS_NAMES.items():
+        assert _core.status_name(name) == st
+    assert IOCTL.GET_STATE == 0x00310038
