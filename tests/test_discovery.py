@@ -1,0 +1,560 @@
+"""Tests for scardio.discovery with fake sysfs, bundle and reader.conf trees."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import plistlib
+import sys
+import types
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+import scardio
+from scardio import discovery
+from scardio.discovery import (
+    AmbiguousReaderError,
+    ReaderDescriptor,
+    ReaderNotFoundError,
+    bundle_readers,
+    find_reader,
+    list_readers,
+    read_bundles,
+    read_reader_conf,
+    read_usb_devices,
+)
+
+PLATFORM_DIR = discovery._bundle_platform_dir()
+
+# Bundles, sysfs and reader.conf are the POSIX sources; list_readers skips them on Windows.
+posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX discovery sources")
+
+
+@pytest.fixture(autouse=True)
+def _no_sim_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(discovery.SIM_ENV, raising=False)
+
+
+# ---------------------------------------------------------------------------
+# Fake trees
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def usb_device(root: Path, sysname: str, vid: str, pid: str, bus: int, dev: int,
+               serial: Optional[str] = None,
+               interfaces: tuple[tuple[str, Optional[str], Optional[str]], ...] = ()) -> Path:
+    """A sysfs device directory; interfaces are (bInterfaceNumber, bInterfaceClass,
+    interface string) with None for an absent attribute."""
+    d = root / "bus" / "usb" / "devices" / sysname
+    write(d / "idVendor", vid + "\n")
+    write(d / "idProduct", pid + "\n")
+    write(d / "busnum", f"{bus}\n")
+    write(d / "devnum", f"{dev}\n")
+    if serial is not None:
+        write(d / "serial", serial + "\n")
+    for number, klass, label in interfaces:
+        i = d / f"{sysname}:1.{int(number, 16)}"
+        i.mkdir(parents=True)
+        write(i / "bInterfaceNumber", number + "\n")
+        if klass is not None:
+            write(i / "bInterfaceClass", klass + "\n")
+        if label is not None:
+            write(i / "interface", label + "\n")
+    return d
+
+
+def bundle(drop: Path, name: str, info: Any, *, library: bool = True,
+           raw: Optional[bytes] = None) -> Path:
+    b = drop / f"{name}.bundle"
+    if raw is not None:
+        write(b / "Contents" / "Info.plist", raw)
+    else:
+        write(b / "Contents" / "Info.plist", plistlib.dumps(info))
+    if library and isinstance(info, dict) and isinstance(info.get("CFBundleExecutable"), str):
+        write(b / "Contents" / PLATFORM_DIR / info["CFBundleExecutable"], b"\x7fELF")
+    return b
+
+
+@pytest.fixture
+def sysfs(tmp_path: Path) -> Path:
+    root = tmp_path / "sys"
+    usb_device(root, "usb1", "1d6b", "0002", 1, 1, interfaces=(("00", "09", None),))
+    # a reader with a vendor driver, serial number, CCID interface with a name
+    usb_device(root, "1-2", "08e6", "3437", 1, 5, serial="ABC123",
+               interfaces=(("00", "0b", "CCID Interface"),))
+    # a composite device: HID interface (ignored) + CCID interface 1
+    usb_device(root, "1-3", "072f", "90cc", 1, 17,
+               interfaces=(("00", "03", None), ("01", "0b", None)))
+    # listed by both the vendor bundle and the class driver
+    usb_device(root, "1-4", "0a0b", "0001", 1, 22, serial="S1",
+               interfaces=(("00", "ff", "Reader S1 slot"),))
+    # interface number 0x0a, no class attribute
+    usb_device(root, "2-1", "1111", "2222", 2, 3, interfaces=(("0a", None, None),))
+    # unknown device
+    usb_device(root, "2-2", "1234", "5678", 2, 4, interfaces=(("00", "0b", None),))
+    # malformed entries
+    usb_device(root, "2-3", "zzzz", "0001", 2, 5)
+    write(root / "bus" / "usb" / "devices" / "2-4" / "idVendor", "08e6\n")  # nothing else
+    # interface also linked from the devices directory (as in real sysfs)
+    link = root / "bus" / "usb" / "devices" / "1-3:1.1"
+    link.symlink_to(root / "bus" / "usb" / "devices" / "1-3" / "1-3:1.1")
+    return root
+
+
+@pytest.fixture
+def drop(tmp_path: Path) -> Path:
+    d = tmp_path / "drivers"
+    bundle(d, "vendor", {
+        "CFBundleExecutable": "libvendor.so",
+        "ifdVendorID": ["0x08E6", "0x0A0B"],
+        "ifdProductID": ["0x3437", "0x0001"],
+        "ifdFriendlyName": ["Gemalto PC Twin Reader", "Vendor Reader"],
+    })
+    bundle(d, "ifd-ccid", {
+        "CFBundleExecutable": "libccid.so",
+        "CFBundleName": "CCIDCLASSDRIVER",
+        "ifdVendorID": ["0x072F", "0x0A0B"],
+        "ifdProductID": ["0x90CC", "0x0001"],
+        "ifdFriendlyName": ["ACS ACR 38U-CCID", "Generic Name"],
+    })
+    bundle(d, "single", {  # single strings instead of arrays
+        "CFBundleExecutable": "libsingle.so",
+        "ifdVendorID": "0x1111",
+        "ifdProductID": "0x2222",
+        "ifdFriendlyName": "Single Reader",
+    })
+    (d / "README").write_text("not a bundle")
+    return d
+
+
+# ---------------------------------------------------------------------------
+# sysfs
+
+
+def test_read_usb_devices(sysfs: Path) -> None:
+    devices = {d.sysname: d for d in read_usb_devices(sysfs)}
+    assert set(devices) == {"usb1", "1-2", "1-3", "1-4", "2-1", "2-2"}  # malformed skipped
+    d = devices["1-2"]
+    assert (d.vendor_id, d.product_id, d.busnum, d.devnum) == (0x08E6, 0x3437, 1, 5)
+    assert d.serial == "ABC123"
+    assert d.devnode == "/dev/bus/usb/001/005"
+    assert [(i.number, i.interface_class, i.name) for i in d.interfaces] == [
+        (0, 0x0B, "CCID Interface")]
+    assert [i.sysname for i in devices["1-3"].interfaces] == ["1-3:1.0", "1-3:1.1"]
+    assert devices["2-1"].interfaces[0].number == 10
+    assert devices["2-1"].interfaces[0].interface_class is None
+
+
+def test_read_usb_devices_missing_sysfs(tmp_path: Path) -> None:
+    assert read_usb_devices(tmp_path / "nothing") == []
+
+
+# ---------------------------------------------------------------------------
+# bundles
+
+
+def test_read_bundles(drop: Path) -> None:
+    bundles = {Path(b.path).name: b for b in read_bundles(drop)}
+    assert set(bundles) == {"vendor.bundle", "ifd-ccid.bundle", "single.bundle"}
+    v = bundles["vendor.bundle"]
+    assert v.library == str(drop / "vendor.bundle" / "Contents" / PLATFORM_DIR / "libvendor.so")
+    assert v.readers == ((0x08E6, 0x3437, "Gemalto PC Twin Reader"),
+                         (0x0A0B, 0x0001, "Vendor Reader"))
+    assert not v.is_class_driver
+    assert bundles["ifd-ccid.bundle"].is_class_driver
+    assert bundles["single.bundle"].readers == ((0x1111, 0x2222, "Single Reader"),)
+
+
+def test_platform_dir() -> None:
+    expected = "MacOS" if sys.platform == "darwin" else platform.system()
+    assert PLATFORM_DIR == expected
+
+
+def test_malformed_bundles_are_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "drivers"
+    bundle(d, "garbage", None, raw=b"this is not a plist")
+    bundle(d, "array", ["not", "a", "dict"])
+    bundle(d, "noexe", {"ifdVendorID": ["0x1"], "ifdProductID": ["0x2"],
+                        "ifdFriendlyName": ["x"]})
+    bundle(d, "noids", {"CFBundleExecutable": "lib.so", "ifdFriendlyName": ["x"]})
+    bundle(d, "mismatch", {"CFBundleExecutable": "lib.so", "ifdVendorID": ["0x1", "0x2"],
+                           "ifdProductID": ["0x2", "0x3", "0x4"],
+                           "ifdFriendlyName": ["a", "b"]})
+    bundle(d, "badhex", {"CFBundleExecutable": "lib.so", "ifdVendorID": ["0xZZ", "0x0002"],
+                         "ifdProductID": ["0x1", "0x0003"], "ifdFriendlyName": ["a", "b"]})
+    bundle(d, "numbers", {"CFBundleExecutable": "lib.so", "ifdVendorID": [1],
+                          "ifdProductID": [2], "ifdFriendlyName": ["a"]})
+    (d / "empty.bundle").mkdir()
+    with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
+        bundles = read_bundles(d)
+    assert [Path(b.path).name for b in bundles] == ["badhex.bundle"]
+    assert bundles[0].readers == ((0x0002, 0x0003, "b"),)
+    text = caplog.text
+    assert "garbage.bundle: cannot read" in text
+    assert "array.bundle" in text and "not a dictionary" in text
+    assert "noexe.bundle: CFBundleExecutable missing" in text
+    assert "noids.bundle: ifdVendorID, ifdProductID missing" in text
+    assert "mismatch.bundle" in text and "different lengths" in text
+    assert "badhex.bundle: ignoring entry 0" in text
+    assert "numbers.bundle" in text
+    assert "empty.bundle: no Contents/Info.plist" in text
+
+
+def test_read_bundles_missing_dir(tmp_path: Path) -> None:
+    assert read_bundles(tmp_path / "nothing") == []
+
+
+@posix_only
+def test_bundle_readers(sysfs: Path, drop: Path) -> None:
+    readers = list_readers(drop_dir=drop, sysfs_root=sysfs, reader_conf_dirs=[])
+    by_name = {r.name: r for r in readers}
+    assert list(by_name) == [
+        "Gemalto PC Twin Reader [CCID Interface] (ABC123)",
+        "ACS ACR 38U-CCID",
+        "Vendor Reader [Reader S1 slot]",  # serial already in the interface name
+        "Single Reader",
+    ]
+    r = by_name["Gemalto PC Twin Reader [CCID Interface] (ABC123)"]
+    assert r.source == "bundle"
+    assert r.device_name == "usb:08e6/3437:libudev:0:/dev/bus/usb/001/005"
+    assert r.library.endswith(os.path.join("vendor.bundle", "Contents", PLATFORM_DIR,
+                                           "libvendor.so"))
+    assert r.lun == 0
+    assert r.available
+    assert r.extra["vendor_id"] == 0x08E6 and r.extra["serial"] == "ABC123"
+    assert r.extra["interface_class"] == 0x0B and r.extra["bus"] == 1
+    # composite device: only the CCID interface, number 1
+    acs = by_name["ACS ACR 38U-CCID"]
+    assert acs.device_name == "usb:072f/90cc:libudev:1:/dev/bus/usb/001/017"
+    assert acs.extra["class_driver"] is True
+    # the vendor driver wins over the class driver, which is kept as fallback
+    v = by_name["Vendor Reader [Reader S1 slot]"]
+    assert "vendor.bundle" in v.library
+    assert "ifd-ccid.bundle" in str(v.extra["fallback_library"])
+    # interface number printed in decimal
+    assert by_name["Single Reader"].device_name == "usb:1111/2222:libudev:10:/dev/bus/usb/002/003"
+
+
+@posix_only
+def test_bundle_without_library(sysfs: Path, tmp_path: Path,
+                                caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "drivers"
+    bundle(d, "nolib", {"CFBundleExecutable": "libgone.so", "ifdVendorID": ["0x08E6"],
+                        "ifdProductID": ["0x3437"], "ifdFriendlyName": ["Gone"]},
+           library=False)
+    with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
+        assert list_readers(drop_dir=d, sysfs_root=sysfs, reader_conf_dirs=[]) == []
+    assert "libgone.so does not exist" in caplog.text
+    readers = list_readers(drop_dir=d, sysfs_root=sysfs, reader_conf_dirs=[],
+                           include_unavailable=True)
+    assert len(readers) == 1 and not readers[0].available
+    assert "does not exist" in str(readers[0].extra["problem"])
+
+
+@posix_only
+def test_duplicate_names_made_unique(tmp_path: Path, drop: Path) -> None:
+    root = tmp_path / "sys2"
+    for n in (1, 2, 3):
+        usb_device(root, f"1-{n}", "072f", "90cc", 1, n + 10, interfaces=(("00", "0b", None),))
+    names = [r.name for r in list_readers(drop_dir=drop, sysfs_root=root, reader_conf_dirs=[])]
+    assert names == ["ACS ACR 38U-CCID", "ACS ACR 38U-CCID #2", "ACS ACR 38U-CCID #3"]
+
+
+def test_device_without_interfaces_uses_interface_0(tmp_path: Path, drop: Path) -> None:
+    root = tmp_path / "sys3"
+    usb_device(root, "3-1", "1111", "2222", 3, 9)
+    (r,) = bundle_readers(read_bundles(drop), read_usb_devices(root))
+    assert r.device_name == "usb:1111/2222:libudev:0:/dev/bus/usb/003/009"
+
+
+# ---------------------------------------------------------------------------
+# reader.conf
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Path:
+    return write(tmp_path / "lib" / "libfake.so", b"\x7fELF")
+
+
+def test_reader_conf_entries(tmp_path: Path, lib: Path) -> None:
+    d = tmp_path / "reader.conf.d"
+    write(d / "one", f"""
+# a comment
+FRIENDLYNAME   "My Reader"   # trailing comment
+DEVICENAME     /dev/null:1
+LIBPATH        {lib}
+CHANNELID      0x10
+""")
+    write(d / "two", f"""
+LIBPATH {lib}
+FRIENDLYNAME 'Single # Quoted'
+DEVICENAME /dev/null:2
+
+FRIENDLYNAME Bare
+CHANNELID 20
+LIBPATH "{lib}"
+""")
+    readers = read_reader_conf([d])
+    assert [r.name for r in readers] == ["My Reader", "Single # Quoted", "Bare"]
+    a, b, c = readers
+    assert (a.source, a.library, a.device_name, a.lun) == ("reader.conf", str(lib), "/dev/null:1", 0)
+    assert a.extra["channel_id"] == 0x10
+    assert a.extra["config_file"] == str(d / "one") and a.extra["line"] == 3
+    assert b.extra["channel_id"] is None
+    assert (c.device_name, c.extra["channel_id"]) == ("", 0x20)  # CHANNELID is hex
+    assert all(r.available for r in readers)
+
+
+def test_reader_conf_file_and_hidden_files(tmp_path: Path, lib: Path) -> None:
+    d = tmp_path / "conf"
+    write(d / ".hidden", f'FRIENDLYNAME "Hidden"\nDEVICENAME /dev/null\nLIBPATH {lib}\n')
+    (d / "subdir").mkdir()
+    conf = write(tmp_path / "reader.conf",
+                 f'FRIENDLYNAME "From File"\nDEVICENAME /dev/null\nLIBPATH {lib}\n')
+    names = [r.name for r in read_reader_conf([d, conf, tmp_path / "missing"])]
+    assert names == ["From File"]
+
+
+@posix_only
+def test_reader_conf_missing_library(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "conf"
+    write(d / "gone", 'FRIENDLYNAME "Gone"\nDEVICENAME /dev/null:0\nLIBPATH /nonexistent/lib.so\n')
+    write(d / "nodev", f'FRIENDLYNAME "No Device"\nDEVICENAME {tmp_path}/ttyX\n'
+                       f'LIBPATH {d / "gone"}\n')
+    with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
+        assert list_readers(drop_dir=tmp_path, sysfs_root=tmp_path, reader_conf_dirs=[d]) == []
+    assert "'Gone'" in caplog.text and "/nonexistent/lib.so does not exist" in caplog.text
+    assert "ttyX does not exist" in caplog.text
+    readers = read_reader_conf([d])  # the low-level reader keeps them, flagged
+    assert [(r.name, r.available) for r in readers] == [("Gone", False), ("No Device", False)]
+
+
+def test_reader_conf_malformed(tmp_path: Path, lib: Path,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "conf"
+    write(d / "bad", f"""
+FRIENDLYNAME "Unterminated
+DEVICENAME /dev/null
+LIBPATH {lib}
+
+FRIENDLYNAME Two Words
+DEVICENAME /dev/null
+LIBPATH {lib}
+
+FRIENDLYNAME "No Library"
+DEVICENAME /dev/null
+
+FRIENDLYNAME "Bad Channel"
+CHANNELID xyz
+LIBPATH {lib}
+
+FRIENDLYNAME "No Device"
+LIBPATH {lib}
+
+FRIENDLYNAME
+LIBPATH {lib}
+DEVICENAME /dev/null
+
+FRIENDLYNAME "Typo"
+DEVICENAME /dev/null
+LIBPAHT {lib}
+
+FRIENDLYNAME "Good"
+DEVICENAME /dev/null
+LIBPATH {lib}
+""")
+    write(d / "binary", bytes(range(256)) * 4)
+    with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
+        readers = read_reader_conf([d])
+    assert [r.name for r in readers] == ["Good"]
+    text = caplog.text
+    assert "line 2: unterminated quote" in text
+    assert "line 6: FRIENDLYNAME has 2 values (quote values that contain spaces)" in text
+    assert "LIBPATH missing" in text
+    assert "CHANNELID 'xyz' is not hexadecimal" in text
+    assert "DEVICENAME or CHANNELID missing" in text
+    assert "FRIENDLYNAME has no value" in text
+    assert "unknown keyword 'LIBPAHT'" in text
+
+
+@posix_only
+def test_real_vpcd_entry() -> None:
+    path = "/etc/reader.conf.d/vpcd"
+    if not os.path.isfile(path):
+        pytest.skip(f"{path} is absent (install vsmartcard-vpcd)")
+    (r,) = read_reader_conf([path])
+    assert r.name == "Virtual PCD"
+    assert r.source == "reader.conf"
+    assert r.device_name == "/dev/null:0x8C7B"
+    assert r.extra["channel_id"] == 0x8C7B
+    assert r.library.endswith("libifdvpcd.so")
+    assert r.available == os.path.exists(r.library)
+    if r.available:
+        assert "Virtual PCD" in [x.name for x in list_readers()]
+
+
+def test_real_ccid_bundle() -> None:
+    d = "/usr/lib/pcsc/drivers"
+    if not os.path.isdir(os.path.join(d, "ifd-ccid.bundle")):
+        pytest.skip("libccid is not installed")
+    bundles = {Path(b.path).name: b for b in read_bundles(d)}
+    ccid = bundles["ifd-ccid.bundle"]
+    assert ccid.is_class_driver
+    assert len(ccid.readers) > 100
+    assert ccid.library.endswith(os.path.join("Contents", PLATFORM_DIR, "libccid.so"))
+
+
+# ---------------------------------------------------------------------------
+# simulated readers
+
+
+@pytest.fixture
+def fake_core(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    lib = write(tmp_path / "libscardio_sim.so", b"\x7fELF")
+    mod = types.ModuleType("scardio._core")
+    mod.SIM_LIBRARY = str(lib)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "scardio._core", mod)
+    monkeypatch.setattr(scardio, "_core", mod, raising=False)
+    return str(lib)
+
+
+@pytest.fixture
+def no_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "scardio._core", None)  # import fails
+    monkeypatch.delattr(scardio, "_core", raising=False)
+
+
+def _only_sim(**kw: object) -> list[ReaderDescriptor]:
+    empty = "/nonexistent-scardio-test"
+    return list_readers(drop_dir=empty, sysfs_root=empty, reader_conf_dirs=[], **kw)  # type: ignore[arg-type]
+
+
+def test_sim_readers(fake_core: str) -> None:
+    readers = _only_sim(sim=3)
+    assert [r.name for r in readers] == [f"scardio Simulated Reader {i}" for i in range(3)]
+    assert [r.lun for r in readers] == [0, 1, 2]
+    assert all(r.source == "sim" and r.library == fake_core and r.available for r in readers)
+    assert readers[1].device_name == "sim:1"
+
+
+def test_sim_env(fake_core: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCARDIO_SIM", "2")
+    assert len(_only_sim()) == 2
+    assert len(_only_sim(sim=1)) == 1  # the argument wins
+    monkeypatch.setenv("SCARDIO_SIM", "")
+    assert _only_sim() == []
+    monkeypatch.setenv("SCARDIO_SIM", "two")
+    with pytest.raises(ValueError, match="SCARDIO_SIM must be a non-negative integer, got 'two'"):
+        _only_sim()
+    monkeypatch.setenv("SCARDIO_SIM", "-1")
+    with pytest.raises(ValueError, match="SCARDIO_SIM"):
+        _only_sim()
+
+
+def test_sim_negative() -> None:
+    with pytest.raises(ValueError, match="sim must be >= 0"):
+        _only_sim(sim=-1)
+
+
+def test_sim_without_binding(no_core: None) -> None:
+    (r,) = _only_sim(sim=1)
+    assert r.library == ""
+    assert not r.available
+    assert "not built" in str(r.extra["problem"])
+
+
+@posix_only
+def test_sim_after_other_readers(fake_core: str, tmp_path: Path, lib: Path) -> None:
+    d = tmp_path / "conf"
+    write(d / "x", f'FRIENDLYNAME "Conf"\nDEVICENAME /dev/null\nLIBPATH {lib}\n')
+    readers = list_readers(1, drop_dir=tmp_path, sysfs_root=tmp_path, reader_conf_dirs=[d])
+    assert [r.source for r in readers] == ["reader.conf", "sim"]
+
+
+# ---------------------------------------------------------------------------
+# descriptors and find_reader
+
+
+def _pool() -> list[ReaderDescriptor]:
+    return [
+        ReaderDescriptor("Virtual PCD", "reader.conf", "/l/vpcd.so", "/dev/null:0x8C7B"),
+        ReaderDescriptor("scardio Simulated Reader 0", "sim", "/l/sim.so", "sim:0", 0),
+        ReaderDescriptor("scardio Simulated Reader 1", "sim", "/l/sim.so", "sim:1", 1),
+        ReaderDescriptor("Gemalto PC Twin Reader (ABC)", "bundle", "/l/ccid.so", "usb:..."),
+    ]
+
+
+def test_descriptor_is_frozen_and_hashable() -> None:
+    r = ReaderDescriptor("n", "sim", "/l", "d", 0, {"available": True})
+    with pytest.raises(AttributeError):
+        r.name = "m"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        r.extra["x"] = 1  # type: ignore[index]
+    assert hash(r) == hash(ReaderDescriptor("n", "sim", "/l", "d", 0))
+    assert str(r) == "n"
+    assert ReaderDescriptor("n", "sim", "/l", "d").available  # default when unknown
+
+
+def test_find_by_index_and_digits() -> None:
+    pool = _pool()
+    assert find_reader(2, pool) is pool[2]
+    assert find_reader("1", pool) is pool[1]
+    with pytest.raises(ReaderNotFoundError, match=r"no reader with index 4 \(4 reader\(s\): "
+                                                  r"0: 'Virtual PCD'; 1: "):
+        find_reader(4, pool)
+    with pytest.raises(ReaderNotFoundError):
+        find_reader(-1, pool)
+    with pytest.raises(TypeError):
+        find_reader(True, pool)
+
+
+def test_find_by_name() -> None:
+    pool = _pool()
+    assert find_reader("Virtual PCD", pool) is pool[0]
+    assert find_reader("virtual pcd", pool) is pool[0]
+    assert find_reader("gemalto", pool) is pool[3]
+    assert find_reader("reader 1", pool) is pool[2]
+
+
+def test_find_ambiguous() -> None:
+    pool = _pool()
+    with pytest.raises(AmbiguousReaderError) as exc:
+        find_reader("simulated", pool)
+    message = str(exc.value)
+    assert "'simulated' matches 2 readers" in message
+    assert "1: 'scardio Simulated Reader 0'; 2: 'scardio Simulated Reader 1'" in message
+    assert exc.value.candidates == ["scardio Simulated Reader 0", "scardio Simulated Reader 1"]
+    assert isinstance(exc.value, ReaderNotFoundError) and isinstance(exc.value, LookupError)
+
+
+def test_find_duplicate_exact_names() -> None:
+    pool = _pool() + [ReaderDescriptor("Virtual PCD", "reader.conf", "/l/other.so", "x")]
+    with pytest.raises(AmbiguousReaderError, match=r"2 readers are named 'Virtual PCD': "
+                                                   r"0: 'Virtual PCD'; 4: 'Virtual PCD'"):
+        find_reader("Virtual PCD", pool)
+
+
+def test_find_case_insensitive_exact_beats_substring() -> None:
+    pool = [ReaderDescriptor("Reader", "sim", "", ""),
+            ReaderDescriptor("Reader Two", "sim", "", "")]
+    assert find_reader("reader", pool) is pool[0]
+
+
+def test_find_not_found() -> None:
+    with pytest.raises(ReaderNotFoundError, match=r"no reader matches 'omnikey' \(0: 'Virtual PCD';") as exc:
+        find_reader("omnikey", _pool())
+    assert exc.value.query == "omnikey"
+    assert len(exc.value.candidates) == 4
+    with pytest.raises(ReaderNotFoundError, match="no readers found"):
+        find_reader("x", [])
