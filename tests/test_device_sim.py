@@ -282,3 +282,36 @@ def test_threads_transmit_concurrently(sim_device, sim):
     for t in threads:
         t.join(10)
     assert not bad
+
+
+def test_every_card_event_is_reported_once_however_fast(sim_device, sim):
+    """Card events that happen while nobody waits are not lost: each
+    completion consumes one (the sim counts events for the core)."""
+    cycles = 100
+    for _ in range(cycles):
+        sim.insert()
+        sim.remove()
+    seen = []
+    for _ in range(cycles):
+        sim_device.submit(IOCTL.IS_PRESENT).wait(2)
+        seen.append("in")
+        sim_device.submit(IOCTL.IS_ABSENT).wait(2)
+        seen.append("out")
+    assert seen == ["in", "out"] * cycles
+    op = sim_device.submit(IOCTL.IS_PRESENT)
+    with pytest.raises(errors.TimeoutError):
+        op.wait(0.05)  # nothing left to report
+    op.cancel()
+    c = sim.counters()
+    assert c.insertions == c.removals == cycles
+
+
+def test_quick_swap_is_a_departure_then_an_arrival(sim_device, sim):
+    sim.insert()
+    sim_device.submit(IOCTL.IS_PRESENT).wait(2)
+    absent = sim_device.submit(IOCTL.IS_ABSENT)
+    time.sleep(0.02)
+    sim.insert(t0=True)  # swap cards without the reader ever seeing "empty"
+    absent.wait(2)
+    sim_device.submit(IOCTL.IS_PRESENT).wait(2)
+    assert state(sim_device) == State.SWALLOWED

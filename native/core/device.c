@@ -170,6 +170,12 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
 
     scio_mutex_lock(&d->lock);
     op->where = OP_DONE;
+    /* Free the lane before anyone can see the completion, so a waiter
+     * that submits the next tracking request at once is not "busy". */
+    if (d->track.running == op)
+        d->track.running = NULL;
+    if (d->io.running == op)
+        d->io.running = NULL;
     if (st != SCIO_SUCCESS)
         d->last_driver_code = drv;
     scio_mutex_unlock(&d->lock);

@@ -74,6 +74,8 @@ typedef struct ifd_dev {
     uint32_t last_error;
     uint8_t *rx;             /* full-size response buffer, made on demand */
     /* tracking */
+    int has_events;          /* the driver counts card events (the sim) */
+    uint32_t base_ins, base_rem; /* events already reported to trackers */
     ifdh_polling_fn poll;
     ifdh_stop_polling_fn stop;
     unsigned poll_interval_ms;
@@ -690,20 +692,53 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
 
 /* ---- tracking (IS_PRESENT / IS_ABSENT) ---------------------------------- */
 
+/* Card events counted by the driver: 1 and the counts, or 0. */
+static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem)
+{
+    uint8_t v[8];
+    IFD_DWORD len = sizeof v;
+    if (!s->has_events ||
+        s->lib->get_caps(s->lun, SIM_TAG_CARD_EVENTS, &len, v) != IFD_SUCCESS || len != 8)
+        return 0;
+    *ins = scio_get_u32(v);
+    *rem = scio_get_u32(v + 4);
+    return 1;
+}
+
+/* With event counts, each completion consumes one event, so a card that
+ * leaves and comes back between two waits is still reported as one
+ * departure and one arrival, in order (drv_lock held). */
+static int consume_event(ifd_dev *s, int want_present)
+{
+    uint32_t ins, rem;
+    if (!read_events(s, &ins, &rem))
+        return 0;
+    if (want_present && ins != s->base_ins) {
+        s->base_ins++;
+        return 1;
+    }
+    if (!want_present && rem != s->base_rem) {
+        s->base_rem++;
+        return 1;
+    }
+    return 0;
+}
+
 static scio_status do_track(scio_device *d, ifd_dev *s, scio_op *op, int want_present,
                             long *drv)
 {
     for (;;) {
-        int present;
+        int present, event;
         scio_status st;
         if (scio_op_cancelled(op))
             return SCIO_CANCELLED;
         scio_mutex_lock(&s->drv_lock);
         st = refresh_presence(s, &present, drv);
+        event = st == SCIO_SUCCESS && consume_event(s, want_present);
         scio_mutex_unlock(&s->drv_lock);
         if (st != SCIO_SUCCESS)
             return st;
-        if (present == want_present)
+        if (event || present == want_present)
             return SCIO_SUCCESS;
         if (scio_op_cancelled(op))
             return SCIO_CANCELLED;
@@ -926,6 +961,15 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     }
     s->channel_open = 1;
     s->is_sim = check_is_sim(s);
+    {
+        uint32_t ins, rem;
+        s->has_events = 1;
+        s->has_events = read_events(s, &ins, &rem);
+        if (s->has_events) {
+            s->base_ins = ins;
+            s->base_rem = rem;
+        }
+    }
     s->poll = (ifdh_polling_fn)get_fn_capability(s, IFD_TAG_POLLING_THREAD_WITH_TIMEOUT);
     if (s->poll)
         s->stop = (ifdh_stop_polling_fn)get_fn_capability(s, IFD_TAG_STOP_POLLING_THREAD);

@@ -73,6 +73,8 @@ struct lun {
     uint32_t counters[SIM_COUNTER_COUNT];
     uint64_t stop_gen;         /* bumped by SIM_CTL_STOP */
     uint64_t event_gen;        /* bumped by every insertion / removal */
+    uint32_t ev_insertions;    /* SIM_TAG_CARD_EVENTS: never reset */
+    uint32_t ev_removals;
     uint64_t poll_seen_gen;    /* event_gen when the poll last returned */
     int poll_stop;             /* sticky: the next / current poll returns */
     int hint_valid;
@@ -269,6 +271,7 @@ static void card_removed_locked(struct lun *l)
     l->powered = 0;
     l->protocol = 0;
     l->counters[SIM_COUNTER_REMOVALS]++;
+    l->ev_removals++;
     l->event_gen++;
     pthread_cond_broadcast(&l->cond);
 }
@@ -281,6 +284,7 @@ static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
     l->powered = 0;
     l->protocol = 0;
     l->counters[SIM_COUNTER_INSERTIONS]++;
+    l->ev_insertions++;
     l->event_gen++;
     pthread_cond_broadcast(&l->cond);
 }
@@ -581,6 +585,13 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
     case TAG_CURRENT_PROTOCOL:
         rv = give_u32(Length, Value, cap, l->protocol);
         break;
+    case SIM_TAG_CARD_EVENTS: {
+        IFD_UCHAR ev[8];
+        put_u32(ev, l->ev_insertions);
+        put_u32(ev + 4, l->ev_removals);
+        rv = give(Length, Value, cap, ev, sizeof ev);
+        break;
+    }
     case SIM_TAG_STATE_HINT:
         if (!l->hint_valid) {
             rv = IFD_ERROR_TAG;

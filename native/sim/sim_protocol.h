@@ -83,6 +83,10 @@
  * (vendor class 7 of SCARD_ATTR_VALUE). */
 #define SIM_TAG_STATE_HINT   0x0007A001 /* u32 state forced by
                                            SIM_CTL_FORCE_STATE, answered once */
+#define SIM_TAG_CARD_EVENTS  0x0007A002 /* u32 insertions, u32 removals since
+                                           the channel opened (never reset);
+                                           lets the core report every card
+                                           event exactly once, however fast */
 
 /* Vendor strings. */
 #define SIM_VENDOR_NAME  "scardio"
