@@ -3,15 +3,19 @@
 from types import TracebackType
 from typing import Callable, Optional
 
-from typing_extensions import Self  # only for type checkers
+from typing_extensions import Self  # stubs are never imported at run time
 
 # Limits and defaults mirrored from scio.h.
 MAX_INPUT: int
 MAX_OUTPUT: int
 MAX_ATR: int
+MAX_APDU: int
+MAX_RESPONSE: int
 DEFAULT_POLL_MS: int
 DEFAULT_CLOSE_MS: int
+STATUS_PENDING: int
 SIM_LIBRARY: str  # absolute path of the simulated reader driver shipped in the package
+SIM: dict[str, int]  # the simulated reader's vendor interface (sim_protocol.h)
 
 def status_name(status: int) -> Optional[str]: ...
 def set_driver_log(callback: Optional[Callable[[int, str], None]]) -> None: ...
@@ -21,10 +25,8 @@ class Operation:
 
     @property
     def id(self) -> int: ...
-    @property
-    def code(self) -> int: ...
-    @property
-    def device(self) -> "Device": ...
+    code: int
+    device: "Device"
     def done(self) -> bool: ...
     def wait(self, timeout: Optional[float] = None) -> bytes:
         """Block (GIL released) until complete; return the output or raise the
@@ -45,12 +47,9 @@ class Device:
     def open_sim(cls, lun: int = 0, **kwargs: int) -> "Device": ...
     @property
     def closed(self) -> bool: ...
-    @property
-    def library(self) -> str: ...
-    @property
-    def device_name(self) -> str: ...
-    @property
-    def lun(self) -> int: ...
+    library: str
+    device_name: str
+    lun: int
     def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
         """Synchronous IOCTL (GIL released).  Raises a scardio.errors type."""
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation: ...
