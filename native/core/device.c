@@ -542,6 +542,8 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
 {
     scio_op op;
     scio_status st;
+    size_t n = 0;
+    long drv = 0;
 
     if (out_len)
         *out_len = 0;
@@ -549,46 +551,47 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
         return st;
     if (out_cap && !out)
         return SCIO_INVALID_PARAMETER;
-    /* A stack operation: no allocation on the fast path, output written
-     * straight into the caller's buffer. */
+    /* The fast path: a stack operation that only the backend (through
+     * scio_op_cancelled) and cancellation (under the device lock) see, so it
+     * needs no lock, condition or id of its own; the output goes straight
+     * into the caller's buffer. */
     memset(&op, 0, sizeof op);
-    op.in = (uint8_t *)(uintptr_t)in;
-    op.in_len = in_len;
-    op.out = out;
-    op.out_cap = out_cap;
-    op_init(&op, d, code);
+    op.dev = d;
+    op.code = code;
+    op.tracking = is_tracking(code);
+    op.where = OP_RUNNING;
 
     scio_mutex_lock(&d->lock);
     if (d->shut) {
         scio_mutex_unlock(&d->lock);
-        st = SCIO_DEVICE_NOT_CONNECTED;
-        goto done;
+        return SCIO_DEVICE_NOT_CONNECTED;
     }
     if (op.tracking) {
         if (d->track.head || d->track.running || d->sync_tracking) {
             scio_mutex_unlock(&d->lock);
-            st = SCIO_DEVICE_BUSY;
-            goto done;
+            return SCIO_DEVICE_BUSY;
         }
         d->sync_tracking = &op;
     }
-    op.where = OP_RUNNING;
     d->in_driver++;
     scio_mutex_unlock(&d->lock);
 
-    op_run(&op);
+    st = d->be->ioctl(d, &op, code, in, in_len, out, out_cap, &n, &drv);
+    if (st == SCIO_SUCCESS && n > out_cap)
+        st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
 
-    if (op.tracking) {
-        scio_mutex_lock(&d->lock);
+    scio_mutex_lock(&d->lock);
+    d->in_driver--;
+    if (op.tracking)
         d->sync_tracking = NULL;
-        scio_mutex_unlock(&d->lock);
-    }
-    st = op.status;
-    if (out_len)
-        *out_len = op.out_len;
-done:
-    scio_cond_destroy(&op.cv);
-    scio_mutex_destroy(&op.lock);
+    if (st != SCIO_SUCCESS)
+        d->last_driver_code = drv;
+    if (d->shut)
+        scio_cond_broadcast(&d->cv); /* shutdown waits for in_driver == 0 */
+    scio_mutex_unlock(&d->lock);
+
+    if (out_len && st == SCIO_SUCCESS)
+        *out_len = n;
     return st;
 }
 

@@ -64,6 +64,7 @@ typedef struct ifd_dev {
     IFD_DWORD lun;
     int channel_open;
     int is_sim;              /* the scardio simulated reader */
+    int hint_pending;        /* wait_lock: a FORCE_STATE went to the sim */
     scio_mutex drv_lock;     /* one lock per reader around driver calls */
     /* reader state, guarded by drv_lock */
     uint32_t state;
@@ -349,15 +350,20 @@ static scio_status need_out(size_t out_cap, size_t n)
 static scio_status do_get_state(ifd_dev *s, uint8_t *out, size_t out_cap,
                                 size_t *out_len, long *drv)
 {
-    int present;
+    int present, hint;
     scio_status st;
     if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
         return st;
     if ((st = refresh_presence(s, &present, drv)) != SCIO_SUCCESS)
         return st;
-    if (s->is_sim) {
+    scio_mutex_lock(&s->wait_lock);
+    hint = s->hint_pending;
+    s->hint_pending = 0;
+    scio_mutex_unlock(&s->wait_lock);
+    if (hint) {
         /* The simulator can impose a state, to exercise every branch of
-         * the connect sequence; the backend adopts it. */
+         * the connect sequence; the backend adopts it.  Asked only after a
+         * FORCE_STATE control, to keep GET_STATE one driver call. */
         uint8_t v[4];
         IFD_DWORD len = sizeof v;
         if (s->lib->get_caps(s->lun, SIM_TAG_STATE_HINT, &len, v) == IFD_SUCCESS &&
@@ -788,10 +794,17 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
         return do_track(d, s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
     if (vendor_function(code, &pcsc_code) && s->is_sim &&
         pcsc_code >= SCIO_VENDOR_CTL_PCSC(SIM_CTL_INSERT) &&
-        pcsc_code <= SCIO_VENDOR_CTL_PCSC(SIM_CTL_RESET_COUNTERS))
+        pcsc_code <= SCIO_VENDOR_CTL_PCSC(SIM_CTL_RESET_COUNTERS)) {
         /* The simulator's test controls are thread-safe and must get
          * through while a faulted call holds the reader lock. */
-        return do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
+        st = do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
+        if (st == SCIO_SUCCESS && pcsc_code == SCIO_VENDOR_CTL_PCSC(SIM_CTL_FORCE_STATE)) {
+            scio_mutex_lock(&s->wait_lock);
+            s->hint_pending = 1;
+            scio_mutex_unlock(&s->wait_lock);
+        }
+        return st;
+    }
 
     scio_mutex_lock(&s->drv_lock);
     switch (code) {
