@@ -43,7 +43,7 @@ typedef uint32_t scio_status;
 #define SCIO_INVALID_IMAGE_FORMAT     0xC000007Bu /* not a driver library */
 #define SCIO_INSUFFICIENT_RESOURCES   0xC000009Au
 #define SCIO_DEVICE_NOT_CONNECTED     0xC000009Du
-#define SCIO_DEVICE_BUSY              0xC00000AEu
+#define SCIO_DEVICE_BUSY              0x80000011u /* a warning, as on Windows */
 #define SCIO_IO_TIMEOUT               0xC00000B5u
 #define SCIO_NOT_SUPPORTED            0xC00000BBu
 #define SCIO_CANCELLED                0xC0000120u

@@ -193,9 +193,11 @@ def test_close_abandons_a_call_stuck_in_the_driver_within_bound():
     dev.close()
     assert time.monotonic() - t < 1.0
     # The call is abandoned inside the driver (it stays blocked for the
-    # rest of this process, as a hung real driver would); its operation
-    # is still pending and safe to drop.
-    assert not op.done()
+    # rest of this process, as a hung real driver would); its operation is
+    # completed as cancelled so that nobody waits on it forever.
+    assert op.done()
+    with pytest.raises(errors.CancelledError):
+        op.result()
     del op
 
 

@@ -36,6 +36,7 @@ struct scio_op {
     int done, released, post, posted, heap;
     /* guarded by the device lock */
     int cancel, tracking;
+    int abandoned;           /* completed by close while still in the driver */
     enum op_where where;
     struct scio_op *next;
 };
@@ -54,7 +55,7 @@ struct scio_device {
     scio_mutex lock;
     scio_cond cv;            /* lane work, in-driver count changes */
     int refs;
-    int shut, shut_done, released;
+    int shut, shut_done, released, release_done;
     unsigned close_timeout_ms;
     int in_driver;           /* calls inside the backend right now */
     long last_driver_code;
@@ -201,20 +202,39 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
 }
 
 /* Run one operation in the backend, in the calling thread. */
+/* A call left the driver (device locked): returns 1 if the caller must now
+ * release the channel, because close gave up waiting for this call. */
+static int leave_driver_locked(scio_device *d)
+{
+    d->in_driver--;
+    scio_cond_broadcast(&d->cv);
+    if (d->shut_done && d->in_driver == 0 && !d->released && d->be->release) {
+        d->released = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Run one lane operation in the backend, in the calling (lane) thread,
+ * which holds a reference on the op. */
 static void op_run(scio_op *op)
 {
     scio_device *d = op->dev;
     size_t out_len = 0;
     long drv = 0;
+    int release, abandoned;
     scio_status st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
                                   op->out, op->out_cap, &out_len, &drv);
     if (st == SCIO_SUCCESS && out_len > op->out_cap)
         st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
     scio_mutex_lock(&d->lock);
-    d->in_driver--;
-    scio_cond_broadcast(&d->cv);
+    release = leave_driver_locked(d);
+    abandoned = op->abandoned;
     scio_mutex_unlock(&d->lock);
-    op_complete(op, st, out_len, drv);
+    if (release)
+        d->be->release(d);
+    if (!abandoned) /* else close completed it already: drop the late result */
+        op_complete(op, st, out_len, drv);
 }
 
 int scio_op_cancelled(scio_op *op)
@@ -311,7 +331,13 @@ static SCIO_THREAD_FN lane_main(void *arg)
         l->running = op;
         d->in_driver++;
         scio_mutex_unlock(&d->lock);
+        /* Our own reference: close may complete (and its owner free) the
+         * op while the driver still writes into its buffer. */
+        scio_mutex_lock(&op->lock);
+        op->refs++;
+        scio_mutex_unlock(&op->lock);
         op_run(op);
+        op_unref(op);
         scio_mutex_lock(&d->lock);
         l->running = NULL;
         scio_cond_broadcast(&d->cv);
@@ -544,6 +570,7 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
     scio_status st;
     size_t n = 0;
     long drv = 0;
+    int release;
 
     if (out_len)
         *out_len = 0;
@@ -581,14 +608,14 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
         st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
 
     scio_mutex_lock(&d->lock);
-    d->in_driver--;
+    release = leave_driver_locked(d);
     if (op.tracking)
         d->sync_tracking = NULL;
     if (st != SCIO_SUCCESS)
         d->last_driver_code = drv;
-    if (d->shut)
-        scio_cond_broadcast(&d->cv); /* shutdown waits for in_driver == 0 */
     scio_mutex_unlock(&d->lock);
+    if (release)
+        d->be->release(d);
 
     if (out_len && st == SCIO_SUCCESS)
         *out_len = n;
@@ -596,6 +623,20 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
+
+/* Releasing the channel calls the driver too (power-down, close channel),
+ * and a hung driver must not hang close: it runs on its own thread. */
+static SCIO_THREAD_FN release_main(void *arg)
+{
+    scio_device *d = arg;
+    d->be->release(d);
+    scio_mutex_lock(&d->lock);
+    d->release_done = 1;
+    scio_cond_broadcast(&d->cv);
+    scio_mutex_unlock(&d->lock);
+    dev_unref(d);
+    SCIO_THREAD_RETURN;
+}
 
 void scio_shutdown(scio_device *d)
 {
@@ -630,14 +671,39 @@ void scio_shutdown(scio_device *d)
         int64_t step = scio_now_ms() + 20;
         scio_cond_wait_until(&d->cv, &d->lock, step < deadline ? step : deadline);
     }
-    if (d->in_driver == 0 && !d->released) {
+    if (!clean) {
+        /* Give up on operations stuck in the driver: complete them now so
+         * their waiters return; the lane thread drops the late result. */
+        scio_op *stuck[2];
+        int n = 0;
+        lane *lanes[2] = { &d->io, &d->track };
+        for (int i = 0; i < 2; i++) {
+            scio_op *op = lanes[i]->running;
+            if (op && op->where == OP_RUNNING && !op->abandoned) {
+                op->abandoned = 1;
+                stuck[n++] = op;
+            }
+        }
+        scio_mutex_unlock(&d->lock);
+        for (int i = 0; i < n; i++)
+            op_complete(stuck[i], SCIO_CANCELLED, 0, 0);
+        scio_mutex_lock(&d->lock);
+    }
+    if (d->in_driver == 0 && !d->released && d->be->release) {
         /* Nothing is inside the driver (lane threads that are still
          * unwinding no longer call it), so the channel can go now. */
         d->released = 1;
-        scio_mutex_unlock(&d->lock);
-        if (d->be->release)
+        dev_ref_locked(d);
+        if (scio_thread_start_detached(release_main, d) != 0) {
+            d->refs--; /* not the last: the caller holds one */
+            scio_mutex_unlock(&d->lock);
             d->be->release(d);
-        scio_mutex_lock(&d->lock);
+            scio_mutex_lock(&d->lock);
+            d->release_done = 1;
+        }
+        while (!d->release_done &&
+               scio_cond_wait_until(&d->cv, &d->lock, deadline)) {
+        }
     }
     d->shut_done = 1;
     scio_cond_broadcast(&d->cv);

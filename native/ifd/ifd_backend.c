@@ -77,6 +77,7 @@ typedef struct ifd_dev {
     /* tracking */
     int has_events;          /* the driver counts card events (the sim) */
     uint32_t base_ins, base_rem; /* events already reported to trackers */
+    int events_stale;        /* a read failed: bases may lag, resync first */
     ifdh_polling_fn poll;
     ifdh_stop_polling_fn stop;
     unsigned poll_interval_ms;
@@ -253,6 +254,10 @@ static void unclaim_reader(ifd_lib *lib, IFD_DWORD lun)
 
 /* ---- status mapping ----------------------------------------------------- */
 
+/* IFD_ERROR_INSUFFICIENT_BUFFER is the caller's problem only when the driver
+ * wrote into the caller's buffer (map_rc_out); from any other call (whose
+ * buffers are the backend's own, as large as the contract allows) a larger
+ * buffer cannot help: it is a driver failure. */
 static scio_status map_rc(IFD_RESPONSECODE rc)
 {
     switch (rc) {
@@ -260,7 +265,6 @@ static scio_status map_rc(IFD_RESPONSECODE rc)
     case IFD_ICC_NOT_PRESENT: return SCIO_NO_MEDIA;
     case IFD_RESPONSE_TIMEOUT: return SCIO_IO_TIMEOUT;
     case IFD_NO_SUCH_DEVICE: return SCIO_DEVICE_NOT_CONNECTED;
-    case IFD_ERROR_INSUFFICIENT_BUFFER: return SCIO_BUFFER_TOO_SMALL;
     case IFD_ERROR_TAG:
     case IFD_ERROR_NOT_SUPPORTED:
     case IFD_NOT_SUPPORTED:
@@ -268,6 +272,11 @@ static scio_status map_rc(IFD_RESPONSECODE rc)
     case IFD_ERROR_VALUE_READ_ONLY: return SCIO_NOT_SUPPORTED;
     default: return SCIO_IO_DEVICE_ERROR;
     }
+}
+
+static scio_status map_rc_out(IFD_RESPONSECODE rc)
+{
+    return rc == IFD_ERROR_INSUFFICIENT_BUFFER ? SCIO_BUFFER_TOO_SMALL : map_rc(rc);
 }
 
 /* ---- state helpers (drv_lock held) -------------------------------------- */
@@ -634,6 +643,10 @@ static scio_status do_get_attribute(ifd_dev *s, const uint8_t *in, size_t in_len
         if (tag == SCIO_ATTR_CHARACTERISTICS)
             return put_dword_attr(0, out, out_cap, out_len);
     }
+    if (rc == IFD_ERROR_INSUFFICIENT_BUFFER) {
+        *drv = rc;
+        return SCIO_BUFFER_TOO_SMALL; /* it was given the caller's buffer */
+    }
     return after_call(s, rc, drv);
 }
 
@@ -686,7 +699,7 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
     free(copy);
     if (rc != IFD_SUCCESS) {
         *drv = rc;
-        return map_rc(rc);
+        return map_rc_out(rc);
     }
     if (returned > out_cap) {
         *drv = (long)returned;
@@ -717,8 +730,19 @@ static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem)
 static int consume_event(ifd_dev *s, int want_present)
 {
     uint32_t ins, rem;
-    if (!read_events(s, &ins, &rem))
+    if (!read_events(s, &ins, &rem)) {
+        /* A level completion may now report an event we cannot count. */
+        s->events_stale = s->has_events;
         return 0;
+    }
+    if (s->events_stale) {
+        /* Count everything so far as reported: after a failed read a
+         * missed event is possible, an invented one must not be. */
+        s->base_ins = ins;
+        s->base_rem = rem;
+        s->events_stale = 0;
+        return 0;
+    }
     if (want_present && ins != s->base_ins) {
         s->base_ins++;
         return 1;

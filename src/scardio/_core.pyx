@@ -9,6 +9,7 @@ can be avoided.
 
 import os
 import weakref
+from time import monotonic as _monotonic
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -127,23 +128,30 @@ cdef class Operation:
         while waiting cancels the operation and propagates."""
         cdef int done = 0
         cdef int slice_ms
-        cdef double left = -1.0 if timeout is None else float(timeout)
-        if left != -1.0 and left < 0:
-            raise ValueError("timeout must be >= 0 or None")
+        cdef bint forever = timeout is None
+        cdef double deadline = 0.0
+        cdef double left
+        if not forever:
+            left = float(timeout)
+            if not left >= 0.0:  # also refuses NaN
+                raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+            deadline = _monotonic() + left
         while True:
             slice_ms = WAIT_SLICE_MS
-            if left >= 0 and left * 1000.0 < slice_ms:
-                slice_ms = <int>(left * 1000.0)
+            if not forever:
+                left = deadline - _monotonic()
+                if left <= 0.0:
+                    slice_ms = 0
+                elif left * 1000.0 < slice_ms:
+                    slice_ms = <int>(left * 1000.0) + 1  # round up: never spin
             with nogil:
                 done = scio_op_wait(self._op, slice_ms)
             if done:
                 return self.result()
-            if left >= 0:
-                left -= slice_ms / 1000.0
-                if left <= 0:
-                    raise _errors.TimeoutError(
-                        f"operation {self.id} still pending after {timeout} s",
-                        status=SCIO_PENDING, ioctl=self.code)
+            if not forever and _monotonic() >= deadline:
+                raise _errors.TimeoutError(
+                    f"operation {self.id} still pending after {timeout} s",
+                    status=SCIO_PENDING, ioctl=self.code)
             try:
                 PyErr_CheckSignals()
             except BaseException:
