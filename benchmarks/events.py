@@ -1,0 +1,157 @@
+"""Card arrival / removal latency: from the moment the card goes in (or out)
+to the moment user code sees the event.  t0 is taken just before the
+insertion (the simulated reader's INSERT / REMOVE vendor control, or the vpcd
+card connecting / disconnecting); t1 where the user's code gets the event.
+Both are CLOCK_MONOTONIC (time.monotonic_ns), comparable across processes.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from typing import Callable, Optional
+
+KINDS = ("insert", "remove")
+
+
+def sim_trigger(dev) -> Callable[[str], int]:
+    """Insert / remove the simulated card of `dev`; returns t0."""
+    from scardio.sim import SimControl
+    sc = SimControl(dev)
+
+    def trigger(kind: str) -> int:
+        t0 = time.monotonic_ns()
+        sc.insert() if kind == "insert" else sc.remove()
+        return t0
+    return trigger
+
+
+class DeviceTracking:
+    """scardio Device: IS_PRESENT / IS_ABSENT submitted, a user thread
+    blocked in Operation.wait()."""
+
+    name = "scardio Device IS_PRESENT/IS_ABSENT"
+
+    def __init__(self, dev, trigger: Callable[[str], int]):
+        self.dev = dev
+        self.trigger = trigger  # kind -> t0
+
+    def sample(self, kind: str, timeout: float = 10.0) -> float:
+        from scardio import IOCTL
+        op = self.dev.submit(IOCTL.IS_PRESENT if kind == "insert" else IOCTL.IS_ABSENT)
+        seen = {}
+
+        def waiter() -> None:
+            try:
+                op.wait(timeout)
+                seen["t1"] = time.monotonic_ns()
+            except Exception as exc:  # reported below
+                seen["error"] = exc
+        th = threading.Thread(target=waiter, daemon=True)
+        th.start()
+        time.sleep(0.01)  # the request is pending in the driver
+        if op.done():
+            raise RuntimeError(f"{kind}: tracking request completed before the event")
+        t0 = self.trigger(kind)
+        th.join(timeout + 1)
+        if "t1" not in seen:
+            op.cancel()
+            raise RuntimeError(f"{kind} not seen: {seen.get('error')}")
+        return (seen["t1"] - t0) / 1e6
+
+    def close(self) -> None:
+        pass
+
+
+class MonitorTracking:
+    """scardio.Monitor with a callback (the reader API's event path)."""
+
+    name = "scardio Monitor callback"
+
+    def __init__(self, readers, trigger: Callable[[str], int], target=None):
+        from scardio import Monitor
+        self.events: "queue.Queue" = queue.Queue()
+        self.target = target
+        self.monitor = Monitor(readers, callback=self._cb)
+        self.trigger = trigger
+        time.sleep(0.05)
+        self._drain()
+
+    def _cb(self, ev) -> None:
+        self.events.put((time.monotonic_ns(), ev.kind, ev.reader))
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def sample(self, kind: str, timeout: float = 10.0, trigger=None, target=None) -> float:
+        want = "arrival" if kind == "insert" else "departure"
+        target = target if target is not None else self.target
+        self._drain()
+        t0 = (trigger or self.trigger)(kind)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"Monitor did not report {want}")
+            t1, k, reader = self.events.get(timeout=left)
+            if k == "error":
+                raise RuntimeError("Monitor reported an error")
+            if k == want and (target is None or reader is target):
+                return (t1 - t0) / 1e6
+
+    def close(self) -> None:
+        self.monitor.close()
+
+
+class PyscardTracking:
+    """pcscd seen through pyscard: "gsc" = a thread blocked in
+    SCardGetStatusChange, "monitor" = pyscard's CardMonitor observer."""
+
+    def __init__(self, worker, how: str, external: Optional[Callable[[str], int]] = None):
+        self.worker = worker
+        self.how = how
+        self.external = external  # vpcd: the parent moves the card
+        self.name = ("pcscd SCardGetStatusChange" if how == "gsc"
+                     else "pcscd + pyscard CardMonitor")
+        if how == "monitor":
+            worker.call("monitor_start")
+
+    def sample(self, kind: str, timeout: float = 10.0) -> float:
+        cmd = "gsc_event" if self.how == "gsc" else "monitor_event"
+        if self.external is None:
+            r = self.worker.call(cmd, read_timeout=timeout + 5, kind=kind, trigger="ctl",
+                                 timeout=timeout)
+            return (r["t1"] - r["t0"]) / 1e6
+        self.worker.send(cmd, kind=kind, trigger="external", timeout=timeout)
+        ready = self.worker._read(timeout + 5)
+        assert ready.get("ready")
+        t0 = self.external(kind)
+        r = self.worker._read(timeout + 5)
+        return (r["t1"] - t0) / 1e6
+
+    def close(self) -> None:
+        if self.how == "monitor":
+            self.worker.call("monitor_stop")
+
+
+def run_interleaved(trackers, rounds: int, pause: float = 0.02, jitter: float = 0.02,
+                    seed: int = 1) -> dict:
+    """{tracker name: {"insert": [ms...], "remove": [ms...]}}, one insert and
+    one removal per tracker per round, trackers rotating.  A random pause
+    (pause + U(0, jitter) s) before every event keeps it out of phase with
+    any polling period (use a jitter of at least one period)."""
+    rng = random.Random(seed)
+    out = {t.name: {k: [] for k in KINDS} for t in trackers}
+    for r in range(rounds):
+        k = r % len(trackers)
+        for t in list(trackers[k:]) + list(trackers[:k]):
+            for kind in KINDS:
+                time.sleep(pause + rng.uniform(0, jitter))
+                out[t.name][kind].append(t.sample(kind))
+    return out

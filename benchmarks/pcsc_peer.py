@@ -1,0 +1,187 @@
+"""pcscd started by the benchmark, and the pyscard worker that drives it.
+
+pcscd 1.9.9 has one fixed socket (/run/pcscd/pcscd.comm), so one instance
+runs at a time; the benchmark refuses to start its own while another pcscd
+answers there (the figures would not be ours, and we must not disturb it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Optional
+
+from harness import PYSCARD_PYTHON, HERE, LineReader, Path, stop_process
+
+PCSCD = shutil.which("pcscd") or "/usr/sbin/pcscd"
+SOCKET = "/run/pcscd/pcscd.comm"
+WORKER = os.path.join(HERE, "pyscard_worker.py")
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why pcscd + pyscard cannot be benchmarked here, or None."""
+    if not os.path.exists(PCSCD):
+        return "pcscd is not installed"
+    if not os.path.exists(PYSCARD_PYTHON):
+        return f"{PYSCARD_PYTHON} is missing"
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        return "pcscd must be started as root"
+    try:
+        subprocess.run([PYSCARD_PYTHON, "-c", "import smartcard.scard"], check=True,
+                       timeout=30, capture_output=True)
+    except (subprocess.SubprocessError, OSError):
+        return f"pyscard is not importable by {PYSCARD_PYTHON}"
+    if _socket_alive():
+        return "another pcscd is running (its socket answers)"
+    return None
+
+
+def _socket_alive() -> bool:
+    if not os.path.exists(SOCKET):
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(SOCKET)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Pcscd:
+    """pcscd in the foreground with a private reader.conf.
+
+    `readers` is a list of (friendly name, library, device name); each
+    gets its own reader.conf entry (CHANNELID 0)."""
+
+    def __init__(self, readers, timeout: float = 15.0):
+        self.tmp = tempfile.mkdtemp(prefix="scardio-pcscd-")
+        self.conf = os.path.join(self.tmp, "reader.conf")
+        with open(self.conf, "w") as f:
+            for friendly_name, library, device_name in readers:
+                f.write(f'FRIENDLYNAME "{friendly_name}"\nDEVICENAME {device_name}\n'
+                        f"LIBPATH {library}\nCHANNELID 0\n\n")
+        self.log_path = os.path.join(self.tmp, "pcscd.log")
+        self.proc: Optional[subprocess.Popen] = None
+        os.makedirs("/run/pcscd", exist_ok=True)
+        log = open(self.log_path, "w")
+        try:
+            self.proc = subprocess.Popen([PCSCD, "-f", "-c", self.conf], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        while not _socket_alive():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                msg = self.log_tail()
+                self.close()
+                raise RuntimeError(f"pcscd did not start: {msg}")
+            time.sleep(0.05)
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        stop_process(self.proc, timeout=10)
+        self.proc = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "Pcscd":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PyscardWorker(Path):
+    """The pyscard worker process (pyscard_worker.py under /usr/bin/python3)."""
+
+    name = "pcscd+pyscard"
+
+    def __init__(self, timeout: float = 30.0):
+        self.timeout = timeout
+        self.proc = subprocess.Popen([PYSCARD_PYTHON, "-u", WORKER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.reader = LineReader(self.proc)
+        first = self._read()
+        if not first.get("ready"):
+            self.close()
+            raise RuntimeError(f"pyscard worker failed: {first}")
+
+    def _read(self, timeout: Optional[float] = None) -> dict:
+        msg = json.loads(self.reader.readline(timeout or self.timeout))
+        if "error" in msg:
+            raise RuntimeError(f"pyscard worker: {msg['error']}")
+        return msg
+
+    def send(self, cmd: str, **kw) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(dict(cmd=cmd, **kw)) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def call(self, cmd: str, read_timeout: Optional[float] = None, **kw) -> dict:
+        self.send(cmd, **kw)
+        return self._read(read_timeout)
+
+    def run(self, op: str, count: int) -> int:
+        return self.call("run", op=op, n=count)["ns"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.send("quit")
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop_process(self.proc)
+
+
+class CardProcess:
+    """tests/vpcd_card.py's VirtualCard in a child process (card_proc.py)."""
+
+    def __init__(self, port: int, timeout: float = 20.0):
+        import sys
+        self.port = port
+        self.timeout = timeout
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "card_proc.py"),
+                                      str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.reader = LineReader(self.proc)
+        self._call(None)
+
+    def _call(self, cmd: Optional[str]) -> dict:
+        if cmd is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(cmd.encode() + b"\n")
+            self.proc.stdin.flush()
+        msg = json.loads(self.reader.readline(self.timeout))
+        if "error" in msg:
+            raise RuntimeError(f"vpcd card on port {self.port}: {msg['error']}")
+        return msg
+
+    def insert(self) -> int:
+        return self._call("insert")["t0"]
+
+    def remove(self) -> int:
+        return self._call("remove")["t0"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b"quit\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop_process(self.proc)
