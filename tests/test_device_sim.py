@@ -317,3 +317,15 @@ def test_quick_swap_is_a_departure_then_an_arrival(sim_device, sim):
     absent.wait(2)
     sim_device.submit(IOCTL.IS_PRESENT).wait(2)
     assert state(sim_device) == State.SWALLOWED
+
+
+def test_swapped_card_is_a_new_unpowered_card(sim_device, sim):
+    sim.insert()
+    connect(sim_device)
+    sim.remove()
+    sim.insert()  # no presence check in between
+    with pytest.raises(errors.NoCardError):
+        transmit(sim_device, bytes([0x80, 0xEE, 0, 0, 1]))
+    assert state(sim_device) == State.SWALLOWED
+    assert connect(sim_device) == 2
+    assert transmit(sim_device, bytes([0x80, 0xEE, 0, 0, 1]))[-2:] == b"\x90\x00"

@@ -12,15 +12,22 @@
  *
  * Buffers crossing the IOCTL boundary use 32-bit little-endian DWORDs; the
  * driver's own DWORD (unsigned long on Linux) is converted here.
+ *
+ * Windows: driver DLLs are loaded with LoadLibraryEx (see the "Windows"
+ * section below); the IFD ABI's DWORD is then a 32-bit unsigned long.
  */
+#ifndef _WIN32
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <sys/stat.h>
+#else
+#include <windows.h>
+#endif
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "core/atr_info.h"
 #include "core/core_internal.h"
@@ -78,6 +85,7 @@ typedef struct ifd_dev {
     int has_events;          /* the driver counts card events (the sim) */
     uint32_t base_ins, base_rem; /* events already reported to trackers */
     int events_stale;        /* a read failed: bases may lag, resync first */
+    uint32_t known_ins;      /* insertions when the current card was seen */
     ifdh_polling_fn poll;
     ifdh_stop_polling_fn stop;
     unsigned poll_interval_ms;
@@ -96,6 +104,106 @@ static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- Windows: loading driver DLLs ---------------------------------------- */
+#ifdef _WIN32
+#define strdup _strdup
+
+/* Paths arrive in UTF-8 (as Python passes them); NULL if not valid UTF-8,
+ * and the ANSI functions take the path as it is. */
+static wchar_t *widen(const char *s)
+{
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, NULL, 0);
+    wchar_t *w;
+    if (n <= 0)
+        return NULL;
+    w = malloc((size_t)n * sizeof *w);
+    if (w && MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, s, -1, w, n) != n) {
+        free(w);
+        w = NULL;
+    }
+    return w;
+}
+
+static void win_error_text(DWORD err, char *buf, size_t cap)
+{
+    DWORD n = FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS,
+                             NULL, err, 0, buf, cap > 0xFFFF ? 0xFFFF : (DWORD)cap,
+                             NULL);
+    if (n == 0 || n >= cap) {
+        snprintf(buf, cap, "Win32 error %lu", (unsigned long)err);
+        return;
+    }
+    while (n > 0 && (buf[n - 1] == '\r' || buf[n - 1] == '\n' ||
+                     buf[n - 1] == ' ' || buf[n - 1] == '.'))
+        buf[--n] = 0;
+}
+
+/* The stat() checks of POSIX: missing -> DLL_NOT_FOUND, not a file ->
+ * INVALID_IMAGE_FORMAT. */
+static scio_status win_check_file(const char *path, char *errbuf, size_t errlen)
+{
+    wchar_t *w = widen(path);
+    DWORD attr = w ? GetFileAttributesW(w) : GetFileAttributesA(path);
+    DWORD err = GetLastError();
+    char why[256];
+    free(w);
+    if (attr == INVALID_FILE_ATTRIBUTES) {
+        win_error_text(err, why, sizeof why);
+        set_err(errbuf, errlen, "driver library %s: %s", path, why);
+        return SCIO_DLL_NOT_FOUND;
+    }
+    if (attr & FILE_ATTRIBUTE_DIRECTORY) {
+        set_err(errbuf, errlen, "driver library %s is not a regular file", path);
+        return SCIO_INVALID_IMAGE_FORMAT;
+    }
+    return SCIO_SUCCESS;
+}
+
+/* Load the very file that was checked: by its full path (a bare name would
+ * go through the DLL search order), with its own directory searched first
+ * for its dependencies, and without "cannot load" message boxes. */
+static void *win_load(const char *path, char *errbuf, size_t errlen)
+{
+    const DWORD flags = LOAD_WITH_ALTERED_SEARCH_PATH;
+    wchar_t *w = widen(path);
+    HMODULE h = NULL;
+    DWORD err = ERROR_NOT_ENOUGH_MEMORY, old_mode = 0, n;
+    char why[256];
+
+    SetThreadErrorMode(SEM_FAILCRITICALERRORS | SEM_NOOPENFILEERRORBOX, &old_mode);
+    if (w) {
+        n = GetFullPathNameW(w, 0, NULL, NULL);
+        wchar_t *full = n ? malloc((size_t)n * sizeof *full) : NULL;
+        if (full && GetFullPathNameW(w, n, full, NULL) < n)
+            h = LoadLibraryExW(full, NULL, flags);
+        err = GetLastError();
+        free(full);
+        free(w);
+    } else {
+        n = GetFullPathNameA(path, 0, NULL, NULL);
+        char *full = n ? malloc(n) : NULL;
+        if (full && GetFullPathNameA(path, n, full, NULL) < n)
+            h = LoadLibraryExA(full, NULL, flags);
+        err = GetLastError();
+        free(full);
+    }
+    SetThreadErrorMode(old_mode, NULL);
+    if (!h) {
+        win_error_text(err, why, sizeof why);
+        set_err(errbuf, errlen, "%s is not a loadable driver library: %s (Win32 error %lu)",
+                path, why, (unsigned long)err);
+    }
+    return (void *)h;
+}
+
+static void lib_close(void *handle)
+{
+    FreeLibrary((HMODULE)handle);
+}
+#else
+#define lib_close dlclose
+#endif
+
 static void lib_unref(ifd_lib *lib)
 {
     ifd_lib **pp;
@@ -111,18 +219,32 @@ static void lib_unref(ifd_lib *lib)
         }
     }
     scio_mutex_unlock(&libs_lock);
-    dlclose(lib->handle);
+    lib_close(lib->handle);
     free(lib->path);
     free(lib);
 }
 
+#ifdef _WIN32
+/* FARPROC to the field's function-pointer type without a cast between
+ * incompatible function types. */
+#define RESOLVE(field, name)                                        \
+    do {                                                            \
+        FARPROC p_ = GetProcAddress((HMODULE)lib->handle, name);    \
+        memcpy(&lib->field, &p_, sizeof lib->field);                \
+    } while (0)
+#else
 #define RESOLVE(field, name)                                        \
     (*(void **)(&lib->field) = dlsym(lib->handle, name))
+#endif
 
 static scio_status lib_load(const char *path, ifd_lib **out,
                             char *errbuf, size_t errlen)
 {
+#ifdef _WIN32
+    scio_status st;
+#else
     struct stat sb;
+#endif
     ifd_lib *lib;
     const char *missing = NULL;
 
@@ -137,6 +259,10 @@ static scio_status lib_load(const char *path, ifd_lib **out,
     }
     scio_mutex_unlock(&libs_lock);
 
+#ifdef _WIN32
+    if ((st = win_check_file(path, errbuf, errlen)) != SCIO_SUCCESS)
+        return st;
+#else
     if (stat(path, &sb) != 0) {
         set_err(errbuf, errlen, "driver library %s: %s", path, strerror(errno));
         return SCIO_DLL_NOT_FOUND;
@@ -145,12 +271,21 @@ static scio_status lib_load(const char *path, ifd_lib **out,
         set_err(errbuf, errlen, "driver library %s is not a regular file", path);
         return SCIO_INVALID_IMAGE_FORMAT;
     }
+#endif
     scio_ifd_export_log_symbols();
     lib = calloc(1, sizeof *lib);
     if (!lib || !(lib->path = strdup(path))) {
         free(lib);
         return SCIO_NO_MEMORY;
     }
+#ifdef _WIN32
+    lib->handle = win_load(path, errbuf, errlen);
+    if (!lib->handle) {
+        free(lib->path);
+        free(lib);
+        return SCIO_INVALID_IMAGE_FORMAT;
+    }
+#else
     dlerror();
     lib->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!lib->handle) {
@@ -161,6 +296,7 @@ static scio_status lib_load(const char *path, ifd_lib **out,
         free(lib);
         return SCIO_INVALID_IMAGE_FORMAT;
     }
+#endif
     RESOLVE(create_by_name, "IFDHCreateChannelByName");
     RESOLVE(create, "IFDHCreateChannel");
     RESOLVE(close_channel, "IFDHCloseChannel");
@@ -191,7 +327,7 @@ static scio_status lib_load(const char *path, ifd_lib **out,
     if (missing) {
         set_err(errbuf, errlen, "%s is not an IFD handler: it does not export %s",
                 path, missing);
-        dlclose(lib->handle);
+        lib_close(lib->handle);
         free(lib->path);
         free(lib);
         return SCIO_ENTRYPOINT_NOT_FOUND;
@@ -203,7 +339,7 @@ static scio_status lib_load(const char *path, ifd_lib **out,
         if (strcmp(other->path, path) == 0) {
             other->refs++;
             scio_mutex_unlock(&libs_lock);
-            dlclose(lib->handle);
+            lib_close(lib->handle);
             free(lib->path);
             free(lib);
             *out = other;
@@ -293,6 +429,22 @@ static void card_gone(ifd_dev *s)
     s->state = SCIO_STATE_ABSENT;
 }
 
+static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem);
+
+/* A card swapped between two looks (removed and reinserted) is a new,
+ * unpowered card: drivers that count events let us notice (drv_lock held). */
+static void check_swap(ifd_dev *s)
+{
+    uint32_t ins, rem;
+    if (!s->has_events || !read_events(s, &ins, &rem) || ins == s->known_ins)
+        return;
+    s->known_ins = ins;
+    if (s->state > SCIO_STATE_SWALLOWED) {
+        forget_card(s);
+        s->state = SCIO_STATE_SWALLOWED;
+    }
+}
+
 /* Ask the driver whether a card is in and update the state.  Returns the
  * status for the caller and sets *present. */
 static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
@@ -302,6 +454,7 @@ static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
         *present = 1;
         if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
             s->state = SCIO_STATE_SWALLOWED; /* a new card, not powered */
+        check_swap(s);
         return SCIO_SUCCESS;
     }
     if (rc == IFD_ICC_NOT_PRESENT) {
@@ -571,8 +724,11 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
     rx_len = rx == s->rx ? SCIO_MAX_RESPONSE : (IFD_DWORD)cap;
     rc = s->lib->transmit(s->lun, send_pci, (IFD_UCHAR *)(uintptr_t)(in + pci_len),
                           (IFD_DWORD)apdu_len, rx, &rx_len, &recv_pci);
-    if ((st = after_call(s, rc, drv)) != SCIO_SUCCESS)
-        return st;
+    if ((st = after_call(s, rc, drv)) != SCIO_SUCCESS) {
+        check_swap(s);
+        /* The card this transmit was for is gone, even if another is in. */
+        return s->state == SCIO_STATE_SPECIFIC ? st : SCIO_NO_MEDIA;
+    }
     if (rx_len > (rx == s->rx ? SCIO_MAX_RESPONSE : cap)) {
         *drv = (long)rx_len;
         return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
@@ -912,16 +1068,16 @@ static const scio_backend ifd_backend = {
 
 /* ---- open --------------------------------------------------------------- */
 
-static void *get_fn_capability(ifd_dev *s, IFD_DWORD tag)
+/* Function pointers travel through GetCapabilities as raw bytes: copied
+ * into *fn (a function pointer of fn_size bytes), left alone if not given. */
+static void get_fn_capability(ifd_dev *s, IFD_DWORD tag, void *fn, size_t fn_size)
 {
-    /* Function pointers travel through GetCapabilities as raw bytes. */
-    uint8_t buf[sizeof(void *) + 8];
-    IFD_DWORD len = sizeof(void *);
-    void *fn = NULL;
-    if (s->lib->get_caps(s->lun, tag, &len, buf) == IFD_SUCCESS &&
-        len == sizeof(void *))
-        memcpy(&fn, buf, sizeof fn);
-    return fn;
+    uint8_t buf[sizeof(void (*)(void)) + 8];
+    IFD_DWORD len = (IFD_DWORD)fn_size;
+    if (fn_size > sizeof(void (*)(void)))
+        return;
+    if (s->lib->get_caps(s->lun, tag, &len, buf) == IFD_SUCCESS && len == fn_size)
+        memcpy(fn, buf, fn_size);
 }
 
 static int check_is_sim(ifd_dev *s)
@@ -1005,11 +1161,12 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         if (s->has_events) {
             s->base_ins = ins;
             s->base_rem = rem;
+            s->known_ins = ins;
         }
     }
-    s->poll = (ifdh_polling_fn)get_fn_capability(s, IFD_TAG_POLLING_THREAD_WITH_TIMEOUT);
+    get_fn_capability(s, IFD_TAG_POLLING_THREAD_WITH_TIMEOUT, &s->poll, sizeof s->poll);
     if (s->poll)
-        s->stop = (ifdh_stop_polling_fn)get_fn_capability(s, IFD_TAG_STOP_POLLING_THREAD);
+        get_fn_capability(s, IFD_TAG_STOP_POLLING_THREAD, &s->stop, sizeof s->stop);
     if (s->poll && !s->stop)
         s->poll = NULL; /* without a stop function a wait could not be cancelled promptly */
     scio_mutex_lock(&s->drv_lock);
