@@ -1,0 +1,564 @@
+"""asyncio front end: the same sequences, driven by overlapped IOCTLs.
+
+Every IOCTL is submitted with ``Device.submit`` and awaited on a future; the
+futures are settled from the device's completion descriptor, watched with
+``loop.add_reader`` on the running loop.  No thread is started per call (nor
+at all): the loop's own selector waits on the core's eventfd.
+
+>>> async def main():                                  # doctest: +SKIP
+...     async with await scardio.aio.open_reader("scardio Simulated Reader 0",
+...                                              sim=1) as reader:
+...         await reader.wait_for_card(timeout=30)
+...         async with await reader.connect() as card:
+...             print(await card.transmit("00 A4 04 00 08 F07363617264696F"))
+
+Use one front end per reader: an :class:`AsyncReader` owns its reader's
+power-down timer (on the loop) and connected card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from types import TracebackType
+from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
+
+from . import errors
+from .apdu import ApduLike, to_apdu_bytes
+from .card import Card, Response, transmit_steps
+from .constants import IOCTL, Protocol, State
+from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
+from .reader import (CLOSE_LOCK_WAIT, CONNECT_MAX_STEPS, DEFAULT_CONNECT_TIMEOUT,
+                     DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, Request, Steps,
+                     connect_steps, get_state_steps, open_device, power_down_steps,
+                     startup_steps, warm_reset_steps)
+
+__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader"]
+
+T = TypeVar("T")
+
+
+class _LoopLink:
+    """One reader's completion descriptor registered on one loop, shared by
+    every AsyncReader / AsyncMonitor using it (add_reader allows one
+    callback per descriptor)."""
+
+    _links: dict[tuple[int, int], "_LoopLink"] = {}
+    _guard = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: Reader) -> None:
+        self.loop = loop
+        self.reader = reader
+        self.refs = 0
+        self.thread = threading.get_ident()
+        self.fd = reader.device.fileno()
+        if self.fd >= 0:
+            loop.add_reader(self.fd, reader.completions.harvest)
+        reader.add_close_hook(self._closing)
+
+    @classmethod
+    def acquire(cls, reader: Reader) -> "_LoopLink":
+        loop = asyncio.get_running_loop()
+        key = (id(loop), id(reader))
+        with cls._guard:
+            link = cls._links.get(key)
+            if link is None:
+                link = cls._links[key] = _LoopLink(loop, reader)
+            link.refs += 1
+        return link
+
+    def release(self) -> None:
+        with self._guard:
+            self.refs -= 1
+            if self.refs > 0:
+                return
+        self._detach()
+
+    def _detach(self) -> None:
+        with self._guard:
+            self._links.pop((id(self.loop), id(self.reader)), None)
+        self.reader.remove_close_hook(self._closing)
+        if self.fd >= 0 and not self.loop.is_closed():
+            try:
+                self.loop.remove_reader(self.fd)
+            except (ValueError, OSError, RuntimeError):
+                pass
+            self.fd = -1
+
+    def _closing(self, reader: Reader) -> None:
+        # The descriptor must leave the loop's selector before it is closed.
+        self._detach()
+
+    def settle(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop: directly when the completion was
+        harvested there (the usual case), else thread-safely."""
+        if threading.get_ident() == self.thread:
+            callback()
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(callback)
+
+    def watch(self, op: Any) -> "asyncio.Future[Any]":
+        fut: "asyncio.Future[Any]" = self.loop.create_future()
+
+        def done(_: Any = None) -> None:
+            if not fut.done():
+                fut.set_result(op)
+
+        self.reader.completions.watch(op, lambda _op: self.settle(done))
+        if self.fd < 0:
+            # No descriptor (Windows): the core's own wait, off the loop.
+            self.loop.run_in_executor(None, _wait_quietly, op)
+        return fut
+
+
+def _wait_quietly(op: Any) -> None:
+    try:
+        op.wait()
+    except errors.ScardioError:
+        pass
+
+
+async def _await_op(link: _LoopLink, op: Any, timeout: Optional[float]) -> bytes:
+    fut = link.watch(op)
+    try:
+        if timeout is None:
+            await fut
+        else:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+    except asyncio.TimeoutError:
+        # Let the driver release the request (the reader's one tracking
+        # slot, for IS_PRESENT / IS_ABSENT) before the caller goes on.
+        op.cancel()
+        try:
+            await asyncio.wait_for(fut, 1.0)
+        except asyncio.TimeoutError:
+            link.reader.completions.unwatch(op)
+        raise
+    except asyncio.CancelledError:
+        link.reader.completions.unwatch(op)
+        op.cancel()
+        raise
+    return op.result()  # type: ignore[no-any-return]
+
+
+async def run_async(link: _LoopLink, steps: "Steps[T]", *,
+                    deadline: Optional[float] = None) -> T:
+    """Drive a sequence generator with overlapped IOCTLs."""
+    device = link.reader.device
+    try:
+        req: Request = next(steps)
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                if left is not None and left <= 0:
+                    raise errors.TimeoutError("timed out", ioctl=req.code)
+                op = device.submit(req.code, req.input, req.output_size)
+                try:
+                    out = await _await_op(link, op, left)
+                except asyncio.TimeoutError:
+                    raise errors.TimeoutError("no answer from the driver within the "
+                                              "timeout (cancelled)", ioctl=req.code) from None
+            except errors.ScardioError as exc:
+                req = steps.throw(exc)
+            else:
+                req = steps.send(out)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()
+
+
+class AsyncCard:
+    """A card connected through an :class:`AsyncReader`."""
+
+    def __init__(self, areader: "AsyncReader", card: Card) -> None:
+        self.reader = areader
+        self._card = card
+
+    atr = property(lambda self: self._card.atr)
+    atr_bytes = property(lambda self: self._card.atr_bytes)
+    protocol = property(lambda self: self._card.protocol)
+    protocol_name = property(lambda self: self._card.protocol_name)
+    connect_actions = property(lambda self: self._card.connect_actions)
+    connected = property(lambda self: self._card.connected)
+
+    def info(self) -> dict[str, Any]:
+        return self._card.info()
+
+    async def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
+                       auto_resend: Optional[bool] = None,
+                       timeout: Optional[float] = None) -> Response:
+        card = self._card
+        steps = transmit_steps(
+            to_apdu_bytes(apdu), card.protocol,
+            auto_get_response=card.auto_get_response if auto_get_response is None
+            else auto_get_response,
+            auto_resend=card.auto_resend if auto_resend is None else auto_resend)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self.reader._lock:
+            card._check()
+            try:
+                return await run_async(self.reader._link(), steps, deadline=deadline)
+            except (errors.NoCardError, errors.InvalidStateError) as exc:
+                card._mark_gone("the card was removed" if isinstance(exc, errors.NoCardError)
+                                else f"the card was reset or replaced ({exc})")
+                raise
+
+    async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
+        async with self.reader._lock:
+            if not self._card.connected:
+                return
+            self._card._gone = "disconnected"
+            await self.reader._disconnected(self, Disposition(disposition))
+
+    async def __aenter__(self) -> "AsyncCard":
+        return self
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        await self.disconnect()
+
+    def __repr__(self) -> str:
+        return f"<scardio.aio.AsyncCard {self._card!r}>"
+
+
+class AsyncReader:
+    """asyncio front end of a :class:`Reader` (see module doc)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self.reader = reader
+        self._lock = asyncio.Lock()
+        self._card: Optional[AsyncCard] = None
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer_token = 0
+        self._link_obj: Optional[_LoopLink] = None
+
+    @property
+    def name(self) -> str:
+        return self.reader.name
+
+    @property
+    def attributes(self) -> Any:
+        return self.reader.attributes
+
+    @property
+    def power_down_timeout(self) -> Optional[float]:
+        return self.reader.power_down_timeout
+
+    @power_down_timeout.setter
+    def power_down_timeout(self, value: Optional[float]) -> None:
+        self.reader.power_down_timeout = value
+
+    @property
+    def power_down_pending(self) -> bool:
+        return self._timer is not None
+
+    def _link(self) -> _LoopLink:
+        self.reader._check_open()
+        if self._link_obj is None:
+            self._link_obj = _LoopLink.acquire(self.reader)
+        return self._link_obj
+
+    async def _startup(self) -> None:
+        self.reader._set_attributes(await run_async(self._link(), startup_steps()))
+
+    async def state(self) -> State:
+        return await run_async(self._link(), get_state_steps())
+
+    # -- tracking -----------------------------------------------------------
+    async def _wait_tracking(self, present: bool, timeout: Optional[float]) -> None:
+        reader = self.reader
+        code = IOCTL.IS_PRESENT if present else IOCTL.IS_ABSENT
+        what = "a card" if present else "the card's removal"
+        link = self._link()
+        if reader._tracked_by:
+            # A monitor holds the reader's one tracking request: follow it.
+            fut: "asyncio.Future[None]" = link.loop.create_future()
+
+            def waiter(p: bool) -> None:
+                if p == present:
+                    link.settle(lambda: fut.done() or fut.set_result(None))
+            reader._add_presence_waiter(waiter)
+            try:
+                now = reader.present
+                if now is None:
+                    now = await self.state() not in (State.UNKNOWN, State.ABSENT)
+                if now == present:
+                    return
+                await asyncio.wait_for(fut, timeout)
+            except asyncio.TimeoutError:
+                raise errors.TimeoutError(f"no sign of {what} within {timeout} s",
+                                          ioctl=code) from None
+            finally:
+                reader._remove_presence_waiter(waiter)
+            return
+        try:
+            op = reader.device.submit(code)
+            await _await_op(link, op, timeout)
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError(f"no sign of {what} within {timeout} s",
+                                      ioctl=code) from None
+        if not present and self._card is not None:
+            self._card._card._mark_gone("the card was removed")
+
+    async def wait_for_card(self, timeout: Optional[float] = None) -> None:
+        """Return once a card is in; scardio.errors.TimeoutError after
+        `timeout` seconds (the IS_PRESENT request is cancelled)."""
+        await self._wait_tracking(True, timeout)
+
+    async def wait_for_removal(self, timeout: Optional[float] = None) -> None:
+        await self._wait_tracking(False, timeout)
+
+    # -- connect / power-down -------------------------------------------------
+    async def connect(self, protocols: int = Protocol.T0 | Protocol.T1, *,
+                      timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+                      max_steps: int = CONNECT_MAX_STEPS, auto_get_response: bool = True,
+                      auto_resend: bool = True) -> AsyncCard:
+        async with self._lock:
+            if self._card is not None and self._card.connected:
+                raise errors.InvalidStateError(
+                    f"a card is already connected through {self.name!r}; "
+                    "disconnect it first")
+            self._cancel_timer("reconnect")
+            deadline = None if timeout is None else time.monotonic() + timeout
+            t0 = time.monotonic()
+            conn = await run_async(self._link(), connect_steps(
+                protocols, max_steps=max_steps, deadline=deadline), deadline=deadline)
+            card = Card(self.reader, conn.atr, conn.protocol, conn.actions,
+                        auto_get_response=auto_get_response, auto_resend=auto_resend)
+            self._card = AsyncCard(self, card)
+            self.reader._emit("connect", protocol=conn.protocol.name,
+                              atr=conn.atr.hex().upper(), actions=conn.actions,
+                              ms=(time.monotonic() - t0) * 1000.0)
+            return self._card
+
+    async def _disconnected(self, card: AsyncCard, disposition: Disposition) -> None:
+        if self._card is card:
+            self._card = None
+        self.reader._emit("disconnect", disposition=disposition.name)
+        if disposition == Disposition.UNPOWER:
+            await self._power_down_locked("disconnect")
+            return
+        if disposition == Disposition.RESET:
+            try:
+                await run_async(self._link(), warm_reset_steps())
+            except errors.NoCardError:
+                return
+        t = self.reader.power_down_timeout
+        if t is None:
+            return
+        if t <= 0:
+            await self._power_down_locked("timeout 0")
+            return
+        self._timer_token += 1
+        token = self._timer_token
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(t, lambda: loop.create_task(self._timer_fired(token)))
+
+    def _cancel_timer(self, why: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_token += 1
+            self.reader._emit("power_down_cancelled", reason=why)
+
+    async def _timer_fired(self, token: int) -> None:
+        async with self._lock:
+            if token != self._timer_token or self.reader.closed:
+                return
+            self._timer = None
+            await self._power_down_locked("timer")
+
+    async def _power_down_locked(self, reason: str) -> list[str]:
+        try:
+            actions = await run_async(self._link(), power_down_steps())
+        except errors.ScardioError as exc:
+            self.reader._emit("power_down_failed", reason=reason, error=str(exc))
+            return []
+        self.reader._emit("power_down", reason=reason, actions=actions,
+                          powered_down="POWER_DOWN" in actions)
+        return actions
+
+    async def power_down(self) -> list[str]:
+        async with self._lock:
+            if self._card is not None and self._card.connected:
+                raise errors.InvalidStateError("a card is connected: disconnect it first")
+            self._cancel_timer("power_down()")
+            return await run_async(self._link(), power_down_steps())
+
+    # -- closing ----------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Power the card down (on the loop), cancel everything, close."""
+        if self.reader.closed:
+            return
+        self._cancel_timer("close")
+        try:
+            # Bounded, like Reader.close: a call stuck in the driver must
+            # not hold the close up; the device close cancels it.
+            await asyncio.wait_for(self._lock.acquire(), CLOSE_LOCK_WAIT)
+        except asyncio.TimeoutError:
+            self.close(power_down=False)
+            return
+        try:
+            if self._card is not None:
+                self._card._card._mark_gone("the reader was closed")
+                self._card = None
+            try:
+                await self._power_down_locked("close")
+            except errors.ScardioError:
+                pass
+        finally:
+            self._lock.release()
+        self.close(power_down=False)
+
+    def close(self, *, power_down: bool = True) -> None:
+        """Close at once (the reader's own close powers the card down
+        synchronously; aclose() does it on the loop)."""
+        self._cancel_timer("close")
+        if self._link_obj is not None:
+            self._link_obj.release()
+            self._link_obj = None
+        self.reader.close(power_down=power_down)
+
+    async def __aenter__(self) -> "AsyncReader":
+        return self
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<scardio.aio.AsyncReader {self.name!r}>"
+
+
+async def open_reader(reader: Any = 0, sim: int = 0, *,
+                      power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT,
+                      readers: Optional[Iterable[Any]] = None,
+                      trace: Optional[Callable[[Any], None]] = None,
+                      **list_options: Any) -> AsyncReader:
+    """Like :func:`scardio.open_reader`, with the start-up IOCTLs awaited."""
+    from .discovery import ReaderDescriptor, find_reader, list_readers
+    from .reader import TracingDevice
+    if isinstance(reader, ReaderDescriptor):
+        desc = reader
+    else:
+        pool = list(readers) if readers is not None else list_readers(sim, **list_options)
+        desc = find_reader(reader, pool)
+    device = open_device(desc)
+    if trace is not None:
+        device = TracingDevice(device, trace)
+    r = Reader(device, desc, power_down_timeout=power_down_timeout, startup=False)
+    ar = AsyncReader(r)
+    try:
+        await ar._startup()
+    except BaseException:
+        ar.close()
+        raise
+    return ar
+
+
+ReaderLike = Union[AsyncReader, Reader]
+
+
+class AsyncMonitor:
+    """``async for event in AsyncMonitor(readers)``: arrivals and
+    departures (:class:`scardio.monitor.CardEvent`) from completions
+    harvested on the running loop."""
+
+    def __init__(self, readers: Iterable[ReaderLike] = ()) -> None:
+        self._readers = [r.reader if isinstance(r, AsyncReader) else r for r in readers]
+        self._queue: "asyncio.Queue[Optional[CardEvent]]" = asyncio.Queue()
+        self._trackers: dict[int, tuple[Tracker, _LoopLink]] = {}
+        self._seq = 0
+        self._started = False
+        self._closed = False
+
+    def start(self) -> "AsyncMonitor":
+        if not self._started:
+            self._started = True
+            for r in self._readers:
+                self.add(r)
+        return self
+
+    def add(self, reader: ReaderLike) -> None:
+        r = reader.reader if isinstance(reader, AsyncReader) else reader
+        if id(r) in self._trackers:
+            return
+        link = _LoopLink.acquire(r)
+
+        def emit(kind: str, error: Optional[BaseException]) -> None:
+            ts = time.monotonic()  # when the completion was seen
+            link.settle(lambda: self._put(kind, r, ts, error))
+        tracker = Tracker(r, emit)
+        self._trackers[id(r)] = (tracker, link)
+        tracker.start()
+
+    def _put(self, kind: str, reader: Reader, ts: float,
+             error: Optional[BaseException]) -> None:
+        self._seq += 1
+        self._queue.put_nowait(CardEvent(kind, reader, ts, self._seq, error))
+
+    def remove(self, reader: ReaderLike) -> None:
+        r = reader.reader if isinstance(reader, AsyncReader) else reader
+        entry = self._trackers.pop(id(r), None)
+        if entry is not None:
+            tracker, link = entry
+            tracker.stop(wait=0.2)  # cancellation completes at once in practice
+            link.release()
+
+    async def get(self, timeout: Optional[float] = None) -> CardEvent:
+        self.start()
+        try:
+            ev = await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError(f"no card event within {timeout} s") from None
+        if ev is None:
+            self._queue.put_nowait(None)
+            raise errors.ClosedError("monitor is closed")
+        return ev
+
+    def __aiter__(self) -> AsyncIterator[CardEvent]:
+        self.start()
+        return self
+
+    async def __anext__(self) -> CardEvent:
+        try:
+            return await self.get()
+        except errors.ClosedError:
+            raise StopAsyncIteration from None
+
+    async def events(self, timeout: Optional[float] = None,
+                     count: Optional[int] = None) -> AsyncIterator[CardEvent]:
+        """Events until `count`, `timeout` seconds in all, or close."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        n = 0
+        while count is None or n < count:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            try:
+                ev = await self.get(left)
+            except (errors.TimeoutError, errors.ClosedError):
+                return
+            n += 1
+            yield ev
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for key in list(self._trackers):
+            tracker, _ = self._trackers[key]
+            self.remove(tracker.reader)
+        self._queue.put_nowait(None)
+
+    async def __aenter__(self) -> "AsyncMonitor":
+        return self.start()
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.close()
+
+
+__all__ += ["run_async", "ARRIVAL", "DEPARTURE", "ERROR"]

@@ -1,0 +1,519 @@
+"""The ``scardio`` command line.
+
+::
+
+    scardio [GLOBAL OPTIONS] COMMAND ...
+
+    list                         readers found (USB bundles, reader.conf, --sim)
+    info READER                  start-up attributes and card state
+    monitor [READER ...]         card arrivals / departures (--count, --timeout)
+    connect READER               connect: ATR (decoded), protocol, the sequence
+    apdu READER HEX [HEX ...]    connect and send APDUs
+    demo                         the whole spec sequence on a simulated reader
+
+READER is a name (exact, case-insensitive or a unique part) or an index from
+``list``.  Global options (before or after the command):
+
+    --sim N           add N simulated readers ("scardio Simulated Reader 0".."N-1")
+    --insert          simulated readers only: insert a card first (each process
+                      has its own simulated readers, and they start empty)
+    --card t0|t1      the card --insert and demo put in (default t1: a T=1 card;
+                      t0: a T=0-only card, whose case-4 answers need GET RESPONSE)
+    --json            machine-readable output (one JSON document; monitor and
+                      --trace write JSON Lines)
+    --trace           every IOCTL to stderr: input, output, status, duration in µs
+    --reader-conf P   read readers from this reader.conf file or directory
+                      instead of /etc/reader.conf.d (repeatable)
+    --power-down-timeout S   seconds a disconnected card stays powered
+
+Exit codes: 0 ok; 1 error (driver, card, I/O); 2 usage or bad input (options,
+malformed hex, APDU too short/long for the protocol); 3 no card (absent,
+removed, or none within --wait); 4 reader not found (or ambiguous);
+130 interrupted (Ctrl-C: pending requests are cancelled, the card is powered
+down, the reader closed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from typing import IO, Any, Callable, NoReturn, Optional, Sequence
+
+from . import errors
+from .apdu import APDUError, parse_hex
+from .constants import Protocol
+from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
+from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEvent,
+                     TraceRecord, TracingDevice, open_device)
+
+__all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NO_CARD",
+           "EXIT_NOT_FOUND", "EXIT_INTERRUPTED"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NO_CARD = 3
+EXIT_NOT_FOUND = 4
+EXIT_INTERRUPTED = 130
+
+PROTOCOLS = {"t0": Protocol.T0, "t1": Protocol.T1, "any": Protocol.T0 | Protocol.T1,
+             "raw": Protocol.RAW}
+
+
+class UsageError(Exception):
+    """Bad input found after parsing (exit 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(message)
+
+
+def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    d: Any = argparse.SUPPRESS if suppress else None
+    g = parser.add_argument_group("global options")
+    g.add_argument("--sim", type=int, metavar="N", default=d if suppress else 0,
+                   help="add N simulated readers")
+    g.add_argument("--insert", action="store_true", default=d if suppress else False,
+                   help="simulated readers: insert a card first")
+    g.add_argument("--card", choices=("t0", "t1"), default=d if suppress else "t1",
+                   help="the simulated card --insert and demo use (default t1; "
+                        "t0 shows GET RESPONSE)")
+    g.add_argument("--json", action="store_true", default=d if suppress else False,
+                   help="machine-readable output")
+    g.add_argument("--trace", action="store_true", default=d if suppress else False,
+                   help="print every IOCTL with its input, output, status and duration")
+    g.add_argument("--reader-conf", action="append", metavar="PATH",
+                   default=d, help="reader.conf file or directory (repeatable)")
+    g.add_argument("--power-down-timeout", type=float, metavar="S",
+                   default=d if suppress else DEFAULT_POWER_DOWN_TIMEOUT,
+                   help="seconds a disconnected card stays powered (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
+                epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
+                       "4 reader not found, 130 Ctrl-C.")
+    _globals(p, False)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def cmd(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        _globals(sp, True)
+        return sp
+
+    sp = cmd("list", "list readers")
+    sp.add_argument("--all", action="store_true", help="include unavailable readers")
+    sp = cmd("info", "reader attributes and card state")
+    sp.add_argument("reader")
+    sp = cmd("monitor", "print card arrivals and departures")
+    sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
+    sp.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    sp.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    for name, help in (("connect", "connect to the card; show ATR and protocol"),
+                       ("apdu", "connect and send APDUs")):
+        sp = cmd(name, help)
+        sp.add_argument("reader")
+        if name == "apdu":
+            sp.add_argument("apdus", nargs="+", metavar="HEX", help="command APDU in hex")
+            sp.add_argument("--no-get-response", action="store_true",
+                            help="do not send GET RESPONSE on 61xx")
+            sp.add_argument("--no-resend", action="store_true",
+                            help="do not re-send with Le=xx on 6Cxx")
+        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any")
+        sp.add_argument("--wait", type=float, metavar="S",
+                        help="wait up to S seconds for a card first")
+        sp.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                        help="bound on the connect sequence (default %(default)s)")
+    sp = cmd("demo", "run the spec's whole sequence on a simulated reader")
+    sp.add_argument("--delay", type=float, default=0.5, metavar="S",
+                    help="power-down timeout used by the demo (default %(default)s)")
+    return p
+
+
+# ---------------------------------------------------------------------------
+# Output
+
+
+class Output:
+    def __init__(self, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> None:
+        self.json = bool(args.json)
+        self.stdout, self.stderr = stdout, stderr
+        self._lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def line(self, text: str = "") -> None:
+        with self._lock:
+            print(text, file=self.stdout, flush=True)
+
+    def doc(self, obj: Any) -> None:
+        with self._lock:
+            print(json.dumps(obj, indent=2, default=str), file=self.stdout, flush=True)
+
+    def jsonl(self, obj: Any) -> None:
+        with self._lock:
+            print(json.dumps(obj, default=str), file=self.stdout, flush=True)
+
+    def err(self, text: str) -> None:
+        with self._lock:
+            print(text, file=self.stderr, flush=True)
+
+    def ms(self, t: float) -> float:
+        return round((t - self.t0) * 1000.0, 3)
+
+    def trace(self, rec: TraceRecord) -> None:
+        if self.json:
+            d = rec.as_dict()
+            d["t_ms"] = self.ms(rec.timestamp)
+            del d["t"]
+            with self._lock:
+                print(json.dumps({"trace": d}), file=self.stderr, flush=True)
+            return
+        out = "-" if rec.output is None else (rec.output.hex().upper() or "(empty)")
+        self.err(f"[trace {self.ms(rec.timestamp):10.3f} ms] {rec.name:<14} "
+                 f"in={rec.input.hex().upper() or '-'} out={out} {rec.status} "
+                 f"{rec.duration_us:.1f} us{' (overlapped)' if rec.overlapped else ''}")
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _readers(args: argparse.Namespace, include_unavailable: bool = False) -> list[ReaderDescriptor]:
+    return list_readers(args.sim, reader_conf_dirs=args.reader_conf,
+                        include_unavailable=include_unavailable)
+
+
+def _open(args: argparse.Namespace, out: Output, spec: str,
+          pool: Optional[list[ReaderDescriptor]] = None,
+          power_down_timeout: Optional[float] = None) -> Reader:
+    desc = find_reader(spec, pool if pool is not None else _readers(args))
+    if args.insert and desc.source != "sim":
+        raise UsageError(f"--insert works with simulated readers only; {desc.name!r} "
+                         f"comes from {desc.source}")
+    device: Any = open_device(desc)
+    if args.trace:
+        device = TracingDevice(device, out.trace)
+    reader = Reader(device, desc, power_down_timeout=args.power_down_timeout
+                    if power_down_timeout is None else power_down_timeout)
+    if args.insert:
+        from .sim import SimControl
+        try:
+            SimControl(reader.device).insert(t0=args.card == "t0")
+        except BaseException:
+            reader.close()
+            raise
+    return reader
+
+
+def _atr_lines(card: Any) -> list[str]:
+    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()}"]
+    if card.atr is not None:
+        lines += [f"          {d}" for d in card.atr.describe()]
+    else:
+        lines.append(f"          (not a valid ATR: {card.atr_error})")
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def cmd_list(args: argparse.Namespace, out: Output) -> int:
+    readers = _readers(args, include_unavailable=args.all)
+    if out.json:
+        out.doc([{"index": i, "name": r.name, "source": r.source, "library": r.library,
+                  "device_name": r.device_name, "lun": r.lun, "available": r.available,
+                  **({"problem": r.extra["problem"]} if "problem" in r.extra else {})}
+                 for i, r in enumerate(readers)])
+        return EXIT_OK
+    if not readers:
+        out.line("no readers found (try --sim 1)")
+    for i, r in enumerate(readers):
+        flag = "" if r.available else f"  [unavailable: {r.extra.get('problem')}]"
+        out.line(f"{i}: {r.name}  ({r.source}: {r.device_name}, lun {r.lun}){flag}")
+    return EXIT_OK
+
+
+def cmd_info(args: argparse.Namespace, out: Output) -> int:
+    with _open(args, out, args.reader) as reader:
+        state = reader.state()
+        info = reader.info()
+        info["state"] = state.name
+        if out.json:
+            out.doc(info)
+            return EXIT_OK
+        a = reader.attributes
+        out.line(f"Reader:          {reader.name}")
+        if reader.descriptor is not None and reader.descriptor.name != reader.name:
+            out.line(f"Listed as:       {reader.descriptor.name}")
+        out.line(f"Driver:          {info['library']}")
+        out.line(f"Device:          {info['device_name']} (lun {info['lun']})")
+        out.line(f"Vendor:          {a.vendor_name or '(not reported)'}")
+        out.line(f"IFD type:        {a.ifd_type or '(not reported)'}")
+        out.line(f"IFD version:     {a.ifd_version or '(not reported)'}")
+        out.line(f"Device unit:     {'(not reported)' if a.device_unit is None else a.device_unit}")
+        chars = "(not reported)" if a.characteristics is None else (
+            f"0x{a.characteristics:08X} " + (", ".join(a.characteristics_flags)
+                                             or "(no special mechanism)"))
+        out.line(f"Characteristics: {chars}")
+        out.line(f"Card state:      {state.name}")
+    return EXIT_OK
+
+
+def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
+    from .monitor import Monitor
+    pool = _readers(args)
+    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
+    if not descs:
+        raise ReaderNotFoundError("no readers to monitor (try --sim 1)", "", [])
+    readers: list[Reader] = []
+    monitor: Optional[Monitor] = None
+    try:
+        for d in descs:
+            insert = args.insert
+            if not args.readers and insert and d.source != "sim":
+                args.insert = False  # --insert with "every reader": sim ones only
+            readers.append(_open(args, out, d.name, pool))
+            args.insert = insert
+        monitor = Monitor(readers)
+        if not out.json:
+            out.line(f"monitoring {len(readers)} reader(s)"
+                     f"{'' if args.timeout is None else f' for {args.timeout} s'}; Ctrl-C stops")
+        for ev in monitor.events(timeout=args.timeout, count=args.count):
+            if out.json:
+                d = ev.as_dict()
+                d["t_ms"] = out.ms(ev.timestamp)
+                del d["t"]
+                out.jsonl(d)
+            else:
+                extra = f": {ev.error}" if ev.error else ""
+                out.line(f"{out.ms(ev.timestamp):10.3f} ms  {ev.kind:<9}  {ev.reader.name}{extra}")
+    finally:
+        if monitor is not None:
+            monitor.close()
+        for r in readers:
+            r.close()
+    return EXIT_OK
+
+
+def _connect(args: argparse.Namespace, reader: Reader, **kw: Any) -> Any:
+    if args.wait is not None:
+        try:
+            reader.wait_for_card(args.wait)
+        except errors.TimeoutError:
+            raise errors.NoCardError(f"no card in {reader.name!r} within {args.wait} s") from None
+    return reader.connect(PROTOCOLS[args.protocol], timeout=args.timeout, **kw)
+
+
+def cmd_connect(args: argparse.Namespace, out: Output) -> int:
+    with _open(args, out, args.reader) as reader:
+        t0 = time.perf_counter()
+        card = _connect(args, reader)
+        ms = (time.perf_counter() - t0) * 1000.0
+        if out.json:
+            d = card.info()
+            d["connect_ms"] = round(ms, 3)
+            out.doc(d)
+        else:
+            out.line(f"Reader:   {reader.name}")
+            for line in _atr_lines(card):
+                out.line(line)
+            out.line(f"Protocol: {card.protocol_name}")
+            out.line(f"Sequence: {' -> '.join(card.connect_actions)} ({ms:.3f} ms)")
+        card.disconnect(Disposition.UNPOWER)
+    return EXIT_OK
+
+
+def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
+    try:
+        apdus = [parse_hex(h) for h in args.apdus]  # all checked before any I/O
+    except APDUError as exc:
+        raise UsageError(str(exc)) from None
+    results = []
+    with _open(args, out, args.reader) as reader:
+        card = _connect(args, reader, auto_get_response=not args.no_get_response,
+                        auto_resend=not args.no_resend)
+        if not out.json:
+            out.line(f"Reader:   {reader.name}  ({card.protocol_name}, ATR "
+                     f"{card.atr_bytes.hex().upper()})")
+        for apdu in apdus:
+            t0 = time.perf_counter()
+            resp = card.transmit(apdu)
+            us = (time.perf_counter() - t0) * 1e6
+            if out.json:
+                d = {"command": apdu.hex().upper(), **resp.as_dict(), "us": round(us, 1)}
+                results.append(d)
+            else:
+                out.line(f"> {apdu.hex(' ').upper()}")
+                out.line(f"< {resp}  ({us:.1f} us)")
+        card.disconnect(Disposition.UNPOWER)
+    if out.json:
+        out.doc({"reader": reader.name, "protocol": card.protocol_name,
+                 "atr": card.atr_bytes.hex().upper(), "responses": results})
+    return EXIT_OK
+
+
+DEMO_APDUS = [
+    ("SELECT application", "00 A4 04 0C 08 F0 73 63 61 72 64 69 6F"),
+    ("SELECT EF 0101", "00 A4 00 0C 02 01 01"),
+    ("READ BINARY 16 bytes", "00 B0 00 00 10"),
+    ("GET CHALLENGE 8 bytes", "00 84 00 00 08"),
+    ("ECHO (80 EE) 4 bytes", "80 EE 00 00 04 CA FE BA BE 04"),
+]
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> int:
+    from .monitor import Monitor
+    from .sim import EntryPoint, SimControl
+    pool = list_readers(max(1, args.sim), reader_conf_dirs=())
+    desc = find_reader("scardio Simulated Reader 0", pool)
+    timeline: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def note(what: str, t: Optional[float] = None, **detail: Any) -> None:
+        ts = time.monotonic() if t is None else t
+        with lock:
+            timeline.append({"t_ms": out.ms(ts), "event": what, **detail})
+            if not out.json:
+                more = "  " + ", ".join(f"{k}={v}" for k, v in detail.items()) if detail else ""
+                out.line(f"{out.ms(ts):10.3f} ms  {what}{more}")
+
+    powered_down = threading.Event()
+
+    def on_reader(ev: ReaderEvent) -> None:
+        d = dict(ev.detail)
+        if "ms" in d:
+            d["ms"] = round(d["ms"], 3)
+        note(f"reader: {ev.kind}", ev.timestamp, **d)
+        if ev.kind == "power_down" and ev.detail.get("reason") == "timer":
+            powered_down.set()
+
+    arrivals: "list[Any]" = []
+    seen = threading.Condition()
+
+    def on_card(ev: Any) -> None:
+        note(f"monitor: card {ev.kind}", ev.timestamp)
+        with seen:
+            arrivals.append(ev.kind)
+            seen.notify_all()
+
+    def wait_event(kind: str, timeout: float = 5.0) -> None:
+        with seen:
+            if not seen.wait_for(lambda: kind in arrivals, timeout):
+                raise errors.TimeoutError(f"demo: no {kind} within {timeout} s")
+            arrivals.remove(kind)
+
+    args.insert = False
+    note("start-up: opening the simulated reader", library="(scardio sim)",
+         device=desc.device_name)
+    reader = _open(args, out, desc.name, pool, power_down_timeout=args.delay)
+    monitor: Optional[Monitor] = None
+    try:
+        a = reader.attributes
+        note("start-up: reader named", name=reader.name, vendor=a.vendor_name,
+             ifd_type=a.ifd_type, unit=a.device_unit)
+        note("start-up: characteristics", value=a.characteristics,
+             flags="|".join(a.characteristics_flags) or "none")
+        reader.add_listener(on_reader)
+        sim = SimControl(reader.device)
+        monitor = Monitor([reader], callback=on_card)
+        note("monitor started (IS_PRESENT pending)")
+        sim.insert(t0=args.card == "t0")
+        note("sim: card inserted", card=args.card.upper().replace("T", "T="))
+        wait_event("arrival")
+        card = reader.connect()
+        note("connected", protocol=card.protocol_name, atr=card.atr_bytes.hex().upper())
+        for label, hex_apdu in DEMO_APDUS:
+            t0 = time.perf_counter()
+            resp = card.transmit(hex_apdu)
+            note(f"APDU {label}", command=hex_apdu.replace(" ", ""), response=str(resp),
+                 us=round((time.perf_counter() - t0) * 1e6, 1))
+        before = sim.counters()
+        card.disconnect()
+        note(f"disconnected: power-down timer started ({args.delay} s)")
+        card = reader.connect()
+        after = sim.counters()
+        note("reconnected before the timeout: powered card reused",
+             new_power_ups=after.power_ups - before.power_ups,
+             new_resets=after.resets - before.resets, actions=" ".join(card.connect_actions))
+        card.transmit(DEMO_APDUS[0][1])
+        card.disconnect()
+        note(f"disconnected again: waiting for the power-down ({args.delay} s)")
+        if not powered_down.wait(args.delay + 5.0):
+            raise errors.TimeoutError("demo: the power-down timer did not fire")
+        c = sim.counters()
+        note("card state after the timer", state=reader.state().name, powered=c.powered)
+        sim.remove()
+        note("sim: card removed")
+        wait_event("departure")
+        c = sim.counters()
+        note("done", power_ups=c.power_ups, resets=c.resets, power_downs=c.power_downs,
+             apdus=c.calls[EntryPoint.TRANSMIT])
+    finally:
+        if monitor is not None:
+            monitor.close()
+        reader.close()
+    if out.json:
+        out.doc({"reader": reader.name, "timeline": timeline})
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
+    "list": cmd_list, "info": cmd_info, "monitor": cmd_monitor,
+    "connect": cmd_connect, "apdu": cmd_apdu, "demo": cmd_demo,
+}
+
+
+def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = None,
+         stderr: Optional[IO[str]] = None) -> int:
+    """Run the CLI; returns the exit code (never calls sys.exit)."""
+    so = stdout or sys.stdout
+    se = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as exc:  # --help
+            return int(exc.code or 0)
+        if args.sim is not None and args.sim < 0:
+            raise UsageError("--sim must be >= 0")
+        if args.power_down_timeout is not None and args.power_down_timeout < 0:
+            raise UsageError("--power-down-timeout must be >= 0")
+    except UsageError as exc:
+        print(f"scardio: error: {exc}", file=se)
+        return EXIT_USAGE
+    out = Output(args, so, se)
+
+    def fail(code: int, kind: str, exc: BaseException) -> int:
+        if out.json:
+            print(json.dumps({"error": kind, "message": str(exc),
+                              "type": type(exc).__name__, "exit_code": code}), file=se)
+        else:
+            print(f"scardio: {kind}: {exc}", file=se)
+        return code
+
+    try:
+        return COMMANDS[args.command](args, out)
+    except KeyboardInterrupt:
+        print("scardio: interrupted", file=se)
+        return EXIT_INTERRUPTED
+    except (UsageError, APDUError) as exc:
+        return fail(EXIT_USAGE, "bad input", exc)
+    except ReaderNotFoundError as exc:
+        return fail(EXIT_NOT_FOUND, "reader not found", exc)
+    except errors.NoCardError as exc:
+        return fail(EXIT_NO_CARD, "no card", exc)
+    except errors.CancelledError as exc:
+        return fail(EXIT_INTERRUPTED, "cancelled", exc)
+    except (errors.ScardioError, ValueError, OSError) as exc:
+        return fail(EXIT_ERROR, "error", exc)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Card-state monitor: arrivals and departures over one or many readers.
+
+Each reader keeps exactly one overlapped tracking request pending
+(IS_PRESENT while empty, IS_ABSENT while a card is in: the spec's start-up
+step 5); when it completes, the event is recorded with a time.monotonic()
+timestamp and the opposite request is submitted at once.  Nothing sleeps or
+polls in Python: the driver (or the core's polling for drivers without a
+polling thread) completes the request.
+
+Threading model: one harvesting thread per :class:`Monitor`, whatever the
+number of readers.  It blocks in ``selectors`` on every device's completion
+descriptor (``Device.fileno()``, an eventfd) plus a wake-up pipe, harvests the
+device that became readable and dispatches.  A thread per reader blocked in
+``op.wait`` would work too, but costs N threads and N wake-ups for N readers,
+and closing a reader would need to cancel and join its own thread; with one
+selector thread adding or removing a reader is one registration.  Where the
+core offers no descriptor (``fileno() == -1``, Windows), that reader falls
+back to a thread blocked in ``Device.harvest(timeout)``.
+
+Callbacks run on the harvesting thread, in event order; keep them short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import selectors
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from . import errors
+from .constants import IOCTL
+from .reader import Reader
+
+__all__ = ["CardEvent", "Monitor", "Tracker", "ARRIVAL", "DEPARTURE", "ERROR"]
+
+log = logging.getLogger(__name__)
+
+ARRIVAL = "arrival"
+DEPARTURE = "departure"
+ERROR = "error"
+
+
+@dataclass(frozen=True)
+class CardEvent:
+    """``kind`` is "arrival", "departure" or "error" (``error`` set; the
+    reader is no longer tracked).  ``timestamp`` is time.monotonic() when
+    the completion was seen; ``seq`` counts events of the monitor."""
+    kind: str
+    reader: Reader = field(compare=False)
+    timestamp: float
+    seq: int = 0
+    error: Optional[BaseException] = field(default=None, compare=False)
+
+    @property
+    def reader_name(self) -> str:
+        return self.reader.name
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"event": self.kind, "reader": self.reader.name,
+                             "t": self.timestamp, "seq": self.seq}
+        if self.error is not None:
+            d["error"] = str(self.error)
+        return d
+
+
+class Tracker:
+    """The IS_PRESENT / IS_ABSENT ping-pong of one reader.  `emit` receives
+    (kind, error) and is called on whichever thread harvested the
+    completion.  Shared by the threaded Monitor and scardio.aio."""
+
+    def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None]) -> None:
+        self.reader = reader
+        self._emit = emit
+        self._op: Any = None
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def start(self) -> None:
+        self.reader._tracked_by += 1
+        self._submit(IOCTL.IS_PRESENT)
+
+    def _submit(self, code: int) -> None:
+        failed: Optional[BaseException] = None
+        with self._lock:
+            if self.stopped:
+                return
+            try:
+                op = self.reader.device.submit(code)
+            except errors.ScardioError as exc:
+                failed = exc
+            else:
+                self._op = op
+        if failed is not None:
+            self._fail(failed)
+            return
+        self.reader.completions.watch(op, self._completed)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.stopped:
+                return
+            self.stopped = True
+        self.reader._tracked_by -= 1
+        self._emit(ERROR, exc)  # outside the lock: a callback may stop us
+
+    def _completed(self, op: Any) -> None:
+        with self._lock:
+            if op is not self._op:
+                return
+            self._op = None
+        try:
+            op.result()
+        except errors.CancelledError:
+            return  # stop() or close(): not an event
+        except errors.ScardioError as exc:
+            self._fail(exc)
+            return
+        if self.stopped:
+            return
+        arrived = op.code == IOCTL.IS_PRESENT
+        self.reader._note_presence(arrived)
+        self._emit(ARRIVAL if arrived else DEPARTURE, None)
+        self._submit(IOCTL.IS_ABSENT if arrived else IOCTL.IS_PRESENT)
+
+    def stop(self, wait: float = 1.0) -> None:
+        """Cancel the pending request and wait (bounded) until the driver
+        let it go, so the reader's one tracking slot is free again."""
+        with self._lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            op, self._op = self._op, None
+        self.reader._tracked_by -= 1
+        if op is not None:
+            self.reader.completions.unwatch(op)
+            op.cancel()
+            try:
+                op.wait(wait)
+            except errors.ScardioError:
+                pass
+
+
+class Monitor:
+    """Watch readers for card arrivals and departures.
+
+    >>> with Monitor([reader]) as mon:          # doctest: +SKIP
+    ...     for event in mon.events(timeout=10):
+    ...         print(event.kind, event.reader.name)
+
+    Events go to every callback (on the monitor thread) and to an internal
+    queue read by :meth:`get`, :meth:`events` and iteration.  A card that is
+    already in when a reader is added gives an arrival at once.
+    """
+
+    def __init__(self, readers: Iterable[Reader] = (),
+                 callback: Optional[Callable[[CardEvent], None]] = None, *,
+                 start: bool = True, max_queue: int = 0) -> None:
+        self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
+        self._queue: "queue.Queue[Optional[CardEvent]]" = queue.Queue(max_queue)
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._commands: "queue.SimpleQueue[tuple[str, Reader, threading.Event]]" = \
+            queue.SimpleQueue()
+        self._trackers: dict[int, Tracker] = {}
+        self._fallback: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        self._pending = list(readers)
+        if start:
+            self.start()
+
+    # -- control ------------------------------------------------------------
+    def start(self) -> "Monitor":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="scardio-monitor",
+                                            daemon=True)
+            self._thread.start()
+            for r in self._pending:
+                self.add(r)
+            self._pending = []
+        return self
+
+    def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
+        self._callbacks.append(callback)
+
+    @property
+    def readers(self) -> list[Reader]:
+        with self._lock:
+            return [t.reader for t in self._trackers.values()]
+
+    def add(self, reader: Reader, timeout: float = 5.0) -> None:
+        """Start tracking `reader` (returns once its first request is out)."""
+        if self._thread is None:
+            self._pending.append(reader)
+            return
+        self._command("add", reader, timeout)
+
+    def remove(self, reader: Reader, timeout: float = 5.0) -> None:
+        """Stop tracking `reader`; its tracking slot is free on return."""
+        self._command("remove", reader, timeout)
+
+    def _command(self, what: str, reader: Reader, timeout: float) -> None:
+        if self._closed:
+            raise errors.ClosedError("monitor is closed")
+        done = threading.Event()
+        if threading.current_thread() is self._thread:
+            self._do(what, reader)  # from a callback: we are the selector thread
+            return
+        self._commands.put((what, reader, done))
+        self._wake()
+        if not done.wait(timeout):
+            raise errors.TimeoutError(f"monitor thread did not {what} {reader.name!r} "
+                                      f"within {timeout} s")
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # a full pipe is already readable
+
+    # -- the harvesting thread ------------------------------------------------
+    def _do(self, what: str, reader: Reader) -> None:
+        key = id(reader)
+        if what == "add":
+            if key in self._trackers or reader.closed:
+                return
+            tracker = Tracker(reader, lambda kind, err, r=reader: self._event(kind, r, err))
+            with self._lock:
+                self._trackers[key] = tracker
+            reader.add_close_hook(self._reader_closing)
+            fd = reader.device.fileno()
+            if fd >= 0:
+                self._sel.register(fd, selectors.EVENT_READ, reader)
+            else:
+                t = threading.Thread(target=self._harvest_loop, args=(reader, tracker),
+                                     name=f"scardio-monitor {reader.name}", daemon=True)
+                self._fallback[key] = t
+                t.start()
+            tracker.start()
+        else:
+            with self._lock:
+                tracker = self._trackers.pop(key, None)
+            if tracker is None:
+                return
+            reader.remove_close_hook(self._reader_closing)
+            if key not in self._fallback:
+                try:
+                    self._sel.unregister(reader.device.fileno())
+                except (KeyError, ValueError, errors.ScardioError):
+                    pass
+            tracker.stop()
+            t = self._fallback.pop(key, None)
+            if t is not None:
+                t.join(2.0)
+
+    def _harvest_loop(self, reader: Reader, tracker: Tracker) -> None:
+        # Fallback where the core has no descriptor: block in the core.
+        while not tracker.stopped and not reader.closed:
+            try:
+                reader.completions.harvest(0.5)
+            except errors.ScardioError:
+                break
+
+    def _reader_closing(self, reader: Reader) -> None:
+        # Before the device (and its descriptor) goes away.
+        try:
+            self.remove(reader)
+        except errors.ScardioError:
+            pass
+
+    def _run(self) -> None:
+        try:
+            while not self._closed:
+                for key, _ in self._sel.select():
+                    if key.data is None:
+                        try:
+                            while os.read(self._wake_r, 512):
+                                pass
+                        except BlockingIOError:
+                            pass
+                        continue
+                    reader: Reader = key.data
+                    try:
+                        reader.completions.harvest()
+                    except Exception:  # the thread must outlive any one failure
+                        log.exception("harvesting %r failed", reader)
+                while True:
+                    try:
+                        what, reader, done = self._commands.get_nowait()
+                    except queue.Empty:
+                        break
+                    try:
+                        if what != "stop":
+                            self._do(what, reader)
+                    except Exception:
+                        log.exception("monitor could not %s %r", what, reader)
+                    finally:
+                        done.set()
+        finally:
+            # The thread owns the selector and the wake pipe: close them
+            # here, never under a select() running on another thread.
+            self._sel.close()
+            for fd in (self._wake_r, self._wake_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def _event(self, kind: str, reader: Reader, error: Optional[BaseException]) -> None:
+        with self._lock:
+            self._seq += 1
+            ev = CardEvent(kind, reader, time.monotonic(), self._seq, error)
+        for cb in list(self._callbacks):
+            try:
+                cb(ev)
+            except Exception:
+                pass  # one bad callback must not stop the monitor
+        try:
+            self._queue.put_nowait(ev)
+        except queue.Full:
+            pass  # bounded queue: consumers that only use callbacks
+
+    # -- consuming ------------------------------------------------------------
+    def get(self, timeout: Optional[float] = None) -> CardEvent:
+        """The next event; scardio.errors.TimeoutError after `timeout` s,
+        ClosedError once the monitor is closed and drained."""
+        try:
+            ev = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise errors.TimeoutError(f"no card event within {timeout} s") from None
+        if ev is None:
+            self._queue.put(None)  # keep the end marker for other consumers
+            raise errors.ClosedError("monitor is closed")
+        return ev
+
+    def events(self, timeout: Optional[float] = None,
+               count: Optional[int] = None) -> Iterator[CardEvent]:
+        """Yield events until `count` were seen, `timeout` seconds (in all)
+        passed, or the monitor closed.  Ends quietly in every case."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        n = 0
+        while count is None or n < count:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left is not None and left <= 0:
+                return
+            try:
+                ev = self.get(left)
+            except (errors.TimeoutError, errors.ClosedError):
+                return
+            n += 1
+            yield ev
+
+    def __iter__(self) -> Iterator[CardEvent]:
+        return self.events()
+
+    # -- closing --------------------------------------------------------------
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop tracking every reader (cancelling their requests), stop the
+        thread.  The readers stay open.  Idempotent."""
+        if self._closed:
+            return
+        for r in self.readers:
+            try:
+                self.remove(r, timeout)
+            except errors.ScardioError:
+                pass
+        self._closed = True
+        if self._thread is None:
+            self._sel.close()
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+        elif self._thread is not threading.current_thread():
+            done = threading.Event()
+            self._commands.put(("stop", None, done))  # type: ignore[arg-type]
+            self._wake()
+            self._thread.join(timeout)
+        self._queue.put(None)
+
+    def __enter__(self) -> "Monitor":
+        return self.start()
+
+    def __exit__(self, exc_type: Optional[type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            try:
+                self.close(1.0)
+            except Exception:
+                pass

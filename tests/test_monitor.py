@@ -1,0 +1,192 @@
+"""Card-state monitor: order, timestamps, many readers, interplay with
+wait_for_card / Card / close."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import pytest
+
+from helpers_reader import Recorder, sim_reader
+from scardio import Monitor, errors
+from scardio.card import CardDisconnectedError
+from scardio.monitor import ARRIVAL, DEPARTURE, ERROR
+
+
+def test_arrival_then_departure_in_order_with_monotonic_timestamps():
+    with sim_reader() as (reader, sim), Monitor([reader]) as mon:
+        t0 = time.monotonic()
+        sim.insert()
+        t1 = time.monotonic()
+        first = mon.get(timeout=5)
+        sim.remove()
+        t2 = time.monotonic()
+        second = mon.get(timeout=5)
+        t3 = time.monotonic()
+        assert (first.kind, second.kind) == (ARRIVAL, DEPARTURE)
+        assert first.reader is reader and first.reader_name == reader.name
+        assert t0 <= first.timestamp and first.timestamp <= second.timestamp <= t3
+        assert second.timestamp >= t2 - 0.001 or second.timestamp >= t1
+        assert second.seq == first.seq + 1
+        assert first.as_dict()["event"] == "arrival"
+
+
+def test_many_events_alternate_and_none_is_lost():
+    with sim_reader() as (reader, sim), Monitor([reader]) as mon:
+        for _ in range(25):
+            sim.insert()
+            sim.remove()
+        evs = list(mon.events(timeout=5, count=50))
+        kinds = [e.kind for e in evs]
+        assert kinds == [ARRIVAL, DEPARTURE] * 25
+        ts = [e.timestamp for e in evs]
+        assert ts == sorted(ts)
+        assert [e.seq for e in evs] == list(range(1, 51))
+
+
+def test_card_already_in_gives_an_arrival():
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        with Monitor([reader]) as mon:
+            assert mon.get(timeout=5).kind == ARRIVAL
+            with pytest.raises(errors.TimeoutError):
+                mon.get(timeout=0.1)
+
+
+def test_many_readers_one_thread_and_callbacks():
+    rec = Recorder()
+    with contextlib.ExitStack() as stack:
+        pairs = [stack.enter_context(sim_reader()) for _ in range(4)]
+        before = threading.active_count()
+        mon = stack.enter_context(Monitor([r for r, _ in pairs], callback=rec))
+        assert threading.active_count() == before + 1  # one harvesting thread
+        for r, s in pairs:
+            s.insert()
+        got = list(mon.events(timeout=5, count=4))
+        assert sorted(e.reader.name for e in got) == sorted(r.name for r, _ in pairs)
+        rec.wait_for(ARRIVAL, n=4)
+        assert [e.seq for e in rec.events] == [e.seq for e in got]
+        pairs[2][1].remove()
+        ev = mon.get(timeout=5)
+        assert ev.kind == DEPARTURE and ev.reader is pairs[2][0]
+
+
+def test_departure_invalidates_the_connected_card():
+    with sim_reader() as (reader, sim), Monitor([reader]) as mon:
+        sim.insert()
+        assert mon.get(timeout=5).kind == ARRIVAL
+        card = reader.connect(timeout=5)
+        sim.remove()
+        assert mon.get(timeout=5).kind == DEPARTURE
+        assert not card.connected
+        with pytest.raises(CardDisconnectedError, match="removed"):
+            card.transmit("00A40000")
+
+
+def test_wait_for_card_follows_the_monitor():
+    with sim_reader() as (reader, sim), Monitor([reader]) as mon:
+        with pytest.raises(errors.TimeoutError):
+            reader.wait_for_card(0.1)  # no DEVICE_BUSY although the monitor tracks
+        t = threading.Timer(0.05, sim.insert)
+        t.start()
+        reader.wait_for_card(5)
+        t.join()
+        assert mon.get(timeout=5).kind == ARRIVAL
+        t = threading.Timer(0.05, sim.remove)
+        t.start()
+        reader.wait_for_removal(5)
+        t.join()
+
+
+def test_remove_frees_the_tracking_slot():
+    with sim_reader() as (reader, sim):
+        mon = Monitor([reader])
+        try:
+            mon.remove(reader)
+            assert mon.readers == []
+            t = threading.Timer(0.05, sim.insert)
+            t.start()
+            reader.wait_for_card(5)  # its own IS_PRESENT: the slot is free
+            t.join()
+        finally:
+            mon.close()
+
+
+def test_closing_a_monitored_reader_detaches_it():
+    with Monitor() as mon:
+        with sim_reader() as (reader, sim):
+            mon.add(reader)
+            sim.insert()
+            assert mon.get(timeout=5).kind == ARRIVAL
+        assert mon.readers == []
+        with sim_reader() as (reader2, sim2):  # the monitor still works
+            mon.add(reader2)
+            sim2.insert()
+            ev = mon.get(timeout=5)
+            assert ev.kind == ARRIVAL and ev.reader is reader2
+
+
+def test_tracking_conflict_is_an_error_event():
+    from scardio import IOCTL
+    with sim_reader() as (reader, sim):
+        op = reader.device.submit(IOCTL.IS_PRESENT)  # someone else holds the slot
+        with Monitor([reader]) as mon:
+            ev = mon.get(timeout=5)
+            assert ev.kind == ERROR and isinstance(ev.error, errors.DeviceBusyError)
+            assert mon.readers == [reader] or True
+        op.cancel()
+
+
+def test_close_ends_iteration_and_is_idempotent():
+    with sim_reader() as (reader, sim):
+        mon = Monitor([reader])
+        done = []
+
+        def consume():
+            done.extend(mon)  # plain iteration until close
+        t = threading.Thread(target=consume)
+        t.start()
+        sim.insert()
+        time.sleep(0.1)
+        mon.close()
+        mon.close()
+        t.join(5)
+        assert not t.is_alive() and [e.kind for e in done] == [ARRIVAL]
+        with pytest.raises(errors.ClosedError):
+            mon.get(timeout=1)
+        with pytest.raises(errors.ClosedError):
+            mon.add(reader)
+
+
+def test_events_timeout_bounds_the_iteration():
+    with sim_reader() as (reader, sim), Monitor([reader]) as mon:
+        t0 = time.monotonic()
+        assert list(mon.events(timeout=0.2)) == []
+        assert 0.15 <= time.monotonic() - t0 < 2.0
+
+
+def test_callback_errors_do_not_stop_the_monitor():
+    def bad(ev):
+        raise RuntimeError("boom")
+    with sim_reader() as (reader, sim), Monitor([reader], callback=bad) as mon:
+        sim.insert()
+        sim.remove()
+        assert [e.kind for e in mon.events(timeout=5, count=2)] == [ARRIVAL, DEPARTURE]
+
+
+def test_callback_may_remove_its_reader():
+    with sim_reader() as (reader, sim):
+        mon = Monitor()
+        mon.add_callback(lambda ev: mon.remove(ev.reader))
+        try:
+            mon.add(reader)
+            sim.insert()
+            assert mon.get(timeout=5).kind == ARRIVAL
+            deadline = time.monotonic() + 5
+            while mon.readers and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert mon.readers == []
+        finally:
+            mon.close()
