@@ -208,6 +208,8 @@ def check_length(apdu: bytes, protocol: int) -> None:
     """Raise :class:`APDULengthError` when `apdu` cannot be sent with
     `protocol` (T=0 carries short APDUs only; RAW anything non-empty)."""
     n = len(apdu)
+    if 4 <= n <= 5:
+        return  # the common case: header (+ one length byte) fits every protocol
     name = _protocol_name(protocol)
     if protocol == Protocol.RAW:
         if n == 0:

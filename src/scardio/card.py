@@ -12,6 +12,7 @@ by default, as pcscd clients usually implement them by hand):
 from __future__ import annotations
 
 import struct
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
@@ -84,21 +85,18 @@ class Response:
 
 
 def _split(out: bytes) -> Response:
-    body = out[_IO_HEADER:]
-    if len(out) < _IO_HEADER or len(body) < 2:
-        raise errors.DriverDataError(f"TRANSMIT: response of {len(body)} byte(s) has no "
-                                     "status word")
-    return Response(bytes(body[:-2]), body[-2], body[-1])
+    if len(out) < _IO_HEADER + 2:
+        raise errors.DriverDataError(
+            f"TRANSMIT: response of {max(len(out) - _IO_HEADER, 0)} byte(s) has no "
+            "status word")
+    return Response(out[_IO_HEADER:-2], out[-2], out[-1])
 
 
 def _output_size(apdu: bytes) -> int:
     """Room for the answer: a short APDU gets at most 256 bytes + SW (and
-    fits the binding's stack buffer), anything else the maximum."""
-    try:
-        parsed = parse_apdu(apdu)
-    except APDUError:
-        return _MAX_OUT
-    return _MAX_OUT if parsed.is_extended else _SHORT_OUT
+    fits the binding's stack buffer), anything else the maximum.  ISO 7816-4:
+    a 00 after the header of a longer command starts an extended length."""
+    return _MAX_OUT if len(apdu) > 5 and apdu[4] == 0 else _SHORT_OUT
 
 
 def transmit_steps(apdu: bytes, protocol: int, *, auto_get_response: bool = True,
@@ -111,7 +109,13 @@ def transmit_steps(apdu: bytes, protocol: int, *, auto_get_response: bool = True
         out = yield Request(IOCTL.TRANSMIT, header + apdu, size)
     except errors.BufferTooSmallError:
         out = yield Request(IOCTL.TRANSMIT, header + apdu, _MAX_OUT)
-    resp = _split(out)
+    return (yield from follow_up_steps(apdu, header, _split(out), auto_get_response,
+                                       auto_resend))
+
+
+def follow_up_steps(apdu: bytes, header: bytes, resp: Response, auto_get_response: bool,
+                    auto_resend: bool) -> "Steps[Response]":
+    """What follows a first response of 6Cxx (re-send) or 61xx (GET RESPONSE)."""
     if auto_resend and resp.sw1 == 0x6C and len(apdu) >= 5:
         try:
             parsed = parse_apdu(apdu)
@@ -155,6 +159,7 @@ class Card:
             self.atr = None
             self.atr_error = exc
         self._gone: Optional[str] = None
+        self._header = struct.pack("<II", int(self.protocol), _IO_HEADER)
 
     @property
     def connected(self) -> bool:
@@ -178,18 +183,19 @@ class Card:
                  auto_resend: Optional[bool] = None,
                  timeout: Optional[float] = None) -> Response:
         """Send a command APDU (bytes, hex text or scardio.apdu.APDU)."""
-        raw = to_apdu_bytes(apdu)
-        steps = transmit_steps(
-            raw, self.protocol,
-            auto_get_response=self.auto_get_response if auto_get_response is None
-            else auto_get_response,
-            auto_resend=self.auto_resend if auto_resend is None else auto_resend)
-        import time
-        deadline = None if timeout is None else time.monotonic() + timeout
+        raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
+        get_response = self.auto_get_response if auto_get_response is None \
+            else auto_get_response
+        resend = self.auto_resend if auto_resend is None else auto_resend
         with self.reader._lock:
             self._check()
             try:
-                return run_sync(self.reader.device, steps, deadline=deadline)
+                if timeout is None:
+                    return self._transmit_fast(raw, get_response, resend)
+                steps = transmit_steps(raw, self.protocol, auto_get_response=get_response,
+                                       auto_resend=resend)
+                return run_sync(self.reader.device, steps,
+                                deadline=time.monotonic() + timeout)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 # The card left or was reset behind our back: this handle is dead.
                 self._mark_gone("the card was removed" if isinstance(exc, errors.NoCardError)
@@ -197,6 +203,21 @@ class Card:
                 if self.reader._card is self:
                     self.reader._card = None
                 raise
+
+    def _transmit_fast(self, raw: bytes, get_response: bool, resend: bool) -> Response:
+        """One IOCTL when the card answers at once (the usual case); the
+        generator path only for 61xx / 6Cxx follow-ups or a retry."""
+        check_length(raw, self.protocol)
+        device = self.reader.device
+        try:
+            out = device.ioctl(IOCTL.TRANSMIT, self._header + raw, _output_size(raw))
+        except errors.BufferTooSmallError:
+            out = device.ioctl(IOCTL.TRANSMIT, self._header + raw, _MAX_OUT)
+        resp = _split(out)
+        if resp.sw1 == 0x61 or resp.sw1 == 0x6C:
+            return run_sync(device, follow_up_steps(raw, self._header, resp, get_response,
+                                                    resend))
+        return resp
 
     def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """Release the card.  LEAVE keeps it powered until the reader's

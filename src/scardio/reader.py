@@ -212,13 +212,17 @@ def startup_steps() -> "Steps[ReaderAttributes]":
         unsupported=tuple(missing))
 
 
-def get_state_steps() -> "Steps[State]":
-    raw = yield Request(IOCTL.GET_STATE, b"", 4)
+_STATES = tuple(State)  # indexed by value: faster than State(value)
+
+
+def decode_state(raw: bytes) -> State:
     value = _u32(raw, "GET_STATE")
-    try:
-        return State(value)
-    except ValueError:
-        return State.UNKNOWN  # an out-of-range state is as good as unknown
+    # an out-of-range state is as good as unknown
+    return _STATES[value] if value < len(_STATES) else State.UNKNOWN
+
+
+def get_state_steps() -> "Steps[State]":
+    return decode_state((yield Request(IOCTL.GET_STATE, b"", 4)))
 
 
 @dataclass
@@ -650,7 +654,7 @@ class Reader:
     def state(self) -> State:
         """GET_STATE."""
         self._check_open()
-        return run_sync(self.device, get_state_steps())
+        return decode_state(self.device.ioctl(IOCTL.GET_STATE, b"", 4))
 
     def is_card_present(self) -> bool:
         return self.state() not in (State.UNKNOWN, State.ABSENT)
