@@ -28,7 +28,7 @@ from types import TracebackType
 from typing import (TYPE_CHECKING, Any, Callable, Generator, Iterable, NamedTuple,
                     Optional, TypeVar, Union)
 
-from . import errors
+from . import errors, powerdown
 from .constants import IOCTL, Attr, PowerAction, Protocol, State, ioctl_name
 
 if TYPE_CHECKING:
@@ -570,7 +570,7 @@ class Reader:
         self._closed = False
         self._close_guard = threading.Lock()
         self._card: Optional["Card"] = None
-        self._timer: Optional[threading.Timer] = None
+        self._timer: Optional[powerdown.Deadline] = None
         self._timer_token = 0
         self._listeners: list[Callable[[ReaderEvent], None]] = []
         self._presence_lock = threading.Lock()
@@ -721,11 +721,8 @@ class Reader:
             self._power_down_locked("timeout 0")
             return
         self._timer_token += 1
-        timer = threading.Timer(t, self._timer_fired, args=(self._timer_token,))
-        timer.daemon = True
-        timer.name = f"scardio power-down {self.name}"
-        self._timer = timer
-        timer.start()
+        token = self._timer_token
+        self._timer = powerdown.schedule(t, lambda: self._timer_fired(token))
 
     @property
     def power_down_pending(self) -> bool:

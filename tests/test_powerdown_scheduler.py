@@ -1,0 +1,51 @@
+"""The shared power-down timer thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from scardio import powerdown
+
+
+def _timer_threads():
+    return [t for t in threading.enumerate() if t.name == "scardio power-down timer"]
+
+
+def test_deadlines_fire_in_order_and_cancelled_ones_never():
+    fired = []
+    done = threading.Event()
+    powerdown.schedule(0.06, lambda: (fired.append("late"), done.set()))
+    powerdown.schedule(0.02, lambda: fired.append("early"))
+    cancelled = powerdown.schedule(0.04, lambda: fired.append("cancelled"))
+    cancelled.cancel()
+    assert done.wait(2)
+    assert fired == ["early", "late"]
+
+
+def test_an_earlier_deadline_preempts_a_later_wait():
+    got = threading.Event()
+    t0 = time.monotonic()
+    long = powerdown.schedule(30, lambda: None)
+    powerdown.schedule(0.02, got.set)
+    assert got.wait(2)
+    assert time.monotonic() - t0 < 1.0
+    long.cancel()
+
+
+def test_a_failing_callback_does_not_stop_the_timer():
+    ok = threading.Event()
+    powerdown.schedule(0.01, lambda: 1 / 0)
+    powerdown.schedule(0.02, ok.set)
+    assert ok.wait(2)
+
+
+def test_one_thread_for_many_deadlines_and_none_when_idle():
+    entries = [powerdown.schedule(0.05 + i / 1000, lambda: None) for i in range(100)]
+    assert len(_timer_threads()) == 1
+    for e in entries:
+        e.cancel()
+    deadline = time.monotonic() + 5
+    while _timer_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _timer_threads() == []
