@@ -1,29 +1,32 @@
 """scardio: talk to smart-card and NFC reader drivers directly.
 
-The low level is :class:`Device` (IOCTLs of the Windows smart-card contract,
-synchronous or overlapped, on every platform); :mod:`scardio.sim` steers the
-built-in simulated reader.
+The reader layer (:func:`open_reader`, :class:`Reader`, :class:`Card`,
+:class:`Monitor`, :mod:`scardio.aio`) runs the smart-card resource manager's
+sequences in pure Python over :class:`Device`, the IOCTLs of the Windows
+smart-card contract (synchronous or overlapped) on every platform;
+:mod:`scardio.sim` steers the built-in simulated reader.
 """
 
 from . import errors
 from ._core import Device, Operation
+from .apdu import APDU, parse_apdu, parse_hex
+from .card import Card, CardDisconnectedError, Response, StatusWordError
 from .constants import IOCTL, Attr, PowerAction, Protocol, State
+from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
+from .monitor import CardEvent, Monitor
+from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderAttributes,
+                     ReaderEvent, TracingDevice, open_reader)
 
 __version__ = "0.1.0"
 
-__all__ = ["Device", "Operation", "IOCTL", "State", "Protocol", "Attr",
-           "PowerAction", "errors", "__version__"]
-
-# The reader layer (pure Python over Device): sequences, cards, monitor.
-from .apdu import APDU, parse_apdu, parse_hex  # noqa: E402
-from .card import Card, CardDisconnectedError, Response, StatusWordError  # noqa: E402
-from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers  # noqa: E402
-from .monitor import CardEvent, Monitor  # noqa: E402
-from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader,  # noqa: E402
-                     ReaderAttributes, ReaderEvent, TracingDevice, open_reader)
-
-__all__ += ["open_reader", "list_readers", "find_reader", "ReaderDescriptor",
-            "ReaderNotFoundError", "Reader", "ReaderAttributes", "ReaderEvent",
-            "Disposition", "Card", "CardDisconnectedError", "Response",
-            "StatusWordError", "Monitor", "CardEvent", "APDU", "parse_apdu",
-            "parse_hex", "TracingDevice", "DEFAULT_POWER_DOWN_TIMEOUT"]
+__all__ = [
+    # reader layer
+    "open_reader", "list_readers", "find_reader", "ReaderDescriptor",
+    "ReaderNotFoundError", "Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
+    "Card", "CardDisconnectedError", "Response", "StatusWordError", "Monitor",
+    "CardEvent", "APDU", "parse_apdu", "parse_hex", "TracingDevice",
+    "DEFAULT_POWER_DOWN_TIMEOUT",
+    # device layer
+    "Device", "Operation", "IOCTL", "State", "Protocol", "Attr", "PowerAction",
+    "errors", "__version__",
+]
