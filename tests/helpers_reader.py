@@ -18,7 +18,15 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SRC = os.path.join(os.path.dirname(HERE), "src")
+
+def _package_root() -> str:
+    """Where the scardio under test was imported from (the installed package,
+    or src/ in a development tree), so subprocesses use the same one."""
+    import scardio
+    return os.path.dirname(os.path.dirname(os.path.abspath(scardio.__file__)))
+
+
+SRC = _package_root()
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
