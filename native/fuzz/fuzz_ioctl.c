@@ -85,13 +85,6 @@ static int allowed(uint32_t code, const uint8_t *in, size_t in_len)
          code == SCIO_VENDOR_CTL_WIN(SIM_CTL_FAULT)) && in_len >= 12) {
         if (get32(in + 4) == SIM_FAULT_BLOCK)
             return 0; /* would stall until STOP */
-        /* Known sim bug (found by this target, docs/reliability.md): a
-         * RETURN fault with value 0 (IFD_SUCCESS) makes the entry point use
-         * an unset LUN pointer.  Skipped unless SCARDIO_FUZZ_RETURN_SUCCESS=1,
-         * so the run looks for new bugs; drop this once the sim is fixed. */
-        if (get32(in + 4) == SIM_FAULT_RETURN && get32(in + 8) == 0 &&
-            !getenv("SCARDIO_FUZZ_RETURN_SUCCESS"))
-            return 0;
     }
     return 1;
 }
@@ -135,8 +128,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t got;
     int steps = 0;
 
-    /* a known start: faults disarmed, no card, core state refreshed */
+    /* a known start: faults disarmed, no forced state, no card, core state
+     * refreshed */
     ctl(SIM_CTL_STOP, NULL, 0);
+    put32(state, 0xFFFFFFFFu);
+    ctl(SIM_CTL_FORCE_STATE, state, 4);
     ctl(SIM_CTL_REMOVE, NULL, 0);
     scio_ioctl(dev, SCIO_IOCTL_GET_STATE, NULL, 0, state, 4, &got);
 
@@ -190,6 +186,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (scio_ioctl(dev, SCIO_IOCTL_GET_STATE, NULL, 0, state, 4, &got) != SCIO_SUCCESS ||
         got != 4 || get32(state) > SCIO_STATE_SPECIFIC)
         die("GET_STATE failed after the input");
-    (void)put32;
     return 0;
 }
