@@ -248,3 +248,18 @@ def test_ctrl_c_is_exit_130(conf):
             p.wait(5)
     assert rc == cli.EXIT_INTERRUPTED == 130
     assert "interrupted" in p.stderr.read()
+
+
+@pytest.mark.parametrize("argv", [
+    ["--reader-conf", "/nonexistent/reader.conf", "list"],
+    ["monitor", "--timeout", "-1"],
+    ["monitor", "--timeout", "nan"],
+    ["monitor", "--count", "-3"],
+    ["--sim", "-1", "list"],
+    ["--power-down-timeout", "inf", "list"],
+    ["demo", "--delay", "x"],
+])
+def test_bad_option_values_are_usage_errors(argv, capsys):
+    from scardio import cli
+    assert cli.main(argv) == 2
+    assert "scardio" in capsys.readouterr().err

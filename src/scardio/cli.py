@@ -36,6 +36,7 @@ down, the reader closed).
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 import threading
@@ -73,10 +74,38 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be >= 0 and finite, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A count >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _existing_path(text: str) -> str:
+    if not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such reader.conf file or directory: {text}")
+    return text
+
+
 def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
     d: Any = argparse.SUPPRESS if suppress else None
     g = parser.add_argument_group("global options")
-    g.add_argument("--sim", type=int, metavar="N", default=d if suppress else 0,
+    g.add_argument("--sim", type=_count, metavar="N", default=d if suppress else 0,
                    help="add N simulated readers")
     g.add_argument("--insert", action="store_true", default=d if suppress else False,
                    help="simulated readers: insert a card first")
@@ -87,9 +116,9 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    help="machine-readable output")
     g.add_argument("--trace", action="store_true", default=d if suppress else False,
                    help="print every IOCTL with its input, output, status and duration")
-    g.add_argument("--reader-conf", action="append", metavar="PATH",
+    g.add_argument("--reader-conf", action="append", metavar="PATH", type=_existing_path,
                    default=d, help="reader.conf file or directory (repeatable)")
-    g.add_argument("--power-down-timeout", type=float, metavar="S",
+    g.add_argument("--power-down-timeout", type=_seconds, metavar="S",
                    default=d if suppress else DEFAULT_POWER_DOWN_TIMEOUT,
                    help="seconds a disconnected card stays powered (default %(default)s)")
 
@@ -113,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("reader")
     sp = cmd("monitor", "print card arrivals and departures")
     sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
-    sp.add_argument("--count", type=int, metavar="N", help="stop after N events")
-    sp.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
+    sp.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
     for name, help in (("connect", "connect to the card; show ATR and protocol"),
                        ("apdu", "connect and send APDUs")):
         sp = cmd(name, help)
@@ -126,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--no-resend", action="store_true",
                             help="do not re-send with Le=xx on 6Cxx")
         sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any")
-        sp.add_argument("--wait", type=float, metavar="S",
+        sp.add_argument("--wait", type=_seconds, metavar="S",
                         help="wait up to S seconds for a card first")
-        sp.add_argument("--timeout", type=float, default=10.0, metavar="S",
+        sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                         help="bound on the connect sequence (default %(default)s)")
     sp = cmd("demo", "run the spec's whole sequence on a simulated reader")
-    sp.add_argument("--delay", type=float, default=0.5, metavar="S",
+    sp.add_argument("--delay", type=_seconds, default=0.5, metavar="S",
                     help="power-down timeout used by the demo (default %(default)s)")
     return p
 
