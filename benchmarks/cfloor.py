@@ -13,8 +13,8 @@ interleave batches of C calls with batches of Python calls:
     quit
 
 Ops: ``presence`` (IFDHICCPresence), ``state`` (IFDHICCPresence plus the
-simulated reader's state-hint IFDHGetCapabilities: exactly the driver calls
-scardio's GET_STATE makes on the sim), ``tx5`` / ``tx261`` / ``tx4k``
+simulated reader's card-event IFDHGetCapabilities: exactly the driver calls
+scardio's GET_STATE makes on the sim with a card in), ``tx5`` / ``tx261`` / ``tx4k``
 (IFDHTransmitToICC, T=1), ``connect`` (PowerICC UP + SetProtocolParameters
 + PowerICC DOWN).  Times come from clock_gettime(CLOCK_MONOTONIC) around the
 whole batch.
@@ -97,7 +97,7 @@ static RC do_op(int op)
     case 1:
         rc = presence(lun);
         len = sizeof atr;
-        get_caps(lun, 0x0007A001, &len, atr); /* IFD_ERROR_TAG unless forced */
+        get_caps(lun, 0x0007A002, &len, atr); /* SIM_TAG_CARD_EVENTS: swap check */
         return rc;
     case 2: case 3: case 4:
         len = 65538;
