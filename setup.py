@@ -22,16 +22,27 @@ CORE_SOURCES = [
     "native/core/atr_info.c",
 ]
 IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c"]
+# Windows only: device paths (DeviceIoControl + IOCP), reader discovery, and
+# the dispatcher that routes the public scio_* names to the Windows backend
+# or to the generic layer above (IFD-handler DLLs); see native/core/scio_impl.h.
+WIN32_SOURCES = [
+    "native/win32/scio_win32.c",
+    "native/win32/discover.c",
+    "native/win32/dispatch.c",
+]
 SIM_SOURCES = ["native/sim/sim_ifd.c", "native/sim/card.c"]
 
 # Shared libraries that are not Python modules: no PyInit, plain file name.
 PLAIN_LIBRARIES = {"scardio.libscardio_sim"}
 
 if IS_WINDOWS:
-    core_libs = []
+    core_sources = CORE_SOURCES + IFD_SOURCES + WIN32_SOURCES
+    # discover.c: SetupDi* and CM_Get_Device_Interface_List*.
+    core_libs = ["setupapi", "cfgmgr32"]
     core_args = []
     sim_args = []
 else:
+    core_sources = CORE_SOURCES + IFD_SOURCES
     core_libs = ["dl", "pthread"]
     # Hidden by default: only the module init and the log_msg family
     # (which drivers import) are exported.
@@ -51,6 +62,13 @@ class BuildExt(build_ext):
             return os.path.join(*fullname.split(".")) + suffix
         return super().get_ext_filename(fullname)
 
+    def build_extension(self, ext):
+        # MSVC needs C11 mode for _Static_assert / _Generic (sim_ifd.c) and
+        # the C99 parts of the core; mingw-w64 gcc is C11 by default.
+        if IS_WINDOWS and self.compiler.compiler_type == "msvc":
+            ext.extra_compile_args = list(ext.extra_compile_args or []) + ["/std:c11"]
+        super().build_extension(ext)
+
     def get_export_symbols(self, ext):
         if ext.name in PLAIN_LIBRARIES:
             return ext.export_symbols
@@ -59,8 +77,8 @@ class BuildExt(build_ext):
 
 core = Extension(
     "scardio._core",
-    sources=["src/scardio/_core.pyx"] + CORE_SOURCES + IFD_SOURCES,
-    include_dirs=["native", "native/ifd"],
+    sources=["src/scardio/_core.pyx"] + core_sources,
+    include_dirs=["native", "native/ifd"] + (["native/win32"] if IS_WINDOWS else []),
     libraries=core_libs,
     extra_compile_args=core_args,
 )

@@ -133,6 +133,10 @@ typedef struct scio_completion {
 
 /* A new queue, or NULL (out of memory / descriptors). */
 scio_queue *scio_queue_new(void);
+/* A new queue for IFD-handler devices (scio_open_ifd).  The same as
+ * scio_queue_new, except on Windows: there scio_queue_new makes a queue for
+ * device paths (scio_open_win32), and a queue serves one kind of device. */
+scio_queue *scio_queue_new_ifd(void);
 /* Readable (POSIX) while completions wait to be popped.  -1 on Windows. */
 int scio_queue_fd(const scio_queue *q);
 /* Windows: a manual-reset event HANDLE, signalled while completions wait;

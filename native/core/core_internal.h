@@ -8,6 +8,7 @@
 #ifndef SCIO_CORE_INTERNAL_H
 #define SCIO_CORE_INTERNAL_H
 
+#include "scio_impl.h" /* before scio.h: renames on Windows */
 #include "scio.h"
 #include "sync.h"
 

@@ -20,6 +20,7 @@
 enum op_where { OP_NEW, OP_QUEUED, OP_RUNNING, OP_DONE };
 
 struct scio_op {
+    SCIO_KIND_FIELD          /* first (Windows dispatcher); empty on POSIX */
     scio_mutex lock;
     scio_cond cv;
     int refs;                /* caller + core (until completed) */
@@ -49,6 +50,7 @@ typedef struct lane {
 } lane;
 
 struct scio_device {
+    SCIO_KIND_FIELD          /* first (Windows dispatcher); empty on POSIX */
     const scio_backend *be;
     void *state;
     scio_queue *q;
@@ -106,6 +108,7 @@ scio_status scio_device_create(const scio_backend *be, void *state,
         free(d);
         return SCIO_INSUFFICIENT_RESOURCES;
     }
+    SCIO_SET_KIND(d, SCIO_KIND_GENERIC);
     d->be = be;
     d->state = state;
     d->q = q;
@@ -430,6 +433,7 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     op->in_len = in_len;
     op->out_cap = out_cap;
     op->user = user;
+    SCIO_SET_KIND(op, SCIO_KIND_GENERIC);
     op->heap = 1;
     op->post = 1;
     op->refs = 2; /* caller + core */

@@ -2,6 +2,7 @@
  * queue.c - completion queues: a FIFO of completion records guarded by a
  * mutex, plus a descriptor that is readable exactly while the FIFO is not
  * empty (eventfd on Linux, a pipe elsewhere) so event loops can poll it.
+ * On Windows a manual-reset event plays the descriptor's part.
  */
 #ifndef _WIN32
 #define _GNU_SOURCE
@@ -21,6 +22,7 @@
 #endif
 
 struct scio_queue {
+    SCIO_KIND_FIELD           /* first (Windows dispatcher); empty on POSIX */
     scio_mutex lock;
     scio_cond cv;
     int refs;                 /* owner + every device using it */
@@ -29,6 +31,9 @@ struct scio_queue {
     int wakes;                /* pending scio_queue_wake calls */
     int rfd, wfd;             /* signalling descriptor(s); rfd == wfd for eventfd */
     int signalled;            /* the descriptor is currently readable */
+#ifdef _WIN32
+    HANDLE event;             /* manual-reset: set while rfd would be readable */
+#endif
 };
 
 static int signal_open(scio_queue *q)
@@ -38,7 +43,8 @@ static int signal_open(scio_queue *q)
     return q->rfd >= 0 ? 0 : -1;
 #elif defined(_WIN32)
     q->rfd = q->wfd = -1;
-    return 0;
+    q->event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    return q->event != NULL ? 0 : -1;
 #else
     int fds[2];
     if (pipe(fds) != 0)
@@ -70,7 +76,14 @@ static void signal_update(scio_queue *q)
         q->signalled = 0;
     }
 #else
-    (void)q;
+    int want = q->count > 0 || q->wakes > 0;
+    if (want && !q->signalled) {
+        SetEvent(q->event);
+        q->signalled = 1;
+    } else if (!want && q->signalled) {
+        ResetEvent(q->event);
+        q->signalled = 0;
+    }
 #endif
 }
 
@@ -89,11 +102,21 @@ scio_queue *scio_queue_new(void)
     scio_mutex_init(&q->lock);
     scio_cond_init(&q->cv);
     q->refs = 1;
+    SCIO_SET_KIND(q, SCIO_KIND_GENERIC);
     return q;
 }
 
+#ifndef SCIO_DISPATCH
+/* On Windows the dispatcher makes the choice (native/win32/dispatch.c). */
+scio_queue *scio_queue_new_ifd(void) { return scio_queue_new(); }
+#endif
+
 int scio_queue_fd(const scio_queue *q) { return q->rfd; }
+#ifdef _WIN32
+void *scio_queue_handle(const scio_queue *q) { return q->event; }
+#else
 void *scio_queue_handle(const scio_queue *q) { (void)q; return NULL; }
+#endif
 
 void scio_queue_ref(scio_queue *q)
 {
@@ -114,6 +137,8 @@ void scio_queue_unref(scio_queue *q)
     close(q->rfd);
     if (q->wfd != q->rfd)
         close(q->wfd);
+#else
+    CloseHandle(q->event);
 #endif
     scio_cond_destroy(&q->cv);
     scio_mutex_destroy(&q->lock);

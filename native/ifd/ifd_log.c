@@ -5,19 +5,32 @@
  * defining them here, and making this module's symbols global before a driver
  * is loaded (scio_ifd_export_log_symbols), lets real drivers load in any
  * process.  Messages go to the callback set with scio_set_log.
+ *
+ * Windows has no such trick, and needs none: a DLL's imports name the module
+ * that provides them at link time, and there is no global symbol namespace
+ * to join, so a Windows driver DLL cannot pick up log_msg from its host by
+ * name.  Nothing is exported there; the functions still serve the core.
  */
+#ifndef _WIN32
 #define _GNU_SOURCE
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifndef _WIN32
 #include <dlfcn.h>
+#endif
 
 #include "scio.h"
 #include "core/sync.h"
 #include "ifd_internal.h"
 
+#ifdef _WIN32
+#define SCIO_EXPORT
+#else
 #define SCIO_EXPORT __attribute__((visibility("default")))
+#endif
 
 static scio_mutex log_lock = SCIO_MUTEX_INITIALIZER;
 static scio_log_fn log_fn;
@@ -81,6 +94,12 @@ SCIO_EXPORT void log_xxd(const int priority, const char *msg,
     emit(priority, buf);
 }
 
+#ifdef _WIN32
+void scio_ifd_export_log_symbols(void)
+{
+    /* Nothing to do on Windows: see the top of this file. */
+}
+#else
 void scio_ifd_export_log_symbols(void)
 {
     static int done;
@@ -96,3 +115,4 @@ void scio_ifd_export_log_symbols(void)
     }
     scio_mutex_unlock(&log_lock);
 }
+#endif

@@ -14,20 +14,73 @@
  *
  * The library needs nothing from its host (no log_msg / log_xxd).
  */
+#ifndef _WIN32
 #define _POSIX_C_SOURCE 200809L
+#endif
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ifd_abi.h"
 #include "sim_protocol.h"
 #include "card.h"
 
+/* Threads: pthreads, or SRW locks and condition variables on Windows (the
+ * library stays self-contained: no part of the core is linked in). */
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+
+#define SIM_EXPORT __declspec(dllexport)
+
+typedef SRWLOCK sim_mutex;
+typedef CONDITION_VARIABLE sim_cond;
+typedef ULONGLONG sim_deadline;        /* GetTickCount64() milliseconds */
+#define SIM_MUTEX_INITIALIZER SRWLOCK_INIT
+
+static int sim_mutex_init(sim_mutex *m) { InitializeSRWLock(m); return 0; }
+static void sim_mutex_destroy(sim_mutex *m) { (void)m; }
+static void sim_mutex_lock(sim_mutex *m) { AcquireSRWLockExclusive(m); }
+static void sim_mutex_unlock(sim_mutex *m) { ReleaseSRWLockExclusive(m); }
+static void sim_cond_destroy(sim_cond *c) { (void)c; }
+static void sim_cond_broadcast(sim_cond *c) { WakeAllConditionVariable(c); }
+static void sim_cond_wait(sim_cond *c, sim_mutex *m)
+{
+    SleepConditionVariableSRW(c, m, INFINITE, 0);
+}
+/* 1 once the deadline has passed (the caller re-checks its condition). */
+static int sim_cond_timedwait(sim_cond *c, sim_mutex *m, const sim_deadline *d)
+{
+    ULONGLONG now = GetTickCount64(), left;
+    if (now >= *d)
+        return 1;
+    left = *d - now;
+    SleepConditionVariableSRW(c, m, left > 0x7FFFFFFFu ? 0x7FFFFFFFu : (DWORD)left, 0);
+    return GetTickCount64() >= *d;
+}
+#else
+#include <pthread.h>
+#include <time.h>
+
 #define SIM_EXPORT __attribute__((visibility("default")))
+
+typedef pthread_mutex_t sim_mutex;
+typedef pthread_cond_t sim_cond;
+typedef struct timespec sim_deadline;
+#define SIM_MUTEX_INITIALIZER PTHREAD_MUTEX_INITIALIZER
+#define sim_mutex_init(m) pthread_mutex_init((m), NULL)
+#define sim_mutex_destroy(m) pthread_mutex_destroy(m)
+#define sim_mutex_lock(m) pthread_mutex_lock(m)
+#define sim_mutex_unlock(m) pthread_mutex_unlock(m)
+#define sim_cond_destroy(c) pthread_cond_destroy(c)
+#define sim_cond_broadcast(c) pthread_cond_broadcast(c)
+#define sim_cond_wait(c, m) pthread_cond_wait((c), (m))
+#define sim_cond_timedwait(c, m, d) (pthread_cond_timedwait((c), (m), (d)) == ETIMEDOUT)
+#endif
 
 #define SIM_MAX_LUNS      4096
 #define SIM_BUCKET_BITS   10
@@ -61,8 +114,8 @@ struct lun {
     unsigned refs;             /* g_lock; the table holds one */
     int linked;                /* g_lock; still in the table */
 
-    pthread_mutex_t lock;      /* everything below */
-    pthread_cond_t cond;       /* card events, stops, STOP control, close */
+    sim_mutex lock;            /* everything below */
+    sim_cond cond;             /* card events, stops, STOP control, close */
     int closed;
     sim_card card;
     int present;
@@ -81,7 +134,7 @@ struct lun {
     uint32_t hint;
 };
 
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
 static struct lun *g_buckets[SIM_BUCKETS];
 static unsigned g_count;
 
@@ -109,6 +162,12 @@ static void put_u32(IFD_UCHAR *p, uint32_t v)
     p[3] = (IFD_UCHAR)((v >> 24) & 0xFF);
 }
 
+#ifdef _WIN32
+static void sleep_us(uint32_t us)
+{
+    Sleep((DWORD)((us + 999u) / 1000u));   /* ms granularity at best */
+}
+#else
 static void sleep_us(uint32_t us)
 {
     struct timespec ts, rem;
@@ -118,6 +177,7 @@ static void sleep_us(uint32_t us)
     while (nanosleep(&ts, &rem) != 0 && errno == EINTR)
         ts = rem;
 }
+#endif
 
 /* Protocols an ATR offers (PROTO_* mask) and the first one (TD1, else T=0).
  * Reads only within len, whatever the bytes say. */
@@ -167,27 +227,39 @@ static struct lun *find_locked(IFD_DWORD id)
 static struct lun *lun_get(IFD_DWORD id)
 {
     struct lun *l;
-    pthread_mutex_lock(&g_lock);
+    sim_mutex_lock(&g_lock);
     l = find_locked(id);
     if (l != NULL)
         l->refs++;
-    pthread_mutex_unlock(&g_lock);
+    sim_mutex_unlock(&g_lock);
     return l;
 }
 
 static void lun_put(struct lun *l)
 {
     int last;
-    pthread_mutex_lock(&g_lock);
+    sim_mutex_lock(&g_lock);
     last = --l->refs == 0;
-    pthread_mutex_unlock(&g_lock);
+    sim_mutex_unlock(&g_lock);
     if (last) {
-        pthread_cond_destroy(&l->cond);
-        pthread_mutex_destroy(&l->lock);
+        sim_cond_destroy(&l->cond);
+        sim_mutex_destroy(&l->lock);
         free(l);
     }
 }
 
+#ifdef _WIN32
+static int cond_init(sim_cond *c)
+{
+    InitializeConditionVariable(c);
+    return 0;
+}
+
+static void deadline_after_ms(sim_deadline *d, int ms)
+{
+    *d = GetTickCount64() + (ULONGLONG)ms;
+}
+#else
 static int cond_init(pthread_cond_t *c)
 {
 #ifdef __APPLE__
@@ -220,30 +292,31 @@ static void deadline_after_ms(struct timespec *ts, int ms)
         ts->tv_nsec -= 1000000000L;
     }
 }
+#endif
 
 static IFD_RESPONSECODE create_channel(IFD_DWORD id)
 {
     struct lun *l;
 
-    pthread_mutex_lock(&g_lock);
+    sim_mutex_lock(&g_lock);
     if (find_locked(id) != NULL || g_count >= SIM_MAX_LUNS) {
-        pthread_mutex_unlock(&g_lock);
+        sim_mutex_unlock(&g_lock);
         return IFD_COMMUNICATION_ERROR;
     }
     l = calloc(1, sizeof(*l));
     if (l == NULL) {
-        pthread_mutex_unlock(&g_lock);
+        sim_mutex_unlock(&g_lock);
         return IFD_COMMUNICATION_ERROR;
     }
-    if (pthread_mutex_init(&l->lock, NULL) != 0) {
+    if (sim_mutex_init(&l->lock) != 0) {
         free(l);
-        pthread_mutex_unlock(&g_lock);
+        sim_mutex_unlock(&g_lock);
         return IFD_COMMUNICATION_ERROR;
     }
     if (cond_init(&l->cond) != 0) {
-        pthread_mutex_destroy(&l->lock);
+        sim_mutex_destroy(&l->lock);
         free(l);
-        pthread_mutex_unlock(&g_lock);
+        sim_mutex_unlock(&g_lock);
         return IFD_COMMUNICATION_ERROR;
     }
     l->id = id;
@@ -257,7 +330,7 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id)
         g_buckets[b] = l;
     }
     g_count++;
-    pthread_mutex_unlock(&g_lock);
+    sim_mutex_unlock(&g_lock);
     return IFD_SUCCESS;
 }
 
@@ -273,7 +346,7 @@ static void card_removed_locked(struct lun *l)
     l->counters[SIM_COUNTER_REMOVALS]++;
     l->ev_removals++;
     l->event_gen++;
-    pthread_cond_broadcast(&l->cond);
+    sim_cond_broadcast(&l->cond);
 }
 
 static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
@@ -286,7 +359,7 @@ static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
     l->counters[SIM_COUNTER_INSERTIONS]++;
     l->ev_insertions++;
     l->event_gen++;
-    pthread_cond_broadcast(&l->cond);
+    sim_cond_broadcast(&l->cond);
 }
 
 /* ---- common prologue ----------------------------------------------------- */
@@ -308,7 +381,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
     if (l == NULL)
         return IFD_NO_SUCH_DEVICE;
 
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     l->counters[SIM_COUNTER_CALLS + ep]++;
     if (take_fault) {
         *f = l->fault[ep];
@@ -316,7 +389,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         l->fault[ep].value = 0;
     }
     lat = (ep == SIM_EP_CONTROL || ep == SIM_EP_POLLING) ? 0 : l->latency_us;
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
 
     if (lat != 0)
         sleep_us(lat);
@@ -330,12 +403,12 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
     case SIM_FAULT_BLOCK: {
         uint64_t gen;
         int closed;
-        pthread_mutex_lock(&l->lock);
+        sim_mutex_lock(&l->lock);
         gen = l->stop_gen;
         while (gen == l->stop_gen && !l->closed)
-            pthread_cond_wait(&l->cond, &l->lock);   /* releases the lock */
+            sim_cond_wait(&l->cond, &l->lock);   /* releases the lock */
         closed = l->closed;
-        pthread_mutex_unlock(&l->lock);
+        sim_mutex_unlock(&l->lock);
         if (closed) {
             lun_put(l);
             return IFD_NO_SUCH_DEVICE;
@@ -347,9 +420,9 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         break;
     }
     case SIM_FAULT_REMOVE_CARD:
-        pthread_mutex_lock(&l->lock);
+        sim_mutex_lock(&l->lock);
         card_removed_locked(l);
-        pthread_mutex_unlock(&l->lock);
+        sim_mutex_unlock(&l->lock);
         break;
     default:
         break;
@@ -364,7 +437,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
 {
     struct lun *l;
     struct fault f;
-    struct timespec deadline;
+    sim_deadline deadline;
     IFD_RESPONSECODE rv = enter(id, SIM_EP_POLLING, 1, &l, &f);
     uint64_t gen;
     int timed_out = 0;
@@ -373,7 +446,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
         return rv;
     if (timeout_ms >= 0)
         deadline_after_ms(&deadline, timeout_ms);
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     /* An event since the previous return counts even if nobody waited. */
     gen = l->poll_seen_gen;
     for (;;) {
@@ -395,12 +468,12 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
             break;
         }
         if (timeout_ms < 0)
-            pthread_cond_wait(&l->cond, &l->lock);
-        else if (pthread_cond_timedwait(&l->cond, &l->lock, &deadline) == ETIMEDOUT)
+            sim_cond_wait(&l->cond, &l->lock);
+        else if (sim_cond_timedwait(&l->cond, &l->lock, &deadline))
             timed_out = 1;
     }
     l->poll_seen_gen = l->event_gen;
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
     lun_put(l);
     return rv;
 }
@@ -410,10 +483,10 @@ static IFD_RESPONSECODE sim_stop_poll(IFD_DWORD id)
     struct lun *l = lun_get(id);
     if (l == NULL)
         return IFD_NO_SUCH_DEVICE;
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     l->poll_stop = 1;
-    pthread_cond_broadcast(&l->cond);
-    pthread_mutex_unlock(&l->lock);
+    sim_cond_broadcast(&l->cond);
+    sim_mutex_unlock(&l->lock);
     lun_put(l);
     return IFD_SUCCESS;
 }
@@ -473,7 +546,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
 
     if (rv != IFD_SUCCESS)
         return rv;
-    pthread_mutex_lock(&g_lock);
+    sim_mutex_lock(&g_lock);
     was_linked = l->linked;
     if (was_linked) {
         struct lun **pp = &g_buckets[bucket_of(Lun)];
@@ -483,15 +556,15 @@ SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
         l->linked = 0;
         g_count--;
     }
-    pthread_mutex_unlock(&g_lock);
+    sim_mutex_unlock(&g_lock);
     if (!was_linked) {         /* a concurrent close won */
         lun_put(l);
         return IFD_NO_SUCH_DEVICE;
     }
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     l->closed = 1;             /* wakes blocked calls and polls */
-    pthread_cond_broadcast(&l->cond);
-    pthread_mutex_unlock(&l->lock);
+    sim_cond_broadcast(&l->cond);
+    sim_mutex_unlock(&l->lock);
     lun_put(l);                /* the table's reference */
     lun_put(l);                /* ours */
     return IFD_SUCCESS;
@@ -540,7 +613,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         return rv;
     cap = Value != NULL ? *Length : 0;
 
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     switch (Tag) {
     case IFD_TAG_ATR:
     case TAG_ATR_STRING:
@@ -607,7 +680,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         rv = IFD_ERROR_TAG;
         break;
     }
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *Length = cap + f.value;
     lun_put(l);
@@ -657,7 +730,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD Lun, IFD_DWORD P
     (void)PTS3;
     if (rv != IFD_SUCCESS)
         return rv;
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     if (!l->present) {
         rv = IFD_ICC_NOT_PRESENT;
     } else if (!l->powered) {
@@ -671,7 +744,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD Lun, IFD_DWORD P
             sim_card_set_protocol(&l->card, Protocol == PROTO_T1 ? 1 : 0);
         }
     }
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
     lun_put(l);
     return rv;
 }
@@ -691,7 +764,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
         return rv;
     cap = Atr != NULL ? *AtrLength : 0;
 
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     if (Action == IFD_POWER_DOWN) {
         /* Always succeeds, card or not: the contacts are simply off. */
         l->powered = 0;
@@ -730,7 +803,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
     } else {
         rv = IFD_ERROR_NOT_SUPPORTED;
     }
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *AtrLength = cap + f.value;
     lun_put(l);
@@ -755,7 +828,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
         return rv;
     cap = RxBuffer != NULL ? *RxLength : 0;
 
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     if (!l->present) {
         *RxLength = 0;
         rv = IFD_ICC_NOT_PRESENT;
@@ -797,7 +870,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
     if (RecvPci != NULL)
         RecvPci->Protocol = t;
 out:
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *RxLength = cap + f.value;
     lun_put(l);
@@ -812,9 +885,9 @@ SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD Lun)
 
     if (rv != IFD_SUCCESS)
         return rv;
-    pthread_mutex_lock(&l->lock);
+    sim_mutex_lock(&l->lock);
     rv = l->present ? IFD_ICC_PRESENT : IFD_ICC_NOT_PRESENT;
-    pthread_mutex_unlock(&l->lock);
+    sim_mutex_unlock(&l->lock);
     lun_put(l);
     return rv;
 }
@@ -872,7 +945,7 @@ static IFD_RESPONSECODE control_locked(struct lun *l, uint32_t n,
             return IFD_COMMUNICATION_ERROR;
         memset(l->fault, 0, sizeof(l->fault));
         l->stop_gen++;
-        pthread_cond_broadcast(&l->cond);
+        sim_cond_broadcast(&l->cond);
         return IFD_SUCCESS;
     case SIM_CTL_COUNTERS: {
         uint32_t v[SIM_COUNTER_COUNT];
@@ -947,9 +1020,9 @@ SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD Lun, IFD_DWORD dwControlCode,
     } else if (TxBuffer == NULL && TxLength != 0) {
         rv = IFD_COMMUNICATION_ERROR;
     } else {
-        pthread_mutex_lock(&l->lock);
+        sim_mutex_lock(&l->lock);
         rv = control_locked(l, n, TxBuffer, TxLength, RxBuffer, cap, &returned);
-        pthread_mutex_unlock(&l->lock);
+        sim_mutex_unlock(&l->lock);
     }
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         returned = cap + f.value;

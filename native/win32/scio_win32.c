@@ -29,6 +29,10 @@
  *
  * Locking: one lock per queue guards the queue, its operations and the
  * devices that complete into it.
+ *
+ * The public names are defined with the scio_w32_ prefix (core/scio_impl.h):
+ * native/win32/dispatch.c routes each call here or to the generic layer
+ * (IFD-handler DLLs) by the tag that starts every device, op and queue.
  */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
@@ -41,6 +45,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SCIO_IMPL_WIN32
+#include "core/scio_impl.h" /* before scio.h: the scio_w32_ names */
 #include "scio.h"
 #include "scio_win32_internal.h"
 
@@ -58,7 +64,8 @@
 #define SCIO_IS_ERROR(s) (((uint32_t)(s) >> 30) == 3u)
 
 struct scio_op {
-    OVERLAPPED ov;            /* first: the packet's OVERLAPPED* is the op */
+    SCIO_KIND_FIELD           /* first: the dispatcher's tag */
+    OVERLAPPED ov;            /* the packet's OVERLAPPED*: CONTAINING_RECORD */
     scio_queue *q;
     scio_device *dev;         /* NULL once the device is closed */
     struct scio_op *dnext, *dprev;   /* device's live operations */
@@ -81,18 +88,22 @@ struct scio_op {
 };
 
 struct scio_device {
+    SCIO_KIND_FIELD           /* first: the dispatcher's tag */
     HANDLE h;
     scio_queue *q;
     scio_op *ops;             /* live operations (not yet freed) */
     size_t inflight;          /* of which the kernel still holds */
     size_t sync_active;       /* scio_ioctl calls in progress */
     int closing;
+    int shut;                 /* 1 shutting down, 2 shut down */
+    int handle_closed;
     long driver_code;
     HANDLE events[EVENT_POOL];
     size_t n_events;
 };
 
 struct scio_queue {
+    SCIO_KIND_FIELD           /* first: the dispatcher's tag */
     CRITICAL_SECTION lock;
     CONDITION_VARIABLE cv;
     HANDLE iocp;
@@ -404,8 +415,8 @@ static unsigned __stdcall completion_thread(void *arg)
         if (key != QKEY_IO)
             continue;
         EnterCriticalSection(&q->lock);
-        if (op_in_flight(q, (scio_op *)ov)) {
-            scio_op *op = (scio_op *)ov;
+        if (op_in_flight(q, CONTAINING_RECORD(ov, scio_op, ov))) {
+            scio_op *op = CONTAINING_RECORD(ov, scio_op, ov);
             scio_status st = from_nt((uint32_t)op->ov.Internal);
             size_t len = (size_t)op->ov.InternalHigh;
             (void)n;
@@ -432,6 +443,7 @@ scio_queue *scio_queue_new(void)
     unsigned tid = 0;
     if (!q)
         return NULL;
+    SCIO_SET_KIND(q, SCIO_KIND_WIN32);
     InitializeCriticalSection(&q->lock);
     InitializeConditionVariable(&q->cv);
     q->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
@@ -626,6 +638,7 @@ scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
         set_err(errbuf, errlen, msg);
         return SCIO_INSUFFICIENT_RESOURCES;
     }
+    SCIO_SET_KIND(d, SCIO_KIND_WIN32);
     d->h = h;
     d->q = q;
     EnterCriticalSection(&q->lock);
@@ -769,26 +782,27 @@ void scio_cancel_all(scio_device *d)
     LeaveCriticalSection(&d->q->lock);
 }
 
-void scio_close(scio_device *d)
+/* Cancel every request and wait for it (bounded), detach the operations,
+ * close the handle unless a synchronous call is stuck in the driver.  Queue
+ * lock held.  A second caller waits for the first. */
+static void shutdown_locked(scio_device *d)
 {
-    scio_queue *q;
+    scio_queue *q = d->q;
     ULONGLONG deadline;
-    int abandoned = 0, last, stuck;
     scio_op *op;
-    size_t i;
 
-    if (!d)
+    if (d->shut) {
+        while (d->shut != 2)
+            SleepConditionVariableCS(&q->cv, &q->lock, INFINITE);
         return;
-    q = d->q;
-    deadline = GetTickCount64() + SCIO_DEFAULT_CLOSE_MS;
-    EnterCriticalSection(&q->lock);
+    }
+    d->shut = 1;
     d->closing = 1;
+    deadline = GetTickCount64() + SCIO_DEFAULT_CLOSE_MS;
     while (d->inflight > 0 || d->sync_active > 0) {
         DWORD wait = remaining_ms(deadline);
-        if (wait == 0) {
-            abandoned = 1;
+        if (wait == 0)
             break;
-        }
         /* Every round: a request issued by a racing scio_submit after the
          * previous cancel is cancelled too. */
         CancelIoEx(d->h, NULL);
@@ -803,12 +817,43 @@ void scio_close(scio_device *d)
             op->dropped = 1;
         device_unlink(op);
     }
+    /* A scio_ioctl stuck in the driver still uses the handle. */
+    if (d->sync_active == 0) {
+        CloseHandle(d->h);
+        d->handle_closed = 1;
+    }
+    d->shut = 2;
+    WakeAllConditionVariable(&q->cv);
+}
+
+void scio_shutdown(scio_device *d)
+{
+    if (!d)
+        return;
+    EnterCriticalSection(&d->q->lock);
+    shutdown_locked(d);
+    LeaveCriticalSection(&d->q->lock);
+}
+
+void scio_close(scio_device *d)
+{
+    scio_queue *q;
+    int last, stuck;
+    size_t i;
+
+    if (!d)
+        return;
+    q = d->q;
+    EnterCriticalSection(&q->lock);
+    shutdown_locked(d);
+    stuck = d->sync_active > 0;
+    if (!stuck && !d->handle_closed) {
+        CloseHandle(d->h);     /* the stuck call of shutdown time returned */
+        d->handle_closed = 1;
+    }
     for (i = 0; i < d->n_events; i++)
         CloseHandle(d->events[i]);
     d->n_events = 0;
-    if (!abandoned || d->sync_active == 0)
-        CloseHandle(d->h);
-    stuck = d->sync_active > 0;
     last = queue_unref_locked(q);
     LeaveCriticalSection(&q->lock);
     /* A scio_ioctl stuck in the driver still uses d: leak it then. */
@@ -850,6 +895,7 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     op->user = user;
     op->status = SCIO_PENDING;
     op->id = (uint64_t)InterlockedIncrement64(&g_next_op_id);
+    SCIO_SET_KIND(op, SCIO_KIND_WIN32);
     q = d->q;
     op->q = q;
 

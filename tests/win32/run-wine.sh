@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # run-wine.sh - build the scardio Windows backend with mingw-w64 and run its
 # contract tests under Wine against the simulated reader driver, installed
-# both as a legacy kernel service and as a root-enumerated PnP device.
+# both as a legacy kernel service and as a root-enumerated PnP device.  The
+# same build holds the generic core and the IFD-handler backend (routed by
+# native/win32/dispatch.c): the simulated reader, built as a DLL, is driven
+# through scio_open_ifd by the same test program (test_win32_ifd.c).
 #
 # Everything happens in a fresh temporary WINEPREFIX that is removed at the
 # end; only this prefix's wineserver is stopped.  Exit status: 0 all passed,
@@ -71,17 +74,21 @@ say "building with $CC"
 build="$work/build"
 mkdir -p "$build"
 STRICT=(-Wall -Wextra -Werror -std=c11 -pedantic)
-INC=(-I"$root/native" -I"$root/native/win32" -I"$root/native/sim")
+INC=(-I"$root/native" -I"$root/native/win32" -I"$root/native/sim" -I"$root/native/ifd")
 cbuild() { "$CC" "$@" >>"$work/build.log" 2>&1 || { cat "$work/build.log"; fail "build: $*"; }; }
 
+# The core: Windows device paths + generic layer + IFD backend + dispatcher.
 objs=()
-for src in "$root"/native/win32/*.c "$root/native/core/status.c" "$root/native/sim/card.c"; do
+for src in "$root"/native/win32/*.c "$root"/native/core/*.c "$root"/native/ifd/*.c; do
     o="$build/$(basename "${src%.c}").o"
     cbuild "${STRICT[@]}" -O2 "${INC[@]}" -c "$src" -o "$o"
-    case "$src" in */native/sim/card.c) ;; *) objs+=("$o") ;; esac
+    objs+=("$o")
 done
-cbuild "${STRICT[@]}" -O2 "${INC[@]}" "$here/test_win32.c" "${objs[@]}" \
-    -o "$build/test_win32.exe" -lsetupapi -lcfgmgr32
+cbuild "${STRICT[@]}" -O2 "${INC[@]}" "$here/test_win32.c" "$here/test_win32_ifd.c" \
+    "${objs[@]}" -o "$build/test_win32.exe" -lsetupapi -lcfgmgr32
+# The simulated reader as an IFD-handler DLL (exports only the IFDH* functions).
+cbuild "${STRICT[@]}" -O2 "${INC[@]}" -shared "$root/native/sim/sim_ifd.c" \
+    "$root/native/sim/card.c" -o "$build/libscardio_sim.dll"
 cbuild "${STRICT[@]}" -O2 "$here/simdrv/install.c" -o "$build/simdrv_install.exe" -lsetupapi -lnewdev
 # The driver: DDK headers, no CRT, native subsystem, entry DriverEntry.
 cbuild -O2 -Wall -Wextra -Werror -fno-stack-protector -mno-red-zone -isystem "$DDK" \
@@ -102,12 +109,24 @@ drivers="$WINEPREFIX/drive_c/windows/system32/drivers"
 mkdir -p "$drivers"
 cp "$build/scardio_simdrv.sys" "$drivers/scardio_simleg.sys"
 
+# Wine's own sc.exe occasionally fails on a busy machine before any of our
+# code runs (seen once in five runs): retry the service steps.
+retry() {
+    local n=1
+    until "$@"; do
+        [ "$n" -ge 3 ] && return 1
+        say "retrying ($n): $*"
+        n=$((n + 1))
+        sleep 1
+    done
+}
+
 say "installing the legacy kernel service"
-wine_run sc create scardio_simleg type= kernel start= demand \
+retry wine_run sc create scardio_simleg type= kernel start= demand \
     binPath= 'C:\windows\system32\drivers\scardio_simleg.sys' || fail "sc create"
 wine_run reg add 'HKLM\System\CurrentControlSet\Services\scardio_simleg' \
     /v LegacyDevice /t REG_DWORD /d 1 /f || fail "reg add"
-wine_run sc start scardio_simleg || fail "sc start"
+retry wine_run sc start scardio_simleg || fail "sc start"
 
 say "installing the PnP device"
 pnp="$work/pnp"
@@ -119,7 +138,7 @@ cp "$build/simdrv_install.exe" "$pnp/"
 
 # ---- tests -------------------------------------------------------------------
 say "running the tests"
-cp "$build/test_win32.exe" "$work/"
+cp "$build/test_win32.exe" "$build/libscardio_sim.dll" "$work/"
 (cd "$work" && timeout 150 "$WINE64" ./test_win32.exe --timing "${TIMING_ITERS:-300}" \
     >"$work/test.raw" 2>>"$work/wine.log")
 rc=$?

@@ -8,7 +8,10 @@
  * Runs the contract once on the legacy device opened by name and once on the
  * PnP device found through the smart-card reader interface GUID, then the
  * multi-device close test and a timing of synchronous vs overlapped
- * GET_STATE.  Prints "N passed, M failed"; exits 1 on any failure.
+ * GET_STATE.  Then the IFD-handler half of the same build
+ * (test_win32_ifd.c) drives the simulated reader DLL through scio_open_ifd,
+ * by default libscardio_sim.dll next to this program (--sim PATH).
+ * Prints "N passed, M failed" (both parts); exits 1 on any failure.
  */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
@@ -24,6 +27,9 @@
 #include "scio.h"
 #include "scio_win32_discover.h"
 #include "sim_protocol.h"
+
+void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
+                   int *failed);
 
 static int g_pass, g_fail;
 static const char *g_label = "";
@@ -815,7 +821,9 @@ int main(int argc, char **argv)
     const char *legacy_a = "\\\\.\\ScardioSim0";
     wchar_t legacy[260];
     wchar_t *pnp;
-    int timing_iters = 300, wait_s = 20, i;
+    int timing_iters = 300, wait_s = 20, i, ifd_pass = 0, ifd_fail = 0;
+    const char *sim_arg = NULL;
+    char sim_dll[MAX_PATH + 32];
     char err[512];
     scio_device *d = NULL;
     scio_status st;
@@ -828,6 +836,26 @@ int main(int argc, char **argv)
             timing_iters = atoi(argv[++i]);
         else if (strcmp(argv[i], "--wait-discovery") == 0 && i + 1 < argc)
             wait_s = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--sim") == 0 && i + 1 < argc)
+            sim_arg = argv[++i];
+    }
+    if (sim_arg) {
+        if (strlen(sim_arg) >= sizeof(sim_dll)) {
+            printf("--sim path too long\n");
+            return 2;
+        }
+        memcpy(sim_dll, sim_arg, strlen(sim_arg) + 1);
+    } else {
+        /* libscardio_sim.dll in this program's directory */
+        static const char name[] = "libscardio_sim.dll";
+        DWORD n = GetModuleFileNameA(NULL, sim_dll, MAX_PATH);
+        char *slash = n > 0 && n < MAX_PATH ? strrchr(sim_dll, '\\') : NULL;
+        size_t keep = slash ? (size_t)(slash - sim_dll) + 1 : 0;
+        if (keep + sizeof(name) > sizeof(sim_dll)) {
+            printf("program path too long\n");
+            return 2;
+        }
+        memcpy(sim_dll + keep, name, sizeof(name));
     }
     if (timing_iters < 1)
         timing_iters = 1;
@@ -838,8 +866,8 @@ int main(int argc, char **argv)
 
     g_label = "basics";
     st = scio_open_ifd("x.so", "dev", 0, NULL, NULL, &d, err, sizeof(err));
-    CHECK_ST(st, SCIO_NOT_SUPPORTED);
-    CHECK(d == NULL && err[0] != '\0', "IFD open explains: %s", err);
+    CHECK_ST(st, SCIO_DLL_NOT_FOUND);
+    CHECK(d == NULL && contains(err, "x.so"), "IFD open explains: %s", err);
     st = scio_open_win32(L"\\\\.\\ScardioNoSuchReader", NULL, &d, err, sizeof(err));
     CHECK_ST(st, SCIO_OBJECT_NAME_NOT_FOUND);
     CHECK(d == NULL && contains(err, "ScardioNoSuchReader"), "message names the path: %s", err);
@@ -881,6 +909,11 @@ int main(int argc, char **argv)
     run_private_queue(legacy);
     run_timing(legacy, timing_iters);
     free(pnp);
+
+    run_ifd_tests(sim_dll, legacy, &ifd_pass, &ifd_fail);
+    printf("IFD-handler DLL (%s): %d passed, %d failed\n", sim_dll, ifd_pass, ifd_fail);
+    g_pass += ifd_pass;
+    g_fail += ifd_fail;
 
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
