@@ -20,6 +20,7 @@ CORE_SOURCES = [
     "native/core/queue.c",
     "native/core/device.c",
     "native/core/atr_info.c",
+    "native/core/paths.c",
 ]
 IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c"]
 # Windows only: device paths (DeviceIoControl + IOCP), reader discovery, and

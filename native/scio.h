@@ -184,6 +184,18 @@ scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
                             scio_device **out, char *errbuf, size_t errlen);
 #endif
 
+/* Platform reader devices, by path (UTF-8).  On Windows these are the device
+ * interface paths of GUID_DEVINTERFACE_SMARTCARD_READER, opened with
+ * scio_open_win32; elsewhere readers are reached through IFD handlers only,
+ * so scio_list_paths finds none and scio_open_path is SCIO_NOT_SUPPORTED.
+ * scio_list_paths writes the paths NUL-terminated, the list ending with an
+ * empty string; cap and *needed count bytes including every NUL.  Returns the
+ * number of paths, -1 when buf is too small (nothing useful written), -2 on
+ * failure.  q may be NULL for a private queue. */
+int scio_list_paths(char *buf, size_t cap, size_t *needed);
+scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
+                           char *errbuf, size_t errlen);
+
 /* The queue this device completes into. */
 scio_queue *scio_device_queue(scio_device *d);
 

@@ -95,3 +95,13 @@ def test_constants_match_the_c_header():
     for name, st in errors.STATUS_NAMES.items():
         assert _core.status_name(name) == st
     assert IOCTL.GET_STATE == 0x00310038
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX behaviour")
+def test_device_paths_are_a_windows_feature():
+    assert _core.list_device_paths() == []
+    with pytest.raises(errors.NotSupportedError) as info:
+        Device.open_path("/dev/whatever")
+    assert "open_ifd" in str(info.value)
+    from scardio.discovery import device_path_readers
+    assert device_path_readers() == []

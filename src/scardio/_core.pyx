@@ -65,6 +65,25 @@ def status_name(scio_status status):
     return None if n == NULL else n.decode("ascii")
 
 
+def list_device_paths():
+    """Reader device paths the platform offers (Windows: the interface paths
+    of GUID_DEVINTERFACE_SMARTCARD_READER; an empty list elsewhere)."""
+    cdef size_t needed = 256
+    cdef bytes buf
+    cdef char *p
+    cdef int n = -1
+    for _ in range(4):
+        buf = PyBytes_FromStringAndSize(NULL, needed)
+        p = PyBytes_AS_STRING(buf)
+        with nogil:
+            n = scio_list_paths(p, needed, &needed)
+        if n >= 0:
+            return [p.decode("utf-8") for p in buf.split(b"\0")[:n]]
+        if n != -1:
+            break
+    raise _errors.DriverError("listing reader device paths failed")
+
+
 cdef object _log_callback = None
 
 cdef void _log_trampoline(int priority, const char *message, void *ctx) noexcept with gil:
@@ -229,6 +248,28 @@ cdef class Device:
         self.library = os.fsdecode(library)
         self.device_name = os.fsdecode(device_name)
         self.lun = lun
+        return self
+
+    @classmethod
+    def open_path(cls, path):
+        """Open a platform reader device by path (Windows: a device interface
+        path from list_device_paths(), opened for overlapped DeviceIoControl).
+        Elsewhere readers are opened through their driver: open_ifd()."""
+        cdef Device self = Device.__new__(Device)
+        cdef bytes path_b = str(path).encode("utf-8")
+        cdef const char *path_p = path_b
+        cdef char errbuf[512]
+        cdef scio_status st
+        errbuf[0] = 0
+        with nogil:
+            st = scio_open_path(path_p, NULL, &self._dev, errbuf, sizeof(errbuf))
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
+        self._queue = scio_device_queue(self._dev)
+        self._closed = False
+        self.library = ""
+        self.device_name = str(path)
+        self.lun = 0
         return self
 
     @classmethod

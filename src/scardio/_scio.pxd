@@ -43,6 +43,9 @@ cdef extern from "scio.h" nogil:
                               unsigned long lun, scio_queue *q,
                               const scio_ifd_options *opts, scio_device **out,
                               char *errbuf, size_t errlen)
+    int scio_list_paths(char *buf, size_t cap, size_t *needed)
+    scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
+                               char *errbuf, size_t errlen)
     scio_queue *scio_device_queue(scio_device *d)
     scio_status scio_ioctl(scio_device *d, uint32_t code,
                            const void *inp, size_t in_len,

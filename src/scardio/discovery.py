@@ -672,8 +672,27 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[PathLike] = None,
                                   include_unavailable=include_unavailable)
         readers += read_reader_conf(reader_conf_dirs,
                                     include_unavailable=include_unavailable)
+    else:
+        readers += device_path_readers()
     readers += sim_readers(count)
     return _unique_names(readers)
+
+
+def device_path_readers() -> list[ReaderDescriptor]:
+    """Windows: one descriptor per smart-card reader device interface
+    (source "win32", device_name the path).  Named by the start-up sequence
+    when opened; until then by the path's device instance part."""
+    try:
+        from ._core import list_device_paths
+    except ImportError:  # the binding is not built
+        return []
+    readers = []
+    for path in list_device_paths():
+        # \\?\root#scardio_sim#0000#{guid} -> "root#scardio_sim#0000"
+        short = path.split("\\")[-1].rsplit("#", 1)[0] or path
+        readers.append(ReaderDescriptor(name=short, source="win32", library="",
+                                        device_name=path, extra={"available": True}))
+    return readers
 
 
 def find_reader(name_or_index: Union[str, int],

@@ -905,6 +905,8 @@ def open_device(descriptor: "ReaderDescriptor") -> Any:
         raise errors.DriverNotFoundError(
             f"reader {descriptor.name!r} is not available: "
             f"{descriptor.extra.get('problem', 'unknown reason')}")
+    if descriptor.source == "win32":
+        return Device.open_path(descriptor.device_name)
     return Device.open_ifd(descriptor.library, descriptor.device_name, descriptor.lun)
 
 

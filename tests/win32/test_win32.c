@@ -813,6 +813,40 @@ static wchar_t *discover(int wait_s)
     }
     CHECK(found != NULL, "the simulated PnP reader is among them");
     free(buf);
+
+    /* The platform-neutral UTF-8 calls the Python binding uses. */
+    {
+        size_t need = 0;
+        char *list;
+        int n = scio_list_paths(NULL, 0, &need);
+        CHECK(n == -1 && need > 2, "scio_list_paths sizes its answer (%d, %u)", n,
+              (unsigned)need);
+        list = (char *)calloc(need + 1, 1);
+        if (list) {
+            scio_device *d = NULL;
+            char err[256];
+            const char *hit = NULL;
+            n = scio_list_paths(list, need, &need);
+            CHECK(n >= 1, "scio_list_paths: %d path(s)", n);
+            for (const char *q = list; n > 0 && *q; q += strlen(q) + 1)
+                if (!hit && (strstr(q, "scardio_sim") || strstr(q, "SCARDIO_SIM")))
+                    hit = q;
+            CHECK(hit != NULL, "the simulated PnP reader is listed in UTF-8");
+            if (hit) {
+                scio_status st = scio_open_path(hit, NULL, &d, err, sizeof err);
+                CHECK_ST(st, SCIO_SUCCESS);
+                if (d) {
+                    uint8_t out[4];
+                    size_t got = 0;
+                    CHECK_ST(scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, out, 4, &got),
+                             SCIO_SUCCESS);
+                    scio_close(d);
+                }
+            }
+            CHECK_ST(scio_open_path("", NULL, &d, err, sizeof err), SCIO_INVALID_PARAMETER);
+            free(list);
+        }
+    }
     return found;
 }
 
