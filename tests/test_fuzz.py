@@ -334,9 +334,9 @@ def test_libfuzzer_targets_briefly():
 CLI_BAD_INPUT = [
     # (arguments, exit status, text in the output)
     (["bogus"], 2, "invalid choice"),
-    (["--sim", "-1", "list"], 2, "--sim must be >= 0"),
+    (["--sim", "-1", "list"], 2, "argument --sim: must be >= 0"),
     (["--sim", "1", "--power-down-timeout", "abc", "info", "Simulated"], 2,
-     "invalid float value"),
+     "not a number of seconds"),
     (["--sim", "1", "info", "nosuchreader"], 4, "reader not found"),
     (["--sim", "1", "info", "99"], 4, "no reader with index 99"),
     (["--sim", "1", "--insert", "apdu", "Simulated", "zz"], 2, "invalid character 'z'"),
