@@ -480,3 +480,34 @@ done:
         c->pending_len = saved_pending;
     return out;
 }
+
+uint32_t sim_card_protocols(const sim_card *c, uint32_t *first)
+{
+    uint32_t mask = 0, dflt = 1;
+    size_t i = 2;
+    uint8_t y;
+    int level = 1;
+
+    if (c->atr_len >= 2) {
+        y = (uint8_t)(c->atr[1] >> 4);
+        for (;;) {
+            unsigned t;
+            if (y & 1) i++;
+            if (y & 2) i++;
+            if (y & 4) i++;
+            if (!(y & 8) || i >= c->atr_len)
+                break;
+            t = c->atr[i] & 0x0Fu;
+            y = (uint8_t)(c->atr[i] >> 4);
+            i++;
+            if (t <= 1)
+                mask |= 1u << t;
+            if (level == 1) /* TD1 names the default protocol */
+                dflt = t <= 1 ? 1u << t : 0;
+            level++;
+        }
+    }
+    if (first)
+        *first = dflt;
+    return level == 1 ? 1u : mask; /* no TD1: T=0 only */
+}

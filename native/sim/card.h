@@ -38,6 +38,11 @@ void sim_card_reset(sim_card *c);
 /* The transmission protocol now in use: 0 (T=0) or 1 (T=1). */
 void sim_card_set_protocol(sim_card *c, int t);
 
+/* Protocols the card's ATR offers, as SCARD_PROTOCOL bits (1: T=0, 2: T=1):
+ * the T of every TDi, T=0 alone when there is no TD1.  *first (may be NULL)
+ * gets the default protocol, the one TD1 names (0 if neither T=0 nor T=1). */
+uint32_t sim_card_protocols(const sim_card *c, uint32_t *first);
+
 /* Process one command APDU (short or extended).  Writes the response (data
  * followed by SW1 SW2) into resp when it fits in resp_cap and returns its
  * length; returns the length needed without writing anything when it does

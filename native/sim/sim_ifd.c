@@ -179,40 +179,6 @@ static void sleep_us(uint32_t us)
 }
 #endif
 
-/* Protocols an ATR offers (PROTO_* mask) and the first one (TD1, else T=0).
- * Reads only within len, whatever the bytes say. */
-static uint32_t atr_protocols(const uint8_t *atr, size_t len, uint32_t *first)
-{
-    uint32_t mask = 0;
-    size_t i = 2;
-    uint8_t y;
-    int level = 1;
-
-    *first = PROTO_T0;
-    if (len < 2)
-        return PROTO_T0;
-    y = (uint8_t)(atr[1] >> 4);
-    for (;;) {
-        unsigned t;
-        if (y & 1) i++;
-        if (y & 2) i++;
-        if (y & 4) i++;
-        if (!(y & 8) || i >= len)
-            break;
-        t = atr[i] & 0x0Fu;
-        y = (uint8_t)(atr[i] >> 4);
-        i++;
-        if (t == 0 || t == 1)
-            mask |= t == 0 ? PROTO_T0 : PROTO_T1;
-        if (level == 1)        /* TD1 names the default protocol */
-            *first = t == 0 ? PROTO_T0 : t == 1 ? PROTO_T1 : 0;
-        level++;
-    }
-    if (level == 1)            /* no TD1: T=0 only */
-        return PROTO_T0;
-    return mask;
-}
-
 /* ---- LUN table ----------------------------------------------------------- */
 
 static struct lun *find_locked(IFD_DWORD id)
@@ -736,7 +702,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD Lun, IFD_DWORD P
     } else if (!l->powered) {
         rv = IFD_COMMUNICATION_ERROR;
     } else {
-        offered = atr_protocols(l->card.atr, l->card.atr_len, &first);
+        offered = sim_card_protocols(&l->card, &first);
         if ((Protocol != PROTO_T0 && Protocol != PROTO_T1) || !(offered & Protocol)) {
             rv = IFD_PROTOCOL_NOT_SUPPORTED;
         } else {
@@ -842,7 +808,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
     if (l->protocol == 0) {
         /* No PPS happened: the card runs its first offered protocol. */
         uint32_t first;
-        (void)atr_protocols(l->card.atr, l->card.atr_len, &first);
+        (void)sim_card_protocols(&l->card, &first);
         if (first == 0) {
             *RxLength = 0;
             rv = IFD_PROTOCOL_NOT_SUPPORTED;

@@ -106,36 +106,6 @@ static void put_u32(UCHAR *p, ULONG v)
     p[3] = (UCHAR)(v >> 24);
 }
 
-/* Protocols offered by an ATR: the T of every TDi; none listed means T=0. */
-static ULONG atr_protocols(const UCHAR *atr, size_t len)
-{
-    ULONG mask = 0;
-    size_t i = 2;
-    UCHAR y;
-    int any_td = 0;
-    if (len < 2)
-        return PROTO_T0;
-    y = (UCHAR)(atr[1] >> 4);
-    for (;;) {
-        UCHAR td;
-        if (y & 1) i++;          /* TAi */
-        if (y & 2) i++;          /* TBi */
-        if (y & 4) i++;          /* TCi */
-        if (!(y & 8))
-            break;
-        if (i >= len)
-            break;
-        td = atr[i++];
-        any_td = 1;
-        if ((td & 0x0F) == 0)
-            mask |= PROTO_T0;
-        else if ((td & 0x0F) == 1)
-            mask |= PROTO_T1;
-        y = (UCHAR)(td >> 4);
-    }
-    return any_td ? mask : PROTO_T0;
-}
-
 static ULONG card_state(const sim_ext *e)
 {
     if (!e->present)
@@ -316,7 +286,7 @@ static NTSTATUS do_set_protocol(sim_ext *e, UCHAR *buf, ULONG in_len,
     } else if (!e->powered) {
         st = STATUS_INVALID_DEVICE_STATE;
     } else {
-        offer = atr_protocols(e->card.atr, e->card.atr_len);
+        offer = sim_card_protocols(&e->card, NULL);
         if ((want & ~PROTO_DEFAULT) == 0 || (want & PROTO_DEFAULT))
             want |= PROTO_T0 | PROTO_T1;         /* optimal / default */
         want &= offer;
