@@ -31,45 +31,7 @@
 void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
                    int *failed);
 
-static int g_pass, g_fail;
-static const char *g_label = "";
-
-static void check(int ok, int line, const char *fmt, ...)
-{
-    if (ok) {
-        g_pass++;
-        return;
-    }
-    g_fail++;
-    {
-        va_list ap;
-        printf("FAIL [%s] line %d: ", g_label, line);
-        va_start(ap, fmt);
-        vprintf(fmt, ap);
-        va_end(ap);
-        printf("\n");
-        fflush(stdout);
-    }
-}
-#define CHECK(cond, ...) check((cond) != 0, __LINE__, __VA_ARGS__)
-
-static const char *sname(scio_status st)
-{
-    const char *n = scio_status_name(st);
-    static char buf[4][16];
-    static int k;
-    if (n)
-        return n;
-    k = (k + 1) & 3;
-    snprintf(buf[k], sizeof(buf[k]), "0x%08lX", (unsigned long)st);
-    return buf[k];
-}
-/* Evaluates `got` once: it is often the call under test. */
-static void check_st(scio_status got, scio_status want, int line)
-{
-    check(got == want, line, "status %s, expected %s", sname(got), sname(want));
-}
-#define CHECK_ST(got, want) check_st((got), (want), __LINE__)
+#include "check.h"
 
 static double now_us(void)
 {
@@ -79,20 +41,6 @@ static double now_us(void)
         QueryPerformanceFrequency(&freq);
     QueryPerformanceCounter(&t);
     return (double)t.QuadPart * 1e6 / (double)freq.QuadPart;
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
 }
 
 static scio_status get_state(scio_device *d, uint32_t *state)
@@ -210,7 +158,7 @@ static void run_contract(const wchar_t *path, const char *label, uint32_t unit)
     double t0;
     int r;
 
-    g_label = label;
+    chk_label = label;
     printf("== contract on %s\n", label);
     q = scio_queue_new();
     CHECK(q != NULL, "scio_queue_new");
@@ -615,7 +563,7 @@ static void run_two_devices(const wchar_t *a, const wchar_t *b)
     double t0;
     int r;
 
-    g_label = "two devices";
+    chk_label = "two devices";
     printf("== two devices, one queue\n");
     CHECK(q != NULL, "queue");
     if (!q)
@@ -675,7 +623,7 @@ static void run_private_queue(const wchar_t *path)
     scio_completion c;
     scio_queue *q;
 
-    g_label = "private queue";
+    chk_label = "private queue";
     printf("== private queue\n");
     CHECK_ST(open_retry(path, NULL, &d, err, sizeof(err)), SCIO_SUCCESS);
     if (!d)
@@ -704,7 +652,7 @@ static void run_timing(const wchar_t *path, int iters)
     double *ts, *to, ms, mo;
     int i, bad = 0;
 
-    g_label = "timing";
+    chk_label = "timing";
     if (!q)
         return;
     if (open_retry(path, q, &d, err, sizeof(err)) != SCIO_SUCCESS) {
@@ -773,7 +721,7 @@ static wchar_t *discover(int wait_s)
     size_t needed = 0, needed2 = 0;
     int count = 0, src = 0, tries;
 
-    g_label = "discovery";
+    chk_label = "discovery";
     printf("== discovery\n");
     for (tries = 0; tries <= wait_s * 10; tries++) {
         count = scio_win32_list_interfaces(&reader_guid, NULL, 0, &needed, &src);
@@ -898,7 +846,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    g_label = "basics";
+    chk_label = "basics";
     st = scio_open_ifd("x.so", "dev", 0, NULL, NULL, &d, err, sizeof(err));
     CHECK_ST(st, SCIO_DLL_NOT_FOUND);
     CHECK(d == NULL && contains(err, "x.so"), "IFD open explains: %s", err);
@@ -946,9 +894,9 @@ int main(int argc, char **argv)
 
     run_ifd_tests(sim_dll, legacy, &ifd_pass, &ifd_fail);
     printf("IFD-handler DLL (%s): %d passed, %d failed\n", sim_dll, ifd_pass, ifd_fail);
-    g_pass += ifd_pass;
-    g_fail += ifd_fail;
+    chk_pass += ifd_pass;
+    chk_fail += ifd_fail;
 
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    printf("%d passed, %d failed\n", chk_pass, chk_fail);
+    return chk_fail ? 1 : 0;
 }

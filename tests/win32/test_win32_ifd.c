@@ -28,56 +28,7 @@
 void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
                    int *failed);
 
-static int t_pass, t_fail;
-static const char *t_label = "ifd";
-
-static void check(int ok, int line, const char *fmt, ...)
-{
-    va_list ap;
-    if (ok) {
-        t_pass++;
-        return;
-    }
-    t_fail++;
-    printf("FAIL [%s] test_win32_ifd.c line %d: ", t_label, line);
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    printf("\n");
-    fflush(stdout);
-}
-#define CHECK(cond, ...) check((cond) != 0, __LINE__, __VA_ARGS__)
-
-static const char *sname(scio_status st)
-{
-    static char buf[4][16];
-    static int k;
-    const char *n = scio_status_name(st);
-    if (n)
-        return n;
-    k = (k + 1) & 3;
-    snprintf(buf[k], sizeof(buf[k]), "0x%08lX", (unsigned long)st);
-    return buf[k];
-}
-static void check_st(scio_status got, scio_status want, int line)
-{
-    check(got == want, line, "status %s, expected %s", sname(got), sname(want));
-}
-#define CHECK_ST(got, want) check_st((got), (want), __LINE__)
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-           (uint32_t)p[3] << 24;
-}
+#include "check.h"
 
 static int contains(const char *hay, const char *needle)
 {
@@ -154,7 +105,7 @@ static void load_errors(const char *sim_dll, const char *dir)
     scio_status st;
     UINT n;
 
-    t_label = "ifd load errors";
+    chk_label = "ifd load errors";
     st = scio_open_ifd(NULL, "x", 0, NULL, NULL, &d, err, sizeof err);
     CHECK_ST(st, SCIO_INVALID_PARAMETER);
     CHECK(d == NULL, "no device");
@@ -229,7 +180,7 @@ static void contract(const char *sim_dll)
     const uint8_t *o;
     void *h;
 
-    t_label = "ifd contract";
+    chk_label = "ifd contract";
     q = scio_queue_new_ifd();
     CHECK(q != NULL, "queue");
     if (!q)
@@ -402,7 +353,7 @@ static void mixed(const char *sim_dll, const wchar_t *win32_path)
     scio_op *op = NULL, *opw = NULL;
     scio_status st;
 
-    t_label = "ifd mixed";
+    chk_label = "ifd mixed";
     st = scio_open_ifd(sim_dll, "sim:32", 32, NULL, NULL, &di, err, sizeof err);
     CHECK_ST(st, SCIO_SUCCESS);
     if (st != SCIO_SUCCESS)
@@ -454,7 +405,7 @@ void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
     const char *slash = strrchr(sim_dll, '\\');
     size_t len = slash ? (size_t)(slash - sim_dll) + 1 : 0; /* with the '\\' */
 
-    t_pass = t_fail = 0;
+    chk_pass = chk_fail = 0;
     if (len + 1 > sizeof dir) {
         CHECK(0, "path too long: %s", sim_dll);
     } else {
@@ -468,6 +419,6 @@ void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
         contract(sim_dll);
         mixed(sim_dll, win32_path);
     }
-    *passed = t_pass;
-    *failed = t_fail;
+    *passed = chk_pass;
+    *failed = chk_fail;
 }
