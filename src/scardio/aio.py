@@ -276,9 +276,13 @@ class AsyncReader:
             # A monitor holds the reader's one tracking request: follow it.
             fut: "asyncio.Future[None]" = link.loop.create_future()
 
+            def settle_once() -> None:
+                if not fut.done():
+                    fut.set_result(None)
+
             def waiter(p: bool) -> None:
                 if p == present:
-                    link.settle(lambda: fut.done() or fut.set_result(None))
+                    link.settle(settle_once)
             reader._add_presence_waiter(waiter)
             try:
                 now = reader.present

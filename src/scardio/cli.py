@@ -316,10 +316,10 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; Ctrl-C stops")
         for ev in monitor.events(timeout=args.timeout, count=args.count):
             if out.json:
-                d = ev.as_dict()
-                d["t_ms"] = out.ms(ev.timestamp)
-                del d["t"]
-                out.jsonl(d)
+                record = ev.as_dict()
+                record["t_ms"] = out.ms(ev.timestamp)
+                del record["t"]
+                out.jsonl(record)
             else:
                 extra = f": {ev.error}" if ev.error else ""
                 out.line(f"{out.ms(ev.timestamp):10.3f} ms  {ev.kind:<9}  {ev.reader.name}{extra}")

@@ -234,7 +234,9 @@ class Monitor:
         if what == "add":
             if key in self._trackers or reader.closed:
                 return
-            tracker = Tracker(reader, lambda kind, err, r=reader: self._event(kind, r, err))
+            def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
+                self._event(kind, r, err)
+            tracker = Tracker(reader, on_event)
             with self._lock:
                 self._trackers[key] = tracker
             reader.add_close_hook(self._reader_closing)
@@ -249,9 +251,10 @@ class Monitor:
             tracker.start()
         else:
             with self._lock:
-                tracker = self._trackers.pop(key, None)
-            if tracker is None:
+                gone = self._trackers.pop(key, None)
+            if gone is None:
                 return
+            tracker = gone
             reader.remove_close_hook(self._reader_closing)
             if key not in self._fallback:
                 try:
@@ -259,9 +262,9 @@ class Monitor:
                 except (KeyError, ValueError, errors.ScardioError):
                     pass
             tracker.stop()
-            t = self._fallback.pop(key, None)
-            if t is not None:
-                t.join(2.0)
+            harvester = self._fallback.pop(key, None)
+            if harvester is not None:
+                harvester.join(2.0)
 
     def _harvest_loop(self, reader: Reader, tracker: Tracker) -> None:
         # Fallback where the core has no descriptor: block in the core.

@@ -70,7 +70,7 @@ def _u32(raw: bytes, what: str) -> int:
     if len(raw) < 4:
         raise errors.DriverDataError(f"{what}: driver returned {len(raw)} byte(s), "
                                      "expected a 4-byte DWORD")
-    return _U32.unpack_from(raw)[0]
+    return int(_U32.unpack_from(raw)[0])
 
 
 class Request(NamedTuple):
@@ -203,9 +203,10 @@ def startup_steps() -> "Steps[ReaderAttributes]":
         version = f"{v >> 24}.{(v >> 16) & 0xFF}.{v & 0xFFFF}"  # 0xMMmmbbbb
     unit = got[Attr.DEVICE_UNIT]
     chars = got[Attr.CHARACTERISTICS]
+    vendor, ifd_type = got[Attr.VENDOR_NAME], got[Attr.VENDOR_IFD_TYPE]
     return ReaderAttributes(
-        vendor_name=_text(got[Attr.VENDOR_NAME]) if got[Attr.VENDOR_NAME] else None,
-        ifd_type=_text(got[Attr.VENDOR_IFD_TYPE]) if got[Attr.VENDOR_IFD_TYPE] else None,
+        vendor_name=_text(vendor) if vendor else None,
+        ifd_type=_text(ifd_type) if ifd_type else None,
         device_unit=_u32(unit, "DEVICE_UNIT") if unit and len(unit) >= 4 else None,
         ifd_version=version,
         characteristics=_u32(chars, "CHARACTERISTICS") if chars and len(chars) >= 4 else None,
