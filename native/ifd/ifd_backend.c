@@ -6,9 +6,11 @@
  * the way a smclib driver would: no card ABSENT; a card that is in but not
  * powered SWALLOWED; powered NEGOTIABLE; SPECIFIC once a protocol is set or
  * the ATR demands one (TA2).  Every driver call is made under the reader's
- * lock, as pcscd does, except the driver's polling function (made to block
- * concurrently) and the simulated reader's own test controls (so that a test
- * can release a call the simulator is holding).
+ * lock, as pcscd does -- one lock per driver library instead when the driver
+ * does not declare itself thread safe (TAG_IFD_THREAD_SAFE; vpcd does not)
+ * -- except the driver's polling function (made to block concurrently) and
+ * the simulated reader's own test controls (so that a test can release a
+ * call the simulator is holding).
  *
  * Buffers crossing the IOCTL boundary use 32-bit little-endian DWORDs; the
  * driver's own DWORD (unsigned long on Linux) is converted here.
@@ -52,6 +54,9 @@ typedef struct ifd_lib {
     ifdh_transmit_to_icc_fn transmit;
     ifdh_icc_presence_fn presence;
     ifdh_control_fn control; /* v3 signature; NULL for v2 drivers */
+    /* Serialises calls into a driver that does not declare itself thread
+     * safe (TAG_IFD_THREAD_SAFE), across all its readers, as pcscd does. */
+    scio_mutex call_lock;
     struct ifd_lib *next;
 } ifd_lib;
 
@@ -73,6 +78,7 @@ typedef struct ifd_dev {
     int is_sim;              /* the scardio simulated reader */
     int hint_pending;        /* wait_lock: a FORCE_STATE went to the sim */
     scio_mutex drv_lock;     /* one lock per reader around driver calls */
+    scio_mutex *lock;        /* &drv_lock, or the library's call_lock */
     /* reader state, guarded by drv_lock */
     uint32_t state;
     uint8_t atr[SCIO_MAX_ATR];
@@ -220,6 +226,7 @@ static void lib_unref(ifd_lib *lib)
     }
     scio_mutex_unlock(&libs_lock);
     lib_close(lib->handle);
+    scio_mutex_destroy(&lib->call_lock);
     free(lib->path);
     free(lib);
 }
@@ -346,6 +353,7 @@ static scio_status lib_load(const char *path, ifd_lib **out,
             return SCIO_SUCCESS;
         }
     }
+    scio_mutex_init(&lib->call_lock);
     lib->next = libs;
     libs = lib;
     scio_mutex_unlock(&libs_lock);
@@ -918,10 +926,10 @@ static scio_status do_track(scio_device *d, ifd_dev *s, scio_op *op, int want_pr
         scio_status st;
         if (scio_op_cancelled(op))
             return SCIO_CANCELLED;
-        scio_mutex_lock(&s->drv_lock);
+        scio_mutex_lock(s->lock);
         st = refresh_presence(s, &present, drv);
         event = st == SCIO_SUCCESS && consume_event(s, want_present);
-        scio_mutex_unlock(&s->drv_lock);
+        scio_mutex_unlock(s->lock);
         if (st != SCIO_SUCCESS)
             return st;
         if (event || present == want_present)
@@ -986,7 +994,7 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
         return st;
     }
 
-    scio_mutex_lock(&s->drv_lock);
+    scio_mutex_lock(s->lock);
     switch (code) {
     case SCIO_IOCTL_GET_STATE:
         st = do_get_state(s, out, out_cap, out_len, drv);
@@ -1030,14 +1038,14 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
     }
     if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
         s->last_error = st;
-    scio_mutex_unlock(&s->drv_lock);
+    scio_mutex_unlock(s->lock);
     return st;
 }
 
 static void ifd_release(scio_device *d)
 {
     ifd_dev *s = scio_device_state(d);
-    scio_mutex_lock(&s->drv_lock);
+    scio_mutex_lock(s->lock);
     if (s->channel_open) {
         if (s->state >= SCIO_STATE_POWERED) {
             uint8_t dummy[SCIO_MAX_ATR];
@@ -1048,7 +1056,7 @@ static void ifd_release(scio_device *d)
         s->channel_open = 0;
         unclaim_reader(s->lib, s->lun);
     }
-    scio_mutex_unlock(&s->drv_lock);
+    scio_mutex_unlock(s->lock);
 }
 
 static void ifd_destroy(scio_device *d)
@@ -1136,6 +1144,10 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     scio_mutex_init(&s->wait_lock);
     scio_cond_init(&s->wait_cv);
 
+    /* Until the driver says it is thread safe, calls go one at a time
+     * across all of its readers. */
+    s->lock = &lib->call_lock;
+    scio_mutex_lock(s->lock);
     if (lib->version == 3) {
         /* The driver may keep or modify the name: give it its own copy. */
         char *name = strdup(device_name ? device_name : "");
@@ -1146,6 +1158,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         rc = lib->create(s->lun, (IFD_DWORD)channel);
     }
     if (rc != IFD_SUCCESS) {
+        scio_mutex_unlock(s->lock);
         set_err(errbuf, errlen,
                 "driver %s could not open channel \"%s\" (LUN 0x%lx): IFD code %ld",
                 library, device_name ? device_name : "", lun, (long)rc);
@@ -1169,16 +1182,24 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         get_fn_capability(s, IFD_TAG_STOP_POLLING_THREAD, &s->stop, sizeof s->stop);
     if (s->poll && !s->stop)
         s->poll = NULL; /* without a stop function a wait could not be cancelled promptly */
-    scio_mutex_lock(&s->drv_lock);
     st = refresh_presence(s, &present, &drv);
-    scio_mutex_unlock(&s->drv_lock);
     (void)st; /* a reader that cannot tell yet stays UNKNOWN */
+    {
+        IFD_UCHAR safe = 0;
+        IFD_DWORD len = 1;
+        if (lib->get_caps(s->lun, IFD_TAG_THREAD_SAFE, &len, &safe) == IFD_SUCCESS &&
+            len == 1 && safe == 1)
+            s->lock = &s->drv_lock; /* readers may be called concurrently */
+    }
+    scio_mutex_unlock(&lib->call_lock);
 
     st = scio_device_create(&ifd_backend, s, q,
                             opts ? opts->close_timeout_ms : 0, out);
     if (st != SCIO_SUCCESS) {
         set_err(errbuf, errlen, "out of memory");
+        scio_mutex_lock(s->lock);
         lib->close_channel(s->lun);
+        scio_mutex_unlock(s->lock);
         goto fail;
     }
     return SCIO_SUCCESS;
