@@ -105,3 +105,17 @@ def test_device_paths_are_a_windows_feature():
     assert "open_ifd" in str(info.value)
     from scardio.discovery import device_path_readers
     assert device_path_readers() == []
+
+
+CCID = "/usr/lib/pcsc/drivers/ifd-ccid.bundle/Contents/Linux/libccid.so"
+
+
+def test_real_ccid_driver_loads_and_explains_a_missing_usb_reader():
+    """Debian's libccid imports log_msg and log_xxd from its host: it loads
+    (the core exports them), then fails to open a USB device that is not
+    there, with a hint about pcscd holding USB readers."""
+    if not os.path.exists(CCID):
+        pytest.skip("libccid is not installed")
+    with pytest.raises(errors.ChannelOpenError) as info:
+        Device.open_ifd(CCID, "usb:072f/90cc:libudev:0:/dev/bus/usb/001/250", 0)
+    assert "pcscd" in str(info.value) and "undefined symbol" not in str(info.value)
