@@ -287,21 +287,30 @@ static int binary_offset(const apdu_t *a, size_t *off)
     return 0;
 }
 
+/* The selected EF and the offset P1 P2 name in it, for READ / UPDATE
+ * BINARY: 0, or the status word that refuses the command. */
+static unsigned locate_binary(sim_card *c, const apdu_t *a, uint8_t **ef, size_t *off)
+{
+    if ((*ef = selected_ef(c)) == NULL)
+        return SW_NO_EF_SELECTED;
+    if (binary_offset(a, off) != 0)
+        return SW_WRONG_P1P2;
+    if (*off >= SIM_EF_SIZE)
+        return SW_WRONG_OFFSET;
+    return 0;
+}
+
 static size_t cmd_read_binary(sim_card *c, const apdu_t *a, uint8_t *resp, size_t cap)
 {
-    const uint8_t *ef;
+    uint8_t *ef;
     size_t off, rem, n;
     unsigned sw = SW_OK;
 
     if (!a->has_le || a->nc != 0)
         return sw_only(resp, cap, SW_WRONG_LENGTH);
-    ef = selected_ef(c);
-    if (ef == NULL)
-        return sw_only(resp, cap, SW_NO_EF_SELECTED);
-    if (binary_offset(a, &off) != 0)
-        return sw_only(resp, cap, SW_WRONG_P1P2);
-    if (off >= SIM_EF_SIZE)
-        return sw_only(resp, cap, SW_WRONG_OFFSET);
+    if ((sw = locate_binary(c, a, &ef, &off)) != 0)
+        return sw_only(resp, cap, sw);
+    sw = SW_OK;
     rem = SIM_EF_SIZE - off;
     n = capped(a->ne);
     if (n > rem) {
@@ -322,16 +331,12 @@ static size_t cmd_update_binary(sim_card *c, const apdu_t *a, uint8_t *resp, siz
 {
     uint8_t *ef;
     size_t off;
+    unsigned sw;
 
     if (a->nc == 0)
         return sw_only(resp, cap, SW_WRONG_LENGTH);
-    ef = selected_ef(c);
-    if (ef == NULL)
-        return sw_only(resp, cap, SW_NO_EF_SELECTED);
-    if (binary_offset(a, &off) != 0)
-        return sw_only(resp, cap, SW_WRONG_P1P2);
-    if (off >= SIM_EF_SIZE)
-        return sw_only(resp, cap, SW_WRONG_OFFSET);
+    if ((sw = locate_binary(c, a, &ef, &off)) != 0)
+        return sw_only(resp, cap, sw);
     if (a->nc > SIM_EF_SIZE - off)
         return sw_only(resp, cap, SW_NOT_ENOUGH_SPACE);
     if (cap < 2)
