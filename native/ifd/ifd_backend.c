@@ -918,8 +918,7 @@ static int consume_event(ifd_dev *s, int want_present)
     return 0;
 }
 
-static scio_status do_track(scio_device *d, ifd_dev *s, scio_op *op, int want_present,
-                            long *drv)
+static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv)
 {
     for (;;) {
         int present, event;
@@ -952,7 +951,6 @@ static scio_status do_track(scio_device *d, ifd_dev *s, scio_op *op, int want_pr
             scio_mutex_unlock(&s->wait_lock);
         }
     }
-    (void)d;
 }
 
 static void ifd_wake_tracking(scio_device *d)
@@ -979,7 +977,7 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
 
     *out_len = 0;
     if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
-        return do_track(d, s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
+        return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
     if (vendor_function(code, &pcsc_code) && s->is_sim &&
         pcsc_code >= SCIO_VENDOR_CTL_PCSC(SIM_CTL_INSERT) &&
         pcsc_code <= SCIO_VENDOR_CTL_PCSC(SIM_CTL_RESET_COUNTERS)) {
