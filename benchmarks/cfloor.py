@@ -31,7 +31,7 @@ import threading
 from typing import Optional
 
 from apdus import APDUS
-from harness import LineReader
+from harness import LineReader, quit_process
 
 C_SOURCE = r"""
 #define _GNU_SOURCE
@@ -258,18 +258,4 @@ class CFloor:
         return reply["ns"]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b"quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=5)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        for f in (self.proc.stdin, self.proc.stdout):
-            try:
-                if f:
-                    f.close()
-            except OSError:
-                pass
+        quit_process(self.proc, timeout=5)

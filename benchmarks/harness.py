@@ -169,6 +169,20 @@ class LineReader:
         return line.decode("utf-8", "replace")
 
 
+def quit_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Ask a line-protocol child (C floor, pyscard worker) to quit, give it
+    `timeout` seconds, then make sure it is gone and its pipes closed."""
+    if proc.poll() is None:
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(b"quit\n")
+            proc.stdin.flush()
+            proc.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    stop_process(proc)
+
+
 def stop_process(proc: Optional[subprocess.Popen], timeout: float = 5.0) -> None:
     """Terminate one child we started (by its own handle), then kill it."""
     if proc is None:

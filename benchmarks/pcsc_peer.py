@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Optional
 
-from harness import PYSCARD_PYTHON, HERE, LineReader, Path, stop_process
+from harness import PYSCARD_PYTHON, HERE, LineReader, Path, quit_process, stop_process
 
 PCSCD = shutil.which("pcscd") or "/usr/sbin/pcscd"
 SOCKET = "/run/pcscd/pcscd.comm"
@@ -176,12 +176,4 @@ class CardProcess:
         return self._call("remove")["t0"]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b"quit\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
-        stop_process(self.proc)
+        quit_process(self.proc, timeout=10)
