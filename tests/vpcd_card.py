@@ -398,17 +398,25 @@ class CardModel:
             return _sw(SW_OK)
         return _sw(SW_WRONG_P1P2)
 
+    def _locate_binary(self, p1: int, p2: int) -> Tuple[Optional[bytearray], int, bytes]:
+        """(EF, offset, b"") for READ / UPDATE BINARY, or (None, 0, the
+        status word that refuses the command)."""
+        ef = self._current_ef()
+        if ef is None:
+            return None, 0, _sw(SW_NOT_ALLOWED_NO_EF)
+        offset = self._offset(p1, p2)
+        if offset is None:
+            return None, 0, _sw(SW_WRONG_P1P2)
+        if offset >= EF_SIZE:
+            return None, 0, _sw(SW_WRONG_OFFSET)
+        return ef, offset, b""
+
     def _read_binary(self, p1: int, p2: int, data: bytes, ne: Optional[int]) -> bytes:
         if ne is None or data:
             return _sw(SW_WRONG_LENGTH)
-        ef = self._current_ef()
+        ef, offset, refused = self._locate_binary(p1, p2)
         if ef is None:
-            return _sw(SW_NOT_ALLOWED_NO_EF)
-        offset = self._offset(p1, p2)
-        if offset is None:
-            return _sw(SW_WRONG_P1P2)
-        if offset >= EF_SIZE:
-            return _sw(SW_WRONG_OFFSET)
+            return refused
         n = min(ne, MAX_RESPONSE_DATA)
         left = EF_SIZE - offset
         if n > left:
@@ -420,14 +428,9 @@ class CardModel:
     def _update_binary(self, p1: int, p2: int, data: bytes, ne: Optional[int]) -> bytes:
         if not data:
             return _sw(SW_WRONG_LENGTH)
-        ef = self._current_ef()
+        ef, offset, refused = self._locate_binary(p1, p2)
         if ef is None:
-            return _sw(SW_NOT_ALLOWED_NO_EF)
-        offset = self._offset(p1, p2)
-        if offset is None:
-            return _sw(SW_WRONG_P1P2)
-        if offset >= EF_SIZE:
-            return _sw(SW_WRONG_OFFSET)
+            return refused
         if len(data) > EF_SIZE - offset:
             return _sw(SW_NOT_ENOUGH_SPACE)
         ef[offset:offset + len(data)] = data
