@@ -16,6 +16,7 @@ what was wrong, where, and what was expected.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -185,19 +186,38 @@ def parse_apdu(data: Union[bytes, bytearray, memoryview, str]) -> APDU:
                     f"{lc}, or {lc + 2} with an extended Le)")
 
 
-ApduLike = Union[bytes, bytearray, memoryview, str, APDU]
+ApduLike = Union[bytes, bytearray, memoryview, str, APDU, list[int], tuple[int, ...]]
 
 
 def to_apdu_bytes(apdu: ApduLike) -> bytes:
-    """Bytes of an APDU given as bytes, hex text or :class:`APDU`."""
+    """Bytes of an APDU given as bytes, hex text, :class:`APDU` or a list
+    (or tuple) of ints 0..255, as pyscard takes them."""
     if isinstance(apdu, APDU):
         return bytes(apdu)
     if isinstance(apdu, str):
         return parse_hex(apdu)
     if isinstance(apdu, (bytes, bytearray, memoryview)):
         return bytes(apdu)
-    raise TypeError(f"an APDU is bytes, hex str or scardio.apdu.APDU, "
+    if isinstance(apdu, (list, tuple)):
+        try:
+            return bytes(apdu)
+        except (TypeError, ValueError):
+            raise _bad_element(apdu) from None
+    raise TypeError(f"an APDU is bytes, hex str, a list of ints or scardio.apdu.APDU, "
                     f"not {type(apdu).__name__}")
+
+
+def _bad_element(apdu: Union[list[int], tuple[int, ...]]) -> APDUError:
+    for i, v in enumerate(apdu):
+        try:
+            n = operator.index(v)
+        except TypeError:
+            return APDUError(f"APDU element {i} is {v!r} ({type(v).__name__}): every "
+                             "element of a list APDU must be an int 0..255")
+        if not 0 <= n <= 0xFF:
+            return APDUError(f"APDU element {i} is {n}: every element of a list APDU "
+                             "must be a byte value 0..255")
+    return APDUError("APDU list is not a sequence of byte values 0..255")
 
 
 def max_apdu_length(protocol: int) -> int:

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import struct
 import time
-from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
 
 from . import errors
 from .apdu import APDUError, ApduLike, check_length, parse_apdu, to_apdu_bytes
 from .atr import ATR, ATRError, parse_atr
 from .constants import IOCTL, Protocol
 from .reader import Disposition, Request, Steps, run_sync
+from .status_words import StatusWord, lookup_status_word
 
 if TYPE_CHECKING:
     from .reader import Reader
@@ -49,9 +49,14 @@ class CardDisconnectedError(errors.InvalidStateError):
     closed): connect again."""
 
 
-@dataclass(frozen=True)
-class Response:
-    """A response APDU."""
+class Response(NamedTuple):
+    """A response APDU: the data (``bytes``) and the status word.
+
+    It unpacks like pyscard's ``transmit`` result, ``data, sw1, sw2 =
+    card.transmit(...)``, and indexes the same way (``rsp[1]`` is SW1), with
+    one difference: pyscard's data is a list of ints, ours stays ``bytes``
+    (``list(rsp.data)`` gives pyscard's form).  ``describe()`` says what the
+    status word means (ISO 7816-4, :mod:`scardio.status_words`)."""
     data: bytes
     sw1: int
     sw2: int
@@ -64,6 +69,15 @@ class Response:
     def ok(self) -> bool:
         return self.sw == 0x9000
 
+    @property
+    def status_word(self) -> StatusWord:
+        """The status word's meaning and category."""
+        return lookup_status_word(self.sw1, self.sw2)
+
+    def describe(self) -> str:
+        """The status word in words, e.g. "6A 82: file or application not found"."""
+        return str(self.status_word)
+
     def __bytes__(self) -> bytes:
         return self.data + bytes((self.sw1, self.sw2))
 
@@ -72,12 +86,15 @@ class Response:
 
     def raise_for_status(self) -> "Response":
         if not (self.ok or self.sw1 == 0x61):
-            raise StatusWordError(f"card answered SW {self.sw:04X}", self)
+            raise StatusWordError(f"card answered SW {self.sw:04X} "
+                                  f"({self.status_word.meaning})", self)
         return self
 
     def as_dict(self) -> dict[str, Any]:
+        status = self.status_word
         return {"data": self.data.hex().upper(), "sw": f"{self.sw:04X}",
-                "sw1": self.sw1, "sw2": self.sw2}
+                "sw1": self.sw1, "sw2": self.sw2, "meaning": status.meaning,
+                "category": status.category}
 
     def __str__(self) -> str:
         d = self.hex()
@@ -182,7 +199,9 @@ class Card:
     def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
                  auto_resend: Optional[bool] = None,
                  timeout: Optional[float] = None) -> Response:
-        """Send a command APDU (bytes, hex text or scardio.apdu.APDU)."""
+        """Send a command APDU: bytes, hex text, scardio.apdu.APDU or a list
+        of ints 0..255 (as pyscard takes it).  Returns a :class:`Response`,
+        which unpacks as ``data, sw1, sw2``."""
         raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
         get_response = self.auto_get_response if auto_get_response is None \
             else auto_get_response

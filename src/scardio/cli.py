@@ -380,7 +380,7 @@ def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
                 results.append(d)
             else:
                 out.line(f"> {apdu.hex(' ').upper()}")
-                out.line(f"< {resp}  ({us:.1f} us)")
+                out.line(f"< {resp}: {resp.status_word.meaning}  ({us:.1f} us)")
         card.disconnect(Disposition.UNPOWER)
     if out.json:
         out.doc({"reader": reader.name, "protocol": card.protocol_name,
