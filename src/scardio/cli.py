@@ -10,6 +10,9 @@
     connect READER               connect: ATR (decoded), protocol, the sequence
     apdu READER HEX [HEX ...]    connect and send APDUs
     demo                         the whole spec sequence on a simulated reader
+    scan [READER ...]            like pcsc_scan: arrivals and removals with the time,
+                                 each card's ATR decoded and named from the card list
+    atr HEX                      decode an ATR offline and look it up (like ATR_analysis)
 
 READER is a name (exact, case-insensitive or a unique part) or an index from
 ``list``.  Global options (before or after the command):
@@ -162,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("demo", "run the spec's whole sequence on a simulated reader")
     sp.add_argument("--delay", type=_seconds, default=0.5, metavar="S",
                     help="power-down timeout used by the demo (default %(default)s)")
+    _add_scan_commands(cmd)
     return p
 
 
@@ -493,9 +497,202 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------
+# scan and atr: cards named from pcsc-tools' list (scardio.atr_list)
+
+
+def _atr_list_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such ATR list file: {text}")
+    return text
+
+
+def _add_scan_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    list_help = ("ATR list in pcsc-tools' smartcard_list.txt format (default: the "
+                 "installed one, if any)")
+    sp = cmd("scan", "watch readers like pcsc_scan: each card's arrival and removal "
+                     "with the time, its ATR decoded, and the cards it may be")
+    sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
+    sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
+    sp.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
+    sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=list_help)
+    sp.add_argument("--sim-toggle", type=_seconds, metavar="S",
+                    help="simulated readers: every S seconds insert a card if there is "
+                         "none, else remove it (to try scan without hardware)")
+    sp = cmd("atr", "decode an ATR offline and name the card from the ATR list")
+    sp.add_argument("atr", nargs="+", metavar="HEX", help="the ATR in hex (spaces allowed)")
+    sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=list_help)
+
+
+def _atr_report(atr: bytes, list_file: Optional[str]) -> dict[str, Any]:
+    """The ATR decoded and looked up: the fields scan and atr print."""
+    from .atr import ATRError, parse_atr
+    from .atr_list import load_atr_list
+    d: dict[str, Any] = {"atr": atr.hex().upper()}
+    try:
+        parsed = parse_atr(atr)
+    except ATRError as exc:
+        d["atr_error"] = str(exc)
+    else:
+        d["atr_protocols"] = [f"T={p}" for p in parsed.protocols]
+        d["atr_description"] = parsed.describe()
+    d["atr_list"] = list_file
+    d["cards"] = [] if list_file is None else [
+        m.as_dict() for m in load_atr_list(list_file).match(atr)]
+    return d
+
+
+def _atr_report_lines(d: dict[str, Any], indent: str = "") -> list[str]:
+    atr = bytes.fromhex(d["atr"])
+    if "atr_description" in d:
+        lines = list(d["atr_description"])
+    else:
+        lines = [f"ATR: {atr.hex(' ').upper()} ({len(atr)} bytes)",
+                 f"(not a valid ATR: {d['atr_error']})"]
+    if d["atr_list"] is None:
+        lines.append("Card list: none installed (pcsc-tools has one; or give --atr-list)")
+    elif not d["cards"]:
+        lines.append(f"Card list: no entry matches ({d['atr_list']})")
+    else:
+        lines.append(f"Possibly identified card (using {d['atr_list']}):")
+        for m in d["cards"]:
+            lines.append(f"  {m['pattern']}")
+            lines += [f"      {text}" for text in m["descriptions"]]
+    return [indent + ln for ln in lines]
+
+
+def _wall_clock(monotonic_ts: float) -> str:
+    """Local time of a time.monotonic() timestamp, ISO 8601 with ms."""
+    import datetime
+    wall = time.time() - (time.monotonic() - monotonic_ts)
+    return datetime.datetime.fromtimestamp(wall).astimezone().isoformat(
+        sep=" ", timespec="milliseconds")
+
+
+class _SimToggler:
+    """--sim-toggle: a card goes in and out of every simulated reader."""
+
+    def __init__(self, readers: list[Reader], period: float, t0: bool) -> None:
+        from .sim import SimControl
+        self._sims = [SimControl(r.device) for r in readers
+                      if r.descriptor is not None and r.descriptor.source == "sim"]
+        self._period, self._t0 = period, t0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scardio-sim-toggle",
+                                        daemon=True)
+
+    def start(self) -> None:
+        if self._sims:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            for sim in self._sims:
+                try:
+                    if sim.counters().present:
+                        sim.remove()
+                    else:
+                        sim.insert(t0=self._t0)
+                except errors.ScardioError:
+                    return  # the reader closed under us: scan is ending
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+
+
+def cmd_scan(args: argparse.Namespace, out: Output) -> int:
+    from .atr_list import find_atr_list
+    from .monitor import ARRIVAL, Monitor
+    from .probe import probe_atr
+    if args.sim_toggle is not None and args.sim_toggle <= 0:
+        raise UsageError("--sim-toggle needs a period > 0 seconds")
+    list_file = args.atr_list or find_atr_list()
+    pool = _readers(args)
+    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
+    if not descs:
+        raise ReaderNotFoundError("no readers to scan (try --sim 1)", "", [])
+    readers: list[Reader] = []
+    monitor: Optional[Monitor] = None
+    toggler: Optional[_SimToggler] = None
+    try:
+        for d in descs:
+            insert = args.insert
+            if not args.readers and insert and d.source != "sim":
+                args.insert = False  # --insert with "every reader": sim ones only
+            try:
+                readers.append(_open(args, out, d.name, pool))
+            finally:
+                args.insert = insert
+        if not out.json:
+            out.line(f"scanning {len(readers)} reader(s)"
+                     f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
+                     f"card list: {list_file or 'none'}; Ctrl-C stops")
+            for r in readers:
+                out.line(f"  {r.name}")
+        monitor = Monitor(readers)
+        if args.sim_toggle is not None:
+            toggler = _SimToggler(readers, args.sim_toggle, args.card == "t0")
+            toggler.start()
+        for ev in monitor.events(timeout=args.timeout, count=args.count):
+            record: dict[str, Any] = {"time": _wall_clock(ev.timestamp), "event": ev.kind,
+                                      "reader": ev.reader.name, "seq": ev.seq}
+            if ev.error is not None:
+                record["error"] = str(ev.error)
+            probe_error: Optional[str] = None
+            if ev.kind == ARRIVAL:
+                try:
+                    probe = probe_atr(ev.reader, timeout=10.0)
+                except errors.NoCardError:
+                    probe_error = "the card left before its ATR was read"
+                except errors.ScardioError as exc:
+                    probe_error = f"could not read the ATR: {exc}"
+                else:
+                    record["card_state"] = probe.state.name
+                    record["actions"] = probe.actions
+                    record.update(_atr_report(probe.atr, list_file))
+                if probe_error is not None:
+                    record["atr_error"] = probe_error
+            if out.json:
+                out.jsonl(record)
+                continue
+            extra = f": {record['error']}" if "error" in record else ""
+            lines = [f"{record['time']}  {ev.kind:<9}  {ev.reader.name}{extra}"]
+            if probe_error is not None:
+                lines.append(f"    ({probe_error})")
+            elif "atr" in record:
+                lines += _atr_report_lines(record, "    ")
+            out.line("\n".join(lines))
+    finally:
+        if toggler is not None:
+            toggler.stop()
+        if monitor is not None:
+            monitor.close()
+        for r in readers:
+            r.close()
+    return EXIT_OK
+
+
+def cmd_atr(args: argparse.Namespace, out: Output) -> int:
+    from .atr_list import find_atr_list
+    atr = parse_hex(" ".join(args.atr))  # malformed hex: APDUError, exit 2
+    report = _atr_report(atr, args.atr_list or find_atr_list())
+    if out.json:
+        out.doc(report)
+    else:
+        for line in _atr_report_lines(report):
+            out.line(line)
+    if "atr_error" in report:
+        out.err(f"scardio: bad input: not a valid ATR: {report['atr_error']}")
+        return EXIT_USAGE
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "list": cmd_list, "info": cmd_info, "monitor": cmd_monitor,
     "connect": cmd_connect, "apdu": cmd_apdu, "demo": cmd_demo,
+    "scan": cmd_scan, "atr": cmd_atr,
 }
 
 
