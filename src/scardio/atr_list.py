@@ -113,9 +113,10 @@ class ATRList:
         return found
 
 
-def find_atr_list(locations: tuple[str, ...] = DEFAULT_LOCATIONS) -> Optional[str]:
-    """The first list present among `locations` (~ expanded), or None."""
-    for loc in locations:
+def find_atr_list(locations: Optional[tuple[str, ...]] = None) -> Optional[str]:
+    """The first list present among `locations` (default
+    :data:`DEFAULT_LOCATIONS`; ~ expanded), or None."""
+    for loc in DEFAULT_LOCATIONS if locations is None else locations:
         path = os.path.expanduser(loc)
         if os.path.isfile(path):
             return path
