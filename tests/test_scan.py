@@ -8,10 +8,12 @@ import datetime
 import io
 import json
 import re
+import threading
+import time
 
 import pytest
 
-from helpers_reader import run_cli, sim_reader
+from helpers_reader import VPCD_LIBRARY, free_port_pair, require_vpcd, run_cli, sim_reader
 from scardio import State, atr_list, cli, errors
 from scardio.probe import probe_atr
 from scardio.sim import ATR_T0, ATR_T1
@@ -88,7 +90,7 @@ def test_probe_a_custom_atr():
 # -- scan --------------------------------------------------------------------------
 
 def test_scan_arrivals_and_removals(conf, card_list):
-    p = run_cli("--reader-conf", conf, "--sim", "1", "scan", "--sim-toggle", "0.3",
+    p = run_cli("--reader-conf", conf, "--sim", "1", "scan", "--sim-toggle", "1",
                 "--count", "4", "--timeout", "20", "--atr-list", card_list)
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(f"scanning 1 reader(s) for 20.0 s; card list: {card_list}")
@@ -146,6 +148,40 @@ def test_scan_timeout_and_bad_options(conf, tmp_path):
     assert p.returncode == 4 and "no readers to scan" in p.stderr
     p = run_cli("--reader-conf", conf, "--sim", "1", "scan", "nosuch", "--timeout", "1")
     assert p.returncode == 4
+
+
+@pytest.mark.vpcd
+def test_scan_on_vpcd(tmp_path, card_list):
+    """A real driver: vpcd with the stdlib test card inserted and removed."""
+    vc = require_vpcd()
+    port = free_port_pair()
+    d = tmp_path / "vpcd.conf.d"
+    d.mkdir()
+    name = "scardio scan vpcd"
+    (d / "vpcd-test").write_text(f'FRIENDLYNAME "{name}"\nDEVICENAME /dev/null:0x{port:X}\n'
+                                 f"LIBPATH {VPCD_LIBRARY}\nCHANNELID 0x{port:X}\n")
+    card = vc.VirtualCard(port=port, connect_timeout=20)
+
+    def plug():
+        try:
+            card.insert()
+            time.sleep(1.0)
+            card.remove()
+        except Exception:
+            pass
+    t = threading.Thread(target=plug, daemon=True)
+    t.start()
+    try:
+        p = run_cli("--reader-conf", str(d), "--json", "scan", name, "--count", "2",
+                    "--timeout", "20", "--atr-list", card_list)
+    finally:
+        t.join(25)
+        card.close()
+    assert p.returncode == 0, p.stderr
+    recs = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert [r["event"] for r in recs] == ["arrival", "departure"]
+    assert recs[0]["atr"] == vc.ATR_T1.hex().upper(), recs[0]
+    assert recs[0]["actions"][-2:] == ["COLD_RESET", "POWER_DOWN"], recs[0]
 
 
 # -- atr -----------------------------------------------------------------------------
