@@ -510,8 +510,8 @@ def _atr_list_file(text: str) -> str:
 def _add_scan_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
     list_help = ("ATR list in pcsc-tools' smartcard_list.txt format (default: the "
                  "installed one, if any)")
-    sp = cmd("scan", "watch readers like pcsc_scan: each card's arrival and removal "
-                     "with the time, its ATR decoded, and the cards it may be")
+    sp = cmd("scan", "watch readers like pcsc_scan: arrivals and removals with the "
+                     "time, each card's ATR decoded and named from the ATR list")
     sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
     sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
     sp.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
@@ -519,7 +519,7 @@ def _add_scan_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> No
     sp.add_argument("--sim-toggle", type=_seconds, metavar="S",
                     help="simulated readers: every S seconds insert a card if there is "
                          "none, else remove it (to try scan without hardware)")
-    sp = cmd("atr", "decode an ATR offline and name the card from the ATR list")
+    sp = cmd("atr", "decode an ATR offline and name the card (like ATR_analysis)")
     sp.add_argument("atr", nargs="+", metavar="HEX", help="the ATR in hex (spaces allowed)")
     sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=list_help)
 
