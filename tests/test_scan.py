@@ -81,6 +81,19 @@ def test_probe_reads_a_reset_card_without_touching_it():
             assert card.transmit("00A4040C08F07363617264696F").ok
 
 
+def test_probe_a_powered_card_keeps_it_powered():
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        reader.connect(timeout=5).disconnect()
+        before = sim.counters()
+        sim.force_state(State.POWERED)
+        p = probe_atr(reader)
+        # no ATR before a reset: a warm reset gives it, and the card stays powered
+        assert p.atr == ATR_T1 and p.actions == ["POWERED", "WARM_RESET"]
+        after = sim.counters()
+        assert after.powered and after.power_downs == before.power_downs
+
+
 def test_probe_a_custom_atr():
     with sim_reader() as (reader, sim):
         sim.insert(bytes.fromhex("3B021450"))

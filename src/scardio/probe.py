@@ -54,10 +54,12 @@ class Probe:
         return "COLD_RESET" in self.actions
 
 
-def _atr_attribute() -> "Steps[Optional[bytes]]":
+def _atr_attribute(state: State) -> "Steps[Optional[bytes]]":
+    # Before a reset the core has no ATR to give: INVALID_DEVICE_STATE.
+    missing = _NO_ATTRIBUTE + ((errors.InvalidStateError,) if state == State.POWERED else ())
     try:
         atr = yield Request(IOCTL.GET_ATTRIBUTE, _U32.pack(Attr.ATR_STRING), _ATR_OUT)
-    except _NO_ATTRIBUTE:
+    except missing:
         return None
     return atr or None
 
@@ -69,7 +71,7 @@ def probe_atr_steps() -> "Steps[Probe]":
     if state in (State.UNKNOWN, State.ABSENT):
         raise errors.NoCardError(f"no card in the reader (state {state.name})")
     if state in (State.NEGOTIABLE, State.SPECIFIC, State.POWERED):
-        atr = yield from _atr_attribute()
+        atr = yield from _atr_attribute(state)
         if atr is not None:
             actions.append("ATR")
             return Probe(atr, state, actions)
