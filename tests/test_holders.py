@@ -99,6 +99,19 @@ def check(proc: FakeProc, fsys: FakeSys, *readers: tuple[str, str, int],
                                  platform="linux")
 
 
+def deny_fds_of(monkeypatch: pytest.MonkeyPatch, proc: FakeProc, *pids: int) -> None:
+    """Make /proc/PID/fd unreadable for *pids*, as for another user's processes."""
+    real_scandir = os.scandir
+    denied = [str(proc.root / str(pid)) + os.sep for pid in pids]
+
+    def scandir(path: str):  # type: ignore[no-untyped-def]
+        if any(str(path).startswith(d) for d in denied):
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
 VPCD = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 USB_NAME = "usb:072f/90cc:libudev:0:/dev/bus/usb/001/004"
 
@@ -178,14 +191,7 @@ def test_holder_not_visible_names_the_running_pcscd(proc: FakeProc, fsys: FakeSy
     proc.tcp(tcp_line(0, 35963, "0A", 18265))
     proc.process(812, "pcscd", ["socket:[18265]"])
     proc.process(900, "bash", ["/dev/pts/0"])
-    real_scandir = os.scandir
-
-    def scandir(path: str):  # type: ignore[no-untyped-def]
-        if str(path).startswith(str(proc.root / "812")):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(holders.os, "scandir", scandir)
+    deny_fds_of(monkeypatch, proc, 812)
     usage, = check(proc, fsys, (VPCD, "/dev/null:0x8C7B", 0))
     assert usage.busy and usage.holders == () and not usage.complete
     assert [(s.pid, s.name) for s in usage.suspects] == [(812, "pcscd")]
@@ -322,20 +328,51 @@ def test_open_failure_on_an_unknown_usb_device_names_a_running_pcscd(
     node.write_bytes(b"")
     name = f"usb:072f/90cc:libudev:0:{node}"
     proc.process(300, "pcscd", [str(node)])
-    real_scandir = os.scandir
-
-    def scandir(path: str):  # type: ignore[no-untyped-def]
-        if str(path).startswith(str(proc.root / "300")):
-            raise PermissionError(13, "Permission denied", path)
-        return real_scandir(path)
-
-    monkeypatch.setattr(holders.os, "scandir", scandir)
+    deny_fds_of(monkeypatch, proc, 300)
     err = holders.channel_open_error(MESSAGE.format(name), "libccid.so", name, 0,
                                      proc_root=str(proc.root),
                                      sys_root=str(fsys.devices.parents[2]), platform="linux")
     assert type(err) is errors.ReaderInUseError
     assert "likely holder is pcscd (pid 300)" in str(err)
     assert [h.pid for h in err.holders] == [300]
+
+
+def test_open_failure_on_a_serial_node_names_running_pcscds(
+        proc: FakeProc, fsys: FakeSys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A serial reader's node proves nothing by itself (the reader may just
+    be unplugged from the port): a channel error, naming the pcscds that run
+    where their descriptors cannot be read."""
+    proc.process(300, "pcscd", [])
+    proc.process(301, "pcscd", [])
+    deny_fds_of(monkeypatch, proc, 300, 301)
+    err = holders.channel_open_error(MESSAGE.format("/dev/zero"), "libgempc.so",
+                                     "/dev/zero", 0, proc_root=str(proc.root),
+                                     sys_root=str(fsys.devices.parents[2]), platform="linux")
+    assert type(err) is errors.ChannelOpenError
+    assert "pcscd (pid 300), pcscd (pid 301) are running and may hold it" in str(err)
+    assert str(err).count("systemctl stop pcscd.socket pcscd.service") == 1
+    # and the same node held by a process that can be seen is in use
+    proc.process(302, "gpg-agent", ["/dev/zero"])
+    err = holders.channel_open_error(MESSAGE.format("/dev/zero"), "libgempc.so",
+                                     "/dev/zero", 0, proc_root=str(proc.root),
+                                     sys_root=str(fsys.devices.parents[2]), platform="linux")
+    assert type(err) is errors.ReaderInUseError
+    assert "gpg-agent (pid 302) holds device /dev/zero" in str(err)
+    assert "kill 302" in str(err)
+
+
+def test_open_failure_without_access_to_the_node_says_so(
+        proc: FakeProc, fsys: FakeSys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    node = tmp_path / "001" / "004"
+    node.parent.mkdir()
+    node.write_bytes(b"")
+    name = f"usb:072f/90cc:libudev:0:{node}"
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(node))
+    err = holders.channel_open_error(MESSAGE.format(name), "libccid.so", name, 0,
+                                     proc_root=str(proc.root),
+                                     sys_root=str(fsys.devices.parents[2]), platform="linux")
+    assert type(err) is errors.ChannelOpenError
+    assert f"no permission to open {node}" in str(err) and "udev rule" in str(err)
 
 
 # ---- this process holding a vpcd port: the API, the listing and the CLI -----
@@ -398,3 +435,22 @@ def test_cli_reports_a_held_reader(tmp_path: Path, held_port: int) -> None:
     err = json.loads(scardio("--json", "info", "0").stderr.splitlines()[-1])
     assert err["type"] == "ReaderInUseError" and err["exit_code"] == 5
     assert "5 reader in use" in " ".join(scardio("--help").stdout.split())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux interfaces")
+def test_sock_diag_and_proc_net_tcp_agree(held_port: int) -> None:
+    """The fast path (sock_diag netlink) and the /proc/net/tcp{,6} tables
+    name the same listening socket (IPv4 and IPv6)."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s6:
+        s6.bind(("::1", 0))
+        s6.listen(1)
+        port6 = s6.getsockname()[1]
+        fast = holders._sock_diag_listeners()
+        if fast is None:
+            pytest.skip("sock_diag netlink is not available here")
+        # "/proc/" is the same tree but not the literal "/proc": the file parser
+        slow = holders._tcp_listeners("/proc/")
+        assert slow is not None
+        for port in (held_port, port6):
+            assert fast[port] == slow[port] and len(fast[port]) == 1
+        assert holders._tcp_listeners("/proc")[held_port] == fast[held_port]  # type: ignore[index]
