@@ -148,8 +148,8 @@ def report() -> Iterator[dict[str, Any]]:
 
 def _run(work: Path, pcscd: str) -> dict[str, Any]:
     conf = work / "reader.conf"
-    conf.write_text(f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:{VPCD_PORT:#X}\n'
-                    f"LIBPATH {VPCD_LIBRARY}\nCHANNELID {VPCD_PORT:#X}\n")
+    conf.write_text(f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x{VPCD_PORT:04X}\n'
+                    f"LIBPATH {VPCD_LIBRARY}\nCHANNELID 0x{VPCD_PORT:04X}\n")
     conf.chmod(0o644)
     child = work / "child.py"
     child.write_text(CHILD % {"port": VPCD_PORT, "pcscd": pcscd, "api": API})
