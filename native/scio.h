@@ -172,7 +172,9 @@ typedef struct scio_ifd_options {
 /* Open an IFD-handler driver: library path, device name (as in a reader.conf
  * DEVICENAME), LUN.  q receives this device's overlapped completions (NULL:
  * a private queue, see scio_device_queue).  opts may be NULL.  On failure
- * returns a status and writes a human-readable reason into errbuf. */
+ * returns a status and writes a human-readable reason into errbuf;
+ * SCIO_NO_SUCH_DEVICE means the driver loaded but could not open the
+ * channel (the reader is absent, or held by another process). */
 scio_status scio_open_ifd(const char *library, const char *device_name,
                           unsigned long lun, scio_queue *q,
                           const scio_ifd_options *opts, scio_device **out,

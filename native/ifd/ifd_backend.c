@@ -1157,14 +1157,11 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     }
     if (rc != IFD_SUCCESS) {
         scio_mutex_unlock(s->lock);
-        /* The usual reason for a USB reader: pcscd has claimed it. */
+        /* Why (often: another process holds the reader) is for the caller
+         * to find out; SCIO_NO_SUCH_DEVICE marks this failure alone. */
         set_err(errbuf, errlen,
-                "driver %s could not open channel \"%s\" (LUN 0x%lx): IFD code %ld%s",
-                library, device_name ? device_name : "", lun, (long)rc,
-                device_name && strncmp(device_name, "usb:", 4) == 0
-                    ? "; if pcscd is running it holds USB readers: stop it first "
-                      "(systemctl stop pcscd.socket pcscd)"
-                    : "");
+                "driver %s could not open channel \"%s\" (LUN 0x%lx): IFD code %ld",
+                library, device_name ? device_name : "", lun, (long)rc);
         st = SCIO_NO_SUCH_DEVICE;
         goto fail;
     }

@@ -241,6 +241,11 @@ cdef class Device:
         with nogil:
             st = scio_open_ifd(lib_p, name_p, lun, NULL, &opts, &self._dev,
                                errbuf, sizeof(errbuf))
+        if st == SCIO_NO_SUCH_DEVICE:
+            # The driver could not open the channel: say who holds the reader.
+            from .holders import channel_open_error
+            raise channel_open_error(errbuf.decode("utf-8", "replace"),
+                                     os.fsdecode(library), os.fsdecode(device_name), lun)
         if st != SCIO_SUCCESS:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)

@@ -22,6 +22,7 @@ cdef extern from "scio.h" nogil:
     enum:
         SCIO_SUCCESS
         SCIO_PENDING
+        SCIO_NO_SUCH_DEVICE
         SCIO_MAX_INPUT
         SCIO_MAX_OUTPUT
         SCIO_MAX_ATR

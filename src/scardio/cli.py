@@ -32,8 +32,10 @@ READER is a name (exact, case-insensitive or a unique part) or an index from
 Exit codes: 0 ok; 1 error (driver, card, I/O); 2 usage or bad input (options,
 malformed hex, APDU too short/long for the protocol); 3 no card (absent,
 removed, or none within --wait); 4 reader not found (or ambiguous);
-130 interrupted (Ctrl-C: pending requests are cancelled, the card is powered
-down, the reader closed).
+5 reader in use (another process, e.g. pcscd, holds it: the message names
+it where it can be found and says how to free it; ``list`` marks such readers
+busy); 130 interrupted (Ctrl-C: pending requests are cancelled, the card is
+powered down, the reader closed).
 """
 
 from __future__ import annotations
@@ -54,13 +56,14 @@ from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEven
                      TraceRecord, TracingDevice, open_device)
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NO_CARD",
-           "EXIT_NOT_FOUND", "EXIT_INTERRUPTED"]
+           "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_CARD = 3
 EXIT_NOT_FOUND = 4
+EXIT_IN_USE = 5
 EXIT_INTERRUPTED = 130
 
 PROTOCOLS = {"t0": Protocol.T0, "t1": Protocol.T1, "any": Protocol.T0 | Protocol.T1,
@@ -129,7 +132,8 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
                 epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
-                       "4 reader not found, 130 Ctrl-C.")
+                       "4 reader not found, 5 reader in use (held by another "
+                       "process, e.g. pcscd), 130 Ctrl-C.")
     _globals(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -217,9 +221,10 @@ class Output:
 # Helpers
 
 
-def _readers(args: argparse.Namespace, include_unavailable: bool = False) -> list[ReaderDescriptor]:
+def _readers(args: argparse.Namespace, include_unavailable: bool = False,
+             check_busy: bool = False) -> list[ReaderDescriptor]:
     return list_readers(args.sim, reader_conf_dirs=args.reader_conf,
-                        include_unavailable=include_unavailable)
+                        include_unavailable=include_unavailable, check_busy=check_busy)
 
 
 def _open(args: argparse.Namespace, out: Output, spec: str,
@@ -258,17 +263,20 @@ def _atr_lines(card: Any) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace, out: Output) -> int:
-    readers = _readers(args, include_unavailable=args.all)
+    readers = _readers(args, include_unavailable=args.all, check_busy=True)
     if out.json:
         out.doc([{"index": i, "name": r.name, "source": r.source, "library": r.library,
                   "device_name": r.device_name, "lun": r.lun, "available": r.available,
-                  **({"problem": r.extra["problem"]} if "problem" in r.extra else {})}
+                  **({"problem": r.extra["problem"]} if "problem" in r.extra else {}),
+                  "busy": r.busy, **{k: r.extra[k] for k in ("holders", "likely_holders")
+                                     if k in r.extra}}
                  for i, r in enumerate(readers)])
         return EXIT_OK
     if not readers:
         out.line("no readers found (try --sim 1)")
     for i, r in enumerate(readers):
         flag = "" if r.available else f"  [unavailable: {r.extra.get('problem')}]"
+        flag += f"  [busy: {r.extra.get('busy_summary')}]" if r.busy else ""
         out.line(f"{i}: {r.name}  ({r.source}: {r.device_name}, lun {r.lun}){flag}")
     return EXIT_OK
 
@@ -737,6 +745,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
         return fail(EXIT_NO_CARD, "no card", exc)
     except errors.CancelledError as exc:
         return fail(EXIT_INTERRUPTED, "cancelled", exc)
+    except errors.ReaderInUseError as exc:
+        return fail(EXIT_IN_USE, "reader in use", exc)
     except (errors.ScardioError, ValueError, OSError) as exc:
         return fail(EXIT_ERROR, "error", exc)
 

@@ -34,6 +34,14 @@ true; then it is returned with ``extra["available"] = False`` and
 binding is not built.  Malformed files never raise: the faulty file, bundle
 or entry is skipped and a warning goes to the ``scardio.discovery`` logger.
 
+In use: with ``check_busy``, each reader another process holds (pcscd, most
+often) gets ``extra["busy"] = True``, ``extra["busy_summary"]`` ("held by
+pcscd (pid 812)") and ``extra["holders"]`` (``pid``, ``name``, ``resource``
+of each holder found; empty when other users' processes cannot be read, and
+then ``extra["likely_holders"]`` names a running pcscd).
+It is found from /proc and /sys, without loading any driver (Linux only:
+see :mod:`scardio.holders`); other readers get ``extra["busy"] = False``.
+
 Names are made unique: a second reader with the same name gets `` #2``
 appended, a third `` #3``, and so on.
 
@@ -121,6 +129,12 @@ class ReaderDescriptor:
     @property
     def available(self) -> bool:
         return bool(self.extra.get("available", True))
+
+    @property
+    def busy(self) -> bool:
+        """Held by another process, as far as ``list_readers(check_busy=True)``
+        found (False when not checked)."""
+        return bool(self.extra.get("busy", False))
 
     def __str__(self) -> str:
         return self.name
@@ -656,14 +670,16 @@ def _unique_names(readers: list[ReaderDescriptor]) -> list[ReaderDescriptor]:
 def list_readers(sim: int = 0, *, drop_dir: Optional[PathLike] = None,
                  reader_conf_dirs: Optional[Iterable[PathLike]] = None,
                  sysfs_root: Optional[PathLike] = None,
-                 include_unavailable: bool = False) -> list[ReaderDescriptor]:
+                 include_unavailable: bool = False,
+                 check_busy: bool = False) -> list[ReaderDescriptor]:
     """Every reader found: USB readers with a bundle driver, reader.conf
     readers, then *sim* simulated readers (``SCARDIO_SIM`` when *sim* is 0).
 
     *drop_dir*, *reader_conf_dirs* (files or directories) and *sysfs_root*
-    override the system locations (for tests).  Raises ValueError only for a
-    negative *sim* or a malformed ``SCARDIO_SIM``; problems in the files read
-    are logged and the affected entries skipped.
+    override the system locations (for tests).  *check_busy* marks the
+    readers another process holds (see the module docstring).  Raises
+    ValueError only for a negative *sim* or a malformed ``SCARDIO_SIM``;
+    problems in the files read are logged and the affected entries skipped.
     """
     count = _sim_count(sim)
     readers: list[ReaderDescriptor] = []
@@ -675,7 +691,25 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[PathLike] = None,
     else:
         readers += device_path_readers()
     readers += sim_readers(count)
+    if check_busy:
+        readers = _mark_busy(readers)
     return _unique_names(readers)
+
+
+def _mark_busy(readers: list[ReaderDescriptor]) -> list[ReaderDescriptor]:
+    from .holders import check_readers
+    usages = check_readers([(r.library, r.device_name, r.lun) for r in readers])
+    marked = []
+    for r, usage in zip(readers, usages):
+        extra: dict[str, object] = {**r.extra, "busy": usage.busy}
+        if usage.busy:
+            extra["busy_summary"] = usage.summary()
+            extra["holders"] = [h.as_dict() for h in usage.holders]
+            if usage.suspects:
+                extra["likely_holders"] = [h.as_dict() for h in usage.suspects]
+        marked.append(ReaderDescriptor(r.name, r.source, r.library, r.device_name,
+                                       r.lun, extra))
+    return marked
 
 
 def device_path_readers() -> list[ReaderDescriptor]:

@@ -9,7 +9,10 @@ Each error carries ``status`` (the core's NTSTATUS-style code), its
 from __future__ import annotations
 
 import builtins
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .holders import Holder
 
 __all__ = [
     "ScardioError", "NoCardError", "TimeoutError", "CancelledError",
@@ -58,11 +61,6 @@ class CancelledError(ScardioError):
 class DeviceBusyError(ScardioError):
     """A tracking request (IS_PRESENT / IS_ABSENT) is already pending."""
     status = 0x80000011
-
-
-class ReaderInUseError(DeviceBusyError):
-    """Another owner holds the reader exclusively."""
-    status = 0xC0000043
 
 
 class NotSupportedError(ScardioError):
@@ -142,6 +140,18 @@ class MissingEntryPointError(DriverLoadError):
 class ChannelOpenError(DriverLoadError):
     """The driver could not open the reader's channel."""
     status = 0xC000000E
+
+
+class ReaderInUseError(DeviceBusyError, ChannelOpenError):
+    """Another owner holds the reader exclusively: another process (pcscd,
+    most often; the message names it where it can be found, and says how to
+    free the reader) or another open Device of this process.
+
+    ``holders`` lists the processes found holding it (or, when their
+    descriptors could not be read, the known holders that are running), as
+    :class:`scardio.holders.Holder`; it is empty when none was found."""
+    status = 0xC0000043
+    holders: tuple["Holder", ...] = ()
 
 
 STATUS_NAMES = {
