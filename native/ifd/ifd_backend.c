@@ -100,6 +100,19 @@ typedef struct ifd_dev {
     int wake;
 } ifd_dev;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define IFD_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
+#else
+#define IFD_PRINTF(fmt_arg, first_arg)
+#endif
+
+/* Every length handed to a driver is bounded by the core's limits, so the
+ * conversions to the driver's DWORD below lose nothing, even where it is
+ * 32 bits (macOS, Windows). */
+_Static_assert(SCIO_MAX_INPUT <= UINT32_MAX && SCIO_MAX_OUTPUT <= UINT32_MAX,
+               "IOCTL buffer sizes fit a 32-bit DWORD");
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) IFD_PRINTF(3, 4);
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -1117,6 +1130,13 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         set_err(errbuf, errlen, "no driver library given");
         return SCIO_INVALID_PARAMETER;
     }
+#if IFD_DWORD_MAX < ULONG_MAX
+    /* The driver's DWORD is narrower than unsigned long (macOS). */
+    if (lun > IFD_DWORD_MAX) {
+        set_err(errbuf, errlen, "LUN 0x%lx does not fit the driver's 32-bit DWORD", lun);
+        return SCIO_INVALID_PARAMETER;
+    }
+#endif
     if ((st = lib_load(library, &lib, errbuf, errlen)) != SCIO_SUCCESS)
         return st;
     claim = claim_reader(lib, (IFD_DWORD)lun);
