@@ -26,6 +26,7 @@
 #include <windows.h>
 #endif
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -525,6 +526,17 @@ static void note_atr(ifd_dev *s, const uint8_t *atr, size_t len)
 
 /* ---- the IOCTLs --------------------------------------------------------- */
 
+/* A length the driver claimed, as the driver code reported with the failure
+ * (saturated: a 32-bit DWORD does not fit a 32-bit long on Windows). */
+static long length_code(IFD_DWORD len)
+{
+#if IFD_DWORD_MAX > LONG_MAX
+    if (len > (unsigned long)LONG_MAX)
+        return LONG_MAX;
+#endif
+    return (long)len;
+}
+
 static scio_status need_out(size_t out_cap, size_t n)
 {
     return out_cap < n ? SCIO_BUFFER_TOO_SMALL : SCIO_SUCCESS;
@@ -580,7 +592,7 @@ static scio_status power_up(ifd_dev *s, IFD_DWORD action, uint8_t *out,
         s->lib->power(s->lun, IFD_POWER_DOWN, dummy, &zero);
         forget_card(s);
         s->state = SCIO_STATE_SWALLOWED;
-        *drv = (long)len;
+        *drv = length_code(len);
         return len == 0 ? SCIO_UNRECOGNIZED_MEDIA : SCIO_DEVICE_DATA_ERROR;
     }
     note_atr(s, atr, len);
@@ -751,7 +763,7 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
         return s->state == SCIO_STATE_SPECIFIC ? st : SCIO_NO_MEDIA;
     }
     if (rx_len > (rx == s->rx ? SCIO_MAX_RESPONSE : cap)) {
-        *drv = (long)rx_len;
+        *drv = length_code(rx_len);
         return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
     }
     if (rx_len > cap)
@@ -807,7 +819,7 @@ static scio_status do_get_attribute(ifd_dev *s, const uint8_t *in, size_t in_len
     rc = s->lib->get_caps(s->lun, tag, &len, out);
     if (rc == IFD_SUCCESS) {
         if (len > out_cap) {
-            *drv = (long)len;
+            *drv = length_code(len);
             return SCIO_DEVICE_DATA_ERROR;
         }
         *out_len = len;
@@ -879,7 +891,7 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
         return map_rc_out(rc);
     }
     if (returned > out_cap) {
-        *drv = (long)returned;
+        *drv = length_code(returned);
         return SCIO_DEVICE_DATA_ERROR;
     }
     *out_len = returned;
