@@ -73,17 +73,17 @@ def _windows_build() -> dict[str, Any]:
 
     extensions: dict[str, dict[str, Any]] = {}
     cythonize_options: dict[str, Any] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
             continue
-        if node.func.id == "Extension":
-            kwargs = {k.arg: value(k.value) for k in node.keywords if k.arg}
-            name = value(node.args[0])
-            if len(node.args) > 1:
-                kwargs["sources"] = value(node.args[1])
+        if call.func.id == "Extension":
+            kwargs = {k.arg: value(k.value) for k in call.keywords if k.arg}
+            name = value(call.args[0])
+            if len(call.args) > 1:
+                kwargs["sources"] = value(call.args[1])
             extensions[name] = kwargs
-        elif node.func.id == "cythonize":
-            cythonize_options = {k.arg: value(k.value) for k in node.keywords if k.arg}
+        elif call.func.id == "cythonize":
+            cythonize_options = {k.arg: value(k.value) for k in call.keywords if k.arg}
     assert "scardio._core" in extensions, "setup.py defines no scardio._core extension"
     return {"extensions": extensions, "cythonize": cythonize_options}
 
@@ -150,8 +150,11 @@ def _msvc_cmd(mingw_include: str, *args: str) -> list[str]:
 
 # ---- (a) the Windows sources in MSVC mode -------------------------------------
 
-@pytest.mark.parametrize("extension,source", _windows_sources(),
-                         ids=[s for _, s in _windows_sources()])
+WINDOWS_SOURCES = _windows_sources()
+
+
+@pytest.mark.parametrize("extension,source", WINDOWS_SOURCES,
+                         ids=[src for _, src in WINDOWS_SOURCES])
 def test_windows_source_compiles_in_msvc_mode(extension: str, source: str) -> None:
     _need("clang")
     mingw_include = _mingw_include()

@@ -23,7 +23,8 @@ done
 command -v valgrind >/dev/null || use_valgrind=0
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-CFLAGS=(-O1 -g -Wall -Wextra -Werror -std=c11 -pthread "${platform[@]}")
+# (the ${a[@]+...} form: an empty array under set -u in bash < 4.4)
+CFLAGS=(-O1 -g -Wall -Wextra -Werror -std=c11 -pthread ${platform[@]+"${platform[@]}"})
 
 build() { # suffix, extra flags...
     local sfx=$1
