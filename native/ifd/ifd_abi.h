@@ -2,26 +2,54 @@
  * ifd_abi.h - the pcsc-lite IFD-handler driver ABI, declared from its public
  * documentation so that building scardio never needs pcsc-lite's headers.
  *
- * DWORD is `unsigned long` on Linux and Windows-IFD builds (8 bytes on LP64
- * Linux) and uint32_t on macOS; RESPONSECODE is `long`.
+ * The integer types are the platform's, as drivers are built against them:
+ *   Linux and other pcsc-lite systems: DWORD unsigned long, RESPONSECODE long
+ *     (8 bytes on LP64, 4 on ILP32);
+ *   macOS (Apple's PCSC wintypes.h): DWORD uint32_t, RESPONSECODE int32_t;
+ *   Windows: DWORD and LONG of the SDK, unsigned long and long (4 bytes).
+ * A caller reading a 64-bit long where a macOS driver returns an int32_t
+ * would see undefined upper bits (arm64 leaves them unspecified).
+ *
+ * Self-contained (only <limits.h> and <stdint.h>), so that the size checks below can be
+ * compiled for any target, even without its system headers.
  */
 #ifndef SCARDIO_IFD_ABI_H
 #define SCARDIO_IFD_ABI_H
 
+#include <limits.h>
 #include <stdint.h>
 
-#ifdef __APPLE__
+#if defined(__APPLE__)
 typedef uint32_t IFD_DWORD;
+typedef int32_t IFD_RESPONSECODE;
+#define IFD_DWORD_MAX UINT32_MAX
 #else
 typedef unsigned long IFD_DWORD;
-#endif
 typedef long IFD_RESPONSECODE;
+#define IFD_DWORD_MAX ULONG_MAX
+#endif
 typedef unsigned char IFD_UCHAR;
 
 typedef struct {
     IFD_DWORD Protocol;
     IFD_DWORD Length;
 } IFD_SCARD_IO_HEADER;
+
+/* What drivers of each platform are compiled with. */
+#if defined(_WIN32) || defined(__APPLE__)
+_Static_assert(sizeof(IFD_DWORD) == 4, "DWORD is 32 bits on Windows and macOS");
+_Static_assert(sizeof(IFD_RESPONSECODE) == 4, "RESPONSECODE is 32 bits on Windows and macOS");
+#elif defined(__linux__)
+/* Linux is LP64 or ILP32: long is as wide as a pointer. */
+_Static_assert(sizeof(IFD_DWORD) == sizeof(void *), "DWORD is unsigned long on Linux");
+_Static_assert(sizeof(IFD_RESPONSECODE) == sizeof(void *), "RESPONSECODE is long on Linux");
+#endif
+_Static_assert((IFD_DWORD)-1 > 0, "DWORD is unsigned");
+_Static_assert((IFD_RESPONSECODE)-1 < 0, "RESPONSECODE is signed");
+_Static_assert(sizeof(IFD_DWORD) >= 4 && sizeof(IFD_RESPONSECODE) >= 4,
+               "DWORD and RESPONSECODE hold 32-bit values");
+_Static_assert(sizeof(IFD_SCARD_IO_HEADER) == 2 * sizeof(IFD_DWORD),
+               "SCARD_IO_HEADER is two DWORDs, unpadded");
 
 /* Return codes. */
 #define IFD_SUCCESS                    0

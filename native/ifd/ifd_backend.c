@@ -26,6 +26,7 @@
 #include <windows.h>
 #endif
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,19 @@ typedef struct ifd_dev {
     int wake;
 } ifd_dev;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define IFD_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
+#else
+#define IFD_PRINTF(fmt_arg, first_arg)
+#endif
+
+/* Every length handed to a driver is bounded by the core's limits, so the
+ * conversions to the driver's DWORD below lose nothing, even where it is
+ * 32 bits (macOS, Windows). */
+_Static_assert(SCIO_MAX_INPUT <= UINT32_MAX && SCIO_MAX_OUTPUT <= UINT32_MAX,
+               "IOCTL buffer sizes fit a 32-bit DWORD");
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) IFD_PRINTF(3, 4);
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
@@ -512,6 +526,17 @@ static void note_atr(ifd_dev *s, const uint8_t *atr, size_t len)
 
 /* ---- the IOCTLs --------------------------------------------------------- */
 
+/* A length the driver claimed, as the driver code reported with the failure
+ * (saturated: a 32-bit DWORD does not fit a 32-bit long on Windows). */
+static long length_code(IFD_DWORD len)
+{
+#if IFD_DWORD_MAX > LONG_MAX
+    if (len > (unsigned long)LONG_MAX)
+        return LONG_MAX;
+#endif
+    return (long)len;
+}
+
 static scio_status need_out(size_t out_cap, size_t n)
 {
     return out_cap < n ? SCIO_BUFFER_TOO_SMALL : SCIO_SUCCESS;
@@ -567,7 +592,7 @@ static scio_status power_up(ifd_dev *s, IFD_DWORD action, uint8_t *out,
         s->lib->power(s->lun, IFD_POWER_DOWN, dummy, &zero);
         forget_card(s);
         s->state = SCIO_STATE_SWALLOWED;
-        *drv = (long)len;
+        *drv = length_code(len);
         return len == 0 ? SCIO_UNRECOGNIZED_MEDIA : SCIO_DEVICE_DATA_ERROR;
     }
     note_atr(s, atr, len);
@@ -738,7 +763,7 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
         return s->state == SCIO_STATE_SPECIFIC ? st : SCIO_NO_MEDIA;
     }
     if (rx_len > (rx == s->rx ? SCIO_MAX_RESPONSE : cap)) {
-        *drv = (long)rx_len;
+        *drv = length_code(rx_len);
         return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
     }
     if (rx_len > cap)
@@ -794,7 +819,7 @@ static scio_status do_get_attribute(ifd_dev *s, const uint8_t *in, size_t in_len
     rc = s->lib->get_caps(s->lun, tag, &len, out);
     if (rc == IFD_SUCCESS) {
         if (len > out_cap) {
-            *drv = (long)len;
+            *drv = length_code(len);
             return SCIO_DEVICE_DATA_ERROR;
         }
         *out_len = len;
@@ -866,7 +891,7 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
         return map_rc_out(rc);
     }
     if (returned > out_cap) {
-        *drv = (long)returned;
+        *drv = length_code(returned);
         return SCIO_DEVICE_DATA_ERROR;
     }
     *out_len = returned;
@@ -1117,6 +1142,13 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         set_err(errbuf, errlen, "no driver library given");
         return SCIO_INVALID_PARAMETER;
     }
+#if IFD_DWORD_MAX < ULONG_MAX
+    /* The driver's DWORD is narrower than unsigned long (macOS). */
+    if (lun > IFD_DWORD_MAX) {
+        set_err(errbuf, errlen, "LUN 0x%lx does not fit the driver's 32-bit DWORD", lun);
+        return SCIO_INVALID_PARAMETER;
+    }
+#endif
     if ((st = lib_load(library, &lib, errbuf, errlen)) != SCIO_SUCCESS)
         return st;
     claim = claim_reader(lib, (IFD_DWORD)lun);

@@ -162,6 +162,22 @@ static void put_u32(IFD_UCHAR *p, uint32_t v)
     p[3] = (IFD_UCHAR)((v >> 24) & 0xFF);
 }
 
+/* A fault's return code travels as 32 bits: read it as a signed 32-bit code
+ * (0xFFFFFFFF is -1), the same with a 32- or a 64-bit RESPONSECODE. */
+static IFD_RESPONSECODE code_from_wire(uint32_t v)
+{
+    if (v <= (uint32_t)INT32_MAX)
+        return (IFD_RESPONSECODE)v;
+    return (IFD_RESPONSECODE)(-(int32_t)(UINT32_MAX - v) - 1);
+}
+
+/* OVERLONG_LENGTH: capacity + extra, saturated rather than wrapped where the
+ * DWORD is 32 bits, so the claim always exceeds the capacity. */
+static IFD_DWORD overlong(IFD_DWORD cap, uint32_t extra)
+{
+    return extra > IFD_DWORD_MAX - cap ? IFD_DWORD_MAX : cap + extra;
+}
+
 #ifdef _WIN32
 static void sleep_us(uint32_t us)
 {
@@ -365,7 +381,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         if (f->value == IFD_SUCCESS)
             break; /* "fail" with success: the call simply runs */
         lun_put(l);
-        return (IFD_RESPONSECODE)f->value;
+        return code_from_wire(f->value);
     case SIM_FAULT_BLOCK: {
         uint64_t gen;
         int closed;
@@ -381,7 +397,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         }
         if (f->value != 0) {
             lun_put(l);
-            return (IFD_RESPONSECODE)f->value;
+            return code_from_wire(f->value);
         }
         break;
     }
@@ -648,7 +664,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
     }
     sim_mutex_unlock(&l->lock);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
-        *Length = cap + f.value;
+        *Length = overlong(cap, f.value);
     lun_put(l);
     return rv;
 }
@@ -771,7 +787,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
     }
     sim_mutex_unlock(&l->lock);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
-        *AtrLength = cap + f.value;
+        *AtrLength = overlong(cap, f.value);
     lun_put(l);
     return rv;
 }
@@ -838,7 +854,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
 out:
     sim_mutex_unlock(&l->lock);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
-        *RxLength = cap + f.value;
+        *RxLength = overlong(cap, f.value);
     lun_put(l);
     return rv;
 }
@@ -991,7 +1007,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD Lun, IFD_DWORD dwControlCode,
         sim_mutex_unlock(&l->lock);
     }
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
-        returned = cap + f.value;
+        returned = overlong(cap, f.value);
     if (pdwBytesReturned != NULL)
         *pdwBytesReturned = returned;
     lun_put(l);

@@ -1,50 +1,68 @@
 #!/usr/bin/env bash
 # Build the C core's tests and the simulated reader with gcc, and run them
-# under valgrind (memcheck: no errors, no leaks).  Usage: run.sh [--no-valgrind]
+# under valgrind (memcheck: no errors, no leaks), then the core's again under
+# ThreadSanitizer.
+#
+# usage: run.sh [--no-valgrind] [--macos-paths]
+#   --no-valgrind  run the programs directly
+#   --macos-paths  compile as if for macOS (-D__APPLE__ -U__linux__): the
+#                  pipe instead of eventfd, realtime condition variables,
+#                  the 32-bit DWORD / RESPONSECODE of Apple's IFD ABI
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 native=$(cd "$here/.." && pwd)
+use_valgrind=1
+platform=()
+for arg in "$@"; do
+    case $arg in
+    --no-valgrind) use_valgrind=0 ;;
+    --macos-paths) platform=(-D__APPLE__ -U__linux__) ;;
+    *) echo "usage: $0 [--no-valgrind] [--macos-paths]" >&2; exit 2 ;;
+    esac
+done
+command -v valgrind >/dev/null || use_valgrind=0
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-CFLAGS="-O1 -g -Wall -Wextra -Werror -std=c11 -pthread"
+# (the ${a[@]+...} form: an empty array under set -u in bash < 4.4)
+CFLAGS=(-O1 -g -Wall -Wextra -Werror -std=c11 -pthread ${platform[@]+"${platform[@]}"})
 
-gcc $CFLAGS -fPIC -shared -fvisibility=hidden -I"$native" -I"$native/sim" -I"$native/ifd" \
-    "$native/sim/sim_ifd.c" "$native/sim/card.c" -o "$out/libscardio_sim.so"
-# -rdynamic: the test program exports log_msg / log_xxd to drivers, as the
-# Python extension does.
-gcc $CFLAGS -rdynamic -I"$native" -I"$native/ifd" \
-    "$here/test_core.c" "$native"/core/*.c "$native"/ifd/*.c -ldl -o "$out/test_core"
-gcc $CFLAGS -I"$native" -I"$native/sim" -I"$native/ifd" \
-    "$here/test_sim.c" -ldl -o "$out/test_sim"
+build() { # suffix, extra flags...
+    local sfx=$1
+    shift
+    gcc "${CFLAGS[@]}" "$@" -fPIC -shared -fvisibility=hidden -I"$native" \
+        -I"$native/sim" -I"$native/ifd" "$native/sim/sim_ifd.c" "$native/sim/card.c" \
+        -o "$out/libscardio_sim$sfx.so"
+    # -rdynamic: the test program exports log_msg / log_xxd to drivers, as
+    # the Python extension does.
+    gcc "${CFLAGS[@]}" "$@" -rdynamic -I"$native" -I"$native/ifd" \
+        "$here/test_core.c" "$native"/core/*.c "$native"/ifd/*.c -ldl \
+        -o "$out/test_core$sfx"
+}
 
 run() {
-    if [ "${1:-}" = "--no-valgrind" ] || ! command -v valgrind >/dev/null; then
-        shift || true
-        "$@"
-    else
-        shift
+    if [ "$use_valgrind" = 1 ]; then
         valgrind -q --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
             "$@"
+    else
+        "$@"
     fi
 }
-mode=${1:-valgrind}
+
+build ""
+gcc "${CFLAGS[@]}" -I"$native" -I"$native/sim" -I"$native/ifd" \
+    "$here/test_sim.c" -ldl -o "$out/test_sim"
 echo "== test_core"
-run "$mode" "$out/test_core" "$out/libscardio_sim.so"
+run "$out/test_core" "$out/libscardio_sim.so"
 echo "== test_sim"
-run "$mode" "$out/test_sim" "$out/libscardio_sim.so"
+run "$out/test_sim" "$out/libscardio_sim.so"
 
 # The core is threaded (lanes, completions, cancellation, shutdown): the
 # same test under ThreadSanitizer, failing on any data race it reports.
 if [ "${SCARDIO_SKIP_TSAN:-0}" != 1 ] && echo 'int main(void){return 0;}' |
         gcc -fsanitize=thread -xc - -o "$out/tsan-probe" 2>/dev/null; then
     echo "== test_core (ThreadSanitizer)"
-    gcc $CFLAGS -fsanitize=thread -fPIC -shared -fvisibility=hidden -I"$native" \
-        -I"$native/sim" -I"$native/ifd" "$native/sim/sim_ifd.c" "$native/sim/card.c" \
-        -o "$out/libscardio_sim_tsan.so"
-    gcc $CFLAGS -fsanitize=thread -rdynamic -I"$native" -I"$native/ifd" \
-        "$here/test_core.c" "$native"/core/*.c "$native"/ifd/*.c -ldl \
-        -o "$out/test_core_tsan"
+    build _tsan -fsanitize=thread
     TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_core_tsan" \
         "$out/libscardio_sim_tsan.so"
 fi

@@ -8,10 +8,12 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 
 #include "scio.h"
 #include "sim/sim_protocol.h"
@@ -268,6 +270,48 @@ static void test_open_errors(void)
     scio_close(d);
 }
 
+/* A LUN wider than the driver's DWORD is refused, not truncated to another
+ * reader (macOS: 32-bit DWORD, 64-bit unsigned long); where the DWORD is
+ * unsigned long every LUN reaches the driver whole. */
+static void test_wide_lun(void)
+{
+    scio_device *d = NULL, *low = NULL;
+    char err[256];
+    unsigned long wide;
+    scio_status st;
+    if (sizeof(unsigned long) <= 4)
+        return; /* no LUN can be wider than a 32-bit DWORD */
+    wide = (unsigned long)((uint64_t)1 << 40 | 5u);
+    low = open_sim(5); /* the reader the truncated LUN would name */
+    CHECK(low != NULL);
+    st = scio_open_ifd(sim_lib, "sim", wide, NULL, NULL, &d, err, sizeof err);
+#ifdef __APPLE__
+    CHECK(st == SCIO_INVALID_PARAMETER);
+    CHECK(d == NULL && strstr(err, "0x10000000005") != NULL);
+#else
+    CHECK(st == SCIO_SUCCESS && d != NULL);
+#endif
+    scio_close(d);
+    scio_close(low);
+}
+
+/* The queue's descriptor: an eventfd on Linux, a pipe elsewhere (macOS). */
+static void test_queue_descriptor(void)
+{
+    scio_queue *q = scio_queue_new();
+    struct stat sb;
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    CHECK(fstat(scio_queue_fd(q), &sb) == 0);
+#ifdef __linux__
+    CHECK(!S_ISFIFO(sb.st_mode));
+#else
+    CHECK(S_ISFIFO(sb.st_mode));
+#endif
+    scio_queue_free(q);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -280,6 +324,8 @@ int main(int argc, char **argv)
     test_close_with_pending();
     test_shared_queue_and_many_devices();
     test_open_errors();
+    test_wide_lun();
+    test_queue_descriptor();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -222,7 +222,7 @@ static unsigned apdu_sw(IFD_DWORD lun, IFD_DWORD t, const uint8_t *a, size_t len
 {
     IFD_RESPONSECODE rv = xmit(lun, t, a, len);
     if (rv != IFD_SUCCESS) {
-        fprintf(stderr, "  transmit returned %ld\n", rv);
+        fprintf(stderr, "  transmit returned %ld\n", (long)rv);
         return 0;
     }
     return sw();
@@ -1096,6 +1096,13 @@ static void test_faults(void)
         }
     }
     CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);          /* still open */
+    /* The value is a signed 32-bit code, the same for any RESPONSECODE width. */
+    CHECK_EQ(arm(lun, SIM_EP_ICC_PRESENCE, SIM_FAULT_RETURN, 0xFFFFFFFFu), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), -1);
+    CHECK_EQ(arm(lun, SIM_EP_ICC_PRESENCE, SIM_FAULT_RETURN, 0x80000000u), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), INT32_MIN);
+    CHECK_EQ(arm(lun, SIM_EP_ICC_PRESENCE, SIM_FAULT_RETURN, 0x7FFFFFFFu), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), INT32_MAX);
     /* A CREATE_CHANNEL fault can be armed but never fires (already open). */
     CHECK_EQ(arm(lun, SIM_EP_CREATE_CHANNEL, SIM_FAULT_RETURN, 0), IFD_SUCCESS);
     /* NONE disarms; STOP disarms all and is itself immune. */
@@ -1159,6 +1166,16 @@ static void test_faults(void)
                  IFD_SUCCESS);
         CHECK_EQ(ret, 4 * SIM_COUNTER_COUNT + 1000);
         CHECK_EQ(b[4 * SIM_COUNTER_COUNT], 0xA5);
+        /* The largest value still claims more than the capacity, whatever
+         * the DWORD's width (32 bits: saturated, not wrapped). */
+        memset(b, 0xA5, sizeof(b));
+        len = 2;
+        CHECK_EQ(arm(lun, SIM_EP_GET_CAPABILITIES, SIM_FAULT_OVERLONG_LENGTH, 0xFFFFFFFFu),
+                 IFD_SUCCESS);
+        CHECK_EQ(p_getcap(lun, IFD_TAG_SLOTS_NUMBER, &len, b), IFD_SUCCESS);
+        CHECK(len > 2);
+        CHECK_EQ(len, sizeof(IFD_DWORD) > 4 ? (uint64_t)2 + 0xFFFFFFFFu : 0xFFFFFFFFu);
+        CHECK_EQ(b[1], 0xA5);
         /* Fault kinds that do not apply to an entry point are consumed. */
         CHECK_EQ(arm(lun, SIM_EP_ICC_PRESENCE, SIM_FAULT_OVERLONG_LENGTH, 1), IFD_SUCCESS);
         CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);

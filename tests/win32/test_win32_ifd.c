@@ -17,6 +17,7 @@
 #endif
 #include <windows.h>
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +216,17 @@ static void contract(const char *sim_dll)
     CHECK_ST(scio_ioctl(d, SCIO_IOCTL_GET_ATTRIBUTE, in, 4, out, sizeof out, &n), SCIO_SUCCESS);
     CHECK(n == strlen(SIM_VENDOR_NAME) && memcmp(out, SIM_VENDOR_NAME, n) == 0,
           "vendor name");
+    /* A driver claiming the largest 32-bit DWORD as a length: refused, and
+     * the claim reported without wrapping into a negative 32-bit long. */
+    put32(in, SIM_EP_GET_CAPABILITIES);
+    put32(in + 4, SIM_FAULT_OVERLONG_LENGTH);
+    put32(in + 8, 0xFFFFFFFFu);
+    CHECK_ST(control(d, SIM_CTL_FAULT, in, 12), SCIO_SUCCESS);
+    put32(in, SCIO_ATTR_VENDOR_NAME);
+    CHECK_ST(scio_ioctl(d, SCIO_IOCTL_GET_ATTRIBUTE, in, 4, out, sizeof out, &n),
+             SCIO_DEVICE_DATA_ERROR);
+    CHECK(scio_device_driver_code(d) == LONG_MAX, "claimed length as driver code: %ld",
+          scio_device_driver_code(d));
 
     /* IS_PRESENT pends, a second tracking request is busy, insertion
      * completes the first. */
