@@ -9,6 +9,7 @@ when the package index cannot be reached (the probe is tested below)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -133,7 +134,7 @@ def isolated_pip_env(**settings: str) -> dict[str, str]:
     """The environment with pip's configuration files and PIP_* settings
     replaced by `settings`."""
     env = {k: v for k, v in build_env().items() if not k.startswith("PIP_")}
-    env["PIP_CONFIG_FILE"] = "nul" if sys.platform == "win32" else "/dev/null"
+    env["PIP_CONFIG_FILE"] = os.devnull   # pip reads no configuration file then
     env.update(settings)
     return env
 
