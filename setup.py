@@ -8,7 +8,6 @@ because the sources depend on the platform.
 import os
 import sys
 
-from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
@@ -52,7 +51,19 @@ else:
 
 
 class BuildExt(build_ext):
-    """build_ext that also builds plain shared libraries."""
+    """build_ext that runs Cython and also builds plain shared libraries."""
+
+    def run(self):
+        # Cython runs at build time only, so that the sdist (whose file list
+        # comes from the extensions' sources) carries the .pyx, never
+        # generated C, and setup.py loads without Cython.
+        from Cython.Build import cythonize
+        for ext in self.extensions:
+            # cythonize returns copies; build_ext's own state lives on `ext`.
+            (compiled,) = cythonize([ext], language_level=3,
+                                    compiler_directives={"embedsignature": True})
+            ext.sources = compiled.sources
+        super().run()
 
     def get_ext_filename(self, fullname):
         # Called with the full dotted name and, by get_ext_fullpath, with
@@ -93,7 +104,6 @@ sim = Extension(
 )
 
 setup(
-    ext_modules=cythonize([core], language_level=3,
-                          compiler_directives={"embedsignature": True}) + [sim],
+    ext_modules=[core, sim],
     cmdclass={"build_ext": BuildExt},
 )

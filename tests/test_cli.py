@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from helpers_reader import SRC, run_cli
+from platform_support import posix_signals, with_default_sigint
 from scardio import cli
 
 SIM0 = "scardio Simulated Reader 0"
@@ -233,10 +234,12 @@ def test_python_m_scardio(conf):
     assert p.returncode == 0 and "monitor: card departure" in p.stdout
 
 
+@posix_signals
 def test_ctrl_c_is_exit_130(conf):
     env = dict(os.environ, PYTHONPATH=SRC)
-    p = subprocess.Popen([sys.executable, "-m", "scardio", "--reader-conf", conf, "--sim", "1",
-                          "monitor"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = subprocess.Popen(with_default_sigint([sys.executable, "-m", "scardio", "--reader-conf",
+                                              conf, "--sim", "1", "monitor"]),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, env=env)
     try:
         assert "monitoring 1 reader" in p.stdout.readline()

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from platform_support import completion_fd
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.constants import vendor_ctl_pcsc, vendor_ctl_win
 from scardio.sim import ATR_T0, ATR_T1, EntryPoint, Fault, SimControl
@@ -221,6 +222,7 @@ def test_many_readers(tmp_path):
         assert time.monotonic() - t < 5
 
 
+@completion_fd
 def test_completion_fd_is_readable_while_completions_wait(sim_device, sim):
     fd = sim_device.fileno()
     assert select.select([fd], [], [], 0)[0] == []
@@ -231,6 +233,7 @@ def test_completion_fd_is_readable_while_completions_wait(sim_device, sim):
     assert select.select([fd], [], [], 0)[0] == []
 
 
+@completion_fd
 def test_dropped_operation_is_not_harvested(sim_device, sim):
     op = sim_device.submit(IOCTL.GET_STATE, b"", 4)
     op.wait(2)

@@ -26,6 +26,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from platform_support import posix_build_scripts  # noqa: E402
 from scardio import IOCTL, Device, State, errors  # noqa: E402
 from scardio.constants import ctl_code, vendor_ctl_pcsc, vendor_ctl_win  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
@@ -315,6 +316,7 @@ def _libfuzzer_available() -> str:
     return ""
 
 
+@posix_build_scripts
 def test_libfuzzer_targets_briefly():
     why = _libfuzzer_available()
     if why:

@@ -29,6 +29,7 @@ import time
 import pytest
 
 import scardio
+from platform_support import WINDOWS, posix_signals, with_default_sigint
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.sim import EntryPoint, Fault, SimControl
 
@@ -504,8 +505,11 @@ def run_child(body: str, timeout: float, check: bool = True) -> str:
 def interrupt_child(body: str, delay: float = 0.15, timeout: float = 10.0):
     """Start a child, wait for READY, send SIGINT `delay` s later; return
     (returncode, output, seconds from the signal to the exit)."""
+    if WINDOWS:
+        pytest.skip(posix_signals.kwargs["reason"])
     code = CHILD_PRELUDE + textwrap.dedent(body)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(with_default_sigint([sys.executable, "-c", code]),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_child_env())
     try:
         line = proc.stdout.readline()
@@ -647,7 +651,8 @@ def test_ctrl_c_with_reader_api_connect_and_transmit():
     assert took < 1.0 + SLACK
 
 
-@pytest.mark.parametrize("how", ["exit", "sigint-unhandled", "sigterm"])
+@pytest.mark.parametrize("how", ["exit", pytest.param("sigint-unhandled", marks=posix_signals),
+                                 pytest.param("sigterm", marks=posix_signals)])
 def test_process_ends_with_operations_pending(how):
     """Exiting (or being killed by SIGINT/SIGTERM) with tracking pending,
     work queued and a call stuck in the driver: the process ends within the
@@ -673,7 +678,8 @@ def test_process_ends_with_operations_pending(how):
         assert "READY" in proc.stdout
         assert time.monotonic() - t < 5
         return
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(with_default_sigint([sys.executable, "-c", code]),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=_child_env())
     try:
         assert proc.stdout.readline().strip() == "READY"
