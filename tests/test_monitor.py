@@ -190,3 +190,32 @@ def test_callback_may_remove_its_reader():
             assert mon.readers == []
         finally:
             mon.close()
+
+
+def test_wake_up_channel_works_where_select_takes_sockets_only(monkeypatch):
+    """On Windows select() accepts sockets only (and pipes cannot be made
+    non-blocking before Python 3.12): the monitor's own wake-up channel must
+    be a socket.  Modelled here by a selector that refuses anything else
+    for it."""
+    import os
+    import selectors
+    import stat
+
+    class WindowsLikeSelector(selectors.SelectSelector):
+        def register(self, fileobj, events, data=None):
+            fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+            if data is None and not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                raise OSError(10038, "An operation was attempted on something that is not a socket")
+            return super().register(fileobj, events, data)
+
+    monkeypatch.setattr(selectors, "DefaultSelector", WindowsLikeSelector)
+    with sim_reader() as (reader, sim):
+        with Monitor([reader]) as mon:
+            sim.insert()
+            assert mon.get(timeout=5).kind == ARRIVAL
+            mon.remove(reader)          # goes through the wake-up channel
+            assert mon.readers == []
+            t = time.monotonic()
+        assert time.monotonic() - t < 2  # so does the stop on close
+        with pytest.raises(errors.ClosedError):
+            mon.get(timeout=1)

@@ -9,8 +9,9 @@ polling thread) completes the request.
 
 Threading model: one harvesting thread per :class:`Monitor`, whatever the
 number of readers.  It blocks in ``selectors`` on every device's completion
-descriptor (``Device.fileno()``, an eventfd) plus a wake-up pipe, harvests the
-device that became readable and dispatches.  A thread per reader blocked in
+descriptor (``Device.fileno()``, an eventfd) plus a wake-up socket pair (a
+pipe would not do on Windows, whose select() takes sockets only), harvests
+the device that became readable and dispatches.  A thread per reader blocked in
 ``op.wait`` would work too, but costs N threads and N wake-ups for N readers,
 and closing a reader would need to cancel and join its own thread; with one
 selector thread adding or removing a reader is one registration.  Where the
@@ -23,9 +24,9 @@ Callbacks run on the harvesting thread, in event order; keep them short.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import selectors
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -163,9 +164,9 @@ class Monitor:
         self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
         self._queue: "queue.Queue[Optional[CardEvent]]" = queue.Queue(max_queue)
         self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._commands: "queue.SimpleQueue[tuple[str, Reader, threading.Event]]" = \
             queue.SimpleQueue()
@@ -224,9 +225,9 @@ class Monitor:
 
     def _wake(self) -> None:
         try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # a full pipe is already readable
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # a full socket buffer is already readable
 
     # -- the harvesting thread ------------------------------------------------
     def _do(self, what: str, reader: Reader) -> None:
@@ -287,7 +288,7 @@ class Monitor:
                 for key, _ in self._sel.select():
                     if key.data is None:
                         try:
-                            while os.read(self._wake_r, 512):
+                            while self._wake_r.recv(512):
                                 pass
                         except BlockingIOError:
                             pass
@@ -310,14 +311,11 @@ class Monitor:
                     finally:
                         done.set()
         finally:
-            # The thread owns the selector and the wake pipe: close them
+            # The thread owns the selector and the wake sockets: close them
             # here, never under a select() running on another thread.
             self._sel.close()
-            for fd in (self._wake_r, self._wake_w):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _event(self, kind: str, reader: Reader, error: Optional[BaseException]) -> None:
         with self._lock:
@@ -380,8 +378,8 @@ class Monitor:
         self._closed = True
         if self._thread is None:
             self._sel.close()
-            for fd in (self._wake_r, self._wake_w):
-                os.close(fd)
+            self._wake_r.close()
+            self._wake_w.close()
         elif self._thread is not threading.current_thread():
             done = threading.Event()
             self._commands.put(("stop", None, done))  # type: ignore[arg-type]
