@@ -36,11 +36,6 @@ static void die(const char *what)
     abort();
 }
 
-static void put32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
-}
-
 static uint32_t get32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -128,11 +123,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t got;
     int steps = 0;
 
-    /* a known start: faults disarmed, no forced state, no card, core state
-     * refreshed */
+    /* a known start: faults disarmed, no card, core state refreshed */
     ctl(SIM_CTL_STOP, NULL, 0);
-    put32(state, 0xFFFFFFFFu);
-    ctl(SIM_CTL_FORCE_STATE, state, 4);
     ctl(SIM_CTL_REMOVE, NULL, 0);
     scio_ioctl(dev, SCIO_IOCTL_GET_STATE, NULL, 0, state, 4, &got);
 

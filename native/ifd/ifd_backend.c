@@ -9,8 +9,12 @@
  * lock, as pcscd does -- one lock per driver library instead when the driver
  * does not declare itself thread safe (TAG_IFD_THREAD_SAFE; vpcd does not)
  * -- except the driver's polling function (made to block concurrently) and
- * the simulated reader's own test controls (so that a test can release a
- * call the simulator is holding).
+ * the vendor controls the driver declares it serves unlocked (ifd_ext.h).
+ *
+ * Drivers may offer scardio's extensions (ifd_ext.h): exact card-event
+ * counts and a range of unlocked vendor controls.  Both are asked once at
+ * open and checked for sanity; without them the backend relies on the
+ * standard calls alone.
  *
  * Buffers crossing the IOCTL boundary use 32-bit little-endian DWORDs; the
  * driver's own DWORD (unsigned long on Linux) is converted here.
@@ -35,8 +39,8 @@
 #include "core/atr_info.h"
 #include "core/core_internal.h"
 #include "ifd_abi.h"
+#include "ifd_ext.h"
 #include "ifd_internal.h"
-#include "sim/sim_protocol.h"
 
 /* ---- driver libraries (shared by every reader opened on them) ---------- */
 
@@ -76,8 +80,10 @@ typedef struct ifd_dev {
     ifd_lib *lib;
     IFD_DWORD lun;
     int channel_open;
-    int is_sim;              /* the scardio simulated reader */
-    int hint_pending;        /* wait_lock: a FORCE_STATE went to the sim */
+    /* vendor controls served without the lock (SCIO_IFD_TAG_UNLOCKED_CONTROLS),
+     * set at open */
+    int has_unlocked;
+    uint32_t unlocked_first, unlocked_last;
     scio_mutex drv_lock;     /* one lock per reader around driver calls */
     scio_mutex *lock;        /* &drv_lock, or the library's call_lock */
     /* reader state, guarded by drv_lock */
@@ -89,7 +95,9 @@ typedef struct ifd_dev {
     uint32_t last_error;
     uint8_t *rx;             /* full-size response buffer, made on demand */
     /* tracking */
-    int has_events;          /* the driver counts card events (the sim) */
+    int has_events;          /* the driver counts card events (SCIO_IFD_TAG_CARD_EVENTS) */
+    uint32_t open_ins, open_rem; /* the counts at open */
+    uint32_t last_ins, last_rem; /* the counts last read */
     uint32_t base_ins, base_rem; /* events already reported to trackers */
     int events_stale;        /* a read failed: bases may lag, resync first */
     uint32_t known_ins;      /* insertions when the current card was seen */
@@ -545,26 +553,12 @@ static scio_status need_out(size_t out_cap, size_t n)
 static scio_status do_get_state(ifd_dev *s, uint8_t *out, size_t out_cap,
                                 size_t *out_len, long *drv)
 {
-    int present, hint;
+    int present;
     scio_status st;
     if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
         return st;
     if ((st = refresh_presence(s, &present, drv)) != SCIO_SUCCESS)
         return st;
-    scio_mutex_lock(&s->wait_lock);
-    hint = s->hint_pending;
-    s->hint_pending = 0;
-    scio_mutex_unlock(&s->wait_lock);
-    if (hint) {
-        /* The simulator can impose a state, to exercise every branch of
-         * the connect sequence; the backend adopts it.  Asked only after a
-         * FORCE_STATE control, to keep GET_STATE one driver call. */
-        uint8_t v[4];
-        IFD_DWORD len = sizeof v;
-        if (s->lib->get_caps(s->lun, SIM_TAG_STATE_HINT, &len, v) == IFD_SUCCESS &&
-            len == 4 && scio_get_u32(v) <= SCIO_STATE_SPECIFIC)
-            s->state = scio_get_u32(v);
-    }
     scio_put_u32(out, s->state);
     *out_len = 4;
     return SCIO_SUCCESS;
@@ -900,16 +894,47 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
 
 /* ---- tracking (IS_PRESENT / IS_ABSENT) ---------------------------------- */
 
-/* Card events counted by the driver: 1 and the counts, or 0. */
+/* Counts a one-slot reader can reach from (open_ins, open_rem): arrivals
+ * and departures alternate, so they never drift apart by more than one.
+ * Differences are modulo 2^32, as the counts are. */
+static const char *implausible_events(const ifd_dev *s, uint32_t ins, uint32_t rem)
+{
+    int64_t drift;
+    if ((int32_t)(ins - s->last_ins) < 0 || (int32_t)(rem - s->last_rem) < 0)
+        return "went back";
+    drift = (int64_t)(uint32_t)(ins - s->open_ins) - (int64_t)(uint32_t)(rem - s->open_rem);
+    if (drift < -1 || drift > 1)
+        return "drifted apart by more than one";
+    return NULL;
+}
+
+/* Card events counted by the driver (SCIO_IFD_TAG_CARD_EVENTS): 1 and the
+ * counts, or 0.  Implausible counts are a driver bug: logged once, and the
+ * reader is tracked by presence alone from then on (drv_lock held). */
 static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem)
 {
-    uint8_t v[8];
-    IFD_DWORD len = sizeof v;
+    uint8_t v[8 + 8]; /* slack: a driver writing past the length it was given */
+    IFD_DWORD len = 8;
+    const char *why;
     if (!s->has_events ||
-        s->lib->get_caps(s->lun, SIM_TAG_CARD_EVENTS, &len, v) != IFD_SUCCESS || len != 8)
+        s->lib->get_caps(s->lun, SCIO_IFD_TAG_CARD_EVENTS, &len, v) != IFD_SUCCESS || len != 8)
         return 0;
     *ins = scio_get_u32(v);
     *rem = scio_get_u32(v + 4);
+    if ((why = implausible_events(s, *ins, *rem)) != NULL) {
+        scio_ifd_log(SCIO_IFD_LOG_ERROR,
+                "driver %s LUN 0x%lx: card-event counts %s (insertions %lu -> %lu, "
+                "removals %lu -> %lu; at open %lu, %lu): a driver error; tracking "
+                "this reader by card presence only",
+                s->lib->path, (unsigned long)s->lun, why,
+                (unsigned long)s->last_ins, (unsigned long)*ins,
+                (unsigned long)s->last_rem, (unsigned long)*rem,
+                (unsigned long)s->open_ins, (unsigned long)s->open_rem);
+        s->has_events = 0;
+        return 0;
+    }
+    s->last_ins = *ins;
+    s->last_rem = *rem;
     return 1;
 }
 
@@ -1003,18 +1028,11 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
     *out_len = 0;
     if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
         return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
-    if (vendor_function(code, &pcsc_code) && s->is_sim &&
-        pcsc_code >= SCIO_VENDOR_CTL_PCSC(SIM_CTL_INSERT) &&
-        pcsc_code <= SCIO_VENDOR_CTL_PCSC(SIM_CTL_RESET_COUNTERS)) {
-        /* The simulator's test controls are thread-safe and must get
-         * through while a faulted call holds the reader lock. */
-        st = do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
-        if (st == SCIO_SUCCESS && pcsc_code == SCIO_VENDOR_CTL_PCSC(SIM_CTL_FORCE_STATE)) {
-            scio_mutex_lock(&s->wait_lock);
-            s->hint_pending = 1;
-            scio_mutex_unlock(&s->wait_lock);
-        }
-        return st;
+    if (vendor_function(code, &pcsc_code) && s->has_unlocked &&
+        pcsc_code >= s->unlocked_first && pcsc_code <= s->unlocked_last) {
+        /* The driver serves these concurrently with its other calls (so
+         * they get through while a call holds the reader lock). */
+        return do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
     }
 
     scio_mutex_lock(s->lock);
@@ -1041,8 +1059,6 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
         /* Readers driven through IFD handlers have no mechanism: a card
          * that is in counts as swallowed. */
         refresh_if_absent(s);
-        if (s->state == SCIO_STATE_PRESENT)
-            s->state = SCIO_STATE_SWALLOWED;
         st = s->state <= SCIO_STATE_ABSENT ? SCIO_NO_MEDIA : SCIO_SUCCESS;
         break;
     case SCIO_IOCTL_EJECT:
@@ -1111,15 +1127,53 @@ static void get_fn_capability(ifd_dev *s, IFD_DWORD tag, void *fn, size_t fn_siz
         memcpy(fn, buf, fn_size);
 }
 
-static int check_is_sim(ifd_dev *s)
+/* An 8-byte extension value (ifd_ext.h): 1 and its two u32s, or 0 when the
+ * driver does not offer it; a value of another length is logged, not used. */
+static int get_ext_pair(ifd_dev *s, IFD_DWORD tag, const char *what,
+                        uint32_t *a, uint32_t *b)
 {
-    char name[64];
-    IFD_DWORD len = sizeof name - 1;
-    if (s->lib->get_caps(s->lun, SCIO_ATTR_VENDOR_NAME, &len, (IFD_UCHAR *)name) !=
-            IFD_SUCCESS || len >= sizeof name)
+    uint8_t v[8 + 8]; /* slack: a driver writing past the length it was given */
+    IFD_DWORD len = 8;
+    if (s->lib->get_caps(s->lun, tag, &len, v) != IFD_SUCCESS)
         return 0;
-    name[len] = 0;
-    return strcmp(name, SIM_VENDOR_NAME) == 0;
+    if (len != 8) {
+        scio_ifd_log(SCIO_IFD_LOG_ERROR,
+                "driver %s LUN 0x%lx: %s (tag 0x%08lX) has %lu bytes, not 8: ignored",
+                s->lib->path, (unsigned long)s->lun, what, (unsigned long)tag,
+                (unsigned long)len);
+        return 0;
+    }
+    *a = scio_get_u32(v);
+    *b = scio_get_u32(v + 4);
+    return 1;
+}
+
+/* Read scardio's extensions once, at open (call lock held). */
+static void read_extensions(ifd_dev *s)
+{
+    uint32_t first, last, ins, rem;
+    if (get_ext_pair(s, SCIO_IFD_TAG_UNLOCKED_CONTROLS, "the unlocked control range",
+                     &first, &last)) {
+        if (first > last || first < SCIO_IFD_VENDOR_CTL_FIRST ||
+            last > SCIO_IFD_VENDOR_CTL_LAST) {
+            scio_ifd_log(SCIO_IFD_LOG_ERROR,
+                    "driver %s LUN 0x%lx: unlocked control range 0x%08lX..0x%08lX is "
+                    "not a range within the vendor controls 0x%08lX..0x%08lX: ignored, "
+                    "every control takes the reader lock",
+                    s->lib->path, (unsigned long)s->lun, (unsigned long)first,
+                    (unsigned long)last, (unsigned long)SCIO_IFD_VENDOR_CTL_FIRST,
+                    (unsigned long)SCIO_IFD_VENDOR_CTL_LAST);
+        } else {
+            s->has_unlocked = 1;
+            s->unlocked_first = first;
+            s->unlocked_last = last;
+        }
+    }
+    if (get_ext_pair(s, SCIO_IFD_TAG_CARD_EVENTS, "the card-event counts", &ins, &rem)) {
+        s->has_events = 1;
+        s->open_ins = s->last_ins = s->base_ins = s->known_ins = ins;
+        s->open_rem = s->last_rem = s->base_rem = rem;
+    }
 }
 
 scio_status scio_open_ifd(const char *library, const char *device_name,
@@ -1198,17 +1252,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         goto fail;
     }
     s->channel_open = 1;
-    s->is_sim = check_is_sim(s);
-    {
-        uint32_t ins, rem;
-        s->has_events = 1;
-        s->has_events = read_events(s, &ins, &rem);
-        if (s->has_events) {
-            s->base_ins = ins;
-            s->base_rem = rem;
-            s->known_ins = ins;
-        }
-    }
+    read_extensions(s);
     get_fn_capability(s, IFD_TAG_POLLING_THREAD_WITH_TIMEOUT, &s->poll, sizeof s->poll);
     if (s->poll)
         get_fn_capability(s, IFD_TAG_STOP_POLLING_THREAD, &s->stop, sizeof s->stop);

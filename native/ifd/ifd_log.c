@@ -76,6 +76,16 @@ SCIO_EXPORT void log_msg(const int priority, const char *fmt, ...)
     emit(priority, buf);
 }
 
+void scio_ifd_log(int priority, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    emit(priority, buf);
+}
+
 SCIO_EXPORT void log_xxd(const int priority, const char *msg,
                          const unsigned char *buffer, const int size);
 SCIO_EXPORT void log_xxd(const int priority, const char *msg,

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "ifd_abi.h"
+#include "ifd_ext.h"
 #include "sim_protocol.h"
 #include "card.h"
 
@@ -126,12 +127,10 @@ struct lun {
     uint32_t counters[SIM_COUNTER_COUNT];
     uint64_t stop_gen;         /* bumped by SIM_CTL_STOP */
     uint64_t event_gen;        /* bumped by every insertion / removal */
-    uint32_t ev_insertions;    /* SIM_TAG_CARD_EVENTS: never reset */
+    uint32_t ev_insertions;    /* SCIO_IFD_TAG_CARD_EVENTS: never reset */
     uint32_t ev_removals;
     uint64_t poll_seen_gen;    /* event_gen when the poll last returned */
     int poll_stop;             /* sticky: the next / current poll returns */
-    int hint_valid;
-    uint32_t hint;
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -642,22 +641,20 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
     case TAG_CURRENT_PROTOCOL:
         rv = give_u32(Length, Value, cap, l->protocol);
         break;
-    case SIM_TAG_CARD_EVENTS: {
+    case SCIO_IFD_TAG_CARD_EVENTS: {
         IFD_UCHAR ev[8];
         put_u32(ev, l->ev_insertions);
         put_u32(ev + 4, l->ev_removals);
         rv = give(Length, Value, cap, ev, sizeof ev);
         break;
     }
-    case SIM_TAG_STATE_HINT:
-        if (!l->hint_valid) {
-            rv = IFD_ERROR_TAG;
-            break;
-        }
-        rv = give_u32(Length, Value, cap, l->hint);
-        if (rv == IFD_SUCCESS)
-            l->hint_valid = 0;     /* answered once */
+    case SCIO_IFD_TAG_UNLOCKED_CONTROLS: {
+        IFD_UCHAR range[8];
+        put_u32(range, (uint32_t)(SIM_CTL_BASE + SIM_CTL_FIRST));
+        put_u32(range + 4, (uint32_t)(SIM_CTL_BASE + SIM_CTL_LAST));
+        rv = give(Length, Value, cap, range, sizeof range);
         break;
+    }
     default:
         rv = IFD_ERROR_TAG;
         break;
@@ -686,6 +683,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
     case IFD_TAG_POLLING_THREAD_WITH_TIMEOUT: case IFD_TAG_STOP_POLLING_THREAD:
     case TAG_VENDOR_NAME: case TAG_VENDOR_IFD_TYPE: case TAG_VENDOR_IFD_VERSION:
     case TAG_DEVICE_UNIT: case TAG_CHARACTERISTICS: case TAG_CURRENT_PROTOCOL:
+    case SCIO_IFD_TAG_CARD_EVENTS: case SCIO_IFD_TAG_UNLOCKED_CONTROLS:
         rv = IFD_ERROR_VALUE_READ_ONLY;
         break;
     default:
@@ -946,15 +944,6 @@ static IFD_RESPONSECODE control_locked(struct lun *l, uint32_t n,
         for (i = 0; i < SIM_COUNTER_COUNT; i++)
             put_u32(out + 4 * i, v[i]);
         *returned = 4u * SIM_COUNTER_COUNT;
-        return IFD_SUCCESS;
-    }
-    case SIM_CTL_FORCE_STATE: {
-        uint32_t s;
-        if (in_len != 4)
-            return IFD_COMMUNICATION_ERROR;
-        s = get_u32(in);
-        l->hint_valid = s != 0xFFFFFFFFu;
-        l->hint = s;
         return IFD_SUCCESS;
     }
     case SIM_CTL_RESET_COUNTERS: {

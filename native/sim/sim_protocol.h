@@ -6,6 +6,11 @@
  * 0x42000000 + n, or Windows style SCARD_CTL_CODE(n); both reach it through the
  * scardio core, and SCardControl reaches it through pcscd).  Every multi-byte
  * field is a 32-bit little-endian integer.
+ *
+ * Besides the standard capability tags it answers both of scardio's IFD
+ * extensions (native/ifd/ifd_ext.h): card-event counts, and the controls
+ * SIM_CTL_FIRST..SIM_CTL_LAST as served without the reader lock (they are
+ * thread safe, and must get through while a faulted call holds the lock).
  */
 #ifndef SCARDIO_SIM_PROTOCOL_H
 #define SCARDIO_SIM_PROTOCOL_H
@@ -22,10 +27,11 @@
 #define SIM_CTL_STOP          3504 /* in: empty; releases calls blocked by
                                       SIM_FAULT_BLOCK and disarms all faults */
 #define SIM_CTL_COUNTERS      3505 /* out: SIM_COUNTER_COUNT u32 values */
-#define SIM_CTL_FORCE_STATE   3506 /* in: u32 smart-card state (SCIO_STATE_*)
-                                      reported once through SIM_TAG_STATE_HINT;
-                                      0xFFFFFFFF clears */
+                                   /* 3506: not assigned */
 #define SIM_CTL_RESET_COUNTERS 3507 /* in: empty */
+/* The range answered for SCIO_IFD_TAG_UNLOCKED_CONTROLS (0x42000000 + n). */
+#define SIM_CTL_FIRST         SIM_CTL_INSERT
+#define SIM_CTL_LAST          SIM_CTL_RESET_COUNTERS
 
 /* Card kinds for SIM_CTL_INSERT. */
 #define SIM_CARD_T1  0  /* default: a T=1 card (ATR SIM_ATR_T1) */
@@ -78,15 +84,6 @@
 #define SIM_COUNTER_PROTOCOL      (SIM_EP_COUNT + 7) /* 0, 1 (T=0), 2 (T=1) */
 #define SIM_COUNTER_LATENCY_US    (SIM_EP_COUNT + 8)
 #define SIM_COUNTER_COUNT         (SIM_EP_COUNT + 9)
-
-/* Capability tags the simulated reader answers besides the standard ones
- * (vendor class 7 of SCARD_ATTR_VALUE). */
-#define SIM_TAG_STATE_HINT   0x0007A001 /* u32 state forced by
-                                           SIM_CTL_FORCE_STATE, answered once */
-#define SIM_TAG_CARD_EVENTS  0x0007A002 /* u32 insertions, u32 removals since
-                                           the channel opened (never reset);
-                                           lets the core report every card
-                                           event exactly once, however fast */
 
 /* Vendor strings. */
 #define SIM_VENDOR_NAME  "scardio"

@@ -32,6 +32,8 @@ build() { # suffix, extra flags...
     gcc "${CFLAGS[@]}" "$@" -fPIC -shared -fvisibility=hidden -I"$native" \
         -I"$native/sim" -I"$native/ifd" "$native/sim/sim_ifd.c" "$native/sim/card.c" \
         -o "$out/libscardio_sim$sfx.so"
+    gcc "${CFLAGS[@]}" "$@" -fPIC -shared -fvisibility=hidden -I"$native/ifd" \
+        "$here/ext_driver.c" -o "$out/ext_driver$sfx.so"
     # -rdynamic: the test program exports log_msg / log_xxd to drivers, as
     # the Python extension does.
     gcc "${CFLAGS[@]}" "$@" -rdynamic -I"$native" -I"$native/ifd" \
@@ -53,7 +55,7 @@ build ""
 gcc "${CFLAGS[@]}" -I"$native" -I"$native/sim" -I"$native/ifd" \
     "$here/test_sim.c" -ldl -o "$out/test_sim"
 echo "== test_core"
-run "$out/test_core" "$out/libscardio_sim.so"
+run "$out/test_core" "$out/libscardio_sim.so" "$out/ext_driver.so"
 echo "== test_sim"
 run "$out/test_sim" "$out/libscardio_sim.so"
 
@@ -64,5 +66,5 @@ if [ "${SCARDIO_SKIP_TSAN:-0}" != 1 ] && echo 'int main(void){return 0;}' |
     echo "== test_core (ThreadSanitizer)"
     build _tsan -fsanitize=thread
     TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_core_tsan" \
-        "$out/libscardio_sim_tsan.so"
+        "$out/libscardio_sim_tsan.so" "$out/ext_driver_tsan.so"
 fi

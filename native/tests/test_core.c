@@ -1,13 +1,16 @@
 /*
  * test_core.c - the C core tested alone (no Python): devices, synchronous and
  * overlapped IOCTLs, completion queues, cancellation, shutdown, open errors,
- * against the simulated reader driver.  Run under valgrind by
- * native/tests/run.sh; prints "N passed, N failed".
+ * against the simulated reader driver; and the checks of scardio's IFD
+ * extensions (ifd_ext.h) against a scripted driver (ext_driver.c).  Run
+ * under valgrind by native/tests/run.sh; prints "N passed, N failed".
  *
- * usage: test_core <path of libscardio_sim.so>
+ * usage: test_core <path of libscardio_sim.so> <path of ext_driver.so>
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "scio.h"
+#include "ifd_ext.h"
 #include "sim/sim_protocol.h"
 
 static int passed, failed;
@@ -312,13 +316,279 @@ static void test_queue_descriptor(void)
     scio_queue_free(q);
 }
 
+/* ---- scardio's IFD extensions, on the scripted driver -------------------- */
+
+static const char *ext_lib;
+static void (*ext_offer)(int, int, uint32_t, uint32_t, unsigned long);
+static void (*ext_set_card)(uint32_t, uint32_t, int);
+static void (*ext_hold)(void);
+static void (*ext_release)(void);
+static int (*ext_held)(void);
+
+/* The log channel (scio_set_log): messages counted by what they mention. */
+static pthread_mutex_t log_m = PTHREAD_MUTEX_INITIALIZER;
+static int log_events, log_range;
+static char log_last[512];
+
+static void log_cb(int priority, const char *msg, void *ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&log_m);
+    if (priority == 2 && strstr(msg, "card-event counts"))
+        log_events++;
+    if (priority == 2 && strstr(msg, "unlocked control range"))
+        log_range++;
+    snprintf(log_last, sizeof log_last, "%s", msg);
+    pthread_mutex_unlock(&log_m);
+}
+
+static void log_counts(int *events, int *range)
+{
+    pthread_mutex_lock(&log_m);
+    *events = log_events;
+    *range = log_range;
+    log_events = log_range = 0;
+    pthread_mutex_unlock(&log_m);
+}
+
+static scio_device *open_ext(unsigned long lun)
+{
+    scio_device *d = NULL;
+    char err[256];
+    scio_ifd_options opts = { 5, 0 };
+    scio_status st = scio_open_ifd(ext_lib, "ext", lun, NULL, &opts, &d, err, sizeof err);
+    if (st != SCIO_SUCCESS)
+        fprintf(stderr, "open: %s\n", err);
+    return d;
+}
+
+/* Submit a tracking request and wait up to ms for it: its status, or
+ * SCIO_PENDING (*op_out keeps it then, for the caller to finish). */
+static scio_status track(scio_device *d, uint32_t code, int ms, scio_op **op_out)
+{
+    scio_op *op = NULL;
+    scio_status st = scio_submit(d, code, NULL, 0, 0, 0, &op);
+    *op_out = NULL;
+    if (st != SCIO_SUCCESS)
+        return st;
+    if (!scio_op_wait(op, ms)) {
+        *op_out = op;
+        return SCIO_PENDING;
+    }
+    st = scio_op_status(op);
+    scio_op_release(op);
+    return st;
+}
+
+static void finish(scio_op *op)
+{
+    if (op) {
+        scio_op_cancel(op);
+        scio_op_wait(op, -1);
+        scio_op_release(op);
+    }
+}
+
+static void test_ext_events_backwards(void)
+{
+    scio_device *d;
+    scio_op *op;
+    int ev, rg;
+    ext_offer(1, 0, 0, 0, 8);
+    ext_set_card(0, 0, 0);
+    d = open_ext(0x10);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    ext_set_card(1, 0, 1);
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 2000, &op) == SCIO_SUCCESS);
+    ext_set_card(1, 1, 0);
+    CHECK(track(d, SCIO_IOCTL_IS_ABSENT, 2000, &op) == SCIO_SUCCESS);
+    /* The insertion count goes back: no arrival may be made of it. */
+    ext_set_card(0, 1, 0);
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 150, &op) == SCIO_PENDING);
+    log_counts(&ev, &rg);
+    CHECK(ev == 1 && rg == 0);
+    /* Tracked by presence alone from now on: a real arrival completes it,
+     * and the bad counts are not read (nor logged) again. */
+    ext_set_card(0, 0, 1);
+    CHECK(op != NULL && scio_op_wait(op, 2000) && scio_op_status(op) == SCIO_SUCCESS);
+    if (op)
+        scio_op_release(op);
+    CHECK(get_state(d) == SCIO_STATE_SWALLOWED);
+    ext_set_card(0, 0, 0);
+    CHECK(track(d, SCIO_IOCTL_IS_ABSENT, 2000, &op) == SCIO_SUCCESS);
+    log_counts(&ev, &rg);
+    CHECK(ev == 0);
+    scio_close(d);
+}
+
+static void test_ext_events_drift(void)
+{
+    scio_device *d;
+    scio_op *op;
+    int ev, rg;
+    ext_offer(1, 0, 0, 0, 8);
+    ext_set_card(7, 7, 0);
+    d = open_ext(0x11);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    /* Five insertions and no removal, with no card: impossible for a slot. */
+    ext_set_card(12, 7, 0);
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 150, &op) == SCIO_PENDING);
+    finish(op);
+    log_counts(&ev, &rg);
+    CHECK(ev == 1);
+    scio_close(d);
+
+    /* Counts that wrap modulo 2^32 are fine, and each event is reported. */
+    ext_set_card(0xFFFFFFFFu, 0xFFFFFFFFu, 0);
+    d = open_ext(0x12);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    ext_set_card(0, 0, 0); /* one arrival and one departure, card gone again */
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 2000, &op) == SCIO_SUCCESS);
+    CHECK(track(d, SCIO_IOCTL_IS_ABSENT, 2000, &op) == SCIO_SUCCESS);
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 100, &op) == SCIO_PENDING);
+    finish(op);
+    log_counts(&ev, &rg);
+    CHECK(ev == 0);
+    scio_close(d);
+}
+
+struct ctl_call {
+    scio_device *d;
+    uint32_t code;
+    scio_status st;
+    int done;
+    pthread_mutex_t m;
+};
+
+static void *ctl_thread(void *arg)
+{
+    struct ctl_call *c = arg;
+    size_t n = 0;
+    scio_status st = scio_ioctl(c->d, c->code, NULL, 0, NULL, 0, &n);
+    pthread_mutex_lock(&c->m);
+    c->st = st;
+    c->done = 1;
+    pthread_mutex_unlock(&c->m);
+    return NULL;
+}
+
+static int ctl_done(struct ctl_call *c)
+{
+    int done;
+    pthread_mutex_lock(&c->m);
+    done = c->done;
+    pthread_mutex_unlock(&c->m);
+    return done;
+}
+
+/* Whether vendor control `code` gets to the driver while another call is
+ * blocked in it with the reader lock held. */
+static int control_bypasses_lock(scio_device *d, uint32_t code)
+{
+    scio_op *blocked = NULL;
+    struct ctl_call c = { d, code, 0, 0, PTHREAD_MUTEX_INITIALIZER };
+    pthread_t t;
+    int i, bypassed;
+    ext_hold();
+    if (scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 0, &blocked) != SCIO_SUCCESS)
+        return -1;
+    for (i = 0; i < 200 && !ext_held(); i++)
+        sleep_ms(5);
+    CHECK(ext_held());
+    pthread_create(&t, NULL, ctl_thread, &c);
+    for (i = 0; i < 40 && !ctl_done(&c); i++)
+        sleep_ms(5);
+    bypassed = ctl_done(&c);
+    ext_release(); /* the locked case: let the blocked call go */
+    pthread_join(t, NULL);
+    CHECK(c.st == SCIO_SUCCESS);
+    CHECK(scio_op_wait(blocked, 2000) && scio_op_status(blocked) == SCIO_SUCCESS);
+    scio_op_release(blocked);
+    return bypassed;
+}
+
+static void test_ext_unlocked_controls(void)
+{
+    static const struct {
+        uint32_t first, last;
+        unsigned long len;
+        int valid;
+    } cases[] = {
+        { 0x42000000u + 10, 0x42000000u + 20, 8, 1 },
+        { 0x42000000u + 15, 0x42000000u + 15, 8, 1 },  /* one code */
+        { 0x42000000u + 20, 0x42000000u + 10, 8, 0 },  /* backwards */
+        { 0x00310000u, 0x42000000u + 20, 8, 0 },       /* the standard IOCTLs */
+        { 0x42000000u + 10, 0x43000000u, 8, 0 },       /* past the vendor space */
+        { 0x42000000u + 10, 0x42000000u + 20, 4, 0 },  /* wrong length */
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        scio_device *d;
+        int ev, rg;
+        ext_offer(0, 1, cases[i].first, cases[i].last, cases[i].len);
+        ext_set_card(0, 0, 0);
+        d = open_ext(0x20 + i);
+        CHECK(d != NULL);
+        if (!d)
+            continue;
+        log_counts(&ev, &rg);
+        if (cases[i].valid) {
+            CHECK(rg == 0);
+            CHECK(control_bypasses_lock(d, SCIO_VENDOR_CTL_PCSC(15)) == 1);
+            /* A code outside the range takes the lock. */
+            CHECK(control_bypasses_lock(d, SCIO_VENDOR_CTL_PCSC(21)) == 0);
+        } else {
+            if (rg != 1)
+                fprintf(stderr, "case %zu: %d range messages (last: %s)\n", i, rg, log_last);
+            CHECK(rg == 1);
+            CHECK(control_bypasses_lock(d, SCIO_VENDOR_CTL_PCSC(15)) == 0);
+        }
+        scio_close(d);
+    }
+    /* A Windows-style code maps into the range too (n = 2048 + 5). */
+    {
+        scio_device *d;
+        ext_offer(0, 1, 0x42000000u + 2048, 0x42000000u + 2060, 8);
+        d = open_ext(0x30);
+        CHECK(d != NULL);
+        if (d) {
+            CHECK(control_bypasses_lock(d, SCIO_VENDOR_CTL_WIN(2053)) == 1);
+            CHECK(control_bypasses_lock(d, SCIO_VENDOR_CTL_WIN(2061)) == 0);
+            scio_close(d);
+        }
+    }
+}
+
+static int load_ext(void)
+{
+    /* The same library the core loads: dlopen returns the same object. */
+    void *h = dlopen(ext_lib, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "dlopen %s: %s\n", ext_lib, dlerror());
+        return 0;
+    }
+    *(void **)&ext_offer = dlsym(h, "ext_offer");
+    *(void **)&ext_set_card = dlsym(h, "ext_set_card");
+    *(void **)&ext_hold = dlsym(h, "ext_hold");
+    *(void **)&ext_release = dlsym(h, "ext_release");
+    *(void **)&ext_held = dlsym(h, "ext_held");
+    return ext_offer && ext_set_card && ext_hold && ext_release && ext_held;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s <libscardio_sim.so>\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s <libscardio_sim.so> <ext_driver.so>\n", argv[0]);
         return 2;
     }
     sim_lib = argv[1];
+    ext_lib = argv[2];
     test_sync_sequence();
     test_overlapped_and_queue();
     test_close_with_pending();
@@ -326,6 +596,14 @@ int main(int argc, char **argv)
     test_open_errors();
     test_wide_lun();
     test_queue_descriptor();
+    CHECK(load_ext());
+    if (ext_offer) {
+        scio_set_log(log_cb, NULL);
+        test_ext_events_backwards();
+        test_ext_events_drift();
+        test_ext_unlocked_controls();
+        scio_set_log(NULL, NULL);
+    }
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ifd_abi.h"
+#include "ifd_ext.h"
 #include "sim_protocol.h"
 #include "card.h"
 
@@ -393,27 +394,32 @@ static void test_capabilities(void)
     len = 17;
     CHECK_EQ(getcap(lun, IFD_TAG_ATR, b, &len), IFD_ERROR_INSUFFICIENT_BUFFER);
 
-    /* State hint: answered once after FORCE_STATE. */
+    /* scardio's extensions (ifd_ext.h): card-event counts since the
+     * channel opened (one insertion so far), and the unlocked controls. */
+    len = 7;
+    CHECK_EQ(getcap(lun, SCIO_IFD_TAG_CARD_EVENTS, b, &len), IFD_ERROR_INSUFFICIENT_BUFFER);
+    CHECK_EQ(len, 8);
     len = sizeof(b);
-    CHECK_EQ(getcap(lun, SIM_TAG_STATE_HINT, b, &len), IFD_ERROR_TAG);
-    CHECK_EQ(ctl_u32(lun, SIM_CTL_FORCE_STATE, 5), IFD_SUCCESS);
-    len = 2;
-    CHECK_EQ(getcap(lun, SIM_TAG_STATE_HINT, b, &len), IFD_ERROR_INSUFFICIENT_BUFFER);
+    CHECK_EQ(getcap(lun, SCIO_IFD_TAG_CARD_EVENTS, b, &len), IFD_SUCCESS);
+    CHECK_EQ(len, 8);
+    CHECK_EQ(rd32(b), 1);
+    CHECK_EQ(rd32(b + 4), 0);
     len = sizeof(b);
-    CHECK_EQ(getcap(lun, SIM_TAG_STATE_HINT, b, &len), IFD_SUCCESS);
-    CHECK_EQ(len, 4);
-    CHECK_EQ(rd32(b), 5);
+    CHECK_EQ(getcap(lun, SCIO_IFD_TAG_UNLOCKED_CONTROLS, b, &len), IFD_SUCCESS);
+    CHECK_EQ(len, 8);
+    CHECK_EQ(rd32(b), 0x42000000u + SIM_CTL_FIRST);
+    CHECK_EQ(rd32(b + 4), 0x42000000u + SIM_CTL_LAST);
+    CHECK_EQ(SIM_CTL_FIRST, SIM_CTL_INSERT);
+    CHECK_EQ(SIM_CTL_LAST, SIM_CTL_RESET_COUNTERS);
     len = sizeof(b);
-    CHECK_EQ(getcap(lun, SIM_TAG_STATE_HINT, b, &len), IFD_ERROR_TAG);
-    CHECK_EQ(ctl_u32(lun, SIM_CTL_FORCE_STATE, 2), IFD_SUCCESS);
-    CHECK_EQ(ctl_u32(lun, SIM_CTL_FORCE_STATE, 0xFFFFFFFFu), IFD_SUCCESS);
-    len = sizeof(b);
-    CHECK_EQ(getcap(lun, SIM_TAG_STATE_HINT, b, &len), IFD_ERROR_TAG);
+    CHECK_EQ(getcap(lun, 0x0007A001, b, &len), IFD_ERROR_TAG); /* no other vendor tag */
 
     /* SetCapabilities: nothing is writable. */
     b[0] = 1;
     CHECK_EQ(p_setcap(lun, IFD_TAG_SLOTS_NUMBER, 1, b), IFD_ERROR_VALUE_READ_ONLY);
     CHECK_EQ(p_setcap(lun, 0x00010100, 1, b), IFD_ERROR_VALUE_READ_ONLY);
+    CHECK_EQ(p_setcap(lun, SCIO_IFD_TAG_CARD_EVENTS, 8, b), IFD_ERROR_VALUE_READ_ONLY);
+    CHECK_EQ(p_setcap(lun, SCIO_IFD_TAG_UNLOCKED_CONTROLS, 8, b), IFD_ERROR_VALUE_READ_ONLY);
     CHECK_EQ(p_setcap(lun, 0x4242, 1, b), IFD_ERROR_TAG);
 
     CHECK_EQ(p_close(lun), IFD_SUCCESS);
@@ -900,11 +906,11 @@ static void test_controls(void)
     CHECK_EQ(arm(lun, SIM_EP_TRANSMIT, 6, 0), IFD_COMMUNICATION_ERROR);
     CHECK_EQ(ctl(lun, SIM_CTL_STOP, b, 1), IFD_COMMUNICATION_ERROR);
     CHECK_EQ(ctl(lun, SIM_CTL_COUNTERS, b, 1), IFD_COMMUNICATION_ERROR);
-    CHECK_EQ(ctl(lun, SIM_CTL_FORCE_STATE, b, 5), IFD_COMMUNICATION_ERROR);
     CHECK_EQ(ctl(lun, SIM_CTL_RESET_COUNTERS, b, 4), IFD_COMMUNICATION_ERROR);
 
     /* Unknown codes, including a Windows-style one the core did not map. */
     CHECK_EQ(ctl(lun, 3499, NULL, 0), IFD_ERROR_NOT_SUPPORTED);
+    CHECK_EQ(ctl(lun, 3506, NULL, 0), IFD_ERROR_NOT_SUPPORTED); /* not assigned */
     CHECK_EQ(ctl(lun, 3508, NULL, 0), IFD_ERROR_NOT_SUPPORTED);
     CHECK_EQ(ctl(lun, 1, NULL, 0), IFD_ERROR_NOT_SUPPORTED);
     CHECK_EQ(p_control(lun, 0x00313520, NULL, 0, b, sizeof(b), &ret), IFD_ERROR_NOT_SUPPORTED);
@@ -1018,7 +1024,7 @@ static IFD_RESPONSECODE call_ep(IFD_DWORD lun, int ep)
         return p_transmit(lun, s, (IFD_UCHAR *)(uintptr_t)sel, 4, b, &len, NULL);
     case SIM_EP_ICC_PRESENCE: return p_presence(lun);
     case SIM_EP_CONTROL:
-        return p_control(lun, CTL(SIM_CTL_FORCE_STATE), (IFD_UCHAR *)"\xFF\xFF\xFF\xFF", 4,
+        return p_control(lun, CTL(SIM_CTL_SET_LATENCY), (IFD_UCHAR *)"\0\0\0\0", 4,
                          b, 0, &ret);
     case SIM_EP_POLLING:
         poll = get_poll_fn(lun);

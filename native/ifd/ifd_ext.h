@@ -1,0 +1,71 @@
+/*
+ * ifd_ext.h - scardio's IFD-handler extensions: optional capabilities any
+ * driver may offer through IFDHGetCapabilities, beside the standard tags.
+ *
+ * A driver that does not know a tag answers IFD_ERROR_TAG, as for any
+ * unknown tag; the backend then does without.  The backend asks each tag
+ * once, right after IFDHCreateChannel(ByName) succeeds (as it asks
+ * TAG_IFD_THREAD_SAFE), with the reader's call lock held.  Integers are
+ * 32-bit little-endian whatever the platform's DWORD.  A value that fails
+ * the checks described below is ignored (the backend logs why through
+ * scio_set_log's callback) and the reader works as without the extension.
+ *
+ * The tags sit in the vendor-defined class (7) of SCARD_ATTR_VALUE.
+ */
+#ifndef SCIO_IFD_EXT_H
+#define SCIO_IFD_EXT_H
+
+/*
+ * Card-event counts.
+ *
+ * Value: 8 bytes, u32 insertions then u32 removals: how many times a card
+ * arrived in / left this reader (LUN) since the channel was opened, counted
+ * modulo 2^32 and never reset while the channel is open.  A card swapped for
+ * another is one removal and one insertion.  Both counts must come from one
+ * snapshot (taken under the driver's own lock).
+ *
+ * Read: once at open (the starting point: events before it are not
+ * reported); then, with the reader's call lock held, on every step of a
+ * tracking request (IS_PRESENT / IS_ABSENT) and after every presence check.
+ *
+ * Semantics: each tracking request completes on one counted event, so a
+ * card that comes and goes faster than requests are made is still reported
+ * as every arrival and departure, in order, exactly once; and a card seen
+ * again after an insertion the backend did not witness is taken for a new,
+ * unpowered card (its power and protocol are forgotten).
+ *
+ * Checks: neither count may go back, and since one slot alternates arrivals
+ * and departures, the counts may never drift apart by more than one from
+ * where they stood at open.  A driver that breaks either rule has a bug: the
+ * backend logs it once, stops reading the counts for this reader, and tracks
+ * the card by its presence alone (no event is made up from the bad values).
+ */
+#define SCIO_IFD_TAG_CARD_EVENTS 0x0007A002u
+
+/*
+ * Vendor controls served without the reader lock.
+ *
+ * Value: 8 bytes, u32 first then u32 last: an inclusive range of IFDHControl
+ * codes (as the driver receives them: pcsc-lite style, 0x42000000 + n) that
+ * the driver serves concurrently with any of its other calls on the reader,
+ * including one that is blocked inside the driver.  Typical use: test or
+ * diagnostic controls that must get through while a call hangs.
+ *
+ * Read: once at open.  Semantics: a vendor IOCTL whose code falls in the
+ * range (a Windows-style SCARD_CTL_CODE(n) counts as 0x42000000 + n) goes to
+ * IFDHControl at once, without the reader's call lock (nor the driver
+ * library's, for a driver that is not thread safe); every other code waits
+ * for the lock as usual.
+ *
+ * Checks: first <= last, and both within the vendor control space
+ * 0x42000000..0x42FFFFFF; a range that is not (backwards, or reaching into
+ * the standard IOCTL space) is ignored, with a log message, and every
+ * control takes the lock.
+ */
+#define SCIO_IFD_TAG_UNLOCKED_CONTROLS 0x0007A003u
+
+/* The vendor control space the unlocked range must lie in. */
+#define SCIO_IFD_VENDOR_CTL_FIRST 0x42000000u
+#define SCIO_IFD_VENDOR_CTL_LAST  0x42FFFFFFu
+
+#endif /* SCIO_IFD_EXT_H */
