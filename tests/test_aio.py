@@ -64,20 +64,20 @@ def test_open_wait_connect_transmit_no_threads():
     run(main())
 
 
-def test_async_connect_no_card_and_table_rows():
+def test_async_connect_no_card_then_the_rows_the_sim_reaches():
+    # Every row of the table runs on AsyncReader in
+    # tests/test_connect.py::test_table_row_on_a_scripted_device.
     async def main():
         r, sim = await open_sim()
         try:
             with pytest.raises(errors.NoCardError):
                 await r.connect()
             sim.insert()
-            sim.force_state(State.PRESENT)
             card = await r.connect()
-            assert card.connect_actions[:2] == ["PRESENT", "SWALLOW"]
+            assert card.connect_actions[:2] == ["SWALLOWED", "COLD_RESET"]
             await card.disconnect()
-            sim.force_state(State.POWERED)
             card = await r.connect()
-            assert card.connect_actions[:2] == ["POWERED", "WARM_RESET"]
+            assert card.connect_actions[:2] == ["SPECIFIC", "ATR+PROTOCOL(0x2)"]
         finally:
             await r.aclose()
     run(main())

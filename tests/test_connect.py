@@ -1,17 +1,26 @@
-"""The connect loop, one test per row of the state table (DESIGN.md §4),
-driven on the simulated reader, plus its bounds and the sans-IO generator."""
+"""The connect loop: every row of the spec's state table on a scripted
+device (the sans-IO generator alone, then under the threaded Reader and the
+asyncio AsyncReader), the rows a real driver reaches on the simulated
+reader, and the loop's bounds.
+
+The table (GET_STATE, then): UNKNOWN, ABSENT: no card; PRESENT: swallow;
+SWALLOWED: cold reset; POWERED: warm reset; NEGOTIABLE: read the ATR;
+SPECIFIC: read the ATR and the protocol; then SET_PROTOCOL."""
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import time
 
 import pytest
 
 from helpers_reader import sim_reader
-from scardio import IOCTL, Protocol, State, errors
+from scardio import IOCTL, Protocol, Reader, State, errors
+from scardio.aio import AsyncReader
 from scardio.reader import Request, connect_steps, run_sync
 from scardio.sim import ATR_T0, ATR_T1
+from scripted_device import ScriptedDevice
 
 
 def test_absent_is_no_card_and_reader_stays_usable():
@@ -21,25 +30,6 @@ def test_absent_is_no_card_and_reader_stays_usable():
         sim.insert()
         card = reader.connect(timeout=5)
         assert card.connected and card.protocol == Protocol.T1
-
-
-def test_unknown_is_no_card():
-    with sim_reader() as (reader, sim):
-        sim.insert()
-        sim.force_state(State.UNKNOWN)
-        with pytest.raises(errors.NoCardError, match="UNKNOWN"):
-            reader.connect(timeout=5)
-        assert sim.counters().power_ups == 0  # nothing was done to the card
-
-
-def test_present_swallows_then_cold_resets():
-    with sim_reader() as (reader, sim):
-        sim.insert()
-        sim.force_state(State.PRESENT)
-        card = reader.connect(timeout=5)
-        assert card.connect_actions[:4] == ["PRESENT", "SWALLOW", "SWALLOWED", "COLD_RESET"]
-        assert card.connect_actions[-1] == "SET_PROTOCOL(T=1)"
-        assert sim.counters().power_ups == 1
 
 
 def test_swallowed_cold_resets():
@@ -54,17 +44,6 @@ def test_swallowed_cold_resets():
         assert card.atr is not None and 1 in card.atr.protocols
 
 
-def test_powered_warm_resets():
-    with sim_reader() as (reader, sim):
-        sim.insert()
-        reader.connect(timeout=5).disconnect()  # leaves it powered
-        sim.force_state(State.POWERED)
-        card = reader.connect(timeout=5)
-        assert card.connect_actions[:3] == ["POWERED", "WARM_RESET", "NEGOTIABLE"]
-        c = sim.counters()
-        assert (c.power_ups, c.resets) == (1, 1)
-
-
 def test_negotiable_reads_the_atr_only():
     with sim_reader() as (reader, sim):
         sim.insert()
@@ -74,16 +53,6 @@ def test_negotiable_reads_the_atr_only():
         assert card.connect_actions == ["NEGOTIABLE", "ATR", "SET_PROTOCOL(T=1)"]
         c = sim.counters()
         assert (c.power_ups, c.resets) == (1, 0)  # no second reset
-
-
-def test_forced_negotiable_on_a_powered_card():
-    with sim_reader() as (reader, sim):
-        sim.insert()
-        reader.connect(timeout=5).disconnect()
-        sim.force_state(State.NEGOTIABLE)
-        card = reader.connect(timeout=5)
-        assert card.connect_actions[0] == "NEGOTIABLE"
-        assert sim.counters().power_ups == 1
 
 
 def test_specific_reads_atr_and_protocol_without_reset():
@@ -173,53 +142,89 @@ def test_card_removed_mid_sequence_is_no_card():
         assert reader.connect(timeout=5).connected
 
 
-class Scripted:
-    """A fake device answering the connect loop from a script, so the table
-    is checked independently of any backend."""
+# -- every row of the table, on a scripted device ------------------------------
 
-    def __init__(self, states, atr=b"\x3B\x00"):
-        self.states = list(states)
-        self.atr = atr
-        self.calls = []
+SET_T1 = "SET_PROTOCOL(T=1)"
 
-    def ioctl(self, code, data=b"", size=0):
-        self.calls.append(IOCTL(code).name)
-        if code == IOCTL.GET_STATE:
-            return struct.pack("<I", self.states.pop(0))
-        if code == IOCTL.POWER:
-            return b"" if data == struct.pack("<I", 0) else self.atr
-        if code == IOCTL.GET_ATTRIBUTE:
-            tag = struct.unpack("<I", data)[0]
-            if tag == 0x00090303:
-                return self.atr
-            return struct.pack("<I", 2)
-        if code == IOCTL.SET_PROTOCOL:
-            return struct.pack("<I", 2)
-        return b""
-
-
-@pytest.mark.parametrize("states, expected", [
-    ([2, 3, 5], ["GET_STATE", "SWALLOW", "GET_STATE", "POWER", "GET_STATE",
-                 "GET_ATTRIBUTE", "SET_PROTOCOL"]),
-    ([4, 5], ["GET_STATE", "POWER", "GET_STATE", "GET_ATTRIBUTE", "SET_PROTOCOL"]),
-    ([6], ["GET_STATE", "GET_ATTRIBUTE", "GET_ATTRIBUTE", "SET_PROTOCOL"]),
-])
-def test_table_on_a_scripted_driver(states, expected):
-    dev = Scripted(states)
-    conn = run_sync(dev, connect_steps(Protocol.T0 | Protocol.T1))
-    assert dev.calls == expected
-    assert conn.protocol == Protocol.T1
+# (GET_STATE answers, CURRENT_PROTOCOL_TYPE, IOCTLs made, Card.connect_actions)
+ROWS = {
+    "PRESENT": ([State.PRESENT, State.SWALLOWED, State.NEGOTIABLE], 2,
+                ["GET_STATE", "SWALLOW", "GET_STATE", "POWER(COLD_RESET)", "GET_STATE",
+                 "GET_ATTRIBUTE(ATR_STRING)", "SET_PROTOCOL"],
+                ["PRESENT", "SWALLOW", "SWALLOWED", "COLD_RESET", "NEGOTIABLE", "ATR", SET_T1]),
+    "SWALLOWED": ([State.SWALLOWED, State.NEGOTIABLE], 2,
+                  ["GET_STATE", "POWER(COLD_RESET)", "GET_STATE",
+                   "GET_ATTRIBUTE(ATR_STRING)", "SET_PROTOCOL"],
+                  ["SWALLOWED", "COLD_RESET", "NEGOTIABLE", "ATR", SET_T1]),
+    "POWERED": ([State.POWERED, State.NEGOTIABLE], 2,
+                ["GET_STATE", "POWER(WARM_RESET)", "GET_STATE",
+                 "GET_ATTRIBUTE(ATR_STRING)", "SET_PROTOCOL"],
+                ["POWERED", "WARM_RESET", "NEGOTIABLE", "ATR", SET_T1]),
+    "NEGOTIABLE": ([State.NEGOTIABLE], 2,
+                   ["GET_STATE", "GET_ATTRIBUTE(ATR_STRING)", "SET_PROTOCOL"],
+                   ["NEGOTIABLE", "ATR", SET_T1]),
+    "SPECIFIC": ([State.SPECIFIC], 2,
+                 ["GET_STATE", "GET_ATTRIBUTE(ATR_STRING)",
+                  "GET_ATTRIBUTE(CURRENT_PROTOCOL_TYPE)", "SET_PROTOCOL"],
+                 ["SPECIFIC", "ATR+PROTOCOL(0x2)", SET_T1]),
+    # left in T=0 by an earlier session, T=1 wanted: one warm reset
+    "SPECIFIC, other protocol": (
+        [State.SPECIFIC, State.NEGOTIABLE], 1,
+        ["GET_STATE", "GET_ATTRIBUTE(ATR_STRING)", "GET_ATTRIBUTE(CURRENT_PROTOCOL_TYPE)",
+         "POWER(WARM_RESET)", "GET_STATE", "GET_ATTRIBUTE(ATR_STRING)", "SET_PROTOCOL"],
+        ["SPECIFIC", "ATR+PROTOCOL(0x1)", "WARM_RESET", "NEGOTIABLE", "ATR", SET_T1]),
+}
+NO_CARD_ROWS = [State.UNKNOWN, State.ABSENT]
+RUNTIMES = ["generator", "Reader", "AsyncReader"]
 
 
-@pytest.mark.parametrize("state", [0, 1])
-def test_scripted_no_card(state):
-    with pytest.raises(errors.NoCardError):
-        run_sync(Scripted([state]), connect_steps(Protocol.T1))
+def _connect(runtime: str, dev: ScriptedDevice, protocols: int) -> list[str]:
+    """Connect through `runtime`; the connect actions it reports."""
+    if runtime == "generator":
+        return run_sync(dev, connect_steps(protocols)).actions
+    reader = Reader(dev, power_down_timeout=None, startup=False)
+    try:
+        if runtime == "Reader":
+            return reader.connect(protocols, timeout=5).connect_actions
+
+        async def main() -> list[str]:
+            areader = AsyncReader(reader)
+            try:
+                return (await areader.connect(protocols, timeout=5)).connect_actions
+            finally:
+                areader.close(power_down=False)
+        return asyncio.run(main())
+    finally:
+        reader.close(power_down=False)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("row", list(ROWS))
+def test_table_row_on_a_scripted_device(row, runtime):
+    states, current, calls, actions = ROWS[row]
+    dev = ScriptedDevice(states, current_protocol=current)
+    wanted = Protocol.T1 if row == "SPECIFIC, other protocol" else Protocol.T0 | Protocol.T1
+    assert _connect(runtime, dev, wanted) == actions
+    assert dev.calls == calls
+    assert dev.states == []  # the whole script was used
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("state", NO_CARD_ROWS)
+def test_no_card_rows_do_nothing_to_the_card(state, runtime):
+    dev = ScriptedDevice([state])
+    with pytest.raises(errors.NoCardError, match=state.name):
+        _connect(runtime, dev, Protocol.T0 | Protocol.T1)
+    assert dev.calls == ["GET_STATE"]
+
+
+def test_every_state_has_a_row():
+    assert {State[r.split(",")[0]] for r in ROWS} | set(NO_CARD_ROWS) == set(State)
 
 
 def test_out_of_range_state_counts_as_unknown():
     with pytest.raises(errors.NoCardError, match="UNKNOWN"):
-        run_sync(Scripted([99]), connect_steps(Protocol.T1))
+        run_sync(ScriptedDevice([99]), connect_steps(Protocol.T1))
 
 
 def test_requests_are_plain_tuples():

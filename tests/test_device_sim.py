@@ -88,17 +88,12 @@ def test_latency_is_applied(sim_device, sim):
     assert sim.counters().latency_us == 0
 
 
-@pytest.mark.parametrize("forced", [State.UNKNOWN, State.PRESENT, State.POWERED])
-def test_forced_state_is_adopted(sim_device, sim, forced):
+def test_swallow_is_a_no_op_on_a_card_that_is_in(sim_device, sim):
+    # An IFD handler has no card mechanism: a card that is in is SWALLOWED.
+    with pytest.raises(errors.NoCardError):
+        sim_device.ioctl(IOCTL.SWALLOW)
     sim.insert()
-    sim.force_state(forced)
-    assert state(sim_device) == forced
-
-
-def test_swallow_moves_present_to_swallowed(sim_device, sim):
-    sim.insert()
-    sim.force_state(State.PRESENT)
-    assert state(sim_device) == State.PRESENT
+    assert state(sim_device) == State.SWALLOWED
     sim_device.ioctl(IOCTL.SWALLOW)
     assert state(sim_device) == State.SWALLOWED
 

@@ -241,7 +241,6 @@ def test_random_ioctls_on_the_sim(fuzz_dev, calls):
             continue
         assert isinstance(out, bytes) and len(out) <= max(size, 0)
     sim.stop()
-    sim.force_state(None)     # a FORCE_STATE the sequence left unconsumed
     # still usable: reinsert, connect, transmit
     sim.remove()
     sim.insert()

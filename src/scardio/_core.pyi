@@ -15,7 +15,6 @@ DEFAULT_POLL_MS: int
 DEFAULT_CLOSE_MS: int
 STATUS_PENDING: int
 SIM_LIBRARY: str  # absolute path of the simulated reader driver shipped in the package
-SIM: dict[str, int]  # the simulated reader's vendor interface (sim_protocol.h)
 
 def status_name(status: int) -> Optional[str]: ...
 def list_device_paths() -> list[str]: ...

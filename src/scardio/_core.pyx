@@ -37,26 +37,12 @@ STATUS_PENDING = SCIO_PENDING
 SIM_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "libscardio_sim.dll" if os.name == "nt" else "libscardio_sim.so")
 
-# The simulated reader's vendor interface (native/sim/sim_protocol.h).
-SIM = {
-    "CTL_INSERT": SIM_CTL_INSERT, "CTL_REMOVE": SIM_CTL_REMOVE,
-    "CTL_SET_LATENCY": SIM_CTL_SET_LATENCY, "CTL_FAULT": SIM_CTL_FAULT,
-    "CTL_STOP": SIM_CTL_STOP, "CTL_COUNTERS": SIM_CTL_COUNTERS,
-    "CTL_FORCE_STATE": SIM_CTL_FORCE_STATE,
-    "CTL_RESET_COUNTERS": SIM_CTL_RESET_COUNTERS,
-    "CARD_T1": SIM_CARD_T1, "CARD_T0": SIM_CARD_T0,
-    "EP_COUNT": SIM_EP_COUNT, "FAULT_RETURN": SIM_FAULT_RETURN,
-    "FAULT_REMOVE_CARD": SIM_FAULT_REMOVE_CARD, "FAULT_BLOCK": SIM_FAULT_BLOCK,
-    "FAULT_OVERLONG_LENGTH": SIM_FAULT_OVERLONG_LENGTH,
-    "FAULT_LONG_ATR": SIM_FAULT_LONG_ATR, "COUNTER_COUNT": SIM_COUNTER_COUNT,
-    "EF_SIZE": SIM_EF_SIZE,
-}
-
-# Outputs up to this size go through a stack buffer and one small copy;
-# larger ones are written into the result bytes object directly.
-DEF SMALL_OUTPUT = 512
-# Waits are sliced so that Ctrl-C is seen while blocked.
-DEF WAIT_SLICE_MS = 100
+cdef enum:
+    # Outputs up to this size go through a stack buffer and one small copy;
+    # larger ones are written into the result bytes object directly.
+    SMALL_OUTPUT = 512
+    # Waits are sliced so that Ctrl-C is seen while blocked.
+    WAIT_SLICE_MS = 100
 
 
 def status_name(scio_status status):

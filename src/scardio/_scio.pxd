@@ -1,5 +1,4 @@
-# Declarations of the C core API (native/scio.h) and of the simulated
-# reader's vendor interface (native/sim/sim_protocol.h) for the binding.
+# Declarations of the C core API (native/scio.h) for the binding.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 cdef extern from "scio.h" nogil:
@@ -69,24 +68,3 @@ cdef extern from "scio.h" nogil:
     void scio_cancel_all(scio_device *d)
 
     void scio_set_log(scio_log_fn fn, void *ctx)
-
-cdef extern from "sim/sim_protocol.h":
-    enum:
-        SIM_CTL_INSERT
-        SIM_CTL_REMOVE
-        SIM_CTL_SET_LATENCY
-        SIM_CTL_FAULT
-        SIM_CTL_STOP
-        SIM_CTL_COUNTERS
-        SIM_CTL_FORCE_STATE
-        SIM_CTL_RESET_COUNTERS
-        SIM_CARD_T1
-        SIM_CARD_T0
-        SIM_EP_COUNT
-        SIM_FAULT_RETURN
-        SIM_FAULT_REMOVE_CARD
-        SIM_FAULT_BLOCK
-        SIM_FAULT_OVERLONG_LENGTH
-        SIM_FAULT_LONG_ATR
-        SIM_COUNTER_COUNT
-        SIM_EF_SIZE

@@ -2,7 +2,9 @@
 
 The simulated reader is a real IFD-handler driver shipped inside the package
 (``scardio._core.SIM_LIBRARY``); these helpers send it the controls described
-in native/sim/sim_protocol.h through an open :class:`scardio.Device`.
+in native/sim/sim_protocol.h through an open :class:`scardio.Device`.  The
+numbers below are that header's (tests/test_sim_protocol.py checks they
+agree); the core and the binding know nothing of them.
 """
 
 from __future__ import annotations
@@ -12,14 +14,38 @@ import struct
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from ._core import SIM, SIM_LIBRARY, Device
-from .constants import State, vendor_ctl_pcsc
+from ._core import SIM_LIBRARY, Device
+from .constants import vendor_ctl_pcsc
 
-__all__ = ["SIM_LIBRARY", "EntryPoint", "Fault", "SimCounters", "SimControl",
-           "ATR_T1", "ATR_T0"]
+__all__ = ["SIM_LIBRARY", "Control", "CardKind", "EntryPoint", "Fault", "Counter",
+           "COUNTER_COUNT", "SimCounters", "SimControl", "ATR_T1", "ATR_T0", "AID",
+           "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO"]
 
 ATR_T1 = bytes.fromhex("3BF81300008131FE457363617264696F31B0")
 ATR_T0 = bytes.fromhex("3B680000" "73636172" "64696F30")
+AID = bytes.fromhex("F07363617264696F")  # the card's application
+EF_SIZE = 4096                           # bytes in each of the card's EFs
+VENDOR_NAME = "scardio"
+IFD_TYPE = "Simulated Reader"
+CLA_PROPRIETARY = 0x80                   # with INS_ECHO: the ECHO command
+INS_ECHO = 0xEE
+
+
+class Control(enum.IntEnum):
+    """Vendor control function numbers n (code 0x42000000 + n)."""
+    INSERT = 3500
+    REMOVE = 3501
+    SET_LATENCY = 3502
+    FAULT = 3503
+    STOP = 3504
+    COUNTERS = 3505
+    RESET_COUNTERS = 3507
+
+
+class CardKind(enum.IntEnum):
+    """The one-byte input of Control.INSERT."""
+    T1 = 0
+    T0 = 1
 
 
 class EntryPoint(enum.IntEnum):
@@ -37,11 +63,29 @@ class EntryPoint(enum.IntEnum):
 
 
 class Fault(enum.IntEnum):
-    RETURN = SIM["FAULT_RETURN"]
-    REMOVE_CARD = SIM["FAULT_REMOVE_CARD"]
-    BLOCK = SIM["FAULT_BLOCK"]
-    OVERLONG_LENGTH = SIM["FAULT_OVERLONG_LENGTH"]
-    LONG_ATR = SIM["FAULT_LONG_ATR"]
+    NONE = 0
+    RETURN = 1
+    REMOVE_CARD = 2
+    BLOCK = 3
+    OVERLONG_LENGTH = 4
+    LONG_ATR = 5
+
+
+class Counter(enum.IntEnum):
+    """Index of each u32 in the output of Control.COUNTERS, after one call
+    count per EntryPoint."""
+    POWER_UPS = len(EntryPoint) + 0
+    RESETS = len(EntryPoint) + 1
+    POWER_DOWNS = len(EntryPoint) + 2
+    POWERED = len(EntryPoint) + 3
+    PRESENT = len(EntryPoint) + 4
+    INSERTIONS = len(EntryPoint) + 5
+    REMOVALS = len(EntryPoint) + 6
+    PROTOCOL = len(EntryPoint) + 7
+    LATENCY_US = len(EntryPoint) + 8
+
+
+COUNTER_COUNT = len(EntryPoint) + len(Counter)
 
 
 @dataclass(frozen=True)
@@ -79,44 +123,39 @@ class SimControl:
                 raise ValueError("give either atr or t0, not both")
             if not 2 <= len(atr) <= 33:
                 raise ValueError(f"an ATR has 2..33 bytes, got {len(atr)}")
-            self._send(SIM["CTL_INSERT"], bytes(atr))
+            self._send(Control.INSERT, bytes(atr))
         else:
-            self._send(SIM["CTL_INSERT"], bytes([SIM["CARD_T0"] if t0 else SIM["CARD_T1"]]))
+            self._send(Control.INSERT, bytes([CardKind.T0 if t0 else CardKind.T1]))
 
     def remove(self) -> None:
-        self._send(SIM["CTL_REMOVE"])
+        self._send(Control.REMOVE)
 
     def set_latency(self, microseconds: int) -> None:
         """Add this delay to every driver call of the reader."""
-        self._send(SIM["CTL_SET_LATENCY"], struct.pack("<I", microseconds))
+        self._send(Control.SET_LATENCY, struct.pack("<I", microseconds))
 
     def fault(self, entry: Union[EntryPoint, int], kind: Union[Fault, int],
               value: int = 0) -> None:
         """Arm a fault for the next call of `entry`."""
-        self._send(SIM["CTL_FAULT"], struct.pack("<III", int(entry), int(kind), value))
+        self._send(Control.FAULT, struct.pack("<III", int(entry), int(kind), value))
 
     def stop(self) -> None:
         """Release calls held by a BLOCK fault and disarm every fault."""
-        self._send(SIM["CTL_STOP"])
-
-    def force_state(self, state: Optional[Union[State, int]]) -> None:
-        """Make the next GET_STATE report `state` (None: stop forcing)."""
-        self._send(SIM["CTL_FORCE_STATE"],
-                   struct.pack("<I", 0xFFFFFFFF if state is None else int(state)))
+        self._send(Control.STOP)
 
     def reset_counters(self) -> None:
-        self._send(SIM["CTL_RESET_COUNTERS"])
+        self._send(Control.RESET_COUNTERS)
 
     def counters(self) -> SimCounters:
-        n = SIM["COUNTER_COUNT"]
-        raw = self._send(SIM["CTL_COUNTERS"], b"", 4 * n)
+        n = COUNTER_COUNT
+        raw = self._send(Control.COUNTERS, b"", 4 * n)
         if len(raw) != 4 * n:
             raise ValueError(f"counters: expected {4 * n} bytes, got {len(raw)}")
         v = struct.unpack(f"<{n}I", raw)
-        eps = SIM["EP_COUNT"]
         return SimCounters(
-            calls={EntryPoint(i): v[i] for i in range(eps)},
-            power_ups=v[eps], resets=v[eps + 1], power_downs=v[eps + 2],
-            powered=bool(v[eps + 3]), present=bool(v[eps + 4]),
-            insertions=v[eps + 5], removals=v[eps + 6], protocol=v[eps + 7],
-            latency_us=v[eps + 8])
+            calls={ep: v[ep] for ep in EntryPoint},
+            power_ups=v[Counter.POWER_UPS], resets=v[Counter.RESETS],
+            power_downs=v[Counter.POWER_DOWNS], powered=bool(v[Counter.POWERED]),
+            present=bool(v[Counter.PRESENT]), insertions=v[Counter.INSERTIONS],
+            removals=v[Counter.REMOVALS], protocol=v[Counter.PROTOCOL],
+            latency_us=v[Counter.LATENCY_US])
