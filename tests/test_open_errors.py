@@ -4,8 +4,10 @@ and leaks nothing."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,9 +100,34 @@ def test_constants_match_the_c_header():
     from scardio.constants import IOCTL
     assert _core.MAX_ATR == 33
     assert _core.MAX_INPUT == 8 + 4 + 3 + 65535 + 3
-    for name, st in errors.STATUS_NAMES.items():
-        assert _core.status_name(name) == st
     assert IOCTL.GET_STATE == 0x00310038
+
+
+def core_statuses() -> dict[str, int]:
+    """The status values native/scio.h defines (its status block)."""
+    text = (Path(__file__).resolve().parent.parent / "native" / "scio.h").read_text()
+    block = text[text.index("typedef uint32_t scio_status;"):text.index("scio_status_name(")]
+    return {m.group(1): int(m.group(2), 16)
+            for m in re.finditer(r"#define SCIO_(\w+)\s+(0x[0-9A-Fa-f]+)u", block)}
+
+
+def test_every_core_status_has_the_same_name_in_errors():
+    statuses = core_statuses()
+    assert len(statuses) >= 26 and statuses["NO_MEDIA"] == 0xC0000178
+    for name, value in statuses.items():
+        assert _core.status_name(value) == name
+        assert errors.status_name(value) == name
+        assert errors.ScardioError("x", status=value).status_name == name
+        if value not in (0, 0x103):  # SUCCESS and PENDING are no failures
+            exc = errors.error_for_status(value)
+            assert exc.status_name == name and name in str(exc)
+
+
+def test_errors_has_no_table_of_its_own():
+    assert not hasattr(errors, "STATUS_NAMES")
+    assert errors.status_name(0xC0FFEE00) == "0xC0FFEE00"
+    assert str(errors.error_for_status(0xC0FFEE00)) == "0xC0FFEE00"
+    assert errors.NoCardError("gone").status_name == "NO_MEDIA"
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX behaviour")

@@ -41,7 +41,7 @@ class Operation:
 
 class Device:
     @classmethod
-    def open_ifd(cls, library: str, device_name: str, lun: int = 0, *,
+    def open_ifd(cls, library: str, device_name: str = "", lun: int = 0, *,
                  poll_interval_ms: int = 0, close_timeout_ms: int = 0) -> "Device": ...
     @classmethod
     def open_path(cls, path: str) -> "Device": ...

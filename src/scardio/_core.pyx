@@ -51,6 +51,9 @@ def status_name(scio_status status):
     return None if n == NULL else n.decode("ascii")
 
 
+_errors.use_status_names(status_name)
+
+
 def list_device_paths():
     """Reader device paths the platform offers (Windows: the interface paths
     of GUID_DEVINTERFACE_SMARTCARD_READER; an empty list elsewhere)."""

@@ -4,12 +4,17 @@ Each error carries ``status`` (the core's NTSTATUS-style code), its
 ``status_name``, the ``driver_code`` the driver returned when there was one
 (an ``IFD_*`` code for IFD handlers, a Win32 error on Windows), and the
 ``ioctl`` code of the failed request when it came from one.
+
+Status names are the C core's own (``scardio._core.status_name``, from
+native/core/status.c).  The binding raises these errors, so it imports this
+module and not the reverse: it hands its ``status_name`` over with
+:func:`use_status_names` when it loads.
 """
 
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 if TYPE_CHECKING:
     from .holders import Holder
@@ -21,8 +26,29 @@ __all__ = [
     "BufferTooSmallError", "InvalidStateError", "DriverError",
     "DriverDataError", "UnrecognizedCardError", "DeviceGoneError",
     "ClosedError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
-    "MissingEntryPointError", "ChannelOpenError", "error_for_status",
+    "MissingEntryPointError", "ChannelOpenError", "error_for_status", "status_name",
+    "use_status_names",
 ]
+
+
+def _no_names(status: int) -> Optional[str]:
+    return None
+
+
+_core_status_name: Callable[[int], Optional[str]] = _no_names
+
+
+def use_status_names(namer: Callable[[int], Optional[str]]) -> None:
+    """Take status names from `namer` (the binding's ``status_name``: the
+    core's short name of a status, or None for one it does not know)."""
+    global _core_status_name
+    _core_status_name = namer
+
+
+def status_name(status: int) -> str:
+    """The core's short name of a status ("NO_MEDIA"), else its hex form."""
+    name = _core_status_name(status) if 0 <= status <= 0xFFFFFFFF else None
+    return name if name is not None else f"0x{status:08X}"
 
 
 class ScardioError(Exception):
@@ -40,7 +66,7 @@ class ScardioError(Exception):
 
     @property
     def status_name(self) -> str:
-        return STATUS_NAMES.get(self.status, f"0x{self.status:08X}")
+        return status_name(self.status)
 
 
 class NoCardError(ScardioError):
@@ -154,21 +180,6 @@ class ReaderInUseError(DeviceBusyError, ChannelOpenError):
     holders: tuple["Holder", ...] = ()
 
 
-STATUS_NAMES = {
-    0x00000000: "SUCCESS", 0x00000103: "PENDING", 0xC0000001: "UNSUCCESSFUL",
-    0xC0000002: "NOT_IMPLEMENTED", 0xC000000D: "INVALID_PARAMETER",
-    0xC000000E: "NO_SUCH_DEVICE", 0xC0000010: "INVALID_DEVICE_REQUEST",
-    0xC0000014: "UNRECOGNIZED_MEDIA", 0xC0000017: "NO_MEMORY",
-    0xC0000023: "BUFFER_TOO_SMALL", 0xC0000034: "OBJECT_NAME_NOT_FOUND",
-    0xC0000043: "SHARING_VIOLATION", 0xC000007B: "INVALID_IMAGE_FORMAT",
-    0xC000009A: "INSUFFICIENT_RESOURCES", 0xC000009C: "DEVICE_DATA_ERROR",
-    0xC000009D: "DEVICE_NOT_CONNECTED", 0x80000011: "DEVICE_BUSY",
-    0xC00000B5: "IO_TIMEOUT", 0xC00000BB: "NOT_SUPPORTED", 0xC0000120: "CANCELLED",
-    0xC0000135: "DLL_NOT_FOUND", 0xC0000139: "ENTRYPOINT_NOT_FOUND",
-    0xC0000178: "NO_MEDIA", 0xC0000184: "INVALID_DEVICE_STATE",
-    0xC0000185: "IO_DEVICE_ERROR", 0xC0000206: "INVALID_BUFFER_SIZE",
-}
-
 _CLASS_FOR_STATUS: dict[int, type[ScardioError]] = {
     cls.status: cls
     for cls in (NoCardError, TimeoutError, CancelledError, DeviceBusyError,
@@ -186,7 +197,7 @@ def error_for_status(status: int, message: str = "", *, driver_code: int = 0,
                      ioctl: Optional[int] = None) -> ScardioError:
     """The exception instance for a failed status (not raised)."""
     cls = _CLASS_FOR_STATUS.get(status, ScardioError)
-    name = STATUS_NAMES.get(status, f"0x{status:08X}")
+    name = status_name(status)
     text = message or name
     if ioctl is not None:
         from .constants import ioctl_name
