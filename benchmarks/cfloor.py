@@ -97,7 +97,7 @@ static RC do_op(int op)
     case 1:
         rc = presence(lun);
         len = sizeof atr;
-        get_caps(lun, 0x0007A002, &len, atr); /* SIM_TAG_CARD_EVENTS: swap check */
+        get_caps(lun, 0x0007A002, &len, atr); /* SCIO_IFD_TAG_CARD_EVENTS: swap check */
         return rc;
     case 2: case 3: case 4:
         len = 65538;

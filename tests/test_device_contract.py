@@ -1,4 +1,4 @@
-"""The IOCTL contract (DESIGN.md section 3) through Device, run against the
+"""The IOCTL contract (the IOCTLs of native/scio.h) through Device, run against the
 simulated reader and against Debian's vpcd driver with the test card: every
 IOCTL, its success and error paths, and the reader still usable afterwards."""
 

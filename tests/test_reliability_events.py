@@ -10,7 +10,7 @@ Monitor (fast queue consumer, and a callback that sleeps on the monitor
 thread itself).
 
 The core can promise this for drivers that count card events (the sim
-exports SIM_TAG_CARD_EVENTS; see tests/test_device_sim.py); drivers that
+answers SCIO_IFD_TAG_CARD_EVENTS of native/ifd/ifd_ext.h); drivers that
 only answer "present / absent" can merge an insert+remove that happens
 between two polls, which no resource manager can see either.
 """

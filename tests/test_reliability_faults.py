@@ -353,7 +353,7 @@ def test_close_channel_failures_do_not_stop_close(failure: Failure) -> None:
 
 def test_transient_capability_failure_does_not_invent_an_arrival(sim_device, sim) -> None:
     """Regression (found here, fixed in the IFD backend: events_stale): a failed
-    IFDHGetCapabilities(SIM_TAG_CARD_EVENTS) while an IS_PRESENT completed on
+    IFDHGetCapabilities(SCIO_IFD_TAG_CARD_EVENTS) while an IS_PRESENT completed on
     presence left the event baseline behind, so a later IS_PRESENT completed
     with no card in the reader (a phantom arrival)."""
     sim.insert()

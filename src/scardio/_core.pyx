@@ -204,7 +204,7 @@ cdef class Device:
         self._ops = weakref.WeakValueDictionary()
 
     def __init__(self):
-        raise TypeError("use Device.open_ifd() or Device.open_sim()")
+        raise TypeError("use Device.open_ifd(), Device.open_path() or Device.open_sim()")
 
     def __dealloc__(self):
         if self._dev != NULL:

@@ -1,4 +1,5 @@
-"""The IOCTL contract's numbers as IntEnums (DESIGN.md section 3).
+"""The IOCTL contract's numbers as IntEnums: the Windows smart-card reader
+IOCTLs, card states, power actions, protocols and attributes of native/scio.h.
 
 The binding exports the C header's values too; tests check they agree.
 """

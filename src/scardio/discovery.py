@@ -1,6 +1,8 @@
 """Reader discovery: find the readers a driver can open, without pcscd.
 
-Three sources are read, in this order (POSIX; the Windows source comes later):
+On POSIX three sources are read, in this order; on Windows the reader device
+interfaces (``"win32"``, see :func:`device_path_readers`) take the place of
+the first two:
 
 ``"bundle"``
     pcsc-lite USB driver bundles ``<drop_dir>/*.bundle/Contents/Info.plist``
@@ -109,7 +111,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 class ReaderDescriptor:
     """Everything needed to open a reader, and to show it to a person.
 
-    ``source`` is "bundle", "reader.conf", "sim" (later "win32");
+    ``source`` is "bundle", "reader.conf", "win32" or "sim";
     ``library`` the driver path; ``device_name`` and ``lun`` the arguments
     of ``IFDHCreateChannelByName``; ``extra`` a read-only mapping of
     source-specific details (always holding ``"available"``).  ``extra``

@@ -1,5 +1,6 @@
-"""Readers: the resource manager's sequences (DESIGN.md section 4) over a
-:class:`scardio.Device`, the same code for every backend.
+"""Readers: the resource manager's sequences (start-up, the connect loop and
+its state table, power-down) over a :class:`scardio.Device`, the same code
+for every backend.
 
 The sequences (start-up, connect, power-down, transmit) are written once as
 generators that *yield* IOCTL requests and receive their outputs (or have the
