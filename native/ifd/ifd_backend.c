@@ -900,7 +900,8 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
 static const char *implausible_events(const ifd_dev *s, uint32_t ins, uint32_t rem)
 {
     int64_t drift;
-    if ((int32_t)(ins - s->last_ins) < 0 || (int32_t)(rem - s->last_rem) < 0)
+    if ((uint32_t)(ins - s->last_ins) > 0x7FFFFFFFu ||
+        (uint32_t)(rem - s->last_rem) > 0x7FFFFFFFu)
         return "went back";
     drift = (int64_t)(uint32_t)(ins - s->open_ins) - (int64_t)(uint32_t)(rem - s->open_rem);
     if (drift < -1 || drift > 1)
@@ -923,13 +924,13 @@ static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem)
     *rem = scio_get_u32(v + 4);
     if ((why = implausible_events(s, *ins, *rem)) != NULL) {
         scio_ifd_log(SCIO_IFD_LOG_ERROR,
-                "driver %s LUN 0x%lx: card-event counts %s (insertions %lu -> %lu, "
-                "removals %lu -> %lu; at open %lu, %lu): a driver error; tracking "
-                "this reader by card presence only",
-                s->lib->path, (unsigned long)s->lun, why,
-                (unsigned long)s->last_ins, (unsigned long)*ins,
-                (unsigned long)s->last_rem, (unsigned long)*rem,
-                (unsigned long)s->open_ins, (unsigned long)s->open_rem);
+                     "driver %s LUN 0x%lx: card-event counts %s (insertions %lu -> %lu, "
+                     "removals %lu -> %lu; at open %lu, %lu): a driver error; tracking "
+                     "this reader by card presence only",
+                     s->lib->path, (unsigned long)s->lun, why,
+                     (unsigned long)s->last_ins, (unsigned long)*ins,
+                     (unsigned long)s->last_rem, (unsigned long)*rem,
+                     (unsigned long)s->open_ins, (unsigned long)s->open_rem);
         s->has_events = 0;
         return 0;
     }
@@ -1138,9 +1139,9 @@ static int get_ext_pair(ifd_dev *s, IFD_DWORD tag, const char *what,
         return 0;
     if (len != 8) {
         scio_ifd_log(SCIO_IFD_LOG_ERROR,
-                "driver %s LUN 0x%lx: %s (tag 0x%08lX) has %lu bytes, not 8: ignored",
-                s->lib->path, (unsigned long)s->lun, what, (unsigned long)tag,
-                (unsigned long)len);
+                     "driver %s LUN 0x%lx: %s (tag 0x%08lX) has %lu bytes, not 8: ignored",
+                     s->lib->path, (unsigned long)s->lun, what, (unsigned long)tag,
+                     (unsigned long)len);
         return 0;
     }
     *a = scio_get_u32(v);
@@ -1157,12 +1158,12 @@ static void read_extensions(ifd_dev *s)
         if (first > last || first < SCIO_IFD_VENDOR_CTL_FIRST ||
             last > SCIO_IFD_VENDOR_CTL_LAST) {
             scio_ifd_log(SCIO_IFD_LOG_ERROR,
-                    "driver %s LUN 0x%lx: unlocked control range 0x%08lX..0x%08lX is "
-                    "not a range within the vendor controls 0x%08lX..0x%08lX: ignored, "
-                    "every control takes the reader lock",
-                    s->lib->path, (unsigned long)s->lun, (unsigned long)first,
-                    (unsigned long)last, (unsigned long)SCIO_IFD_VENDOR_CTL_FIRST,
-                    (unsigned long)SCIO_IFD_VENDOR_CTL_LAST);
+                         "driver %s LUN 0x%lx: unlocked control range 0x%08lX..0x%08lX is "
+                         "not a range within the vendor controls 0x%08lX..0x%08lX: ignored, "
+                         "every control takes the reader lock",
+                         s->lib->path, (unsigned long)s->lun, (unsigned long)first,
+                         (unsigned long)last, (unsigned long)SCIO_IFD_VENDOR_CTL_FIRST,
+                         (unsigned long)SCIO_IFD_VENDOR_CTL_LAST);
         } else {
             s->has_unlocked = 1;
             s->unlocked_first = first;
