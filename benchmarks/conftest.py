@@ -52,7 +52,7 @@ def pcscd_env():
     reader and (when installed) a vpcd reader on a private port.  Yields a
     dict with "pcscd" and "vpcd_port" (None without vpcd)."""
     import pcsc_peer
-    from scardio._core import SIM_LIBRARY
+    from scardio.sim import SIM_LIBRARY
     why = pcsc_peer.unavailable_reason()
     if why:
         pytest.skip(why)

@@ -138,8 +138,8 @@ def batch_sizes(paths: List[Path], op: str, target_ns: float) -> Dict[str, int]:
 
 
 def open_sim_device(lun: int, connect: bool = True):
-    from scardio import Device
-    dev = Device.open_sim(lun)
+    from scardio.sim import open_device
+    dev = open_device(lun)
     try:
         _sim_insert(dev)
         if connect:
@@ -153,8 +153,9 @@ def open_sim_device(lun: int, connect: bool = True):
 def open_sim_reader(lun: int, **kw):
     """A Reader over a simulated reader with a card in (default options,
     i.e. the default power-down timer, unless given)."""
-    from scardio import Device, Reader
-    dev = Device.open_sim(lun)
+    from scardio import Reader
+    from scardio.sim import open_device
+    dev = open_device(lun)
     try:
         _sim_insert(dev)
         return Reader(dev, **kw)
@@ -164,7 +165,7 @@ def open_sim_reader(lun: int, **kw):
 
 
 def open_sim_ctypes(lun: int):
-    from scardio._core import SIM_LIBRARY
+    from scardio.sim import SIM_LIBRARY
     import ctypes_ifd
     ch = ctypes_ifd.IfdChannel(SIM_LIBRARY, f"sim:{lun}", lun)
     try:
@@ -177,7 +178,7 @@ def open_sim_ctypes(lun: int):
 
 
 def open_sim_floor(lun: int):
-    from scardio._core import SIM_LIBRARY
+    from scardio.sim import SIM_LIBRARY
     import cfloor
     f = cfloor.CFloor(SIM_LIBRARY, f"sim:{lun}", lun)
     try:

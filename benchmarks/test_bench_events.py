@@ -36,13 +36,14 @@ def _summarize(section, res):
 
 
 def test_sim_event_latency(request):
-    from scardio import Device, Reader
+    from scardio import Reader
+    from scardio.sim import open_device
     stack = contextlib.ExitStack()
     with stack:
-        dev = Device.open_sim(next_lun())
+        dev = open_device(next_lun())
         stack.callback(dev.close)
         trackers = [events.DeviceTracking(dev, sim_trigger(dev))]
-        rdev = Device.open_sim(next_lun())
+        rdev = open_device(next_lun())
         reader = Reader(rdev)
         stack.callback(reader.close)
         mon = events.MonitorTracking([reader], sim_trigger(rdev))
@@ -71,14 +72,15 @@ def test_sim_event_latency(request):
 
 
 def _scale_one(n: int, samples: int) -> dict:
-    from scardio import Device, Reader
+    from scardio import Reader
+    from scardio.sim import open_device
     from scardio.sim import SimControl
     stack = contextlib.ExitStack()
     with stack:
         threads_before = harness.thread_count()
         readers = []
         for _ in range(n):
-            r = Reader(Device.open_sim(next_lun()))
+            r = Reader(open_device(next_lun()))
             stack.callback(r.close)
             readers.append(r)
         controls = [SimControl(r.device) for r in readers]

@@ -72,8 +72,8 @@ def test_get_state_near_c_floor(guard_paths):
 
 def test_arrival_latency_sim():
     import events
-    from scardio import Device
-    with Device.open_sim(next_lun()) as dev:
+    from scardio.sim import open_device
+    with open_device(next_lun()) as dev:
         t = events.DeviceTracking(dev, events.sim_trigger(dev))
         res = events.run_interleaved([t], 8, pause=0.005, jitter=0.005)[t.name]
     med = harness.median(res["insert"])
@@ -82,12 +82,13 @@ def test_arrival_latency_sim():
 
 
 def test_idle_cpu_16_readers():
-    from scardio import Device, Monitor, Reader
+    from scardio import Monitor, Reader
+    from scardio.sim import open_device
     stack = contextlib.ExitStack()
     with stack:
         readers = []
         for _ in range(16):
-            r = Reader(Device.open_sim(next_lun()))
+            r = Reader(open_device(next_lun()))
             stack.callback(r.close)
             readers.append(r)
         mon = Monitor(readers)

@@ -21,8 +21,8 @@ _luns = itertools.count(0x100)
 @pytest.fixture
 def sim_device():
     """A simulated reader on a LUN no other test uses, with no card."""
-    from scardio import Device
-    dev = Device.open_sim(next(_luns))
+    from scardio.sim import open_device
+    dev = open_device(next(_luns))
     try:
         yield dev
     finally:

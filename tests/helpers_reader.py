@@ -43,12 +43,11 @@ def next_lun() -> int:
 def sim_reader(power_down_timeout: Optional[float] = 5.0,
                trace: Optional[Callable[[Any], None]] = None) -> Iterator[tuple[Any, Any]]:
     """(reader, SimControl) on a fresh simulated LUN with no card."""
-    from scardio import Device
     from scardio.discovery import ReaderDescriptor
     from scardio.reader import Reader, TracingDevice
-    from scardio.sim import SIM_LIBRARY, SimControl
+    from scardio.sim import SIM_LIBRARY, SimControl, open_device
     lun = next_lun()
-    dev: Any = Device.open_sim(lun)
+    dev: Any = open_device(lun)
     if trace is not None:
         dev = TracingDevice(dev, trace)
     desc = ReaderDescriptor(f"scardio Simulated Reader {lun}", "sim", SIM_LIBRARY,

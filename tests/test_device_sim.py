@@ -12,6 +12,7 @@ import time
 import pytest
 
 from platform_support import completion_fd
+import scardio.sim
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.constants import vendor_ctl_pcsc, vendor_ctl_win
 from scardio.sim import ATR_T0, ATR_T1, EntryPoint, Fault, SimControl
@@ -178,7 +179,7 @@ def test_blocked_transmit_released_by_stop(sim_device, sim):
 
 
 def test_close_abandons_a_call_stuck_in_the_driver_within_bound():
-    dev = Device.open_sim(0x7001, close_timeout_ms=300)
+    dev = scardio.sim.open_device(0x7001, close_timeout_ms=300)
     sim = SimControl(dev)
     sim.insert()
     connect(dev)
@@ -199,11 +200,11 @@ def test_close_abandons_a_call_stuck_in_the_driver_within_bound():
 
 def test_same_lun_twice_is_refused(sim_device):
     with pytest.raises(errors.ReaderInUseError):
-        Device.open_sim(sim_device.lun)
+        scardio.sim.open_device(sim_device.lun)
 
 
 def test_many_readers(tmp_path):
-    devs = [Device.open_sim(0x10000 + i) for i in range(256)]
+    devs = [scardio.sim.open_device(0x10000 + i) for i in range(256)]
     try:
         ops = [d.submit(IOCTL.IS_PRESENT) for d in devs]
         for i in (0, 100, 255):
@@ -238,7 +239,7 @@ def test_dropped_operation_is_not_harvested(sim_device, sim):
 
 
 def test_operation_outlives_closed_device(sim):
-    dev = Device.open_sim(0x7003)
+    dev = scardio.sim.open_device(0x7003)
     op = dev.submit(IOCTL.GET_STATE, b"", 4)
     op.wait(2)
     dev.close()

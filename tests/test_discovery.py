@@ -420,19 +420,20 @@ def test_real_ccid_bundle() -> None:
 
 
 @pytest.fixture
-def fake_core(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+def fake_sim(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     lib = write(tmp_path / "libscardio_sim.so", b"\x7fELF")
-    mod = types.ModuleType("scardio._core")
+    mod = types.ModuleType("scardio.sim")
     mod.SIM_LIBRARY = str(lib)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "scardio._core", mod)
-    monkeypatch.setattr(scardio, "_core", mod, raising=False)
+    monkeypatch.setitem(sys.modules, "scardio.sim", mod)
+    monkeypatch.setattr(scardio, "sim", mod, raising=False)
     return str(lib)
 
 
 @pytest.fixture
-def no_core(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "scardio._core", None)  # import fails
-    monkeypatch.delattr(scardio, "_core", raising=False)
+def no_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # scardio.sim imports the binding: without it, the import fails
+    monkeypatch.setitem(sys.modules, "scardio.sim", None)
+    monkeypatch.delattr(scardio, "sim", raising=False)
 
 
 def _only_sim(**kw: object) -> list[ReaderDescriptor]:
@@ -440,15 +441,15 @@ def _only_sim(**kw: object) -> list[ReaderDescriptor]:
     return list_readers(drop_dir=empty, sysfs_root=empty, reader_conf_dirs=[], **kw)  # type: ignore[arg-type]
 
 
-def test_sim_readers(fake_core: str) -> None:
+def test_sim_readers(fake_sim: str) -> None:
     readers = _only_sim(sim=3)
     assert [r.name for r in readers] == [f"scardio Simulated Reader {i}" for i in range(3)]
     assert [r.lun for r in readers] == [0, 1, 2]
-    assert all(r.source == "sim" and r.library == fake_core and r.available for r in readers)
+    assert all(r.source == "sim" and r.library == fake_sim and r.available for r in readers)
     assert readers[1].device_name == "sim:1"
 
 
-def test_sim_env(fake_core: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sim_env(fake_sim: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCARDIO_SIM", "2")
     assert len(_only_sim()) == 2
     assert len(_only_sim(sim=1)) == 1  # the argument wins
@@ -467,7 +468,7 @@ def test_sim_negative() -> None:
         _only_sim(sim=-1)
 
 
-def test_sim_without_binding(no_core: None) -> None:
+def test_sim_without_binding(no_binding: None) -> None:
     (r,) = _only_sim(sim=1)
     assert r.library == ""
     assert not r.available
@@ -475,7 +476,7 @@ def test_sim_without_binding(no_core: None) -> None:
 
 
 @posix_only
-def test_sim_after_other_readers(fake_core: str, tmp_path: Path, lib: Path) -> None:
+def test_sim_after_other_readers(fake_sim: str, tmp_path: Path, lib: Path) -> None:
     d = tmp_path / "conf"
     write(d / "x", f'FRIENDLYNAME "Conf"\nDEVICENAME /dev/null\nLIBPATH {lib}\n')
     readers = list_readers(1, drop_dir=tmp_path, sysfs_root=tmp_path, reader_conf_dirs=[d])

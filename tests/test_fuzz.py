@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from platform_support import posix_build_scripts  # noqa: E402
+import scardio.sim
 from scardio import IOCTL, Device, State, errors  # noqa: E402
 from scardio.constants import ctl_code, vendor_ctl_pcsc, vendor_ctl_win  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
@@ -213,7 +214,7 @@ def _is_stalling(code: int, data: bytes) -> bool:
 
 @pytest.fixture(scope="module")
 def fuzz_dev():
-    dev = Device.open_sim(next(_luns), close_timeout_ms=500)
+    dev = scardio.sim.open_device(next(_luns), close_timeout_ms=500)
     yield dev
     dev.close()
 
@@ -276,9 +277,10 @@ def test_return_fault_with_success_value_does_not_crash():
     """Regression (found by fuzz_ioctl, fixed in the sim): a RETURN fault of 0
     (IFD_SUCCESS) made the entry point use an unset LUN pointer: SIGSEGV."""
     code = ("import struct\n"
+            "import scardio.sim\n"
             "from scardio import Device, IOCTL\n"
             "from scardio.sim import SimControl, EntryPoint, Fault\n"
-            "dev = Device.open_sim(0x99)\n"
+            "dev = scardio.sim.open_device(0x99)\n"
             "sim = SimControl(dev)\n"
             "for _ in range(50):\n"
             "    try:\n"
@@ -401,7 +403,7 @@ API_BAD_INPUT = [
      errors.DriverNotFoundError),
     ("open_ifd(not a library)", lambda d: Device.open_ifd("/etc/hostname", "x"),
      errors.NotADriverError),
-    ("open_sim(same LUN twice)", lambda d: Device.open_sim(d.lun), errors.ReaderInUseError),
+    ("open_device(same LUN twice)", lambda d: scardio.sim.open_device(d.lun), errors.ReaderInUseError),
     ("SimControl.insert(40-byte ATR)", lambda d: SimControl(d).insert(bytes(40)), ValueError),
     ("parse_atr('zz')", lambda d: atr_mod.parse_atr("zz"), ValueError),
     ("parse_atr(b'')", lambda d: atr_mod.parse_atr(b""), ValueError),

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+import scardio.sim
 import scardio
 from helpers_reader import Recorder, sim_reader
 from scardio import IOCTL, Attr, Protocol, State, errors
@@ -62,7 +63,7 @@ class NoVendorAttrs:
 
 def test_missing_attributes_fall_back_to_the_descriptor_name():
     desc = ReaderDescriptor("Friendly Name From reader.conf", "reader.conf", "x", "y")
-    dev = scardio.Device.open_sim(0x2FF)
+    dev = scardio.sim.open_device(0x2FF)
     with Reader(NoVendorAttrs(dev), desc) as reader:
         assert reader.name == "Friendly Name From reader.conf"
         assert reader.attributes.vendor_name is None
@@ -98,7 +99,7 @@ def test_close_powers_down_and_is_idempotent():
         with pytest.raises(errors.ClosedError):
             reader.state()
     # the driver saw the power-down before the channel closed
-    d2 = scardio.Device.open_sim(lun)
+    d2 = scardio.sim.open_device(lun)
     d2.close()
 
 

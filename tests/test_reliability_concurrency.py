@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import scardio.sim
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.sim import EntryPoint, SimControl
 
@@ -121,7 +122,7 @@ def test_overlapped_flood_from_threads_harvested_in_order(sim_device, sim):
 def test_monitor_and_transmit_at_the_same_time():
     mon_mod = pytest.importorskip("scardio.monitor")
     from scardio.reader import Reader
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     reader = Reader(dev, power_down_timeout=None)
     mon = mon_mod.Monitor([reader])
@@ -156,7 +157,7 @@ def test_many_readers_in_many_threads():
 
     def worker(i: int) -> None:
         for r in range(rounds):
-            with Device.open_sim(next(_luns)) as dev:
+            with scardio.sim.open_device(next(_luns)) as dev:
                 sim = SimControl(dev)
                 track = dev.submit(IOCTL.IS_PRESENT)
                 sim.insert()
@@ -176,7 +177,7 @@ def test_readers_api_in_many_threads():
 
     def worker(i: int) -> None:
         for r in range(3):
-            with Reader(Device.open_sim(next(_luns)), power_down_timeout=0.01) as reader:
+            with Reader(scardio.sim.open_device(next(_luns)), power_down_timeout=0.01) as reader:
                 SimControl(reader.device).insert()
                 reader.wait_for_card(timeout=WAIT)
                 card = reader.connect(timeout=WAIT)
@@ -190,7 +191,7 @@ def test_readers_api_in_many_threads():
 
 
 def test_close_under_busy_threads_gives_typed_errors_only():
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     sim.insert()
     connect(dev)
@@ -249,7 +250,7 @@ def test_same_reader_opened_from_many_threads_at_once():
     def worker(i: int) -> None:
         barrier.wait(WAIT)
         try:
-            d = Device.open_sim(lun)
+            d = scardio.sim.open_device(lun)
         except errors.ReaderInUseError:
             with lock:
                 busy.append(i)
@@ -262,13 +263,13 @@ def test_same_reader_opened_from_many_threads_at_once():
     dev = opened[0]
     assert dev.ioctl(IOCTL.GET_STATE, b"", 4) == dword(State.ABSENT)
     dev.close()
-    with Device.open_sim(lun):    # free again
+    with scardio.sim.open_device(lun):    # free again
         pass
 
 
 def test_concurrent_close_from_many_threads_is_idempotent():
     for _ in range(20):
-        dev = Device.open_sim(next(_luns))
+        dev = scardio.sim.open_device(next(_luns))
         dev.submit(IOCTL.IS_PRESENT)
         assert run_threads(lambda i: dev.close(), 6, timeout=WAIT) == []
         assert dev.closed
@@ -276,7 +277,7 @@ def test_concurrent_close_from_many_threads_is_idempotent():
 
 def test_cancel_and_release_race_with_completion():
     """Operations cancelled, dropped and waited for while they complete."""
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     sim.insert()
     connect(dev)

@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+import scardio.sim
 from scardio import IOCTL, Device, errors
 from scardio.sim import SimControl
 
@@ -74,7 +75,7 @@ def assert_nothing_more(dev: Device) -> None:
 
 @pytest.mark.parametrize("slow_every", [0, 20], ids=["fast-consumer", "slow-consumer"])
 def test_device_level_10000_cycles_exactly_once_in_order(slow_every):
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     try:
         producer = Producer(sim, CYCLES)
@@ -96,7 +97,7 @@ def test_device_level_10000_cycles_exactly_once_in_order(slow_every):
 def test_device_level_backlog_drained_after_the_fact():
     """All 10,000 cycles happen before anyone asks: the core still reports
     each one."""
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     try:
         for _ in range(CYCLES):
@@ -109,7 +110,7 @@ def test_device_level_backlog_drained_after_the_fact():
 
 
 def test_a_card_left_in_is_the_last_arrival():
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     try:
         for _ in range(500):
@@ -135,7 +136,7 @@ monitor_mod = pytest.importorskip("scardio.monitor")
 def _monitor_run(cycles: int, *, slow_callback: float = 0.0, slow_consumer: float = 0.0):
     from scardio.monitor import ARRIVAL, DEPARTURE, Monitor
     from scardio.reader import Reader
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     reader = Reader(dev, power_down_timeout=None)
     sim = SimControl(dev)
     kinds: list[str] = []
@@ -182,7 +183,7 @@ def test_monitor_with_slow_consumer_and_slow_callback():
 def test_monitor_sees_events_of_many_readers_without_mixing():
     from scardio.monitor import ARRIVAL, DEPARTURE, Monitor
     from scardio.reader import Reader
-    readers = [Reader(Device.open_sim(next(_luns)), power_down_timeout=None)
+    readers = [Reader(scardio.sim.open_device(next(_luns)), power_down_timeout=None)
                for _ in range(8)]
     per = 300
     mon = Monitor(readers)

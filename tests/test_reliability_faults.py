@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple, Optional, Union
 
 import pytest
 
+import scardio.sim
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.sim import ATR_T1, EntryPoint, Fault, SimControl
 
@@ -273,7 +274,7 @@ def check_outcome(ep: EntryPoint, want: object, got: object) -> None:
 def test_fault_matrix(ep: EntryPoint, failure: Failure, mode: str) -> None:
     trig = TRIGGERS[ep]
     want = expected(ep, failure)
-    dev = Device.open_sim(next(_luns), close_timeout_ms=1000)
+    dev = scardio.sim.open_device(next(_luns), close_timeout_ms=1000)
     sim = SimControl(dev)
     try:
         prepare(dev, sim, trig.setup)
@@ -331,7 +332,7 @@ def test_close_channel_failures_do_not_stop_close(failure: Failure) -> None:
     is closed; the driver's LUN may stay open (a driver that failed to close
     its channel), which a reopen reports as ChannelOpenError."""
     lun = next(_luns)
-    dev = Device.open_sim(lun, close_timeout_ms=500)
+    dev = scardio.sim.open_device(lun, close_timeout_ms=500)
     sim = SimControl(dev)
     prepare(dev, sim, "connected")
     sim.fault(EntryPoint.CLOSE_CHANNEL, failure.kind, failure.value)
@@ -342,7 +343,7 @@ def test_close_channel_failures_do_not_stop_close(failure: Failure) -> None:
     with pytest.raises(errors.ClosedError):
         dev.ioctl(IOCTL.GET_STATE, b"", 4)
     try:
-        again = Device.open_sim(lun)
+        again = scardio.sim.open_device(lun)
     except errors.ChannelOpenError:
         assert failure.kind is Fault.RETURN  # the sim kept the channel open
     else:

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+import scardio.sim
 from scardio import IOCTL, Device, errors
 from scardio.sim import SimControl
 
@@ -51,7 +52,7 @@ def assert_flat(before: dict, after: dict, what: str) -> None:
 
 
 def connected_sim() -> tuple[Device, SimControl]:
-    dev = Device.open_sim(next(_luns))
+    dev = scardio.sim.open_device(next(_luns))
     sim = SimControl(dev)
     sim.insert()
     dev.ioctl(IOCTL.POWER, struct.pack("<I", 1), 33)
@@ -133,7 +134,7 @@ def test_overlapped_operations_are_flat():
 def test_open_close_cycles_are_flat():
     def run(n: int) -> None:
         for _ in range(n):
-            dev = Device.open_sim(next(_luns))
+            dev = scardio.sim.open_device(next(_luns))
             sim = SimControl(dev)
             dev.submit(IOCTL.IS_PRESENT)        # pending at close
             sim.insert()

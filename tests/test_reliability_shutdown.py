@@ -30,6 +30,7 @@ import pytest
 
 import scardio
 from platform_support import WINDOWS, posix_signals, with_default_sigint
+import scardio.sim
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.sim import EntryPoint, Fault, SimControl
 
@@ -81,7 +82,7 @@ def test_close_with_a_call_stuck_in_the_driver_is_bounded(close_ms):
     process because the stuck calls never return (a hung driver)."""
     bound = (close_ms or scardio._core.DEFAULT_CLOSE_MS) / 1000.0
     out = run_child(f"""
-        dev = Device.open_sim(0x51, close_timeout_ms={close_ms})
+        dev = scardio.sim.open_device(0x51, close_timeout_ms={close_ms})
         sim = SimControl(dev)
         sim.insert(); connect(dev)
         sim.fault(EntryPoint.TRANSMIT, Fault.BLOCK)
@@ -140,7 +141,7 @@ def test_close_is_bounded_when_the_driver_hangs_while_releasing(entry):
     thread): the power-down and IFDHCloseChannel that close() issues used to
     run with no bound, so a driver hanging there hung close() forever."""
     out = run_child(f"""
-        dev = Device.open_sim(0x52, close_timeout_ms=200)
+        dev = scardio.sim.open_device(0x52, close_timeout_ms=200)
         sim = SimControl(dev)
         sim.insert(); connect(dev)       # powered: close powers it down first
         sim.fault(EntryPoint.{entry}, Fault.BLOCK)
@@ -234,7 +235,7 @@ def test_close_releases_waiters_of_an_abandoned_operation():
     close() never completed, so a thread in op.wait() with no timeout stayed
     blocked after close() returned."""
     out = run_child("""
-        dev = Device.open_sim(0x54, close_timeout_ms=200)
+        dev = scardio.sim.open_device(0x54, close_timeout_ms=200)
         sim = SimControl(dev)
         sim.insert(); connect(dev)
         sim.fault(EntryPoint.TRANSMIT, Fault.BLOCK)
@@ -342,7 +343,7 @@ def test_wait_honours_any_timeout_value(sim_device):
             results[t] = "hung (rescued by cancel)"
 
     # one tracking request per device: give each wait its own reader
-    devs = [Device.open_sim(next(_luns)) for _ in WAIT_VALUES]
+    devs = [scardio.sim.open_device(next(_luns)) for _ in WAIT_VALUES]
     try:
         for t, dev in zip(WAIT_VALUES, devs):
             ops[t] = dev.submit(IOCTL.IS_PRESENT)
@@ -401,7 +402,7 @@ def test_reader_close_with_pending_wait_and_stuck_transmit_is_bounded():
     pytest.importorskip("scardio.reader")
     out = run_child("""
         from scardio.reader import Reader
-        dev = Device.open_sim(0x53, close_timeout_ms=300)
+        dev = scardio.sim.open_device(0x53, close_timeout_ms=300)
         reader = Reader(dev, power_down_timeout=None)
         sim = SimControl(dev)
         sim.insert()
@@ -465,6 +466,7 @@ def test_reader_timeouts(sim_device):
 
 CHILD_PRELUDE = """
 import os, signal, struct, sys, threading, time
+import scardio.sim
 from scardio import IOCTL, Device, Protocol, State, errors
 from scardio.sim import EntryPoint, Fault, SimControl
 ECHO = struct.pack("<II", 2, 8) + bytes([0x80, 0xEE, 0, 0, 1, 0x5A, 1])
@@ -527,7 +529,7 @@ def interrupt_child(body: str, delay: float = 0.15, timeout: float = 10.0):
 
 def test_ctrl_c_during_wait_cancels_the_operation():
     rc, out, took = interrupt_child("""
-        dev = Device.open_sim(0x61)
+        dev = scardio.sim.open_device(0x61)
         op = dev.submit(IOCTL.IS_PRESENT)
         ready()
         try:
@@ -550,7 +552,7 @@ def test_ctrl_c_during_wait_cancels_the_operation():
 
 def test_ctrl_c_unhandled_during_wait_exits_like_sigint():
     rc, out, took = interrupt_child("""
-        dev = Device.open_sim(0x62)
+        dev = scardio.sim.open_device(0x62)
         op = dev.submit(IOCTL.IS_PRESENT)
         ready()
         op.wait()
@@ -565,7 +567,7 @@ def test_ctrl_c_during_slow_synchronous_call(what):
     """A synchronous call runs with the GIL released; Ctrl-C is delivered
     as soon as the driver returns (here: 0.6 s of simulated latency)."""
     rc, out, took = interrupt_child(f"""
-        dev = Device.open_sim(0x63)
+        dev = scardio.sim.open_device(0x63)
         sim = SimControl(dev)
         sim.insert()
         if "{what}" == "transmit":
@@ -597,7 +599,7 @@ def test_ctrl_c_during_overlapped_call_stuck_in_driver(what):
     once, the operation is cancelled and the process exits cleanly."""
     ep = "POWER_ICC" if what == "connect" else "TRANSMIT"
     rc, out, took = interrupt_child(f"""
-        dev = Device.open_sim(0x64, close_timeout_ms=300)
+        dev = scardio.sim.open_device(0x64, close_timeout_ms=300)
         sim = SimControl(dev)
         sim.insert()
         if "{what}" == "transmit":
@@ -630,7 +632,7 @@ def test_ctrl_c_with_reader_api_connect_and_transmit():
     pytest.importorskip("scardio.reader")
     rc, out, took = interrupt_child("""
         from scardio.reader import Reader
-        dev = Device.open_sim(0x65, close_timeout_ms=300)
+        dev = scardio.sim.open_device(0x65, close_timeout_ms=300)
         reader = Reader(dev, power_down_timeout=None)
         sim = SimControl(dev)
         sim.insert()
@@ -658,8 +660,8 @@ def test_process_ends_with_operations_pending(how):
     work queued and a call stuck in the driver: the process ends within the
     close bound, with no crash."""
     body = """
-        dev = Device.open_sim(0x66, close_timeout_ms=300)
-        dev2 = Device.open_sim(0x67)
+        dev = scardio.sim.open_device(0x66, close_timeout_ms=300)
+        dev2 = scardio.sim.open_device(0x67)
         sim = SimControl(dev)
         sim.insert(); connect(dev)
         track = dev2.submit(IOCTL.IS_PRESENT)
@@ -705,11 +707,11 @@ def test_threads_and_descriptors_return_to_baseline():
     operations, BLOCKed calls released by STOP, timeouts, and the Reader
     API: the process ends up with the threads and descriptors it had."""
     # warm-up: the first device loads the driver and creates lazy state
-    with Device.open_sim(next(_luns)) as d:
+    with scardio.sim.open_device(next(_luns)) as d:
         d.submit(IOCTL.GET_STATE, b"", 4).wait(2)
     t0, f0 = settle(threads()), fds()
     for i in range(30):
-        dev = Device.open_sim(next(_luns), close_timeout_ms=500)
+        dev = scardio.sim.open_device(next(_luns), close_timeout_ms=500)
         sim = SimControl(dev)
         track = dev.submit(IOCTL.IS_PRESENT)
         sim.insert()
@@ -729,7 +731,7 @@ def test_threads_and_descriptors_return_to_baseline():
     except ImportError:
         Reader = None
     for i in range(10 if Reader else 0):
-        r = Reader(Device.open_sim(next(_luns)), power_down_timeout=0.01)
+        r = Reader(scardio.sim.open_device(next(_luns)), power_down_timeout=0.01)
         SimControl(r.device).insert()
         card = r.connect(timeout=5)
         card.transmit(bytes([0x80, 0xEE, 0, 0, 1]), timeout=5)

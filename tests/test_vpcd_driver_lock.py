@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import scardio.sim
 from scardio import IOCTL, Device, State, errors
 from scardio.sim import EntryPoint, Fault, SimControl
 
@@ -63,7 +64,7 @@ def test_vpcd_slots_take_turns_in_the_driver():
 
 
 def test_thread_safe_sim_readers_are_called_concurrently():
-    a, b = Device.open_sim(0x7A01), Device.open_sim(0x7A02)
+    a, b = scardio.sim.open_device(0x7A01), scardio.sim.open_device(0x7A02)
     try:
         sa = SimControl(a)
         sa.insert()

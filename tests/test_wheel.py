@@ -20,7 +20,7 @@ SMOKE = r"""
 import struct, scardio, scardio.sim
 from scardio import Device, IOCTL
 assert scardio.sim.SIM_LIBRARY.startswith(scardio.__path__[0]), scardio.sim.SIM_LIBRARY
-with Device.open_sim(0) as dev:
+with scardio.sim.open_device(0) as dev:
     scardio.sim.SimControl(dev).insert()
     atr = dev.ioctl(IOCTL.POWER, struct.pack("<I", 1), 33)
     dev.ioctl(IOCTL.SET_PROTOCOL, struct.pack("<I", 3), 4)

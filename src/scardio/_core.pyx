@@ -34,9 +34,6 @@ DEFAULT_POLL_MS = SCIO_DEFAULT_POLL_MS
 DEFAULT_CLOSE_MS = SCIO_DEFAULT_CLOSE_MS
 STATUS_PENDING = SCIO_PENDING
 
-SIM_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                           "libscardio_sim.dll" if os.name == "nt" else "libscardio_sim.so")
-
 cdef enum:
     # Outputs up to this size go through a stack buffer and one small copy;
     # larger ones are written into the result bytes object directly.
@@ -204,7 +201,7 @@ cdef class Device:
         self._ops = weakref.WeakValueDictionary()
 
     def __init__(self):
-        raise TypeError("use Device.open_ifd(), Device.open_path() or Device.open_sim()")
+        raise TypeError("use Device.open_ifd() or Device.open_path()")
 
     def __dealloc__(self):
         if self._dev != NULL:
@@ -265,12 +262,6 @@ cdef class Device:
         self.device_name = str(path)
         self.lun = 0
         return self
-
-    @classmethod
-    def open_sim(cls, unsigned long lun=0, **kwargs):
-        """Open reader `lun` of the simulated reader driver shipped inside
-        the package (it starts with no card: see scardio.sim)."""
-        return cls.open_ifd(SIM_LIBRARY, f"sim:{lun}", lun, **kwargs)
 
     @property
     def closed(self):

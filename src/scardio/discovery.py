@@ -25,7 +25,7 @@ the first two:
 ``"sim"``
     ``sim=N`` (or the ``SCARDIO_SIM=N`` environment variable when ``sim`` is
     0) adds N simulated readers, ``scardio Simulated Reader 0`` .. ``N-1``,
-    LUN 0 .. N-1, whose library is ``scardio._core.SIM_LIBRARY``.
+    LUN 0 .. N-1, whose library is ``scardio.sim.SIM_LIBRARY``.
 
 Availability: a bundle or reader.conf entry whose driver library does not
 exist (or whose reader.conf DEVICENAME is a missing path without ``:``, which
@@ -604,13 +604,13 @@ def read_reader_conf(paths: Optional[Iterable[PathLike]] = None, *,
 
 
 def _sim_library() -> Optional[str]:
-    """The simulated driver's path from the binding, or None when the binding
-    is not built (imported lazily: discovery works without it)."""
+    """The simulated driver's path (scardio.sim), or None when the binding is
+    not built (imported lazily: discovery works without it)."""
     try:
-        core = importlib.import_module(__name__.rpartition(".")[0] + "._core")
+        sim = importlib.import_module(__name__.rpartition(".")[0] + ".sim")
     except ImportError:
         return None
-    library = getattr(core, "SIM_LIBRARY", None)
+    library = getattr(sim, "SIM_LIBRARY", None)
     return library if isinstance(library, str) else None
 
 

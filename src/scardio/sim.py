@@ -1,8 +1,9 @@
 """Steer the simulated reader driver through its vendor controls.
 
 The simulated reader is a real IFD-handler driver shipped inside the package
-(``scardio._core.SIM_LIBRARY``); these helpers send it the controls described
-in native/sim/sim_protocol.h through an open :class:`scardio.Device`.  The
+(:data:`SIM_LIBRARY`; :func:`open_device` opens one of its readers); these
+helpers send it the controls described in native/sim/sim_protocol.h through
+an open :class:`scardio.Device`.  The
 numbers below are that header's (tests/test_sim_protocol.py checks they
 agree); the core and the binding know nothing of them.
 """
@@ -10,16 +11,30 @@ agree); the core and the binding know nothing of them.
 from __future__ import annotations
 
 import enum
+import os
 import struct
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from ._core import SIM_LIBRARY, Device
+from ._core import Device
 from .constants import vendor_ctl_pcsc
 
-__all__ = ["SIM_LIBRARY", "Control", "CardKind", "EntryPoint", "Fault", "Counter",
+__all__ = ["SIM_LIBRARY", "open_device", "Control", "CardKind", "EntryPoint", "Fault", "Counter",
            "COUNTER_COUNT", "SimCounters", "SimControl", "ATR_T1", "ATR_T0", "AID",
            "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO"]
+
+#: The simulated reader driver, built with the package and shipped beside it.
+SIM_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                           "libscardio_sim.dll" if os.name == "nt" else "libscardio_sim.so")
+
+
+def open_device(lun: int = 0, *, poll_interval_ms: int = 0,
+                close_timeout_ms: int = 0) -> Device:
+    """Open reader `lun` of the simulated reader driver (it starts with no
+    card; steer it with :class:`SimControl`)."""
+    return Device.open_ifd(SIM_LIBRARY, f"sim:{lun}", lun, poll_interval_ms=poll_interval_ms,
+                           close_timeout_ms=close_timeout_ms)
+
 
 ATR_T1 = bytes.fromhex("3BF81300008131FE457363617264696F31B0")
 ATR_T0 = bytes.fromhex("3B680000" "73636172" "64696F30")
