@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,17 +25,21 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
+def sphinx_build(docs: Path, tmp_path: Path) -> "subprocess.CompletedProcess[str]":
     if not (DOCS / "conf.py").is_file():
         pytest.skip("needs the source tree (docs/ is not installed)")
     pytest.importorskip("sphinx", reason="sphinx is not installed (pip install '.[test]')")
     pytest.importorskip("myst_parser", reason="myst-parser is not installed (pip install '.[test]')")
-    out = tmp_path / "html"
-    proc = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), str(DOCS), str(out)],
+         "-d", str(tmp_path / "doctrees"), str(docs), str(tmp_path / "html")],
         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
+    proc = sphinx_build(DOCS, tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    out = tmp_path / "html"
     api = (out / "api.html").read_text(encoding="utf-8")
     # autodoc really imported the package, the compiled binding included
     for anchor in ("scardio.reader.Reader.connect", "scardio.Device.ioctl",
@@ -43,6 +48,18 @@ def test_sphinx_build_has_no_warnings(tmp_path: Path) -> None:
     for page in ("architecture", "benchmarks", "reliability", "troubleshooting",
                  "examples", "changelog"):
         assert (out / f"{page}.html").is_file(), f"{page}.html was not built"
+
+
+def test_sphinx_build_fails_on_a_broken_reference(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(DOCS, tree / "docs")  # with what docs/ includes from beside it
+    shutil.copytree(DOCS.parent / "examples", tree / "examples")
+    shutil.copy(DOCS.parent / "CHANGELOG.md", tree / "CHANGELOG.md")
+    with open(tree / "docs" / "index.rst", "a", encoding="utf-8") as f:
+        f.write("\nSee :func:`scardio.no_such_function`.\n")
+    proc = sphinx_build(tree / "docs", tmp_path)
+    assert proc.returncode != 0
+    assert "scardio.no_such_function" in proc.stderr
 
 
 # ---------------------------------------------------------------------------
