@@ -120,7 +120,9 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    default=d, help="reader.conf file or directory (repeatable)")
     g.add_argument("--power-down-timeout", type=_seconds, metavar="S",
                    default=d if suppress else DEFAULT_POWER_DOWN_TIMEOUT,
-                   help="seconds a disconnected card stays powered (default %(default)s)")
+                   # the default spelled out: subcommands' copies default to SUPPRESS
+                   help="seconds a disconnected card stays powered "
+                        f"(default {DEFAULT_POWER_DOWN_TIMEOUT:g}; 0: power down at once)")
 
 
 def build_parser() -> argparse.ArgumentParser:
