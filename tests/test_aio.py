@@ -106,6 +106,25 @@ def test_async_power_down_timer_fires_and_is_cancelled_by_reconnect():
     run(main())
 
 
+def test_async_timeout_zero_powers_down_at_disconnect():
+    async def main():
+        r, sim = await open_sim(power_down_timeout=0)
+        rec = Recorder()
+        r.reader.add_listener(rec)
+        try:
+            sim.insert()
+            await (await r.connect()).disconnect()
+            assert not r.power_down_pending and not sim.counters().powered
+            downs = [e for e in rec.events if e.kind == "power_down"]
+            assert len(downs) == 1 and downs[0].detail["reason"] == "timer"
+            assert downs[0].detail["actions"] == ["SPECIFIC", "POWER_DOWN", "SWALLOWED"]
+            with pytest.raises(ValueError, match="power_down_timeout"):
+                r.power_down_timeout = -1
+        finally:
+            await r.aclose()
+    run(main())
+
+
 def test_async_transmit_after_removal():
     async def main():
         r, sim = await open_sim()

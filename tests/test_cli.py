@@ -190,6 +190,19 @@ def test_demo_text():
         assert needle in out, needle
 
 
+def test_demo_delay_zero_powers_down_at_once():
+    p = run_cli("demo", "--delay", "0", timeout=20)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "powered down at once" in out and "the card was powered down, so it was reset" in out
+    assert out.count("reader: power_down  reason=timer") == 2
+    assert "done  power_ups=2, resets=0, power_downs=2" in out
+    rc, out, err = main("--json", "demo", "--delay", "0")
+    assert rc == 0, err
+    events = [e["event"] for e in json.loads(out)["timeline"]]
+    assert "done" in events and events.count("reader: power_down") == 3  # 2 + at close
+
+
 def test_demo_json_and_trace():
     rc, out, err = main("--json", "--trace", "demo", "--delay", "0.1", "--card", "t0")
     assert rc == 0

@@ -31,7 +31,7 @@ from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
 from .reader import (CLOSE_LOCK_WAIT, CONNECT_MAX_STEPS, DEFAULT_CONNECT_TIMEOUT,
                      DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, Request, Steps,
-                     connect_steps, get_state_steps, open_device, power_down_steps,
+                     check_power_down_timeout, connect_steps, get_state_steps, open_device, power_down_steps,
                      startup_steps, warm_reset_steps)
 
 __all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader"]
@@ -352,8 +352,9 @@ class AsyncReader:
         t = self.reader.power_down_timeout
         if t is None:
             return
-        if t <= 0:
-            await self._power_down_locked("timeout 0")
+        if t == 0:
+            # A timer of 0 s fires at once: the same event as a timer firing.
+            await self._power_down_locked("timer")
             return
         self._timer_token += 1
         token = self._timer_token
@@ -449,6 +450,7 @@ async def open_reader(reader: Any = 0, sim: int = 0, *,
     else:
         pool = list(readers) if readers is not None else list_readers(sim, **list_options)
         desc = find_reader(reader, pool)
+    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
     device = open_device(desc)
     if trace is not None:
         device = TracingDevice(device, trace)

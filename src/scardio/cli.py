@@ -24,7 +24,8 @@ READER is a name (exact, case-insensitive or a unique part) or an index from
     --trace           every IOCTL to stderr: input, output, status, duration in µs
     --reader-conf P   read readers from this reader.conf file or directory
                       instead of /etc/reader.conf.d (repeatable)
-    --power-down-timeout S   seconds a disconnected card stays powered
+    --power-down-timeout S   seconds a disconnected card stays powered (default 5;
+                      0: power it down at disconnect)
 
 Exit codes: 0 ok; 1 error (driver, card, I/O); 2 usage or bad input (options,
 malformed hex, APDU too short/long for the protocol); 3 no card (absent,
@@ -467,13 +468,16 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
                  us=round((time.perf_counter() - t0) * 1e6, 1))
         before = sim.counters()
         card.disconnect()
-        note(f"disconnected: power-down timer started ({args.delay} s)")
+        note(f"disconnected: power-down timer started ({args.delay} s)" if args.delay else
+             "disconnected: power-down timeout 0, powered down at once")
         card = reader.connect()
         after = sim.counters()
-        note("reconnected before the timeout: powered card reused",
+        note("reconnected before the timeout: powered card reused" if args.delay else
+             "reconnected: the card was powered down, so it was reset",
              new_power_ups=after.power_ups - before.power_ups,
              new_resets=after.resets - before.resets, actions=" ".join(card.connect_actions))
         card.transmit(DEMO_APDUS[0][1])
+        powered_down.clear()  # a timeout of 0 already powered down at the first disconnect
         card.disconnect()
         note(f"disconnected again: waiting for the power-down ({args.delay} s)")
         if not powered_down.wait(args.delay + 5.0):

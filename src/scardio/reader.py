@@ -11,7 +11,9 @@ place, whatever the driver and whatever the calling style.
 Power-down timer: ``Card.disconnect()`` leaves the card powered and starts a
 timer (:data:`DEFAULT_POWER_DOWN_TIMEOUT`, 5 s); a reconnect before it fires
 cancels it and reuses the powered card without a reset; when it fires, the
-GET_STATE loop powers the card down.
+GET_STATE loop powers the card down.  A timeout of 0 powers the card down
+during the disconnect itself (the same ``power_down`` event, reason
+"timer"); None never does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import numbers
 import struct
 import threading
 import time
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
            "TracingDevice", "TraceRecord", "open_reader", "run_sync",
            "DEFAULT_POWER_DOWN_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT",
-           "CONNECT_MAX_STEPS", "Characteristics"]
+           "CONNECT_MAX_STEPS", "Characteristics", "check_power_down_timeout"]
 
 #: Seconds a disconnected card stays powered.  pcscd's grace period
 #: (PCSCLITE_POWER_OFF_GRACE_PERIOD) is 5 s: an application that disconnects
@@ -47,6 +50,21 @@ __all__ = ["Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
 #: would under pcscd; longer keeps cards powered for no benefit, shorter
 #: makes reconnects pay a cold reset (tens to hundreds of ms on real cards).
 DEFAULT_POWER_DOWN_TIMEOUT: float = 5.0
+
+
+def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
+    """`value` if it is a power-down timeout (None, or finite seconds >= 0);
+    else ValueError (TypeError for a non-number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"power_down_timeout must be seconds (a number) or None, "
+                        f"not {type(value).__name__}")
+    if not 0 <= value < float("inf"):  # also refuses NaN
+        raise ValueError(f"power_down_timeout must be finite seconds >= 0 or None, "
+                         f"got {value!r}")
+    return value
+
 #: Upper bound on the whole connect sequence.  Real cold resets take up to
 #: about a second (slow ATRs, PPS); the bound only guards against drivers
 #: that hang.
@@ -563,7 +581,11 @@ class Reader:
                  name: Optional[str] = None, startup: bool = True) -> None:
         self.device = device
         self.descriptor = descriptor
-        self.power_down_timeout = power_down_timeout
+        try:
+            self._power_down_timeout = check_power_down_timeout(power_down_timeout)
+        except (TypeError, ValueError):
+            device.close()  # the reader owns the device, as when start-up fails
+            raise
         self.completions = Completions(device)
         self.attributes = ReaderAttributes()
         self._given_name = name
@@ -606,6 +628,16 @@ class Reader:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def power_down_timeout(self) -> Optional[float]:
+        """Seconds a disconnected card stays powered: 0 powers it down at
+        disconnect, None never (see the module doc)."""
+        return self._power_down_timeout
+
+    @power_down_timeout.setter
+    def power_down_timeout(self, value: Optional[float]) -> None:
+        self._power_down_timeout = check_power_down_timeout(value)
 
     @property
     def card(self) -> Optional["Card"]:
@@ -718,8 +750,9 @@ class Reader:
         t = self.power_down_timeout
         if t is None:
             return  # never: the caller keeps the card powered
-        if t <= 0:
-            self._power_down_locked("timeout 0")
+        if t == 0:
+            # A timer of 0 s fires at once: the same event as a timer firing.
+            self._power_down_locked("timer")
             return
         self._timer_token += 1
         token = self._timer_token
@@ -929,6 +962,7 @@ def open_reader(reader: Union["ReaderDescriptor", str, int] = 0, sim: int = 0, *
     else:
         pool = list(readers) if readers is not None else list_readers(sim, **list_options)
         desc = find_reader(reader, pool)
+    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
     device = open_device(desc)
     if trace is not None:
         device = TracingDevice(device, trace)
