@@ -129,6 +129,33 @@ def test_apdu_bad_input_is_exit_2(conf, apdu, message):
     assert rc == cli.EXIT_USAGE == 2 and message in err
 
 
+@pytest.mark.parametrize("apdus, message", [
+    (["00A404"], "too short"),
+    (["00A4040008F073"], "Lc is 8 but 2 byte(s) follow it"),
+    (["00A4040C0001"], "extended length field truncated"),
+    ([SELECT_AID, "00B0"], "APDU 2: APDU of 2 byte(s) is too short"),
+    (["--protocol", "t0", "80EE0000000400"], "extended APDUs need T=1"),
+    (["--protocol", "raw", ""], "no hex digits"),
+])
+def test_bad_apdus_are_refused_before_any_ioctl(conf, apdus, message):
+    """Structure and the protocol's limits are checked before the reader is
+    opened: the trace shows no IOCTL at all (no start-up, no power-up)."""
+    p = run_cli("--reader-conf", conf, "--sim", "1", "--insert", "--json", "--trace",
+                "apdu", "0", *apdus)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.splitlines()
+    assert not [ln for ln in lines if ln.startswith('{"trace"')], p.stderr
+    assert len(lines) == 1 and message in json.loads(lines[0])["message"]
+    assert p.stdout == ""
+
+
+def test_apdu_raw_protocol_skips_the_iso_structure_check(conf):
+    rc, out, err = main("--reader-conf", conf, "--sim", "1", "--insert", "--trace", "apdu",
+                        "0", "--protocol", "raw", "00A404")
+    # past the checks: connected (the simulated card has no RAW protocol)
+    assert rc == 1 and "POWER" in err and "does not support" in err
+
+
 def test_apdu_extended_on_t0_is_exit_2(conf):
     rc, _, err = main("--reader-conf", conf, "--sim", "1", "--insert", "--card", "t0",
                       "--json", "apdu", "0", "80EE0000000400")

@@ -45,7 +45,7 @@ import time
 from typing import IO, Any, Callable, NoReturn, Optional, Sequence
 
 from . import errors
-from .apdu import APDUError, parse_hex
+from .apdu import APDUError, check_length, parse_apdu, parse_hex
 from .constants import Protocol
 from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
 from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEvent,
@@ -362,11 +362,27 @@ def cmd_connect(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _checked_apdu(text: str, protocol: str) -> bytes:
+    """An APDU from the command line, checked before any I/O: hex, ISO 7816-4
+    structure (unless --protocol raw) and the length limits of the protocol
+    asked for (the card's choice among several is checked after connect)."""
+    apdu = parse_hex(text)
+    if protocol == "raw":
+        check_length(apdu, Protocol.RAW)
+        return apdu
+    check_length(apdu, Protocol.T0 if protocol == "t0" else Protocol.T1)
+    parse_apdu(apdu)  # too short, Lc that does not match the data, ...
+    return apdu
+
+
 def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
-    try:
-        apdus = [parse_hex(h) for h in args.apdus]  # all checked before any I/O
-    except APDUError as exc:
-        raise UsageError(str(exc)) from None
+    apdus = []
+    for n, text in enumerate(args.apdus, 1):  # all checked before any I/O
+        try:
+            apdus.append(_checked_apdu(text, args.protocol))
+        except APDUError as exc:
+            where = f"APDU {n}: " if len(args.apdus) > 1 else ""
+            raise UsageError(f"{where}{exc}") from None
     results = []
     with _open(args, out, args.reader) as reader:
         card = _connect(args, reader, auto_get_response=not args.no_get_response,
