@@ -85,6 +85,18 @@ def test_connect(conf):
     assert d["atr_protocols"] == ["T=0"] and d["connect_ms"] >= 0
 
 
+@pytest.mark.parametrize("card", ["t0", "t1"])
+def test_connect_prints_the_atr_once(conf, card):
+    p = run_cli("--reader-conf", conf, "--sim", "1", "--insert", "--card", card,
+                "connect", "0")
+    assert p.returncode == 0, p.stderr
+    from scardio.sim import ATR_T0, ATR_T1
+    atr = (ATR_T0 if card == "t0" else ATR_T1).hex(" ").upper()
+    assert p.stdout.count(atr) == 1, p.stdout
+    assert f"ATR:      {atr} ({len(atr.split())} bytes)\n" in p.stdout
+    assert "TS  = 0x3B: direct convention" in p.stdout  # the decoded lines follow
+
+
 def test_connect_without_card_is_exit_3(conf):
     rc, out, err = main("--reader-conf", conf, "--sim", "1", "connect", "0")
     assert rc == cli.EXIT_NO_CARD == 3 and "no card" in err

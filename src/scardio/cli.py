@@ -244,9 +244,12 @@ def _open(args: argparse.Namespace, out: Output, spec: str,
 
 
 def _atr_lines(card: Any) -> list[str]:
-    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()}"]
+    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()} ({len(card.atr_bytes)} bytes)"]
     if card.atr is not None:
-        lines += [f"          {d}" for d in card.atr.describe()]
+        described = card.atr.describe()
+        if described and described[0].startswith("ATR:"):
+            described = described[1:]  # the bytes again: printed just above
+        lines += [f"          {d}" for d in described]
     else:
         lines.append(f"          (not a valid ATR: {card.atr_error})")
     return lines
