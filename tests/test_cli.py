@@ -315,3 +315,50 @@ def test_bad_option_values_are_usage_errors(argv, capsys):
     from scardio import cli
     assert cli.main(argv) == 2
     assert "scardio" in capsys.readouterr().err
+
+
+# -- trace names and card states ------------------------------------------------
+
+def test_trace_names_tags_operations_masks_and_states(conf):
+    p = run_cli("--reader-conf", conf, "--sim", "1", "--insert", "--trace", "connect", "0")
+    assert p.returncode == 0, p.stderr
+    lines = [ln.split("] ", 1)[1] for ln in p.stderr.splitlines() if ln.startswith("[trace")]
+    for expected in ("GET_ATTRIBUTE  VENDOR_NAME out=7363617264696F SUCCESS",
+                     "GET_ATTRIBUTE  DEVICE_UNIT out=00000000 SUCCESS",
+                     "GET_STATE      in=- out=SWALLOWED SUCCESS",
+                     "POWER          COLD_RESET out=3BF8",
+                     "GET_STATE      in=- out=NEGOTIABLE SUCCESS",
+                     "GET_ATTRIBUTE  ATR_STRING out=3BF8",
+                     "SET_PROTOCOL   T0|T1 out=T1 SUCCESS",
+                     "POWER          POWER_DOWN out=(empty) SUCCESS"):
+        assert any(ln.startswith(expected) for ln in lines), (expected, lines)
+    assert not [ln for ln in lines if ln.startswith("GET_ATTRIBUTE  in=")]
+
+
+def test_json_trace_keeps_the_raw_hex_next_to_the_names(conf):
+    rc, _, err = main("--reader-conf", conf, "--sim", "1", "--insert", "--json", "--trace",
+                      "connect", "0", "--protocol", "t1")
+    assert rc == 0
+    traces = [json.loads(ln)["trace"] for ln in err.splitlines() if ln.startswith('{"trace"')]
+    by_name = {}
+    for t in traces:
+        by_name.setdefault(t["ioctl"], []).append(t)
+    vendor = by_name["GET_ATTRIBUTE"][0]
+    assert vendor["input"] == "00010100" and vendor["decoded"] == {"attribute": "VENDOR_NAME"}
+    power = by_name["POWER"][0]
+    assert power["input"] == "01000000" and power["decoded"] == {"operation": "COLD_RESET"}
+    sp = by_name["SET_PROTOCOL"][0]
+    assert sp["input"] == "02000000" and sp["output"] == "02000000"
+    assert sp["decoded"] == {"protocols": "T1", "protocol": "T1"}
+    st = by_name["GET_STATE"][0]
+    assert st["output"] == "03000000" and st["decoded"] == {"state": "SWALLOWED"}
+
+
+def test_info_explains_the_card_state(conf):
+    rc, out, _ = main("--reader-conf", conf, "--sim", "1", "info", "0")
+    assert rc == 0 and "Card state:      ABSENT (no card)" in out
+    rc, out, _ = main("--reader-conf", conf, "--sim", "1", "--insert", "info", "0")
+    assert "Card state:      SWALLOWED (card present, not powered)" in out
+    rc, out, _ = main("--reader-conf", conf, "--sim", "1", "--insert", "--json", "info", "0")
+    d = json.loads(out)
+    assert d["state"] == "SWALLOWED" and d["state_description"] == "card present, not powered"

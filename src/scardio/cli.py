@@ -22,6 +22,8 @@ READER is a name (exact, case-insensitive or a unique part) or an index from
     --json            machine-readable output (one JSON document; monitor and
                       --trace write JSON Lines)
     --trace           every IOCTL to stderr: input, output, status, duration in µs
+                      (attribute tags, POWER operations, protocol masks and card
+                      states by name; --json adds them next to the raw hex)
     --reader-conf P   read readers from this reader.conf file or directory
                       instead of /etc/reader.conf.d (repeatable)
     --power-down-timeout S   seconds a disconnected card stays powered (default 5;
@@ -206,9 +208,8 @@ class Output:
             with self._lock:
                 print(json.dumps({"trace": d}), file=self.stderr, flush=True)
             return
-        out = "-" if rec.output is None else (rec.output.hex().upper() or "(empty)")
         self.err(f"[trace {self.ms(rec.timestamp):10.3f} ms] {rec.name:<14} "
-                 f"in={rec.input.hex().upper() or '-'} out={out} {rec.status} "
+                 f"{rec.input_text()} {rec.output_text()} {rec.status} "
                  f"{rec.duration_us:.1f} us{' (overlapped)' if rec.overlapped else ''}")
 
 
@@ -280,6 +281,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
         state = reader.state()
         info = reader.info()
         info["state"] = state.name
+        info["state_description"] = state.description
         if out.json:
             out.doc(info)
             return EXIT_OK
@@ -297,7 +299,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
             f"0x{a.characteristics:08X} " + (", ".join(a.characteristics_flags)
                                              or "(no special mechanism)"))
         out.line(f"Characteristics: {chars}")
-        out.line(f"Card state:      {state.name}")
+        out.line(f"Card state:      {state.name} ({state.description})")
     return EXIT_OK
 
 

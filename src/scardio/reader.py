@@ -32,7 +32,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Generator, Iterable, NamedTupl
                     Optional, TypeVar, Union)
 
 from . import errors, powerdown
-from .constants import IOCTL, Attr, PowerAction, Protocol, State, ioctl_name
+from .constants import (IOCTL, Attr, PowerAction, Protocol, State, attr_name, ioctl_name,
+                        power_action_name, protocol_mask_name, state_name)
 
 if TYPE_CHECKING:
     from .card import Card
@@ -445,10 +446,59 @@ class TraceRecord:
     def name(self) -> str:
         return ioctl_name(self.code)
 
+    @property
+    def decoded(self) -> dict[str, str]:
+        """The input's and output's DWORDs by their names, where the IOCTL
+        has them: ``attribute`` (GET/SET_ATTRIBUTE's tag), ``operation``
+        (POWER), ``protocols`` (SET_PROTOCOL's requested mask) and
+        ``protocol`` (the one it set), ``state`` (GET_STATE)."""
+        d: dict[str, str] = {}
+        arg = _U32.unpack_from(self.input)[0] if len(self.input) >= 4 else None
+        res = (_U32.unpack_from(self.output)[0]
+               if self.output is not None and len(self.output) >= 4 else None)
+        if self.code in (IOCTL.GET_ATTRIBUTE, IOCTL.SET_ATTRIBUTE) and arg is not None:
+            d["attribute"] = attr_name(arg)
+        elif self.code == IOCTL.POWER and arg is not None:
+            d["operation"] = power_action_name(arg)
+        elif self.code == IOCTL.SET_PROTOCOL:
+            if arg is not None:
+                d["protocols"] = protocol_mask_name(arg)
+            if res is not None:
+                d["protocol"] = protocol_mask_name(res)
+        elif self.code == IOCTL.GET_STATE and res is not None:
+            d["state"] = state_name(res)
+        return d
+
+    def input_text(self) -> str:
+        """The input as --trace prints it: by name where it has one
+        (``VENDOR_NAME``, ``COLD_RESET``, ``T0|T1``), else ``in=HEX``."""
+        d = self.decoded
+        if "attribute" in d:
+            value = self.input[4:]
+            return d["attribute"] + (f" value={value.hex().upper()}"
+                                     if self.code == IOCTL.SET_ATTRIBUTE else "")
+        if "operation" in d:
+            return d["operation"]
+        if "protocols" in d:
+            return d["protocols"]
+        return f"in={self.input.hex().upper() or '-'}"
+
+    def output_text(self) -> str:
+        """The output as --trace prints it: ``out=SWALLOWED`` (GET_STATE),
+        ``out=T1`` (SET_PROTOCOL), else ``out=HEX`` (``-``: failed)."""
+        d = self.decoded
+        if "state" in d:
+            return f"out={d['state']}"
+        if "protocol" in d:
+            return f"out={d['protocol']}"
+        if self.output is None:
+            return "out=-"
+        return f"out={self.output.hex().upper() or '(empty)'}"
+
     def as_dict(self) -> dict[str, Any]:
         return {"t": self.timestamp, "ioctl": self.name, "code": f"0x{self.code:08X}",
                 "input": self.input.hex(), "output": None if self.output is None
-                else self.output.hex(), "status": self.status,
+                else self.output.hex(), "decoded": self.decoded, "status": self.status,
                 "duration_us": round(self.duration_us, 1), "overlapped": self.overlapped}
 
 
