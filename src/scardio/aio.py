@@ -37,8 +37,8 @@ from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
 from .reader import (CLOSE_LOCK_WAIT, CONNECT_MAX_STEPS, DEFAULT_CONNECT_TIMEOUT,
                      DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, Request, Steps,
-                     check_power_down_timeout, connect_steps, get_state_steps, open_device, power_down_steps,
-                     startup_steps, warm_reset_steps)
+                     check_power_down_timeout, connect_steps, get_state_steps, open_device,
+                     power_down_steps, startup_steps, warm_reset_steps)
 
 __all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader"]
 

@@ -128,6 +128,9 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                         f"(default {DEFAULT_POWER_DOWN_TIMEOUT:g}; 0: power down at once)")
 
 
+READER_HELP = "a name (exact, case-insensitive or a unique part) or an index from list"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
                 epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
@@ -144,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("list", "list readers")
     sp.add_argument("--all", action="store_true", help="include unavailable readers")
     sp = cmd("info", "reader attributes and card state")
-    sp.add_argument("reader")
+    sp.add_argument("reader", help=READER_HELP)
     sp = cmd("monitor", "print card arrivals and departures")
     sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
     sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
@@ -152,14 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help in (("connect", "connect to the card; show ATR and protocol"),
                        ("apdu", "connect and send APDUs")):
         sp = cmd(name, help)
-        sp.add_argument("reader")
+        sp.add_argument("reader", help=READER_HELP)
         if name == "apdu":
-            sp.add_argument("apdus", nargs="+", metavar="HEX", help="command APDU in hex")
+            sp.add_argument("apdus", nargs="+", metavar="HEX",
+                            help="command APDU in hex (all are checked before the "
+                                 "reader is opened)")
             sp.add_argument("--no-get-response", action="store_true",
                             help="do not send GET RESPONSE on 61xx")
             sp.add_argument("--no-resend", action="store_true",
                             help="do not re-send with Le=xx on 6Cxx")
-        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any")
+        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any",
+                        help="t0, t1, any (T=0 or T=1: the card's choice) or raw "
+                             "(default %(default)s)")
         sp.add_argument("--wait", type=_seconds, metavar="S",
                         help="wait up to S seconds for a card first")
         sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
