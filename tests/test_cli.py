@@ -229,6 +229,15 @@ def test_demo_text():
         assert needle in out, needle
 
 
+def test_demo_timeline_puts_causes_before_effects():
+    for _ in range(5):
+        rc, out, _ = main("demo", "--delay", "0.01")
+        assert rc == 0
+        lines = [ln.split("ms  ", 1)[1] for ln in out.splitlines()]
+        assert lines.index("sim: card inserted  card=T=1") < lines.index("monitor: card arrival")
+        assert lines.index("sim: card removed") < lines.index("monitor: card departure")
+
+
 def test_demo_delay_zero_powers_down_at_once():
     p = run_cli("demo", "--delay", "0", timeout=20)
     assert p.returncode == 0, p.stderr

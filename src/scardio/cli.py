@@ -484,8 +484,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         sim = SimControl(reader.device)
         monitor = Monitor([reader], callback=on_card)
         note("monitor started (IS_PRESENT pending)")
-        sim.insert(t0=args.card == "t0")
+        # noted first: the monitor may report the arrival before insert() returns
         note("sim: card inserted", card=args.card.upper().replace("T", "T="))
+        sim.insert(t0=args.card == "t0")
         wait_event("arrival")
         card = reader.connect()
         note("connected", protocol=card.protocol_name, atr=card.atr_bytes.hex().upper())
@@ -512,8 +513,8 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
             raise errors.TimeoutError("demo: the power-down timer did not fire")
         c = sim.counters()
         note("card state after the timer", state=reader.state().name, powered=c.powered)
-        sim.remove()
         note("sim: card removed")
+        sim.remove()
         wait_event("departure")
         c = sim.counters()
         note("done", power_ups=c.power_ups, resets=c.resets, power_downs=c.power_downs,
