@@ -51,6 +51,18 @@ __all__ = ["Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
 #: would under pcscd; longer keeps cards powered for no benefit, shorter
 #: makes reconnects pay a cold reset (tens to hundreds of ms on real cards).
 DEFAULT_POWER_DOWN_TIMEOUT: float = 5.0
+#: Upper bound on the whole connect sequence.  Real cold resets take up to
+#: about a second (slow ATRs, PPS); the bound only guards against drivers
+#: that hang.
+DEFAULT_CONNECT_TIMEOUT: float = 10.0
+#: The longest legal path is PRESENT -> SWALLOWED -> NEGOTIABLE (three
+#: GET_STATEs) plus one warm reset on a protocol mismatch; 8 leaves slack
+#: while still catching a driver that never settles.
+CONNECT_MAX_STEPS = 8
+POWER_DOWN_MAX_STEPS = 4
+#: How long close() waits for a call in progress on another thread before
+#: it gives up on its own power-down sequence (normal APDUs take far less).
+CLOSE_LOCK_WAIT = 0.5
 
 
 def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
@@ -66,18 +78,6 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
                          f"got {value!r}")
     return value
 
-#: Upper bound on the whole connect sequence.  Real cold resets take up to
-#: about a second (slow ATRs, PPS); the bound only guards against drivers
-#: that hang.
-DEFAULT_CONNECT_TIMEOUT: float = 10.0
-#: The longest legal path is PRESENT -> SWALLOWED -> NEGOTIABLE (three
-#: GET_STATEs) plus one warm reset on a protocol mismatch; 8 leaves slack
-#: while still catching a driver that never settles.
-CONNECT_MAX_STEPS = 8
-POWER_DOWN_MAX_STEPS = 4
-#: How long close() waits for a call in progress on another thread before
-#: it gives up on its own power-down sequence (normal APDUs take far less).
-CLOSE_LOCK_WAIT = 0.5
 
 log = logging.getLogger(__name__)
 
