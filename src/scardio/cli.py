@@ -25,9 +25,12 @@ READER is a name (exact, case-insensitive or a unique part) or an index from
     --json            machine-readable output (one JSON document; monitor and
                       --trace write JSON Lines)
     --trace           every IOCTL to stderr: input, output, status, duration in µs
+                      (attribute tags, POWER operations, protocol masks and card
+                      states by name; --json adds them next to the raw hex)
     --reader-conf P   read readers from this reader.conf file or directory
                       instead of /etc/reader.conf.d (repeatable)
-    --power-down-timeout S   seconds a disconnected card stays powered
+    --power-down-timeout S   seconds a disconnected card stays powered (default 5;
+                      0: power it down at disconnect)
 
 Exit codes: 0 ok; 1 error (driver, card, I/O); 2 usage or bad input (options,
 malformed hex, APDU too short/long for the protocol); 3 no card (absent,
@@ -49,7 +52,7 @@ import time
 from typing import IO, Any, Callable, NoReturn, Optional, Sequence
 
 from . import errors
-from .apdu import APDUError, parse_hex
+from .apdu import APDUError, check_length, parse_apdu, parse_hex
 from .constants import Protocol
 from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
 from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEvent,
@@ -126,7 +129,12 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    default=d, help="reader.conf file or directory (repeatable)")
     g.add_argument("--power-down-timeout", type=_seconds, metavar="S",
                    default=d if suppress else DEFAULT_POWER_DOWN_TIMEOUT,
-                   help="seconds a disconnected card stays powered (default %(default)s)")
+                   # the default spelled out: subcommands' copies default to SUPPRESS
+                   help="seconds a disconnected card stays powered "
+                        f"(default {DEFAULT_POWER_DOWN_TIMEOUT:g}; 0: power down at once)")
+
+
+READER_HELP = "a name (exact, case-insensitive or a unique part) or an index from list"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("list", "list readers")
     sp.add_argument("--all", action="store_true", help="include unavailable readers")
     sp = cmd("info", "reader attributes and card state")
-    sp.add_argument("reader")
+    sp.add_argument("reader", help=READER_HELP)
     sp = cmd("monitor", "print card arrivals and departures")
     sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
     sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
@@ -154,14 +162,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help in (("connect", "connect to the card; show ATR and protocol"),
                        ("apdu", "connect and send APDUs")):
         sp = cmd(name, help)
-        sp.add_argument("reader")
+        sp.add_argument("reader", help=READER_HELP)
         if name == "apdu":
-            sp.add_argument("apdus", nargs="+", metavar="HEX", help="command APDU in hex")
+            sp.add_argument("apdus", nargs="+", metavar="HEX",
+                            help="command APDU in hex (all are checked before the "
+                                 "reader is opened)")
             sp.add_argument("--no-get-response", action="store_true",
                             help="do not send GET RESPONSE on 61xx")
             sp.add_argument("--no-resend", action="store_true",
                             help="do not re-send with Le=xx on 6Cxx")
-        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any")
+        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any",
+                        help="t0, t1, any (T=0 or T=1: the card's choice) or raw "
+                             "(default %(default)s)")
         sp.add_argument("--wait", type=_seconds, metavar="S",
                         help="wait up to S seconds for a card first")
         sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
@@ -211,9 +223,8 @@ class Output:
             with self._lock:
                 print(json.dumps({"trace": d}), file=self.stderr, flush=True)
             return
-        out = "-" if rec.output is None else (rec.output.hex().upper() or "(empty)")
         self.err(f"[trace {self.ms(rec.timestamp):10.3f} ms] {rec.name:<14} "
-                 f"in={rec.input.hex().upper() or '-'} out={out} {rec.status} "
+                 f"{rec.input_text()} {rec.output_text()} {rec.status} "
                  f"{rec.duration_us:.1f} us{' (overlapped)' if rec.overlapped else ''}")
 
 
@@ -250,9 +261,12 @@ def _open(args: argparse.Namespace, out: Output, spec: str,
 
 
 def _atr_lines(card: Any) -> list[str]:
-    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()}"]
+    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()} ({len(card.atr_bytes)} bytes)"]
     if card.atr is not None:
-        lines += [f"          {d}" for d in card.atr.describe()]
+        described = card.atr.describe()
+        if described and described[0].startswith("ATR:"):
+            described = described[1:]  # the bytes again: printed just above
+        lines += [f"          {d}" for d in described]
     else:
         lines.append(f"          (not a valid ATR: {card.atr_error})")
     return lines
@@ -286,6 +300,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
         state = reader.state()
         info = reader.info()
         info["state"] = state.name
+        info["state_description"] = state.description
         if out.json:
             out.doc(info)
             return EXIT_OK
@@ -303,7 +318,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
             f"0x{a.characteristics:08X} " + (", ".join(a.characteristics_flags)
                                              or "(no special mechanism)"))
         out.line(f"Characteristics: {chars}")
-        out.line(f"Card state:      {state.name}")
+        out.line(f"Card state:      {state.name} ({state.description})")
     return EXIT_OK
 
 
@@ -371,11 +386,27 @@ def cmd_connect(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _checked_apdu(text: str, protocol: str) -> bytes:
+    """An APDU from the command line, checked before any I/O: hex, ISO 7816-4
+    structure (unless --protocol raw) and the length limits of the protocol
+    asked for (the card's choice among several is checked after connect)."""
+    apdu = parse_hex(text)
+    if protocol == "raw":
+        check_length(apdu, Protocol.RAW)
+        return apdu
+    check_length(apdu, Protocol.T0 if protocol == "t0" else Protocol.T1)
+    parse_apdu(apdu)  # too short, Lc that does not match the data, ...
+    return apdu
+
+
 def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
-    try:
-        apdus = [parse_hex(h) for h in args.apdus]  # all checked before any I/O
-    except APDUError as exc:
-        raise UsageError(str(exc)) from None
+    apdus = []
+    for n, text in enumerate(args.apdus, 1):  # all checked before any I/O
+        try:
+            apdus.append(_checked_apdu(text, args.protocol))
+        except APDUError as exc:
+            where = f"APDU {n}: " if len(args.apdus) > 1 else ""
+            raise UsageError(f"{where}{exc}") from None
     results = []
     with _open(args, out, args.reader) as reader:
         card = _connect(args, reader, auto_get_response=not args.no_get_response,
@@ -465,8 +496,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         sim = SimControl(reader.device)
         monitor = Monitor([reader], callback=on_card)
         note("monitor started (IS_PRESENT pending)")
-        sim.insert(t0=args.card == "t0")
+        # noted first: the monitor may report the arrival before insert() returns
         note("sim: card inserted", card=args.card.upper().replace("T", "T="))
+        sim.insert(t0=args.card == "t0")
         wait_event("arrival")
         card = reader.connect()
         note("connected", protocol=card.protocol_name, atr=card.atr_bytes.hex().upper())
@@ -477,21 +509,24 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
                  us=round((time.perf_counter() - t0) * 1e6, 1))
         before = sim.counters()
         card.disconnect()
-        note(f"disconnected: power-down timer started ({args.delay} s)")
+        note(f"disconnected: power-down timer started ({args.delay} s)" if args.delay else
+             "disconnected: power-down timeout 0, powered down at once")
         card = reader.connect()
         after = sim.counters()
-        note("reconnected before the timeout: powered card reused",
+        note("reconnected before the timeout: powered card reused" if args.delay else
+             "reconnected: the card was powered down, so it was reset",
              new_power_ups=after.power_ups - before.power_ups,
              new_resets=after.resets - before.resets, actions=" ".join(card.connect_actions))
         card.transmit(DEMO_APDUS[0][1])
+        powered_down.clear()  # a timeout of 0 already powered down at the first disconnect
         card.disconnect()
         note(f"disconnected again: waiting for the power-down ({args.delay} s)")
         if not powered_down.wait(args.delay + 5.0):
             raise errors.TimeoutError("demo: the power-down timer did not fire")
         c = sim.counters()
         note("card state after the timer", state=reader.state().name, powered=c.powered)
-        sim.remove()
         note("sim: card removed")
+        sim.remove()
         wait_event("departure")
         c = sim.counters()
         note("done", power_ups=c.power_ups, resets=c.resets, power_downs=c.power_downs,
