@@ -374,3 +374,18 @@ def test_info_explains_the_card_state(conf):
     rc, out, _ = main("--reader-conf", conf, "--sim", "1", "--insert", "--json", "info", "0")
     d = json.loads(out)
     assert d["state"] == "SWALLOWED" and d["state_description"] == "card present, not powered"
+
+
+@posix_signals
+def test_closed_output_pipe_ends_quietly_with_141():
+    """`scardio ... | head`: the reader of stdout went away before scardio
+    wrote; no traceback, no 'Broken pipe' error, exit 141 as documented."""
+    r, w = os.pipe()
+    os.close(r)  # nobody will ever read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "scardio", "--sim", "2", "list"],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == cli.EXIT_PIPE_CLOSED == 141
+    assert proc.stderr == ""

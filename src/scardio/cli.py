@@ -37,8 +37,10 @@ malformed hex, APDU too short/long for the protocol); 3 no card (absent,
 removed, or none within --wait); 4 reader not found (or ambiguous);
 5 reader in use (another process, e.g. pcscd, holds it: the message names
 it where it can be found and says how to free it; ``list`` marks such readers
-busy); 130 interrupted (Ctrl-C: pending requests are cancelled, the card is
-powered down, the reader closed).
+busy; ``monitor`` and ``scan`` of every reader skip such readers with a note);
+130 interrupted (Ctrl-C: pending requests are cancelled, the card is
+powered down, the reader closed); 141 the output was closed (``| head``:
+the readers are closed as on Ctrl-C, and nothing more is printed).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEven
                      TraceRecord, TracingDevice, open_device)
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NO_CARD",
-           "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED"]
+           "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED", "EXIT_PIPE_CLOSED"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -68,6 +70,7 @@ EXIT_NO_CARD = 3
 EXIT_NOT_FOUND = 4
 EXIT_IN_USE = 5
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
 
 PROTOCOLS = {"t0": Protocol.T0, "t1": Protocol.T1, "any": Protocol.T0 | Protocol.T1,
              "raw": Protocol.RAW}
@@ -141,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
                 epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
                        "4 reader not found, 5 reader in use (held by another "
-                       "process, e.g. pcscd), 130 Ctrl-C.")
+                       "process, e.g. pcscd), 130 Ctrl-C, 141 output closed.")
     _globals(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -322,21 +325,47 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
-    from .monitor import Monitor
+def _open_watched(args: argparse.Namespace, out: Output, what: str) -> list[Reader]:
+    """The readers monitor and scan watch: the named ones, or every reader.
+
+    With no reader named, --insert applies to the simulated readers only, and
+    a reader another process holds is skipped with a note on stderr (it is
+    watched when named, so that the error says who holds it)."""
     pool = _readers(args)
     descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
     if not descs:
-        raise ReaderNotFoundError("no readers to monitor (try --sim 1)", "", [])
+        raise ReaderNotFoundError(f"no readers to {what} (try --sim 1)", "", [])
     readers: list[Reader] = []
-    monitor: Optional[Monitor] = None
+    insert = args.insert
     try:
         for d in descs:
-            insert = args.insert
-            if not args.readers and insert and d.source != "sim":
-                args.insert = False  # --insert with "every reader": sim ones only
-            readers.append(_open(args, out, d.name, pool))
-            args.insert = insert
+            args.insert = insert and (bool(args.readers) or d.source == "sim")
+            try:
+                readers.append(_open(args, out, d.name, pool))
+            except errors.ReaderInUseError as exc:
+                if args.readers:
+                    raise
+                if out.json:
+                    out.err(json.dumps({"skipped": d.name, "reason": "reader in use",
+                                        "message": str(exc)}))
+                else:
+                    out.err(f"scardio: skipping {d.name!r}: {exc}")
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    finally:
+        args.insert = insert
+    if not readers:
+        raise errors.ReaderInUseError(f"every reader is in use: none left to {what}")
+    return readers
+
+
+def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
+    from .monitor import Monitor
+    readers = _open_watched(args, out, "monitor")
+    monitor: Optional[Monitor] = None
+    try:
         monitor = Monitor(readers)
         if not out.json:
             out.line(f"monitoring {len(readers)} reader(s)"
@@ -652,22 +681,10 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
     if args.sim_toggle is not None and args.sim_toggle <= 0:
         raise UsageError("--sim-toggle needs a period > 0 seconds")
     list_file = args.atr_list or find_atr_list()
-    pool = _readers(args)
-    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
-    if not descs:
-        raise ReaderNotFoundError("no readers to scan (try --sim 1)", "", [])
-    readers: list[Reader] = []
+    readers = _open_watched(args, out, "scan")
     monitor: Optional[Monitor] = None
     toggler: Optional[_SimToggler] = None
     try:
-        for d in descs:
-            insert = args.insert
-            if not args.readers and insert and d.source != "sim":
-                args.insert = False  # --insert with "every reader": sim ones only
-            try:
-                readers.append(_open(args, out, d.name, pool))
-            finally:
-                args.insert = insert
         if not out.json:
             out.line(f"scanning {len(readers)} reader(s)"
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
@@ -739,6 +756,19 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
 }
 
 
+def _silence_closed_stdout(stream: IO[str]) -> None:
+    """The reader of our output went away (``scardio monitor | head``): point
+    the process's stdout at the null device, so that the interpreter's final
+    flush does not report the same broken pipe again."""
+    if stream is sys.stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
 def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = None,
          stderr: Optional[IO[str]] = None) -> int:
     """Run the CLI; returns the exit code (never calls sys.exit)."""
@@ -782,6 +812,9 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
         return fail(EXIT_INTERRUPTED, "cancelled", exc)
     except errors.ReaderInUseError as exc:
         return fail(EXIT_IN_USE, "reader in use", exc)
+    except BrokenPipeError:
+        _silence_closed_stdout(so)
+        return EXIT_PIPE_CLOSED
     except (errors.ScardioError, ValueError, OSError) as exc:
         return fail(EXIT_ERROR, "error", exc)
 
