@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/atr_info.h"
+#include "atr_info.h"
 #include "core/core_internal.h"
 #include "ifd_abi.h"
 #include "ifd_internal.h"
