@@ -20,13 +20,11 @@ CORE_SOURCES = [
     "native/core/device.c",
 ]
 IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c", "native/ifd/atr_info.c"]
-# Windows only: device paths (DeviceIoControl + IOCP), reader discovery, and
-# the dispatcher that routes the public scio_* names to the Windows backend
-# or to the generic layer above (IFD-handler DLLs); see native/core/scio_impl.h.
+# Windows only: the device-path backend (DeviceIoControl + IOCP), reader
+# discovery, and scio_list_paths / scio_open_path over them.
 WIN32_SOURCES = [
     "native/win32/scio_win32.c",
     "native/win32/discover.c",
-    "native/win32/dispatch.c",
     "native/win32/paths.c",
 ]
 # Elsewhere: no platform reader paths (readers are reached through IFD handlers).
