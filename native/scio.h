@@ -143,7 +143,8 @@ scio_queue *scio_queue_new(void);
  * a pipe elsewhere); -1 on Windows. */
 int scio_queue_fd(const scio_queue *q);
 /* Windows: a manual-reset event HANDLE, for WaitForSingleObject /
- * WaitForMultipleObjects; NULL elsewhere. */
+ * WaitForMultipleObjects (the I/O completion port behind it serves every
+ * device of the process and is no waitable object); NULL elsewhere. */
 void *scio_queue_handle(const scio_queue *q);
 /* Take the oldest completion.  timeout_ms < 0 waits forever, 0 polls.
  * Returns 1 and fills *out, or 0 on timeout, or -1 once the queue has been
