@@ -1,7 +1,7 @@
 # Declarations of the C core API (native/scio.h) and of the simulated
 # reader's vendor interface (native/sim/sim_protocol.h) for the binding.
-from libc.stddef cimport wchar_t
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stddef cimport wchar_t
 
 cdef extern from "scio.h" nogil:
     # ---- status space
