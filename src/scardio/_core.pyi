@@ -65,7 +65,17 @@ class Device:
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation:
         """Overlapped IOCTL; arguments checked as ioctl()'s."""
     def fileno(self) -> int:
-        """Descriptor readable while completions wait; see harvest()."""
+        """Descriptor readable while completions wait; see harvest().  -1 on
+        Windows (use waitable())."""
+    def waitable(self) -> int:
+        """The completion queue's waitable, signalled exactly while
+        completions (or a wake()) wait to be harvested: on POSIX the
+        descriptor of fileno() (select, poll, loop.add_reader), on Windows an
+        event HANDLE (WaitForSingleObject / WaitForMultipleObjects).  Owned
+        by the device; valid until close().  Raises ClosedError once closed."""
+    def wake(self) -> None:
+        """Signal the waitable until the next harvest() consumes the wake-up
+        (that harvest returns what completed, possibly nothing)."""
     def harvest(self, timeout: float = 0.0) -> list[Operation]:
         """Pop the operations completed since the last harvest (waits up to
         `timeout` seconds for the first one; ValueError outside

@@ -18,7 +18,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from libc.limits cimport INT_MAX
 from libc.math cimport ceil
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy
 
 from ._scio cimport *
@@ -435,6 +435,26 @@ cdef class Device:
         the platform has none)."""
         self._check_open()
         return scio_queue_fd(self._queue)
+
+    def waitable(self):
+        """The completion queue's waitable, as an int: signalled exactly
+        while completions (or a wake()) wait to be harvested.  A descriptor
+        on POSIX (fileno(): select, poll, loop.add_reader); on Windows an
+        event HANDLE (WaitForSingleObject / WaitForMultipleObjects).  The
+        device owns it: never read, reset or close it; valid until close()."""
+        cdef void *h
+        self._check_open()
+        h = scio_queue_handle(self._queue)
+        if h != NULL:
+            return <uintptr_t>h
+        return scio_queue_fd(self._queue)
+
+    def wake(self):
+        """Signal the waitable until the next harvest(), which consumes the
+        wake-up (returning whatever completed, possibly nothing): how another
+        thread stops a waiter blocked on waitable()."""
+        self._check_open()
+        scio_queue_wake(self._queue)
 
     def harvest(self, double timeout=0.0):
         """Operations completed since the last harvest, oldest first.  Waits
