@@ -18,18 +18,17 @@ CORE_SOURCES = [
     "native/core/sync.c",
     "native/core/queue.c",
     "native/core/device.c",
-    "native/core/atr_info.c",
-    "native/core/paths.c",
 ]
-IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c"]
-# Windows only: device paths (DeviceIoControl + IOCP), reader discovery, and
-# the dispatcher that routes the public scio_* names to the Windows backend
-# or to the generic layer above (IFD-handler DLLs); see native/core/scio_impl.h.
+IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c", "native/ifd/atr_info.c"]
+# Windows only: the device-path backend (DeviceIoControl + IOCP), reader
+# discovery, and scio_list_paths / scio_open_path over them.
 WIN32_SOURCES = [
     "native/win32/scio_win32.c",
     "native/win32/discover.c",
-    "native/win32/dispatch.c",
+    "native/win32/paths.c",
 ]
+# Elsewhere: no platform reader paths (readers are reached through IFD handlers).
+POSIX_SOURCES = ["native/posix/paths.c"]
 SIM_SOURCES = ["native/sim/sim_ifd.c", "native/sim/card.c"]
 
 # Shared libraries that are not Python modules: no PyInit, plain file name.
@@ -42,7 +41,7 @@ if IS_WINDOWS:
     core_args = []
     sim_args = []
 else:
-    core_sources = CORE_SOURCES + IFD_SOURCES
+    core_sources = CORE_SOURCES + IFD_SOURCES + POSIX_SOURCES
     core_libs = ["dl", "pthread"]
     # Hidden by default: only the module init and the log_msg family
     # (which drivers import) are exported.

@@ -45,7 +45,7 @@ def med(section, op, path):
 
 
 def op_table(section, ops, title):
-    lines = [f"#### {title}", "",
+    lines = [f"### {title}", "",
              f"| operation | C floor | scardio Device | reader API | ctypes | pcscd+pyscard "
              f"| pcscd ÷ Device | ctypes ÷ Device | Device − floor |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -64,7 +64,7 @@ def op_table(section, ops, title):
 
 
 def ev_table(section, title):
-    lines = [f"#### {title}", "", "| path | arrival median | arrival p90 | removal median "
+    lines = [f"### {title}", "", "| path | arrival median | arrival p90 | removal median "
              "| removal p90 | n |", "|---|---:|---:|---:|---:|---:|"]
     for name, kinds in section.items():
         if name.startswith("_"):
@@ -93,7 +93,7 @@ def render(data) -> str:
                         "over TCP)")
     if "asyncio" in res:
         a = res["asyncio"]["sim"]
-        out += ["#### asyncio overhead (simulated reader)", "",
+        out += ["### asyncio overhead (simulated reader)", "",
                 "| operation | Device.ioctl | reader API (sync) | scardio.aio (await) "
                 "| aio − sync reader API |", "|---|---:|---:|---:|---:|"]
         for op, s in a.items():
@@ -109,7 +109,7 @@ def render(data) -> str:
                         "Card events, vpcd (card connects / disconnects over TCP)")
     if "scale" in res:
         s = res["scale"]["monitor"]
-        out += ["#### Monitoring many simulated readers (scardio.Monitor)", "",
+        out += ["### Monitoring many simulated readers (scardio.Monitor)", "",
                 "| readers | threads added | idle CPU (% of one core) | arrival median ms "
                 "| removal median ms | arrival ÷ 1 reader |", "|---:|---:|---:|---:|---:|---:|"]
         one = s.get("1", {}).get("latency_ms", {}).get("insert", {}).get("median")
@@ -132,7 +132,7 @@ def main(argv) -> int:
         with open(dst) as f:
             text = f.read()
     except FileNotFoundError:
-        text = f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+        text = f"# Benchmarks\n\n## Results\n\n{BEGIN}\n{END}\n"
     if BEGIN in text and END in text:
         text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
     else:

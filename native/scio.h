@@ -1,8 +1,9 @@
 /*
  * scio.h - the scardio C core: one API over every reader backend.
  *
- * A device is a smart-card reader opened through a backend (an IFD-handler
- * driver on POSIX, DeviceIoControl on Windows).  Every request is an IOCTL of
+ * A device is a smart-card reader opened through a backend, chosen once at
+ * open: an IFD-handler driver (scio_open_ifd, every platform) or a Windows
+ * device path (scio_open_win32 / scio_open_path, DeviceIoControl).  Every request is an IOCTL of
  * the Windows smart-card contract (DESIGN.md section 3) with Windows buffer
  * layout (32-bit little-endian DWORDs) on every platform.
  *
@@ -131,16 +132,19 @@ typedef struct scio_completion {
     scio_status status;
 } scio_completion;
 
-/* A new queue, or NULL (out of memory / descriptors). */
+/* A new queue, or NULL (out of memory / descriptors).  One queue may serve
+ * any number of devices, of any backend. */
 scio_queue *scio_queue_new(void);
-/* A new queue for IFD-handler devices (scio_open_ifd).  The same as
- * scio_queue_new, except on Windows: there scio_queue_new makes a queue for
- * device paths (scio_open_win32), and a queue serves one kind of device. */
-scio_queue *scio_queue_new_ifd(void);
-/* Readable (POSIX) while completions wait to be popped.  -1 on Windows. */
+/* The queue's waitable, in two forms (one of them exists per platform): it
+ * is readable / signalled exactly while completions (or wakes, see
+ * scio_queue_wake) wait to be popped, and stays valid while the queue
+ * lives; never read, reset or close it yourself.
+ * POSIX: a descriptor for poll/select (an eventfd on Linux, the read end of
+ * a pipe elsewhere); -1 on Windows. */
 int scio_queue_fd(const scio_queue *q);
-/* Windows: a manual-reset event HANDLE, signalled while completions wait;
- * NULL elsewhere. */
+/* Windows: a manual-reset event HANDLE, for WaitForSingleObject /
+ * WaitForMultipleObjects (the I/O completion port behind it serves every
+ * device of the process and is no waitable object); NULL elsewhere. */
 void *scio_queue_handle(const scio_queue *q);
 /* Take the oldest completion.  timeout_ms < 0 waits forever, 0 polls.
  * Returns 1 and fills *out, or 0 on timeout, or -1 once the queue has been
@@ -150,7 +154,8 @@ int scio_queue_pop(scio_queue *q, int timeout_ms, scio_completion *out);
 void scio_queue_wake(scio_queue *q);
 /* Number of completions waiting. */
 size_t scio_queue_pending(scio_queue *q);
-/* Frees the queue.  Devices that still use it keep it alive until closed. */
+/* Drops the creator's reference (once; a device's private queue has none):
+ * devices and operations that still use the queue keep it alive. */
 void scio_queue_free(scio_queue *q);
 
 /* ---- devices ----------------------------------------------------------- */
@@ -181,7 +186,8 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
                           char *errbuf, size_t errlen);
 
 #ifdef _WIN32
-/* Open a Windows device path (\\?\... or \\.\...) with FILE_FLAG_OVERLAPPED. */
+/* Open a Windows device path (\\?\... or \\.\...) with FILE_FLAG_OVERLAPPED.
+ * q (NULL: a private queue) may be shared with any other device. */
 scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
                             scio_device **out, char *errbuf, size_t errlen);
 #endif

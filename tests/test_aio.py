@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 import scardio.aio as aio
-from helpers_reader import Recorder, next_lun
+from helpers_reader import SRC, Recorder, next_lun
 from scardio import State, errors
 from scardio.card import CardDisconnectedError
 from scardio.discovery import ReaderDescriptor
@@ -101,6 +104,25 @@ def test_async_power_down_timer_fires_and_is_cancelled_by_reconnect():
             await card.disconnect()
             await asyncio.sleep(0.35)
             assert "power_down" in rec.kinds() and not sim.counters().powered
+        finally:
+            await r.aclose()
+    run(main())
+
+
+def test_async_timeout_zero_powers_down_at_disconnect():
+    async def main():
+        r, sim = await open_sim(power_down_timeout=0)
+        rec = Recorder()
+        r.reader.add_listener(rec)
+        try:
+            sim.insert()
+            await (await r.connect()).disconnect()
+            assert not r.power_down_pending and not sim.counters().powered
+            downs = [e for e in rec.events if e.kind == "power_down"]
+            assert len(downs) == 1 and downs[0].detail["reason"] == "timer"
+            assert downs[0].detail["actions"] == ["SPECIFIC", "POWER_DOWN", "SWALLOWED"]
+            with pytest.raises(ValueError, match="power_down_timeout"):
+                r.power_down_timeout = -1
         finally:
             await r.aclose()
     run(main())
@@ -205,3 +227,43 @@ def test_two_loops_in_turn():
             await r.aclose()
     assert run(once()) == 0x9000
     assert run(once()) == 0x9000
+
+
+def test_async_reader_exposes_what_the_blocking_one_does():
+    async def main():
+        r = await aio.open_reader(sim_desc())
+        try:
+            assert r.device is r.reader.device and r.descriptor is r.reader.descriptor
+            sim = SimControl(r.device)  # AttributeError before .device existed
+            rec = Recorder()
+            r.add_listener(rec)
+            sim.insert()
+            await r.wait_for_card(timeout=5)
+            assert r.card is None and not r.closed
+            card = await r.connect()
+            assert r.card is card and r.info()["name"] == r.name
+            await card.disconnect()
+            assert r.card is None and rec.kinds()[:2] == ["connect", "disconnect"]
+            r.remove_listener(rec)
+        finally:
+            await r.aclose()
+        assert r.closed
+    run(main())
+
+
+def test_module_docstring_example_runs():
+    """The example in scardio.aio's docstring, as doctest runs it, in a child
+    process with a bound: it must insert its card and finish at once."""
+    code = ("import doctest, sys, scardio.aio\n"
+            "r = doctest.testmod(scardio.aio, verbose=False)\n"
+            "print(r.attempted, r.failed)\n"
+            "sys.exit(1 if r.failed or not r.attempted else 0)\n")
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("SCARDIO_SIM", None)
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=20, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    attempted, failed = map(int, p.stdout.split()[-2:])
+    assert attempted >= 4 and failed == 0
+    assert time.monotonic() - t0 < 10  # no 30 s wait for a card nobody inserts

@@ -86,6 +86,18 @@ def test_connect(conf):
     assert d["atr_protocols"] == ["T=0"] and d["connect_ms"] >= 0
 
 
+@pytest.mark.parametrize("card", ["t0", "t1"])
+def test_connect_prints_the_atr_once(conf, card):
+    p = run_cli("--reader-conf", conf, "--sim", "1", "--insert", "--card", card,
+                "connect", "0")
+    assert p.returncode == 0, p.stderr
+    from scardio.sim import ATR_T0, ATR_T1
+    atr = (ATR_T0 if card == "t0" else ATR_T1).hex(" ").upper()
+    assert p.stdout.count(atr) == 1, p.stdout
+    assert f"ATR:      {atr} ({len(atr.split())} bytes)\n" in p.stdout
+    assert "TS  = 0x3B: direct convention" in p.stdout  # the decoded lines follow
+
+
 def test_connect_without_card_is_exit_3(conf):
     rc, out, err = main("--reader-conf", conf, "--sim", "1", "connect", "0")
     assert rc == cli.EXIT_NO_CARD == 3 and "no card" in err
@@ -128,6 +140,33 @@ def test_apdu(conf):
 def test_apdu_bad_input_is_exit_2(conf, apdu, message):
     rc, out, err = main("--reader-conf", conf, "--sim", "1", "--insert", "apdu", "0", apdu)
     assert rc == cli.EXIT_USAGE == 2 and message in err
+
+
+@pytest.mark.parametrize("apdus, message", [
+    (["00A404"], "too short"),
+    (["00A4040008F073"], "Lc is 8 but 2 byte(s) follow it"),
+    (["00A4040C0001"], "extended length field truncated"),
+    ([SELECT_AID, "00B0"], "APDU 2: APDU of 2 byte(s) is too short"),
+    (["--protocol", "t0", "80EE0000000400"], "extended APDUs need T=1"),
+    (["--protocol", "raw", ""], "no hex digits"),
+])
+def test_bad_apdus_are_refused_before_any_ioctl(conf, apdus, message):
+    """Structure and the protocol's limits are checked before the reader is
+    opened: the trace shows no IOCTL at all (no start-up, no power-up)."""
+    p = run_cli("--reader-conf", conf, "--sim", "1", "--insert", "--json", "--trace",
+                "apdu", "0", *apdus)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.splitlines()
+    assert not [ln for ln in lines if ln.startswith('{"trace"')], p.stderr
+    assert len(lines) == 1 and message in json.loads(lines[0])["message"]
+    assert p.stdout == ""
+
+
+def test_apdu_raw_protocol_skips_the_iso_structure_check(conf):
+    rc, out, err = main("--reader-conf", conf, "--sim", "1", "--insert", "--trace", "apdu",
+                        "0", "--protocol", "raw", "00A404")
+    # past the checks: connected (the simulated card has no RAW protocol)
+    assert rc == 1 and "POWER" in err and "does not support" in err
 
 
 def test_apdu_extended_on_t0_is_exit_2(conf):
@@ -189,6 +228,28 @@ def test_demo_text():
                    "new_power_ups=0, new_resets=0", "reader: power_down  reason=timer",
                    "monitor: card departure", "done  power_ups=1, resets=0, power_downs=1"):
         assert needle in out, needle
+
+
+def test_demo_timeline_puts_causes_before_effects():
+    for _ in range(5):
+        rc, out, _ = main("demo", "--delay", "0.01")
+        assert rc == 0
+        lines = [ln.split("ms  ", 1)[1] for ln in out.splitlines()]
+        assert lines.index("sim: card inserted  card=T=1") < lines.index("monitor: card arrival")
+        assert lines.index("sim: card removed") < lines.index("monitor: card departure")
+
+
+def test_demo_delay_zero_powers_down_at_once():
+    p = run_cli("demo", "--delay", "0", timeout=20)
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "powered down at once" in out and "the card was powered down, so it was reset" in out
+    assert out.count("reader: power_down  reason=timer") == 2
+    assert "done  power_ups=2, resets=0, power_downs=2" in out
+    rc, out, err = main("--json", "demo", "--delay", "0")
+    assert rc == 0, err
+    events = [e["event"] for e in json.loads(out)["timeline"]]
+    assert "done" in events and events.count("reader: power_down") == 3  # 2 + at close
 
 
 def test_demo_json_and_trace():
@@ -266,3 +327,65 @@ def test_bad_option_values_are_usage_errors(argv, capsys):
     from scardio import cli
     assert cli.main(argv) == 2
     assert "scardio" in capsys.readouterr().err
+
+
+# -- trace names and card states ------------------------------------------------
+
+def test_trace_names_tags_operations_masks_and_states(conf):
+    p = run_cli("--reader-conf", conf, "--sim", "1", "--insert", "--trace", "connect", "0")
+    assert p.returncode == 0, p.stderr
+    lines = [ln.split("] ", 1)[1] for ln in p.stderr.splitlines() if ln.startswith("[trace")]
+    for expected in ("GET_ATTRIBUTE  VENDOR_NAME out=7363617264696F SUCCESS",
+                     "GET_ATTRIBUTE  DEVICE_UNIT out=00000000 SUCCESS",
+                     "GET_STATE      in=- out=SWALLOWED SUCCESS",
+                     "POWER          COLD_RESET out=3BF8",
+                     "GET_STATE      in=- out=NEGOTIABLE SUCCESS",
+                     "GET_ATTRIBUTE  ATR_STRING out=3BF8",
+                     "SET_PROTOCOL   T0|T1 out=T1 SUCCESS",
+                     "POWER          POWER_DOWN out=(empty) SUCCESS"):
+        assert any(ln.startswith(expected) for ln in lines), (expected, lines)
+    assert not [ln for ln in lines if ln.startswith("GET_ATTRIBUTE  in=")]
+
+
+def test_json_trace_keeps_the_raw_hex_next_to_the_names(conf):
+    rc, _, err = main("--reader-conf", conf, "--sim", "1", "--insert", "--json", "--trace",
+                      "connect", "0", "--protocol", "t1")
+    assert rc == 0
+    traces = [json.loads(ln)["trace"] for ln in err.splitlines() if ln.startswith('{"trace"')]
+    by_name = {}
+    for t in traces:
+        by_name.setdefault(t["ioctl"], []).append(t)
+    vendor = by_name["GET_ATTRIBUTE"][0]
+    assert vendor["input"] == "00010100" and vendor["decoded"] == {"attribute": "VENDOR_NAME"}
+    power = by_name["POWER"][0]
+    assert power["input"] == "01000000" and power["decoded"] == {"operation": "COLD_RESET"}
+    sp = by_name["SET_PROTOCOL"][0]
+    assert sp["input"] == "02000000" and sp["output"] == "02000000"
+    assert sp["decoded"] == {"protocols": "T1", "protocol": "T1"}
+    st = by_name["GET_STATE"][0]
+    assert st["output"] == "03000000" and st["decoded"] == {"state": "SWALLOWED"}
+
+
+def test_info_explains_the_card_state(conf):
+    rc, out, _ = main("--reader-conf", conf, "--sim", "1", "info", "0")
+    assert rc == 0 and "Card state:      ABSENT (no card)" in out
+    rc, out, _ = main("--reader-conf", conf, "--sim", "1", "--insert", "info", "0")
+    assert "Card state:      SWALLOWED (card present, not powered)" in out
+    rc, out, _ = main("--reader-conf", conf, "--sim", "1", "--insert", "--json", "info", "0")
+    d = json.loads(out)
+    assert d["state"] == "SWALLOWED" and d["state_description"] == "card present, not powered"
+
+
+@posix_signals
+def test_closed_output_pipe_ends_quietly_with_141():
+    """`scardio ... | head`: the reader of stdout went away before scardio
+    wrote; no traceback, no 'Broken pipe' error, exit 141 as documented."""
+    r, w = os.pipe()
+    os.close(r)  # nobody will ever read: the first write fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "scardio", "--sim", "2", "list"],
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == cli.EXIT_PIPE_CLOSED == 141
+    assert proc.stderr == ""

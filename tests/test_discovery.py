@@ -559,3 +559,144 @@ def test_find_not_found() -> None:
     assert len(exc.value.candidates) == 4
     with pytest.raises(ReaderNotFoundError, match="no readers found"):
         find_reader("x", [])
+
+
+# ---------------------------------------------------------------------------
+# macOS: USB devices from the IORegistry, both drop directories
+
+IOREG_FIXTURE = Path(__file__).parent / "data" / "ioreg-usb-ccid.plist"
+posix_shell = pytest.mark.skipif(sys.platform == "win32", reason="fake ioreg is a sh script")
+
+
+def test_parse_ioreg_fixture() -> None:
+    devices = discovery.parse_ioreg_usb(IOREG_FIXTURE.read_bytes())
+    assert [(d.vendor_id, d.product_id) for d in devices] == [
+        (0x05AC, 0x8007), (0x05E3, 0x0610), (0x08E6, 0x3437), (0x046D, 0xC31C)]
+    reader = devices[2]
+    assert reader.source == "ioreg"
+    assert reader.sysname == "USB SmartCard Reader@14120000"
+    assert reader.path == ("IOUSB:/AppleUSBXHCI Root Hub Simulation@14000000/"
+                           "USB2.0 Hub@14100000/USB SmartCard Reader@14120000")
+    assert reader.location_id == 0x14120000 and reader.busnum == 0x14
+    assert reader.devnum == 3 and reader.session_id == 1301992551
+    assert reader.serial == "5A7C0F12" and reader.product_name == "USB SmartCard Reader"
+    assert reader.interfaces == ()
+    assert devices[3].serial is None
+
+
+@pytest.mark.parametrize("data", [b"", b"not xml", b"<plist><dict><key>a</key></plist>"])
+def test_parse_ioreg_rejects_garbage(data: bytes) -> None:
+    with pytest.raises(ValueError, match="not a plist"):
+        discovery.parse_ioreg_usb(data)
+
+
+def test_parse_ioreg_skips_entries_without_ids() -> None:
+    tree = {"IORegistryEntryName": "Root", "IORegistryEntryChildren": [
+        {"IORegistryEntryName": "no ids", "idVendor": "08e6", "IORegistryEntryChildren": [
+            {"IORegistryEntryName": "r", "idVendor": 1, "idProduct": 2}]},
+        {"IORegistryEntryName": "bool ids", "idVendor": True, "idProduct": 2},
+        "not a dict"]}
+    devices = discovery.parse_ioreg_usb(plistlib.dumps(tree))
+    assert [(d.sysname, d.vendor_id, d.product_id) for d in devices] == [("r", 1, 2)]
+
+
+def fake_ioreg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """Put an `ioreg` running *script* (sh) first on PATH."""
+    bindir = tmp_path / "bin"
+    exe = write(bindir / "ioreg", "#!/bin/sh\n" + script + "\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+@pytest.fixture
+def macos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
+    """This process discovers as on macOS, with the two drop directories in
+    tmp_path (local first, then the system one)."""
+    real = discovery._platform_sources("darwin")
+    local, system = tmp_path / "local-drivers", tmp_path / "system-drivers"
+    monkeypatch.setattr(discovery, "_PLATFORM", discovery._PlatformSources(
+        (str(local), str(system)), real.library_dir, real.usb_devices))
+    return local, system
+
+
+def mac_bundle(drop: Path, name: str, vid: str, pid: str, friendly: str) -> Path:
+    b = bundle(drop, name, {"CFBundleExecutable": f"lib{name}.dylib", "ifdVendorID": [vid],
+                            "ifdProductID": [pid], "ifdFriendlyName": [friendly]},
+               library=False)
+    write(b / "Contents" / "MacOS" / f"lib{name}.dylib", b"\xcf\xfa\xed\xfe")
+    return b
+
+
+def test_macos_platform_sources() -> None:
+    mac = discovery._platform_sources("darwin")
+    assert mac.drop_dirs == ("/usr/local/libexec/SmartCardServices/drivers",
+                             "/usr/libexec/SmartCardServices/drivers")
+    assert mac.library_dir == "MacOS"
+    assert mac.usb_devices is discovery.read_ioreg_usb_devices
+    linux = discovery._platform_sources("linux")
+    assert linux.drop_dirs == ("/usr/lib/pcsc/drivers",)
+    assert linux.usb_devices is discovery.read_usb_devices
+
+
+def test_default_drop_dir_is_the_first_of_the_list(macos: tuple[Path, Path]) -> None:
+    local, system = macos
+    assert discovery.default_drop_dirs() == (str(local), str(system))
+    assert discovery.default_drop_dir() == str(local)  # the old API still answers
+
+
+@posix_shell
+def test_macos_list_readers_from_ioreg(macos: tuple[Path, Path], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    local, system = macos
+    fake_ioreg(tmp_path, monkeypatch,
+               f'[ "$*" = "-p IOUSB -l -a" ] || exit 9\ncat "{IOREG_FIXTURE}"')
+    mac_bundle(system, "ifd-ccid", "0x08E6", "0x3437", "Gemalto PC Twin Reader")
+    mac_bundle(system, "kbd", "0x1234", "0x0001", "Not This One")  # not plugged in
+    readers = list_readers(reader_conf_dirs=[])
+    assert [r.name for r in readers] == ["Gemalto PC Twin Reader (5A7C0F12)"]
+    (r,) = readers
+    # pcsc-lite's macOS hotplug passes the friendly name; CCID built for
+    # macOS matches the device argument against its ifdFriendlyName list.
+    assert r.device_name == "Gemalto PC Twin Reader"
+    assert r.library == str(system / "ifd-ccid.bundle" / "Contents" / "MacOS"
+                            / "libifd-ccid.dylib")
+    assert r.extra["location_id"] == 0x14120000
+    assert r.extra["ioreg"] == ("IOUSB:/AppleUSBXHCI Root Hub Simulation@14000000/"
+                                "USB2.0 Hub@14100000/USB SmartCard Reader@14120000")
+    assert r.available
+
+    # A driver in the local directory lists the same reader: it comes first.
+    mac_bundle(local, "vendor", "0x08E6", "0x3437", "Gemalto Twin (vendor driver)")
+    (r,) = list_readers(reader_conf_dirs=[])
+    assert r.device_name == "Gemalto Twin (vendor driver)"
+    assert r.extra["bundle"] == str(local / "vendor.bundle")
+
+
+@posix_shell
+@pytest.mark.parametrize("script, message", [
+    ("echo 'ioreg: no such plane' >&2; exit 3", "exited with 3: ioreg: no such plane"),
+    ("echo garbage", "not a plist"),
+    ("exec sleep 5", "timed out"),
+])
+def test_macos_ioreg_failure(macos: tuple[Path, Path], tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch,
+                             caplog: pytest.LogCaptureFixture, script: str,
+                             message: str) -> None:
+    local, _ = macos
+    fake_ioreg(tmp_path, monkeypatch, script)
+    mac_bundle(local, "ifd-ccid", "0x08E6", "0x3437", "Gemalto PC Twin Reader")
+    monkeypatch.setattr(discovery, "IOREG_TIMEOUT", 0.5)
+    with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
+        assert list_readers(reader_conf_dirs=[]) == []
+    assert message in caplog.text
+
+
+@posix_only
+def test_macos_ioreg_absent(macos: tuple[Path, Path], tmp_path: Path,
+                            monkeypatch: pytest.MonkeyPatch,
+                            caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
+        assert discovery.read_ioreg_usb_devices() == []
+        assert list_readers(1, reader_conf_dirs=[])[0].source == "sim"
+    assert "cannot list USB devices with ioreg -p IOUSB -l -a" in caplog.text

@@ -30,7 +30,7 @@ from platform_support import posix_build_scripts  # noqa: E402
 import scardio.sim
 from scardio import IOCTL, Device, State, errors  # noqa: E402
 from scardio.constants import ctl_code, vendor_ctl_pcsc, vendor_ctl_win  # noqa: E402
-from scardio.sim import SimControl  # noqa: E402
+from scardio.sim import SIM_LIBRARY, SimControl  # noqa: E402
 
 _luns = itertools.count(0x26000)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -263,7 +263,7 @@ def test_badly_typed_arguments(fuzz_dev, code, data, size):
     for call in (fuzz_dev.ioctl, fuzz_dev.submit):
         try:
             r = call(code, data, size)
-        except (TypeError, ValueError, OverflowError, errors.ScardioError):
+        except (TypeError, ValueError, errors.ScardioError):  # never OverflowError
             continue
         if call is fuzz_dev.submit:
             r.cancel()
@@ -347,8 +347,10 @@ CLI_BAD_INPUT = [
     (["--sim", "1", "apdu", "Simulated", "00A40400"], 3, "no card"),
     (["--sim", "1", "--insert", "connect", "Simulated", "--protocol", "t5"], 2,
      "invalid choice: 't5'"),
-    # a malformed APDU the card itself rejects: a status word, not an error
-    (["--sim", "1", "--insert", "apdu", "Simulated", "00A4040005F0"], 0, "SW=6700"),
+    # structure is checked before the reader is opened (the API leaves it to the card)
+    (["--sim", "1", "--insert", "apdu", "Simulated", "00A4040005F0"], 2,
+     "Lc is 5 but 1 byte(s) follow it"),
+    (["--sim", "1", "--insert", "apdu", "Simulated", "00A404"], 2, "too short"),
 ]
 
 
@@ -375,8 +377,11 @@ API_BAD_INPUT = [
     ("ioctl(code, str input)", lambda d: d.ioctl(IOCTL.TRANSMIT, "text", 300), TypeError),
     ("ioctl(code, None input)", lambda d: d.ioctl(IOCTL.GET_STATE, None, 4), TypeError),
     ("ioctl(negative output_size)", lambda d: d.ioctl(IOCTL.GET_STATE, b"", -1), ValueError),
-    ("ioctl(code < 0)", lambda d: d.ioctl(-1, b"", 4), OverflowError),
-    ("ioctl(code > 0xFFFFFFFF)", lambda d: d.ioctl(1 << 32, b"", 4), OverflowError),
+    ("ioctl(code < 0)", lambda d: d.ioctl(-1, b"", 4), ValueError),
+    ("ioctl(code > 0xFFFFFFFF)", lambda d: d.ioctl(1 << 32, b"", 4), ValueError),
+    ("submit(code < 0)", lambda d: d.submit(-1, b"", 4), ValueError),
+    ("ioctl(output_size > sys.maxsize)", lambda d: d.ioctl(IOCTL.GET_STATE, b"", 1 << 64),
+     ValueError),
     ("ioctl(unknown code)", lambda d: d.ioctl(0x12345678, b"", 4), errors.InvalidRequestError),
     ("ioctl(input > MAX_INPUT)", lambda d: d.ioctl(IOCTL.TRANSMIT, bytes(70000), 300),
      errors.InputTooLargeError),
@@ -398,6 +403,17 @@ API_BAD_INPUT = [
     ("Operation.wait(-0.5)", lambda d: d.submit(IOCTL.GET_STATE, b"", 4).wait(-0.5),
      ValueError),
     ("harvest('x')", lambda d: d.harvest("x"), TypeError),
+    ("harvest(-1)", lambda d: d.harvest(-1), ValueError),
+    ("harvest(nan)", lambda d: d.harvest(float("nan")), ValueError),
+    ("harvest(1e10)", lambda d: d.harvest(1e10), ValueError),
+    ("open_device(-1)", lambda d: scardio.sim.open_device(-1), ValueError),
+    ("open_device(2**32)", lambda d: scardio.sim.open_device(1 << 32), ValueError),
+    ("open_device(close_timeout_ms=-1)", lambda d: scardio.sim.open_device(0x7F01, close_timeout_ms=-1),
+     ValueError),
+    ("open_ifd(lun > 0xFFFFFFFF)", lambda d: Device.open_ifd(SIM_LIBRARY, "x", 1 << 32),
+     ValueError),
+    ("open_ifd(poll_interval_ms=-1)",
+     lambda d: Device.open_ifd(SIM_LIBRARY, "x", 0x7F02, poll_interval_ms=-1), ValueError),
     ("Device() direct", lambda d: Device(), TypeError),
     ("open_ifd(missing library)", lambda d: Device.open_ifd("/nonexistent/lib.so", "x"),
      errors.DriverNotFoundError),

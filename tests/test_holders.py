@@ -454,3 +454,38 @@ def test_sock_diag_and_proc_net_tcp_agree(held_port: int) -> None:
         for port in (held_port, port6):
             assert fast[port] == slow[port] and len(fast[port]) == 1
         assert holders._tcp_listeners("/proc")[held_port] == fast[held_port]  # type: ignore[index]
+
+
+@pytest.mark.vpcd
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc lookups are Linux only")
+@pytest.mark.parametrize("command", [["monitor"], ["scan"]])
+def test_watching_every_reader_skips_a_held_one(tmp_path: Path, held_port: int,
+                                                command: list[str]) -> None:
+    """monitor/scan with no reader named watch the readers they can open and
+    say which held one they skipped; naming the held reader is an error."""
+    if not os.path.exists(VPCD_LIBRARY):
+        pytest.skip(f"vsmartcard-vpcd is not installed ({VPCD_LIBRARY})")
+    conf = write_conf(tmp_path / "reader.conf", held_port, VPCD_LIBRARY)
+    held_only = [sys.executable, "-m", "scardio", "--reader-conf", str(conf), "--json"]
+    base = held_only + ["--sim", "1", "--insert"]
+    every = subprocess.run(base + command + ["--count", "1", "--timeout", "20"],
+                           capture_output=True, text=True, timeout=60)
+    assert every.returncode == 0, every.stderr
+    notes = [json.loads(line) for line in every.stderr.splitlines() if line.startswith("{")]
+    assert [(n["skipped"], n["reason"]) for n in notes] == [("Held Reader", "reader in use")]
+    assert f"TCP port {held_port}" in notes[0]["message"]
+    text = subprocess.run([a for a in base if a != "--json"] + command
+                          + ["--count", "1", "--timeout", "20"],
+                          capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert "scardio: skipping 'Held Reader': " in text.stderr
+    events = [json.loads(line) for line in every.stdout.splitlines()]
+    assert [e["reader"] for e in events] == ["scardio Simulated Reader 0"]
+    named = subprocess.run(held_only + ["--sim", "1"] + command + ["Held Reader", "--timeout", "1"],
+                           capture_output=True, text=True, timeout=60)
+    assert named.returncode == 5, named.stderr
+    assert json.loads(named.stderr.splitlines()[-1])["type"] == "ReaderInUseError"
+    only_held = subprocess.run(held_only + command + ["--timeout", "1"],
+                               capture_output=True, text=True, timeout=60)
+    assert only_held.returncode == 5, only_held.stderr
+    assert "every reader is in use" in only_held.stderr

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from helpers_reader import Recorder, sim_reader
+import scardio.sim
 from scardio import Disposition, State, errors
 from scardio.reader import DEFAULT_POWER_DOWN_TIMEOUT, power_down_steps, run_sync
 
@@ -89,10 +90,20 @@ def test_disposition_unpower_and_reset():
 
 
 def test_timeout_zero_powers_down_at_once_and_none_never():
+    rec = Recorder()
     with sim_reader(power_down_timeout=0) as (reader, sim):
+        reader.add_listener(rec)
         sim.insert()
         reader.connect(timeout=5).disconnect()
-        assert not sim.counters().powered
+        # within disconnect(), with the event a timer firing sends
+        assert not sim.counters().powered and not reader.power_down_pending
+        downs = [e for e in rec.events if e.kind == "power_down"]
+        assert len(downs) == 1 and downs[0].detail == {
+            "reason": "timer", "actions": ["SPECIFIC", "POWER_DOWN", "SWALLOWED"],
+            "powered_down": True}
+        reader.connect(timeout=5).disconnect(Disposition.RESET)  # reset, then the timer
+        assert not sim.counters().powered and sim.counters().resets == 1
+        assert rec.kinds().count("power_down") == 2
         reader.power_down_timeout = None
         reader.connect(timeout=5).disconnect()
         assert sim.counters().powered and not reader.power_down_pending
@@ -175,3 +186,25 @@ def test_timer_thread_does_not_leak():
         time.sleep(0.3)
     time.sleep(0.1)
     assert threading.active_count() <= before
+
+
+@pytest.mark.parametrize("bad, error", [(-1, ValueError), (-0.001, ValueError),
+                                        (float("nan"), ValueError), (float("inf"), ValueError),
+                                        ("5", TypeError), (True, TypeError)])
+def test_bad_power_down_timeouts_are_refused(bad, error):
+    import scardio
+    from scardio import Device
+    from scardio.reader import Reader
+    from helpers_reader import next_lun
+    dev = scardio.sim.open_device(next_lun())
+    with pytest.raises(error, match="power_down_timeout"):
+        Reader(dev, power_down_timeout=bad)
+    assert dev.closed  # the reader owned it: not left open
+    with pytest.raises(error, match="power_down_timeout"):
+        scardio.open_reader("scardio Simulated Reader 0", sim=1, power_down_timeout=bad)
+    with sim_reader(power_down_timeout=1) as (reader, sim):
+        with pytest.raises(error, match="power_down_timeout"):
+            reader.power_down_timeout = bad
+        assert reader.power_down_timeout == 1
+        reader.power_down_timeout = 2.5
+        assert reader.power_down_timeout == 2.5

@@ -29,8 +29,9 @@ NOT_IN_SDIST = (".gitignore", ".github/", ".ci/")
 SDIST_METADATA = ("PKG-INFO", "setup.cfg", "src/scardio.egg-info/")
 # Sources setup.py compiles on some platform (native/win32 only on Windows).
 BUILD_SOURCES = ("src/scardio/_core.pyx", "src/scardio/_scio.pxd", "native/scio.h",
-                 "native/core/scio_impl.h", "native/ifd/ifd_abi.h", "native/sim/card.h",
-                 "native/win32/scio_win32.c", "native/win32/scio_win32_internal.h")
+                 "native/core/backend.h", "native/ifd/ifd_abi.h", "native/sim/card.h",
+                 "native/win32/scio_win32.c", "native/win32/scio_win32_discover.h",
+                 "native/posix/paths.c")
 
 
 @dataclass

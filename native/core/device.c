@@ -7,6 +7,8 @@
  * (IS_PRESENT / IS_ABSENT, which may block in the driver for a long time and
  * must not hold up transmits).  Only one tracking request may be pending per
  * device, as with smclib drivers; a second completes with DEVICE_BUSY.
+ * A backend with its own overlapped I/O (backend.h: submit) gets no lanes:
+ * its operations are handed to it and come back through scio_op_complete.
  *
  * Locks: an operation's lock guards its result (done, status, output); the
  * device lock guards everything else, including an operation's lane
@@ -20,7 +22,6 @@
 enum op_where { OP_NEW, OP_QUEUED, OP_RUNNING, OP_DONE };
 
 struct scio_op {
-    SCIO_KIND_FIELD          /* first (Windows dispatcher); empty on POSIX */
     scio_mutex lock;
     scio_cond cv;
     int refs;                /* caller + core (until completed) */
@@ -37,10 +38,14 @@ struct scio_op {
     int done, released, post, posted, heap;
     /* guarded by the device lock */
     int cancel, tracking;
+    int native;              /* handed to the backend's submit */
     int abandoned;           /* completed by close while still in the driver */
     enum op_where where;
-    struct scio_op *next;
+    struct scio_op *next;    /* in a lane, or in the device's submitted list */
 };
+
+/* Heap operations carry the backend's op_data_size bytes after the struct. */
+#define OP_DATA_OFFSET ((sizeof(struct scio_op) + 15u) & ~(size_t)15u)
 
 typedef struct lane {
     scio_op *head, *tail;
@@ -50,7 +55,6 @@ typedef struct lane {
 } lane;
 
 struct scio_device {
-    SCIO_KIND_FIELD          /* first (Windows dispatcher); empty on POSIX */
     const scio_backend *be;
     void *state;
     scio_queue *q;
@@ -62,6 +66,7 @@ struct scio_device {
     int in_driver;           /* calls inside the backend right now */
     long last_driver_code;
     lane io, track;
+    lane submitted;          /* natively submitted, not yet back (no thread) */
     scio_op *sync_tracking;  /* a synchronous IS_PRESENT / IS_ABSENT */
 };
 
@@ -104,17 +109,16 @@ scio_status scio_device_create(const scio_backend *be, void *state,
         return SCIO_NO_MEMORY;
     if (q) {
         scio_queue_ref(q);
-    } else if (!(q = scio_queue_new())) {
+    } else if (!(q = scio_queue_new_private())) {
         free(d);
         return SCIO_INSUFFICIENT_RESOURCES;
     }
-    SCIO_SET_KIND(d, SCIO_KIND_GENERIC);
     d->be = be;
     d->state = state;
     d->q = q;
     d->refs = 1;
     d->close_timeout_ms = close_timeout_ms ? close_timeout_ms : SCIO_DEFAULT_CLOSE_MS;
-    d->io.dev = d->track.dev = d;
+    d->io.dev = d->track.dev = d->submitted.dev = d;
     scio_mutex_init(&d->lock);
     scio_cond_init(&d->cv);
     *out = d;
@@ -204,7 +208,6 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
     }
 }
 
-/* Run one operation in the backend, in the calling thread. */
 /* A call left the driver (device locked): returns 1 if the caller must now
  * release the channel, because close gave up waiting for this call. */
 static int leave_driver_locked(scio_device *d)
@@ -218,19 +221,19 @@ static int leave_driver_locked(scio_device *d)
     return 0;
 }
 
-/* Run one lane operation in the backend, in the calling (lane) thread,
- * which holds a reference on the op. */
-static void op_run(scio_op *op)
+static int lane_remove_locked(lane *l, scio_op *op);
+
+/* An operation came back from the backend (lane or native submit); the
+ * caller holds a reference on it and on the device. */
+static void op_returned(scio_op *op, scio_status st, size_t out_len, long drv)
 {
     scio_device *d = op->dev;
-    size_t out_len = 0;
-    long drv = 0;
     int release, abandoned;
-    scio_status st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
-                                  op->out, op->out_cap, &out_len, &drv);
     if (st == SCIO_SUCCESS && out_len > op->out_cap)
         st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
     scio_mutex_lock(&d->lock);
+    if (op->native)
+        lane_remove_locked(&d->submitted, op);
     release = leave_driver_locked(d);
     abandoned = op->abandoned;
     scio_mutex_unlock(&d->lock);
@@ -238,6 +241,32 @@ static void op_run(scio_op *op)
         d->be->release(d);
     if (!abandoned) /* else close completed it already: drop the late result */
         op_complete(op, st, out_len, drv);
+}
+
+/* Run one lane operation in the backend, in the calling (lane) thread,
+ * which holds a reference on the op. */
+static void op_run(scio_op *op)
+{
+    scio_device *d = op->dev;
+    size_t out_len = 0;
+    long drv = 0;
+    scio_status st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
+                                  op->out, op->out_cap, &out_len, &drv);
+    op_returned(op, st, out_len, drv);
+}
+
+void scio_op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
+{
+    scio_device *d = op->dev;
+    op_returned(op, st, out_len, drv);
+    /* The driver's references, taken at submit. */
+    op_unref(op);
+    dev_unref(d);
+}
+
+void *scio_op_backend_data(scio_op *op)
+{
+    return (unsigned char *)op + OP_DATA_OFFSET;
 }
 
 int scio_op_cancelled(scio_op *op)
@@ -352,6 +381,16 @@ static SCIO_THREAD_FN lane_main(void *arg)
     SCIO_THREAD_RETURN;
 }
 
+static void list_append_locked(lane *l, scio_op *op)
+{
+    op->next = NULL;
+    if (l->tail)
+        l->tail->next = op;
+    else
+        l->head = op;
+    l->tail = op;
+}
+
 /* Append to a lane, starting its thread if needed (device locked). */
 static int lane_push_locked(lane *l, scio_op *op)
 {
@@ -364,12 +403,7 @@ static int lane_push_locked(lane *l, scio_op *op)
         l->thread_up = 1;
     }
     op->where = OP_QUEUED;
-    op->next = NULL;
-    if (l->tail)
-        l->tail->next = op;
-    else
-        l->head = op;
-    l->tail = op;
+    list_append_locked(l, op);
     scio_cond_broadcast(&l->dev->cv);
     return 0;
 }
@@ -412,12 +446,12 @@ scio_status scio_submit(scio_device *d, uint32_t code,
 {
     scio_status st = check_args(in, in_len, &out_cap);
     scio_op *op;
-    int busy = 0;
+    int busy = 0, native = d->be->submit != NULL;
 
     *op_out = NULL;
     if (st != SCIO_SUCCESS)
         return st;
-    op = calloc(1, sizeof *op);
+    op = calloc(1, OP_DATA_OFFSET + (native ? d->be->op_data_size : 0));
     if (!op)
         return SCIO_NO_MEMORY;
     op->in = malloc(in_len ? in_len : 1);
@@ -433,7 +467,6 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     op->in_len = in_len;
     op->out_cap = out_cap;
     op->user = user;
-    SCIO_SET_KIND(op, SCIO_KIND_GENERIC);
     op->heap = 1;
     op->post = 1;
     op->refs = 2; /* caller + core */
@@ -450,7 +483,16 @@ scio_status scio_submit(scio_device *d, uint32_t code,
         return SCIO_DEVICE_NOT_CONNECTED;
     }
     dev_ref_locked(d);
-    if (op->tracking) {
+    if (native) {
+        /* In the driver until scio_op_complete, which drops the driver's
+         * references on the op and the device. */
+        op->native = 1;
+        op->where = OP_RUNNING;
+        op->refs++;
+        dev_ref_locked(d);
+        d->in_driver++;
+        list_append_locked(&d->submitted, op);
+    } else if (op->tracking) {
         busy = d->track.head || d->track.running || d->sync_tracking;
         if (!busy && lane_push_locked(&d->track, op) != 0)
             st = SCIO_INSUFFICIENT_RESOURCES;
@@ -460,7 +502,9 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     scio_mutex_unlock(&d->lock);
 
     *op_out = op;
-    if (busy)
+    if (native)
+        d->be->submit(d, op, code, op->in, in_len, op->out, out_cap);
+    else if (busy)
         op_complete(op, SCIO_DEVICE_BUSY, 0, 0);
     else if (st != SCIO_SUCCESS)
         op_complete(op, st, 0, 0);
@@ -494,7 +538,9 @@ void scio_op_cancel(scio_op *op)
     scio_mutex_lock(&d->lock);
     dev_ref_locked(d); /* op_complete may drop the op's reference meanwhile */
     dequeued = cancel_locked(d, op);
-    wake = !dequeued && op->tracking && op->where == OP_RUNNING;
+    wake = !dequeued && !op->native && op->tracking && op->where == OP_RUNNING;
+    if (op->native && op->where == OP_RUNNING && !d->released)
+        d->be->cancel(d, op);
     scio_mutex_unlock(&d->lock);
     scio_mutex_unlock(&op->lock);
     if (dequeued)
@@ -550,6 +596,13 @@ static void cancel_everything(scio_device *d, int shut)
         d->sync_tracking->cancel = 1;
         wake = 1;
     }
+    for (scio_op *op = d->submitted.head; op; op = op->next) {
+        op->cancel = 1;
+        if (!shut && !d->released)
+            d->be->cancel(d, op);
+    }
+    if (shut && d->be->cancel && !d->released)
+        d->be->cancel(d, NULL); /* synchronous calls too */
     scio_cond_broadcast(&d->cv);
     scio_mutex_unlock(&d->lock);
     while (dead) {
@@ -589,7 +642,9 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
     memset(&op, 0, sizeof op);
     op.dev = d;
     op.code = code;
-    op.tracking = is_tracking(code);
+    /* The one-tracking-request rule is the lanes'; a backend with native
+     * submit leaves it to its driver. */
+    op.tracking = is_tracking(code) && !d->be->submit;
     op.where = OP_RUNNING;
 
     scio_mutex_lock(&d->lock);
@@ -672,6 +727,9 @@ void scio_shutdown(scio_device *d)
                 d->be->wake_tracking(d);
             scio_mutex_lock(&d->lock);
         }
+        /* Likewise a request a racing submit issued after the cancel. */
+        if (d->be->cancel && d->in_driver > 0 && !d->released)
+            d->be->cancel(d, NULL);
         int64_t step = scio_now_ms() + 20;
         scio_cond_wait_until(&d->cv, &d->lock, step < deadline ? step : deadline);
     }
@@ -691,6 +749,20 @@ void scio_shutdown(scio_device *d)
         scio_mutex_unlock(&d->lock);
         for (int i = 0; i < n; i++)
             op_complete(stuck[i], SCIO_CANCELLED, 0, 0);
+        /* Natively submitted ones too; the driver's references keep them
+         * (and their buffers) alive until the backend gives them back. */
+        for (;;) {
+            scio_op *op;
+            scio_mutex_lock(&d->lock);
+            for (op = d->submitted.head; op && op->abandoned; op = op->next) {
+            }
+            if (op)
+                op->abandoned = 1;
+            scio_mutex_unlock(&d->lock);
+            if (!op)
+                break;
+            op_complete(op, SCIO_CANCELLED, 0, 0);
+        }
         scio_mutex_lock(&d->lock);
     }
     if (d->in_driver == 0 && !d->released && d->be->release) {

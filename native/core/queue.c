@@ -22,10 +22,10 @@
 #endif
 
 struct scio_queue {
-    SCIO_KIND_FIELD           /* first (Windows dispatcher); empty on POSIX */
     scio_mutex lock;
     scio_cond cv;
-    int refs;                 /* owner + every device using it */
+    int refs;                 /* owner + every device and operation using it */
+    int owned;                /* the creator's reference is still held */
     scio_completion *ring;    /* circular buffer */
     size_t cap, head, count;
     int wakes;                /* pending scio_queue_wake calls */
@@ -87,7 +87,7 @@ static void signal_update(scio_queue *q)
 #endif
 }
 
-scio_queue *scio_queue_new(void)
+static scio_queue *queue_new(int owned)
 {
     scio_queue *q = calloc(1, sizeof *q);
     if (!q)
@@ -102,14 +102,12 @@ scio_queue *scio_queue_new(void)
     scio_mutex_init(&q->lock);
     scio_cond_init(&q->cv);
     q->refs = 1;
-    SCIO_SET_KIND(q, SCIO_KIND_GENERIC);
+    q->owned = owned;
     return q;
 }
 
-#ifndef SCIO_DISPATCH
-/* On Windows the dispatcher makes the choice (native/win32/dispatch.c). */
-scio_queue *scio_queue_new_ifd(void) { return scio_queue_new(); }
-#endif
+scio_queue *scio_queue_new(void) { return queue_new(1); }
+scio_queue *scio_queue_new_private(void) { return queue_new(0); }
 
 int scio_queue_fd(const scio_queue *q) { return q->rfd; }
 #ifdef _WIN32
@@ -148,7 +146,16 @@ void scio_queue_unref(scio_queue *q)
 
 void scio_queue_free(scio_queue *q)
 {
-    if (q)
+    int owned;
+    if (!q)
+        return;
+    /* Only the creator's reference, once: a device's private queue, or a
+     * second free, must not pull the queue from under its users. */
+    scio_mutex_lock(&q->lock);
+    owned = q->owned;
+    q->owned = 0;
+    scio_mutex_unlock(&q->lock);
+    if (owned)
         scio_queue_unref(q);
 }
 

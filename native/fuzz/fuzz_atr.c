@@ -1,7 +1,7 @@
 /*
- * fuzz_atr.c - libFuzzer target: the core's ATR walker (native/core/
+ * fuzz_atr.c - libFuzzer target: the IFD backend's ATR walker (native/ifd/
  * atr_info.c), which picks the protocol from whatever ATR a driver returns.
- * The input is the ATR (any length: the core passes at most 33 bytes, the
+ * The input is the ATR (any length: the backend passes at most 33 bytes, the
  * parser must not read past the length it is given either way).
  */
 #include <stdint.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "scio.h"
-#include "core/atr_info.h"
+#include "ifd/atr_info.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

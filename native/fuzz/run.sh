@@ -26,8 +26,8 @@ CFLAGS="-O1 -g -std=c11 -pthread -D_GNU_SOURCE -I$native -I$native/ifd -I$native
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer-no-link -fPIC -shared -fvisibility=hidden \
     "$native/sim/sim_ifd.c" "$native/sim/card.c" -o "$out/libscardio_sim.so"
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer -rdynamic "$here/fuzz_ioctl.c" \
-    "$native"/core/*.c "$native"/ifd/*.c -ldl -o "$out/fuzz_ioctl"
-"$CC" $CFLAGS $SAN -fsanitize=fuzzer "$here/fuzz_atr.c" "$native/core/atr_info.c" \
+    "$native"/core/*.c "$native"/ifd/*.c "$native"/posix/*.c -ldl -o "$out/fuzz_ioctl"
+"$CC" $CFLAGS $SAN -fsanitize=fuzzer "$here/fuzz_atr.c" "$native/ifd/atr_info.c" \
     -o "$out/fuzz_atr"
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer "$here/fuzz_card.c" "$native/sim/card.c" \
     -o "$out/fuzz_card"

@@ -36,8 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/atr_info.h"
-#include "core/core_internal.h"
+#include "atr_info.h"
+#include "core/backend.h"
 #include "ifd_abi.h"
 #include "ifd_ext.h"
 #include "ifd_internal.h"
@@ -1110,8 +1110,13 @@ static void ifd_destroy(scio_device *d)
     free(s);
 }
 
+/* Blocking driver calls: overlapped requests run on the core's lanes. */
 static const scio_backend ifd_backend = {
-    "ifd", ifd_ioctl, ifd_wake_tracking, ifd_release, ifd_destroy,
+    .name = "ifd",
+    .ioctl = ifd_ioctl,
+    .wake_tracking = ifd_wake_tracking,
+    .release = ifd_release,
+    .destroy = ifd_destroy,
 };
 
 /* ---- open --------------------------------------------------------------- */

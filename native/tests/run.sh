@@ -37,7 +37,7 @@ build() { # suffix, extra flags...
     # -rdynamic: the test program exports log_msg / log_xxd to drivers, as
     # the Python extension does.
     gcc "${CFLAGS[@]}" "$@" -rdynamic -I"$native" -I"$native/ifd" \
-        "$here/test_core.c" "$native"/core/*.c "$native"/ifd/*.c -ldl \
+        "$here/test_core.c" "$native"/core/*.c "$native"/ifd/*.c "$native"/posix/*.c -ldl \
         -o "$out/test_core$sfx"
 }
 

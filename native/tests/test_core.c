@@ -1,9 +1,11 @@
 /*
  * test_core.c - the C core tested alone (no Python): devices, synchronous and
  * overlapped IOCTLs, completion queues, cancellation, shutdown, open errors,
- * against the simulated reader driver; and the checks of scardio's IFD
- * extensions (ifd_ext.h) against a scripted driver (ext_driver.c).  Run
- * under valgrind by native/tests/run.sh; prints "N passed, N failed".
+ * against the simulated reader driver; the core's side of a backend with
+ * native overlapped I/O (the Windows backend's shape), through a fake one;
+ * and the checks of scardio's IFD extensions (ifd_ext.h) against a scripted
+ * driver (ext_driver.c).  Run under valgrind and ThreadSanitizer by
+ * native/tests/run.sh; prints "N passed, N failed".
  *
  * usage: test_core <path of libscardio_sim.so> <path of ext_driver.so>
  */
@@ -19,6 +21,7 @@
 #include <sys/stat.h>
 
 #include "scio.h"
+#include "core/backend.h"
 #include "ifd_ext.h"
 #include "sim/sim_protocol.h"
 
@@ -581,6 +584,380 @@ static int load_ext(void)
     return ext_offer && ext_set_card && ext_hold && ext_release && ext_held;
 }
 
+/* scio_queue_free drops the creator's reference once: a second call, or a
+ * call on a device's private queue, must leave the queue to its users. */
+static void test_queue_free_once(void)
+{
+    scio_device *d = open_sim(6);
+    scio_queue *q = scio_queue_new(), *pq;
+    scio_op *op = NULL;
+    scio_completion c;
+    char err[256];
+    CHECK(d != NULL && q != NULL);
+    if (!d || !q)
+        return;
+    pq = scio_device_queue(d);
+    scio_queue_free(pq); /* not the caller's: no effect */
+    CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 61, &op) == SCIO_SUCCESS);
+    CHECK(scio_queue_pop(pq, 2000, &c) == 1 && c.user == 61);
+    scio_op_release(op);
+    scio_close(d);
+
+    d = NULL;
+    CHECK(scio_open_ifd(sim_lib, "sim", 6, q, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    scio_queue_free(q);
+    scio_queue_free(q); /* once only: the device still holds it */
+    if (d) {
+        CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 62, &op) == SCIO_SUCCESS);
+        CHECK(scio_queue_pop(q, 2000, &c) == 1 && c.user == 62);
+        scio_op_release(op);
+        scio_close(d);
+    }
+}
+
+/* ---- a backend with native submit --------------------------------------- */
+
+/* A fake driver with its own completion thread, the way the Windows backend
+ * has its completion port's: submitted requests wait in a list until the
+ * test finishes them or asks to cancel them, and the thread hands them back
+ * through scio_op_complete.  FAKE_FAIL_AT_ONCE fails inside submit. */
+#define FAKE_FAIL_AT_ONCE SCIO_CTL_CODE(77)
+#define FAKE_ABORTED 995L /* the driver code of a cancelled request */
+
+typedef struct fake_op {
+    scio_op *op;
+    uint32_t code;
+    uint8_t *out;
+    size_t out_cap;
+    int cancel_asked, finish;
+    struct fake_op *next;
+} fake_op;
+
+typedef struct fake_dev {
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    pthread_t thread;
+    fake_op *pending;
+    int ignore_cancel;        /* a hung driver */
+    int quit;
+    int submits, cancels, cancel_everything, releases, release_busy, destroys, ioctls;
+    int bad_data;             /* backend data not zeroed / aligned */
+} fake_dev;
+
+static int fake_get(fake_dev *f, const int *field)
+{
+    int v;
+    pthread_mutex_lock(&f->lock);
+    v = *field;
+    pthread_mutex_unlock(&f->lock);
+    return v;
+}
+
+static void *fake_thread(void *arg)
+{
+    fake_dev *f = arg;
+    pthread_mutex_lock(&f->lock);
+    for (;;) {
+        fake_op **pp, *o = NULL;
+        for (pp = &f->pending; *pp; pp = &(*pp)->next) {
+            if ((*pp)->finish || ((*pp)->cancel_asked && !f->ignore_cancel)) {
+                o = *pp;
+                *pp = o->next;
+                break;
+            }
+        }
+        if (!o) {
+            if (f->quit)
+                break;
+            pthread_cond_wait(&f->cv, &f->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&f->lock);
+        if (o->finish) {
+            size_t len = o->out_cap >= 4 ? 4 : 0;
+            if (len)
+                put32(o->out, o->code);
+            scio_op_complete(o->op, SCIO_SUCCESS, len, 0);
+        } else {
+            scio_op_complete(o->op, SCIO_CANCELLED, 0, FAKE_ABORTED);
+        }
+        pthread_mutex_lock(&f->lock);
+    }
+    pthread_mutex_unlock(&f->lock);
+    return NULL;
+}
+
+static scio_status fake_ioctl(scio_device *d, scio_op *op, uint32_t code,
+                              const uint8_t *in, size_t in_len, uint8_t *out,
+                              size_t out_cap, size_t *out_len, long *drv)
+{
+    fake_dev *f = scio_device_state(d);
+    (void)op; (void)in; (void)in_len; (void)drv;
+    pthread_mutex_lock(&f->lock);
+    f->ioctls++;
+    pthread_mutex_unlock(&f->lock);
+    if (out_cap < 4)
+        return SCIO_BUFFER_TOO_SMALL;
+    put32(out, code);
+    *out_len = 4;
+    return SCIO_SUCCESS;
+}
+
+static void fake_submit(scio_device *d, scio_op *op, uint32_t code,
+                        const uint8_t *in, size_t in_len, uint8_t *out, size_t out_cap)
+{
+    fake_dev *f = scio_device_state(d);
+    fake_op *o = scio_op_backend_data(op);
+    (void)in; (void)in_len;
+    pthread_mutex_lock(&f->lock);
+    f->submits++;
+    if (((uintptr_t)o & 15u) != 0 || o->op || o->next || o->finish)
+        f->bad_data++;
+    o->op = op;
+    o->code = code;
+    o->out = out;
+    o->out_cap = out_cap;
+    if (code != FAKE_FAIL_AT_ONCE) {
+        o->next = f->pending;
+        f->pending = o;
+    }
+    pthread_mutex_unlock(&f->lock);
+    if (code == FAKE_FAIL_AT_ONCE)
+        scio_op_complete(op, SCIO_NOT_SUPPORTED, 0, 77);
+}
+
+/* Called with the device lock held: only records and signals. */
+static void fake_cancel(scio_device *d, scio_op *op)
+{
+    fake_dev *f = scio_device_state(d);
+    pthread_mutex_lock(&f->lock);
+    if (op) {
+        ((fake_op *)scio_op_backend_data(op))->cancel_asked = 1;
+        f->cancels++;
+    } else {
+        for (fake_op *o = f->pending; o; o = o->next)
+            o->cancel_asked = 1;
+        f->cancel_everything++;
+    }
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void fake_release(scio_device *d)
+{
+    fake_dev *f = scio_device_state(d);
+    pthread_mutex_lock(&f->lock);
+    f->releases++;
+    f->release_busy += f->pending != NULL;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static void fake_destroy(scio_device *d)
+{
+    fake_dev *f = scio_device_state(d);
+    pthread_mutex_lock(&f->lock);
+    f->destroys++;
+    pthread_mutex_unlock(&f->lock);
+}
+
+static const scio_backend fake_backend = {
+    .name = "fake",
+    .op_data_size = sizeof(fake_op),
+    .ioctl = fake_ioctl,
+    .submit = fake_submit,
+    .cancel = fake_cancel,
+    .release = fake_release,
+    .destroy = fake_destroy,
+};
+
+static void fake_start(fake_dev *f)
+{
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    pthread_create(&f->thread, NULL, fake_thread, f);
+}
+
+static void fake_stop(fake_dev *f)
+{
+    pthread_mutex_lock(&f->lock);
+    f->quit = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->lock);
+    pthread_join(f->thread, NULL);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->lock);
+}
+
+static void fake_finish(fake_dev *f, scio_op *op)
+{
+    pthread_mutex_lock(&f->lock);
+    ((fake_op *)scio_op_backend_data(op))->finish = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->lock);
+}
+
+/* Wait (bounded) until the fake driver holds no request. */
+static int fake_drained(fake_dev *f)
+{
+    for (int i = 0; i < 200; i++) {
+        int empty;
+        pthread_mutex_lock(&f->lock);
+        empty = f->pending == NULL;
+        pthread_mutex_unlock(&f->lock);
+        if (empty)
+            return 1;
+        sleep_ms(10);
+    }
+    return 0;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void test_native_backend(void)
+{
+    fake_dev f;
+    scio_device *d = NULL;
+    scio_queue *q;
+    scio_op *op = NULL, *t1 = NULL, *t2 = NULL, *a = NULL, *b = NULL;
+    scio_completion c;
+    struct pollfd pfd;
+    uint8_t out[8];
+    const uint8_t *o;
+    size_t n = 0;
+
+    fake_start(&f);
+    CHECK(scio_device_create(&fake_backend, &f, NULL, 0, &d) == SCIO_SUCCESS);
+    if (!d) {
+        fake_stop(&f);
+        return;
+    }
+    q = scio_device_queue(d);
+    pfd.fd = scio_queue_fd(q);
+    pfd.events = POLLIN;
+
+    /* Synchronous calls use the blocking ioctl. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, out, 4, &n) == SCIO_SUCCESS);
+    CHECK(n == 4 && get32(out) == SCIO_IOCTL_GET_STATE && fake_get(&f, &f.ioctls) == 1);
+
+    /* Submitted natively; completed from the driver's thread into the queue. */
+    CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 1, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 20) == 0 && scio_op_status(op) == SCIO_PENDING);
+    CHECK(poll(&pfd, 1, 0) == 0);
+    /* Two tracking requests both reach the driver: the rule is its own. */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 2, &t1) == SCIO_SUCCESS);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 3, &t2) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(t2, 20) == 0 && fake_get(&f, &f.submits) == 3);
+    CHECK(fake_get(&f, &f.ioctls) == 1 && fake_get(&f, &f.bad_data) == 0);
+    fake_finish(&f, op);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    o = scio_op_output(op, &n);
+    CHECK(o != NULL && n == 4 && get32(o) == SCIO_IOCTL_GET_STATE);
+    CHECK(poll(&pfd, 1, 1000) == 1);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.user == 1 && c.status == SCIO_SUCCESS);
+    CHECK(poll(&pfd, 1, 0) == 0);
+    scio_op_release(op);
+
+    /* Cancel goes to the backend; the driver answers CANCELLED. */
+    scio_op_cancel(t1);
+    CHECK(scio_op_wait(t1, 2000) == 1 && scio_op_status(t1) == SCIO_CANCELLED);
+    CHECK(scio_op_driver_code(t1) == FAKE_ABORTED && fake_get(&f, &f.cancels) == 1);
+    CHECK(scio_queue_pop(q, 1000, &c) == 1 && c.user == 2 && c.status == SCIO_CANCELLED);
+    scio_op_cancel(t1); /* done: not passed on */
+    CHECK(fake_get(&f, &f.cancels) == 1);
+    scio_op_release(t1);
+
+    /* Releasing a pending one cancels it; nothing is queued. */
+    scio_op_release(t2);
+    CHECK(fake_drained(&f) && fake_get(&f, &f.cancels) == 2);
+    CHECK(scio_queue_pop(q, 50, &c) == 0);
+
+    /* A request failing inside submit completes exactly once. */
+    CHECK(scio_submit(d, FAKE_FAIL_AT_ONCE, NULL, 0, 0, 4, &op) == SCIO_SUCCESS);
+    CHECK(op && scio_op_done(op) && scio_op_status(op) == SCIO_NOT_SUPPORTED);
+    CHECK(scio_op_driver_code(op) == 77 && scio_device_driver_code(d) == 77);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.user == 4 && c.status == SCIO_NOT_SUPPORTED);
+    CHECK(scio_queue_pop(q, 50, &c) == 0);
+    scio_op_release(op);
+
+    /* cancel_all cancels each submitted request, not the whole device. */
+    CHECK(scio_submit(d, SCIO_IOCTL_TRANSMIT, "x", 1, 8, 5, &a) == SCIO_SUCCESS);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 6, &b) == SCIO_SUCCESS);
+    scio_cancel_all(d);
+    CHECK(scio_op_wait(a, 2000) == 1 && scio_op_status(a) == SCIO_CANCELLED);
+    CHECK(scio_op_wait(b, 2000) == 1 && scio_op_status(b) == SCIO_CANCELLED);
+    CHECK(fake_get(&f, &f.cancels) == 4 && fake_get(&f, &f.cancel_everything) == 0);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && scio_queue_pop(q, 0, &c) == 1);
+    scio_op_release(a);
+    scio_op_release(b);
+
+    /* Shutdown cancels everything on the device and releases the channel
+     * once every request is back. */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 7, &op) == SCIO_SUCCESS);
+    scio_shutdown(d);
+    CHECK(scio_op_done(op) && scio_op_status(op) == SCIO_CANCELLED);
+    CHECK(fake_get(&f, &f.cancel_everything) >= 1);
+    CHECK(fake_get(&f, &f.releases) == 1 && fake_get(&f, &f.release_busy) == 0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, out, 4, &n) == SCIO_DEVICE_NOT_CONNECTED);
+    a = NULL;
+    CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 8, &a) == SCIO_DEVICE_NOT_CONNECTED);
+    CHECK(a == NULL && fake_get(&f, &f.destroys) == 0);
+    scio_close(d);
+    /* The last reference may be the driver thread's, dropped just after. */
+    for (int i = 0; i < 200 && fake_get(&f, &f.destroys) == 0; i++)
+        sleep_ms(10);
+    CHECK(fake_get(&f, &f.destroys) == 1 && fake_get(&f, &f.releases) == 1);
+    scio_op_release(op);
+    fake_stop(&f);
+}
+
+/* A driver that never answers a cancel: close gives up after its timeout and
+ * completes the request as CANCELLED; the late result is dropped and the
+ * channel released when the request finally comes back. */
+static void test_native_backend_hung(void)
+{
+    fake_dev f;
+    scio_queue *q = scio_queue_new();
+    scio_device *d = NULL;
+    scio_op *op = NULL;
+    scio_completion c;
+    int64_t t0, took;
+
+    fake_start(&f);
+    pthread_mutex_lock(&f.lock);
+    f.ignore_cancel = 1;
+    pthread_mutex_unlock(&f.lock);
+    CHECK(q && scio_device_create(&fake_backend, &f, q, 100, &d) == SCIO_SUCCESS);
+    if (!d) {
+        fake_stop(&f);
+        scio_queue_free(q);
+        return;
+    }
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 9, &op) == SCIO_SUCCESS);
+    t0 = mono_ms();
+    scio_close(d);
+    took = mono_ms() - t0;
+    CHECK(took >= 90 && took < 1500);
+    CHECK(scio_op_done(op) && scio_op_status(op) == SCIO_CANCELLED);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.user == 9 && c.status == SCIO_CANCELLED);
+    CHECK(fake_get(&f, &f.releases) == 0 && fake_get(&f, &f.destroys) == 0);
+    fake_finish(&f, op); /* the driver finally answers */
+    CHECK(fake_drained(&f));
+    for (int i = 0; i < 200 && fake_get(&f, &f.destroys) == 0; i++)
+        sleep_ms(10);
+    CHECK(fake_get(&f, &f.releases) == 1 && fake_get(&f, &f.destroys) == 1);
+    CHECK(scio_op_status(op) == SCIO_CANCELLED);
+    CHECK(scio_queue_pop(q, 50, &c) == 0); /* the late result is not queued */
+    scio_op_release(op);
+    scio_queue_free(q);
+    fake_stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -596,6 +973,9 @@ int main(int argc, char **argv)
     test_open_errors();
     test_wide_lun();
     test_queue_descriptor();
+    test_queue_free_once();
+    test_native_backend();
+    test_native_backend_hung();
     CHECK(load_ext());
     if (ext_offer) {
         scio_set_log(log_cb, NULL);

@@ -1,38 +1,30 @@
 /*
- * scio_win32.c - the Windows backend of the scardio C core (scio.h).
+ * scio_win32.c - the Windows backend: reader drivers' device objects opened
+ * with CreateFileW and FILE_FLAG_OVERLAPPED, behind the core's backend table
+ * (core/backend.h).  The core owns the devices, operations and queues; this
+ * file owns the handles and the I/O completion port.
  *
- * A device is a reader driver's device object opened with CreateFileW and
- * FILE_FLAG_OVERLAPPED.  Every handle is associated with the I/O completion
- * port of its queue:
- *
- *   - scio_submit issues an overlapped DeviceIoControl whose OVERLAPPED is the
- *     first member of the operation; the kernel posts the completion to the
- *     port (NTSTATUS in OVERLAPPED.Internal, byte count in InternalHigh).
- *   - one completion thread per queue blocks in GetQueuedCompletionStatus,
- *     finishes the operation and appends it to the queue's FIFO; the queue's
- *     manual-reset event is set while the FIFO is not empty, so an event loop
- *     can wait on it (the port itself cannot be waited on, and the event of an
- *     OVERLAPPED is set before the packet is posted, so no consumer can keep
- *     such an event exact without a reader of the port).
- *   - scio_ioctl uses an OVERLAPPED whose hEvent has its low-order bit set:
- *     the kernel then signals the event but posts nothing to the port.
+ *   - submit issues an overlapped DeviceIoControl whose OVERLAPPED lives in
+ *     the operation's backend data; the kernel posts the completion to the
+ *     process's one completion port (NTSTATUS in OVERLAPPED.Internal, byte
+ *     count in InternalHigh), and the port's thread hands it to the core
+ *     (scio_op_complete), which posts it into the device's queue.  The
+ *     queue's event is then the waitable (the port is shared by every device
+ *     and cannot be waited on for one queue).
+ *   - the synchronous ioctl uses an OVERLAPPED whose hEvent has its
+ *     low-order bit set: the kernel then signals the event but posts nothing
+ *     to the port.
  *
  * A synchronous failure of an overlapped DeviceIoControl (an NTSTATUS error
- * returned before the request pended) posts no packet: scio_submit finishes
- * such an operation itself.  The completion thread only accepts packets for
- * operations it knows to be in flight, so a stray packet is dropped.
+ * returned before the request pended) posts no packet: submit completes such
+ * an operation itself.  The port thread only accepts packets for operations
+ * it knows to be in flight, so a stray packet is dropped, never completed
+ * twice.
  *
- * Closing: CancelIoEx on the handle, then wait for every completion, then
- * CloseHandle.  Wine 8 sends no IRP_MJ_CLEANUP and CloseHandle cancels
- * nothing, and on Windows the OVERLAPPED memory must outlive the request
- * anyway.
- *
- * Locking: one lock per queue guards the queue, its operations and the
- * devices that complete into it.
- *
- * The public names are defined with the scio_w32_ prefix (core/scio_impl.h):
- * native/win32/dispatch.c routes each call here or to the generic layer
- * (IFD-handler DLLs) by the tag that starts every device, op and queue.
+ * Closing (the core's shutdown): CancelIoEx on the handle, wait for every
+ * request to come back, then CloseHandle in release.  Wine 8 sends no
+ * IRP_MJ_CLEANUP and CloseHandle cancels nothing, and on Windows the
+ * OVERLAPPED memory must outlive the request anyway.
  */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
@@ -45,16 +37,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SCIO_IMPL_WIN32
-#include "core/scio_impl.h" /* before scio.h: the scio_w32_ names */
-#include "scio.h"
-#include "scio_win32_internal.h"
+#include "core/backend.h"
 
-#define QKEY_IO    ((ULONG_PTR)0x5C10u)
-#define QKEY_QUIT  ((ULONG_PTR)0x5C11u)
+#define PORT_KEY_IO ((ULONG_PTR)0x5C10u)
 
 #define EVENT_POOL 4
-#define CLOSE_POLL_MS 50u
 
 #ifndef STATUS_BUFFER_OVERFLOW_VALUE
 #define STATUS_BUFFER_OVERFLOW_VALUE 0x80000005u
@@ -63,63 +50,29 @@
 /* NT_ERROR: severity bits 11. */
 #define SCIO_IS_ERROR(s) (((uint32_t)(s) >> 30) == 3u)
 
-struct scio_op {
-    SCIO_KIND_FIELD           /* first: the dispatcher's tag */
-    OVERLAPPED ov;            /* the packet's OVERLAPPED*: CONTAINING_RECORD */
-    scio_queue *q;
-    scio_device *dev;         /* NULL once the device is closed */
-    struct scio_op *dnext, *dprev;   /* device's live operations */
-    struct scio_op *fnext, *fprev;   /* queue's operations in flight */
-    struct scio_op *qnext;           /* queue FIFO of completions */
-    uint64_t id;
-    uint64_t user;
-    uint8_t *in;
-    size_t in_len;
-    uint8_t *out;
-    size_t out_cap;
-    size_t out_len;
-    scio_status status;
-    long driver_code;
-    int inflight;
-    int done;
-    int queued;
-    int released;
-    int dropped;              /* device closed while in flight: not queued */
-};
-
-struct scio_device {
-    SCIO_KIND_FIELD           /* first: the dispatcher's tag */
+/* A device: its handle and a few events for synchronous calls. */
+typedef struct w32_dev {
     HANDLE h;
-    scio_queue *q;
-    scio_op *ops;             /* live operations (not yet freed) */
-    size_t inflight;          /* of which the kernel still holds */
-    size_t sync_active;       /* scio_ioctl calls in progress */
-    int closing;
-    int shut;                 /* 1 shutting down, 2 shut down */
-    int handle_closed;
-    long driver_code;
+    scio_mutex lock;          /* the event pool */
     HANDLE events[EVENT_POOL];
     size_t n_events;
-};
+} w32_dev;
 
-struct scio_queue {
-    SCIO_KIND_FIELD           /* first: the dispatcher's tag */
-    CRITICAL_SECTION lock;
-    CONDITION_VARIABLE cv;
+/* The backend data of a submitted operation. */
+typedef struct w32_op {
+    OVERLAPPED ov;            /* the packet's OVERLAPPED*: CONTAINING_RECORD */
+    scio_op *op;
+    size_t out_cap;
+    struct w32_op *next, *prev;   /* the port's requests in flight */
+} w32_op;
+
+/* The completion port: one per process, started at the first open and kept
+ * for the life of the process (its thread holds no device). */
+static struct {
+    scio_mutex lock;          /* guards everything here */
     HANDLE iocp;
-    HANDLE event;
-    HANDLE thread;
-    DWORD thread_id;
-    scio_op *head, *tail;     /* FIFO */
-    size_t count;
-    scio_op *flight;          /* operations in flight */
-    unsigned wakes;
-    long refs;
-    int user_ref;
-    int dying;                /* last reference dropped on the thread */
-};
-
-static volatile LONG64 g_next_op_id;
+    w32_op *flight;
+} port = { SCIO_MUTEX_INITIALIZER, NULL, NULL };
 
 /* ---- ntdll helpers (optional) ----------------------------------------- */
 
@@ -149,7 +102,7 @@ static void load_ntdll(void)
     }
 }
 
-long scio_win32_status_to_win32(scio_status st)
+static long status_to_win32(scio_status st)
 {
     load_ntdll();
     if (st == SCIO_SUCCESS)
@@ -159,7 +112,7 @@ long scio_win32_status_to_win32(scio_status st)
     return (long)ERROR_GEN_FAILURE;
 }
 
-scio_status scio_win32_map_error(unsigned long err)
+static scio_status map_error(unsigned long err)
 {
     switch (err) {
     case ERROR_SUCCESS: return SCIO_SUCCESS;
@@ -227,7 +180,7 @@ static scio_status status_from_last_error(DWORD err)
     uint32_t st = last_nt_status(err);
     if (st != 0)
         return from_nt(st);
-    return scio_win32_map_error(err);
+    return map_error(err);
 }
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -262,441 +215,128 @@ static void path_to_utf8(const wchar_t *path, char *buf, size_t cap)
     }
 }
 
-static DWORD remaining_ms(ULONGLONG deadline)
+/* ---- the completion port -------------------------------------------------- */
+
+static void flight_push_locked(w32_op *w)
 {
-    ULONGLONG now = GetTickCount64();
-    if (now >= deadline)
-        return 0;
-    if (deadline - now > 0x7FFFFFFFull)
-        return 0x7FFFFFFFu;
-    return (DWORD)(deadline - now);
+    w->prev = NULL;
+    w->next = port.flight;
+    if (port.flight)
+        port.flight->prev = w;
+    port.flight = w;
 }
 
-/* ---- queues ------------------------------------------------------------- */
-
-static void queue_destroy(scio_queue *q)
+/* Take w off the flight list if it is on it (port locked): 1 if it was.
+ * Compares pointers only: a stray packet's OVERLAPPED is never read. */
+static int flight_take_locked(const OVERLAPPED *ov)
 {
-    scio_op *op = q->head;
-    while (op) {
-        scio_op *next = op->qnext;
-        free(op);
-        op = next;
+    w32_op *w;
+    for (w = port.flight; w; w = w->next) {
+        if (&w->ov != ov)
+            continue;
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            port.flight = w->next;
+        if (w->next)
+            w->next->prev = w->prev;
+        w->next = w->prev = NULL;
+        return 1;
     }
-    if (q->iocp)
-        CloseHandle(q->iocp);
-    if (q->event)
-        CloseHandle(q->event);
-    DeleteCriticalSection(&q->lock);
-    free(q);
-}
-
-/* Called with q->lock held; returns 1 if the queue must be destroyed by
- * the caller after unlocking (it was the last reference). */
-static int queue_unref_locked(scio_queue *q)
-{
-    if (q->refs <= 0)
-        return 0;
-    q->refs--;
-    return q->refs == 0;
-}
-
-static void queue_finish(scio_queue *q)
-{
-    /* The last reference is gone.  The completion thread must stop. */
-    if (GetCurrentThreadId() == q->thread_id) {
-        q->dying = 1;  /* the thread destroys the queue when it returns */
-        return;
-    }
-    PostQueuedCompletionStatus(q->iocp, 0, QKEY_QUIT, NULL);
-    WaitForSingleObject(q->thread, INFINITE);
-    CloseHandle(q->thread);
-    queue_destroy(q);
-}
-
-static void flight_unlink(scio_queue *q, scio_op *op)
-{
-    if (op->fprev)
-        op->fprev->fnext = op->fnext;
-    else if (q->flight == op)
-        q->flight = op->fnext;
-    if (op->fnext)
-        op->fnext->fprev = op->fprev;
-    op->fnext = op->fprev = NULL;
-}
-
-static void device_unlink(scio_op *op)
-{
-    scio_device *d = op->dev;
-    if (!d)
-        return;
-    if (op->dprev)
-        op->dprev->dnext = op->dnext;
-    else if (d->ops == op)
-        d->ops = op->dnext;
-    if (op->dnext)
-        op->dnext->dprev = op->dprev;
-    op->dnext = op->dprev = NULL;
-    op->dev = NULL;
-}
-
-/* Free an operation (lock held).  Returns 1 if the queue lost its last
- * reference. */
-static int op_free_locked(scio_op *op)
-{
-    scio_queue *q = op->q;
-    device_unlink(op);
-    free(op);
-    return queue_unref_locked(q);
-}
-
-/* Record the final status of an operation that the kernel no longer holds
- * and hand it to the FIFO (or free it when released).  Lock held.  Returns
- * 1 if the queue lost its last reference. */
-static int op_complete_locked(scio_op *op, scio_status st, size_t len,
-                              long driver_code)
-{
-    scio_queue *q = op->q;
-    if (len > op->out_cap)
-        len = op->out_cap;             /* never trust a returned length */
-    if (SCIO_IS_ERROR(st))
-        len = 0;
-    op->status = st;
-    op->out_len = len;
-    op->driver_code = driver_code;
-    op->inflight = 0;
-    flight_unlink(q, op);
-    if (op->dev && op->dev->inflight > 0)
-        op->dev->inflight--;
-    op->done = 1;
-    WakeAllConditionVariable(&q->cv);
-    if (op->released)
-        return op_free_locked(op);
-    if (op->dropped)
-        return 0;
-    op->queued = 1;
-    op->qnext = NULL;
-    if (q->tail)
-        q->tail->qnext = op;
-    else
-        q->head = op;
-    q->tail = op;
-    if (q->count++ == 0)
-        SetEvent(q->event);
     return 0;
 }
 
-static int op_in_flight(scio_queue *q, const scio_op *op)
+static unsigned __stdcall port_thread(void *arg)
 {
-    const scio_op *p;
-    for (p = q->flight; p; p = p->fnext)
-        if (p == op)
-            return 1;
-    return 0;
-}
-
-static unsigned __stdcall completion_thread(void *arg)
-{
-    scio_queue *q = (scio_queue *)arg;
+    HANDLE iocp = (HANDLE)arg;
     for (;;) {
         DWORD n = 0;
         ULONG_PTR key = 0;
         OVERLAPPED *ov = NULL;
-        BOOL ok = GetQueuedCompletionStatus(q->iocp, &n, &key, &ov, INFINITE);
-        int dying;
+        BOOL ok = GetQueuedCompletionStatus(iocp, &n, &key, &ov, INFINITE);
+        w32_op *w;
+        int mine;
+        (void)n;
         if (!ov) {
-            if (!ok && GetLastError() != WAIT_TIMEOUT) {
-                /* The port is gone: nothing more will arrive. */
-                break;
-            }
-            if (key == QKEY_QUIT)
-                break;
+            if (!ok && GetLastError() != WAIT_TIMEOUT)
+                break; /* the port is gone: nothing more will arrive */
             continue;
         }
-        if (key != QKEY_IO)
+        if (key != PORT_KEY_IO)
             continue;
-        EnterCriticalSection(&q->lock);
-        if (op_in_flight(q, CONTAINING_RECORD(ov, scio_op, ov))) {
-            scio_op *op = CONTAINING_RECORD(ov, scio_op, ov);
-            scio_status st = from_nt((uint32_t)op->ov.Internal);
-            size_t len = (size_t)op->ov.InternalHigh;
-            (void)n;
-            long dc = st ? scio_win32_status_to_win32(
-                               (scio_status)(uint32_t)op->ov.Internal) : 0;
-            if (op_complete_locked(op, st, len, dc))
-                q->dying = 1;
-        }
-        dying = q->dying;
-        LeaveCriticalSection(&q->lock);
-        if (dying) {
-            CloseHandle(q->thread);
-            queue_destroy(q);
-            return 0;
+        scio_mutex_lock(&port.lock);
+        mine = flight_take_locked(ov);
+        scio_mutex_unlock(&port.lock);
+        if (!mine)
+            continue;
+        w = CONTAINING_RECORD(ov, w32_op, ov);
+        {
+            scio_status st = from_nt((uint32_t)w->ov.Internal);
+            size_t len = (size_t)w->ov.InternalHigh;
+            long dc = st ? status_to_win32(st) : 0;
+            if (SCIO_IS_ERROR(st))
+                len = 0;
+            if (len > w->out_cap)
+                len = w->out_cap; /* never trust a returned length */
+            scio_op_complete(w->op, st, len, dc);
         }
     }
     return 0;
 }
 
-scio_queue *scio_queue_new(void)
+/* Start the port and its thread once; 0 on success. */
+static int port_start(void)
 {
-    scio_queue *q = (scio_queue *)calloc(1, sizeof(*q));
-    uintptr_t th;
-    unsigned tid = 0;
-    if (!q)
-        return NULL;
-    SCIO_SET_KIND(q, SCIO_KIND_WIN32);
-    InitializeCriticalSection(&q->lock);
-    InitializeConditionVariable(&q->cv);
-    q->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
-    q->event = CreateEventW(NULL, TRUE, FALSE, NULL);
-    q->refs = 1;
-    q->user_ref = 1;
-    if (!q->iocp || !q->event) {
-        queue_destroy(q);
-        return NULL;
-    }
-    th = _beginthreadex(NULL, 0, completion_thread, q, 0, &tid);
-    if (th == 0) {
-        queue_destroy(q);
-        return NULL;
-    }
-    q->thread = (HANDLE)th;
-    q->thread_id = tid;
-    return q;
-}
-
-int scio_queue_fd(const scio_queue *q)
-{
-    (void)q;
-    return -1;
-}
-
-void *scio_queue_handle(const scio_queue *q)
-{
-    return q ? (void *)q->event : NULL;
-}
-
-int scio_queue_pop(scio_queue *q, int timeout_ms, scio_completion *out)
-{
-    ULONGLONG deadline = 0;
-    int result = 0, last = 0;
-    if (!q)
-        return 0;
-    if (timeout_ms > 0)
-        deadline = GetTickCount64() + (ULONGLONG)timeout_ms;
-    EnterCriticalSection(&q->lock);
-    for (;;) {
-        DWORD wait;
-        if (q->wakes > 0) {
-            q->wakes--;
-            result = -1;
-            break;
-        }
-        if (q->head) {
-            scio_op *op = q->head;
-            q->head = op->qnext;
-            if (!q->head)
-                q->tail = NULL;
-            op->qnext = NULL;
-            op->queued = 0;
-            if (--q->count == 0)
-                ResetEvent(q->event);
-            if (out) {
-                out->op_id = op->id;
-                out->user = op->user;
-                out->status = op->status;
-            }
-            if (op->released)
-                last = op_free_locked(op);
-            result = 1;
-            break;
-        }
-        if (timeout_ms == 0)
-            break;
-        wait = timeout_ms < 0 ? INFINITE : remaining_ms(deadline);
-        if (timeout_ms > 0 && wait == 0)
-            break;
-        SleepConditionVariableCS(&q->cv, &q->lock, wait);
-    }
-    LeaveCriticalSection(&q->lock);
-    if (last)
-        queue_finish(q);
-    return result;
-}
-
-void scio_queue_wake(scio_queue *q)
-{
-    if (!q)
-        return;
-    EnterCriticalSection(&q->lock);
-    q->wakes++;
-    WakeAllConditionVariable(&q->cv);
-    LeaveCriticalSection(&q->lock);
-}
-
-size_t scio_queue_pending(scio_queue *q)
-{
-    size_t n;
-    if (!q)
-        return 0;
-    EnterCriticalSection(&q->lock);
-    n = q->count;
-    LeaveCriticalSection(&q->lock);
-    return n;
-}
-
-void scio_queue_free(scio_queue *q)
-{
-    int last = 0;
-    if (!q)
-        return;
-    EnterCriticalSection(&q->lock);
-    if (q->user_ref) {           /* only the creator's reference, once */
-        q->user_ref = 0;
-        last = queue_unref_locked(q);
-    }
-    LeaveCriticalSection(&q->lock);
-    if (last)
-        queue_finish(q);
-}
-
-/* ---- devices ------------------------------------------------------------ */
-
-static const char sharing_hint[] =
-    "the reader is in use by another program. Smart-card reader drivers are "
-    "usually exclusive, and the Smart Card service (SCardSvr) keeps every "
-    "reader open while it runs: stop it from an administrator prompt with "
-    "'net stop SCardSvr' (or 'sc stop SCardSvr'), and close other programs "
-    "that use the reader";
-
-scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
-                            scio_device **out, char *errbuf, size_t errlen)
-{
-    scio_device *d;
-    HANDLE h;
-    char upath[512];
-    char msg[1024];
-    int private_queue = 0;
-
-    if (out)
-        *out = NULL;
-    if (!path || !out || !path[0]) {
-        set_err(errbuf, errlen, "invalid argument: no device path");
-        return SCIO_INVALID_PARAMETER;
-    }
-    path_to_utf8(path, upath, sizeof(upath));
-
-    h = CreateFileW(path, GENERIC_READ | GENERIC_WRITE,
-                    FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, OPEN_EXISTING,
-                    FILE_FLAG_OVERLAPPED, NULL);
-    if (h == INVALID_HANDLE_VALUE) {
-        DWORD err = GetLastError();
-        scio_status st = status_from_last_error(err);
-        if (err == ERROR_SHARING_VIOLATION || err == ERROR_ACCESS_DENIED ||
-            st == SCIO_SHARING_VIOLATION) {
-            snprintf(msg, sizeof(msg), "cannot open %s: %s (Win32 error %lu)",
-                     upath, sharing_hint, (unsigned long)err);
-            st = SCIO_SHARING_VIOLATION;
-        } else if (st == SCIO_OBJECT_NAME_NOT_FOUND) {
-            snprintf(msg, sizeof(msg),
-                     "cannot open %s: no such device (Win32 error %lu)",
-                     upath, (unsigned long)err);
+    int rc = 0;
+    scio_mutex_lock(&port.lock);
+    if (!port.iocp) {
+        HANDLE iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
+        uintptr_t th = iocp ? _beginthreadex(NULL, 0, port_thread, iocp, 0, NULL) : 0;
+        if (th) {
+            CloseHandle((HANDLE)th); /* detached: it lives as long as the process */
+            port.iocp = iocp;
         } else {
-            snprintf(msg, sizeof(msg),
-                     "cannot open %s: CreateFile failed (Win32 error %lu, %s)",
-                     upath, (unsigned long)err,
-                     scio_status_name(st) ? scio_status_name(st) : "?");
+            if (iocp)
+                CloseHandle(iocp);
+            rc = -1;
         }
-        set_err(errbuf, errlen, msg);
-        return st;
     }
-
-    d = (scio_device *)calloc(1, sizeof(*d));
-    if (!d) {
-        CloseHandle(h);
-        set_err(errbuf, errlen, "out of memory");
-        return SCIO_NO_MEMORY;
-    }
-    if (!q) {
-        q = scio_queue_new();
-        if (!q) {
-            free(d);
-            CloseHandle(h);
-            set_err(errbuf, errlen, "cannot create a completion queue");
-            return SCIO_INSUFFICIENT_RESOURCES;
-        }
-        private_queue = 1;
-    }
-    if (CreateIoCompletionPort(h, q->iocp, QKEY_IO, 0) == NULL) {
-        DWORD err = GetLastError();
-        CloseHandle(h);
-        free(d);
-        if (private_queue)
-            scio_queue_free(q);
-        snprintf(msg, sizeof(msg),
-                 "cannot attach %s to the completion port (Win32 error %lu)",
-                 upath, (unsigned long)err);
-        set_err(errbuf, errlen, msg);
-        return SCIO_INSUFFICIENT_RESOURCES;
-    }
-    SCIO_SET_KIND(d, SCIO_KIND_WIN32);
-    d->h = h;
-    d->q = q;
-    EnterCriticalSection(&q->lock);
-    if (private_queue) {
-        q->user_ref = 0;          /* the device's reference is the only one */
-    } else {
-        q->refs++;
-    }
-    LeaveCriticalSection(&q->lock);
-    *out = d;
-    set_err(errbuf, errlen, "");
-    return SCIO_SUCCESS;
+    scio_mutex_unlock(&port.lock);
+    return rc;
 }
 
-scio_queue *scio_device_queue(scio_device *d)
-{
-    return d ? d->q : NULL;
-}
+/* ---- the backend table ------------------------------------------------------ */
 
-long scio_device_driver_code(scio_device *d)
-{
-    long c;
-    if (!d)
-        return 0;
-    EnterCriticalSection(&d->q->lock);
-    c = d->driver_code;
-    LeaveCriticalSection(&d->q->lock);
-    return c;
-}
-
-static HANDLE event_get(scio_device *d)
+static HANDLE event_get(w32_dev *s)
 {
     HANDLE ev = NULL;
-    EnterCriticalSection(&d->q->lock);
-    if (d->n_events > 0)
-        ev = d->events[--d->n_events];
-    LeaveCriticalSection(&d->q->lock);
+    scio_mutex_lock(&s->lock);
+    if (s->n_events > 0)
+        ev = s->events[--s->n_events];
+    scio_mutex_unlock(&s->lock);
     if (!ev)
         ev = CreateEventW(NULL, TRUE, FALSE, NULL);
     return ev;
 }
 
-static void event_put(scio_device *d, HANDLE ev)
+static void event_put(w32_dev *s, HANDLE ev)
 {
-    EnterCriticalSection(&d->q->lock);
-    if (d->n_events < EVENT_POOL) {
-        d->events[d->n_events++] = ev;
+    scio_mutex_lock(&s->lock);
+    if (s->n_events < EVENT_POOL) {
+        s->events[s->n_events++] = ev;
         ev = NULL;
     }
-    LeaveCriticalSection(&d->q->lock);
+    scio_mutex_unlock(&s->lock);
     if (ev)
         CloseHandle(ev);
 }
 
-scio_status scio_ioctl(scio_device *d, uint32_t code,
-                       const void *in, size_t in_len,
-                       void *out, size_t out_cap, size_t *out_len)
+static scio_status w32_ioctl(scio_device *d, scio_op *op, uint32_t code,
+                             const uint8_t *in, size_t in_len,
+                             uint8_t *out, size_t out_cap, size_t *out_len,
+                             long *driver_code)
 {
+    w32_dev *s = (w32_dev *)scio_device_state(d);
     OVERLAPPED ov;
     HANDLE ev;
     scio_status st;
@@ -704,32 +344,14 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
     long dcode = 0;
     BOOL ok;
 
-    if (out_len)
-        *out_len = 0;
-    if (!d || (!in && in_len) || (!out && out_cap))
-        return SCIO_INVALID_PARAMETER;
-    if (in_len > SCIO_MAX_INPUT)
-        return SCIO_INVALID_BUFFER_SIZE;
-    if (out_cap > SCIO_MAX_OUTPUT)
-        out_cap = SCIO_MAX_OUTPUT;
-
-    EnterCriticalSection(&d->q->lock);
-    if (d->closing) {
-        LeaveCriticalSection(&d->q->lock);
-        return SCIO_DEVICE_NOT_CONNECTED;
-    }
-    d->sync_active++;
-    LeaveCriticalSection(&d->q->lock);
-
-    ev = event_get(d);
-    if (!ev) {
-        st = SCIO_INSUFFICIENT_RESOURCES;
-        goto done;
-    }
+    (void)op;
+    ev = event_get(s);
+    if (!ev)
+        return SCIO_INSUFFICIENT_RESOURCES;
     memset(&ov, 0, sizeof(ov));
     /* Low-order bit set: signal the event, post nothing to the port. */
     ov.hEvent = (HANDLE)((ULONG_PTR)ev | 1u);
-    ok = DeviceIoControl(d->h, code, (LPVOID)in, (DWORD)in_len, out,
+    ok = DeviceIoControl(s->h, code, (LPVOID)in, (DWORD)in_len, out,
                          (DWORD)out_cap, NULL, &ov);
     if (ok) {
         st = from_nt((uint32_t)ov.Internal);
@@ -750,178 +372,34 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
             dcode = (long)err;
         }
     }
-    event_put(d, ev);
+    event_put(s, ev);
     if (st != SCIO_SUCCESS && dcode == 0)
-        dcode = scio_win32_status_to_win32((scio_status)(uint32_t)ov.Internal);
+        dcode = status_to_win32((scio_status)(uint32_t)ov.Internal);
     if (SCIO_IS_ERROR(st))
         n = 0;
     if (n > out_cap)
         n = out_cap;                   /* never trust a returned length */
-    if (out_len)
-        *out_len = n;
-
-done:
-    EnterCriticalSection(&d->q->lock);
-    if (st != SCIO_SUCCESS)
-        d->driver_code = dcode;
-    d->sync_active--;
-    WakeAllConditionVariable(&d->q->cv);
-    LeaveCriticalSection(&d->q->lock);
+    *out_len = n;
+    *driver_code = dcode;
     return st;
 }
 
-void scio_cancel_all(scio_device *d)
+static void w32_submit(scio_device *d, scio_op *op, uint32_t code,
+                       const uint8_t *in, size_t in_len,
+                       uint8_t *out, size_t out_cap)
 {
-    scio_op *op;
-    if (!d)
-        return;
-    EnterCriticalSection(&d->q->lock);
-    for (op = d->ops; op; op = op->dnext)
-        if (op->inflight)
-            CancelIoEx(d->h, &op->ov);
-    LeaveCriticalSection(&d->q->lock);
-}
-
-/* Cancel every request and wait for it (bounded), detach the operations,
- * close the handle unless a synchronous call is stuck in the driver.  Queue
- * lock held.  A second caller waits for the first. */
-static void shutdown_locked(scio_device *d)
-{
-    scio_queue *q = d->q;
-    ULONGLONG deadline;
-    scio_op *op;
-
-    if (d->shut) {
-        while (d->shut != 2)
-            SleepConditionVariableCS(&q->cv, &q->lock, INFINITE);
-        return;
-    }
-    d->shut = 1;
-    d->closing = 1;
-    deadline = GetTickCount64() + SCIO_DEFAULT_CLOSE_MS;
-    while (d->inflight > 0 || d->sync_active > 0) {
-        DWORD wait = remaining_ms(deadline);
-        if (wait == 0)
-            break;
-        /* Every round: a request issued by a racing scio_submit after the
-         * previous cancel is cancelled too. */
-        CancelIoEx(d->h, NULL);
-        SleepConditionVariableCS(&q->cv, &q->lock,
-                                 wait < CLOSE_POLL_MS ? wait : CLOSE_POLL_MS);
-    }
-    /* Detach every operation still alive: completed ones live on until
-     * released; abandoned ones are freed when (if) the kernel completes
-     * them, without queuing. */
-    while ((op = d->ops) != NULL) {
-        if (op->inflight)
-            op->dropped = 1;
-        device_unlink(op);
-    }
-    /* A scio_ioctl stuck in the driver still uses the handle. */
-    if (d->sync_active == 0) {
-        CloseHandle(d->h);
-        d->handle_closed = 1;
-    }
-    d->shut = 2;
-    WakeAllConditionVariable(&q->cv);
-}
-
-void scio_shutdown(scio_device *d)
-{
-    if (!d)
-        return;
-    EnterCriticalSection(&d->q->lock);
-    shutdown_locked(d);
-    LeaveCriticalSection(&d->q->lock);
-}
-
-void scio_close(scio_device *d)
-{
-    scio_queue *q;
-    int last, stuck;
-    size_t i;
-
-    if (!d)
-        return;
-    q = d->q;
-    EnterCriticalSection(&q->lock);
-    shutdown_locked(d);
-    stuck = d->sync_active > 0;
-    if (!stuck && !d->handle_closed) {
-        CloseHandle(d->h);     /* the stuck call of shutdown time returned */
-        d->handle_closed = 1;
-    }
-    for (i = 0; i < d->n_events; i++)
-        CloseHandle(d->events[i]);
-    d->n_events = 0;
-    last = queue_unref_locked(q);
-    LeaveCriticalSection(&q->lock);
-    /* A scio_ioctl stuck in the driver still uses d: leak it then. */
-    if (!stuck)
-        free(d);
-    if (last)
-        queue_finish(q);
-}
-
-/* ---- overlapped operations ---------------------------------------------- */
-
-scio_status scio_submit(scio_device *d, uint32_t code,
-                        const void *in, size_t in_len, size_t out_cap,
-                        uint64_t user, scio_op **op_out)
-{
-    scio_op *op;
-    scio_queue *q;
-    size_t size;
+    w32_dev *s = (w32_dev *)scio_device_state(d);
+    w32_op *w = (w32_op *)scio_op_backend_data(op);
     BOOL ok;
 
-    if (op_out)
-        *op_out = NULL;
-    if (!d || !op_out || (!in && in_len))
-        return SCIO_INVALID_PARAMETER;
-    if (in_len > SCIO_MAX_INPUT)
-        return SCIO_INVALID_BUFFER_SIZE;
-    if (out_cap > SCIO_MAX_OUTPUT)
-        out_cap = SCIO_MAX_OUTPUT;
-    size = sizeof(*op) + in_len + out_cap;   /* bounded: no overflow */
-    op = (scio_op *)calloc(1, size);
-    if (!op)
-        return SCIO_NO_MEMORY;
-    op->in = (uint8_t *)(op + 1);
-    op->in_len = in_len;
-    if (in_len)
-        memcpy(op->in, in, in_len);
-    op->out = op->in + in_len;
-    op->out_cap = out_cap;
-    op->user = user;
-    op->status = SCIO_PENDING;
-    op->id = (uint64_t)InterlockedIncrement64(&g_next_op_id);
-    SCIO_SET_KIND(op, SCIO_KIND_WIN32);
-    q = d->q;
-    op->q = q;
+    w->op = op;
+    w->out_cap = out_cap;
+    scio_mutex_lock(&port.lock);
+    flight_push_locked(w);
+    scio_mutex_unlock(&port.lock);
 
-    EnterCriticalSection(&q->lock);
-    if (d->closing) {
-        LeaveCriticalSection(&q->lock);
-        free(op);
-        return SCIO_DEVICE_NOT_CONNECTED;
-    }
-    op->dev = d;
-    op->dnext = d->ops;
-    if (d->ops)
-        d->ops->dprev = op;
-    d->ops = op;
-    op->fnext = q->flight;
-    if (q->flight)
-        q->flight->fprev = op;
-    q->flight = op;
-    op->inflight = 1;
-    d->inflight++;
-    q->refs++;
-    LeaveCriticalSection(&q->lock);
-
-    ok = DeviceIoControl(d->h, code, in_len ? op->in : NULL, (DWORD)in_len,
-                         out_cap ? op->out : NULL, (DWORD)out_cap, NULL,
-                         &op->ov);
+    ok = DeviceIoControl(s->h, code, in_len ? (LPVOID)in : NULL, (DWORD)in_len,
+                         out_cap ? out : NULL, (DWORD)out_cap, NULL, &w->ov);
     if (!ok) {
         DWORD err = GetLastError();
         uint32_t nt = last_nt_status(err);
@@ -931,125 +409,130 @@ scio_status scio_submit(scio_device *d, uint32_t code,
         int packet = err == ERROR_IO_PENDING || err == ERROR_MORE_DATA ||
                      (nt != 0 && !SCIO_IS_ERROR(nt));
         if (!packet) {
-            scio_status st = nt ? from_nt(nt) : scio_win32_map_error(err);
-            EnterCriticalSection(&q->lock);
-            if (op->inflight) {
-                op_complete_locked(op, st, 0, (long)err);
-                if (op->dev)
-                    op->dev->driver_code = (long)err;
-            }
-            LeaveCriticalSection(&q->lock);
+            int mine;
+            scio_mutex_lock(&port.lock);
+            mine = flight_take_locked(&w->ov);
+            scio_mutex_unlock(&port.lock);
+            if (mine)
+                scio_op_complete(op, nt ? from_nt(nt) : map_error(err), 0, (long)err);
+            return;
         }
     }
-    *op_out = op;
-    return SCIO_SUCCESS;
+    /* A cancel that came before the request reached the driver found
+     * nothing to cancel: repeat it now.  (w is ours until the packet.) */
+    if (scio_op_cancelled(op))
+        CancelIoEx(s->h, &w->ov);
 }
 
-uint64_t scio_op_id(const scio_op *op)
+static void w32_cancel(scio_device *d, scio_op *op)
 {
-    return op ? op->id : 0;
+    w32_dev *s = (w32_dev *)scio_device_state(d);
+    CancelIoEx(s->h, op ? &((w32_op *)scio_op_backend_data(op))->ov : NULL);
 }
 
-int scio_op_done(scio_op *op)
+static void w32_release(scio_device *d)
 {
-    int done;
-    if (!op)
-        return 0;
-    EnterCriticalSection(&op->q->lock);
-    done = op->done;
-    LeaveCriticalSection(&op->q->lock);
-    return done;
+    w32_dev *s = (w32_dev *)scio_device_state(d);
+    CloseHandle(s->h);
 }
 
-int scio_op_wait(scio_op *op, int timeout_ms)
+static void w32_destroy(scio_device *d)
 {
-    ULONGLONG deadline = 0;
-    int done;
-    if (!op)
-        return 0;
-    if (timeout_ms > 0)
-        deadline = GetTickCount64() + (ULONGLONG)timeout_ms;
-    EnterCriticalSection(&op->q->lock);
-    while (!op->done && timeout_ms != 0) {
-        DWORD wait = timeout_ms < 0 ? INFINITE : remaining_ms(deadline);
-        if (timeout_ms > 0 && wait == 0)
-            break;
-        SleepConditionVariableCS(&op->q->cv, &op->q->lock, wait);
-    }
-    done = op->done;
-    LeaveCriticalSection(&op->q->lock);
-    return done;
+    w32_dev *s = (w32_dev *)scio_device_state(d);
+    size_t i;
+    for (i = 0; i < s->n_events; i++)
+        CloseHandle(s->events[i]);
+    scio_mutex_destroy(&s->lock);
+    free(s);
 }
 
-scio_status scio_op_status(scio_op *op)
+static const scio_backend w32_backend = {
+    .name = "win32",
+    .op_data_size = sizeof(w32_op),
+    .ioctl = w32_ioctl,
+    .submit = w32_submit,
+    .cancel = w32_cancel,
+    .release = w32_release,
+    .destroy = w32_destroy,
+};
+
+/* ---- open ------------------------------------------------------------------- */
+
+static const char sharing_hint[] =
+    "the reader is in use by another program. Smart-card reader drivers are "
+    "usually exclusive, and the Smart Card service (SCardSvr) keeps every "
+    "reader open while it runs: stop it from an administrator prompt with "
+    "'net stop SCardSvr' (or 'sc stop SCardSvr'), and close other programs "
+    "that use the reader";
+
+scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
+                            scio_device **out, char *errbuf, size_t errlen)
 {
+    w32_dev *s;
+    HANDLE h;
+    char upath[512];
+    char msg[1024];
     scio_status st;
-    if (!op)
+
+    if (out)
+        *out = NULL;
+    if (!path || !out || !path[0]) {
+        set_err(errbuf, errlen, "invalid argument: no device path");
         return SCIO_INVALID_PARAMETER;
-    EnterCriticalSection(&op->q->lock);
-    st = op->done ? op->status : SCIO_PENDING;
-    LeaveCriticalSection(&op->q->lock);
-    return st;
-}
-
-const uint8_t *scio_op_output(scio_op *op, size_t *len)
-{
-    const uint8_t *p = NULL;
-    size_t n = 0;
-    if (op) {
-        EnterCriticalSection(&op->q->lock);
-        if (op->done) {
-            p = op->out;
-            n = op->out_len;
-        }
-        LeaveCriticalSection(&op->q->lock);
     }
-    if (len)
-        *len = n;
-    return p;
-}
+    path_to_utf8(path, upath, sizeof(upath));
 
-long scio_op_driver_code(scio_op *op)
-{
-    long c;
-    if (!op)
-        return 0;
-    EnterCriticalSection(&op->q->lock);
-    c = (op->done && op->status != SCIO_SUCCESS) ? op->driver_code : 0;
-    LeaveCriticalSection(&op->q->lock);
-    return c;
-}
-
-void scio_op_cancel(scio_op *op)
-{
-    if (!op)
-        return;
-    EnterCriticalSection(&op->q->lock);
-    if (op->inflight && op->dev)
-        CancelIoEx(op->dev->h, &op->ov);
-    LeaveCriticalSection(&op->q->lock);
-}
-
-void scio_op_release(scio_op *op)
-{
-    scio_queue *q;
-    int last = 0;
-    if (!op)
-        return;
-    q = op->q;
-    EnterCriticalSection(&q->lock);
-    if (!op->released) {
-        op->released = 1;
-        if (op->inflight) {
-            /* Freed by the completion thread, not queued. */
-            if (op->dev)
-                CancelIoEx(op->dev->h, &op->ov);
-        } else if (!op->queued) {
-            last = op_free_locked(op);
+    h = CreateFileW(path, GENERIC_READ | GENERIC_WRITE,
+                    FILE_SHARE_READ | FILE_SHARE_WRITE, NULL, OPEN_EXISTING,
+                    FILE_FLAG_OVERLAPPED, NULL);
+    if (h == INVALID_HANDLE_VALUE) {
+        DWORD err = GetLastError();
+        st = status_from_last_error(err);
+        if (err == ERROR_SHARING_VIOLATION || err == ERROR_ACCESS_DENIED ||
+            st == SCIO_SHARING_VIOLATION) {
+            snprintf(msg, sizeof(msg), "cannot open %s: %s (Win32 error %lu)",
+                     upath, sharing_hint, (unsigned long)err);
+            st = SCIO_SHARING_VIOLATION;
+        } else if (st == SCIO_OBJECT_NAME_NOT_FOUND) {
+            snprintf(msg, sizeof(msg),
+                     "cannot open %s: no such device (Win32 error %lu)",
+                     upath, (unsigned long)err);
+        } else {
+            snprintf(msg, sizeof(msg),
+                     "cannot open %s: CreateFile failed (Win32 error %lu, %s)",
+                     upath, (unsigned long)err,
+                     scio_status_name(st) ? scio_status_name(st) : "?");
         }
-        /* else: freed when popped. */
+        set_err(errbuf, errlen, msg);
+        return st;
     }
-    LeaveCriticalSection(&q->lock);
-    if (last)
-        queue_finish(q);
+
+    if (port_start() != 0 ||
+        CreateIoCompletionPort(h, port.iocp, PORT_KEY_IO, 0) == NULL) {
+        DWORD err = GetLastError();
+        CloseHandle(h);
+        snprintf(msg, sizeof(msg),
+                 "cannot attach %s to the completion port (Win32 error %lu)",
+                 upath, (unsigned long)err);
+        set_err(errbuf, errlen, msg);
+        return SCIO_INSUFFICIENT_RESOURCES;
+    }
+    s = (w32_dev *)calloc(1, sizeof(*s));
+    if (!s) {
+        CloseHandle(h);
+        set_err(errbuf, errlen, "out of memory");
+        return SCIO_NO_MEMORY;
+    }
+    s->h = h;
+    scio_mutex_init(&s->lock);
+    st = scio_device_create(&w32_backend, s, q, 0, out);
+    if (st != SCIO_SUCCESS) {
+        scio_mutex_destroy(&s->lock);
+        free(s);
+        CloseHandle(h);
+        set_err(errbuf, errlen, "cannot create the device (out of memory or of a completion queue)");
+        return st;
+    }
+    set_err(errbuf, errlen, "");
+    return SCIO_SUCCESS;
 }

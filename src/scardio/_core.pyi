@@ -14,8 +14,11 @@ MAX_RESPONSE: int
 DEFAULT_POLL_MS: int
 DEFAULT_CLOSE_MS: int
 STATUS_PENDING: int
+MAX_DWORD: int  # 0xFFFFFFFF: LUNs, IOCTL codes and option values are DWORDs
+MAX_HARVEST_TIMEOUT: float  # seconds: the longest Device.harvest() wait
 
-def status_name(status: int) -> Optional[str]: ...
+def status_name(status: int) -> Optional[str]:
+    """ValueError unless 0 <= status <= MAX_DWORD."""
 def list_device_paths() -> list[str]: ...
 def set_driver_log(callback: Optional[Callable[[int, str], None]]) -> None: ...
 
@@ -41,7 +44,9 @@ class Operation:
 class Device:
     @classmethod
     def open_ifd(cls, library: str, device_name: str = "", lun: int = 0, *,
-                 poll_interval_ms: int = 0, close_timeout_ms: int = 0) -> "Device": ...
+                 poll_interval_ms: int = 0, close_timeout_ms: int = 0) -> "Device":
+        """`lun`, `poll_interval_ms`, `close_timeout_ms` (0: defaults): ValueError
+        outside 0..MAX_DWORD, naming the argument and its range."""
     @classmethod
     def open_path(cls, path: str) -> "Device": ...
     @property
@@ -50,13 +55,26 @@ class Device:
     device_name: str
     lun: int
     def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
-        """Synchronous IOCTL (GIL released).  Raises a scardio.errors type."""
-    def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation: ...
+        """Synchronous IOCTL (GIL released).  Raises a scardio.errors type;
+        ValueError unless 0 <= code <= MAX_DWORD and output_size >= 0."""
+    def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation:
+        """Overlapped IOCTL; arguments checked as ioctl()'s."""
     def fileno(self) -> int:
-        """Descriptor readable while completions wait; see harvest()."""
+        """Descriptor readable while completions wait; see harvest().  -1 on
+        Windows (use waitable())."""
+    def waitable(self) -> int:
+        """The completion queue's waitable, signalled exactly while
+        completions (or a wake()) wait to be harvested: on POSIX the
+        descriptor of fileno() (select, poll, loop.add_reader), on Windows an
+        event HANDLE (WaitForSingleObject / WaitForMultipleObjects).  Owned
+        by the device; valid until close().  Raises ClosedError once closed."""
+    def wake(self) -> None:
+        """Signal the waitable until the next harvest() consumes the wake-up
+        (that harvest returns what completed, possibly nothing)."""
     def harvest(self, timeout: float = 0.0) -> list[Operation]:
         """Pop the operations completed since the last harvest (waits up to
-        `timeout` seconds for the first one)."""
+        `timeout` seconds for the first one; ValueError outside
+        0..MAX_HARVEST_TIMEOUT)."""
     def cancel_all(self) -> None: ...
     def close(self) -> None:
         """Cancel every pending operation, wait for them, release the driver."""

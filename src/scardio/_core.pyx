@@ -9,13 +9,16 @@ can be avoided.
 
 import os
 import weakref
+from operator import index as _index
 from time import monotonic as _monotonic
 
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.limits cimport INT_MAX
+from libc.math cimport ceil
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy
 
 from ._scio cimport *
@@ -33,6 +36,10 @@ MAX_RESPONSE = SCIO_MAX_RESPONSE
 DEFAULT_POLL_MS = SCIO_DEFAULT_POLL_MS
 DEFAULT_CLOSE_MS = SCIO_DEFAULT_CLOSE_MS
 STATUS_PENDING = SCIO_PENDING
+#: LUNs, IOCTL codes, option values: DWORDs (32 bits on every platform).
+MAX_DWORD = 0xFFFFFFFF
+#: The longest harvest() wait, in seconds (the core counts in int ms).
+MAX_HARVEST_TIMEOUT = INT_MAX / 1000.0
 
 cdef enum:
     # Outputs up to this size go through a stack buffer and one small copy;
@@ -42,9 +49,53 @@ cdef enum:
     WAIT_SLICE_MS = 100
 
 
-def status_name(scio_status status):
+cdef extern from "Python.h":
+    # Declared without an exception check: the callers look at the value.
+    unsigned long long PyLong_AsUnsignedLongLong(object o)
+    Py_ssize_t PyLong_AsSsize_t(object o)
+    bint PyLong_Check(object o)
+    void PyErr_Clear()
+
+
+cdef inline uint32_t _dword(object value, str name) except? 0xFFFFFFFF:
+    """An integer argument that must fit a DWORD: ValueError naming the
+    argument and its range otherwise (a non-integer stays a TypeError)."""
+    cdef unsigned long long v
+    if PyLong_Check(value):
+        v = PyLong_AsUnsignedLongLong(value)  # (unsigned)-1 and OverflowError if < 0
+        if v <= 0xFFFFFFFFULL:
+            return <uint32_t>v
+    return _dword_slow(value, name)
+
+
+cdef uint32_t _dword_slow(object value, str name) except? 0xFFFFFFFF:
+    if not PyLong_Check(value):
+        return _dword(_index(value), name)  # TypeError unless it has __index__
+    PyErr_Clear()
+    raise ValueError(f"{name} must be in 0..{MAX_DWORD} (0xFFFFFFFF), got {value!r}")
+
+
+cdef inline Py_ssize_t _size(object value, str name) except -1:
+    """A size argument: ValueError unless 0 <= value <= sys.maxsize."""
+    cdef Py_ssize_t n
+    if PyLong_Check(value):
+        n = PyLong_AsSsize_t(value)  # -1 and OverflowError when too large
+        if n >= 0:
+            return n
+    return _size_slow(value, name)
+
+
+cdef Py_ssize_t _size_slow(object value, str name) except -1:
+    if not PyLong_Check(value):
+        return _size(_index(value), name)
+    PyErr_Clear()
+    raise ValueError(f"{name} must be >= 0 (at most MAX_OUTPUT = {SCIO_MAX_OUTPUT} "
+                     f"bytes are used), got {value!r}")
+
+
+def status_name(status):
     """The core's short name of a status, or None."""
-    cdef const char *n = scio_status_name(status)
+    cdef const char *n = scio_status_name(_dword(status, "status"))
     return None if n == NULL else n.decode("ascii")
 
 
@@ -210,9 +261,14 @@ cdef class Device:
             self._dev = NULL
 
     @classmethod
-    def open_ifd(cls, library, device_name="", unsigned long lun=0, *,
-                 unsigned int poll_interval_ms=0, unsigned int close_timeout_ms=0):
-        """Load a pcsc-lite IFD-handler driver and open one reader of it."""
+    def open_ifd(cls, library, device_name="", lun=0, *, poll_interval_ms=0,
+                 close_timeout_ms=0):
+        """Load a pcsc-lite IFD-handler driver and open one reader of it.
+        `lun`, `poll_interval_ms` and `close_timeout_ms` (0: the defaults)
+        are DWORDs: ValueError outside 0..MAX_DWORD."""
+        cdef uint32_t lun_v = _dword(lun, "lun")
+        cdef uint32_t poll_v = _dword(poll_interval_ms, "poll_interval_ms")
+        cdef uint32_t close_v = _dword(close_timeout_ms, "close_timeout_ms")
         cdef Device self = Device.__new__(Device)
         cdef bytes lib_b = os.fsencode(library)
         cdef bytes name_b = os.fsencode(device_name)
@@ -221,11 +277,11 @@ cdef class Device:
         cdef scio_ifd_options opts
         cdef char errbuf[512]
         cdef scio_status st
-        opts.poll_interval_ms = poll_interval_ms
-        opts.close_timeout_ms = close_timeout_ms
+        opts.poll_interval_ms = poll_v
+        opts.close_timeout_ms = close_v
         errbuf[0] = 0
         with nogil:
-            st = scio_open_ifd(lib_p, name_p, lun, NULL, &opts, &self._dev,
+            st = scio_open_ifd(lib_p, name_p, lun_v, NULL, &opts, &self._dev,
                                errbuf, sizeof(errbuf))
         if st == SCIO_NO_SUCH_DEVICE:
             # The driver could not open the channel: say who holds the reader.
@@ -238,7 +294,7 @@ cdef class Device:
         self._closed = False
         self.library = os.fsdecode(library)
         self.device_name = os.fsdecode(device_name)
-        self.lun = lun
+        self.lun = lun_v
         return self
 
     @classmethod
@@ -272,8 +328,9 @@ cdef class Device:
             raise _errors.ClosedError("device is closed", status=0xC000009D)
         return 0
 
-    def ioctl(self, uint32_t code, input=b"", Py_ssize_t output_size=0):
-        """Run one IOCTL synchronously (GIL released) and return its output."""
+    def ioctl(self, code, input=b"", output_size=0):
+        """Run one IOCTL synchronously (GIL released) and return its output.
+        `code` is a DWORD; `output_size` >= 0 (above MAX_OUTPUT it is cut)."""
         cdef Py_buffer view
         cdef const char *inp
         cdef Py_ssize_t in_len
@@ -284,11 +341,11 @@ cdef class Device:
         cdef char *outp
         cdef size_t out_len = 0
         cdef scio_status st
+        cdef uint32_t code_v = _dword(code, "code")
+        cdef Py_ssize_t out_size = _size(output_size, "output_size")
         self._check_open()
-        if output_size < 0:
-            raise ValueError("output_size must be >= 0")
-        if output_size > SCIO_MAX_OUTPUT:
-            output_size = SCIO_MAX_OUTPUT
+        if out_size > SCIO_MAX_OUTPUT:
+            out_size = SCIO_MAX_OUTPUT
         if type(input) is bytes:
             inp = PyBytes_AS_STRING(input)
             in_len = len(<bytes>input)
@@ -298,21 +355,21 @@ cdef class Device:
             inp = <const char *>view.buf
             in_len = view.len
         try:
-            if output_size <= SMALL_OUTPUT:
+            if out_size <= SMALL_OUTPUT:
                 with nogil:
-                    st = scio_ioctl(self._dev, code, inp, in_len,
-                                    small, output_size, &out_len)
+                    st = scio_ioctl(self._dev, code_v, inp, in_len,
+                                    small, out_size, &out_len)
                 if st != SCIO_SUCCESS:
-                    raise _error(st, scio_device_driver_code(self._dev), code)
+                    raise _error(st, scio_device_driver_code(self._dev), code_v)
                 return PyBytes_FromStringAndSize(small, out_len)
-            result = PyBytes_FromStringAndSize(NULL, output_size)
+            result = PyBytes_FromStringAndSize(NULL, out_size)
             outp = PyBytes_AS_STRING(result)
             with nogil:
-                st = scio_ioctl(self._dev, code, inp, in_len,
-                                outp, output_size, &out_len)
+                st = scio_ioctl(self._dev, code_v, inp, in_len,
+                                outp, out_size, &out_len)
             if st != SCIO_SUCCESS:
-                raise _error(st, scio_device_driver_code(self._dev), code)
-            if <Py_ssize_t>out_len != output_size:
+                raise _error(st, scio_device_driver_code(self._dev), code_v)
+            if <Py_ssize_t>out_len != out_size:
                 # Shrink in place: _PyBytes_Resize needs the only reference,
                 # so move it from `result` into `raw` and back.
                 raw = <PyObject *>result
@@ -326,28 +383,29 @@ cdef class Device:
             if have_view:
                 PyBuffer_Release(&view)
 
-    def submit(self, uint32_t code, input=b"", Py_ssize_t output_size=0):
-        """Start an overlapped IOCTL; returns an Operation at once."""
+    def submit(self, code, input=b"", output_size=0):
+        """Start an overlapped IOCTL; returns an Operation at once.  The
+        arguments are checked as ioctl()'s."""
         cdef Py_buffer view
         cdef scio_op *op = NULL
         cdef scio_status st
         cdef Operation o
+        cdef uint32_t code_v = _dword(code, "code")
+        cdef Py_ssize_t out_size = _size(output_size, "output_size")
         self._check_open()
-        if output_size < 0:
-            raise ValueError("output_size must be >= 0")
         PyObject_GetBuffer(input, &view, PyBUF_SIMPLE)
         try:
             with nogil:
-                st = scio_submit(self._dev, code, view.buf, view.len,
-                                 output_size, 0, &op)
+                st = scio_submit(self._dev, code_v, view.buf, view.len,
+                                 out_size, 0, &op)
         finally:
             PyBuffer_Release(&view)
         if st != SCIO_SUCCESS:
-            raise _error(st, 0, code)
+            raise _error(st, 0, code_v)
         o = Operation.__new__(Operation)
         o._op = op
         o.device = self
-        o.code = code
+        o.code = code_v
         self._ops[scio_op_id(op)] = o
         return o
 
@@ -357,12 +415,37 @@ cdef class Device:
         self._check_open()
         return scio_queue_fd(self._queue)
 
+    def waitable(self):
+        """The completion queue's waitable, as an int: signalled exactly
+        while completions (or a wake()) wait to be harvested.  A descriptor
+        on POSIX (fileno(): select, poll, loop.add_reader); on Windows an
+        event HANDLE (WaitForSingleObject / WaitForMultipleObjects).  The
+        device owns it: never read, reset or close it; valid until close()."""
+        cdef void *h
+        self._check_open()
+        h = scio_queue_handle(self._queue)
+        if h != NULL:
+            return <uintptr_t>h
+        return scio_queue_fd(self._queue)
+
+    def wake(self):
+        """Signal the waitable until the next harvest(), which consumes the
+        wake-up (returning whatever completed, possibly nothing): how another
+        thread stops a waiter blocked on waitable()."""
+        self._check_open()
+        scio_queue_wake(self._queue)
+
     def harvest(self, double timeout=0.0):
         """Operations completed since the last harvest, oldest first.  Waits
-        up to `timeout` seconds (GIL released) for the first one."""
+        up to `timeout` seconds (0..MAX_HARVEST_TIMEOUT; GIL released) for
+        the first one."""
         cdef scio_completion c
         cdef int rc
-        cdef int ms = <int>(timeout * 1000.0) if timeout > 0 else 0
+        cdef int ms
+        if not 0.0 <= timeout <= MAX_HARVEST_TIMEOUT:  # also refuses NaN
+            raise ValueError(f"timeout must be in 0..{MAX_HARVEST_TIMEOUT} seconds, "
+                             f"got {timeout!r}")
+        ms = <int>ceil(timeout * 1000.0)  # round up: a short wait is not no wait
         done = []
         self._check_open()
         while True:

@@ -1,48 +1,126 @@
 # Declarations of the C core API (native/scio.h) for the binding.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stddef cimport wchar_t
 
 cdef extern from "scio.h" nogil:
+    # ---- status space
     ctypedef uint32_t scio_status
+    const scio_status SCIO_SUCCESS
+    const scio_status SCIO_PENDING
+    const scio_status SCIO_UNSUCCESSFUL
+    const scio_status SCIO_NOT_IMPLEMENTED
+    const scio_status SCIO_INVALID_PARAMETER
+    const scio_status SCIO_NO_SUCH_DEVICE
+    const scio_status SCIO_INVALID_DEVICE_REQUEST
+    const scio_status SCIO_UNRECOGNIZED_MEDIA
+    const scio_status SCIO_NO_MEMORY
+    const scio_status SCIO_BUFFER_TOO_SMALL
+    const scio_status SCIO_OBJECT_NAME_NOT_FOUND
+    const scio_status SCIO_SHARING_VIOLATION
+    const scio_status SCIO_INVALID_IMAGE_FORMAT
+    const scio_status SCIO_INSUFFICIENT_RESOURCES
+    const scio_status SCIO_DEVICE_NOT_CONNECTED
+    const scio_status SCIO_DEVICE_BUSY
+    const scio_status SCIO_IO_TIMEOUT
+    const scio_status SCIO_NOT_SUPPORTED
+    const scio_status SCIO_CANCELLED
+    const scio_status SCIO_DLL_NOT_FOUND
+    const scio_status SCIO_ENTRYPOINT_NOT_FOUND
+    const scio_status SCIO_NO_MEDIA
+    const scio_status SCIO_INVALID_DEVICE_STATE
+    const scio_status SCIO_IO_DEVICE_ERROR
+    const scio_status SCIO_INVALID_BUFFER_SIZE
+    const scio_status SCIO_DEVICE_DATA_ERROR
+
+    const char *scio_status_name(scio_status status)
+
+    # ---- the IOCTL contract
+    uint32_t SCIO_CTL_CODE(uint32_t n)
+    const uint32_t SCIO_IOCTL_POWER
+    const uint32_t SCIO_IOCTL_GET_ATTRIBUTE
+    const uint32_t SCIO_IOCTL_SET_ATTRIBUTE
+    const uint32_t SCIO_IOCTL_CONFISCATE
+    const uint32_t SCIO_IOCTL_TRANSMIT
+    const uint32_t SCIO_IOCTL_EJECT
+    const uint32_t SCIO_IOCTL_SWALLOW
+    const uint32_t SCIO_IOCTL_IS_PRESENT
+    const uint32_t SCIO_IOCTL_IS_ABSENT
+    const uint32_t SCIO_IOCTL_SET_PROTOCOL
+    const uint32_t SCIO_IOCTL_GET_STATE
+    const uint32_t SCIO_IOCTL_GET_LAST_ERROR
+    uint32_t SCIO_VENDOR_CTL_WIN(uint32_t n)
+    uint32_t SCIO_VENDOR_CTL_PCSC(uint32_t n)
+
+    const uint32_t SCIO_STATE_UNKNOWN
+    const uint32_t SCIO_STATE_ABSENT
+    const uint32_t SCIO_STATE_PRESENT
+    const uint32_t SCIO_STATE_SWALLOWED
+    const uint32_t SCIO_STATE_POWERED
+    const uint32_t SCIO_STATE_NEGOTIABLE
+    const uint32_t SCIO_STATE_SPECIFIC
+
+    const uint32_t SCIO_POWER_DOWN
+    const uint32_t SCIO_COLD_RESET
+    const uint32_t SCIO_WARM_RESET
+
+    const uint32_t SCIO_PROTOCOL_OPTIMAL
+    const uint32_t SCIO_PROTOCOL_T0
+    const uint32_t SCIO_PROTOCOL_T1
+    const uint32_t SCIO_PROTOCOL_RAW
+    const uint32_t SCIO_PROTOCOL_DEFAULT
+
+    const uint32_t SCIO_ATTR_VENDOR_NAME
+    const uint32_t SCIO_ATTR_VENDOR_IFD_TYPE
+    const uint32_t SCIO_ATTR_VENDOR_IFD_VERSION
+    const uint32_t SCIO_ATTR_VENDOR_IFD_SERIAL_NO
+    const uint32_t SCIO_ATTR_CHANNEL_ID
+    const uint32_t SCIO_ATTR_CHARACTERISTICS
+    const uint32_t SCIO_ATTR_CURRENT_PROTOCOL_TYPE
+    const uint32_t SCIO_ATTR_ATR_STRING
+    const uint32_t SCIO_ATTR_DEVICE_UNIT
+
+    # Limits (small enough for an int).
+    enum:
+        SCIO_IO_REQUEST_SIZE
+        SCIO_MAX_ATR
+        SCIO_MAX_APDU
+        SCIO_MAX_RESPONSE
+        SCIO_MAX_INPUT
+        SCIO_MAX_OUTPUT
+
+    # ---- completion queues
     ctypedef struct scio_queue:
-        pass
-    ctypedef struct scio_device:
-        pass
-    ctypedef struct scio_op:
         pass
     ctypedef struct scio_completion:
         uint64_t op_id
         uint64_t user
         scio_status status
-    ctypedef struct scio_ifd_options:
-        unsigned poll_interval_ms
-        unsigned close_timeout_ms
-    ctypedef void (*scio_log_fn)(int priority, const char *message, void *ctx) noexcept
-
-    enum:
-        SCIO_SUCCESS
-        SCIO_PENDING
-        SCIO_NO_SUCH_DEVICE
-        SCIO_MAX_INPUT
-        SCIO_MAX_OUTPUT
-        SCIO_MAX_ATR
-        SCIO_MAX_APDU
-        SCIO_MAX_RESPONSE
-        SCIO_DEFAULT_POLL_MS
-        SCIO_DEFAULT_CLOSE_MS
-
-    const char *scio_status_name(scio_status status)
 
     scio_queue *scio_queue_new()
     int scio_queue_fd(const scio_queue *q)
+    void *scio_queue_handle(const scio_queue *q)
     int scio_queue_pop(scio_queue *q, int timeout_ms, scio_completion *out)
     void scio_queue_wake(scio_queue *q)
     size_t scio_queue_pending(scio_queue *q)
     void scio_queue_free(scio_queue *q)
 
+    # ---- devices
+    ctypedef struct scio_device:
+        pass
+    ctypedef struct scio_ifd_options:
+        unsigned poll_interval_ms
+        unsigned close_timeout_ms
+    enum:
+        SCIO_DEFAULT_POLL_MS
+        SCIO_DEFAULT_CLOSE_MS
+
     scio_status scio_open_ifd(const char *library, const char *device_name,
                               unsigned long lun, scio_queue *q,
                               const scio_ifd_options *opts, scio_device **out,
                               char *errbuf, size_t errlen)
+    # Declared by scio.h on Windows only: never reference it elsewhere.
+    scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
+                                scio_device **out, char *errbuf, size_t errlen)
     int scio_list_paths(char *buf, size_t cap, size_t *needed)
     scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
                                char *errbuf, size_t errlen)
@@ -54,6 +132,9 @@ cdef extern from "scio.h" nogil:
     void scio_shutdown(scio_device *d)
     void scio_close(scio_device *d)
 
+    # ---- overlapped operations
+    ctypedef struct scio_op:
+        pass
     scio_status scio_submit(scio_device *d, uint32_t code,
                             const void *inp, size_t in_len, size_t out_cap,
                             uint64_t user, scio_op **op_out)
@@ -67,4 +148,6 @@ cdef extern from "scio.h" nogil:
     void scio_op_release(scio_op *op)
     void scio_cancel_all(scio_device *d)
 
+    # ---- driver log
+    ctypedef void (*scio_log_fn)(int priority, const char *message, void *ctx) noexcept
     void scio_set_log(scio_log_fn fn, void *ctx)

@@ -5,12 +5,18 @@ futures are settled from the device's completion descriptor, watched with
 ``loop.add_reader`` on the running loop.  No thread is started per call (nor
 at all): the loop's own selector waits on the core's eventfd.
 
->>> async def main():                                  # doctest: +SKIP
+>>> import asyncio, scardio.aio
+>>> from scardio.sim import SimControl
+>>> async def main():
 ...     async with await scardio.aio.open_reader("scardio Simulated Reader 0",
 ...                                              sim=1) as reader:
-...         await reader.wait_for_card(timeout=30)
+...         SimControl(reader.device).insert()  # the simulated reader's test hook
+...         await reader.wait_for_card(timeout=5)
 ...         async with await reader.connect() as card:
-...             print(await card.transmit("00 A4 04 00 08 F07363617264696F"))
+...             response = await card.transmit("00 A4 04 00 08 F07363617264696F")
+...             print(card.protocol_name, hex(response.sw))
+>>> asyncio.run(main())
+T=1 0x9000
 
 Use one front end per reader: an :class:`AsyncReader` owns its reader's
 power-down timer (on the loop) and connected card.
@@ -31,8 +37,8 @@ from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
 from .reader import (CLOSE_LOCK_WAIT, CONNECT_MAX_STEPS, DEFAULT_CONNECT_TIMEOUT,
                      DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, Request, Steps,
-                     connect_steps, get_state_steps, open_device, power_down_steps,
-                     startup_steps, warm_reset_steps)
+                     check_power_down_timeout, connect_steps, get_state_steps, open_device,
+                     power_down_steps, startup_steps, warm_reset_steps)
 
 __all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader"]
 
@@ -239,6 +245,36 @@ class AsyncReader:
         return self.reader.name
 
     @property
+    def device(self) -> Any:
+        """The reader's :class:`scardio.Device` (as ``Reader.device``)."""
+        return self.reader.device
+
+    @property
+    def descriptor(self) -> Any:
+        return self.reader.descriptor
+
+    @property
+    def closed(self) -> bool:
+        return self.reader.closed
+
+    @property
+    def card(self) -> Optional["AsyncCard"]:
+        """The connected card, if any."""
+        c = self._card
+        return c if c is not None and c.connected else None
+
+    def info(self) -> dict[str, Any]:
+        return self.reader.info()
+
+    def add_listener(self, callback: Callable[[Any], None]) -> None:
+        """As Reader.add_listener: `callback(ReaderEvent)` on connect,
+        disconnect, power-down..."""
+        self.reader.add_listener(callback)
+
+    def remove_listener(self, callback: Callable[[Any], None]) -> None:
+        self.reader.remove_listener(callback)
+
+    @property
     def attributes(self) -> Any:
         return self.reader.attributes
 
@@ -352,8 +388,9 @@ class AsyncReader:
         t = self.reader.power_down_timeout
         if t is None:
             return
-        if t <= 0:
-            await self._power_down_locked("timeout 0")
+        if t == 0:
+            # A timer of 0 s fires at once: the same event as a timer firing.
+            await self._power_down_locked("timer")
             return
         self._timer_token += 1
         token = self._timer_token
@@ -449,6 +486,7 @@ async def open_reader(reader: Any = 0, sim: int = 0, *,
     else:
         pool = list(readers) if readers is not None else list_readers(sim, **list_options)
         desc = find_reader(reader, pool)
+    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
     device = open_device(desc)
     if trace is not None:
         device = TracingDevice(device, trace)

@@ -25,17 +25,22 @@ READER is a name (exact, case-insensitive or a unique part) or an index from
     --json            machine-readable output (one JSON document; monitor and
                       --trace write JSON Lines)
     --trace           every IOCTL to stderr: input, output, status, duration in µs
+                      (attribute tags, POWER operations, protocol masks and card
+                      states by name; --json adds them next to the raw hex)
     --reader-conf P   read readers from this reader.conf file or directory
                       instead of /etc/reader.conf.d (repeatable)
-    --power-down-timeout S   seconds a disconnected card stays powered
+    --power-down-timeout S   seconds a disconnected card stays powered (default 5;
+                      0: power it down at disconnect)
 
 Exit codes: 0 ok; 1 error (driver, card, I/O); 2 usage or bad input (options,
 malformed hex, APDU too short/long for the protocol); 3 no card (absent,
 removed, or none within --wait); 4 reader not found (or ambiguous);
 5 reader in use (another process, e.g. pcscd, holds it: the message names
 it where it can be found and says how to free it; ``list`` marks such readers
-busy); 130 interrupted (Ctrl-C: pending requests are cancelled, the card is
-powered down, the reader closed).
+busy; ``monitor`` and ``scan`` of every reader skip such readers with a note);
+130 interrupted (Ctrl-C: pending requests are cancelled, the card is
+powered down, the reader closed); 141 the output was closed (``| head``:
+the readers are closed as on Ctrl-C, and nothing more is printed).
 """
 
 from __future__ import annotations
@@ -49,14 +54,14 @@ import time
 from typing import IO, Any, Callable, NoReturn, Optional, Sequence
 
 from . import errors
-from .apdu import APDUError, parse_hex
+from .apdu import APDUError, check_length, parse_apdu, parse_hex
 from .constants import Protocol
 from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
 from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEvent,
                      TraceRecord, TracingDevice, open_device)
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NO_CARD",
-           "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED"]
+           "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED", "EXIT_PIPE_CLOSED"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -65,6 +70,7 @@ EXIT_NO_CARD = 3
 EXIT_NOT_FOUND = 4
 EXIT_IN_USE = 5
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141
 
 PROTOCOLS = {"t0": Protocol.T0, "t1": Protocol.T1, "any": Protocol.T0 | Protocol.T1,
              "raw": Protocol.RAW}
@@ -126,14 +132,19 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    default=d, help="reader.conf file or directory (repeatable)")
     g.add_argument("--power-down-timeout", type=_seconds, metavar="S",
                    default=d if suppress else DEFAULT_POWER_DOWN_TIMEOUT,
-                   help="seconds a disconnected card stays powered (default %(default)s)")
+                   # the default spelled out: subcommands' copies default to SUPPRESS
+                   help="seconds a disconnected card stays powered "
+                        f"(default {DEFAULT_POWER_DOWN_TIMEOUT:g}; 0: power down at once)")
+
+
+READER_HELP = "a name (exact, case-insensitive or a unique part) or an index from list"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
                 epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
                        "4 reader not found, 5 reader in use (held by another "
-                       "process, e.g. pcscd), 130 Ctrl-C.")
+                       "process, e.g. pcscd), 130 Ctrl-C, 141 output closed.")
     _globals(p, False)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -146,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("list", "list readers")
     sp.add_argument("--all", action="store_true", help="include unavailable readers")
     sp = cmd("info", "reader attributes and card state")
-    sp.add_argument("reader")
+    sp.add_argument("reader", help=READER_HELP)
     sp = cmd("monitor", "print card arrivals and departures")
     sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
     sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
@@ -154,14 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help in (("connect", "connect to the card; show ATR and protocol"),
                        ("apdu", "connect and send APDUs")):
         sp = cmd(name, help)
-        sp.add_argument("reader")
+        sp.add_argument("reader", help=READER_HELP)
         if name == "apdu":
-            sp.add_argument("apdus", nargs="+", metavar="HEX", help="command APDU in hex")
+            sp.add_argument("apdus", nargs="+", metavar="HEX",
+                            help="command APDU in hex (all are checked before the "
+                                 "reader is opened)")
             sp.add_argument("--no-get-response", action="store_true",
                             help="do not send GET RESPONSE on 61xx")
             sp.add_argument("--no-resend", action="store_true",
                             help="do not re-send with Le=xx on 6Cxx")
-        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any")
+        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any",
+                        help="t0, t1, any (T=0 or T=1: the card's choice) or raw "
+                             "(default %(default)s)")
         sp.add_argument("--wait", type=_seconds, metavar="S",
                         help="wait up to S seconds for a card first")
         sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
@@ -211,9 +226,8 @@ class Output:
             with self._lock:
                 print(json.dumps({"trace": d}), file=self.stderr, flush=True)
             return
-        out = "-" if rec.output is None else (rec.output.hex().upper() or "(empty)")
         self.err(f"[trace {self.ms(rec.timestamp):10.3f} ms] {rec.name:<14} "
-                 f"in={rec.input.hex().upper() or '-'} out={out} {rec.status} "
+                 f"{rec.input_text()} {rec.output_text()} {rec.status} "
                  f"{rec.duration_us:.1f} us{' (overlapped)' if rec.overlapped else ''}")
 
 
@@ -250,9 +264,12 @@ def _open(args: argparse.Namespace, out: Output, spec: str,
 
 
 def _atr_lines(card: Any) -> list[str]:
-    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()}"]
+    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()} ({len(card.atr_bytes)} bytes)"]
     if card.atr is not None:
-        lines += [f"          {d}" for d in card.atr.describe()]
+        described = card.atr.describe()
+        if described and described[0].startswith("ATR:"):
+            described = described[1:]  # the bytes again: printed just above
+        lines += [f"          {d}" for d in described]
     else:
         lines.append(f"          (not a valid ATR: {card.atr_error})")
     return lines
@@ -286,6 +303,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
         state = reader.state()
         info = reader.info()
         info["state"] = state.name
+        info["state_description"] = state.description
         if out.json:
             out.doc(info)
             return EXIT_OK
@@ -303,25 +321,51 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
             f"0x{a.characteristics:08X} " + (", ".join(a.characteristics_flags)
                                              or "(no special mechanism)"))
         out.line(f"Characteristics: {chars}")
-        out.line(f"Card state:      {state.name}")
+        out.line(f"Card state:      {state.name} ({state.description})")
     return EXIT_OK
+
+
+def _open_watched(args: argparse.Namespace, out: Output, what: str) -> list[Reader]:
+    """The readers monitor and scan watch: the named ones, or every reader.
+
+    With no reader named, --insert applies to the simulated readers only, and
+    a reader another process holds is skipped with a note on stderr (it is
+    watched when named, so that the error says who holds it)."""
+    pool = _readers(args)
+    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
+    if not descs:
+        raise ReaderNotFoundError(f"no readers to {what} (try --sim 1)", "", [])
+    readers: list[Reader] = []
+    insert = args.insert
+    try:
+        for d in descs:
+            args.insert = insert and (bool(args.readers) or d.source == "sim")
+            try:
+                readers.append(_open(args, out, d.name, pool))
+            except errors.ReaderInUseError as exc:
+                if args.readers:
+                    raise
+                if out.json:
+                    out.err(json.dumps({"skipped": d.name, "reason": "reader in use",
+                                        "message": str(exc)}))
+                else:
+                    out.err(f"scardio: skipping {d.name!r}: {exc}")
+    except BaseException:
+        for r in readers:
+            r.close()
+        raise
+    finally:
+        args.insert = insert
+    if not readers:
+        raise errors.ReaderInUseError(f"every reader is in use: none left to {what}")
+    return readers
 
 
 def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     from .monitor import Monitor
-    pool = _readers(args)
-    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
-    if not descs:
-        raise ReaderNotFoundError("no readers to monitor (try --sim 1)", "", [])
-    readers: list[Reader] = []
+    readers = _open_watched(args, out, "monitor")
     monitor: Optional[Monitor] = None
     try:
-        for d in descs:
-            insert = args.insert
-            if not args.readers and insert and d.source != "sim":
-                args.insert = False  # --insert with "every reader": sim ones only
-            readers.append(_open(args, out, d.name, pool))
-            args.insert = insert
         monitor = Monitor(readers)
         if not out.json:
             out.line(f"monitoring {len(readers)} reader(s)"
@@ -371,11 +415,27 @@ def cmd_connect(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _checked_apdu(text: str, protocol: str) -> bytes:
+    """An APDU from the command line, checked before any I/O: hex, ISO 7816-4
+    structure (unless --protocol raw) and the length limits of the protocol
+    asked for (the card's choice among several is checked after connect)."""
+    apdu = parse_hex(text)
+    if protocol == "raw":
+        check_length(apdu, Protocol.RAW)
+        return apdu
+    check_length(apdu, Protocol.T0 if protocol == "t0" else Protocol.T1)
+    parse_apdu(apdu)  # too short, Lc that does not match the data, ...
+    return apdu
+
+
 def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
-    try:
-        apdus = [parse_hex(h) for h in args.apdus]  # all checked before any I/O
-    except APDUError as exc:
-        raise UsageError(str(exc)) from None
+    apdus = []
+    for n, text in enumerate(args.apdus, 1):  # all checked before any I/O
+        try:
+            apdus.append(_checked_apdu(text, args.protocol))
+        except APDUError as exc:
+            where = f"APDU {n}: " if len(args.apdus) > 1 else ""
+            raise UsageError(f"{where}{exc}") from None
     results = []
     with _open(args, out, args.reader) as reader:
         card = _connect(args, reader, auto_get_response=not args.no_get_response,
@@ -465,8 +525,9 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         sim = SimControl(reader.device)
         monitor = Monitor([reader], callback=on_card)
         note("monitor started (IS_PRESENT pending)")
-        sim.insert(t0=args.card == "t0")
+        # noted first: the monitor may report the arrival before insert() returns
         note("sim: card inserted", card=args.card.upper().replace("T", "T="))
+        sim.insert(t0=args.card == "t0")
         wait_event("arrival")
         card = reader.connect()
         note("connected", protocol=card.protocol_name, atr=card.atr_bytes.hex().upper())
@@ -477,21 +538,24 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
                  us=round((time.perf_counter() - t0) * 1e6, 1))
         before = sim.counters()
         card.disconnect()
-        note(f"disconnected: power-down timer started ({args.delay} s)")
+        note(f"disconnected: power-down timer started ({args.delay} s)" if args.delay else
+             "disconnected: power-down timeout 0, powered down at once")
         card = reader.connect()
         after = sim.counters()
-        note("reconnected before the timeout: powered card reused",
+        note("reconnected before the timeout: powered card reused" if args.delay else
+             "reconnected: the card was powered down, so it was reset",
              new_power_ups=after.power_ups - before.power_ups,
              new_resets=after.resets - before.resets, actions=" ".join(card.connect_actions))
         card.transmit(DEMO_APDUS[0][1])
+        powered_down.clear()  # a timeout of 0 already powered down at the first disconnect
         card.disconnect()
         note(f"disconnected again: waiting for the power-down ({args.delay} s)")
         if not powered_down.wait(args.delay + 5.0):
             raise errors.TimeoutError("demo: the power-down timer did not fire")
         c = sim.counters()
         note("card state after the timer", state=reader.state().name, powered=c.powered)
-        sim.remove()
         note("sim: card removed")
+        sim.remove()
         wait_event("departure")
         c = sim.counters()
         note("done", power_ups=c.power_ups, resets=c.resets, power_downs=c.power_downs,
@@ -617,22 +681,10 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
     if args.sim_toggle is not None and args.sim_toggle <= 0:
         raise UsageError("--sim-toggle needs a period > 0 seconds")
     list_file = args.atr_list or find_atr_list()
-    pool = _readers(args)
-    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
-    if not descs:
-        raise ReaderNotFoundError("no readers to scan (try --sim 1)", "", [])
-    readers: list[Reader] = []
+    readers = _open_watched(args, out, "scan")
     monitor: Optional[Monitor] = None
     toggler: Optional[_SimToggler] = None
     try:
-        for d in descs:
-            insert = args.insert
-            if not args.readers and insert and d.source != "sim":
-                args.insert = False  # --insert with "every reader": sim ones only
-            try:
-                readers.append(_open(args, out, d.name, pool))
-            finally:
-                args.insert = insert
         if not out.json:
             out.line(f"scanning {len(readers)} reader(s)"
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
@@ -704,6 +756,19 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
 }
 
 
+def _silence_closed_stdout(stream: IO[str]) -> None:
+    """The reader of our output went away (``scardio monitor | head``): point
+    the process's stdout at the null device, so that the interpreter's final
+    flush does not report the same broken pipe again."""
+    if stream is sys.stdout:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
 def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = None,
          stderr: Optional[IO[str]] = None) -> int:
     """Run the CLI; returns the exit code (never calls sys.exit)."""
@@ -747,6 +812,9 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
         return fail(EXIT_INTERRUPTED, "cancelled", exc)
     except errors.ReaderInUseError as exc:
         return fail(EXIT_IN_USE, "reader in use", exc)
+    except BrokenPipeError:
+        _silence_closed_stdout(so)
+        return EXIT_PIPE_CLOSED
     except (errors.ScardioError, ValueError, OSError) as exc:
         return fail(EXIT_ERROR, "error", exc)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import enum
 
 __all__ = ["IOCTL", "State", "Protocol", "Attr", "PowerAction", "ctl_code",
-           "vendor_ctl_win", "vendor_ctl_pcsc", "ioctl_name"]
+           "vendor_ctl_win", "vendor_ctl_pcsc", "ioctl_name", "attr_name",
+           "power_action_name", "protocol_mask_name", "state_name"]
 
 FILE_DEVICE_SMARTCARD = 0x31
 
@@ -51,6 +52,7 @@ class IOCTL(enum.IntEnum):
 
 
 class State(enum.IntEnum):
+    """A reader's card state (GET_STATE); ``description`` says it in words."""
     UNKNOWN = 0
     ABSENT = 1
     PRESENT = 2
@@ -58,6 +60,21 @@ class State(enum.IntEnum):
     POWERED = 4
     NEGOTIABLE = 5
     SPECIFIC = 6
+
+    @property
+    def description(self) -> str:
+        return _STATE_DESCRIPTIONS[self]
+
+
+_STATE_DESCRIPTIONS = {
+    State.UNKNOWN: "state unknown (the driver cannot tell)",
+    State.ABSENT: "no card",
+    State.PRESENT: "card present, not swallowed (not in position for use)",
+    State.SWALLOWED: "card present, not powered",
+    State.POWERED: "powered, mode not known (no ATR read since the reset)",
+    State.NEGOTIABLE: "powered, ATR read, protocol not yet chosen",
+    State.SPECIFIC: "powered, protocol set",
+}
 
 
 class PowerAction(enum.IntEnum):
@@ -75,15 +92,46 @@ class Protocol(enum.IntFlag):
 
 
 class Attr(enum.IntEnum):
+    """SCARD_ATTR_* tags: SCARD_ATTR_VALUE(class, tag) = class << 16 | tag."""
     VENDOR_NAME = 0x00010100
     VENDOR_IFD_TYPE = 0x00010101
     VENDOR_IFD_VERSION = 0x00010102
     VENDOR_IFD_SERIAL_NO = 0x00010103
     CHANNEL_ID = 0x00020110
+    PROTOCOL_TYPES = 0x00030120
+    DEFAULT_CLK = 0x00030121
+    MAX_CLK = 0x00030122
+    DEFAULT_DATA_RATE = 0x00030123
+    MAX_DATA_RATE = 0x00030124
+    MAX_IFSD = 0x00030125
+    SYNC_PROTOCOL_TYPES = 0x00030126
+    POWER_MGMT_SUPPORT = 0x00040131
+    USER_TO_CARD_AUTH_DEVICE = 0x00050140
+    USER_AUTH_INPUT_DEVICE = 0x00050142
     CHARACTERISTICS = 0x00060150
+    ESC_RESET = 0x0007A000
+    ESC_CANCEL = 0x0007A003
+    ESC_AUTHREQUEST = 0x0007A005
+    MAXINPUT = 0x0007A007
     CURRENT_PROTOCOL_TYPE = 0x00080201
+    CURRENT_CLK = 0x00080202
+    CURRENT_F = 0x00080203
+    CURRENT_D = 0x00080204
+    CURRENT_N = 0x00080205
+    CURRENT_W = 0x00080206
+    CURRENT_IFSC = 0x00080207
+    CURRENT_IFSD = 0x00080208
+    CURRENT_BWT = 0x00080209
+    CURRENT_CWT = 0x0008020A
+    CURRENT_EBC_ENCODING = 0x0008020B
+    EXTENDED_BWT = 0x0008020C
+    ICC_PRESENCE = 0x00090300
+    ICC_INTERFACE_STATUS = 0x00090301
+    CURRENT_IO_STATE = 0x00090302
     ATR_STRING = 0x00090303
+    ICC_TYPE_PER_ATR = 0x00090304
     DEVICE_UNIT = 0x7FFF0001
+    DEVICE_IN_USE = 0x7FFF0002
 
 
 def ioctl_name(code: int) -> str:
@@ -97,3 +145,39 @@ def ioctl_name(code: int) -> str:
     if code & 0xFFFF0003 == 0x00310000 and (code >> 2) & 0xFFF >= 2048:
         return f"VENDOR({(code >> 2) & 0xFFF})"
     return f"IOCTL(0x{code:08X})"
+
+
+def attr_name(tag: int) -> str:
+    """An attribute tag's name (VENDOR_NAME), or its value in hex."""
+    try:
+        return Attr(tag).name
+    except ValueError:
+        return f"ATTR(0x{tag:08X})"
+
+
+def power_action_name(action: int) -> str:
+    """POWER's operation (COLD_RESET), or its value."""
+    try:
+        return PowerAction(action).name
+    except ValueError:
+        return f"POWER_ACTION({action})"
+
+
+def state_name(state: int) -> str:
+    """A GET_STATE value's name (SWALLOWED), or its value."""
+    try:
+        return State(state).name
+    except ValueError:
+        return f"STATE({state})"
+
+
+_MASK_BITS = (Protocol.T0, Protocol.T1, Protocol.RAW, Protocol.DEFAULT)
+
+
+def protocol_mask_name(mask: int) -> str:
+    """A protocol mask as its flags, "T0|T1" (unknown bits in hex; 0 is "0")."""
+    names = [p.name or "" for p in _MASK_BITS if mask & p]
+    rest = mask & ~sum(_MASK_BITS)
+    if rest:
+        names.append(f"0x{rest:X}")
+    return "|".join(names) or "0"

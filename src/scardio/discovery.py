@@ -1,7 +1,7 @@
 """Reader discovery: find the readers a driver can open, without pcscd.
 
 On POSIX three sources are read, in this order; on Windows the reader device
-interfaces (``"win32"``, see :func:`device_path_readers`) take the place of
+interfaces (``"win32"``, from ``device_path_readers()``) take the place of
 the first two:
 
 ``"bundle"``
@@ -51,7 +51,8 @@ Known limitations: readers are discovered once (no hotplug); devices are
 matched by vendor/product ID only, as pcscd's libudev backend does (a generic
 CCID reader that no bundle lists is not found); a multi-slot driver shows one
 reader at LUN 0 (the slot count is only known once the driver is loaded);
-on macOS the bundles are read but no USB devices are enumerated (no sysfs).
+on macOS two identical readers share one device name (the friendly name),
+so which is opened first is the driver's choice, as under pcscd there.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ import os
 import platform
 import plistlib
 import re
+import subprocess
 import sys
+import xml.parsers.expat
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Callable, Iterable, Mapping, Optional, Sequence, Union
 
 __all__ = [
     "AmbiguousReaderError",
@@ -76,9 +79,12 @@ __all__ = [
     "UsbInterface",
     "bundle_readers",
     "default_drop_dir",
+    "default_drop_dirs",
     "find_reader",
     "list_readers",
+    "parse_ioreg_usb",
     "read_bundles",
+    "read_ioreg_usb_devices",
     "read_reader_conf",
     "read_usb_devices",
     "sim_readers",
@@ -95,6 +101,9 @@ SIM_NAME = "scardio Simulated Reader {}"
 
 DEFAULT_READER_CONF: tuple[str, ...] = ("/etc/reader.conf.d", "/etc/reader.conf")
 DEFAULT_SYSFS_ROOT = "/sys"
+#: The macOS command listing the USB plane of the IORegistry as a plist.
+IOREG_COMMAND: tuple[str, ...] = ("ioreg", "-p", "IOUSB", "-l", "-a")
+IOREG_TIMEOUT = 10.0
 CCID_CLASS_DRIVER = "CCIDCLASSDRIVER"
 USB_CLASS_SMART_CARD = 0x0B
 USB_CLASS_VENDOR_SPECIFIC = 0xFF
@@ -162,6 +171,8 @@ class AmbiguousReaderError(ReaderNotFoundError):
 
 @dataclass(frozen=True)
 class UsbInterface:
+    """One interface of a :class:`UsbDevice` (sysfs only)."""
+
     sysname: str  # e.g. "1-2:1.0"
     number: int
     interface_class: Optional[int]
@@ -170,18 +181,30 @@ class UsbInterface:
 
 @dataclass(frozen=True)
 class UsbDevice:
-    sysname: str  # e.g. "1-2"
-    path: str  # its sysfs directory
+    """A USB device present, as enumerated by ``source``.
+
+    ``source`` is ``"sysfs"`` (Linux: ``path`` is the sysfs directory) or
+    ``"ioreg"`` (macOS: ``path`` is the IORegistry path in the USB plane,
+    ``location_id`` the port location, ``session_id`` this attachment's
+    session, ``interfaces`` empty because the USB plane lists devices only).
+    """
+
+    sysname: str  # e.g. "1-2"; on macOS "<name>@<locationID>"
+    path: str
     vendor_id: int
     product_id: int
     busnum: int
     devnum: int
     serial: Optional[str]
     interfaces: tuple[UsbInterface, ...]
+    source: str = "sysfs"
+    product_name: Optional[str] = None
+    location_id: Optional[int] = None
+    session_id: Optional[int] = None
 
     @property
     def devnode(self) -> str:
-        """The usbfs node udev creates for the device."""
+        """The usbfs node udev creates for the device (Linux)."""
         return f"/dev/bus/usb/{self.busnum:03d}/{self.devnum:03d}"
 
 
@@ -230,18 +253,17 @@ def _ascii_only(text: str) -> str:
 def _bundle_platform_dir() -> str:
     """``Contents/<dir>`` holding a bundle's library: pcsc-lite uses the uname
     system name (``Linux``, ``FreeBSD``...), macOS uses ``MacOS``."""
-    if sys.platform == "darwin":
-        return "MacOS"
-    return platform.system() or "Linux"
+    return _PLATFORM.library_dir
+
+
+def default_drop_dirs() -> tuple[str, ...]:
+    """pcscd's bundle directories on this platform, searched in this order."""
+    return _PLATFORM.drop_dirs
 
 
 def default_drop_dir() -> str:
-    """pcscd's bundle directory on this platform."""
-    if sys.platform == "darwin":
-        return "/usr/local/libexec/SmartCardServices/drivers"
-    if sys.platform.startswith("freebsd"):
-        return "/usr/local/lib/pcsc/drivers"
-    return "/usr/lib/pcsc/drivers"
+    """The first of :func:`default_drop_dirs` (kept for callers that take one)."""
+    return _PLATFORM.drop_dirs[0]
 
 
 # --------------------------------------------------------------------------
@@ -304,6 +326,133 @@ def _read_interfaces(devdir: str, path: str, sysname: str) -> tuple[UsbInterface
         interfaces.append(UsbInterface(name, number, klass, label))
     interfaces.sort(key=lambda i: (i.number, i.sysname))
     return tuple(interfaces)
+
+
+# --------------------------------------------------------------------------
+# USB devices from the macOS IORegistry
+
+
+def _plist_int(entry: Mapping[str, object], key: str) -> Optional[int]:
+    value = entry.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _plist_str(entry: Mapping[str, object], *keys: str) -> Optional[str]:
+    for key in keys:
+        value = entry.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_ioreg_usb(data: bytes) -> list[UsbDevice]:
+    """The USB devices in the output of ``ioreg -p IOUSB -l -a`` (a plist).
+
+    Every entry of the tree (``IORegistryEntryChildren``) with integer
+    ``idVendor`` and ``idProduct`` is a device (hubs included; nothing lists
+    them as readers).  Raises ValueError when *data* is not a plist.
+    """
+    try:
+        root = plistlib.loads(data)
+    except (plistlib.InvalidFileException, xml.parsers.expat.ExpatError) as exc:
+        raise ValueError(f"not a plist: {exc}") from exc
+    devices: list[UsbDevice] = []
+
+    def walk(node: object, parent: str) -> None:
+        if isinstance(node, list):
+            for child in node:
+                walk(child, parent)
+            return
+        if not isinstance(node, dict):
+            return
+        name = _plist_str(node, "IORegistryEntryName") or "?"
+        location = _plist_int(node, "locationID")
+        here = f"{name}@{location:x}" if location is not None else name
+        path = f"{parent}/{here}"
+        vid, pid = _plist_int(node, "idVendor"), _plist_int(node, "idProduct")
+        if vid is not None and pid is not None:
+            loc = location or 0
+            devices.append(UsbDevice(
+                sysname=here, path=path, vendor_id=vid, product_id=pid,
+                busnum=loc >> 24, devnum=_plist_int(node, "USB Address") or 0,
+                serial=_plist_str(node, "USB Serial Number", "kUSBSerialNumberString"),
+                interfaces=(), source="ioreg",
+                product_name=_plist_str(node, "USB Product Name", "kUSBProductString"),
+                location_id=location, session_id=_plist_int(node, "sessionID")))
+        walk(node.get("IORegistryEntryChildren", []), path)
+
+    if isinstance(root, dict) and _plist_int(root, "idVendor") is None:
+        root = root.get("IORegistryEntryChildren", [])  # the plane's root entry
+    walk(root, "IOUSB:")
+    return devices
+
+
+def read_ioreg_usb_devices(command: Sequence[str] = IOREG_COMMAND,
+                           timeout: Optional[float] = None) -> list[UsbDevice]:
+    """The USB devices present on macOS, from *command*'s plist output
+    (*timeout* seconds at most; default ``IOREG_TIMEOUT``).
+
+    Returns [] (with a warning on the ``scardio.discovery`` logger) when the
+    command is missing, fails, times out or prints something unreadable.
+    """
+    try:
+        done = subprocess.run(list(command), stdin=subprocess.DEVNULL,
+                              capture_output=True, check=False,
+                              timeout=IOREG_TIMEOUT if timeout is None else timeout)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("cannot list USB devices with %s: %s", " ".join(command), exc)
+        return []
+    if done.returncode != 0:
+        err = done.stderr.decode("utf-8", "replace").strip()
+        log.warning("cannot list USB devices: %s exited with %d%s", " ".join(command),
+                    done.returncode, f": {err}" if err else "")
+        return []
+    try:
+        return parse_ioreg_usb(done.stdout)
+    except ValueError as exc:
+        log.warning("cannot list USB devices: output of %s: %s", " ".join(command), exc)
+        return []
+
+
+# --------------------------------------------------------------------------
+# The platform's sources, chosen once
+
+
+def _libudev_device_name(dev: UsbDevice, intf: UsbInterface, friendly: str) -> str:
+    return (f"usb:{dev.vendor_id:04x}/{dev.product_id:04x}:libudev:"
+            f"{intf.number}:{dev.devnode}")
+
+
+def _friendly_device_name(dev: UsbDevice, intf: UsbInterface, friendly: str) -> str:
+    return friendly
+
+
+#: How the IFD device name is built, by the enumeration that found the device.
+_DEVICE_NAMERS: Mapping[str, Callable[[UsbDevice, UsbInterface, str], str]] = {
+    "sysfs": _libudev_device_name,
+    "ioreg": _friendly_device_name,
+}
+
+
+@dataclass(frozen=True)
+class _PlatformSources:
+    drop_dirs: tuple[str, ...]
+    library_dir: str
+    usb_devices: Callable[[], list[UsbDevice]]
+
+
+def _platform_sources(name: str) -> _PlatformSources:
+    if name == "darwin":
+        return _PlatformSources(("/usr/local/libexec/SmartCardServices/drivers",
+                                 "/usr/libexec/SmartCardServices/drivers"),
+                                "MacOS", read_ioreg_usb_devices)
+    system = platform.system() or "Linux"
+    if name.startswith("freebsd"):
+        return _PlatformSources(("/usr/local/lib/pcsc/drivers",), system, read_usb_devices)
+    return _PlatformSources(("/usr/lib/pcsc/drivers",), system, read_usb_devices)
+
+
+_PLATFORM = _platform_sources(sys.platform)
 
 
 # --------------------------------------------------------------------------
@@ -373,21 +522,33 @@ def _read_bundle(bundle: str) -> Optional[DriverBundle]:
                         tuple(readers))
 
 
-def read_bundles(drop_dir: Optional[PathLike] = None) -> list[DriverBundle]:
-    """The driver bundles in *drop_dir* (default: :func:`default_drop_dir`),
-    in name order.  Unreadable bundles are skipped with a warning."""
-    root = os.fspath(drop_dir) if drop_dir is not None else default_drop_dir()
-    try:
-        names = sorted(os.listdir(root))
-    except OSError:
-        return []
+DropDirs = Union[PathLike, Sequence[PathLike]]
+
+
+def _drop_dirs(drop_dir: Optional[DropDirs]) -> list[str]:
+    if drop_dir is None:
+        return list(default_drop_dirs())
+    if isinstance(drop_dir, (str, os.PathLike)):
+        return [os.fspath(drop_dir)]
+    return [os.fspath(d) for d in drop_dir]
+
+
+def read_bundles(drop_dir: Optional[DropDirs] = None) -> list[DriverBundle]:
+    """The driver bundles in *drop_dir* (a directory or a sequence of them;
+    default: :func:`default_drop_dirs`), directory by directory, each in name
+    order.  Unreadable bundles are skipped with a warning."""
     bundles = []
-    for name in names:
-        path = os.path.join(root, name)
-        if name.endswith(".bundle") and os.path.isdir(path):
-            bundle = _read_bundle(path)
-            if bundle is not None:
-                bundles.append(bundle)
+    for root in _drop_dirs(drop_dir):
+        try:
+            names = sorted(os.listdir(root))
+        except OSError:
+            continue
+        for name in names:
+            path = os.path.join(root, name)
+            if name.endswith(".bundle") and os.path.isdir(path):
+                bundle = _read_bundle(path)
+                if bundle is not None:
+                    bundles.append(bundle)
     return bundles
 
 
@@ -422,8 +583,7 @@ def bundle_readers(bundles: Sequence[DriverBundle], devices: Sequence[UsbDevice]
                 name += f" [{_ascii_only(intf.name)}]"
             if dev.serial and not (intf.name and dev.serial in intf.name):
                 name += f" ({dev.serial})"
-            device_name = (f"usb:{dev.vendor_id:04x}/{dev.product_id:04x}:libudev:"
-                           f"{intf.number}:{dev.devnode}")
+            device_name = _DEVICE_NAMERS[dev.source](dev, intf, friendly)
             available = os.path.exists(bundle.library)
             extra: dict[str, object] = {
                 "available": available,
@@ -435,7 +595,8 @@ def bundle_readers(bundles: Sequence[DriverBundle], devices: Sequence[UsbDevice]
                 "interface": intf.number,
                 "interface_class": intf.interface_class,
                 "serial": dev.serial,
-                "sysfs": dev.path,
+                dev.source: dev.path,  # "sysfs" or "ioreg"
+                "location_id": dev.location_id,
                 "class_driver": bundle.is_class_driver,
             }
             if fallback:
@@ -669,7 +830,7 @@ def _unique_names(readers: list[ReaderDescriptor]) -> list[ReaderDescriptor]:
     return out
 
 
-def list_readers(sim: int = 0, *, drop_dir: Optional[PathLike] = None,
+def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
                  reader_conf_dirs: Optional[Iterable[PathLike]] = None,
                  sysfs_root: Optional[PathLike] = None,
                  include_unavailable: bool = False,
@@ -677,16 +838,20 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[PathLike] = None,
     """Every reader found: USB readers with a bundle driver, reader.conf
     readers, then *sim* simulated readers (``SCARDIO_SIM`` when *sim* is 0).
 
-    *drop_dir*, *reader_conf_dirs* (files or directories) and *sysfs_root*
-    override the system locations (for tests).  *check_busy* marks the
-    readers another process holds (see the module docstring).  Raises
-    ValueError only for a negative *sim* or a malformed ``SCARDIO_SIM``;
-    problems in the files read are logged and the affected entries skipped.
+    *drop_dir* (one directory or several), *reader_conf_dirs* (files or
+    directories) and *sysfs_root* override the system locations (for tests;
+    a *sysfs_root* reads USB devices from sysfs on any platform).
+    *check_busy* marks the readers another process holds (see the module
+    docstring).  Raises ValueError only for a negative *sim* or a malformed
+    ``SCARDIO_SIM``; problems in the files read are logged and the affected
+    entries skipped.
     """
     count = _sim_count(sim)
     readers: list[ReaderDescriptor] = []
     if sys.platform != "win32":
-        readers += bundle_readers(read_bundles(drop_dir), read_usb_devices(sysfs_root),
+        usb = (read_usb_devices(sysfs_root) if sysfs_root is not None
+               else _PLATFORM.usb_devices())
+        readers += bundle_readers(read_bundles(drop_dir), usb,
                                   include_unavailable=include_unavailable)
         readers += read_reader_conf(reader_conf_dirs,
                                     include_unavailable=include_unavailable)

@@ -13,7 +13,7 @@ for the same answer, and leaves the card as it found it:
   ATR is its answer), then POWER_DOWN, so that it is unpowered again.
 
 No protocol is negotiated (no SET_PROTOCOL, no PPS): unlike
-:meth:`Reader.connect` the card's state machine is not advanced.
+:meth:`scardio.reader.Reader.connect` the card's state machine is not advanced.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ place, whatever the driver and whatever the calling style.
 Power-down timer: ``Card.disconnect()`` leaves the card powered and starts a
 timer (:data:`DEFAULT_POWER_DOWN_TIMEOUT`, 5 s); a reconnect before it fires
 cancels it and reuses the powered card without a reset; when it fires, the
-GET_STATE loop powers the card down.
+GET_STATE loop powers the card down.  A timeout of 0 powers the card down
+during the disconnect itself (the same ``power_down`` event, reason
+"timer"); None never does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
+import numbers
 import struct
 import threading
 import time
@@ -30,7 +33,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Generator, Iterable, NamedTupl
                     Optional, TypeVar, Union)
 
 from . import errors, powerdown
-from .constants import IOCTL, Attr, PowerAction, Protocol, State, ioctl_name
+from .constants import (IOCTL, Attr, PowerAction, Protocol, State, attr_name, ioctl_name,
+                        power_action_name, protocol_mask_name, state_name)
 
 if TYPE_CHECKING:
     from .card import Card
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
            "TracingDevice", "TraceRecord", "open_reader", "run_sync",
            "DEFAULT_POWER_DOWN_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT",
-           "CONNECT_MAX_STEPS", "Characteristics"]
+           "CONNECT_MAX_STEPS", "Characteristics", "check_power_down_timeout"]
 
 #: Seconds a disconnected card stays powered.  pcscd's grace period
 #: (PCSCLITE_POWER_OFF_GRACE_PERIOD) is 5 s: an application that disconnects
@@ -60,6 +64,21 @@ POWER_DOWN_MAX_STEPS = 4
 #: How long close() waits for a call in progress on another thread before
 #: it gives up on its own power-down sequence (normal APDUs take far less).
 CLOSE_LOCK_WAIT = 0.5
+
+
+def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
+    """`value` if it is a power-down timeout (None, or finite seconds >= 0);
+    else ValueError (TypeError for a non-number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"power_down_timeout must be seconds (a number) or None, "
+                        f"not {type(value).__name__}")
+    if not 0 <= value < float("inf"):  # also refuses NaN
+        raise ValueError(f"power_down_timeout must be finite seconds >= 0 or None, "
+                         f"got {value!r}")
+    return value
+
 
 log = logging.getLogger(__name__)
 
@@ -428,10 +447,59 @@ class TraceRecord:
     def name(self) -> str:
         return ioctl_name(self.code)
 
+    @property
+    def decoded(self) -> dict[str, str]:
+        """The input's and output's DWORDs by their names, where the IOCTL
+        has them: ``attribute`` (GET/SET_ATTRIBUTE's tag), ``operation``
+        (POWER), ``protocols`` (SET_PROTOCOL's requested mask) and
+        ``protocol`` (the one it set), ``state`` (GET_STATE)."""
+        d: dict[str, str] = {}
+        arg = _U32.unpack_from(self.input)[0] if len(self.input) >= 4 else None
+        res = (_U32.unpack_from(self.output)[0]
+               if self.output is not None and len(self.output) >= 4 else None)
+        if self.code in (IOCTL.GET_ATTRIBUTE, IOCTL.SET_ATTRIBUTE) and arg is not None:
+            d["attribute"] = attr_name(arg)
+        elif self.code == IOCTL.POWER and arg is not None:
+            d["operation"] = power_action_name(arg)
+        elif self.code == IOCTL.SET_PROTOCOL:
+            if arg is not None:
+                d["protocols"] = protocol_mask_name(arg)
+            if res is not None:
+                d["protocol"] = protocol_mask_name(res)
+        elif self.code == IOCTL.GET_STATE and res is not None:
+            d["state"] = state_name(res)
+        return d
+
+    def input_text(self) -> str:
+        """The input as --trace prints it: by name where it has one
+        (``VENDOR_NAME``, ``COLD_RESET``, ``T0|T1``), else ``in=HEX``."""
+        d = self.decoded
+        if "attribute" in d:
+            value = self.input[4:]
+            return d["attribute"] + (f" value={value.hex().upper()}"
+                                     if self.code == IOCTL.SET_ATTRIBUTE else "")
+        if "operation" in d:
+            return d["operation"]
+        if "protocols" in d:
+            return d["protocols"]
+        return f"in={self.input.hex().upper() or '-'}"
+
+    def output_text(self) -> str:
+        """The output as --trace prints it: ``out=SWALLOWED`` (GET_STATE),
+        ``out=T1`` (SET_PROTOCOL), else ``out=HEX`` (``-``: failed)."""
+        d = self.decoded
+        if "state" in d:
+            return f"out={d['state']}"
+        if "protocol" in d:
+            return f"out={d['protocol']}"
+        if self.output is None:
+            return "out=-"
+        return f"out={self.output.hex().upper() or '(empty)'}"
+
     def as_dict(self) -> dict[str, Any]:
         return {"t": self.timestamp, "ioctl": self.name, "code": f"0x{self.code:08X}",
                 "input": self.input.hex(), "output": None if self.output is None
-                else self.output.hex(), "status": self.status,
+                else self.output.hex(), "decoded": self.decoded, "status": self.status,
                 "duration_us": round(self.duration_us, 1), "overlapped": self.overlapped}
 
 
@@ -564,7 +632,11 @@ class Reader:
                  name: Optional[str] = None, startup: bool = True) -> None:
         self.device = device
         self.descriptor = descriptor
-        self.power_down_timeout = power_down_timeout
+        try:
+            self._power_down_timeout = check_power_down_timeout(power_down_timeout)
+        except (TypeError, ValueError):
+            device.close()  # the reader owns the device, as when start-up fails
+            raise
         self.completions = Completions(device)
         self.attributes = ReaderAttributes()
         self._given_name = name
@@ -607,6 +679,16 @@ class Reader:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def power_down_timeout(self) -> Optional[float]:
+        """Seconds a disconnected card stays powered: 0 powers it down at
+        disconnect, None never (see the module doc)."""
+        return self._power_down_timeout
+
+    @power_down_timeout.setter
+    def power_down_timeout(self, value: Optional[float]) -> None:
+        self._power_down_timeout = check_power_down_timeout(value)
 
     @property
     def card(self) -> Optional["Card"]:
@@ -719,8 +801,9 @@ class Reader:
         t = self.power_down_timeout
         if t is None:
             return  # never: the caller keeps the card powered
-        if t <= 0:
-            self._power_down_locked("timeout 0")
+        if t == 0:
+            # A timer of 0 s fires at once: the same event as a timer firing.
+            self._power_down_locked("timer")
             return
         self._timer_token += 1
         token = self._timer_token
@@ -930,6 +1013,7 @@ def open_reader(reader: Union["ReaderDescriptor", str, int] = 0, sim: int = 0, *
     else:
         pool = list(readers) if readers is not None else list_readers(sim, **list_options)
         desc = find_reader(reader, pool)
+    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
     device = open_device(desc)
     if trace is not None:
         device = TracingDevice(device, trace)

@@ -2,9 +2,9 @@
 # run-wine.sh - build the scardio Windows backend with mingw-w64 and run its
 # contract tests under Wine against the simulated reader driver, installed
 # both as a legacy kernel service and as a root-enumerated PnP device.  The
-# same build holds the generic core and the IFD-handler backend (routed by
-# native/win32/dispatch.c): the simulated reader, built as a DLL, is driven
-# through scio_open_ifd by the same test program (test_win32_ifd.c).
+# same build holds the IFD-handler backend beside it, both behind the core's
+# backend table: the simulated reader, built as a DLL, is driven through
+# scio_open_ifd by the same test program (test_win32_ifd.c).
 #
 # Everything happens in a fresh temporary WINEPREFIX that is removed at the
 # end; only this prefix's wineserver is stopped.  Exit status: 0 all passed,
@@ -77,7 +77,7 @@ STRICT=(-Wall -Wextra -Werror -std=c11 -pedantic)
 INC=(-I"$root/native" -I"$root/native/win32" -I"$root/native/sim" -I"$root/native/ifd")
 cbuild() { "$CC" "$@" >>"$work/build.log" 2>&1 || { cat "$work/build.log"; fail "build: $*"; }; }
 
-# The core: Windows device paths + generic layer + IFD backend + dispatcher.
+# The core and both backends: Windows device paths and IFD handlers.
 objs=()
 for src in "$root"/native/win32/*.c "$root"/native/core/*.c "$root"/native/ifd/*.c; do
     o="$build/$(basename "${src%.c}").o"

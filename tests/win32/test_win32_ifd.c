@@ -1,16 +1,18 @@
 /*
  * test_win32_ifd.c - the IFD-handler half of the Windows core: the simulated
  * reader DLL (libscardio_sim.dll) opened through scio_open_ifd, in the same
- * process (and through the same dispatcher) as the Windows device paths of
+ * process (and through the same core) as the Windows device paths of
  * test_win32.c, which calls run_ifd_tests() and adds the counts to its
  * "N passed, M failed" line.
  *
  * Covers: load errors (missing DLL, directory, not a DLL, a DLL without
- * IFDH symbols, queues of the wrong kind), then the contract on the sim:
+ * IFDH symbols), then the contract on the sim:
  * GET_STATE, IS_PRESENT pending then completing on insertion (vendor control
  * 0x42000000 + 3500), DEVICE_BUSY for a second tracking request, POWER,
  * SET_PROTOCOL, TRANSMIT echo (synchronous and overlapped), cancellation,
- * the queue's event handle, shutdown, and close with a pending operation.
+ * the queue's event handle, shutdown, and close with a pending operation;
+ * then one queue shared by both backends, whose event is signalled exactly
+ * while completions wait (what WaitForMultipleObjects callers rely on).
  */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
@@ -98,11 +100,10 @@ static int drain(scio_queue *q, uint64_t user, scio_status *st)
     return n;
 }
 
-static void load_errors(const char *sim_dll, const char *dir)
+static void load_errors(const char *dir)
 {
     char err[512], path[MAX_PATH + 64], sysdir[MAX_PATH];
     scio_device *d = NULL;
-    scio_queue *q;
     scio_status st;
     UINT n;
 
@@ -153,20 +154,6 @@ static void load_errors(const char *sim_dll, const char *dir)
     } else {
         CHECK(0, "GetSystemDirectory");
     }
-
-    /* A queue serves one kind of device. */
-    q = scio_queue_new();
-    CHECK(q != NULL, "scio_queue_new");
-    st = scio_open_ifd(sim_dll, "sim:1", 1, q, NULL, &d, err, sizeof err);
-    CHECK_ST(st, SCIO_INVALID_PARAMETER);
-    CHECK(d == NULL && contains(err, "scio_queue_new_ifd"), "queue kind message: %s", err);
-    scio_queue_free(q);
-    q = scio_queue_new_ifd();
-    CHECK(q != NULL, "scio_queue_new_ifd");
-    st = scio_open_win32(L"\\\\.\\ScardioSim0", q, &d, err, sizeof err);
-    CHECK_ST(st, SCIO_INVALID_PARAMETER);
-    CHECK(d == NULL && contains(err, "scio_queue_new()"), "queue kind message: %s", err);
-    scio_queue_free(q);
 }
 
 static void contract(const char *sim_dll)
@@ -182,7 +169,7 @@ static void contract(const char *sim_dll)
     void *h;
 
     chk_label = "ifd contract";
-    q = scio_queue_new_ifd();
+    q = scio_queue_new();
     CHECK(q != NULL, "queue");
     if (!q)
         return;
@@ -410,6 +397,126 @@ static void mixed(const char *sim_dll, const wchar_t *win32_path)
     scio_close(di);
 }
 
+/* Open a Windows path, retrying while the driver has not yet seen an
+ * earlier close of the same (exclusive) reader. */
+static scio_status open_win32_retry(const wchar_t *path, scio_queue *q,
+                                    scio_device **d, char *err, size_t errlen)
+{
+    scio_status st = SCIO_UNSUCCESSFUL;
+    int i;
+    for (i = 0; i < 40; i++) {
+        st = scio_open_win32(path, q, d, err, errlen);
+        if (st != SCIO_SHARING_VIOLATION)
+            break;
+        Sleep(50);
+    }
+    return st;
+}
+
+/* A tracking request on the Windows-path device that pends, and the vendor
+ * control (SCIO_VENDOR_CTL_WIN) that completes it. */
+static void pending_tracking(scio_device *d, uint32_t *code, uint32_t *ctl)
+{
+    uint32_t s = state_of(d);
+    *code = s <= SCIO_STATE_ABSENT ? SCIO_IOCTL_IS_PRESENT : SCIO_IOCTL_IS_ABSENT;
+    *ctl = s <= SCIO_STATE_ABSENT ? SIM_CTL_INSERT : SIM_CTL_REMOVE;
+}
+
+/* One queue for both backends.  Its event is signalled exactly while
+ * completions wait: not while requests are only pending, still while one
+ * of two completions waits, not once the last is popped or its operation
+ * released; and WaitForMultipleObjects on it beside another event wakes
+ * for the completion (the Monitor's and aio's waiting pattern). */
+static void shared_queue(const char *sim_dll, const wchar_t *win32_path)
+{
+    char err[512];
+    scio_queue *q = scio_queue_new();
+    scio_device *di = NULL, *dw = NULL;
+    scio_op *oi = NULL, *ow = NULL;
+    scio_completion c;
+    HANDLE h, other, both[2];
+    uint32_t code, ctl;
+    int r, seen = 0;
+    size_t n;
+    DWORD w;
+
+    chk_label = "shared queue";
+    CHECK(q != NULL, "queue");
+    if (!q)
+        return;
+    h = (HANDLE)scio_queue_handle(q);
+    CHECK(h != NULL && !signalled(h), "an event, clear at start");
+    CHECK_ST(scio_open_ifd(sim_dll, "sim:48", 48, q, NULL, &di, err, sizeof err),
+             SCIO_SUCCESS);
+    CHECK_ST(win32_path ? open_win32_retry(win32_path, q, &dw, err, sizeof err)
+                        : SCIO_NO_SUCH_DEVICE, SCIO_SUCCESS);
+    if (!di || !dw)
+        goto out;
+    CHECK(scio_device_queue(di) == q && scio_device_queue(dw) == q,
+          "both devices complete into the shared queue");
+
+    /* Two completions, popped one at a time. */
+    CHECK_ST(scio_submit(di, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 1, &oi), SCIO_SUCCESS);
+    CHECK_ST(scio_submit(dw, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 2, &ow), SCIO_SUCCESS);
+    CHECK(oi && ow && scio_op_wait(oi, 3000) && scio_op_wait(ow, 3000), "both complete");
+    CHECK(signalled(h) && scio_queue_pending(q) == 2, "signalled: two completions wait");
+    r = scio_queue_pop(q, 0, &c);
+    CHECK(r == 1, "first pop");
+    seen |= r == 1 ? (int)c.user : 0;
+    CHECK(signalled(h), "still signalled: one completion waits");
+    r = scio_queue_pop(q, 0, &c);
+    CHECK(r == 1, "second pop");
+    seen |= r == 1 ? (int)c.user : 0;
+    CHECK(seen == 3, "one completion from each backend (%d)", seen);
+    CHECK(!signalled(h), "clear once the queue is empty");
+    scio_op_release(oi);
+    scio_op_release(ow);
+    oi = ow = NULL;
+
+    /* A completion whose operation is released unpopped is dropped. */
+    CHECK_ST(scio_submit(dw, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 3, &ow), SCIO_SUCCESS);
+    CHECK(ow && scio_op_wait(ow, 3000) && signalled(h), "signalled by the completion");
+    scio_op_release(ow);
+    ow = NULL;
+    CHECK(!signalled(h) && scio_queue_pending(q) == 0, "clear: the released op's record went");
+
+    /* Pending requests leave it clear; each completion signals it, seen by
+     * WaitForMultipleObjects beside an unrelated event. */
+    other = CreateEventW(NULL, TRUE, FALSE, NULL);
+    CHECK(other != NULL, "another event");
+    both[0] = other;
+    both[1] = h;
+    CHECK_ST(control(di, SIM_CTL_REMOVE, NULL, 0), SCIO_SUCCESS);
+    CHECK_ST(scio_submit(di, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 4, &oi), SCIO_SUCCESS);
+    pending_tracking(dw, &code, &ctl);
+    CHECK_ST(scio_submit(dw, code, NULL, 0, 0, 5, &ow), SCIO_SUCCESS);
+    CHECK(oi && ow && !scio_op_wait(oi, 100) && !scio_op_done(ow), "both pend");
+    CHECK(!signalled(h), "clear while requests are only pending");
+    CHECK_ST(control(di, SIM_CTL_INSERT, NULL, 0), SCIO_SUCCESS);
+    w = other ? WaitForMultipleObjects(2, both, FALSE, 3000) : WAIT_FAILED;
+    CHECK(w == WAIT_OBJECT_0 + 1, "WaitForMultipleObjects wakes for the IFD completion (%lu)",
+          (unsigned long)w);
+    r = scio_queue_pop(q, 0, &c);
+    CHECK(r == 1 && c.user == 4 && c.status == SCIO_SUCCESS, "the IFD arrival");
+    CHECK(!signalled(h), "clear again while the other request pends");
+    CHECK_ST(scio_ioctl(dw, SCIO_VENDOR_CTL_WIN(ctl), NULL, 0, NULL, 0, &n), SCIO_SUCCESS);
+    w = other ? WaitForMultipleObjects(2, both, FALSE, 5000) : WAIT_FAILED;
+    CHECK(w == WAIT_OBJECT_0 + 1, "and for the Windows-path completion (%lu)", (unsigned long)w);
+    r = scio_queue_pop(q, 0, &c);
+    CHECK(r == 1 && c.user == 5 && c.status == SCIO_SUCCESS, "the Windows-path change");
+    CHECK(!signalled(h), "clear once both are popped");
+    if (other)
+        CloseHandle(other);
+out:
+    scio_op_release(oi);
+    scio_op_release(ow);
+    if (di)
+        scio_close(di);
+    if (dw)
+        scio_close(dw);
+    scio_queue_free(q);
+}
+
 void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
                    int *failed)
 {
@@ -427,9 +534,10 @@ void run_ifd_tests(const char *sim_dll, const wchar_t *win32_path, int *passed,
         } else {
             memcpy(dir, ".\\", 3);
         }
-        load_errors(sim_dll, dir);
+        load_errors(dir);
         contract(sim_dll);
         mixed(sim_dll, win32_path);
+        shared_queue(sim_dll, win32_path);
     }
     *passed = chk_pass;
     *failed = chk_fail;

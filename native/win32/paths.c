@@ -1,13 +1,12 @@
-/* paths.c - scio_list_paths / scio_open_path: platform reader devices by a
- * UTF-8 path, the same two calls on every platform (see scio.h). */
+/* paths.c - scio_list_paths / scio_open_path on Windows (see scio.h): the
+ * device interface paths of smart-card readers, in UTF-8, opened with
+ * scio_open_win32.  native/posix/paths.c is the counterpart elsewhere. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "scio.h"
-
-#ifdef _WIN32
-#include "win32/scio_win32_discover.h"
+#include "scio_win32_discover.h"
 
 int scio_list_paths(char *buf, size_t cap, size_t *needed)
 {
@@ -71,30 +70,3 @@ scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
     free(w);
     return st;
 }
-
-#else
-
-int scio_list_paths(char *buf, size_t cap, size_t *needed)
-{
-    if (needed)
-        *needed = 1;
-    if (!buf || cap < 1)
-        return -1;
-    buf[0] = 0;
-    return 0;
-}
-
-scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
-                           char *errbuf, size_t errlen)
-{
-    (void)q;
-    *out = NULL;
-    if (errbuf && errlen)
-        snprintf(errbuf, errlen,
-                 "%s: reader device paths are a Windows feature; open readers "
-                 "through their IFD-handler driver here (Device.open_ifd)",
-                 path ? path : "(null)");
-    return SCIO_NOT_SUPPORTED;
-}
-
-#endif

@@ -1,4 +1,4 @@
-/* atr_info.h - the few ATR facts the core needs to pick a protocol.  The
+/* atr_info.h - the few ATR facts the IFD backend needs to pick a protocol.  The
  * full ISO 7816-3 parser is scardio.atr (Python); this one only walks the
  * interface bytes, never reading past the given length. */
 #ifndef SCIO_ATR_INFO_H

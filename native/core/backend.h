@@ -1,0 +1,104 @@
+/*
+ * backend.h - what a backend provides to the core, and what the core offers
+ * a backend.
+ *
+ * The core (native/core) owns devices, operations and completion queues for
+ * every backend; a backend owns one driver channel per device.  A backend's
+ * open function (scio_open_ifd, scio_open_win32, ...) opens the channel and
+ * hands it to scio_device_create with its table: the backend is chosen once,
+ * at open, and every later call on the device goes through the table.
+ *
+ * Overlapped requests run one of two ways:
+ *   - submit == NULL: the core serves them from its own worker threads (two
+ *     lanes per device, see device.c) through the blocking `ioctl`;
+ *   - submit != NULL: the backend issues them natively (Windows: overlapped
+ *     DeviceIoControl) and reports each one's end through scio_op_complete,
+ *     from any thread (Windows: its I/O completion port thread).
+ * Either way the completion lands in the device's core queue, whose waitable
+ * (scio_queue_fd / scio_queue_handle) is the core's: a queue may serve
+ * devices of several backends.
+ *
+ * Locking: the core calls `ioctl`, `submit`, `wake_tracking` and `release`
+ * with no core lock held, and `cancel` with the device lock held (it must
+ * not block or call back into the core).
+ */
+#ifndef SCIO_BACKEND_H
+#define SCIO_BACKEND_H
+
+#include "scio.h"
+#include "sync.h"
+
+typedef struct scio_backend {
+    const char *name;
+    /* Bytes of backend memory the core reserves in every overlapped
+     * operation for `submit` (scio_op_backend_data); 0 without submit. */
+    size_t op_data_size;
+    /* Run one IOCTL to completion, blocking.  `op` is the operation being
+     * served (synchronous calls get an internal one), so backends can poll
+     * scio_op_cancelled(op).  The input has been validated against
+     * SCIO_MAX_INPUT, the output capacity clamped to SCIO_MAX_OUTPUT. */
+    scio_status (*ioctl)(scio_device *d, scio_op *op, uint32_t code,
+                         const uint8_t *in, size_t in_len,
+                         uint8_t *out, size_t out_cap, size_t *out_len,
+                         long *driver_code);
+    /* Optional: start an overlapped IOCTL natively.  The buffers belong to
+     * the operation and stay valid until scio_op_complete(op, ...), which
+     * the backend calls exactly once per submitted operation -- possibly
+     * before submit returns (a request that fails at once).  The core does
+     * not apply its one-tracking-request rule to such backends: their
+     * driver does (smclib answers DEVICE_BUSY). */
+    void (*submit)(scio_device *d, scio_op *op, uint32_t code,
+                   const uint8_t *in, size_t in_len,
+                   uint8_t *out, size_t out_cap);
+    /* Required with submit: ask the driver to cancel `op` (still submitted),
+     * or with op == NULL every request on the device, synchronous ones
+     * included (shutdown).  Returns at once; the cancelled requests end
+     * through scio_op_complete / ioctl as usual. */
+    void (*cancel)(scio_device *d, scio_op *op);
+    /* Optional: wake a tracking request blocked in `ioctl` (may be called
+     * repeatedly, from any thread). */
+    void (*wake_tracking)(scio_device *d);
+    /* Release the driver channel: called once, when no call is in the
+     * driver (no ioctl running, no submitted operation outstanding). */
+    void (*release)(scio_device *d);
+    /* Free the backend state: called when the last reference goes. */
+    void (*destroy)(scio_device *d);
+} scio_backend;
+
+/* Create the core's device around backend state.  Takes a reference on q
+ * (or creates a private queue when q is NULL).  On failure nothing is
+ * released: the caller still owns `state`. */
+scio_status scio_device_create(const scio_backend *be, void *state,
+                               scio_queue *q, unsigned close_timeout_ms,
+                               scio_device **out);
+void *scio_device_state(scio_device *d);
+
+/* Has cancellation of this operation been requested? */
+int scio_op_cancelled(scio_op *op);
+
+/* The op_data_size bytes reserved for the backend in a submitted operation
+ * (zeroed at submit, aligned for any type). */
+void *scio_op_backend_data(scio_op *op);
+
+/* A submitted operation has left the driver with this result: the core
+ * records it, posts the completion and drops the driver's references.  Call
+ * exactly once per submit, with no core lock held, from any thread. */
+void scio_op_complete(scio_op *op, scio_status status, size_t out_len,
+                      long driver_code);
+
+/* Little-endian DWORD helpers for the Windows buffer layout. */
+static inline uint32_t scio_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static inline void scio_put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+#endif /* SCIO_BACKEND_H */
