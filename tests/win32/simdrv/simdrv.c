@@ -2,7 +2,7 @@
  * simdrv.c - a simulated smart-card reader WDM driver, the test fixture of the
  * scardio Windows backend under Wine (and usable on a test-signing Windows).
  *
- * It implements the IOCTL contract of DESIGN.md section 3 over the card model
+ * It implements the IOCTL contract of native/scio.h over the card model
  * of native/sim/card.c, plus the simulator's vendor codes SIM_CTL_INSERT and
  * SIM_CTL_REMOVE (Windows style SCARD_CTL_CODE(n)).
  *
