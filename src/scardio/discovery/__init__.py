@@ -66,6 +66,7 @@ so which is opened first is the driver's choice, as under pcscd there.
 
 from __future__ import annotations
 
+import logging
 from typing import Iterable, Optional, Sequence, Union
 
 from ._linux import DEFAULT_SYSFS_ROOT as DEFAULT_SYSFS_ROOT
@@ -92,6 +93,9 @@ from .usb import UsbDevice, UsbInterface
 
 # Besides __all__, the names imported "as" themselves above stay importable
 # from here, as they were before the split.
+
+#: The logger every module of the package writes to.
+log = logging.getLogger(__name__)
 __all__ = [
     "AmbiguousReaderError",
     "DriverBundle",

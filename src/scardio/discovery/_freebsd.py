@@ -10,6 +10,8 @@ import platform
 from ._linux import read_usb_devices
 from .sources import PlatformSources
 
+__all__: list[str] = []
+
 DROP_DIRS: tuple[str, ...] = ("/usr/local/lib/pcsc/drivers",)
 
 

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence, Union
 
 __all__ = ["AmbiguousReaderError", "ReaderDescriptor", "ReaderNotFoundError", "unique_names"]
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike[str]]
 
 
 @dataclass(frozen=True)
