@@ -93,9 +93,6 @@ from .usb import UsbDevice, UsbInterface
 
 # Besides __all__, the names imported "as" themselves above stay importable
 # from here, as they were before the split.
-
-#: The logger every module of the package writes to.
-log = logging.getLogger(__name__)
 __all__ = [
     "AmbiguousReaderError",
     "DriverBundle",
@@ -117,6 +114,10 @@ __all__ = [
     "SIM_ENV",
     "SIM_NAME",
 ]
+
+#: The logger every module of the package writes to.
+log = logging.getLogger(__name__)
+
 
 def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
                  reader_conf_dirs: Optional[Iterable[PathLike]] = None,
