@@ -15,6 +15,8 @@ import pytest
 
 import scardio
 from scardio import discovery
+from scardio.discovery import _macos, _platform, bundles
+from scardio.discovery.sources import PlatformSources
 from scardio.discovery import (
     AmbiguousReaderError,
     ReaderDescriptor,
@@ -27,7 +29,7 @@ from scardio.discovery import (
     read_usb_devices,
 )
 
-PLATFORM_DIR = discovery._bundle_platform_dir()
+PLATFORM_DIR = bundles._bundle_platform_dir()
 
 # Bundles, sysfs and reader.conf are the POSIX sources; list_readers skips them on Windows.
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX discovery sources")
@@ -612,9 +614,9 @@ def fake_ioreg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> 
 def macos(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
     """This process discovers as on macOS, with the two drop directories in
     tmp_path (local first, then the system one)."""
-    real = discovery._platform_sources("darwin")
+    real = _platform.sources_for("darwin")
     local, system = tmp_path / "local-drivers", tmp_path / "system-drivers"
-    monkeypatch.setattr(discovery, "_PLATFORM", discovery._PlatformSources(
+    monkeypatch.setattr(_platform, "PLATFORM", PlatformSources(
         (str(local), str(system)), real.library_dir, real.usb_devices))
     return local, system
 
@@ -628,12 +630,12 @@ def mac_bundle(drop: Path, name: str, vid: str, pid: str, friendly: str) -> Path
 
 
 def test_macos_platform_sources() -> None:
-    mac = discovery._platform_sources("darwin")
+    mac = _platform.sources_for("darwin")
     assert mac.drop_dirs == ("/usr/local/libexec/SmartCardServices/drivers",
                              "/usr/libexec/SmartCardServices/drivers")
     assert mac.library_dir == "MacOS"
     assert mac.usb_devices is discovery.read_ioreg_usb_devices
-    linux = discovery._platform_sources("linux")
+    linux = _platform.sources_for("linux")
     assert linux.drop_dirs == ("/usr/lib/pcsc/drivers",)
     assert linux.usb_devices is discovery.read_usb_devices
 
@@ -685,7 +687,7 @@ def test_macos_ioreg_failure(macos: tuple[Path, Path], tmp_path: Path,
     local, _ = macos
     fake_ioreg(tmp_path, monkeypatch, script)
     mac_bundle(local, "ifd-ccid", "0x08E6", "0x3437", "Gemalto PC Twin Reader")
-    monkeypatch.setattr(discovery, "IOREG_TIMEOUT", 0.5)
+    monkeypatch.setattr(_macos, "IOREG_TIMEOUT", 0.5)
     with caplog.at_level(logging.WARNING, logger="scardio.discovery"):
         assert list_readers(reader_conf_dirs=[]) == []
     assert message in caplog.text
@@ -700,3 +702,124 @@ def test_macos_ioreg_absent(macos: tuple[Path, Path], tmp_path: Path,
         assert discovery.read_ioreg_usb_devices() == []
         assert list_readers(1, reader_conf_dirs=[])[0].source == "sim"
     assert "cannot list USB devices with ioreg -p IOUSB -l -a" in caplog.text
+
+
+# ---------------------------------------------------------------------------
+# The package: one front, one module per OS, chosen in one place
+
+PER_OS_MODULES = {"_linux", "_macos", "_freebsd", "_windows"}
+SELECTION_POINT = "_platform"
+
+
+def _package_sources() -> dict[str, str]:
+    """Module name -> source text of every module of scardio.discovery."""
+    found = {}
+    for folder in discovery.__path__:
+        for entry in sorted(os.listdir(folder)):
+            if entry.endswith(".py"):
+                found[entry[:-3]] = Path(folder, entry).read_text(encoding="utf-8")
+    return found
+
+
+def _names_the_platform(source: str) -> bool:
+    """The module asks which OS it runs on (sys.platform, os.name, or the
+    platform module), in code or in words."""
+    import ast
+    if "sys.platform" in source:
+        return True
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and (
+                (node.value.id, node.attr) in {("sys", "platform"), ("os", "name")}):
+            return True
+        if isinstance(node, ast.Import) and any(a.name == "platform" for a in node.names):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and (
+                node.module == "platform"
+                or (node.module == "sys" and any(a.name == "platform" for a in node.names))):
+            return True
+    return False
+
+
+def test_the_platform_check_can_fail() -> None:
+    assert _names_the_platform("import sys\nif sys.platform == 'x':\n    pass\n")
+    assert _names_the_platform("from sys import platform as p\n")
+    assert _names_the_platform("import os\nwindows = os.name == 'nt'\n")
+    assert _names_the_platform('"""Reads sys.platform."""\n')
+    assert not _names_the_platform("import os\nx = os.path.join('a', 'b')\n")
+
+
+def test_only_the_per_os_modules_and_the_selection_point_name_the_platform() -> None:
+    sources = _package_sources()
+    assert PER_OS_MODULES | {SELECTION_POINT, "__init__"} <= set(sources)
+    naming = {name for name, text in sources.items() if _names_the_platform(text)}
+    assert naming <= PER_OS_MODULES | {SELECTION_POINT}, naming
+    assert "sys.platform" in sources[SELECTION_POINT]
+    others = [name for name in PER_OS_MODULES | {SELECTION_POINT}
+              if "sys.platform" in sources[name] and name != SELECTION_POINT]
+    assert others == [], f"{others} read sys.platform: the choice is made in {SELECTION_POINT}"
+
+
+def test_generic_modules_import_no_per_os_module() -> None:
+    """Only the selection point picks a per-OS module; the front imports
+    them only to re-export their public functions."""
+    import ast
+    for name, text in _package_sources().items():
+        if name in PER_OS_MODULES | {SELECTION_POINT, "__init__"}:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                assert node.module not in PER_OS_MODULES, f"{name} imports {node.module}"
+
+
+def test_the_front_exports_what_the_module_exported() -> None:
+    """Every public name of scardio.discovery from before it became a package."""
+    before = ["AmbiguousReaderError", "DriverBundle", "ReaderDescriptor",
+              "ReaderNotFoundError", "UsbDevice", "UsbInterface", "bundle_readers",
+              "default_drop_dir", "default_drop_dirs", "find_reader", "list_readers",
+              "parse_ioreg_usb", "read_bundles", "read_ioreg_usb_devices",
+              "read_reader_conf", "read_usb_devices", "sim_readers", "SIM_ENV", "SIM_NAME"]
+    assert discovery.__all__ == before
+    also = ["CCID_CLASS_DRIVER", "DEFAULT_READER_CONF", "DEFAULT_SYSFS_ROOT", "DropDirs",
+            "IOREG_COMMAND", "IOREG_TIMEOUT", "PathLike", "USB_CLASS_SMART_CARD",
+            "USB_CLASS_VENDOR_SPECIFIC", "device_path_readers", "log"]
+    missing = [n for n in before + also if not hasattr(discovery, n)]
+    assert missing == []
+    assert discovery.IOREG_COMMAND == ("ioreg", "-p", "IOUSB", "-l", "-a")
+    assert discovery.DEFAULT_READER_CONF == ("/etc/reader.conf.d", "/etc/reader.conf")
+    assert discovery.log is logging.getLogger("scardio.discovery") is bundles.log
+
+
+def test_per_os_selection() -> None:
+    assert _platform.sources_for(sys.platform) == _platform.PLATFORM
+    assert _platform.sources_for("freebsd14").drop_dirs == ("/usr/local/lib/pcsc/drivers",)
+    assert _platform.sources_for("openbsd7").drop_dirs == ("/usr/lib/pcsc/drivers",)
+    for name in ("linux", "darwin", "freebsd14"):
+        assert _platform.sources_for(name).os_readers is None
+    win = _platform.sources_for("win32")
+    assert win.os_readers is discovery.device_path_readers
+    assert win.drop_dirs == () and win.usb_devices() == []
+
+
+def test_os_readers_replace_the_pcsclite_sources(fake_core: str, sysfs: Path, drop: Path,
+                                                 tmp_path: Path, lib: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on Windows: the readers the OS lists, then the simulated ones;
+    bundles and reader.conf are not read even when given (the same
+    arguments find both elsewhere: test_bundle_readers, test_sim_after_other_readers)."""
+    conf = write(tmp_path / "conf" / "x",
+                 f'FRIENDLYNAME "Conf"\nDEVICENAME /dev/null\nLIBPATH {lib}\n')
+    device = ReaderDescriptor("root#scardio_sim#0000", "win32", "",
+                              r"\\?\root#scardio_sim#0000#{guid}", extra={"available": True})
+    win = _platform.sources_for("win32")
+    monkeypatch.setattr(_platform, "PLATFORM", PlatformSources(
+        win.drop_dirs, win.library_dir, win.usb_devices, os_readers=lambda: [device]))
+    readers = list_readers(1, drop_dir=drop, sysfs_root=sysfs, reader_conf_dirs=[conf.parent])
+    assert [(r.name, r.source) for r in readers] == [
+        ("root#scardio_sim#0000", "win32"), ("scardio Simulated Reader 0", "sim")]
+
+
+def test_default_drop_dir_where_there_is_none_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(_platform, "PLATFORM", _platform.sources_for("win32"))
+    assert discovery.default_drop_dirs() == ()
+    with pytest.raises(LookupError, match="no pcsc-lite driver bundle directory"):
+        discovery.default_drop_dir()

@@ -1,0 +1,39 @@
+"""What a per-OS module of discovery provides: :class:`PlatformSources`.
+
+Each OS has one module (``_linux``, ``_macos``, ``_freebsd``, ``_windows``)
+with a ``sources()`` function returning one of these, and a
+``device_name`` function where it enumerates USB devices; ``_platform``
+picks the module once.  Code outside those modules reads the chosen
+sources and never asks which OS it runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from .descriptor import ReaderDescriptor
+from .usb import UsbDevice, UsbInterface
+
+__all__ = ["DeviceNamer", "PlatformSources"]
+
+#: Builds the IFD device name of one interface of a USB device, given the
+#: friendly name the driver bundle lists for it.
+DeviceNamer = Callable[[UsbDevice, UsbInterface, str], str]
+
+
+@dataclass(frozen=True)
+class PlatformSources:
+    """Where one OS keeps what discovery reads.
+
+    ``drop_dirs`` are pcscd's driver bundle directories, in search order;
+    ``library_dir`` names the ``Contents/<dir>`` of a bundle holding the
+    driver library; ``usb_devices`` enumerates the USB devices present.
+    ``os_readers``, when set, lists the readers the OS itself knows, read
+    in place of the pcsc-lite sources (driver bundles and reader.conf).
+    """
+
+    drop_dirs: tuple[str, ...]
+    library_dir: str
+    usb_devices: Callable[[], list[UsbDevice]]
+    os_readers: Optional[Callable[[], list[ReaderDescriptor]]] = None
