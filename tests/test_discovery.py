@@ -800,7 +800,7 @@ def test_per_os_selection() -> None:
     assert win.drop_dirs == () and win.usb_devices() == []
 
 
-def test_os_readers_replace_the_pcsclite_sources(fake_core: str, sysfs: Path, drop: Path,
+def test_os_readers_replace_the_pcsclite_sources(fake_sim: str, sysfs: Path, drop: Path,
                                                  tmp_path: Path, lib: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """As on Windows: the readers the OS lists, then the simulated ones;
