@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
@@ -267,7 +268,9 @@ class AsyncReader:
         self.reader = reader
         self.session = reader.session
         self._lock = asyncio.Lock()
-        self._acard: Optional[AsyncCard] = None
+        # The AsyncCard last handed out, weakly: the session's slot alone
+        # decides which card is connected (and keeps it alive).
+        self._acard: "Optional[weakref.ref[AsyncCard]]" = None
         self._link_obj: Optional[_LoopLink] = None
 
     # -- what the blocking Reader has ------------------------------------------
@@ -295,9 +298,15 @@ class AsyncReader:
         c = self.session.connected_card()
         if c is None:
             return None
-        if self._acard is None or self._acard._card is not c:
-            self._acard = AsyncCard(self, c)
-        return self._acard
+        acard = self._acard() if self._acard is not None else None
+        if acard is None or acard._card is not c:
+            acard = self._wrap(c)
+        return acard
+
+    def _wrap(self, card: Card) -> AsyncCard:
+        acard = AsyncCard(self, card)
+        self._acard = weakref.ref(acard)
+        return acard
 
     def info(self) -> dict[str, Any]:
         return self.reader.info()
@@ -398,8 +407,7 @@ class AsyncReader:
             card = await run_async(self._link(), self.session.connect_steps(
                 protocols, make_card, max_steps=max_steps, deadline=deadline),
                 deadline=deadline)
-            self._acard = AsyncCard(self, card)
-            return self._acard
+            return self._wrap(card)
 
     async def _timer_fired(self, token: int) -> None:
         async with self._lock:
@@ -489,6 +497,7 @@ class AsyncMonitor:
     def __init__(self, readers: Iterable[ReaderLike] = ()) -> None:
         self._readers = [r.reader if isinstance(r, AsyncReader) else r for r in readers]
         self._queue: "asyncio.Queue[Optional[CardEvent]]" = asyncio.Queue()
+        self._callbacks: list[Callable[[CardEvent], None]] = []
         self._trackers: dict[int, tuple[Tracker, _LoopLink]] = {}
         self._seq = 0
         self._started = False
@@ -500,6 +509,16 @@ class AsyncMonitor:
             for r in self._readers:
                 self.add(r)
         return self
+
+    def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
+        """Call `callback(CardEvent)` for every event, on the loop, as it
+        is queued (as :meth:`scardio.monitor.Monitor.add_callback`)."""
+        self._callbacks.append(callback)
+
+    @property
+    def readers(self) -> list[Reader]:
+        """The (blocking) readers being tracked."""
+        return [tracker.reader for tracker, _ in self._trackers.values()]
 
     def add(self, reader: ReaderLike) -> None:
         r = reader.reader if isinstance(reader, AsyncReader) else reader
@@ -517,7 +536,13 @@ class AsyncMonitor:
     def _put(self, kind: str, reader: Reader, ts: float,
              error: Optional[BaseException]) -> None:
         self._seq += 1
-        self._queue.put_nowait(CardEvent(kind, reader, ts, self._seq, error))
+        ev = CardEvent(kind, reader, ts, self._seq, error)
+        for cb in list(self._callbacks):
+            try:
+                cb(ev)
+            except Exception:
+                pass  # one bad callback must not stop the monitor
+        self._queue.put_nowait(ev)
 
     def remove(self, reader: ReaderLike) -> None:
         r = reader.reader if isinstance(reader, AsyncReader) else reader
