@@ -18,8 +18,16 @@ at all): the loop's own selector waits on the core's eventfd.
 >>> asyncio.run(main())
 T=1 0x9000
 
-Use one front end per reader: an :class:`AsyncReader` owns its reader's
-power-down timer (on the loop) and connected card.
+An :class:`AsyncReader` runs the same state machine as the blocking
+:class:`scardio.reader.Reader` it wraps (their ``session``,
+:class:`scardio.session.ReaderSession`): the card connected, the timer
+armed and the events emitted through one are those of the other.  Both
+have the same public surface with the same meaning, and so do
+:class:`AsyncCard` and :class:`scardio.card.Card`, :class:`AsyncMonitor`
+and :class:`scardio.monitor.Monitor`; the methods that run IOCTLs are
+coroutines here.  The names only the asyncio classes have are
+:data:`ASYNC_ONLY`.  Drive one reader from one loop (or one thread) at a
+time: each front end serializes its own calls only.
 """
 
 from __future__ import annotations
@@ -44,7 +52,13 @@ from .sequences.startup import startup_steps
 from .sequences.transmit import Response, transmit_steps
 from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
 
-__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader"]
+__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
+
+#: Public names of the asyncio classes that their blocking twins lack:
+#: ``aclose`` (close with the power-down run on the loop) and
+#: ``AsyncReader.reader`` (the blocking Reader it runs the session of).
+#: Everything else is common (tests/test_surfaces.py checks it).
+ASYNC_ONLY = frozenset({"aclose", "reader"})
 
 T = TypeVar("T")
 
