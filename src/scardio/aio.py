@@ -44,7 +44,7 @@ from .apdu import ApduLike, to_apdu_bytes
 from .card import Card
 from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
-from .reader import CLOSE_LOCK_WAIT, Reader, open_reader_device
+from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .sequences import U32, Request, Steps, get_state_steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
@@ -273,7 +273,7 @@ class AsyncCard:
         return f"<scardio.aio.AsyncCard {self._card!r}>"
 
 
-class AsyncReader:
+class AsyncReader(SessionFront):
     """The asyncio runtime of a :class:`Reader`'s state machine (see the
     module doc): the same public surface, with the IOCTL-running methods
     awaited.  ``reader`` is the blocking Reader, sharing the session."""
@@ -294,17 +294,6 @@ class AsyncReader:
     descriptor = property(lambda self: self.reader.descriptor)
     attributes = property(lambda self: self.reader.attributes)
     completions = property(lambda self: self.reader.completions)
-    closed = property(lambda self: self.session.closed)
-    present = property(lambda self: self.session.present)
-    power_down_pending = property(lambda self: self.session.power_down_pending)
-
-    @property
-    def power_down_timeout(self) -> Optional[float]:
-        return self.session.power_down_timeout
-
-    @power_down_timeout.setter
-    def power_down_timeout(self, value: Optional[float]) -> None:
-        self.session.power_down_timeout = value
 
     @property
     def card(self) -> Optional[AsyncCard]:
@@ -324,21 +313,6 @@ class AsyncReader:
 
     def info(self) -> dict[str, Any]:
         return self.reader.info()
-
-    def add_listener(self, callback: Callable[[Any], None]) -> None:
-        """As Reader.add_listener: `callback(ReaderEvent)` on connect,
-        disconnect, power-down..."""
-        self.session.add_listener(callback)
-
-    def remove_listener(self, callback: Callable[[Any], None]) -> None:
-        self.session.remove_listener(callback)
-
-    def add_close_hook(self, hook: Callable[[Reader], None]) -> None:
-        """As Reader.add_close_hook (`hook` receives the blocking Reader)."""
-        self.session.add_close_hook(hook)
-
-    def remove_close_hook(self, hook: Callable[[Reader], None]) -> None:
-        self.session.remove_close_hook(hook)
 
     def _link(self) -> _LoopLink:
         self.session.check_open()

@@ -192,6 +192,7 @@ class Monitor:
         return self
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
+        """Call `callback(CardEvent)` for every event, on the monitor thread."""
         self._callbacks.append(callback)
 
     @property

@@ -48,7 +48,7 @@ from .tracing import TraceRecord, TracingDevice
 if TYPE_CHECKING:
     from .discovery import ReaderDescriptor
 
-__all__ = ["Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
+__all__ = ["Reader", "SessionFront", "ReaderAttributes", "ReaderEvent", "Disposition",
            "TracingDevice", "TraceRecord", "open_reader", "run_sync",
            "DEFAULT_POWER_DOWN_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT",
            "CONNECT_MAX_STEPS", "Characteristics", "check_power_down_timeout"]
@@ -58,7 +58,54 @@ __all__ = ["Reader", "ReaderAttributes", "ReaderEvent", "Disposition",
 CLOSE_LOCK_WAIT = 0.5
 
 
-class Reader:
+class SessionFront:
+    """What every front end of a reader's session answers the same way,
+    whatever runs it (:class:`Reader`, :class:`scardio.aio.AsyncReader`)."""
+
+    session: ReaderSession
+
+    @property
+    def closed(self) -> bool:
+        return self.session.closed
+
+    @property
+    def power_down_timeout(self) -> Optional[float]:
+        """Seconds a disconnected card stays powered: 0 powers it down at
+        disconnect, None never (see the module doc)."""
+        return self.session.power_down_timeout
+
+    @power_down_timeout.setter
+    def power_down_timeout(self, value: Optional[float]) -> None:
+        self.session.power_down_timeout = value
+
+    @property
+    def power_down_pending(self) -> bool:
+        """Whether the power-down timer is armed."""
+        return self.session.power_down_pending
+
+    @property
+    def present(self) -> Optional[bool]:
+        """Whether a card is in, as a monitor tracking the reader last saw
+        it (None when no monitor reported)."""
+        return self.session.present
+
+    def add_listener(self, callback: Callable[[ReaderEvent], None]) -> None:
+        """Call `callback(ReaderEvent)` on connect, disconnect, power-down..."""
+        self.session.add_listener(callback)
+
+    def remove_listener(self, callback: Callable[[ReaderEvent], None]) -> None:
+        self.session.remove_listener(callback)
+
+    def add_close_hook(self, hook: Callable[[Any], None]) -> None:
+        """Run `hook(reader)` before the device closes (monitors detach);
+        `reader` is the blocking :class:`Reader`, whichever front end closes."""
+        self.session.add_close_hook(hook)
+
+    def remove_close_hook(self, hook: Callable[[Any], None]) -> None:
+        self.session.remove_close_hook(hook)
+
+
+class Reader(SessionFront):
     """One reader: start-up on open, the connect sequence, the power-down
     timer, card tracking.  Thread-safe; use as a context manager."""
 
@@ -100,34 +147,9 @@ class Reader:
         return str(getattr(self.device, "device_name", "") or "reader")
 
     @property
-    def closed(self) -> bool:
-        return self.session.closed
-
-    @property
-    def power_down_timeout(self) -> Optional[float]:
-        """Seconds a disconnected card stays powered: 0 powers it down at
-        disconnect, None never (see the module doc)."""
-        return self.session.power_down_timeout
-
-    @power_down_timeout.setter
-    def power_down_timeout(self, value: Optional[float]) -> None:
-        self.session.power_down_timeout = value
-
-    @property
-    def power_down_pending(self) -> bool:
-        """Whether the power-down timer is armed."""
-        return self.session.power_down_pending
-
-    @property
     def card(self) -> Optional[Card]:
         """The connected card, if any."""
         return self.session.connected_card()
-
-    @property
-    def present(self) -> Optional[bool]:
-        """Whether a card is in, as a monitor tracking the reader last saw
-        it (None when no monitor reported)."""
-        return self.session.present
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name,
@@ -143,14 +165,6 @@ class Reader:
 
     def __repr__(self) -> str:
         return f"<scardio.Reader {self.name!r}{' closed' if self.closed else ''}>"
-
-    # -- events -----------------------------------------------------------
-    def add_listener(self, callback: Callable[[ReaderEvent], None]) -> None:
-        """Call `callback(ReaderEvent)` on connect, disconnect, power-down..."""
-        self.session.add_listener(callback)
-
-    def remove_listener(self, callback: Callable[[ReaderEvent], None]) -> None:
-        self.session.remove_listener(callback)
 
     # -- plain IOCTL helpers ----------------------------------------------
     def state(self) -> State:
@@ -272,13 +286,6 @@ class Reader:
             self.device.close()
         finally:
             self.session.emit("close")
-
-    def add_close_hook(self, hook: Callable[["Reader"], None]) -> None:
-        """Run `hook(reader)` before the device closes (monitors detach)."""
-        self.session.add_close_hook(hook)
-
-    def remove_close_hook(self, hook: Callable[["Reader"], None]) -> None:
-        self.session.remove_close_hook(hook)
 
     def __enter__(self) -> "Reader":
         return self
