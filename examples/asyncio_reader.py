@@ -29,11 +29,13 @@ async def main() -> None:
             rsp = await card.transmit("00 84 00 00 08")  # GET CHALLENGE
             print(f"challenge: {rsp.data.hex()} SW={rsp.sw:04X}")
 
-        # Events from many readers arrive on one async iterator.
+        # Events from many readers arrive on one async iterator.  The card
+        # is in, so the first is its arrival; then we take it out.
         async with aio.AsyncMonitor([reader]) as monitor:
-            SimControl(reader.device).remove()
             async for event in monitor.events(timeout=5, count=2):
                 print("event:", event.kind, event.reader_name)
+                if event.kind == "arrival":
+                    SimControl(reader.device).remove()
 
 
 asyncio.run(main())
