@@ -45,6 +45,7 @@ from .card import Card
 from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
+from .runner import run_sync
 from .sequences import U32, Request, Steps, get_state_steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
@@ -250,17 +251,9 @@ class AsyncCard:
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """As :meth:`scardio.card.Card.disconnect`."""
-        areader = self.reader
-        async with areader._lock:
-            if not self._card.connected:
-                return
-            session = areader.session
-            link = areader._link()
-            delay = await run_async(link, session.disconnect_steps(self._card,
-                                                                   Disposition(disposition)))
-            if delay is not None:
-                session.arm_timer(lambda token: link.loop.call_later(
-                    delay, lambda: link.loop.create_task(areader._timer_fired(token))))
+        async with self.reader._lock:
+            if self._card.connected:
+                await self.reader._disconnected(self._card, Disposition(disposition))
 
     async def __aenter__(self) -> "AsyncCard":
         return self
@@ -396,6 +389,19 @@ class AsyncReader(SessionFront):
                 protocols, make_card, max_steps=max_steps, deadline=deadline),
                 deadline=deadline)
             return self._wrap(card)
+
+    async def _disconnected(self, card: Card, disposition: Disposition) -> None:
+        """AsyncCard.disconnect(), with the lock held."""
+        steps = self.session.disconnect_steps(card, disposition)
+        if self.session.closed:
+            run_sync(None, steps)  # a closed reader's disconnect runs no IOCTL
+            return
+        link = self._link()
+        delay = await run_async(link, steps)
+        if delay is not None:
+            loop = link.loop
+            self.session.arm_timer(lambda token: loop.call_later(
+                delay, lambda: loop.create_task(self._timer_fired(token))))
 
     async def _timer_fired(self, token: int) -> None:
         async with self._lock:
