@@ -45,6 +45,9 @@ nitpick_ignore = [
     ("py:class", "scardio.reader.T"),
     ("py:class", "scardio.aio.T"),
     ("py:class", "scardio.reader.Request"),
+    ("py:class", "scardio.sequences.T"),
+    ("py:obj", "scardio.sequences.T"),
+    ("py:class", "scardio.runner.T"),
     ("py:class", "scardio.aio._LoopLink"),
 ]
 

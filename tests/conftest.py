@@ -58,3 +58,15 @@ def vpcd():
     finally:
         card.close()
         dev.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def styled(request):
+    """A scenario driver for the blocking front ends or the asyncio ones
+    (tests/helpers_styles.py): the same test runs in both styles."""
+    from helpers_styles import AsyncStyled, Styled
+    driver = Styled() if request.param == "sync" else AsyncStyled()
+    try:
+        yield driver
+    finally:
+        driver.close()

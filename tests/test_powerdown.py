@@ -14,149 +14,154 @@ from scardio import Disposition, State, errors
 from scardio.reader import DEFAULT_POWER_DOWN_TIMEOUT, power_down_steps, run_sync
 
 
+# The scenarios take `styled` (conftest.py): each runs on the blocking Reader
+# and on the AsyncReader, which run the same session.
+
+
 def test_default_matches_pcscd_grace_period():
     assert DEFAULT_POWER_DOWN_TIMEOUT == 5.0
 
 
-def test_timer_fires_and_powers_down():
+def test_timer_fires_and_powers_down(styled):
     rec = Recorder()
-    with sim_reader(power_down_timeout=0.2) as (reader, sim):
+    with styled.reader(power_down_timeout=0.2) as (reader, sim):
         reader.add_listener(rec)
         sim.insert()
-        card = reader.connect(timeout=5)
+        card = styled(reader.connect(timeout=5))
         t0 = time.monotonic()
-        card.disconnect()
+        styled(card.disconnect())
         assert reader.power_down_pending
         assert sim.counters().powered  # still powered right after disconnect
-        ev = rec.wait_for("power_down", timeout=5)
+        ev = styled.wait_for(rec, "power_down", timeout=5)
         assert 0.15 <= ev.timestamp - t0 < 2.0
         assert ev.detail["reason"] == "timer"
         assert ev.detail["actions"] == ["SPECIFIC", "POWER_DOWN", "SWALLOWED"]
         c = sim.counters()
         assert not c.powered and c.power_downs == 1
-        assert reader.state() == State.SWALLOWED
+        assert styled(reader.state()) == State.SWALLOWED
         assert not reader.power_down_pending
 
 
-def test_reconnect_cancels_the_timer_and_reuses_the_card():
+def test_reconnect_cancels_the_timer_and_reuses_the_card(styled):
     rec = Recorder()
-    with sim_reader(power_down_timeout=0.3) as (reader, sim):
+    with styled.reader(power_down_timeout=0.3) as (reader, sim):
         reader.add_listener(rec)
         sim.insert()
-        reader.connect(timeout=5).disconnect()
+        styled(styled(reader.connect(timeout=5)).disconnect())
         before = sim.counters()
-        card = reader.connect(timeout=5)
+        card = styled(reader.connect(timeout=5))
         after = sim.counters()
         assert (after.power_ups, after.resets) == (before.power_ups, before.resets) == (1, 0)
         assert card.connect_actions[0] == "SPECIFIC"
         assert "power_down_cancelled" in rec.kinds()
-        time.sleep(0.6)  # past the old deadline: nothing may fire
+        styled.sleep(0.6)  # past the old deadline: nothing may fire
         assert "power_down" not in rec.kinds()
-        assert sim.counters().powered and card.transmit("00A4040C08F07363617264696F").ok
-        card.disconnect()
-        rec.wait_for("power_down", timeout=5)
+        assert sim.counters().powered and styled(card.transmit("00A4040C08F07363617264696F")).ok
+        styled(card.disconnect())
+        styled.wait_for(rec, "power_down", timeout=5)
         assert sim.counters().power_downs == 1
 
 
-def test_many_quick_reconnects_never_reset():
-    with sim_reader(power_down_timeout=0.5) as (reader, sim):
+def test_many_quick_reconnects_never_reset(styled):
+    with styled.reader(power_down_timeout=0.5) as (reader, sim):
         sim.insert()
         for _ in range(20):
-            reader.connect(timeout=5).disconnect()
+            styled(styled(reader.connect(timeout=5)).disconnect())
         c = sim.counters()
         assert (c.power_ups, c.resets, c.power_downs) == (1, 0, 0)
 
 
-def test_reconnect_after_the_timer_cold_resets():
+def test_reconnect_after_the_timer_cold_resets(styled):
     rec = Recorder()
-    with sim_reader(power_down_timeout=0.05) as (reader, sim):
+    with styled.reader(power_down_timeout=0.05) as (reader, sim):
         reader.add_listener(rec)
         sim.insert()
-        reader.connect(timeout=5).disconnect()
-        rec.wait_for("power_down")
-        card = reader.connect(timeout=5)
+        styled(styled(reader.connect(timeout=5)).disconnect())
+        styled.wait_for(rec, "power_down")
+        card = styled(reader.connect(timeout=5))
         assert card.connect_actions[:2] == ["SWALLOWED", "COLD_RESET"]
         assert sim.counters().power_ups == 2
 
 
-def test_disposition_unpower_and_reset():
-    with sim_reader(power_down_timeout=30) as (reader, sim):
+def test_disposition_unpower_and_reset(styled):
+    with styled.reader(power_down_timeout=30) as (reader, sim):
         sim.insert()
-        reader.connect(timeout=5).disconnect(Disposition.UNPOWER)
+        styled(styled(reader.connect(timeout=5)).disconnect(Disposition.UNPOWER))
         assert not sim.counters().powered and not reader.power_down_pending
-        reader.connect(timeout=5).disconnect(Disposition.RESET)
+        styled(styled(reader.connect(timeout=5)).disconnect(Disposition.RESET))
         c = sim.counters()
         assert c.resets == 1 and c.powered and reader.power_down_pending
 
 
-def test_timeout_zero_powers_down_at_once_and_none_never():
+def test_timeout_zero_powers_down_at_once_and_none_never(styled):
     rec = Recorder()
-    with sim_reader(power_down_timeout=0) as (reader, sim):
+    with styled.reader(power_down_timeout=0) as (reader, sim):
         reader.add_listener(rec)
         sim.insert()
-        reader.connect(timeout=5).disconnect()
+        styled(styled(reader.connect(timeout=5)).disconnect())
         # within disconnect(), with the event a timer firing sends
         assert not sim.counters().powered and not reader.power_down_pending
         downs = [e for e in rec.events if e.kind == "power_down"]
         assert len(downs) == 1 and downs[0].detail == {
             "reason": "timer", "actions": ["SPECIFIC", "POWER_DOWN", "SWALLOWED"],
             "powered_down": True}
-        reader.connect(timeout=5).disconnect(Disposition.RESET)  # reset, then the timer
+        # reset, then the timer
+        styled(styled(reader.connect(timeout=5)).disconnect(Disposition.RESET))
         assert not sim.counters().powered and sim.counters().resets == 1
         assert rec.kinds().count("power_down") == 2
         reader.power_down_timeout = None
-        reader.connect(timeout=5).disconnect()
+        styled(styled(reader.connect(timeout=5)).disconnect())
         assert sim.counters().powered and not reader.power_down_pending
 
 
-def test_timer_with_the_card_gone_does_nothing():
+def test_timer_with_the_card_gone_does_nothing(styled):
     rec = Recorder()
-    with sim_reader(power_down_timeout=0.1) as (reader, sim):
+    with styled.reader(power_down_timeout=0.1) as (reader, sim):
         reader.add_listener(rec)
         sim.insert()
-        reader.connect(timeout=5).disconnect()
+        styled(styled(reader.connect(timeout=5)).disconnect())
         sim.remove()
-        ev = rec.wait_for("power_down")
+        ev = styled.wait_for(rec, "power_down")
         assert ev.detail["actions"] == ["ABSENT"] and not ev.detail["powered_down"]
 
 
-def test_close_cancels_the_timer_and_powers_down():
+def test_close_cancels_the_timer_and_powers_down(styled):
     rec = Recorder()
-    with sim_reader(power_down_timeout=0.2) as (reader, sim):
+    with styled.reader(power_down_timeout=0.2) as (reader, sim):
         reader.add_listener(rec)
         sim.insert()
-        reader.connect(timeout=5).disconnect()
+        styled(styled(reader.connect(timeout=5)).disconnect())
         seen = []
         reader.add_listener(lambda ev: ev.kind == "power_down" and seen.append(sim.counters()))
-        reader.close()
+        styled.close_reader(reader)
         assert seen and not seen[0].powered
         assert [e.detail.get("reason") for e in rec.events if e.kind == "power_down"] == ["close"]
-        time.sleep(0.4)  # the cancelled timer must not run on a closed reader
+        styled.sleep(0.4)  # the cancelled timer must not run on a closed reader
         assert rec.kinds().count("power_down") == 1
 
 
-def test_explicit_power_down():
-    with sim_reader(power_down_timeout=30) as (reader, sim):
+def test_explicit_power_down(styled):
+    with styled.reader(power_down_timeout=30) as (reader, sim):
         sim.insert()
-        card = reader.connect(timeout=5)
+        card = styled(reader.connect(timeout=5))
         with pytest.raises(errors.InvalidStateError):
-            reader.power_down()
-        card.disconnect()
-        assert reader.power_down() == ["SPECIFIC", "POWER_DOWN", "SWALLOWED"]
+            styled(reader.power_down())
+        styled(card.disconnect())
+        assert styled(reader.power_down()) == ["SPECIFIC", "POWER_DOWN", "SWALLOWED"]
         assert not reader.power_down_pending
 
 
-def test_timer_races_a_reconnect():
+def test_timer_races_a_reconnect(styled):
     # Reconnect at about the moment the timer fires, many times: the card
     # ends either reused or cold-reset, never half-way.
-    with sim_reader(power_down_timeout=0.01) as (reader, sim):
+    with styled.reader(power_down_timeout=0.01) as (reader, sim):
         sim.insert()
         for _ in range(30):
-            reader.connect(timeout=5).disconnect()
-            time.sleep(0.01)
-            card = reader.connect(timeout=5)
-            assert card.transmit("00A4040C08F07363617264696F").ok
-            card.disconnect()
+            styled(styled(reader.connect(timeout=5)).disconnect())
+            styled.sleep(0.01)
+            card = styled(reader.connect(timeout=5))
+            assert styled(card.transmit("00A4040C08F07363617264696F")).ok
+            styled(card.disconnect())
 
 
 @pytest.mark.parametrize("state, actions", [

@@ -18,8 +18,16 @@ at all): the loop's own selector waits on the core's eventfd.
 >>> asyncio.run(main())
 T=1 0x9000
 
-Use one front end per reader: an :class:`AsyncReader` owns its reader's
-power-down timer (on the loop) and connected card.
+An :class:`AsyncReader` runs the same state machine as the blocking
+:class:`scardio.reader.Reader` it wraps (their ``session``,
+:class:`scardio.session.ReaderSession`): the card connected, the timer
+armed and the events emitted through one are those of the other.  Both
+have the same public surface with the same meaning, and so do
+:class:`AsyncCard` and :class:`scardio.card.Card`, :class:`AsyncMonitor`
+and :class:`scardio.monitor.Monitor`; the methods that run IOCTLs are
+coroutines here.  The names only the asyncio classes have are
+:data:`ASYNC_ONLY`.  Drive one reader from one loop (or one thread) at a
+time: each front end serializes its own calls only.
 """
 
 from __future__ import annotations
@@ -27,20 +35,31 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
 from . import errors
 from .apdu import ApduLike, to_apdu_bytes
-from .card import Card, Response, transmit_steps
+from .card import Card
 from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
-from .reader import (CLOSE_LOCK_WAIT, CONNECT_MAX_STEPS, DEFAULT_CONNECT_TIMEOUT,
-                     DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, Request, Steps,
-                     check_power_down_timeout, connect_steps, get_state_steps, open_device,
-                     power_down_steps, startup_steps, warm_reset_steps)
+from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
+from .runner import run_sync
+from .sequences import U32, Request, Steps, get_state_steps
+from .sequences.connect import CONNECT_MAX_STEPS, Connected
+from .sequences.disconnect import Disposition
+from .sequences.startup import startup_steps
+from .sequences.transmit import Response, transmit_steps
+from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
 
-__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader"]
+__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
+
+#: Public names of the asyncio classes that their blocking twins lack:
+#: ``aclose`` (close with the power-down run on the loop) and
+#: ``AsyncReader.reader`` (the blocking Reader it runs the session of).
+#: Everything else is common (tests/test_surfaces.py checks it).
+ASYNC_ONLY = frozenset({"aclose", "reader"})
 
 T = TypeVar("T")
 
@@ -176,7 +195,9 @@ async def run_async(link: _LoopLink, steps: "Steps[T]", *,
 
 
 class AsyncCard:
-    """A card connected through an :class:`AsyncReader`."""
+    """A card connected through an :class:`AsyncReader`: the same card as
+    the blocking :class:`scardio.Card` it wraps (``reader.reader.card``),
+    with :meth:`transmit` and :meth:`disconnect` awaited."""
 
     def __init__(self, areader: "AsyncReader", card: Card) -> None:
         self.reader = areader
@@ -184,10 +205,27 @@ class AsyncCard:
 
     atr = property(lambda self: self._card.atr)
     atr_bytes = property(lambda self: self._card.atr_bytes)
+    atr_error = property(lambda self: self._card.atr_error)
     protocol = property(lambda self: self._card.protocol)
     protocol_name = property(lambda self: self._card.protocol_name)
     connect_actions = property(lambda self: self._card.connect_actions)
     connected = property(lambda self: self._card.connected)
+
+    @property
+    def auto_get_response(self) -> bool:
+        return self._card.auto_get_response
+
+    @auto_get_response.setter
+    def auto_get_response(self, value: bool) -> None:
+        self._card.auto_get_response = value
+
+    @property
+    def auto_resend(self) -> bool:
+        return self._card.auto_resend
+
+    @auto_resend.setter
+    def auto_resend(self, value: bool) -> None:
+        self._card.auto_resend = value
 
     def info(self) -> dict[str, Any]:
         return self._card.info()
@@ -195,6 +233,7 @@ class AsyncCard:
     async def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
                        auto_resend: Optional[bool] = None,
                        timeout: Optional[float] = None) -> Response:
+        """As :meth:`scardio.card.Card.transmit`."""
         card = self._card
         steps = transmit_steps(
             to_apdu_bytes(apdu), card.protocol,
@@ -207,16 +246,14 @@ class AsyncCard:
             try:
                 return await run_async(self.reader._link(), steps, deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
-                card._mark_gone("the card was removed" if isinstance(exc, errors.NoCardError)
-                                else f"the card was reset or replaced ({exc})")
+                self.reader.session.transmit_failed(card, exc)
                 raise
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
+        """As :meth:`scardio.card.Card.disconnect`."""
         async with self.reader._lock:
-            if not self._card.connected:
-                return
-            self._card._gone = "disconnected"
-            await self.reader._disconnected(self, Disposition(disposition))
+            if self._card.connected:
+                await self.reader._disconnected(self._card, Disposition(disposition))
 
     async def __aenter__(self) -> "AsyncCard":
         return self
@@ -229,86 +266,73 @@ class AsyncCard:
         return f"<scardio.aio.AsyncCard {self._card!r}>"
 
 
-class AsyncReader:
-    """asyncio front end of a :class:`Reader` (see module doc)."""
+class AsyncReader(SessionFront):
+    """The asyncio runtime of a :class:`Reader`'s state machine (see the
+    module doc): the same public surface, with the IOCTL-running methods
+    awaited.  ``reader`` is the blocking Reader, sharing the session."""
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
+        self.session = reader.session
         self._lock = asyncio.Lock()
-        self._card: Optional[AsyncCard] = None
-        self._timer: Optional[asyncio.TimerHandle] = None
-        self._timer_token = 0
+        # The AsyncCard last handed out, weakly: the session's slot alone
+        # decides which card is connected (and keeps it alive).
+        self._acard: "Optional[weakref.ref[AsyncCard]]" = None
         self._link_obj: Optional[_LoopLink] = None
 
-    @property
-    def name(self) -> str:
-        return self.reader.name
+    # -- what the blocking Reader has ------------------------------------------
+    name = property(lambda self: self.reader.name, doc="As :attr:`scardio.reader.Reader.name`.")
+    device = property(lambda self: self.reader.device,
+                      doc="The reader's :class:`scardio.Device` (as ``Reader.device``).")
+    descriptor = property(lambda self: self.reader.descriptor)
+    attributes = property(lambda self: self.reader.attributes)
+    completions = property(lambda self: self.reader.completions)
 
     @property
-    def device(self) -> Any:
-        """The reader's :class:`scardio.Device` (as ``Reader.device``)."""
-        return self.reader.device
+    def card(self) -> Optional[AsyncCard]:
+        """The connected card, if any (connected through either front end)."""
+        c = self.session.connected_card()
+        if c is None:
+            return None
+        acard = self._acard() if self._acard is not None else None
+        if acard is None or acard._card is not c:
+            acard = self._wrap(c)
+        return acard
 
-    @property
-    def descriptor(self) -> Any:
-        return self.reader.descriptor
-
-    @property
-    def closed(self) -> bool:
-        return self.reader.closed
-
-    @property
-    def card(self) -> Optional["AsyncCard"]:
-        """The connected card, if any."""
-        c = self._card
-        return c if c is not None and c.connected else None
+    def _wrap(self, card: Card) -> AsyncCard:
+        acard = AsyncCard(self, card)
+        self._acard = weakref.ref(acard)
+        return acard
 
     def info(self) -> dict[str, Any]:
         return self.reader.info()
 
-    def add_listener(self, callback: Callable[[Any], None]) -> None:
-        """As Reader.add_listener: `callback(ReaderEvent)` on connect,
-        disconnect, power-down..."""
-        self.reader.add_listener(callback)
-
-    def remove_listener(self, callback: Callable[[Any], None]) -> None:
-        self.reader.remove_listener(callback)
-
-    @property
-    def attributes(self) -> Any:
-        return self.reader.attributes
-
-    @property
-    def power_down_timeout(self) -> Optional[float]:
-        return self.reader.power_down_timeout
-
-    @power_down_timeout.setter
-    def power_down_timeout(self, value: Optional[float]) -> None:
-        self.reader.power_down_timeout = value
-
-    @property
-    def power_down_pending(self) -> bool:
-        return self._timer is not None
-
     def _link(self) -> _LoopLink:
-        self.reader._check_open()
+        self.session.check_open()
         if self._link_obj is None:
             self._link_obj = _LoopLink.acquire(self.reader)
         return self._link_obj
 
     async def _startup(self) -> None:
-        self.reader._set_attributes(await run_async(self._link(), startup_steps()))
+        self.reader.attributes = await run_async(self._link(), startup_steps())
 
+    # -- plain IOCTL helpers ------------------------------------------------------
     async def state(self) -> State:
+        """GET_STATE."""
         return await run_async(self._link(), get_state_steps())
+
+    async def is_card_present(self) -> bool:
+        return await self.state() not in (State.UNKNOWN, State.ABSENT)
+
+    async def get_attribute(self, attr: int, output_size: int = 256) -> bytes:
+        return await run_async(self._link(), _one(Request(
+            IOCTL.GET_ATTRIBUTE, U32.pack(int(attr)), output_size)))
 
     # -- tracking -----------------------------------------------------------
     async def _wait_tracking(self, present: bool, timeout: Optional[float]) -> None:
-        reader = self.reader
-        code = IOCTL.IS_PRESENT if present else IOCTL.IS_ABSENT
-        what = "a card" if present else "the card's removal"
+        session = self.session
         link = self._link()
-        if reader._tracked_by:
+        if session.tracked_by:
             # A monitor holds the reader's one tracking request: follow it.
             fut: "asyncio.Future[None]" = link.loop.create_future()
 
@@ -319,28 +343,27 @@ class AsyncReader:
             def waiter(p: bool) -> None:
                 if p == present:
                     link.settle(settle_once)
-            reader._add_presence_waiter(waiter)
+            session.add_presence_waiter(waiter)
             try:
-                now = reader.present
+                now = session.present
                 if now is None:
-                    now = await self.state() not in (State.UNKNOWN, State.ABSENT)
+                    now = await self.is_card_present()
                 if now == present:
                     return
                 await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:
-                raise errors.TimeoutError(f"no sign of {what} within {timeout} s",
-                                          ioctl=code) from None
+                raise session.tracking_timeout(present, timeout) from None
             finally:
-                reader._remove_presence_waiter(waiter)
+                session.remove_presence_waiter(waiter)
             return
         try:
-            op = reader.device.submit(code)
+            op = self.device.submit(session.tracking_code(present))
             await _await_op(link, op, timeout)
         except asyncio.TimeoutError:
-            raise errors.TimeoutError(f"no sign of {what} within {timeout} s",
-                                      ioctl=code) from None
-        if not present and self._card is not None:
-            self._card._card._mark_gone("the card was removed")
+            raise session.tracking_timeout(present, timeout) from None
+        except errors.DeviceBusyError as exc:
+            raise session.tracking_busy(exc, present) from None
+        session.tracking_done(present)
 
     async def wait_for_card(self, timeout: Optional[float] = None) -> None:
         """Return once a card is in; scardio.errors.TimeoutError after
@@ -348,6 +371,7 @@ class AsyncReader:
         await self._wait_tracking(True, timeout)
 
     async def wait_for_removal(self, timeout: Optional[float] = None) -> None:
+        """Return once the reader is empty (at once if it is)."""
         await self._wait_tracking(False, timeout)
 
     # -- connect / power-down -------------------------------------------------
@@ -355,85 +379,48 @@ class AsyncReader:
                       timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
                       max_steps: int = CONNECT_MAX_STEPS, auto_get_response: bool = True,
                       auto_resend: bool = True) -> AsyncCard:
-        async with self._lock:
-            if self._card is not None and self._card.connected:
-                raise errors.InvalidStateError(
-                    f"a card is already connected through {self.name!r}; "
-                    "disconnect it first")
-            self._cancel_timer("reconnect")
-            deadline = None if timeout is None else time.monotonic() + timeout
-            t0 = time.monotonic()
-            conn = await run_async(self._link(), connect_steps(
-                protocols, max_steps=max_steps, deadline=deadline), deadline=deadline)
-            card = Card(self.reader, conn.atr, conn.protocol, conn.actions,
+        """As :meth:`scardio.reader.Reader.connect`."""
+        def make_card(conn: Connected) -> Card:
+            return Card(self.reader, conn.atr, conn.protocol, conn.actions,
                         auto_get_response=auto_get_response, auto_resend=auto_resend)
-            self._card = AsyncCard(self, card)
-            self.reader._emit("connect", protocol=conn.protocol.name,
-                              atr=conn.atr.hex().upper(), actions=conn.actions,
-                              ms=(time.monotonic() - t0) * 1000.0)
-            return self._card
+        async with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            card = await run_async(self._link(), self.session.connect_steps(
+                protocols, make_card, max_steps=max_steps, deadline=deadline),
+                deadline=deadline)
+            return self._wrap(card)
 
-    async def _disconnected(self, card: AsyncCard, disposition: Disposition) -> None:
-        if self._card is card:
-            self._card = None
-        self.reader._emit("disconnect", disposition=disposition.name)
-        if disposition == Disposition.UNPOWER:
-            await self._power_down_locked("disconnect")
+    async def _disconnected(self, card: Card, disposition: Disposition) -> None:
+        """AsyncCard.disconnect(), with the lock held."""
+        steps = self.session.disconnect_steps(card, disposition)
+        if self.session.closed:
+            run_sync(None, steps)  # a closed reader's disconnect runs no IOCTL
             return
-        if disposition == Disposition.RESET:
-            try:
-                await run_async(self._link(), warm_reset_steps())
-            except errors.NoCardError:
-                return
-        t = self.reader.power_down_timeout
-        if t is None:
-            return
-        if t == 0:
-            # A timer of 0 s fires at once: the same event as a timer firing.
-            await self._power_down_locked("timer")
-            return
-        self._timer_token += 1
-        token = self._timer_token
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(t, lambda: loop.create_task(self._timer_fired(token)))
-
-    def _cancel_timer(self, why: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._timer_token += 1
-            self.reader._emit("power_down_cancelled", reason=why)
+        link = self._link()
+        delay = await run_async(link, steps)
+        if delay is not None:
+            loop = link.loop
+            self.session.arm_timer(lambda token: loop.call_later(
+                delay, lambda: loop.create_task(self._timer_fired(token))))
 
     async def _timer_fired(self, token: int) -> None:
         async with self._lock:
-            if token != self._timer_token or self.reader.closed:
+            if self.session.closed:
                 return
-            self._timer = None
-            await self._power_down_locked("timer")
-
-    async def _power_down_locked(self, reason: str) -> list[str]:
-        try:
-            actions = await run_async(self._link(), power_down_steps())
-        except errors.ScardioError as exc:
-            self.reader._emit("power_down_failed", reason=reason, error=str(exc))
-            return []
-        self.reader._emit("power_down", reason=reason, actions=actions,
-                          powered_down="POWER_DOWN" in actions)
-        return actions
+            await run_async(self._link(), self.session.timer_fired_steps(token))
 
     async def power_down(self) -> list[str]:
+        """As :meth:`scardio.reader.Reader.power_down`."""
         async with self._lock:
-            if self._card is not None and self._card.connected:
-                raise errors.InvalidStateError("a card is connected: disconnect it first")
-            self._cancel_timer("power_down()")
-            return await run_async(self._link(), power_down_steps())
+            return await run_async(self._link(), self.session.explicit_power_down_steps())
 
     # -- closing ----------------------------------------------------------------
     async def aclose(self) -> None:
         """Power the card down (on the loop), cancel everything, close."""
-        if self.reader.closed:
+        session = self.session
+        if session.closed:
             return
-        self._cancel_timer("close")
+        session.cancel_timer("close")
         try:
             # Bounded, like Reader.close: a call stuck in the driver must
             # not hold the close up; the device close cancels it.
@@ -442,11 +429,9 @@ class AsyncReader:
             self.close(power_down=False)
             return
         try:
-            if self._card is not None:
-                self._card._card._mark_gone("the reader was closed")
-                self._card = None
+            session.drop_card("the reader was closed")
             try:
-                await self._power_down_locked("close")
+                await run_async(self._link(), session.power_down_steps("close"))
             except errors.ScardioError:
                 pass
         finally:
@@ -456,7 +441,7 @@ class AsyncReader:
     def close(self, *, power_down: bool = True) -> None:
         """Close at once (the reader's own close powers the card down
         synchronously; aclose() does it on the loop)."""
-        self._cancel_timer("close")
+        self.session.cancel_timer("close")
         if self._link_obj is not None:
             self._link_obj.release()
             self._link_obj = None
@@ -473,23 +458,18 @@ class AsyncReader:
         return f"<scardio.aio.AsyncReader {self.name!r}>"
 
 
+def _one(req: Request) -> "Steps[bytes]":
+    return (yield req)
+
+
 async def open_reader(reader: Any = 0, sim: int = 0, *,
                       power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT,
                       readers: Optional[Iterable[Any]] = None,
                       trace: Optional[Callable[[Any], None]] = None,
                       **list_options: Any) -> AsyncReader:
     """Like :func:`scardio.open_reader`, with the start-up IOCTLs awaited."""
-    from .discovery import ReaderDescriptor, find_reader, list_readers
-    from .reader import TracingDevice
-    if isinstance(reader, ReaderDescriptor):
-        desc = reader
-    else:
-        pool = list(readers) if readers is not None else list_readers(sim, **list_options)
-        desc = find_reader(reader, pool)
-    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
-    device = open_device(desc)
-    if trace is not None:
-        device = TracingDevice(device, trace)
+    device, desc = open_reader_device(reader, sim, power_down_timeout=power_down_timeout,
+                                      readers=readers, trace=trace, **list_options)
     r = Reader(device, desc, power_down_timeout=power_down_timeout, startup=False)
     ar = AsyncReader(r)
     try:
@@ -511,6 +491,7 @@ class AsyncMonitor:
     def __init__(self, readers: Iterable[ReaderLike] = ()) -> None:
         self._readers = [r.reader if isinstance(r, AsyncReader) else r for r in readers]
         self._queue: "asyncio.Queue[Optional[CardEvent]]" = asyncio.Queue()
+        self._callbacks: list[Callable[[CardEvent], None]] = []
         self._trackers: dict[int, tuple[Tracker, _LoopLink]] = {}
         self._seq = 0
         self._started = False
@@ -522,6 +503,16 @@ class AsyncMonitor:
             for r in self._readers:
                 self.add(r)
         return self
+
+    def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
+        """Call `callback(CardEvent)` for every event, on the loop, as it
+        is queued (as :meth:`scardio.monitor.Monitor.add_callback`)."""
+        self._callbacks.append(callback)
+
+    @property
+    def readers(self) -> list[Reader]:
+        """The (blocking) readers being tracked."""
+        return [tracker.reader for tracker, _ in self._trackers.values()]
 
     def add(self, reader: ReaderLike) -> None:
         r = reader.reader if isinstance(reader, AsyncReader) else reader
@@ -539,7 +530,13 @@ class AsyncMonitor:
     def _put(self, kind: str, reader: Reader, ts: float,
              error: Optional[BaseException]) -> None:
         self._seq += 1
-        self._queue.put_nowait(CardEvent(kind, reader, ts, self._seq, error))
+        ev = CardEvent(kind, reader, ts, self._seq, error)
+        for cb in list(self._callbacks):
+            try:
+                cb(ev)
+            except Exception:
+                pass  # one bad callback must not stop the monitor
+        self._queue.put_nowait(ev)
 
     def remove(self, reader: ReaderLike) -> None:
         r = reader.reader if isinstance(reader, AsyncReader) else reader

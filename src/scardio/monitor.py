@@ -82,7 +82,7 @@ class Tracker:
         self.stopped = False
 
     def start(self) -> None:
-        self.reader._tracked_by += 1
+        self.reader.session.tracked_by += 1
         self._submit(IOCTL.IS_PRESENT)
 
     def _submit(self, code: int) -> None:
@@ -106,7 +106,7 @@ class Tracker:
             if self.stopped:
                 return
             self.stopped = True
-        self.reader._tracked_by -= 1
+        self.reader.session.tracked_by -= 1
         self._emit(ERROR, exc)  # outside the lock: a callback may stop us
 
     def _completed(self, op: Any) -> None:
@@ -124,7 +124,7 @@ class Tracker:
         if self.stopped:
             return
         arrived = op.code == IOCTL.IS_PRESENT
-        self.reader._note_presence(arrived)
+        self.reader.session.note_presence(arrived)
         self._emit(ARRIVAL if arrived else DEPARTURE, None)
         self._submit(IOCTL.IS_ABSENT if arrived else IOCTL.IS_PRESENT)
 
@@ -136,7 +136,7 @@ class Tracker:
                 return
             self.stopped = True
             op, self._op = self._op, None
-        self.reader._tracked_by -= 1
+        self.reader.session.tracked_by -= 1
         if op is not None:
             self.reader.completions.unwatch(op)
             op.cancel()
@@ -192,6 +192,7 @@ class Monitor:
         return self
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
+        """Call `callback(CardEvent)` for every event, on the monitor thread."""
         self._callbacks.append(callback)
 
     @property

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Optional
 
 from . import errors
 from .constants import IOCTL, Attr, PowerAction, State
-from .reader import DEFAULT_CONNECT_TIMEOUT, Request, Steps, get_state_steps, run_sync
+from .runner import run_sync
+from .sequences import Request, Steps, get_state_steps
+from .session import DEFAULT_CONNECT_TIMEOUT
 
 if TYPE_CHECKING:
     from .reader import Reader
@@ -103,7 +105,7 @@ def probe_atr(reader: "Reader", timeout: Optional[float] = DEFAULT_CONNECT_TIMEO
     Raises NoCardError when the reader is empty, TimeoutError when the
     driver does not answer within `timeout` seconds."""
     with reader._lock:
-        reader._check_open()
+        reader.session.check_open()
         card = reader.card
         if card is not None:
             return Probe(card.atr_bytes, State.SPECIFIC, ["CONNECTED"])

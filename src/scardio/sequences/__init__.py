@@ -1,0 +1,68 @@
+"""The resource manager's sequences, sans-IO (docs/architecture.md, "The
+Python layer").
+
+Each sequence is a generator that *yields* a :class:`Request` (one IOCTL)
+and receives its output, or has the typed error thrown into it; its return
+value is the sequence's result.  Nothing here does I/O, takes a lock or
+reads a clock other than a deadline it was given: :func:`scardio.reader.run_sync`
+drives the generators with blocking IOCTLs and :mod:`scardio.aio` with
+overlapped ones, so each sequence is written once for every calling style.
+
+- :mod:`scardio.sequences.startup`: the start-up GET_ATTRIBUTEs;
+- :mod:`scardio.sequences.connect`: the connect loop and SET_PROTOCOL;
+- :mod:`scardio.sequences.disconnect`: dispositions, power-down, warm reset;
+- :mod:`scardio.sequences.transmit`: TRANSMIT with GET RESPONSE / 6Cxx.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Generator, NamedTuple, TypeVar
+
+from .. import errors
+from ..constants import IOCTL, State
+
+__all__ = ["Request", "Steps", "decode_state", "get_state_steps"]
+
+U32 = struct.Struct("<I")
+#: MAX_ATR: the output size of POWER and of GET_ATTRIBUTE ATR_STRING.
+ATR_OUT = 33
+
+# Errors that mean "this driver has no such attribute": fall back quietly.
+NO_ATTRIBUTE = (errors.NotSupportedError, errors.InvalidRequestError,
+                errors.InvalidParameterError, errors.BufferTooSmallError,
+                errors.DriverError)
+
+
+def u32(raw: bytes, what: str) -> int:
+    """The DWORD a driver returned for `what` (DriverDataError if short)."""
+    if len(raw) < 4:
+        raise errors.DriverDataError(f"{what}: driver returned {len(raw)} byte(s), "
+                                     "expected a 4-byte DWORD")
+    return int(U32.unpack_from(raw)[0])
+
+
+class Request(NamedTuple):
+    """One IOCTL a sequence wants to run."""
+    code: int
+    input: bytes = b""
+    output_size: int = 0
+
+
+T = TypeVar("T")
+#: A sequence: yields Requests, is sent their outputs, returns a T.
+Steps = Generator[Request, bytes, T]
+
+_STATES = tuple(State)  # indexed by value: faster than State(value)
+
+
+def decode_state(raw: bytes) -> State:
+    """GET_STATE's output as a :class:`scardio.State`."""
+    value = u32(raw, "GET_STATE")
+    # an out-of-range state is as good as unknown
+    return _STATES[value] if value < len(_STATES) else State.UNKNOWN
+
+
+def get_state_steps() -> "Steps[State]":
+    """GET_STATE."""
+    return decode_state((yield Request(IOCTL.GET_STATE, b"", 4)))

@@ -1,0 +1,328 @@
+"""The reader's state machine, sans-IO: one object, run by two runtimes.
+
+A :class:`ReaderSession` holds everything a reader remembers between calls:
+the card slot, the power-down timer's token, the listeners and the events
+they get, the close hooks, and what card tracking has seen.  It decides
+what each call does next and says so as a sequence (a generator of
+:class:`scardio.sequences.Request`, :mod:`scardio.sequences`) that also
+updates the state as its IOCTLs succeed or fail.  It does no I/O, starts no
+timer and takes no lock of the reader's: a runtime does that.
+
+- :class:`scardio.reader.Reader` runs it with blocking IOCTLs under an
+  ``RLock`` and arms timers on :mod:`scardio.powerdown`'s thread;
+- :class:`scardio.aio.AsyncReader` runs the same session with overlapped
+  IOCTLs under an ``asyncio.Lock`` and arms timers with ``loop.call_later``.
+
+Both front ends of one reader share its session, so a card connected
+through either is the card of both, and the timer one arms the other
+cancels.  Callers hold their runtime's lock around every ``*_steps``
+method and around :meth:`ReaderSession.arm_timer`.
+"""
+
+from __future__ import annotations
+
+import numbers
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from . import errors
+from .constants import IOCTL, ioctl_name
+from .sequences import Steps
+from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
+from .sequences.disconnect import Disposition, power_down_steps, warm_reset_steps
+
+if TYPE_CHECKING:
+    from .card import Card
+
+__all__ = ["ReaderSession", "ReaderEvent", "check_power_down_timeout",
+           "DEFAULT_POWER_DOWN_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT"]
+
+#: Seconds a disconnected card stays powered.  pcscd's grace period
+#: (PCSCLITE_POWER_OFF_GRACE_PERIOD) is 5 s: an application that disconnects
+#: and reconnects within that window (the common "open a session per
+#: operation" pattern) gets its card back with no new reset, exactly as it
+#: would under pcscd; longer keeps cards powered for no benefit, shorter
+#: makes reconnects pay a cold reset (tens to hundreds of ms on real cards).
+DEFAULT_POWER_DOWN_TIMEOUT: float = 5.0
+#: Upper bound on the whole connect sequence.  Real cold resets take up to
+#: about a second (slow ATRs, PPS); the bound only guards against drivers
+#: that hang.
+DEFAULT_CONNECT_TIMEOUT: float = 10.0
+
+
+def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
+    """`value` if it is a power-down timeout (None, or finite seconds >= 0);
+    else ValueError (TypeError for a non-number)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"power_down_timeout must be seconds (a number) or None, "
+                        f"not {type(value).__name__}")
+    if not 0 <= value < float("inf"):  # also refuses NaN
+        raise ValueError(f"power_down_timeout must be finite seconds >= 0 or None, "
+                         f"got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ReaderEvent:
+    """Something the reader did: ``kind`` is "connect", "disconnect",
+    "power_down", "power_down_cancelled", "power_down_failed", "close";
+    ``timestamp`` is time.monotonic()."""
+    kind: str
+    reader: str
+    timestamp: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class ReaderSession:
+    """One reader's state (see the module doc).  `name` gives the reader's
+    name for events and messages."""
+
+    def __init__(self, name: Callable[[], str],
+                 power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT) -> None:
+        self._name = name
+        self._power_down_timeout = check_power_down_timeout(power_down_timeout)
+        self.closed = False
+        #: The card connected through this reader (or the last one, gone).
+        self.card: Optional["Card"] = None
+        #: The runtime's handle of the armed power-down timer (has cancel()).
+        self.timer: Any = None
+        self._timer_token = 0
+        self._listeners: list[Callable[[ReaderEvent], None]] = []
+        self._close_hooks: list[Callable[[Any], None]] = []
+        #: Monitors keeping IS_PRESENT / IS_ABSENT pending on the reader.
+        self.tracked_by = 0
+        #: Card presence as a monitor last reported it (None: not tracked).
+        self.present: Optional[bool] = None
+        # Monitors report from their harvesting threads, waiters come and go
+        # on the callers' threads: the list needs its own small lock.
+        self._presence_lock = threading.Lock()
+        self._presence_waiters: list[Callable[[bool], None]] = []
+
+    @property
+    def name(self) -> str:
+        return self._name()
+
+    @property
+    def power_down_timeout(self) -> Optional[float]:
+        return self._power_down_timeout
+
+    @power_down_timeout.setter
+    def power_down_timeout(self, value: Optional[float]) -> None:
+        self._power_down_timeout = check_power_down_timeout(value)
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise errors.ClosedError(f"reader {self.name!r} is closed")
+
+    # -- events and hooks ---------------------------------------------------
+    def add_listener(self, callback: Callable[[ReaderEvent], None]) -> None:
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Callable[[ReaderEvent], None]) -> None:
+        try:
+            self._listeners.remove(callback)
+        except ValueError:
+            pass
+
+    def emit(self, kind: str, **detail: Any) -> None:
+        ev = ReaderEvent(kind, self.name, time.monotonic(), detail)
+        for cb in list(self._listeners):
+            try:
+                cb(ev)
+            except Exception:
+                pass  # a listener must not break a sequence
+
+    def add_close_hook(self, hook: Callable[[Any], None]) -> None:
+        self._close_hooks.append(hook)
+
+    def remove_close_hook(self, hook: Callable[[Any], None]) -> None:
+        try:
+            self._close_hooks.remove(hook)
+        except ValueError:
+            pass
+
+    def run_close_hooks(self, reader: Any) -> None:
+        for hook in list(self._close_hooks):
+            try:
+                hook(reader)
+            except Exception:
+                pass
+
+    # -- the card slot --------------------------------------------------------
+    def connected_card(self) -> Optional["Card"]:
+        c = self.card
+        return c if c is not None and c.connected else None
+
+    def card_gone(self, card: "Card", why: str) -> None:
+        """`card` is dead (removed, reset, reader closed): mark it and empty
+        the slot it holds."""
+        card._mark_gone(why)
+        if self.card is card:
+            self.card = None
+
+    def transmit_failed(self, card: "Card", exc: errors.ScardioError) -> None:
+        """A transmit on `card` failed with `exc`: a card that left or was
+        reset behind our back leaves its handle dead."""
+        if isinstance(exc, errors.NoCardError):
+            self.card_gone(card, "the card was removed")
+        elif isinstance(exc, errors.InvalidStateError):
+            self.card_gone(card, f"the card was reset or replaced ({exc})")
+
+    # -- connect / disconnect -------------------------------------------------
+    def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
+                      max_steps: int = CONNECT_MAX_STEPS,
+                      deadline: Optional[float] = None) -> "Steps[Card]":
+        """Refuse on a closed reader or a connected card; cancel the timer
+        (a reconnect reuses the powered card); the connect loop; the card
+        `make_card` builds goes into the slot."""
+        self.check_open()
+        if self.connected_card() is not None:
+            raise errors.InvalidStateError(
+                f"a card is already connected through {self.name!r}; "
+                "disconnect it first")
+        self.cancel_timer("reconnect")
+        t0 = time.monotonic()
+        conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline)
+        card = make_card(conn)
+        self.card = card
+        self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
+                  actions=conn.actions, ms=(time.monotonic() - t0) * 1000.0)
+        return card
+
+    def disconnect_steps(self, card: "Card",
+                         disposition: Disposition) -> "Steps[Optional[float]]":
+        """`card` was released with `disposition`: power it down or reset it
+        as asked.  Returns the seconds of power-down timer to arm (None:
+        none; see arm_timer)."""
+        card._mark_gone("disconnected")
+        if self.card is card:
+            self.card = None
+        self.emit("disconnect", disposition=disposition.name)
+        if self.closed:
+            return None
+        if disposition == Disposition.UNPOWER:
+            yield from self.power_down_steps("disconnect")
+            return None
+        if disposition == Disposition.RESET:
+            try:
+                yield from warm_reset_steps()
+            except errors.NoCardError:
+                return None
+        t = self.power_down_timeout
+        if t is None:
+            return None  # never: the caller keeps the card powered
+        if t == 0:
+            # A timer of 0 s fires at once: the same event as a timer firing.
+            yield from self.power_down_steps("timer")
+            return None
+        return t
+
+    # -- the power-down timer -------------------------------------------------
+    @property
+    def power_down_pending(self) -> bool:
+        return self.timer is not None
+
+    def arm_timer(self, schedule: Callable[[int], Any]) -> None:
+        """Arm the power-down timer: `schedule(token)` starts the runtime's
+        timer, which runs :meth:`timer_fired_steps` with that token, and
+        returns its handle."""
+        self._timer_token += 1
+        self.timer = schedule(self._timer_token)
+
+    def cancel_timer(self, why: str) -> None:
+        timer, self.timer = self.timer, None
+        self._timer_token += 1  # a timer already running its callback gives up
+        if timer is not None:
+            timer.cancel()
+            self.emit("power_down_cancelled", reason=why)
+
+    def timer_fired_steps(self, token: int) -> "Steps[None]":
+        """The timer armed with `token` fired: power the card down, unless
+        a reconnect or close cancelled it while the runtime took its lock."""
+        if token != self._timer_token or self.closed:
+            return
+        self.timer = None
+        yield from self.power_down_steps("timer")
+
+    def power_down_steps(self, reason: str) -> "Steps[list[str]]":
+        """The power-down sequence, reported as a "power_down" event (or
+        "power_down_failed": it never raises a device error)."""
+        try:
+            actions = yield from power_down_steps()
+        except errors.ScardioError as exc:
+            self.emit("power_down_failed", reason=reason, error=str(exc))
+            return []
+        self.emit("power_down", reason=reason, actions=actions,
+                  powered_down="POWER_DOWN" in actions)
+        return actions
+
+    def explicit_power_down_steps(self) -> "Steps[list[str]]":
+        """Reader.power_down(): refused while a card is connected; cancels
+        the timer; errors reach the caller."""
+        self.check_open()
+        if self.connected_card() is not None:
+            raise errors.InvalidStateError("a card is connected: disconnect it first")
+        self.cancel_timer("power_down()")
+        return (yield from power_down_steps())
+
+    # -- closing ------------------------------------------------------------
+    def begin_close(self) -> bool:
+        """Mark the reader closed (nothing new starts) and cancel the timer;
+        False if it was closed already."""
+        if self.closed:
+            return False
+        self.closed = True
+        self.cancel_timer("close")
+        return True
+
+    def drop_card(self, why: str) -> None:
+        card = self.card
+        if card is not None:
+            self.card_gone(card, why)
+
+    # -- card tracking --------------------------------------------------------
+    def note_presence(self, present: bool) -> None:
+        """A monitor saw an arrival (True) or a departure (False)."""
+        self.present = present
+        if not present:
+            self.drop_card("the card was removed")
+        with self._presence_lock:
+            waiters = list(self._presence_waiters)
+        for w in waiters:
+            w(present)
+
+    def add_presence_waiter(self, w: Callable[[bool], None]) -> None:
+        with self._presence_lock:
+            self._presence_waiters.append(w)
+
+    def remove_presence_waiter(self, w: Callable[[bool], None]) -> None:
+        with self._presence_lock:
+            try:
+                self._presence_waiters.remove(w)
+            except ValueError:
+                pass
+
+    @staticmethod
+    def tracking_code(present: bool) -> int:
+        return IOCTL.IS_PRESENT if present else IOCTL.IS_ABSENT
+
+    def tracking_timeout(self, present: bool, timeout: Optional[float]) -> errors.TimeoutError:
+        what = "a card" if present else "the card's removal"
+        return errors.TimeoutError(f"no sign of {what} within {timeout} s",
+                                   ioctl=self.tracking_code(present))
+
+    def tracking_busy(self, exc: errors.DeviceBusyError, present: bool) -> errors.DeviceBusyError:
+        code = self.tracking_code(present)
+        return errors.DeviceBusyError(
+            f"{ioctl_name(code)}: another tracking request is pending on "
+            f"{self.name!r} (one per reader); use the Monitor's events",
+            status=exc.status, ioctl=code)
+
+    def tracking_done(self, present: bool) -> None:
+        """The reader's own IS_PRESENT / IS_ABSENT completed."""
+        if not present:
+            self.drop_card("the card was removed")
