@@ -3,9 +3,11 @@
  *
  * A device is a smart-card reader opened through a backend, chosen once at
  * open: an IFD-handler driver (scio_open_ifd, every platform) or a Windows
- * device path (scio_open_win32 / scio_open_path, DeviceIoControl).  Every request is an IOCTL of
- * the Windows smart-card contract (DESIGN.md section 3) with Windows buffer
- * layout (32-bit little-endian DWORDs) on every platform.
+ * device path (scio_open_win32 / scio_open_path, DeviceIoControl).  Every
+ * request is an IOCTL of the Windows smart-card reader contract
+ * (IOCTL_SMARTCARD_*: CTL_CODE(FILE_DEVICE_SMARTCARD, n, METHOD_BUFFERED,
+ * FILE_ANY_ACCESS), codes below) with Windows buffer layout (32-bit
+ * little-endian DWORDs) on every platform.
  *
  * Requests run synchronously (scio_ioctl) or overlapped (scio_submit).  An
  * overlapped request completes into the completion queue the device was opened
@@ -59,7 +61,7 @@ typedef uint32_t scio_status;
 /* Short, stable name of a status ("NO_MEDIA"), or NULL if unknown. */
 const char *scio_status_name(scio_status status);
 
-/* ---- the IOCTL contract (DESIGN.md section 3) -------------------------- */
+/* ---- the IOCTL contract: IOCTL_SMARTCARD_* codes ------------------------ */
 #define SCIO_CTL_CODE(n) (0x00310000u | ((uint32_t)(n) << 2))
 #define SCIO_IOCTL_POWER           SCIO_CTL_CODE(1)
 #define SCIO_IOCTL_GET_ATTRIBUTE   SCIO_CTL_CODE(2)
