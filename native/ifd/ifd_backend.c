@@ -277,17 +277,6 @@ static scio_status lib_load(const char *path, ifd_lib **out,
     ifd_lib *lib;
     const char *missing = NULL;
 
-    scio_mutex_lock(&libs_lock);
-    for (lib = libs; lib; lib = lib->next) {
-        if (strcmp(lib->path, path) == 0) {
-            lib->refs++;
-            scio_mutex_unlock(&libs_lock);
-            *out = lib;
-            return SCIO_SUCCESS;
-        }
-    }
-    scio_mutex_unlock(&libs_lock);
-
 #ifdef _WIN32
     if ((st = win_check_file(path, errbuf, errlen)) != SCIO_SUCCESS)
         return st;
@@ -363,12 +352,16 @@ static scio_status lib_load(const char *path, ifd_lib **out,
     }
     lib->refs = 1;
     scio_mutex_lock(&libs_lock);
-    /* Another thread may have loaded it meanwhile: keep one entry. */
+    /* One entry per loaded file, whatever path named it (dir/lib.so,
+     * dir/./lib.so, a symlink): the loader hands back the same handle for
+     * the same file, so keying by handle gives one call lock and one set of
+     * open readers per driver.  This also keeps one entry when another
+     * thread loaded it meanwhile. */
     for (ifd_lib *other = libs; other; other = other->next) {
-        if (strcmp(other->path, path) == 0) {
+        if (other->handle == lib->handle) {
             other->refs++;
             scio_mutex_unlock(&libs_lock);
-            lib_close(lib->handle);
+            lib_close(lib->handle); /* drops this load's reference only */
             free(lib->path);
             free(lib);
             *out = other;

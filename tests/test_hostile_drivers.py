@@ -1,0 +1,88 @@
+"""What a misbehaving IFD handler can do to scardio, and what it must not:
+the hostile driver (tests/hostile/hostile_ifd.c, modes chosen per reader by
+the device name) against the IFD backend.  Cases that could hang run in
+child processes with timeouts."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import scardio
+from scardio import errors
+from scardio.constants import IOCTL, PowerAction, Protocol
+
+from hostile_driver import CTL_CONCURRENT_ENTRIES, build, transmit_input
+
+
+@pytest.fixture(scope="module")
+def hostile() -> str:
+    return build()
+
+
+def connect(dev: scardio.Device) -> None:
+    """Power the hostile card and set T=0 (its only protocol)."""
+    dev.ioctl(IOCTL.POWER, struct.pack("<I", PowerAction.COLD_RESET), 64)
+    dev.ioctl(IOCTL.SET_PROTOCOL, struct.pack("<I", Protocol.T0), 4)
+
+
+def run_child(code: str, *args: str, timeout: float = 30) -> str:
+    """Run `code` in a fresh interpreter; its stdout (fails on a hang)."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"child process hung for {timeout} s: {e.stdout!r} {e.stderr!r}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+# ---- one library, whatever path names it -----------------------------------
+
+def spellings(lib: str, tmp_path) -> list[str]:
+    """Three names of one file: as built, with a ./ inside, a symlink."""
+    link = tmp_path / "linked_driver.so"
+    link.symlink_to(lib)
+    return [lib, os.path.join(os.path.dirname(lib), ".", os.path.basename(lib)), str(link)]
+
+
+def test_the_same_reader_through_another_path_spelling_is_in_use(hostile, tmp_path) -> None:
+    first, *others = spellings(hostile, tmp_path)
+    with scardio.Device.open_ifd(first, "", 0x51):
+        for other in others:
+            with pytest.raises(errors.ReaderInUseError):
+                scardio.Device.open_ifd(other, "", 0x51).close()
+
+
+def test_a_driver_that_is_not_thread_safe_gets_one_call_at_a_time_by_any_name(
+        hostile, tmp_path) -> None:
+    names = spellings(hostile, tmp_path)
+    devices = [scardio.Device.open_ifd(name, "exclusive", 0x60 + i)
+               for i, name in enumerate(names)]
+    failures: list[BaseException] = []
+
+    def hammer(dev: scardio.Device) -> None:
+        for _ in range(20):
+            try:
+                dev.ioctl(IOCTL.GET_STATE, b"", 4)
+            except errors.DriverError as e:  # the driver saw a concurrent entry
+                failures.append(e)
+
+    try:
+        before = struct.unpack("<I", devices[0].ioctl(CTL_CONCURRENT_ENTRIES, b"", 4))[0]
+        threads = [threading.Thread(target=hammer, args=(d,)) for d in devices]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        after = struct.unpack("<I", devices[0].ioctl(CTL_CONCURRENT_ENTRIES, b"", 4))[0]
+    finally:
+        for d in devices:
+            d.close()
+    assert after - before == 0 and not failures, (after - before, failures[:3])
