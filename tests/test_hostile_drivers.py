@@ -86,3 +86,35 @@ def test_a_driver_that_is_not_thread_safe_gets_one_call_at_a_time_by_any_name(
         for d in devices:
             d.close()
     assert after - before == 0 and not failures, (after - before, failures[:3])
+
+
+# ---- output buffers hold only what the driver wrote ------------------------
+
+SECRET = bytes([0x80, 0xEC, 0x00, 0x00]) + bytes([0xA5]) * 296   # echoed back whole
+
+
+@pytest.mark.parametrize("overlapped", [False, True], ids=["sync", "overlapped"])
+def test_a_driver_claiming_more_than_it_wrote_exposes_no_earlier_response(
+        hostile, overlapped) -> None:
+    with scardio.Device.open_ifd(hostile, "short-write", 0x70 + overlapped) as dev:
+        connect(dev)
+
+        def call(code: int, data: bytes, size: int) -> bytes:
+            if overlapped:
+                return dev.submit(code, data, size).wait(10)
+            return dev.ioctl(code, data, size)
+
+        # A buffer for the largest response: the driver writes into it directly
+        # (smaller ones go through the backend's own, where a claim past the
+        # caller's capacity is BUFFER_TOO_SMALL).
+        size = scardio._core.MAX_OUTPUT
+        for _ in range(3):
+            assert call(IOCTL.TRANSMIT, transmit_input(SECRET), size)[8:] == SECRET
+            # claims `size - 8` bytes, writes 90 00
+            short = call(IOCTL.TRANSMIT, transmit_input(b"\x00\xB0\x00\x00"), size)
+            assert short[8:10] == b"\x90\x00"
+            assert len(short) == size
+            assert short[10:] == bytes(size - 10), short[10:40].hex()
+            assert call(IOCTL.TRANSMIT, transmit_input(SECRET), size)[8:] == SECRET
+            ctl = call(scardio.constants.vendor_ctl_pcsc(7), b"", size)
+            assert ctl[:2] == b"\x90\x00" and ctl[2:] == bytes(len(ctl) - 2), ctl[:40].hex()

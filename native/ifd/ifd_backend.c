@@ -562,7 +562,7 @@ static scio_status power_up(ifd_dev *s, IFD_DWORD action, uint8_t *out,
 {
     /* Slack past the declared capacity: a driver that writes one byte too
      * many must not corrupt memory; its claimed length is checked below. */
-    uint8_t atr[64];
+    uint8_t atr[64] = {0};
     IFD_DWORD len = SCIO_MAX_ATR;
     IFD_RESPONSECODE rc = s->lib->power(s->lun, action, atr, &len);
     scio_status st = after_call(s, rc, drv);
@@ -738,6 +738,10 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
             return SCIO_NO_MEMORY;
         rx = s->rx;
     }
+    /* A driver may claim more than it wrote: only the first cap bytes can
+     * reach the caller, and they hold nothing but what it writes now (not
+     * an earlier response left in s->rx or in a reused heap block). */
+    memset(rx, 0, cap);
     send_pci.Protocol = proto == SCIO_PROTOCOL_T1 ? 1 : 0;
     send_pci.Length = sizeof send_pci;
     recv_pci = send_pci;
@@ -803,6 +807,7 @@ static scio_status do_get_attribute(ifd_dev *s, const uint8_t *in, size_t in_len
     if (out_cap == 0)
         return SCIO_BUFFER_TOO_SMALL;
     len = (IFD_DWORD)out_cap;
+    memset(out, 0, out_cap); /* what the driver does not write reads as zero */
     rc = s->lib->get_caps(s->lun, tag, &len, out);
     if (rc == IFD_SUCCESS) {
         if (len > out_cap) {
@@ -870,6 +875,8 @@ static scio_status do_control(ifd_dev *s, uint32_t pcsc_code, const uint8_t *in,
         return SCIO_NO_MEMORY;
     if (in_len)
         memcpy(copy, in, in_len);
+    if (out_cap)
+        memset(out, 0, out_cap); /* what the driver does not write reads as zero */
     rc = s->lib->control(s->lun, pcsc_code, copy, (IFD_DWORD)in_len,
                          out, (IFD_DWORD)out_cap, &returned);
     free(copy);
