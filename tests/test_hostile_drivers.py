@@ -118,3 +118,24 @@ def test_a_driver_claiming_more_than_it_wrote_exposes_no_earlier_response(
             assert call(IOCTL.TRANSMIT, transmit_input(SECRET), size)[8:] == SECRET
             ctl = call(scardio.constants.vendor_ctl_pcsc(7), b"", size)
             assert ctl[:2] == b"\x90\x00" and ctl[2:] == bytes(len(ctl) - 2), ctl[:40].hex()
+
+
+# ---- a polling function that returns at once --------------------------------
+
+def test_a_polling_function_that_returns_at_once_does_not_burn_a_core(hostile) -> None:
+    out = run_child("""
+        import sys, time
+        import scardio
+        from scardio.constants import IOCTL
+        dev = scardio.Device.open_ifd(sys.argv[1], "busy-poll", 0)
+        op = dev.submit(IOCTL.IS_ABSENT)    # the card stays in: polls for good
+        t0, c0 = time.monotonic(), time.process_time()
+        time.sleep(2)
+        cpu = time.process_time() - c0
+        assert not op.done()
+        op.cancel()
+        dev.close()
+        print(f"{cpu:.3f}")
+    """, hostile)
+    cpu = float(out.split()[-1])
+    assert cpu < 0.4, f"{cpu:.2f} s of CPU in a 2 s wait"

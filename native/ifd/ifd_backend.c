@@ -969,8 +969,22 @@ static int consume_event(ifd_dev *s, int want_present)
     return 0;
 }
 
+/* Between two polls that found no event, at least poll_interval_ms pass: a
+ * polling function that returns at once (ignoring its timeout) costs what
+ * presence polling costs, not a core.  The wait ends early on a wake. */
+static void pace_poll(ifd_dev *s, int64_t last_poll_ms)
+{
+    int64_t due = last_poll_ms + (int64_t)s->poll_interval_ms;
+    scio_mutex_lock(&s->wait_lock);
+    while (!s->wake && scio_now_ms() < due)
+        scio_cond_wait_until(&s->wait_cv, &s->wait_lock, due);
+    s->wake = 0;
+    scio_mutex_unlock(&s->wait_lock);
+}
+
 static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv)
 {
+    int64_t last_poll_ms = -1; /* -1: no poll yet in this request */
     for (;;) {
         int present, event;
         scio_status st;
@@ -988,7 +1002,13 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
             return SCIO_CANCELLED;
         if (s->poll) {
             /* Blocks until a card event, the stop function, or 1 s. */
-            IFD_RESPONSECODE rc = s->poll(s->lun, 1000);
+            IFD_RESPONSECODE rc;
+            if (last_poll_ms >= 0)
+                pace_poll(s, last_poll_ms);
+            if (scio_op_cancelled(op))
+                return SCIO_CANCELLED;
+            last_poll_ms = scio_now_ms();
+            rc = s->poll(s->lun, 1000);
             if (rc == IFD_NO_SUCH_DEVICE) {
                 *drv = rc;
                 return SCIO_DEVICE_NOT_CONNECTED;
