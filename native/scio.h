@@ -54,6 +54,7 @@ typedef uint32_t scio_status;
 #define SCIO_ENTRYPOINT_NOT_FOUND     0xC0000139u /* library lacks IFDH symbols */
 #define SCIO_NO_MEDIA                 0xC0000178u /* no card */
 #define SCIO_INVALID_DEVICE_STATE     0xC0000184u
+#define SCIO_POSSIBLE_DEADLOCK        0xC0000194u /* a driver call re-entered its reader */
 #define SCIO_IO_DEVICE_ERROR          0xC0000185u /* driver failed the call */
 #define SCIO_INVALID_BUFFER_SIZE      0xC0000206u /* input larger than allowed */
 #define SCIO_DEVICE_DATA_ERROR        0xC000009Cu /* driver returned bad data */

@@ -139,3 +139,35 @@ def test_a_polling_function_that_returns_at_once_does_not_burn_a_core(hostile) -
     """, hostile)
     cpu = float(out.split()[-1])
     assert cpu < 0.4, f"{cpu:.2f} s of CPU in a 2 s wait"
+
+
+# ---- re-entry from a driver's log call --------------------------------------
+
+def test_a_log_callback_calling_the_logging_reader_gets_a_reentry_error(hostile) -> None:
+    out = run_child("""
+        import struct, sys
+        import scardio
+        from scardio import errors
+        from scardio.constants import IOCTL, PowerAction, Protocol
+        sys.path.insert(0, sys.argv[2])
+        from hostile_driver import transmit_input
+        dev = scardio.Device.open_ifd(sys.argv[1], "log-reenter", 0)
+        seen = []
+        def on_log(priority, text):
+            try:
+                dev.ioctl(IOCTL.GET_STATE, b"", 4)
+                seen.append("no error")
+            except errors.ReentryError as e:
+                seen.append(f"ReentryError {e.status_name}")
+        dev.ioctl(IOCTL.POWER, struct.pack("<I", PowerAction.COLD_RESET), 64)
+        dev.ioctl(IOCTL.SET_PROTOCOL, struct.pack("<I", Protocol.T0), 4)
+        scardio._core.set_driver_log(on_log)
+        dev.ioctl(IOCTL.TRANSMIT, transmit_input(b"\\x00\\xB0\\x00\\x00"), 16)
+        dev.submit(IOCTL.TRANSMIT, transmit_input(b"\\x00\\xB0\\x00\\x00"), 16).wait(10)
+        scardio._core.set_driver_log(None)
+        # the reader still works afterwards
+        dev.ioctl(IOCTL.GET_STATE, b"", 4)
+        dev.close()
+        print(seen)
+    """, hostile, os.path.dirname(os.path.abspath(__file__)))
+    assert out.strip() == str(["ReentryError POSSIBLE_DEADLOCK"] * 2), out

@@ -27,6 +27,7 @@ const char *scio_status_name(scio_status status)
     case SCIO_ENTRYPOINT_NOT_FOUND: return "ENTRYPOINT_NOT_FOUND";
     case SCIO_NO_MEDIA: return "NO_MEDIA";
     case SCIO_INVALID_DEVICE_STATE: return "INVALID_DEVICE_STATE";
+    case SCIO_POSSIBLE_DEADLOCK: return "POSSIBLE_DEADLOCK";
     case SCIO_IO_DEVICE_ERROR: return "IO_DEVICE_ERROR";
     case SCIO_INVALID_BUFFER_SIZE: return "INVALID_BUFFER_SIZE";
     case SCIO_DEVICE_DATA_ERROR: return "DEVICE_DATA_ERROR";

@@ -411,6 +411,48 @@ static void unclaim_reader(ifd_lib *lib, IFD_DWORD lun)
     scio_mutex_unlock(&libs_lock);
 }
 
+/* ---- call locks, and re-entry from inside a driver call ------------------ */
+
+/* A driver call may call back into the host (log_msg, whose callback may use
+ * any reader).  A call on a reader whose call lock this thread already holds
+ * would wait for itself for good: each thread keeps the chain of call locks
+ * it holds (on its stack) and such a call fails with
+ * SCIO_POSSIBLE_DEADLOCK instead. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define IFD_THREAD_LOCAL __declspec(thread)
+#else
+#define IFD_THREAD_LOCAL _Thread_local
+#endif
+
+typedef struct held_lock {
+    scio_mutex *lock;
+    struct held_lock *up;
+} held_lock;
+
+static IFD_THREAD_LOCAL held_lock *held_locks;
+
+static int holds_lock(const scio_mutex *lock)
+{
+    for (const held_lock *h = held_locks; h; h = h->up)
+        if (h->lock == lock)
+            return 1;
+    return 0;
+}
+
+static void call_lock(scio_mutex *lock, held_lock *h)
+{
+    scio_mutex_lock(lock);
+    h->lock = lock;
+    h->up = held_locks;
+    held_locks = h;
+}
+
+static void call_unlock(held_lock *h)
+{
+    held_locks = h->up;
+    scio_mutex_unlock(h->lock);
+}
+
 /* ---- status mapping ----------------------------------------------------- */
 
 /* IFD_ERROR_INSUFFICIENT_BUFFER is the caller's problem only when the driver
@@ -988,12 +1030,13 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
     for (;;) {
         int present, event;
         scio_status st;
+        held_lock h;
         if (scio_op_cancelled(op))
             return SCIO_CANCELLED;
-        scio_mutex_lock(s->lock);
+        call_lock(s->lock, &h);
         st = refresh_presence(s, &present, drv);
         event = st == SCIO_SUCCESS && consume_event(s, want_present);
-        scio_mutex_unlock(s->lock);
+        call_unlock(&h);
         if (st != SCIO_SUCCESS)
             return st;
         if (event || present == want_present)
@@ -1046,17 +1089,21 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
     scio_status st;
     uint32_t pcsc_code;
 
+    held_lock h;
+
     *out_len = 0;
-    if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
-        return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
     if (vendor_function(code, &pcsc_code) && s->has_unlocked &&
         pcsc_code >= s->unlocked_first && pcsc_code <= s->unlocked_last) {
         /* The driver serves these concurrently with its other calls (so
          * they get through while a call holds the reader lock). */
         return do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
     }
+    if (holds_lock(s->lock))
+        return SCIO_POSSIBLE_DEADLOCK; /* called from inside a call of this reader */
+    if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
+        return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
 
-    scio_mutex_lock(s->lock);
+    call_lock(s->lock, &h);
     switch (code) {
     case SCIO_IOCTL_GET_STATE:
         st = do_get_state(s, out, out_cap, out_len, drv);
@@ -1098,14 +1145,15 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
     }
     if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
         s->last_error = st;
-    scio_mutex_unlock(s->lock);
+    call_unlock(&h);
     return st;
 }
 
 static void ifd_release(scio_device *d)
 {
     ifd_dev *s = scio_device_state(d);
-    scio_mutex_lock(s->lock);
+    held_lock h;
+    call_lock(s->lock, &h);
     if (s->channel_open) {
         if (s->state >= SCIO_STATE_POWERED) {
             uint8_t dummy[SCIO_MAX_ATR];
@@ -1116,7 +1164,7 @@ static void ifd_release(scio_device *d)
         s->channel_open = 0;
         unclaim_reader(s->lib, s->lun);
     }
-    scio_mutex_unlock(s->lock);
+    call_unlock(&h);
 }
 
 static void ifd_destroy(scio_device *d)
@@ -1214,6 +1262,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     int claim;
     int present;
     long drv = 0;
+    held_lock h;
 
     *out = NULL;
     if (errbuf && errlen)
@@ -1257,7 +1306,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     /* Until the driver says it is thread safe, calls go one at a time
      * across all of its readers. */
     s->lock = &lib->call_lock;
-    scio_mutex_lock(s->lock);
+    call_lock(s->lock, &h);
     if (lib->version == 3) {
         /* The driver may keep or modify the name: give it its own copy. */
         char *name = strdup(device_name ? device_name : "");
@@ -1268,7 +1317,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         rc = lib->create(s->lun, (IFD_DWORD)channel);
     }
     if (rc != IFD_SUCCESS) {
-        scio_mutex_unlock(s->lock);
+        call_unlock(&h);
         /* Why (often: another process holds the reader) is for the caller
          * to find out; SCIO_NO_SUCH_DEVICE marks this failure alone. */
         set_err(errbuf, errlen,
@@ -1293,15 +1342,15 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
             len == 1 && safe == 1)
             s->lock = &s->drv_lock; /* readers may be called concurrently */
     }
-    scio_mutex_unlock(&lib->call_lock);
+    call_unlock(&h);
 
     st = scio_device_create(&ifd_backend, s, q,
                             opts ? opts->close_timeout_ms : 0, out);
     if (st != SCIO_SUCCESS) {
         set_err(errbuf, errlen, "out of memory");
-        scio_mutex_lock(s->lock);
+        call_lock(s->lock, &h);
         lib->close_channel(s->lun);
-        scio_mutex_unlock(s->lock);
+        call_unlock(&h);
         goto fail;
     }
     return SCIO_SUCCESS;

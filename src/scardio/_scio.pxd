@@ -28,6 +28,7 @@ cdef extern from "scio.h" nogil:
     const scio_status SCIO_ENTRYPOINT_NOT_FOUND
     const scio_status SCIO_NO_MEDIA
     const scio_status SCIO_INVALID_DEVICE_STATE
+    const scio_status SCIO_POSSIBLE_DEADLOCK
     const scio_status SCIO_IO_DEVICE_ERROR
     const scio_status SCIO_INVALID_BUFFER_SIZE
     const scio_status SCIO_DEVICE_DATA_ERROR

@@ -23,7 +23,7 @@ __all__ = [
     "ScardioError", "NoCardError", "TimeoutError", "CancelledError",
     "DeviceBusyError", "ReaderInUseError", "NotSupportedError",
     "InvalidRequestError", "InvalidParameterError", "InputTooLargeError",
-    "BufferTooSmallError", "InvalidStateError", "DriverError",
+    "BufferTooSmallError", "InvalidStateError", "ReentryError", "DriverError",
     "DriverDataError", "UnrecognizedCardError", "DeviceGoneError",
     "ClosedError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
     "MissingEntryPointError", "ChannelOpenError", "error_for_status", "status_name",
@@ -119,6 +119,14 @@ class InvalidStateError(ScardioError):
     status = 0xC0000184
 
 
+class ReentryError(ScardioError):
+    """A call on a reader made from inside one of its own driver calls (a
+    driver log callback that uses the reader whose driver is logging, for
+    instance): the reader is busy with the call that logs, so this one is
+    refused rather than left waiting for good."""
+    status = 0xC0000194
+
+
 class DriverError(ScardioError):
     """The driver failed the call; ``driver_code`` says how."""
     status = 0xC0000185
@@ -185,7 +193,7 @@ _CLASS_FOR_STATUS: dict[int, type[ScardioError]] = {
     for cls in (NoCardError, TimeoutError, CancelledError, DeviceBusyError,
                 ReaderInUseError, NotSupportedError, InvalidRequestError,
                 InvalidParameterError, InputTooLargeError, BufferTooSmallError,
-                InvalidStateError, DriverError, DriverDataError,
+                InvalidStateError, ReentryError, DriverError, DriverDataError,
                 UnrecognizedCardError, DeviceGoneError, DriverNotFoundError,
                 NotADriverError, MissingEntryPointError, ChannelOpenError)
 }
