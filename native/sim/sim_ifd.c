@@ -130,6 +130,10 @@ struct lun {
     uint32_t ev_insertions;    /* SCIO_IFD_TAG_CARD_EVENTS: never reset */
     uint32_t ev_removals;
     uint64_t poll_seen_gen;    /* event_gen when the poll last returned */
+    int swap_unseen;           /* a card was swapped for another since the
+                                * last presence check: it answers "absent"
+                                * once, so hosts that only ask presence see
+                                * the removal */
     int poll_stop;             /* sticky: the next / current poll returns */
 };
 
@@ -319,6 +323,7 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id)
 
 static void card_removed_locked(struct lun *l)
 {
+    l->swap_unseen = 0;
     if (!l->present)
         return;
     l->present = 0;
@@ -332,7 +337,9 @@ static void card_removed_locked(struct lun *l)
 
 static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
 {
+    int swap = l->present;
     card_removed_locked(l);    /* inserting over a card swaps it */
+    l->swap_unseen = swap;
     sim_card_init(&l->card, atr, len);
     l->present = 1;
     l->powered = 0;
@@ -867,6 +874,14 @@ SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD Lun)
         return rv;
     sim_mutex_lock(&l->lock);
     rv = l->present ? IFD_ICC_PRESENT : IFD_ICC_NOT_PRESENT;
+    if (l->swap_unseen) {
+        /* The removal half of a swap: "absent" now, the new card at the
+         * next check, which a waiting poll is told to make at once. */
+        l->swap_unseen = 0;
+        rv = IFD_ICC_NOT_PRESENT;
+        l->event_gen++;
+        sim_cond_broadcast(&l->cond);
+    }
     sim_mutex_unlock(&l->lock);
     lun_put(l);
     return rv;

@@ -855,6 +855,51 @@ static void test_card_t0(void)
 
 /* ---- tests: controls ----------------------------------------------------- */
 
+/* A swap (INSERT over a card) as a driver-agnostic host sees it, which
+ * asks presence when the polling function returns: a removal, then the new
+ * card, each announced by the polling function returning at once. */
+static void test_swap_seen_by_presence(void)
+{
+    IFD_DWORD lun = 0x61000;
+    ifdh_polling_fn poll;
+    uint8_t atr[64];
+    IFD_DWORD len;
+
+    CHECK_EQ(p_create_by_name(lun, "sim"), IFD_SUCCESS);
+    poll = get_poll_fn(lun);
+    CHECK(poll != NULL);
+    if (poll == NULL) {
+        p_close(lun);
+        return;
+    }
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);            /* the insertion */
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
+    CHECK_EQ(poll(lun, 0), IFD_RESPONSE_TIMEOUT);      /* nothing new */
+    CHECK_EQ(power_up(lun), IFD_SUCCESS);
+
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T0), IFD_SUCCESS); /* the swap */
+    CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);    /* the old card left */
+    CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);            /* look again at once */
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);        /* the new one is in */
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
+    CHECK_EQ(poll(lun, 0), IFD_RESPONSE_TIMEOUT);
+    len = sizeof(atr);
+    CHECK_EQ(power(lun, IFD_POWER_UP, atr, &len), IFD_SUCCESS);
+    CHECK_EQ(len, sizeof(ATR_T0));                     /* it is the new card */
+
+    /* A removal after a swap nobody looked at: absent, and stays so. */
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(ctl(lun, SIM_CTL_REMOVE, NULL, 0), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    /* Then a card inserted into the empty reader is simply present. */
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
+    CHECK_EQ(p_close(lun), IFD_SUCCESS);
+}
+
 static void test_controls(void)
 {
     IFD_DWORD lun = 0x60000, ret, len;
@@ -897,6 +942,10 @@ static void test_controls(void)
     CHECK_EQ(c[SIM_COUNTER_INSERTIONS], 1);
     CHECK_EQ(c[SIM_COUNTER_POWERED], 0);
     CHECK_EQ(c[SIM_COUNTER_PRESENT], 1);
+    /* A host that only asks presence sees the swap: absent once, then the
+     * new card (test_swap_seen_by_presence has the polling side). */
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
 
     /* Input lengths of the other controls. */
     CHECK_EQ(ctl(lun, SIM_CTL_REMOVE, b, 1), IFD_COMMUNICATION_ERROR);
@@ -1509,6 +1558,7 @@ int main(int argc, char **argv)
         test_card_t1();
         test_card_t0();
         test_controls();
+        test_swap_seen_by_presence();
         test_faults();
         test_polling();
         test_many();
