@@ -171,3 +171,23 @@ def test_a_log_callback_calling_the_logging_reader_gets_a_reentry_error(hostile)
         print(seen)
     """, hostile, os.path.dirname(os.path.abspath(__file__)))
     assert out.strip() == str(["ReentryError POSSIBLE_DEADLOCK"] * 2), out
+
+
+# ---- card-event counts that go back ------------------------------------------
+
+def test_card_event_counts_going_back_make_no_events_and_one_log(hostile) -> None:
+    logged: list[str] = []
+    scardio._core.set_driver_log(lambda priority, text: logged.append(text))
+    try:
+        with scardio.Device.open_ifd(hostile, "backwards", 0x80) as dev:
+            for _ in range(20):   # the card is in: each completes, reading the counts
+                dev.submit(IOCTL.IS_PRESENT).wait(5)
+            departure = dev.submit(IOCTL.IS_ABSENT)
+            with pytest.raises(errors.TimeoutError):
+                departure.wait(0.5)   # the card never left: no departure
+            departure.cancel()
+            assert dev.ioctl(IOCTL.GET_STATE, b"", 4) != struct.pack("<I", 1)  # not ABSENT
+    finally:
+        scardio._core.set_driver_log(None)
+    went_back = [t for t in logged if "went back" in t]
+    assert len(went_back) == 1, logged
