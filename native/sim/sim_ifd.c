@@ -104,6 +104,11 @@ typedef struct timespec sim_deadline;
 #define TAG_DEVICE_UNIT        0x7FFF0001UL
 #define TAG_SIMULTANEOUS       0x0FAFUL
 
+/* "Absent" answers after a swap for a host that never polls: two, because
+ * a host may ask once on its own (pcscd does before powering the card down)
+ * and once in its event loop. */
+#define SIM_SWAP_ABSENT_CHECKS 2
+
 struct fault {
     uint32_t kind;
     uint32_t value;
@@ -130,10 +135,12 @@ struct lun {
     uint32_t ev_insertions;    /* SCIO_IFD_TAG_CARD_EVENTS: never reset */
     uint32_t ev_removals;
     uint64_t poll_seen_gen;    /* event_gen when the poll last returned */
-    int swap_unseen;           /* a card was swapped for another since the
-                                * last presence check: it answers "absent"
-                                * once, so hosts that only ask presence see
-                                * the removal */
+    /* After a swap presence answers "absent" (so that hosts that only ask
+     * presence see the removal) until the polling function has returned
+     * after such an answer, or for SIM_SWAP_ABSENT_CHECKS checks for hosts
+     * that do not poll. */
+    int swap_absent;           /* "absent" answers left */
+    int swap_told;             /* one was given */
     int poll_stop;             /* sticky: the next / current poll returns */
 };
 
@@ -323,7 +330,8 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id)
 
 static void card_removed_locked(struct lun *l)
 {
-    l->swap_unseen = 0;
+    l->swap_absent = 0;
+    l->swap_told = 0;
     if (!l->present)
         return;
     l->present = 0;
@@ -339,7 +347,7 @@ static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
 {
     int swap = l->present;
     card_removed_locked(l);    /* inserting over a card swaps it */
-    l->swap_unseen = swap;
+    l->swap_absent = swap ? SIM_SWAP_ABSENT_CHECKS : 0;
     sim_card_init(&l->card, atr, len);
     l->present = 1;
     l->powered = 0;
@@ -461,6 +469,11 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
             timed_out = 1;
     }
     l->poll_seen_gen = l->event_gen;
+    if (l->swap_told) {
+        /* The host saw the removal and will look again: the new card. */
+        l->swap_absent = 0;
+        l->swap_told = 0;
+    }
     sim_mutex_unlock(&l->lock);
     lun_put(l);
     return rv;
@@ -874,10 +887,11 @@ SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD Lun)
         return rv;
     sim_mutex_lock(&l->lock);
     rv = l->present ? IFD_ICC_PRESENT : IFD_ICC_NOT_PRESENT;
-    if (l->swap_unseen) {
-        /* The removal half of a swap: "absent" now, the new card at the
-         * next check, which a waiting poll is told to make at once. */
-        l->swap_unseen = 0;
+    if (l->swap_absent > 0) {
+        /* The removal half of a swap; a waiting poll returns at once so
+         * that the host looks again and finds the new card. */
+        l->swap_absent--;
+        l->swap_told = 1;
         rv = IFD_ICC_NOT_PRESENT;
         l->event_gen++;
         sim_cond_broadcast(&l->cond);

@@ -881,6 +881,7 @@ static void test_swap_seen_by_presence(void)
     CHECK_EQ(insert_kind(lun, SIM_CARD_T0), IFD_SUCCESS); /* the swap */
     CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);
     CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);    /* the old card left */
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);    /* (pcscd asks twice) */
     CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);            /* look again at once */
     CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);        /* the new one is in */
     CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
@@ -888,6 +889,13 @@ static void test_swap_seen_by_presence(void)
     len = sizeof(atr);
     CHECK_EQ(power(lun, IFD_POWER_UP, atr, &len), IFD_SUCCESS);
     CHECK_EQ(len, sizeof(ATR_T0));                     /* it is the new card */
+    /* One "absent", then the poll: the poll ends the absence at once. */
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(poll(lun, 1000), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
+    CHECK_EQ(poll(lun, 0), IFD_RESPONSE_TIMEOUT);
 
     /* A removal after a swap nobody looked at: absent, and stays so. */
     CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
@@ -942,8 +950,9 @@ static void test_controls(void)
     CHECK_EQ(c[SIM_COUNTER_INSERTIONS], 1);
     CHECK_EQ(c[SIM_COUNTER_POWERED], 0);
     CHECK_EQ(c[SIM_COUNTER_PRESENT], 1);
-    /* A host that only asks presence sees the swap: absent once, then the
+    /* A host that only asks presence sees the swap: absent twice, then the
      * new card (test_swap_seen_by_presence has the polling side). */
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
     CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
     CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
 
