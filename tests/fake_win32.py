@@ -108,6 +108,8 @@ class FakeWindowsDevice:
         self._fd = device.fileno()
         self._event = api.make_event()
         self._lock = threading.Lock()  # event updates vs harvests
+        self._close_lock = threading.Lock()
+        self._closing = False
         self._harvested = threading.Event()
         self._stop_r, self._stop_w = socket.socketpair()
         self._bridge = threading.Thread(target=self._follow, daemon=True,
@@ -152,8 +154,10 @@ class FakeWindowsDevice:
                 self._harvested.set()
 
     def close(self) -> None:
-        if self._device.closed:
-            return
+        with self._close_lock:
+            if self._closing:
+                return
+            self._closing = True
         self._stop_w.send(b"x")
         self._harvested.set()
         self._bridge.join(5)
@@ -161,6 +165,13 @@ class FakeWindowsDevice:
         self._api.close_event(self._event)
         self._stop_r.close()
         self._stop_w.close()
+
+    def __enter__(self) -> "FakeWindowsDevice":
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     def _check_open(self) -> None:
         if self._device.closed:

@@ -11,6 +11,8 @@ import ast
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Iterator
@@ -262,6 +264,31 @@ def test_handle_watcher_stops_when_the_loop_is_gone():
     assert not watcher.alive and len(calls) == 1, "a refused notify must end the thread"
     watcher.stop()
     assert api.open_events() == 1  # only the queue's own event is left
+
+
+# -- the existing suites, on the model ----------------------------------------------
+
+#: The scenario suites of the threaded and asyncio runtimes, run again with
+#: every simulated device on the model (tests/conftest.py, WIN32_MODEL).
+MODEL_SUITES = ["test_monitor.py", "test_aio.py", "test_reader_styles.py",
+                "test_surfaces.py", "test_reliability_events.py",
+                "test_reliability_shutdown.py", "test_reliability_concurrency.py"]
+
+#: Asserts that aio starts no thread at all, true only where waitables
+#: are descriptors; the one waiter thread is asserted above instead.
+MODEL_DESELECTED = ["test_aio.py::test_open_wait_connect_transmit_no_threads"]
+
+
+def test_runtime_suites_pass_on_the_model():
+    tests = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, SCARDIO_TEST_WIN32_MODEL="1")
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+            *(os.path.join(tests, m) for m in MODEL_SUITES),
+            *(f"--deselect=tests/{d}" for d in MODEL_DESELECTED)]
+    proc = subprocess.run(args, cwd=os.path.dirname(tests), env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
 
 
 # -- the sources -------------------------------------------------------------------
