@@ -177,6 +177,18 @@ def test_monitor_on_handles_refuses_a_reader_past_the_limit(api, monkeypatch):
             assert r2.session.tracked_by == 0, "the refused reader is not tracked"
 
 
+def test_monitor_refusing_a_reader_at_start_leaves_no_thread(api, monkeypatch):
+    monkeypatch.setattr(waiting, "MAX_HANDLES", 1)
+    with win_reader(api) as (r1, _), win_reader(api) as (r2, _):
+        with pytest.raises(waiting.TooManyWaitablesError):
+            Monitor([r1, r2])
+        deadline = time.monotonic() + 5
+        while threads_named("scardio-monitor") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert threads_named("scardio-monitor") == []
+        assert r1.session.tracked_by == 0 and r2.session.tracked_by == 0
+
+
 def test_closing_a_monitored_reader_on_handles(api):
     with win_reader(api) as (reader, sim):
         with Monitor([reader]) as mon:

@@ -189,9 +189,13 @@ class Monitor:
             self._thread = threading.Thread(target=self._run, name="scardio-monitor",
                                             daemon=True)
             self._thread.start()
-            for r in self._pending:
-                self.add(r)
-            self._pending = []
+            pending, self._pending = self._pending, []
+            try:
+                for r in pending:
+                    self.add(r)
+            except BaseException:
+                self.close()  # no thread left behind by a refused reader
+                raise
         return self
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:

@@ -135,7 +135,11 @@ class Waiter(Protocol):
 
 
 class SelectorWaiter:
-    """:class:`Waiter` over descriptors (POSIX)."""
+    """:class:`Waiter` over descriptors (POSIX).
+
+    The wake-up is a socket pair of its own, not one device's
+    ``Device.wake()``: a waiter may have no device, and any harvester of a
+    device (an asyncio loop too) consumes that device's wake-ups."""
 
     def __init__(self) -> None:
         self._sel = selectors.DefaultSelector()
@@ -181,7 +185,9 @@ class SelectorWaiter:
 class HandleWaiter:
     """:class:`Waiter` over event handles (Windows): one
     WaitForMultipleObjects on the registered handles and a wake event.
-    More than :data:`MAX_HANDLES` raises :class:`TooManyWaitablesError`."""
+    More than :data:`MAX_HANDLES` raises :class:`TooManyWaitablesError`
+    (a wait per thread beyond that would cost a thread per 61 readers and
+    a hand-off between them; one monitor per 61 readers does the same)."""
 
     def __init__(self, api: HandleApi) -> None:
         self._api = api
@@ -245,7 +251,9 @@ class HandleWatcher:
     the loop's harvest and calls `done()` after it (or returns False: stop
     watching); the thread waits for `done` before waiting on the handle
     again, since the manual-reset event stays signalled until the harvest
-    and waiting at once would spin."""
+    and waiting at once would spin.  A thread rather than the proactor
+    loop's handle wait: the same code serves every event loop (a selector
+    loop has no handle wait)."""
 
     def __init__(self, api: HandleApi, handle: int,
                  notify: Callable[[Callable[[], None]], bool], name: str = "") -> None:
