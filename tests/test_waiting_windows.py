@@ -11,6 +11,7 @@ import ast
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -300,7 +301,8 @@ def test_runtime_suites_pass_on_the_model():
     proc = subprocess.run(args, cwd=os.path.dirname(tests), env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1]
+    passed = re.search(r"(\d+) passed", proc.stdout.splitlines()[-1])
+    assert passed and int(passed.group(1)) >= 100, proc.stdout[-2000:]  # really ran them
 
 
 # -- the sources -------------------------------------------------------------------
