@@ -70,3 +70,28 @@ def styled(request):
         yield driver
     finally:
         driver.close()
+
+
+#: Set (to anything) to run the tests on the model of Windows waiting
+#: (tests/fake_win32.py): simulated devices without a descriptor whose
+#: waitable() is a modelled event.  tests/test_waiting_windows.py runs the
+#: Monitor and aio suites so.
+WIN32_MODEL = "SCARDIO_TEST_WIN32_MODEL"
+
+
+@pytest.fixture(autouse=True)
+def _win32_model(monkeypatch):
+    if not os.environ.get(WIN32_MODEL):
+        yield
+        return
+    import scardio.reader
+    import scardio.sim
+    from scardio import waiting
+    from fake_win32 import FakeHandles, FakeWindowsDevice
+    api = FakeHandles()
+    monkeypatch.setattr(waiting, "handle_api", lambda: api)
+    for module in (scardio.sim, scardio.reader):
+        def opened(*args, _open=module.open_device, **kwargs):
+            return FakeWindowsDevice(_open(*args, **kwargs), api)
+        monkeypatch.setattr(module, "open_device", opened)
+    yield

@@ -124,6 +124,12 @@ class ScriptedDevice:
     def fileno(self) -> int:
         return self._rsock.fileno()
 
+    def waitable(self) -> int:
+        return self._rsock.fileno()
+
+    def wake(self) -> None:
+        self._wsock.send(b"x")
+
     def harvest(self, timeout: float = 0.0) -> list[ScriptedOperation]:
         with self._lock:
             done, self._done = self._done, []

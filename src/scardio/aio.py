@@ -1,9 +1,13 @@
 """asyncio front end: the same sequences, driven by overlapped IOCTLs.
 
 Every IOCTL is submitted with ``Device.submit`` and awaited on a future; the
-futures are settled from the device's completion descriptor, watched with
-``loop.add_reader`` on the running loop.  No thread is started per call (nor
-at all): the loop's own selector waits on the core's eventfd.
+futures are settled from the device's completion waitable
+(``Device.waitable()``).  On POSIX it is a descriptor, watched with
+``loop.add_reader`` on the running loop: no thread at all, the loop's own
+selector waits on the core's eventfd or pipe.  On Windows it is an event
+handle, and one :class:`scardio.waiting.HandleWatcher` thread per reader and
+loop (never one per call) waits on it and hands the harvest to the loop;
+this works the same under the default proactor loop and a selector loop.
 
 >>> import asyncio, scardio.aio
 >>> from scardio.sim import SimControl
@@ -39,7 +43,7 @@ import weakref
 from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
-from . import errors
+from . import errors, waiting
 from .apdu import ApduLike, to_apdu_bytes
 from .card import Card
 from .constants import IOCTL, Protocol, State
@@ -65,9 +69,9 @@ T = TypeVar("T")
 
 
 class _LoopLink:
-    """One reader's completion descriptor registered on one loop, shared by
+    """One reader's completion waitable watched for one loop, shared by
     every AsyncReader / AsyncMonitor using it (add_reader allows one
-    callback per descriptor)."""
+    callback per descriptor; a handle needs one watcher thread only)."""
 
     _links: dict[tuple[int, int], "_LoopLink"] = {}
     _guard = threading.Lock()
@@ -77,10 +81,29 @@ class _LoopLink:
         self.reader = reader
         self.refs = 0
         self.thread = threading.get_ident()
-        self.fd = reader.device.fileno()
-        if self.fd >= 0:
+        self.fd = -1
+        self.watcher: Optional[waiting.HandleWatcher] = None
+        api = waiting.handle_api()
+        if api is None:
+            self.fd = reader.device.waitable()
             loop.add_reader(self.fd, reader.completions.harvest)
+        else:
+            self.watcher = waiting.HandleWatcher(api, reader.device.waitable(),
+                                                 self._signalled, reader.name)
         reader.add_close_hook(self._closing)
+
+    def _signalled(self, harvested: Callable[[], None]) -> bool:
+        # On the watcher thread: harvest on the loop, then let it wait again.
+        def harvest() -> None:
+            try:
+                self.reader.completions.harvest()
+            finally:
+                harvested()
+        try:
+            self.loop.call_soon_threadsafe(harvest)
+        except RuntimeError:  # the loop is closed: nobody will harvest
+            return False
+        return True
 
     @classmethod
     def acquire(cls, reader: Reader) -> "_LoopLink":
@@ -104,6 +127,8 @@ class _LoopLink:
         with self._guard:
             self._links.pop((id(self.loop), id(self.reader)), None)
         self.reader.remove_close_hook(self._closing)
+        if self.watcher is not None:
+            self.watcher.stop()
         if self.fd >= 0 and not self.loop.is_closed():
             try:
                 self.loop.remove_reader(self.fd)
@@ -131,17 +156,7 @@ class _LoopLink:
                 fut.set_result(op)
 
         self.reader.completions.watch(op, lambda _op: self.settle(done))
-        if self.fd < 0:
-            # No descriptor (Windows): the core's own wait, off the loop.
-            self.loop.run_in_executor(None, _wait_quietly, op)
         return fut
-
-
-def _wait_quietly(op: Any) -> None:
-    try:
-        op.wait()
-    except errors.ScardioError:
-        pass
 
 
 async def _await_op(link: _LoopLink, op: Any, timeout: Optional[float]) -> bytes:

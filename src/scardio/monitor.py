@@ -8,15 +8,15 @@ polls in Python: the driver (or the core's polling for drivers without a
 polling thread) completes the request.
 
 Threading model: one harvesting thread per :class:`Monitor`, whatever the
-number of readers.  It blocks in ``selectors`` on every device's completion
-descriptor (``Device.fileno()``, an eventfd) plus a wake-up socket pair (a
-pipe would not do on Windows, whose select() takes sockets only), harvests
-the device that became readable and dispatches.  A thread per reader blocked in
-``op.wait`` would work too, but costs N threads and N wake-ups for N readers,
-and closing a reader would need to cancel and join its own thread; with one
-selector thread adding or removing a reader is one registration.  Where the
-core offers no descriptor (``fileno() == -1``, Windows), that reader falls
-back to a thread blocked in ``Device.harvest(timeout)``.
+number of readers and the OS.  It blocks on every device's completion
+waitable (``Device.waitable()``) and a wake-up of its own, through the
+:class:`scardio.waiting.Waiter` of the OS (``selectors`` on descriptors,
+``WaitForMultipleObjects`` on handles: at most
+:data:`scardio.waiting.MAX_HANDLES` readers per monitor there), harvests
+the devices that were signalled and dispatches.  A thread per reader blocked
+in ``op.wait`` would work too, but costs N threads and N wake-ups for N
+readers, and closing a reader would need to cancel and join its own thread;
+with one waiting thread adding or removing a reader is one registration.
 
 Callbacks run on the harvesting thread, in event order; keep them short.
 """
@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import selectors
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from . import errors
+from . import errors, waiting
 from .constants import IOCTL
 from .reader import Reader
 
@@ -146,6 +144,16 @@ class Tracker:
                 pass
 
 
+class _Command:
+    """An add / remove / stop for the monitor thread, and its outcome."""
+
+    def __init__(self, what: str, reader: Any) -> None:
+        self.what = what
+        self.reader: Reader = reader
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+
+
 class Monitor:
     """Watch readers for card arrivals and departures.
 
@@ -163,15 +171,10 @@ class Monitor:
                  start: bool = True, max_queue: int = 0) -> None:
         self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
         self._queue: "queue.Queue[Optional[CardEvent]]" = queue.Queue(max_queue)
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._commands: "queue.SimpleQueue[tuple[str, Reader, threading.Event]]" = \
-            queue.SimpleQueue()
+        self._waiter = waiting.new_waiter()
+        self._commands: "queue.SimpleQueue[_Command]" = queue.SimpleQueue()
         self._trackers: dict[int, Tracker] = {}
-        self._fallback: dict[int, threading.Thread] = {}
+        self._waitables: dict[int, int] = {}  # id(reader) -> its registered waitable
         self._lock = threading.Lock()
         self._seq = 0
         self._closed = False
@@ -186,9 +189,13 @@ class Monitor:
             self._thread = threading.Thread(target=self._run, name="scardio-monitor",
                                             daemon=True)
             self._thread.start()
-            for r in self._pending:
-                self.add(r)
-            self._pending = []
+            pending, self._pending = self._pending, []
+            try:
+                for r in pending:
+                    self.add(r)
+            except BaseException:
+                self.close()  # no thread left behind by a refused reader
+                raise
         return self
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
@@ -214,21 +221,17 @@ class Monitor:
     def _command(self, what: str, reader: Reader, timeout: float) -> None:
         if self._closed:
             raise errors.ClosedError("monitor is closed")
-        done = threading.Event()
         if threading.current_thread() is self._thread:
-            self._do(what, reader)  # from a callback: we are the selector thread
+            self._do(what, reader)  # from a callback: we are the waiting thread
             return
-        self._commands.put((what, reader, done))
-        self._wake()
-        if not done.wait(timeout):
+        command = _Command(what, reader)
+        self._commands.put(command)
+        self._waiter.wake()
+        if not command.done.wait(timeout):
             raise errors.TimeoutError(f"monitor thread did not {what} {reader.name!r} "
                                       f"within {timeout} s")
-
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"x")
-        except OSError:
-            pass  # a full socket buffer is already readable
+        if command.error is not None:
+            raise command.error
 
     # -- the harvesting thread ------------------------------------------------
     def _do(self, what: str, reader: Reader) -> None:
@@ -239,17 +242,12 @@ class Monitor:
             def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
                 self._event(kind, r, err)
             tracker = Tracker(reader, on_event)
+            waitable = reader.device.waitable()
+            self._waiter.register(waitable, reader)  # may refuse: nothing to undo yet
+            self._waitables[key] = waitable
             with self._lock:
                 self._trackers[key] = tracker
             reader.add_close_hook(self._reader_closing)
-            fd = reader.device.fileno()
-            if fd >= 0:
-                self._sel.register(fd, selectors.EVENT_READ, reader)
-            else:
-                t = threading.Thread(target=self._harvest_loop, args=(reader, tracker),
-                                     name=f"scardio-monitor {reader.name}", daemon=True)
-                self._fallback[key] = t
-                t.start()
             tracker.start()
         else:
             with self._lock:
@@ -258,23 +256,8 @@ class Monitor:
                 return
             tracker = gone
             reader.remove_close_hook(self._reader_closing)
-            if key not in self._fallback:
-                try:
-                    self._sel.unregister(reader.device.fileno())
-                except (KeyError, ValueError, errors.ScardioError):
-                    pass
+            self._waiter.unregister(self._waitables.pop(key))
             tracker.stop()
-            harvester = self._fallback.pop(key, None)
-            if harvester is not None:
-                harvester.join(2.0)
-
-    def _harvest_loop(self, reader: Reader, tracker: Tracker) -> None:
-        # Fallback where the core has no descriptor: block in the core.
-        while not tracker.stopped and not reader.closed:
-            try:
-                reader.completions.harvest(0.5)
-            except errors.ScardioError:
-                break
 
     def _reader_closing(self, reader: Reader) -> None:
         # Before the device (and its descriptor) goes away.
@@ -286,37 +269,31 @@ class Monitor:
     def _run(self) -> None:
         try:
             while not self._closed:
-                for key, _ in self._sel.select():
-                    if key.data is None:
-                        try:
-                            while self._wake_r.recv(512):
-                                pass
-                        except BlockingIOError:
-                            pass
-                        continue
-                    reader: Reader = key.data
+                reader: Reader
+                for reader in self._waiter.wait():
                     try:
                         reader.completions.harvest()
                     except Exception:  # the thread must outlive any one failure
                         log.exception("harvesting %r failed", reader)
                 while True:
                     try:
-                        what, reader, done = self._commands.get_nowait()
+                        command = self._commands.get_nowait()
                     except queue.Empty:
                         break
                     try:
-                        if what != "stop":
-                            self._do(what, reader)
+                        if command.what != "stop":
+                            self._do(command.what, command.reader)
+                    except waiting.TooManyWaitablesError as exc:
+                        command.error = exc
                     except Exception:
-                        log.exception("monitor could not %s %r", what, reader)
+                        log.exception("monitor could not %s %r", command.what,
+                                      command.reader)
                     finally:
-                        done.set()
+                        command.done.set()
         finally:
-            # The thread owns the selector and the wake sockets: close them
-            # here, never under a select() running on another thread.
-            self._sel.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            # The thread owns the waiter: close it here, never under a wait
+            # running on another thread.
+            self._waiter.close()
 
     def _event(self, kind: str, reader: Reader, error: Optional[BaseException]) -> None:
         with self._lock:
@@ -378,13 +355,10 @@ class Monitor:
                 pass
         self._closed = True
         if self._thread is None:
-            self._sel.close()
-            self._wake_r.close()
-            self._wake_w.close()
+            self._waiter.close()
         elif self._thread is not threading.current_thread():
-            done = threading.Event()
-            self._commands.put(("stop", None, done))  # type: ignore[arg-type]
-            self._wake()
+            self._commands.put(_Command("stop", None))
+            self._waiter.wake()
             self._thread.join(timeout)
         self._queue.put(None)
 
