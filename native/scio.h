@@ -259,7 +259,9 @@ long scio_op_driver_code(scio_op *op);
  * SCIO_CANCELLED unless it had already finished. */
 void scio_op_cancel(scio_op *op);
 /* Drop the caller's reference.  A pending operation is cancelled and freed
- * when it completes; its completion is not queued. */
+ * when it completes; its completion is not queued.  Never blocks on the
+ * driver: waking a tracking request (the driver's stop function) runs on a
+ * core thread, so this is safe from a deallocator holding a language lock. */
 void scio_op_release(scio_op *op);
 
 /* Cancel every pending operation of the device (returns at once). */

@@ -60,9 +60,9 @@ def test_output_sizes_out_of_range(dev, bad):
             call(IOCTL.GET_STATE, b"", bad)
 
 
-@pytest.mark.parametrize("bad", [-0.001, -1, math.nan, math.inf, _core.MAX_HARVEST_TIMEOUT * 2])
+@pytest.mark.parametrize("bad", [-0.001, -1, -math.inf, math.nan])
 def test_harvest_timeouts_out_of_range(dev, bad):
-    with pytest.raises(ValueError, match="timeout must be in 0..2147483.647 seconds"):
+    with pytest.raises(ValueError, match="timeout must be seconds >= 0, inf or None"):
         dev.harvest(bad)
 
 

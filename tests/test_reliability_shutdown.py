@@ -562,6 +562,31 @@ def test_ctrl_c_unhandled_during_wait_exits_like_sigint():
     assert took < 1.0
 
 
+@pytest.mark.parametrize("timeout", ["None", "float('inf')", "1e6"])
+def test_ctrl_c_during_harvest_without_a_near_timeout(timeout):
+    """harvest() waits in slices: Ctrl-C ends a harvest(None) (or a long
+    one) at once and loses no completion.  Regression: one unsliced wait in
+    C, so Ctrl-C was seen only after the timeout."""
+    rc, out, took = interrupt_child(f"""
+        dev = scardio.sim.open_device(0x64)
+        op = dev.submit(IOCTL.IS_PRESENT)
+        ready()
+        try:
+            dev.harvest({timeout})
+            print("RETURNED", flush=True)
+        except KeyboardInterrupt:
+            print("INTERRUPTED", flush=True)
+        SimControl(dev).insert()
+        op.wait(2)
+        assert dev.harvest(2) == [op]    # its completion was not lost
+        dev.close()
+        print("CLEAN", flush=True)
+    """)
+    assert rc == 0, out
+    assert "INTERRUPTED" in out and "CLEAN" in out, out
+    assert took < 1.0
+
+
 @pytest.mark.parametrize("what", ["connect", "transmit"])
 def test_ctrl_c_during_slow_synchronous_call(what):
     """A synchronous call runs with the GIL released; Ctrl-C is delivered

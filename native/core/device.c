@@ -524,7 +524,19 @@ static int cancel_locked(scio_device *d, scio_op *op)
     return 0;
 }
 
-void scio_op_cancel(scio_op *op)
+/* Wakes a running tracking request on a core thread (holding a device
+ * reference): for scio_op_release, which must never block or run the
+ * driver's stop function in its caller (a deallocator, a garbage collector,
+ * with an interpreter lock held). */
+static SCIO_THREAD_FN wake_main(void *arg)
+{
+    scio_device *d = arg;
+    d->be->wake_tracking(d);
+    dev_unref(d);
+    SCIO_THREAD_RETURN;
+}
+
+static void op_cancel(scio_op *op, int defer_wake)
 {
     scio_device *d;
     int dequeued, wake;
@@ -543,12 +555,18 @@ void scio_op_cancel(scio_op *op)
         d->be->cancel(d, op);
     scio_mutex_unlock(&d->lock);
     scio_mutex_unlock(&op->lock);
-    if (dequeued)
+    if (dequeued) {
         op_complete(op, SCIO_CANCELLED, 0, 0);
-    else if (wake && d->be->wake_tracking)
+    } else if (wake && d->be->wake_tracking) {
+        /* The thread takes over our device reference. */
+        if (defer_wake && scio_thread_start_detached(wake_main, d) == 0)
+            return;
         d->be->wake_tracking(d);
+    }
     dev_unref(d);
 }
+
+void scio_op_cancel(scio_op *op) { op_cancel(op, 0); }
 
 void scio_op_release(scio_op *op)
 {
@@ -565,7 +583,7 @@ void scio_op_release(scio_op *op)
     }
     scio_mutex_unlock(&op->lock);
     if (pending)
-        scio_op_cancel(op);
+        op_cancel(op, 1);
     op_unref(op);
 }
 

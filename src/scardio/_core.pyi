@@ -15,7 +15,6 @@ DEFAULT_POLL_MS: int
 DEFAULT_CLOSE_MS: int
 STATUS_PENDING: int
 MAX_DWORD: int  # 0xFFFFFFFF: LUNs, IOCTL codes and option values are DWORDs
-MAX_HARVEST_TIMEOUT: float  # seconds: the longest Device.harvest() wait
 
 def status_name(status: int) -> Optional[str]:
     """ValueError unless 0 <= status <= MAX_DWORD."""
@@ -23,7 +22,9 @@ def list_device_paths() -> list[str]: ...
 def set_driver_log(callback: Optional[Callable[[int, str], None]]) -> None: ...
 
 class Operation:
-    """An overlapped IOCTL.  Completes into its device's completion queue."""
+    """An overlapped IOCTL.  Completes into its device's completion queue.
+    Made by Device.submit() only (Operation() raises TypeError).  In a child
+    of fork() every method raises InvalidStateError."""
 
     @property
     def id(self) -> int: ...
@@ -33,7 +34,8 @@ class Operation:
     def wait(self, timeout: Optional[float] = None) -> bytes:
         """Block (GIL released) until complete; return the output or raise the
         typed error.  Raises scardio.errors.TimeoutError (the operation stays
-        pending) when `timeout` seconds pass first."""
+        pending) when `timeout` seconds pass first (None or inf: no timeout;
+        ValueError if negative or NaN).  Ctrl-C cancels it and propagates."""
     def result(self) -> bytes:
         """Output of a completed operation, or its typed error; raises
         scardio.errors.InvalidStateError while still pending."""
@@ -42,13 +44,17 @@ class Operation:
     def cancel(self) -> None: ...
 
 class Device:
+    """A reader device.  In a child of fork() every method of an inherited
+    device raises InvalidStateError but close(), which is immediate."""
     @classmethod
     def open_ifd(cls, library: str, device_name: str = "", lun: int = 0, *,
                  poll_interval_ms: int = 0, close_timeout_ms: int = 0) -> "Device":
         """`lun`, `poll_interval_ms`, `close_timeout_ms` (0: defaults): ValueError
-        outside 0..MAX_DWORD, naming the argument and its range."""
+        outside 0..MAX_DWORD, naming the argument and its range.  ValueError
+        if `library` or `device_name` contains a NUL character."""
     @classmethod
-    def open_path(cls, path: str) -> "Device": ...
+    def open_path(cls, path: str) -> "Device":
+        """ValueError if `path` contains a NUL character."""
     @property
     def closed(self) -> bool: ...
     library: str
@@ -71,10 +77,10 @@ class Device:
     def wake(self) -> None:
         """Signal the waitable until the next harvest() consumes the wake-up
         (that harvest returns what completed, possibly nothing)."""
-    def harvest(self, timeout: float = 0.0) -> list[Operation]:
+    def harvest(self, timeout: Optional[float] = 0.0) -> list[Operation]:
         """Pop the operations completed since the last harvest (waits up to
-        `timeout` seconds for the first one; ValueError outside
-        0..MAX_HARVEST_TIMEOUT)."""
+        `timeout` seconds for the first one, a wake() or Ctrl-C; None or inf:
+        no timeout; ValueError if negative or NaN)."""
     def cancel_all(self) -> None: ...
     def close(self) -> None:
         """Cancel every pending operation, wait for them, release the driver."""

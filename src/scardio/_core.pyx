@@ -15,9 +15,9 @@ from time import monotonic as _monotonic
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.float cimport PyFloat_AsDouble
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
-from libc.limits cimport INT_MAX
-from libc.math cimport ceil
+from libc.math cimport isinf
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy
 
@@ -38,8 +38,6 @@ DEFAULT_CLOSE_MS = SCIO_DEFAULT_CLOSE_MS
 STATUS_PENDING = SCIO_PENDING
 #: LUNs, IOCTL codes, option values: DWORDs (32 bits on every platform).
 MAX_DWORD = 0xFFFFFFFF
-#: The longest harvest() wait, in seconds (the core counts in int ms).
-MAX_HARVEST_TIMEOUT = INT_MAX / 1000.0
 
 cdef enum:
     # Outputs up to this size go through a stack buffer and one small copy;
@@ -91,6 +89,61 @@ cdef Py_ssize_t _size_slow(object value, str name) except -1:
     PyErr_Clear()
     raise ValueError(f"{name} must be >= 0 (at most MAX_OUTPUT = {SCIO_MAX_OUTPUT} "
                      f"bytes are used), got {value!r}")
+
+
+cdef bint _forever(object timeout, double *seconds) except -1:
+    """Parse a timeout: True for None or inf (no timeout), else False with
+    the seconds in *seconds; ValueError if negative or NaN."""
+    if timeout is None:
+        return True
+    seconds[0] = PyFloat_AsDouble(timeout)  # TypeError for a non-number
+    if not seconds[0] >= 0.0:  # also refuses NaN
+        raise ValueError(f"timeout must be seconds >= 0, inf or None, got {timeout!r}")
+    return isinf(seconds[0])
+
+
+cdef inline int _slice_ms(bint forever, double deadline):
+    """The next slice of a wait: WAIT_SLICE_MS, or what is left of it,
+    rounded up so that a short remainder never spins (0 once past it)."""
+    cdef double left
+    if forever:
+        return WAIT_SLICE_MS
+    left = deadline - _monotonic()
+    if left <= 0.0:
+        return 0
+    if left * 1000.0 < WAIT_SLICE_MS:
+        return <int>(left * 1000.0) + 1
+    return WAIT_SLICE_MS
+
+
+cdef bytes _c_string(object value, str name, bint fs):
+    """`value` as the bytes of a C string; ValueError if it holds a NUL,
+    which C would silently cut the string at."""
+    cdef bytes b = os.fsencode(value) if fs else str(value).encode("utf-8")
+    if b"\0" in b:
+        raise ValueError(f"{name} must not contain a NUL character, got {value!r}")
+    return b
+
+
+# Bumped in a child after fork(): a device (and its operations) opened in
+# another generation belongs to the parent, whose lane threads and driver
+# state the child does not have.
+cdef unsigned long _generation = 0
+
+
+def _after_fork_in_child():
+    global _generation
+    _generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+cdef object _inherited_error(str what):
+    return _errors.InvalidStateError(
+        f"{what} was opened in the parent process and cannot be used after fork(); "
+        f"open readers again in the child")
 
 
 def status_name(status):
@@ -150,6 +203,7 @@ cdef class Operation:
     """An overlapped IOCTL; see Device.submit."""
 
     cdef scio_op *_op
+    cdef unsigned long _generation
     cdef readonly Device device
     cdef readonly uint32_t code
     cdef object __weakref__
@@ -157,24 +211,43 @@ cdef class Operation:
     def __cinit__(self):
         self._op = NULL
 
+    def __init__(self):
+        raise TypeError("operations come from Device.submit()")
+
     def __dealloc__(self):
-        if self._op != NULL:
-            # Cancels it if still pending; the core frees it on completion.
-            scio_op_release(self._op)
-            self._op = NULL
+        cdef scio_op *op = self._op
+        self._op = NULL
+        if op != NULL and self._generation == _generation:
+            # Cancels it if still pending (the driver's stop function runs on
+            # a core thread, so this never blocks); the core frees it on
+            # completion.  In a forked child the parent's op is left alone.
+            with nogil:
+                scio_op_release(op)
+
+    cdef int _check(self) except -1:
+        if self._op == NULL:
+            raise _errors.InvalidStateError(
+                "not an operation: operations come from Device.submit()")
+        if self._generation != _generation:
+            raise _inherited_error("this operation's device")
+        return 0
 
     @property
     def id(self):
+        self._check()
         return scio_op_id(self._op)
 
     @property
     def status(self):
+        self._check()
         return scio_op_status(self._op)
 
     def done(self):
+        self._check()
         return scio_op_done(self._op) != 0
 
     def cancel(self):
+        self._check()
         with nogil:
             scio_op_cancel(self._op)
 
@@ -184,22 +257,14 @@ cdef class Operation:
         while waiting cancels the operation and propagates."""
         cdef int done = 0
         cdef int slice_ms
-        cdef bint forever = timeout is None
+        cdef double seconds = 0.0
+        cdef bint forever = _forever(timeout, &seconds)
         cdef double deadline = 0.0
-        cdef double left
+        self._check()
         if not forever:
-            left = float(timeout)
-            if not left >= 0.0:  # also refuses NaN
-                raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-            deadline = _monotonic() + left
+            deadline = _monotonic() + seconds
         while True:
-            slice_ms = WAIT_SLICE_MS
-            if not forever:
-                left = deadline - _monotonic()
-                if left <= 0.0:
-                    slice_ms = 0
-                elif left * 1000.0 < slice_ms:
-                    slice_ms = <int>(left * 1000.0) + 1  # round up: never spin
+            slice_ms = _slice_ms(forever, deadline)
             with nogil:
                 done = scio_op_wait(self._op, slice_ms)
             if done:
@@ -216,9 +281,11 @@ cdef class Operation:
 
     def result(self):
         """The output of a completed operation, or its typed error."""
-        cdef scio_status st = scio_op_status(self._op)
+        cdef scio_status st
         cdef size_t n = 0
         cdef const uint8_t *p
+        self._check()
+        st = scio_op_status(self._op)
         if st == SCIO_PENDING:
             raise _errors.InvalidStateError(
                 f"operation {self.id} is still pending", ioctl=self.code)
@@ -229,6 +296,11 @@ cdef class Operation:
 
     def __repr__(self):
         from .constants import ioctl_name
+        if self._op == NULL:
+            return "<scardio.Operation (not submitted)>"
+        if self._generation != _generation:
+            return (f"<scardio.Operation {scio_op_id(self._op)} {ioctl_name(self.code)} "
+                    f"inherited from the parent process>")
         st = scio_op_status(self._op)
         state = "pending" if st == SCIO_PENDING else (status_name(st) or hex(st))
         return f"<scardio.Operation {self.id} {ioctl_name(self.code)} {state}>"
@@ -241,6 +313,7 @@ cdef class Device:
     cdef scio_device *_dev
     cdef scio_queue *_queue
     cdef bint _closed
+    cdef unsigned long _generation  # the fork generation that opened it
     cdef readonly str library
     cdef readonly str device_name
     cdef readonly unsigned long lun
@@ -255,10 +328,14 @@ cdef class Device:
         raise TypeError("use Device.open_ifd() or Device.open_path()")
 
     def __dealloc__(self):
-        if self._dev != NULL:
+        # Bounded by close_timeout_ms, without the GIL: a dropped device
+        # frees its reader for the next open.  In a forked child the
+        # parent's device is left alone (its threads are not here).
+        cdef scio_device *d = self._dev
+        self._dev = NULL
+        if d != NULL and self._generation == _generation:
             with nogil:
-                scio_close(self._dev)
-            self._dev = NULL
+                scio_close(d)
 
     @classmethod
     def open_ifd(cls, library, device_name="", lun=0, *, poll_interval_ms=0,
@@ -270,8 +347,8 @@ cdef class Device:
         cdef uint32_t poll_v = _dword(poll_interval_ms, "poll_interval_ms")
         cdef uint32_t close_v = _dword(close_timeout_ms, "close_timeout_ms")
         cdef Device self = Device.__new__(Device)
-        cdef bytes lib_b = os.fsencode(library)
-        cdef bytes name_b = os.fsencode(device_name)
+        cdef bytes lib_b = _c_string(library, "library", True)
+        cdef bytes name_b = _c_string(device_name, "device_name", True)
         cdef const char *lib_p = lib_b
         cdef const char *name_p = name_b
         cdef scio_ifd_options opts
@@ -292,6 +369,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
+        self._generation = _generation
         self.library = os.fsdecode(library)
         self.device_name = os.fsdecode(device_name)
         self.lun = lun_v
@@ -303,7 +381,7 @@ cdef class Device:
         path from list_device_paths(), opened for overlapped DeviceIoControl).
         Elsewhere readers are opened through their driver: open_ifd()."""
         cdef Device self = Device.__new__(Device)
-        cdef bytes path_b = str(path).encode("utf-8")
+        cdef bytes path_b = _c_string(path, "path", False)
         cdef const char *path_p = path_b
         cdef char errbuf[512]
         cdef scio_status st
@@ -314,6 +392,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
+        self._generation = _generation
         self.library = ""
         self.device_name = str(path)
         self.lun = 0
@@ -326,6 +405,8 @@ cdef class Device:
     cdef int _check_open(self) except -1:
         if self._closed:
             raise _errors.ClosedError("device is closed", status=0xC000009D)
+        if self._generation != _generation:
+            raise _inherited_error("this device")
         return 0
 
     def ioctl(self, code, input=b"", output_size=0):
@@ -404,6 +485,7 @@ cdef class Device:
             raise _error(st, 0, code_v)
         o = Operation.__new__(Operation)
         o._op = op
+        o._generation = self._generation
         o.device = self
         o.code = code_v
         self._ops[scio_op_id(op)] = o
@@ -435,28 +517,33 @@ cdef class Device:
         self._check_open()
         scio_queue_wake(self._queue)
 
-    def harvest(self, double timeout=0.0):
+    def harvest(self, timeout=0.0):
         """Operations completed since the last harvest, oldest first.  Waits
-        up to `timeout` seconds (0..MAX_HARVEST_TIMEOUT; GIL released) for
-        the first one."""
+        up to `timeout` seconds (None or inf: until one completes, a wake()
+        or Ctrl-C; GIL released) for the first one."""
         cdef scio_completion c
         cdef int rc
-        cdef int ms
-        if not 0.0 <= timeout <= MAX_HARVEST_TIMEOUT:  # also refuses NaN
-            raise ValueError(f"timeout must be in 0..{MAX_HARVEST_TIMEOUT} seconds, "
-                             f"got {timeout!r}")
-        ms = <int>ceil(timeout * 1000.0)  # round up: a short wait is not no wait
+        cdef double seconds = 0.0
+        cdef bint forever = _forever(timeout, &seconds)
+        cdef double deadline = 0.0
+        cdef int slice_ms
         done = []
         self._check_open()
-        while True:
+        if not forever:
+            deadline = _monotonic() + seconds
+        while True:  # sliced, so that Ctrl-C is seen while blocked
+            slice_ms = _slice_ms(forever, deadline)
             with nogil:
-                rc = scio_queue_pop(self._queue, ms, &c)
-            if rc != 1:
+                rc = scio_queue_pop(self._queue, slice_ms, &c)
+            if rc != 0 or self._closed or (not forever and _monotonic() >= deadline):
                 break
-            ms = 0
+            PyErr_CheckSignals()
+        while rc == 1:
             op = self._ops.pop(c.op_id, None)
             if op is not None:
                 done.append(op)
+            with nogil:
+                rc = scio_queue_pop(self._queue, 0, &c)
         return done
 
     def cancel_all(self):
@@ -471,6 +558,10 @@ cdef class Device:
         if self._dev == NULL or self._closed:
             return
         self._closed = True
+        if self._generation != _generation:
+            # Inherited through fork(): the driver state is the parent's.
+            self._dev = NULL
+            return
         with nogil:
             scio_shutdown(self._dev)
 

@@ -9,7 +9,6 @@ answers at once costs one IOCTL.
 from __future__ import annotations
 
 import struct
-import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -18,6 +17,7 @@ from .apdu import ApduLike, check_length, to_apdu_bytes
 from .atr import ATR, ATRError, parse_atr
 from .constants import IOCTL, Protocol
 from .runner import run_sync
+from .session import deadline_after
 from .sequences.disconnect import Disposition
 from .sequences.transmit import (IO_HEADER, MAX_OUT, Response, StatusWordError,
                                  follow_up_steps, output_size, split_response, transmit_steps)
@@ -85,15 +85,15 @@ class Card:
         get_response = self.auto_get_response if auto_get_response is None \
             else auto_get_response
         resend = self.auto_resend if auto_resend is None else auto_resend
+        deadline = deadline_after(timeout)
         with self.reader._lock:
             self._check()
             try:
-                if timeout is None:
+                if deadline is None:
                     return self._transmit_fast(raw, get_response, resend)
                 steps = transmit_steps(raw, self.protocol, auto_get_response=get_response,
                                        auto_resend=resend)
-                return run_sync(self.reader.device, steps,
-                                deadline=time.monotonic() + timeout)
+                return run_sync(self.reader.device, steps, deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 self.reader.session.transmit_failed(self, exc)
                 raise

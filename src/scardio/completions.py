@@ -63,7 +63,7 @@ class Completions:
         finally:
             self._local.ready = None
 
-    def harvest(self, timeout: float = 0.0) -> int:
+    def harvest(self, timeout: Optional[float] = 0.0) -> int:
         """Pop what completed and run the callbacks; returns how many ran."""
         try:
             ops = self.device.harvest(timeout)

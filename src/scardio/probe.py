@@ -19,7 +19,6 @@ No protocol is negotiated (no SET_PROTOCOL, no PPS): unlike
 from __future__ import annotations
 
 import struct
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
@@ -27,7 +26,7 @@ from . import errors
 from .constants import IOCTL, Attr, PowerAction, State
 from .runner import run_sync
 from .sequences import Request, Steps, get_state_steps
-from .session import DEFAULT_CONNECT_TIMEOUT
+from .session import DEFAULT_CONNECT_TIMEOUT, deadline_after
 
 if TYPE_CHECKING:
     from .reader import Reader
@@ -109,5 +108,4 @@ def probe_atr(reader: "Reader", timeout: Optional[float] = DEFAULT_CONNECT_TIMEO
         card = reader.card
         if card is not None:
             return Probe(card.atr_bytes, State.SPECIFIC, ["CONNECTED"])
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return run_sync(reader.device, probe_atr_steps(), deadline=deadline)
+        return run_sync(reader.device, probe_atr_steps(), deadline=deadline_after(timeout))

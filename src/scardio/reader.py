@@ -20,7 +20,6 @@ during the disconnect itself (the same ``power_down`` event, reason
 from __future__ import annotations
 
 import threading
-import time
 import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
@@ -42,7 +41,8 @@ from .sequences.disconnect import (POWER_DOWN_MAX_STEPS as POWER_DOWN_MAX_STEPS,
                                    warm_reset_steps as warm_reset_steps)
 from .sequences.startup import Characteristics, ReaderAttributes, startup_steps
 from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, ReaderEvent,
-                      ReaderSession, check_power_down_timeout)
+                      ReaderSession, check_power_down_timeout, check_timeout,
+                      deadline_after)
 from .tracing import TraceRecord, TracingDevice
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ class Reader(SessionFront):
             return Card(self, conn.atr, conn.protocol, conn.actions,
                         auto_get_response=auto_get_response, auto_resend=auto_resend)
         with self._lock:
-            deadline = None if timeout is None else time.monotonic() + timeout
+            deadline = deadline_after(timeout)
             return run_sync(self.device, self.session.connect_steps(
                 protocols, make_card, max_steps=max_steps, deadline=deadline),
                 deadline=deadline)
@@ -219,6 +219,7 @@ class Reader(SessionFront):
 
     # -- card tracking ----------------------------------------------------
     def _wait_tracking(self, present: bool, timeout: Optional[float]) -> None:
+        timeout = check_timeout(timeout)
         session = self.session
         session.check_open()
         if session.tracked_by:

@@ -66,6 +66,26 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
     return value
 
 
+def check_timeout(value: Optional[float]) -> Optional[float]:
+    """A wait's timeout: None for no timeout (None or inf), else the seconds;
+    ValueError if negative or NaN (TypeError for a non-number), as the
+    binding's waits do."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"timeout must be seconds (a number) or None, "
+                        f"not {type(value).__name__}")
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"timeout must be seconds >= 0, inf or None, got {value!r}")
+    return None if value == float("inf") else value
+
+
+def deadline_after(timeout: Optional[float]) -> Optional[float]:
+    """The monotonic deadline of a checked timeout (None: none)."""
+    seconds = check_timeout(timeout)
+    return None if seconds is None else time.monotonic() + seconds
+
+
 @dataclass(frozen=True)
 class ReaderEvent:
     """Something the reader did: ``kind`` is "connect", "disconnect",

@@ -172,7 +172,7 @@ class TracingDevice:
         self._ops[op.id] = proxy
         return proxy
 
-    def harvest(self, timeout: float = 0.0) -> list[Any]:
+    def harvest(self, timeout: Optional[float] = 0.0) -> list[Any]:
         out = []
         for op in self._device.harvest(timeout):
             proxy = self._ops.pop(op.id, None)
