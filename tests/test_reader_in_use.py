@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 import pytest
 
 from conftest import VPCD_LIBRARY
+
+import pcscd_namespace
 
 pytestmark = [pytest.mark.pcscd, pytest.mark.vpcd]
 
@@ -101,42 +101,15 @@ print(json.dumps(out))
 '''
 
 
-def _pcscd() -> Optional[str]:
-    for cand in (shutil.which("pcscd"), "/usr/sbin/pcscd"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def _namespaces_work() -> Optional[str]:
-    """Why a private mount + network namespace is unavailable (None: it works)."""
-    try:
-        r = subprocess.run(["unshare", "-mn", "--propagation", "private", "sh", "-c",
-                            "ip link set lo up && mount -t tmpfs scardio-probe /run/pcscd"],
-                           capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return str(exc)
-    return None if r.returncode == 0 else r.stderr.strip() or f"exit {r.returncode}"
-
-
 @pytest.fixture(scope="module")
 def report() -> Iterator[dict[str, Any]]:
-    if not sys.platform.startswith("linux"):
-        pytest.skip("pcscd in a private namespace needs Linux")
-    if os.geteuid() != 0:
-        pytest.skip("needs root: unshare -mn and pcscd run as root")
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    pcscd = _pcscd()
-    if pcscd is None:
-        pytest.skip("pcscd is not installed")
+    why = pcscd_namespace.unavailable()
+    if why is not None:
+        pytest.skip(why)
+    pcscd = pcscd_namespace.pcscd_path()
+    assert pcscd is not None
     if not os.path.exists(VPCD_LIBRARY):
         pytest.skip(f"vsmartcard-vpcd is not installed ({VPCD_LIBRARY})")
-    os.makedirs("/run/pcscd", exist_ok=True)
-    why = _namespaces_work()
-    if why is not None:
-        pytest.skip(f"unshare -mn does not work here: {why}")
     # Not under pytest's (private) tmp dir: the unprivileged run reads reader.conf.
     work = Path(tempfile.mkdtemp(prefix="scardio-in-use-"))
     os.chmod(work, 0o755)
@@ -154,19 +127,8 @@ def _run(work: Path, pcscd: str) -> dict[str, Any]:
     child = work / "child.py"
     child.write_text(CHILD % {"port": VPCD_PORT, "pcscd": pcscd, "api": API})
     log = work / "pcscd.log"
-    script = ("ip link set lo up && mount -t tmpfs scardio-pcscd /run/pcscd && "
-              f"exec '{sys.executable}' '{child}' '{conf}' '{log}'")
-    proc = subprocess.Popen(["unshare", "-mn", "--propagation", "private", "sh", "-c", script],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # our own session: the child and its pcscd
-        out, err = proc.communicate()
-        pytest.fail(f"the namespace child hung; stderr: {err[-2000:]}")
-    assert proc.returncode == 0, f"child failed: {err[-3000:]}"
-    result: dict[str, Any] = json.loads(out.splitlines()[-1])
+    result = pcscd_namespace.run_child([sys.executable, str(child), str(conf), str(log)],
+                                       timeout=240)
     assert result["listening"], ("pcscd never opened vpcd; its log:\n"
                                  + log.read_text(errors="replace")[-3000:])
     assert result["pcscd_alive"], "pcscd exited during the test"

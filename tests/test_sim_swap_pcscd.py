@@ -10,18 +10,16 @@ SCardControl (SCARD_SHARE_DIRECT)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from scardio.sim import ATR_T0, ATR_T1, SIM_LIBRARY, Control
+
+import pcscd_namespace
 
 pytestmark = [pytest.mark.pcscd]
 
@@ -92,15 +90,9 @@ print(json.dumps(report))
 
 
 def _prerequisites() -> str | None:
-    if not sys.platform.startswith("linux"):
-        return "pcscd tests need Linux"
-    if os.geteuid() != 0:
-        return "needs root: unshare -mn and pcscd run as root"
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if not any(os.access(p, os.X_OK) for p in ("/usr/sbin/pcscd", shutil.which("pcscd") or "")):
-        return "pcscd is not installed"
+    why = pcscd_namespace.unavailable()
+    if why is not None:
+        return why
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         return f"{SYSTEM_PYTHON} not found (needed for pyscard)"
     r = subprocess.run([SYSTEM_PYTHON, "-c", "import smartcard.scard"], capture_output=True,
@@ -109,12 +101,6 @@ def _prerequisites() -> str | None:
         return f"pyscard not importable by {SYSTEM_PYTHON} (Debian package python3-pyscard)"
     if not os.path.exists(SIM_LIBRARY):
         return "the simulated reader is not built"
-    os.makedirs("/run/pcscd", exist_ok=True)
-    probe = subprocess.run(["unshare", "-mn", "--propagation", "private", "sh", "-c",
-                            "ip link set lo up && mount -t tmpfs scardio-probe /run/pcscd"],
-                           capture_output=True, text=True, timeout=30)
-    if probe.returncode != 0:
-        return f"unshare -mn does not work here: {probe.stderr.strip()}"
     return None
 
 
@@ -122,27 +108,17 @@ def test_a_swap_is_a_removal_then_an_insertion_to_pcscd() -> None:
     why = _prerequisites()
     if why:
         pytest.skip(why)
-    pcscd = "/usr/sbin/pcscd" if os.access("/usr/sbin/pcscd", os.X_OK) else shutil.which("pcscd")
+    pcscd = pcscd_namespace.pcscd_path()
+    assert pcscd is not None
     with tempfile.TemporaryDirectory(prefix="scardio-swap-") as work:
         conf = Path(work) / "reader.conf"
         conf.write_text(f'FRIENDLYNAME "scardio sim swap"\nDEVICENAME /dev/null\n'
                         f'LIBPATH {SIM_LIBRARY}\nCHANNELID 0\n')
         child = Path(work) / "child.py"
         child.write_text(CHILD)
-        script = ("ip link set lo up && mount -t tmpfs scardio-pcscd /run/pcscd && exec "
-                  f"{SYSTEM_PYTHON} {child} {conf} {pcscd} {int(Control.INSERT)} "
-                  f"{ATR_T1.hex()} {ATR_T0.hex()}")
-        proc = subprocess.Popen(["unshare", "-mn", "--propagation", "private", "sh", "-c",
-                                 script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-            pytest.fail(f"the pcscd child hung: {out} {err}")
-    assert proc.returncode == 0, out + err
-    report = json.loads(out.strip().splitlines()[-1])
+        report = pcscd_namespace.run_child(
+            [SYSTEM_PYTHON, str(child), str(conf), pcscd, str(int(Control.INSERT)),
+             ATR_T1.hex(), ATR_T0.hex()], timeout=90)
     assert report["reader"] and report["connect"] == 0, report
     assert report["insert"] == 0 and report["swap"] == 0, report
     assert report["first"] and report["first"][-1][1] == ATR_T1.hex(), report
