@@ -525,6 +525,13 @@ class AsyncMonitor:
         self._callbacks.append(callback)
 
     @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full: always 0, the
+        asyncio monitor's queue is unbounded and read on the loop (as
+        :attr:`scardio.monitor.Monitor.dropped`)."""
+        return 0
+
+    @property
     def readers(self) -> list[Reader]:
         """The (blocking) readers being tracked."""
         return [tracker.reader for tracker, _ in self._trackers.values()]

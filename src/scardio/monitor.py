@@ -23,7 +23,9 @@ Callbacks run on the harvesting thread, in event order; keep them short.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -161,16 +163,32 @@ class Monitor:
     ...     for event in mon.events(timeout=10):
     ...         print(event.kind, event.reader.name)
 
-    Events go to every callback (on the monitor thread) and to an internal
-    queue read by :meth:`get`, :meth:`events` and iteration.  A card that is
-    already in when a reader is added gives an arrival at once.
+    Events go to every callback (on the monitor thread) and, when the
+    monitor queues events, to an internal queue read by :meth:`get`,
+    :meth:`events` and iteration.  A card that is already in when a reader
+    is added gives an arrival at once.
+
+    *queue_events*: by default a monitor given a *callback* queues nothing
+    (a callback-only consumer retains no events however long it runs) and
+    one without a callback queues every event; pass True to have both.
+    *max_queue* > 0 bounds the queue: when it is full the oldest event is
+    dropped and counted in :attr:`dropped`; neither the harvesting thread
+    nor :meth:`close` ever blocks on it.
     """
 
     def __init__(self, readers: Iterable[Reader] = (),
                  callback: Optional[Callable[[CardEvent], None]] = None, *,
-                 start: bool = True, max_queue: int = 0) -> None:
+                 start: bool = True, max_queue: int = 0,
+                 queue_events: Optional[bool] = None) -> None:
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, not {max_queue}")
         self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
-        self._queue: "queue.Queue[Optional[CardEvent]]" = queue.Queue(max_queue)
+        self._queue_events = callback is None if queue_events is None else queue_events
+        self._max_queue = max_queue
+        self._queue: "collections.deque[CardEvent]" = collections.deque()
+        self._queue_ready = threading.Condition(threading.Lock())
+        self._queue_closed = False
+        self._dropped = 0
         self._waiter = waiting.new_waiter()
         self._commands: "queue.SimpleQueue[_Command]" = queue.SimpleQueue()
         self._trackers: dict[int, Tracker] = {}
@@ -304,23 +322,41 @@ class Monitor:
                 cb(ev)
             except Exception:
                 pass  # one bad callback must not stop the monitor
-        try:
-            self._queue.put_nowait(ev)
-        except queue.Full:
-            pass  # bounded queue: consumers that only use callbacks
+        if not self._queue_events:
+            return
+        with self._queue_ready:
+            if self._max_queue and len(self._queue) >= self._max_queue:
+                self._queue.popleft()  # drop the oldest: never block the harvester
+                self._dropped += 1
+            self._queue.append(ev)
+            self._queue_ready.notify()
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped (oldest first) because the bounded queue was full."""
+        return self._dropped
 
     # -- consuming ------------------------------------------------------------
     def get(self, timeout: Optional[float] = None) -> CardEvent:
         """The next event; scardio.errors.TimeoutError after `timeout` s,
         ClosedError once the monitor is closed and drained."""
-        try:
-            ev = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise errors.TimeoutError(f"no card event within {timeout} s") from None
-        if ev is None:
-            self._queue.put(None)  # keep the end marker for other consumers
-            raise errors.ClosedError("monitor is closed")
-        return ev
+        if not self._queue_events:
+            raise errors.InvalidStateError(
+                "this monitor has a callback and queues no events; "
+                "pass queue_events=True to read them with get() as well")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+        deadline = None if timeout is None or timeout == math.inf \
+            else time.monotonic() + timeout
+        with self._queue_ready:
+            while not self._queue:
+                if self._queue_closed:
+                    raise errors.ClosedError("monitor is closed")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise errors.TimeoutError(f"no card event within {timeout} s")
+                self._queue_ready.wait(left)
+            return self._queue.popleft()
 
     def events(self, timeout: Optional[float] = None,
                count: Optional[int] = None) -> Iterator[CardEvent]:
@@ -360,7 +396,9 @@ class Monitor:
             self._commands.put(_Command("stop", None))
             self._waiter.wake()
             self._thread.join(timeout)
-        self._queue.put(None)
+        with self._queue_ready:  # never blocks: the queue is not bounded by a lock
+            self._queue_closed = True
+            self._queue_ready.notify_all()
 
     def __enter__(self) -> "Monitor":
         return self.start()
