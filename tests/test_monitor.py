@@ -290,3 +290,38 @@ def test_get_rejects_bad_timeouts_and_takes_inf():
                 mon.get(timeout=bad)
         sim.insert()
         assert mon.get(timeout=float("inf")).kind == ARRIVAL
+
+
+def test_transient_driver_error_is_reported_and_tracking_resumes():
+    from scardio.sim import EntryPoint, Fault
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        with Monitor([reader], callback=rec) as mon:
+            sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 612)  # one-off
+            err = rec.wait_for(ERROR)
+            assert isinstance(err.error, errors.ScardioError)
+            assert not isinstance(err.error, errors.DeviceGoneError)
+            for i in (1, 2):
+                sim.insert()
+                rec.wait_for(ARRIVAL, n=i)
+                sim.remove()
+                rec.wait_for(DEPARTURE, n=i)
+            assert rec.kinds() == [ERROR] + [ARRIVAL, DEPARTURE] * 2
+            assert mon.readers == [reader]
+
+
+def test_device_gone_ends_tracking_and_add_restarts_it():
+    from scardio.sim import EntryPoint, Fault
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        with Monitor([reader], callback=rec) as mon:
+            sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 617)  # IFD_NO_SUCH_DEVICE
+            err = rec.wait_for(ERROR)
+            assert isinstance(err.error, errors.DeviceGoneError)
+            assert mon.readers == []
+            sim.insert()
+            time.sleep(0.3)
+            assert ERROR == rec.kinds()[-1]  # not tracked: nothing seen
+            mon.add(reader)
+            rec.wait_for(ARRIVAL)
+            assert mon.readers == [reader]

@@ -48,8 +48,10 @@ ERROR = "error"
 
 @dataclass(frozen=True)
 class CardEvent:
-    """``kind`` is "arrival", "departure" or "error" (``error`` set; the
-    reader is no longer tracked).  ``timestamp`` is time.monotonic() when
+    """``kind`` is "arrival", "departure" or "error" (``error`` set; a
+    transient driver error is retried with a bounded backoff, and only
+    :class:`~scardio.errors.DeviceGoneError` ends tracking of the reader,
+    which :meth:`Monitor.add` restarts).  ``timestamp`` is time.monotonic() when
     the completion was seen; ``seq`` counts events of the monitor."""
     kind: str
     reader: Reader = field(compare=False)
@@ -79,13 +81,21 @@ class Tracker:
         self._emit = emit
         self._op: Any = None
         self._lock = threading.Lock()
+        self._code: int = IOCTL.IS_PRESENT
+        self._retry_delay = self.RETRY_FIRST
+        self._retry: Optional[threading.Timer] = None
         self.stopped = False
 
     def start(self) -> None:
         self.reader.session.tracked_by += 1
         self._submit(IOCTL.IS_PRESENT)
 
+    #: Retry delays after a transient driver error: doubling, bounded.
+    RETRY_FIRST = 0.05
+    RETRY_MAX = 1.0
+
     def _submit(self, code: int) -> None:
+        self._code = code
         failed: Optional[BaseException] = None
         with self._lock:
             if self.stopped:
@@ -102,12 +112,24 @@ class Tracker:
         self.reader.completions.watch(op, self._completed)
 
     def _fail(self, exc: BaseException) -> None:
+        """Report a driver error.  Only a reader that is gone ends
+        tracking; any other error is retried after a bounded backoff."""
+        gone = isinstance(exc, errors.DeviceGoneError) or self.reader.closed
         with self._lock:
             if self.stopped:
                 return
-            self.stopped = True
-        self.reader.session.tracked_by -= 1
+            if gone:
+                self.stopped = True
+            else:
+                delay = self._retry_delay
+                self._retry_delay = min(self.RETRY_MAX, delay * 2)
+                retry = self._retry = threading.Timer(delay, self._submit, (self._code,))
+                retry.daemon = True
+        if gone:
+            self.reader.session.tracked_by -= 1
         self._emit(ERROR, exc)  # outside the lock: a callback may stop us
+        if not gone:
+            retry.start()
 
     def _completed(self, op: Any) -> None:
         with self._lock:
@@ -123,6 +145,7 @@ class Tracker:
             return
         if self.stopped:
             return
+        self._retry_delay = self.RETRY_FIRST  # the driver answers again
         arrived = op.code == IOCTL.IS_PRESENT
         self.reader.session.note_presence(arrived)
         self._emit(ARRIVAL if arrived else DEPARTURE, None)
@@ -136,6 +159,9 @@ class Tracker:
                 return
             self.stopped = True
             op, self._op = self._op, None
+            retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.cancel()
         self.reader.session.tracked_by -= 1
         if op is not None:
             self.reader.completions.unwatch(op)
@@ -223,7 +249,7 @@ class Monitor:
     @property
     def readers(self) -> list[Reader]:
         with self._lock:
-            return [t.reader for t in self._trackers.values()]
+            return [t.reader for t in self._trackers.values() if not t.stopped]
 
     def add(self, reader: Reader, timeout: float = 5.0) -> None:
         """Start tracking `reader` (returns once its first request is out)."""
@@ -255,8 +281,13 @@ class Monitor:
     def _do(self, what: str, reader: Reader) -> None:
         key = id(reader)
         if what == "add":
-            if key in self._trackers or reader.closed:
+            if reader.closed:
                 return
+            old = self._trackers.get(key)
+            if old is not None and not old.stopped:
+                return
+            if old is not None:  # its reader went away once: track it afresh
+                self._do("remove", reader)
             def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
                 self._event(kind, r, err)
             tracker = Tracker(reader, on_event)
