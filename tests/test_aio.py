@@ -267,3 +267,35 @@ def test_module_docstring_example_runs():
     attempted, failed = map(int, p.stdout.split()[-2:])
     assert attempted >= 4 and failed == 0
     assert time.monotonic() - t0 < 10  # no 30 s wait for a card nobody inserts
+
+
+def test_async_monitor_resumes_after_a_transient_error_and_restarts_after_gone():
+    from scardio import errors
+    from scardio.monitor import ERROR
+    from scardio.sim import EntryPoint, Fault
+
+    async def main():
+        r, sim = await open_sim()
+        try:
+            async with aio.AsyncMonitor([r]) as mon:
+                sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 612)  # one-off
+                ev = await mon.get(timeout=5)
+                assert ev.kind == ERROR and not isinstance(ev.error, errors.DeviceGoneError)
+                kinds = []
+                for _ in range(2):
+                    sim.insert()
+                    kinds.append((await mon.get(timeout=5)).kind)
+                    sim.remove()
+                    kinds.append((await mon.get(timeout=5)).kind)
+                assert kinds == [ARRIVAL, DEPARTURE] * 2
+                sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 617)  # gone
+                ev = await mon.get(timeout=5)
+                assert ev.kind == ERROR and isinstance(ev.error, errors.DeviceGoneError)
+                assert mon.readers == []
+                mon.add(r)
+                sim.insert()
+                assert (await mon.get(timeout=5)).kind == ARRIVAL
+                assert mon.readers == [r.reader]
+        finally:
+            await r.aclose()
+    run(main())

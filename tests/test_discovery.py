@@ -823,3 +823,66 @@ def test_default_drop_dir_where_there_is_none_says_so(monkeypatch) -> None:
     assert discovery.default_drop_dirs() == ()
     with pytest.raises(LookupError, match="no pcsc-lite driver bundle directory"):
         discovery.default_drop_dir()
+
+
+# ---------------------------------------------------------------------------
+# Oversized configuration files (a sparse 1 GiB file costs no disk)
+
+GIB = 1 << 30
+
+
+def _limited_memory() -> None:
+    import resource
+    limit = 768 << 20  # far below the 1 GiB file: reading it whole fails
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _sparse(path: Path, size: int = GIB) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+@posix_only
+def test_huge_reader_conf_is_skipped_by_the_cli(tmp_path: Path, lib: Path) -> None:
+    import subprocess
+    big = _sparse(tmp_path / "huge.conf")
+    good = write(tmp_path / "good.conf",
+                 f'FRIENDLYNAME "Small"\nDEVICENAME /dev/null\nLIBPATH {lib}\n')
+    env = dict(os.environ)
+    env.pop(discovery.SIM_ENV, None)
+    proc = subprocess.run([sys.executable, "-m", "scardio", "list", "--reader-conf", str(big),
+                           "--reader-conf", str(good)], capture_output=True, text=True,
+                          timeout=60, preexec_fn=_limited_memory, env=env)
+    assert "MemoryError" not in proc.stderr
+    assert f"skipping reader configuration {big}" in proc.stderr
+    assert "more than the 1048576 bytes" in proc.stderr
+    assert "Small" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+@posix_only
+def test_huge_info_plist_is_skipped(tmp_path: Path) -> None:
+    import subprocess
+    d = tmp_path / "drivers"
+    _sparse(d / "huge.bundle" / "Contents" / "Info.plist")
+    bundle(d, "small", {"CFBundleExecutable": "lib.so", "ifdVendorID": ["0x1"],
+                        "ifdProductID": ["0x2"], "ifdFriendlyName": ["x"]})
+    code = ("import logging, sys; logging.basicConfig(stream=sys.stdout)\n"
+            "from scardio.discovery import read_bundles\n"
+            f"print([b.path for b in read_bundles({str(d)!r})])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, preexec_fn=_limited_memory)
+    assert proc.returncode == 0, proc.stderr
+    assert "skipping driver bundle" in proc.stdout and "huge.bundle" in proc.stdout
+    assert "more than the 1048576 bytes" in proc.stdout
+    assert "small.bundle" in proc.stdout and "huge.bundle']" not in proc.stdout
+
+
+def test_config_bound_is_exact(tmp_path: Path) -> None:
+    from scardio.discovery import limits
+    at = write(tmp_path / "at", b"x" * limits.MAX_CONFIG_BYTES)
+    assert len(limits.read_bounded(str(at))) == limits.MAX_CONFIG_BYTES
+    over = write(tmp_path / "over", b"x" * (limits.MAX_CONFIG_BYTES + 1))
+    with pytest.raises(limits.ConfigTooLargeError, match="over"):
+        limits.read_bounded(str(over))

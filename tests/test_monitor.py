@@ -60,7 +60,8 @@ def test_many_readers_one_thread_and_callbacks():
     with contextlib.ExitStack() as stack:
         pairs = [stack.enter_context(sim_reader()) for _ in range(4)]
         before = threading.active_count()
-        mon = stack.enter_context(Monitor([r for r, _ in pairs], callback=rec))
+        mon = stack.enter_context(Monitor([r for r, _ in pairs], callback=rec,
+                                               queue_events=True))
         assert threading.active_count() == before + 1  # one harvesting thread
         for r, s in pairs:
             s.insert()
@@ -170,7 +171,7 @@ def test_events_timeout_bounds_the_iteration():
 def test_callback_errors_do_not_stop_the_monitor():
     def bad(ev):
         raise RuntimeError("boom")
-    with sim_reader() as (reader, sim), Monitor([reader], callback=bad) as mon:
+    with sim_reader() as (reader, sim), Monitor([reader], callback=bad, queue_events=True) as mon:
         sim.insert()
         sim.remove()
         assert [e.kind for e in mon.events(timeout=5, count=2)] == [ARRIVAL, DEPARTURE]
@@ -219,3 +220,108 @@ def test_wake_up_channel_works_where_select_takes_sockets_only(monkeypatch):
         assert time.monotonic() - t < 2  # so does the stop on close
         with pytest.raises(errors.ClosedError):
             mon.get(timeout=1)
+
+
+def _flip(sim, rec, cycles):
+    for i in range(1, cycles + 1):
+        sim.insert()
+        rec.wait_for(ARRIVAL, n=i)
+        sim.remove()
+        rec.wait_for(DEPARTURE, n=i)
+
+
+def _closes_in_time(close, limit=10.0):
+    done = threading.Event()
+
+    def run():
+        close()
+        done.set()
+    t = threading.Thread(target=run, daemon=True)  # a hang must not hang the suite
+    t.start()
+    return done.wait(limit)
+
+
+@pytest.mark.parametrize("queue_events", [None, True])
+def test_close_never_blocks_on_a_full_bounded_queue(queue_events):
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        def use():
+            kw = {} if queue_events is None else {"queue_events": queue_events}
+            with Monitor([reader], callback=rec, max_queue=2, **kw):
+                _flip(sim, rec, 3)  # 6 events into a queue of 2
+        assert _closes_in_time(use), "leaving `with Monitor(max_queue=2)` hung"
+        assert [e.kind for e in rec.events] == [ARRIVAL, DEPARTURE] * 3
+
+
+def test_bounded_queue_drops_the_oldest_and_counts():
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        mon = Monitor([reader], callback=rec, max_queue=2, queue_events=True)
+        try:
+            _flip(sim, rec, 3)
+            assert mon.dropped == 4
+            kept = [mon.get(timeout=1), mon.get(timeout=1)]
+            assert [e.seq for e in kept] == [e.seq for e in rec.events[-2:]]
+            with pytest.raises(errors.TimeoutError):
+                mon.get(timeout=0.05)
+        finally:
+            assert _closes_in_time(mon.close)
+        with pytest.raises(errors.ClosedError):
+            mon.get(timeout=1)
+        with pytest.raises(errors.ClosedError):  # the end is seen by every later get
+            mon.get()
+
+
+def test_callback_only_monitor_retains_nothing():
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        with Monitor([reader], callback=rec) as mon:
+            _flip(sim, rec, 100)
+            assert len(rec.events) == 200
+            assert len(mon._queue) == 0 and mon.dropped == 0
+            with pytest.raises(errors.InvalidStateError, match="queue_events=True"):
+                mon.get(timeout=0)
+
+
+def test_get_rejects_bad_timeouts_and_takes_inf():
+    with sim_reader() as (reader, sim), Monitor([reader]) as mon:
+        for bad in (-1, float("nan")):
+            with pytest.raises(ValueError):
+                mon.get(timeout=bad)
+        sim.insert()
+        assert mon.get(timeout=float("inf")).kind == ARRIVAL
+
+
+def test_transient_driver_error_is_reported_and_tracking_resumes():
+    from scardio.sim import EntryPoint, Fault
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        with Monitor([reader], callback=rec) as mon:
+            sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 612)  # one-off
+            err = rec.wait_for(ERROR)
+            assert isinstance(err.error, errors.ScardioError)
+            assert not isinstance(err.error, errors.DeviceGoneError)
+            for i in (1, 2):
+                sim.insert()
+                rec.wait_for(ARRIVAL, n=i)
+                sim.remove()
+                rec.wait_for(DEPARTURE, n=i)
+            assert rec.kinds() == [ERROR] + [ARRIVAL, DEPARTURE] * 2
+            assert mon.readers == [reader]
+
+
+def test_device_gone_ends_tracking_and_add_restarts_it():
+    from scardio.sim import EntryPoint, Fault
+    rec = Recorder()
+    with sim_reader() as (reader, sim):
+        with Monitor([reader], callback=rec) as mon:
+            sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 617)  # IFD_NO_SUCH_DEVICE
+            err = rec.wait_for(ERROR)
+            assert isinstance(err.error, errors.DeviceGoneError)
+            assert mon.readers == []
+            sim.insert()
+            time.sleep(0.3)
+            assert ERROR == rec.kinds()[-1]  # not tracked: nothing seen
+            mon.add(reader)
+            rec.wait_for(ARRIVAL)
+            assert mon.readers == [reader]

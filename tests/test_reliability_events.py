@@ -148,7 +148,7 @@ def _monitor_run(cycles: int, *, slow_callback: float = 0.0, slow_consumer: floa
         if slow_callback and calls[0] % 50 == 0:
             time.sleep(slow_callback)   # holds up the monitor thread itself
 
-    mon = Monitor([reader], callback=slow)
+    mon = Monitor([reader], callback=slow, queue_events=True)
     try:
         producer = Producer(sim, cycles)
         producer.start()

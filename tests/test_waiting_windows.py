@@ -140,7 +140,7 @@ def test_monitor_on_handles_one_thread_events_in_order(api):
     rec = Recorder()
     with win_reader(api) as (r1, s1), win_reader(api) as (r2, s2):
         before = {t.ident for t in threading.enumerate()}
-        with Monitor([r1, r2], rec) as mon:
+        with Monitor([r1, r2], rec, queue_events=True) as mon:
             started = [t for t in threading.enumerate() if t.ident not in before]
             assert [t.name for t in started] == ["scardio-monitor"]
             s1.insert()

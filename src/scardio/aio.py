@@ -525,14 +525,25 @@ class AsyncMonitor:
         self._callbacks.append(callback)
 
     @property
+    def dropped(self) -> int:
+        """Events dropped because the queue was full: always 0, the
+        asyncio monitor's queue is unbounded and read on the loop (as
+        :attr:`scardio.monitor.Monitor.dropped`)."""
+        return 0
+
+    @property
     def readers(self) -> list[Reader]:
         """The (blocking) readers being tracked."""
-        return [tracker.reader for tracker, _ in self._trackers.values()]
+        return [tracker.reader for tracker, _ in self._trackers.values()
+                if not tracker.stopped]
 
     def add(self, reader: ReaderLike) -> None:
         r = reader.reader if isinstance(reader, AsyncReader) else reader
-        if id(r) in self._trackers:
+        old = self._trackers.get(id(r))
+        if old is not None and not old[0].stopped:
             return
+        if old is not None:  # its reader went away once: track it afresh
+            self.remove(r)
         link = _LoopLink.acquire(r)
 
         def emit(kind: str, error: Optional[BaseException]) -> None:

@@ -23,7 +23,9 @@ Callbacks run on the harvesting thread, in event order; keep them short.
 
 from __future__ import annotations
 
+import collections
 import logging
+import math
 import queue
 import threading
 import time
@@ -46,8 +48,10 @@ ERROR = "error"
 
 @dataclass(frozen=True)
 class CardEvent:
-    """``kind`` is "arrival", "departure" or "error" (``error`` set; the
-    reader is no longer tracked).  ``timestamp`` is time.monotonic() when
+    """``kind`` is "arrival", "departure" or "error" (``error`` set; a
+    transient driver error is retried with a bounded backoff, and only
+    :class:`~scardio.errors.DeviceGoneError` ends tracking of the reader,
+    which :meth:`Monitor.add` restarts).  ``timestamp`` is time.monotonic() when
     the completion was seen; ``seq`` counts events of the monitor."""
     kind: str
     reader: Reader = field(compare=False)
@@ -77,13 +81,21 @@ class Tracker:
         self._emit = emit
         self._op: Any = None
         self._lock = threading.Lock()
+        self._code: int = IOCTL.IS_PRESENT
+        self._retry_delay = self.RETRY_FIRST
+        self._retry: Optional[threading.Timer] = None
         self.stopped = False
 
     def start(self) -> None:
         self.reader.session.tracked_by += 1
         self._submit(IOCTL.IS_PRESENT)
 
+    #: Retry delays after a transient driver error: doubling, bounded.
+    RETRY_FIRST = 0.05
+    RETRY_MAX = 1.0
+
     def _submit(self, code: int) -> None:
+        self._code = code
         failed: Optional[BaseException] = None
         with self._lock:
             if self.stopped:
@@ -100,12 +112,24 @@ class Tracker:
         self.reader.completions.watch(op, self._completed)
 
     def _fail(self, exc: BaseException) -> None:
+        """Report a driver error.  Only a reader that is gone ends
+        tracking; any other error is retried after a bounded backoff."""
+        gone = isinstance(exc, errors.DeviceGoneError) or self.reader.closed
         with self._lock:
             if self.stopped:
                 return
-            self.stopped = True
-        self.reader.session.tracked_by -= 1
+            if gone:
+                self.stopped = True
+            else:
+                delay = self._retry_delay
+                self._retry_delay = min(self.RETRY_MAX, delay * 2)
+                retry = self._retry = threading.Timer(delay, self._submit, (self._code,))
+                retry.daemon = True
+        if gone:
+            self.reader.session.tracked_by -= 1
         self._emit(ERROR, exc)  # outside the lock: a callback may stop us
+        if not gone:
+            retry.start()
 
     def _completed(self, op: Any) -> None:
         with self._lock:
@@ -121,6 +145,7 @@ class Tracker:
             return
         if self.stopped:
             return
+        self._retry_delay = self.RETRY_FIRST  # the driver answers again
         arrived = op.code == IOCTL.IS_PRESENT
         self.reader.session.note_presence(arrived)
         self._emit(ARRIVAL if arrived else DEPARTURE, None)
@@ -134,6 +159,9 @@ class Tracker:
                 return
             self.stopped = True
             op, self._op = self._op, None
+            retry, self._retry = self._retry, None
+        if retry is not None:
+            retry.cancel()
         self.reader.session.tracked_by -= 1
         if op is not None:
             self.reader.completions.unwatch(op)
@@ -161,16 +189,32 @@ class Monitor:
     ...     for event in mon.events(timeout=10):
     ...         print(event.kind, event.reader.name)
 
-    Events go to every callback (on the monitor thread) and to an internal
-    queue read by :meth:`get`, :meth:`events` and iteration.  A card that is
-    already in when a reader is added gives an arrival at once.
+    Events go to every callback (on the monitor thread) and, when the
+    monitor queues events, to an internal queue read by :meth:`get`,
+    :meth:`events` and iteration.  A card that is already in when a reader
+    is added gives an arrival at once.
+
+    *queue_events*: by default a monitor given a *callback* queues nothing
+    (a callback-only consumer retains no events however long it runs) and
+    one without a callback queues every event; pass True to have both.
+    *max_queue* > 0 bounds the queue: when it is full the oldest event is
+    dropped and counted in :attr:`dropped`; neither the harvesting thread
+    nor :meth:`close` ever blocks on it.
     """
 
     def __init__(self, readers: Iterable[Reader] = (),
                  callback: Optional[Callable[[CardEvent], None]] = None, *,
-                 start: bool = True, max_queue: int = 0) -> None:
+                 start: bool = True, max_queue: int = 0,
+                 queue_events: Optional[bool] = None) -> None:
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, not {max_queue}")
         self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
-        self._queue: "queue.Queue[Optional[CardEvent]]" = queue.Queue(max_queue)
+        self._queue_events = callback is None if queue_events is None else queue_events
+        self._max_queue = max_queue
+        self._queue: "collections.deque[CardEvent]" = collections.deque()
+        self._queue_ready = threading.Condition(threading.Lock())
+        self._queue_closed = False
+        self._dropped = 0
         self._waiter = waiting.new_waiter()
         self._commands: "queue.SimpleQueue[_Command]" = queue.SimpleQueue()
         self._trackers: dict[int, Tracker] = {}
@@ -205,7 +249,7 @@ class Monitor:
     @property
     def readers(self) -> list[Reader]:
         with self._lock:
-            return [t.reader for t in self._trackers.values()]
+            return [t.reader for t in self._trackers.values() if not t.stopped]
 
     def add(self, reader: Reader, timeout: float = 5.0) -> None:
         """Start tracking `reader` (returns once its first request is out)."""
@@ -237,8 +281,13 @@ class Monitor:
     def _do(self, what: str, reader: Reader) -> None:
         key = id(reader)
         if what == "add":
-            if key in self._trackers or reader.closed:
+            if reader.closed:
                 return
+            old = self._trackers.get(key)
+            if old is not None and not old.stopped:
+                return
+            if old is not None:  # its reader went away once: track it afresh
+                self._do("remove", reader)
             def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
                 self._event(kind, r, err)
             tracker = Tracker(reader, on_event)
@@ -304,23 +353,41 @@ class Monitor:
                 cb(ev)
             except Exception:
                 pass  # one bad callback must not stop the monitor
-        try:
-            self._queue.put_nowait(ev)
-        except queue.Full:
-            pass  # bounded queue: consumers that only use callbacks
+        if not self._queue_events:
+            return
+        with self._queue_ready:
+            if self._max_queue and len(self._queue) >= self._max_queue:
+                self._queue.popleft()  # drop the oldest: never block the harvester
+                self._dropped += 1
+            self._queue.append(ev)
+            self._queue_ready.notify()
+
+    @property
+    def dropped(self) -> int:
+        """Events dropped (oldest first) because the bounded queue was full."""
+        return self._dropped
 
     # -- consuming ------------------------------------------------------------
     def get(self, timeout: Optional[float] = None) -> CardEvent:
         """The next event; scardio.errors.TimeoutError after `timeout` s,
         ClosedError once the monitor is closed and drained."""
-        try:
-            ev = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            raise errors.TimeoutError(f"no card event within {timeout} s") from None
-        if ev is None:
-            self._queue.put(None)  # keep the end marker for other consumers
-            raise errors.ClosedError("monitor is closed")
-        return ev
+        if not self._queue_events:
+            raise errors.InvalidStateError(
+                "this monitor has a callback and queues no events; "
+                "pass queue_events=True to read them with get() as well")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 or None, not {timeout}")
+        deadline = None if timeout is None or timeout == math.inf \
+            else time.monotonic() + timeout
+        with self._queue_ready:
+            while not self._queue:
+                if self._queue_closed:
+                    raise errors.ClosedError("monitor is closed")
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise errors.TimeoutError(f"no card event within {timeout} s")
+                self._queue_ready.wait(left)
+            return self._queue.popleft()
 
     def events(self, timeout: Optional[float] = None,
                count: Optional[int] = None) -> Iterator[CardEvent]:
@@ -360,7 +427,9 @@ class Monitor:
             self._commands.put(_Command("stop", None))
             self._waiter.wake()
             self._thread.join(timeout)
-        self._queue.put(None)
+        with self._queue_ready:  # never blocks: the queue is not bounded by a lock
+            self._queue_closed = True
+            self._queue_ready.notify_all()
 
     def __enter__(self) -> "Monitor":
         return self.start()

@@ -17,6 +17,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 from ._platform import DEVICE_NAMERS, current
 from .descriptor import PathLike, ReaderDescriptor
+from .limits import ConfigTooLargeError, read_bounded
 from .usb import READER_INTERFACE_CLASSES, UsbDevice, UsbInterface
 
 __all__ = ["DriverBundle", "bundle_readers", "default_drop_dir", "default_drop_dirs",
@@ -85,10 +86,12 @@ def _plist_list(info: Mapping[str, object], key: str) -> Optional[list[str]]:
 def _read_bundle(bundle: str) -> Optional[DriverBundle]:
     plist_path = os.path.join(bundle, "Contents", "Info.plist")
     try:
-        with open(plist_path, "rb") as f:
-            info = plistlib.load(f)
+        info = plistlib.loads(read_bounded(plist_path))
     except FileNotFoundError:
         log.warning("skipping driver bundle %s: no Contents/Info.plist", bundle)
+        return None
+    except ConfigTooLargeError as exc:
+        log.warning("skipping driver bundle %s: %s", bundle, exc)
         return None
     except (OSError, ValueError, plistlib.InvalidFileException) as exc:
         log.warning("skipping driver bundle %s: cannot read %s: %s", bundle, plist_path, exc)

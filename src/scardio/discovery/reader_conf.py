@@ -11,6 +11,7 @@ import re
 from typing import Iterable, Optional
 
 from .descriptor import PathLike, ReaderDescriptor
+from .limits import ConfigTooLargeError, read_bounded
 
 __all__ = ["read_reader_conf"]
 
@@ -126,7 +127,8 @@ def read_reader_conf(paths: Optional[Iterable[PathLike]] = None, *,
     """Readers declared in reader.conf files.  Each of *paths* (default
     ``/etc/reader.conf.d`` and ``/etc/reader.conf``) is a file or a directory
     whose regular, non-hidden files are read in name order; missing paths
-    are ignored.  Malformed entries are skipped with a warning.  Unavailable
+    are ignored.  Malformed entries, and files larger than
+    :data:`~scardio.discovery.limits.MAX_CONFIG_BYTES`, are skipped with a warning.  Unavailable
     entries (missing library or device) are returned with
     ``extra["available"] = False`` unless *include_unavailable* is false.
     """
@@ -146,8 +148,10 @@ def read_reader_conf(paths: Optional[Iterable[PathLike]] = None, *,
     readers = []
     for path in files:
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
+            text = read_bounded(path).decode("utf-8", errors="replace")
+        except ConfigTooLargeError as exc:
+            log.warning("skipping reader configuration %s: %s", path, exc)
+            continue
         except OSError as exc:
             log.warning("cannot read reader configuration %s: %s", path, exc)
             continue
