@@ -1,13 +1,50 @@
 """Benchmarks of scardio against the C floor, a ctypes binding and
-pcscd + pyscard.  See docs/benchmarks.md.
+pcscd + pyscard.  See docs/benchmarks.md ("How to run").
 
-    python -m pytest benchmarks -p no:cacheprovider          # full run (minutes)
-    python -m pytest benchmarks/test_guard.py -q              # regression guard (< 60 s)
-    python -m pytest benchmarks --benchmark-enable ...        # + pytest-benchmark tables
+Every scardio path is timed twice in one run:
 
-The full run writes benchmarks/results/latest.json (or $SCARDIO_BENCH_RESULTS);
-``python benchmarks/report.py`` turns it into docs/benchmarks.md and
-``python benchmarks/plot.py`` into docs/benchmarks-latency.png.
+- by pytest-benchmark's ``benchmark`` fixture (the usual table,
+  ``--benchmark-json``, ``--benchmark-compare``), grouped per operation;
+- by the interleaved ratio harness (harness.py), which runs all paths of an
+  operation, scardio's and the others', side by side in rotating rounds:
+  the ratios and medians that docs/benchmarks.md quotes.
+
+pyproject.toml's addopts disable pytest-benchmark (``--benchmark-disable``)
+so that the test suite times nothing; a benchmark run enables it:
+
+    python benchmarks/run.py                  # full run -> results, docs, plot
+    python benchmarks/run.py --quick          # the quick set (CI), a few minutes
+    python -m pytest benchmarks --benchmark-enable -p no:cacheprovider   # by hand
+
+``benchmarks/run.py`` runs pytest in a private mount and network namespace
+when it can (root, unshare): the pcscd parts need one (pcscd has one fixed
+socket) and are skipped outside it.  Asking for pytest-benchmark output
+(``--benchmark-json`` / ``-compare`` / ``-save`` / ``-autosave`` /
+``-histogram`` / ``-only``) without ``--benchmark-enable`` is a usage error.
+The ``quick`` marker selects the quick set (test_guard.py and one operation
+per file).
+
+Results.  With pytest-benchmark enabled, the run writes one results document
+to $SCARDIO_BENCH_RESULTS (default benchmarks/results/latest.json) holding the
+harness figures, the registered targets and tables and pytest-benchmark's
+statistics; a ``--benchmark-json`` file gets the same document under its
+"scardio" key.  ``python benchmarks/report.py FILE`` renders either into
+docs/benchmarks.md, ``python benchmarks/plot.py FILE`` the plot.
+
+A benchmark file registers what it measured through harness, without
+report.py knowing about it:
+
+    harness.record(section, key, value)        # raw figures (JSON-able)
+    harness.record_target(name, measured, limit, unit, better="lower",
+                          target=None, note="")   # one verdict-table row
+    harness.record_table(title, columns, rows, note="")   # a results table
+    harness.record_samples(title, unit, {path: [samples]}) # a plot panel
+
+``record_target`` computes the verdict ("met" when measured <= limit, or
+>= with ``better="higher"``; "not measured" when measured is None);
+``target`` is the issue-12 target number (1-8) the row belongs to.
+``harness.Placement`` pins the processes of a comparison to the same CPUs
+(test_bench_vpcd.py uses it; SCARDIO_BENCH_PLACEMENT=same|split|none).
 """
 
 from __future__ import annotations
@@ -27,23 +64,91 @@ harness.ensure_paths()
 
 from bench_common import SIM_PCSCD_NAME, VPCD_PCSCD_NAME, free_port  # noqa: E402
 
+# pytest-benchmark options that mean nothing while it is disabled.
+_OUTPUT_OPTIONS = ("benchmark_json", "benchmark_compare", "benchmark_save",
+                   "benchmark_autosave", "benchmark_histogram", "benchmark_only")
+
+
+def benchmarks_enabled(config) -> bool:
+    try:
+        return bool(config.getoption("benchmark_enable")
+                    or not config.getoption("benchmark_disable"))
+    except ValueError:  # pytest-benchmark is not installed
+        return False
+
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "quick: the fast regression guard (test_guard.py)")
+    config.addinivalue_line("markers", "quick: the quick benchmark set (CI): test_guard.py "
+                            "and one operation per benchmark file")
     config.addinivalue_line("markers", "pcscd: needs pcscd and pyscard")
     config.addinivalue_line("markers", "vpcd: needs Debian's vsmartcard-vpcd driver")
+    if not benchmarks_enabled(config):
+        asked = [o for o in _OUTPUT_OPTIONS if _getoption(config, o)]
+        if asked:
+            flags = ", ".join("--" + o.replace("_", "-") for o in asked)
+            raise pytest.UsageError(
+                f"{flags} needs --benchmark-enable: pyproject.toml's addopts disable "
+                "pytest-benchmark so that the test suite times nothing")
+
+
+def _getoption(config, name):
+    try:
+        return config.getoption(name)
+    except ValueError:
+        return None
+
+
+def _pytest_benchmark_stats(config) -> list:
+    """pytest-benchmark's statistics of this run (without the raw data)."""
+    bs = getattr(config, "_benchmarksession", None)
+    out = []
+    for bench in getattr(bs, "benchmarks", None) or []:
+        if not bench:  # disabled or failed: no stats
+            continue
+        d = bench.as_dict(include_data=False)
+        out.append({"name": d.get("name"), "fullname": d.get("fullname"),
+                    "group": d.get("group"), "extra_info": d.get("extra_info", {}),
+                    "stats": {k: v for k, v in d.get("stats", {}).items()
+                              if k in ("min", "max", "mean", "median", "stddev", "iqr",
+                                       "rounds", "iterations", "ops")}})
+    return out
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    # --benchmark-json files carry the harness figures too (report.py reads either).
+    output_json["scardio"] = harness.snapshot(_pytest_benchmark_stats(config))
 
 
 def pytest_sessionfinish(session, exitstatus):
-    path = harness.write_results()
-    if path:
-        tr = session.config.pluginmanager.get_plugin("terminalreporter")
-        if tr is not None:
-            tr.write_line(f"benchmark results written to {path}")
+    config = session.config
+    if benchmarks_enabled(config):
+        path = harness.write_results(pytest_benchmark=_pytest_benchmark_stats(config))
+        if path:
+            tr = config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(f"benchmark results written to {path}")
     import cfloor
     import ctypes_ifd
     cfloor.cleanup()
     ctypes_ifd.cleanup()
+
+
+def private_namespace_reason():
+    """Why pcscd must not be started from this process (None: it may).
+
+    pcscd has one fixed socket (/run/pcscd/pcscd.comm), so it runs only in
+    a mount and network namespace of its own, recognised by the private
+    tmpfs on /run/pcscd that tests/pcscd_namespace.py's recipe mounts (and
+    benchmarks/run.py uses)."""
+    try:
+        with open("/proc/self/mounts") as f:
+            mounts = [line.split()[:2] for line in f]
+    except OSError as exc:
+        return f"cannot read /proc/self/mounts: {exc}"
+    if ["scardio-pcscd", "/run/pcscd"] in mounts:
+        return None
+    return ("pcscd is started only in a private mount and network namespace: "
+            "run the benchmarks with benchmarks/run.py")
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +158,7 @@ def pcscd_env():
     dict with "pcscd" and "vpcd_port" (None without vpcd)."""
     import pcsc_peer
     from scardio.sim import SIM_LIBRARY
-    why = pcsc_peer.unavailable_reason()
+    why = pcsc_peer.unavailable_reason() or private_namespace_reason()
     if why:
         pytest.skip(why)
     readers = [(SIM_PCSCD_NAME, SIM_LIBRARY, "/dev/null")]

@@ -108,22 +108,31 @@ def interleave(paths: Sequence[Path], op: str, rounds: int, count: int,
 
 
 def machine() -> dict:
-    model = "unknown"
+    """The machine the figures were measured on.  ``name`` is
+    $SCARDIO_BENCH_MACHINE when set (e.g. "shared 2-vCPU AMD EPYC VM"),
+    else built from the CPU model, the usable CPUs and whether a hypervisor
+    is present."""
+    model, hypervisor = "unknown", False
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
+                if line.startswith("model name") and model == "unknown":
                     model = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and " hypervisor" in line:
+                    hypervisor = True
     except OSError:
         model = platform.processor() or "unknown"
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
-    return {"nproc": usable, "cpu_count": os.cpu_count(), "cpu_model": model,
-            "python": platform.python_version(), "kernel": platform.release(),
-            "system": platform.system(), "machine": platform.machine()}
+    name = os.environ.get("SCARDIO_BENCH_MACHINE") or (
+        f"{usable}-CPU {model}{' VM' if hypervisor else ''}")
+    return {"name": name, "nproc": usable, "cpu_count": os.cpu_count(), "cpu_model": model,
+            "hypervisor": hypervisor, "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "kernel": platform.release(), "system": platform.system(),
+            "machine": platform.machine()}
 
 
 def thread_count() -> int:
@@ -202,9 +211,118 @@ def stop_process(proc: Optional[subprocess.Popen], timeout: float = 5.0) -> None
             pass
 
 
+# ---- CPU placement --------------------------------------------------------------
+
+def allowed_cpus(pid: int = 0) -> List[int]:
+    try:
+        return sorted(os.sched_getaffinity(pid))
+    except (AttributeError, OSError):
+        return []
+
+
+def pin(pid: int, cpus: Iterable[int]) -> bool:
+    """Pin every thread of process `pid` (0: this one) to `cpus`.
+
+    sched_setaffinity() acts on one thread, and threads created later
+    inherit the mask of the thread that creates them, so each existing
+    task of the process is pinned (what ``taskset -a -p`` does)."""
+    cpus = set(cpus)
+    if not hasattr(os, "sched_setaffinity") or not cpus:
+        return False
+    pid = pid or os.getpid()
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    ok = False
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cpus)
+            ok = True
+        except OSError:  # the thread exited meanwhile
+            pass
+    return ok
+
+
+class Placement:
+    """Where the processes of a comparison run, the same for every path.
+
+    On a shared VM a cross-process round trip costs several times more when
+    the two processes sit on different CPUs (a wake-up IPI, a cold cache)
+    than on one CPU, and the scheduler's choice differs from path to path
+    and from run to run.  Pinning every process of every path to the same
+    CPU set makes the paths comparable.  Modes (SCARDIO_BENCH_PLACEMENT):
+
+    ``same``  (default) callers and card processes on one CPU;
+    ``split`` callers on one CPU, card processes on another;
+    ``none``  the scheduler decides (what the first figures used).
+
+    Use as a context manager around the setup and the runs: this process
+    (all its threads) is pinned on entry and restored on exit; child
+    processes started inside inherit the caller mask; call ``card(pid)``
+    for each card process and ``caller(pid)`` for other processes that were
+    started before (pcscd)."""
+
+    def __init__(self, mode: Optional[str] = None):
+        self.mode = (mode or os.environ.get("SCARDIO_BENCH_PLACEMENT") or "same").lower()
+        if self.mode not in ("same", "split", "none"):
+            raise ValueError(f"SCARDIO_BENCH_PLACEMENT must be same, split or none, "
+                             f"not {self.mode!r}")
+        self.saved = allowed_cpus()
+        self.restore: List[int] = []  # other processes to give back their mask
+        cpus = self.saved
+        if self.mode == "none" or not cpus:
+            self.caller_cpus, self.card_cpus = cpus, cpus
+        elif self.mode == "split" and len(cpus) >= 2:
+            self.caller_cpus, self.card_cpus = [cpus[-1]], [cpus[-2]]
+        else:
+            if self.mode == "split":
+                self.mode = "same"  # one usable CPU: nothing to split
+            self.caller_cpus = self.card_cpus = [cpus[-1]]
+
+    @property
+    def pinned(self) -> bool:
+        return self.mode != "none" and bool(self.saved)
+
+    def __enter__(self) -> "Placement":
+        if self.pinned:
+            pin(0, self.caller_cpus)
+        return self
+
+    def caller(self, pid: int) -> None:
+        if self.pinned and pin(pid, self.caller_cpus):
+            self.restore.append(pid)
+
+    def card(self, pid: int) -> None:
+        if self.pinned:
+            pin(pid, self.card_cpus)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pinned:
+            pin(0, self.saved)
+            for pid in self.restore:
+                pin(pid, self.saved)
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "caller_cpus": self.caller_cpus,
+                "card_cpus": self.card_cpus, "usable_cpus": self.saved}
+
+
 # ---- results -------------------------------------------------------------------
+#
+# One results document per benchmark run (written when pytest-benchmark is
+# enabled; see conftest.py):
+#
+#   results   section -> key -> value      record(): the interleaved figures
+#   targets   name -> {target, measured, limit, unit, better, verdict, note}
+#   tables    title -> {columns, rows, note}  record_table(): rendered as is
+#   samples   title -> {unit, groups}      record_samples(): plotted as is
+#   pytest_benchmark   the pytest-benchmark statistics of the same run
 
 _results: dict = {}
+_targets: dict = {}
+_tables: dict = {}
+_samples: dict = {}
 _results_lock = threading.Lock()
 
 
@@ -217,13 +335,80 @@ def results() -> dict:
     return _results
 
 
-def write_results(path: Optional[str] = None) -> Optional[str]:
-    if not _results:
+def verdict(measured: Optional[float], limit: Optional[float], better: str = "lower") -> str:
+    """"met" / "not met" of `measured` against `limit` ("lower": measured
+    must be <= limit; "higher": >= limit); "not measured" without a figure."""
+    if better not in ("lower", "higher"):
+        raise ValueError(f"better must be 'lower' or 'higher', not {better!r}")
+    if measured is None or measured != measured or limit is None:
+        return "not measured"
+    ok = measured <= limit if better == "lower" else measured >= limit
+    return "met" if ok else "not met"
+
+
+def record_target(name: str, measured: Optional[float], limit: float, unit: str,
+                  better: str = "lower", target: Optional[int] = None, note: str = "") -> str:
+    """Register one figure against an issue target; docs/benchmarks.md's
+    verdict table (benchmarks/report.py) lists every registered one.
+
+    name      what was measured, e.g. "Card.transmit 5 B ÷ Device.ioctl (sim)"
+    measured  the figure (a median or a ratio of medians); None if unmeasured
+    limit     the target's bound, in the same unit
+    unit      "×", "µs", "ms", "%" ...
+    better    "lower" (measured <= limit meets it) or "higher" (>=)
+    target    the issue-12 target number (1-8) it belongs to, if any
+    note      one short line: the floor that stops it, the setup ...
+
+    Returns the verdict ("met", "not met" or "not measured")."""
+    v = verdict(measured, limit, better)
+    with _results_lock:
+        _targets[name] = {"target": target, "measured": measured, "limit": limit,
+                          "unit": unit, "better": better, "verdict": v, "note": note}
+    return v
+
+
+def record_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
+                 note: str = "") -> None:
+    """A results table rendered as is (cells are str()ed) in
+    docs/benchmarks.md, after the built-in ones, in the order recorded."""
+    cols = [str(c) for c in columns]
+    body = [[str(c) for c in r] for r in rows]
+    for r in body:
+        if len(r) != len(cols):
+            raise ValueError(f"{title}: row {r} has {len(r)} cells, not {len(cols)}")
+    with _results_lock:
+        _tables[title] = {"columns": cols, "rows": body, "note": note}
+
+
+def record_samples(title: str, unit: str, groups: Dict[str, Sequence[float]]) -> None:
+    """Samples (one list per path) plotted as one panel by benchmarks/plot.py."""
+    with _results_lock:
+        _samples[title] = {"unit": unit, "groups": {k: [float(x) for x in v]
+                                                      for k, v in groups.items()}}
+
+
+def snapshot(pytest_benchmark: Optional[list] = None) -> dict:
+    """The results document (see above) of this run so far."""
+    with _results_lock:
+        data = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                "results": dict(_results),
+                "targets": dict(_targets), "tables": dict(_tables),
+                "samples": dict(_samples)}
+    if pytest_benchmark is not None:
+        data["pytest_benchmark"] = pytest_benchmark
+    return data
+
+
+def has_results() -> bool:
+    return bool(_results or _targets or _tables or _samples)
+
+
+def write_results(path: Optional[str] = None, pytest_benchmark: Optional[list] = None
+                  ) -> Optional[str]:
+    if not has_results() and not pytest_benchmark:
         return None
     path = path or os.environ.get("SCARDIO_BENCH_RESULTS") or DEFAULT_RESULTS
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = {"machine": machine(), "time": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "results": _results}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
+        json.dump(snapshot(pytest_benchmark), f, indent=1, sort_keys=True)
     return path

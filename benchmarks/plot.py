@@ -1,12 +1,13 @@
-"""Plot the latency distributions of benchmarks/results/latest.json into
+"""Plot the latency distributions of a benchmark run (benchmarks/results/
+latest.json by default, or a pytest-benchmark JSON file of the run) into
 docs/benchmarks-latency.png (needs matplotlib; the benchmarks do not).
+Besides the built-in panels, one panel per harness.record_samples() call.
 
 Usage: python benchmarks/plot.py [results.json] [out.png]
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -24,8 +25,9 @@ def main(argv) -> int:
         return 1
     src = argv[1] if len(argv) > 1 else os.path.join(HERE, "results", "latest.json")
     dst = argv[2] if len(argv) > 2 else os.path.join(ROOT, "docs", "benchmarks-latency.png")
-    with open(src) as f:
-        data = json.load(f)
+    sys.path.insert(0, HERE)
+    import report
+    data = report.load(src)
     res = data["results"]
     panels = []
     for section, op, title in (("sim", "tx5", "TRANSMIT 5 B, simulated reader"),
@@ -41,6 +43,8 @@ def main(argv) -> int:
         if lat:
             panels.append((title, "ms from insertion to user code",
                            {k: v["_samples"]["insert"] for k, v in lat.items()}))
+    for title, panel in data.get("samples", {}).items():
+        panels.append((title, panel["unit"], panel["groups"]))
     if not panels:
         print("no samples in the results", file=sys.stderr)
         return 1
@@ -61,7 +65,8 @@ def main(argv) -> int:
         ax.tick_params(labelsize=8)
         ax.grid(True, axis="x", which="both", alpha=0.3)
     m = data["machine"]
-    fig.suptitle(f"scardio latency distributions ({m['cpu_model']}, {m['nproc']} CPUs; "
+    name = m.get("name") or f"{m['nproc']}-CPU {m['cpu_model']}"
+    fig.suptitle(f"scardio latency distributions, {data['time']}\n({name}; "
                  "log scale; whiskers 5-95 %)", fontsize=10)
     fig.tight_layout()
     os.makedirs(os.path.dirname(dst), exist_ok=True)

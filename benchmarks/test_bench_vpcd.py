@@ -1,6 +1,23 @@
 """The same APDU and card-detection figures on Debian's vpcd driver with the
-stdlib test card (tests/vpcd_card.py, run in its own process for every
-path, so that every path talks to the same card implementation)."""
+stdlib test card (tests/vpcd_card.py, run in a process of its own).
+
+What makes the vpcd figures comparable: every call is a TCP round trip to
+the card process, and on a shared VM that round trip costs several times
+more when the card process runs on another CPU than the caller (20 µs vs
+60-120 µs here), whichever path makes the call.  So:
+
+- the scardio paths (Device.ioctl and the reader API) share one vpcd
+  channel and one card process;
+- the other paths cannot share it (a vpcd channel belongs to the process
+  that opened it: the C floor and pcscd are other processes; the ctypes
+  binding uses the next slot), so each has its own card process, and
+- every process of every path (this one, the C floor, pcscd, the pyscard
+  worker and all card processes) is pinned to the same CPU for the whole
+  module (harness.Placement; SCARDIO_BENCH_PLACEMENT=split puts the card
+  processes on another CPU, =none leaves placement to the scheduler).
+
+Per operation: the interleaved comparison (test_vpcd_ratio), then
+pytest-benchmark's timing of each in-process path (test_vpcd_benchmark)."""
 
 from __future__ import annotations
 
@@ -22,6 +39,16 @@ ROUNDS = int(os.environ.get("SCARDIO_BENCH_ROUNDS", "25"))
 BATCH_NS = float(os.environ.get("SCARDIO_BENCH_BATCH_MS", "4")) * 1e6 * 2
 EVENT_ROUNDS = int(os.environ.get("SCARDIO_BENCH_VPCD_EVENT_ROUNDS", "15"))
 OPS = ["state", "tx5", "tx261", "tx4k"]
+QUICK_OPS = {"tx5"}
+BENCH_PATHS = {"device": paths.DevicePath, "reader": paths.ReaderPath,
+               "ctypes": paths.CtypesPath}
+
+
+@pytest.fixture(scope="module",
+                params=[pytest.param(op, marks=pytest.mark.quick) if op in QUICK_OPS else op
+                        for op in OPS])
+def op(request):
+    return request.param
 
 
 def _wait(pred, timeout=10.0, what="condition"):
@@ -48,12 +75,17 @@ def vpcd_env(request):
     stack = contextlib.ExitStack()
     env = {"paths": []}
     try:
+        # Pinned first, so that every process started below inherits it.
+        place = stack.enter_context(harness.Placement())
+        harness.record("vpcd", "placement", place.describe())
+        env["placement"] = place
         # C floor: its own process, its own vpcd, its own port and card.
         pc = free_port()
         floor = cfloor.CFloor(harness.VPCD_LIBRARY, f"/dev/null:{pc:#x}", 0)
         stack.callback(floor.close)
         card_c = pcsc_peer.CardProcess(pc)
         stack.callback(card_c.close)
+        place.card(card_c.proc.pid)
         card_c.insert()
         _wait(lambda: floor.run("presence", 1) >= 0 and floor.command("run presence 1")
               and floor.power() == 0, what="C floor power-up")
@@ -65,6 +97,7 @@ def vpcd_env(request):
         stack.callback(dev.close)
         card_s = pcsc_peer.CardProcess(ps)
         stack.callback(card_s.close)
+        place.card(card_s.proc.pid)
         card_s.insert()
         _wait(lambda: dev.ioctl(IOCTL.GET_STATE, b"", 4)[0] != State.ABSENT,
               what="scardio sees the vpcd card")
@@ -78,6 +111,7 @@ def vpcd_env(request):
         stack.callback(ch.close)
         card_t = pcsc_peer.CardProcess(ps + 1)
         stack.callback(card_t.close)
+        place.card(card_t.proc.pid)
         card_t.insert()
         _wait(ch.present, what="ctypes sees the vpcd card")
         ch.power()
@@ -89,8 +123,10 @@ def vpcd_env(request):
             pe = None
             harness.record("vpcd", "pcscd_skipped", str(exc))
         if pe is not None and pe["vpcd_port"]:
+            place.caller(pe["pcscd"].proc.pid)  # started before this module
             card_p = pcsc_peer.CardProcess(pe["vpcd_port"])
             stack.callback(card_p.close)
+            place.card(card_p.proc.pid)
             card_p.insert()
             w = pcsc_peer.PyscardWorker()
             stack.callback(w.close)
@@ -103,8 +139,7 @@ def vpcd_env(request):
         stack.close()
 
 
-@pytest.mark.parametrize("op", OPS)
-def test_vpcd_op(vpcd_env, op):
+def test_vpcd_ratio(vpcd_env, op):
     ps = vpcd_env["paths"]
     sizes = paths.batch_sizes(ps, op, BATCH_NS)
     res = harness.interleave(ps, op, ROUNDS, 0, counts=sizes)
@@ -112,8 +147,19 @@ def test_vpcd_op(vpcd_env, op):
     out["_samples"] = res
     out["_batch"] = sizes
     harness.record("vpcd", op, out)
-    print(f"\nvpcd {op}: " + ", ".join(f"{k}: {v['median'] / 1000:.1f} us"
-                                     for k, v in out.items() if not k.startswith("_")))
+    meds = {k: v["median"] for k, v in out.items() if not k.startswith("_")}
+    print(f"\nvpcd {op} (placement {vpcd_env['placement'].mode}): "
+          + ", ".join(f"{k}: {v / 1000:.1f} us" for k, v in meds.items()))
+    assert all(v > 0 for v in meds.values()), meds
+
+
+@pytest.mark.parametrize("kind", list(BENCH_PATHS))
+def test_vpcd_benchmark(vpcd_env, op, kind, benchmark):
+    path = next(p for p in vpcd_env["paths"] if type(p) is BENCH_PATHS[kind])
+    benchmark.group = f"vpcd {op} (placement {vpcd_env['placement'].mode})"
+    benchmark.extra_info.update(path=path.name, op=op,
+                                placement=vpcd_env["placement"].describe())
+    benchmark(path.ops[op])
 
 
 def test_vpcd_event_latency(vpcd_env):

@@ -1,4 +1,5 @@
-"""Regression guard for scardio's performance (quick: well under 60 s).
+"""Regression guard for scardio's performance (quick: well under 60 s; part of
+the test suite and of the quick benchmark set).
 
 Not a timed test: it measures competing paths side by side, interleaved, and
 fails only when a ratio falls far below its target (docs/benchmarks.md):
@@ -48,15 +49,19 @@ def guard_paths():
         yield ps
 
 
-def _medians(ps, op):
+def _medians(ps, op, key):
+    """Interleaved medians (ns per call), kept in the results document (a
+    benchmark run's JSON shows what the guard measured)."""
     sizes = paths.batch_sizes(ps, op, BATCH_NS)
     res = harness.interleave(ps, op, ROUNDS, 0, counts=sizes)
-    return {k: harness.median(v) for k, v in res.items()}
+    m = {k: harness.median(v) for k, v in res.items()}
+    harness.record("guard", key, m)
+    return m
 
 
 def test_transmit_vs_ctypes(guard_paths):
     ps = [guard_paths["device"], guard_paths["ctypes"]]
-    m = _medians(ps, "tx5")
+    m = _medians(ps, "tx5", "transmit_vs_ctypes_ns")
     ratio = m[ps[1].name] / m[ps[0].name]
     assert ratio >= 3.0, f"TRANSMIT only {ratio:.1f}x faster than ctypes ({m})"
 
@@ -65,7 +70,7 @@ def test_get_state_near_c_floor(guard_paths):
     if "floor" not in guard_paths:
         pytest.skip("gcc is not available to build the C floor")
     ps = [guard_paths["floor"], guard_paths["device"]]
-    m = _medians(ps, "state")
+    m = _medians(ps, "state", "get_state_vs_c_floor_ns")
     above = m[ps[1].name] - m[ps[0].name]
     assert above <= 5000, f"GET_STATE {above:.0f} ns above the C floor ({m})"
 
@@ -77,6 +82,7 @@ def test_arrival_latency_sim():
         t = events.DeviceTracking(dev, events.sim_trigger(dev))
         res = events.run_interleaved([t], 8, pause=0.005, jitter=0.005)[t.name]
     med = harness.median(res["insert"])
+    harness.record("guard", "arrival_sim_ms", {k: harness.median(v) for k, v in res.items()})
     assert med < 20.0, f"arrival seen after {med:.2f} ms (median)"
     assert harness.median(res["remove"]) < 20.0
 
@@ -97,6 +103,7 @@ def test_idle_cpu_16_readers():
         c0, w0 = harness.cpu_seconds(), time.monotonic()
         time.sleep(1.0)
         idle = (harness.cpu_seconds() - c0) / (time.monotonic() - w0)
+    harness.record("guard", "idle_cpu_16_readers_percent", idle * 100)
     assert idle < 0.10, f"16 idle monitored readers use {idle * 100:.1f} % of a core"
 
 
@@ -112,7 +119,7 @@ def test_transmit_vs_pcscd(guard_paths, pcscd_env):
         w.call("ctl", n=3500)
         w.call("connect")
         ps = [guard_paths["device"], paths.PyscardPath(w)]
-        m = _medians(ps, "tx5")
+        m = _medians(ps, "tx5", "transmit_vs_pcscd_ns")
     finally:
         w.close()
     ratio = m[ps[1].name] / m[ps[0].name]
