@@ -15,7 +15,10 @@ then, for a full run, renders docs/benchmarks.md's results section and the
 plot from that one run (--no-report skips it; a quick run renders into
 <out>/benchmarks.md instead, leaving docs/ alone).  pytest runs in a private
 mount and network namespace when this is root and unshare works, so that the
-pcscd parts can run (they are skipped outside one).  Exit status: pytest's.
+pcscd parts can run (they are skipped outside one).  Exit status: pytest's;
+with --rerun-failures, that of one rerun of the tests that failed (the
+regression guard is the only test that asserts on speed, with wide margins:
+a real regression fails twice, a burst of load on a shared machine rarely).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import os
 import shlex
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from typing import List, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -38,9 +42,11 @@ QUICK_MAX_TIME = "0.2"
 MIN_TIME = "0.0001"
 
 
-def pytest_argv(quick: bool, out: str, extra: Sequence[str] = ()) -> List[str]:
-    """The pytest command line of a benchmark run."""
-    argv = [sys.executable, "-m", "pytest", os.path.join(HERE), "-p", "no:cacheprovider",
+def pytest_argv(quick: bool, out: str, extra: Sequence[str] = (),
+                tests: Sequence[str] = (HERE,)) -> List[str]:
+    """The pytest command line of a benchmark run of `tests` (node ids or
+    paths; default: the benchmarks directory)."""
+    argv = [sys.executable, "-m", "pytest", *tests, "-p", "no:cacheprovider",
             "--benchmark-enable", f"--benchmark-json={os.path.join(out, 'benchmarks.json')}",
             f"--benchmark-min-time={MIN_TIME}", "--benchmark-group-by=group",
             "--benchmark-sort=name"]
@@ -53,6 +59,23 @@ def pytest_argv(quick: bool, out: str, extra: Sequence[str] = ()) -> List[str]:
 
 def results_path(quick: bool, out: str) -> str:
     return os.path.join(out, "results.json" if quick else "latest.json")
+
+
+def failed_tests(junit_xml: str) -> List[str]:
+    """Node ids of the tests that failed or errored, from pytest's JUnit XML."""
+    try:
+        root = ET.parse(junit_xml).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    ids = []
+    for case in root.iter("testcase"):
+        if case.find("failure") is None and case.find("error") is None:
+            continue
+        module = case.get("classname", "").replace(".", "/")
+        if module.startswith("benchmarks/"):
+            module = module[len("benchmarks/"):]
+        ids.append(f"{os.path.join(HERE, module)}.py::{case.get('name')}")
+    return ids
 
 
 def namespace_prefix() -> Optional[List[str]]:
@@ -77,20 +100,32 @@ def main(argv: Sequence[str]) -> int:
                     help="do not render docs/benchmarks.md and the plot")
     ap.add_argument("--no-namespace", action="store_true",
                     help="run pytest here, not in a private namespace (pcscd parts skip)")
+    ap.add_argument("--rerun-failures", action="store_true",
+                    help="run the tests that failed once more; the rerun's status counts")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = ap.parse_args(argv)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, SCARDIO_BENCH_RESULTS=results_path(args.quick, out))
-    cmd = pytest_argv(args.quick, out, args.pytest_args)
+    junit = os.path.join(out, "junit.xml")
+    cmd = pytest_argv(args.quick, out, list(args.pytest_args) + [f"--junitxml={junit}"])
     prefix = None if args.no_namespace else namespace_prefix()
     if prefix is None:
         print("benchmarks: not in a private namespace (needs root and unshare): "
               "the pcscd parts will be skipped", file=sys.stderr)
-    else:
-        cmd = prefix + cmd
-    print("+ " + shlex.join(cmd), flush=True)
-    rc = subprocess.call(cmd, cwd=ROOT, env=env)
+        prefix = []
+    print("+ " + shlex.join(prefix + cmd), flush=True)
+    rc = subprocess.call(prefix + cmd, cwd=ROOT, env=env)
+    failed = failed_tests(junit) if rc and args.rerun_failures else []
+    if failed:
+        # The rerun writes its own files: the artifacts stay those of the run.
+        print(f"benchmarks: {len(failed)} test(s) failed; running them once more:", flush=True)
+        retry = pytest_argv(args.quick, os.path.join(out, "rerun"), args.pytest_args, failed)
+        os.makedirs(os.path.join(out, "rerun"), exist_ok=True)
+        renv = dict(env, SCARDIO_BENCH_RESULTS=os.path.join(out, "rerun", "results.json"))
+        print("+ " + shlex.join(prefix + retry), flush=True)
+        rc = subprocess.call(prefix + retry, cwd=ROOT, env=renv)
+        print(f"benchmarks: the rerun {'passed' if rc == 0 else 'failed too'}")
     doc = env["SCARDIO_BENCH_RESULTS"]
     print(f"benchmark results: {doc}")
     print(f"pytest-benchmark JSON: {os.path.join(out, 'benchmarks.json')}")

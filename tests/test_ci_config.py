@@ -1,12 +1,17 @@
-"""The wheel CI's configuration, checked where it cannot be run: the
-cibuildwheel test command means the same to cmd.exe (Windows) as to sh,
-and the workflow asks for GitHub runner images that still exist, one
-native runner per architecture."""
+"""The CI configuration, checked where it cannot be run: the cibuildwheel
+test command means the same to cmd.exe (Windows) as to sh, the workflow asks
+for GitHub runner images that still exist, one native runner per
+architecture; .ci/run runs README's test command word for word, then the
+quick benchmark set with pytest-benchmark enabled, keeping its JSON in a
+git-ignored artifacts directory it names."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +107,95 @@ def test_every_architecture_builds_on_a_native_runner() -> None:
     }
     missing = [arch for arch, is_runner in want.items() if not any(map(is_runner, labels))]
     assert not missing, (missing, sorted(labels))
+
+
+# ---- .ci/run: the README test command, then the quick benchmark set ----------
+
+CI_RUN = ROOT / ".ci" / "run"
+BENCH = ROOT / "benchmarks"
+
+
+def ci_commands() -> list[str]:
+    """.ci/run's command lines (comments, blank lines and continuations folded)."""
+    text = CI_RUN.read_text().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def readme_test_command() -> str:
+    text = (ROOT / "README.md").read_text()
+    found = re.findall(r"^(python -m pytest[^\n]*)$", text, re.M)
+    assert len(found) == 1, found
+    return str(found[0])
+
+
+def load_bench_runner() -> Any:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ci_runs_the_readme_test_command_then_the_quick_benchmarks() -> None:
+    commands = ci_commands()
+    assert readme_test_command() in commands, commands
+    tests_at = commands.index(readme_test_command())
+    bench = [i for i, c in enumerate(commands) if "benchmarks/run.py" in c]
+    assert len(bench) == 1, commands
+    assert bench[0] > tests_at, "the benchmarks run after the test command"
+    argv = shlex.split(commands[bench[0]])
+    assert argv[:2] == ["python", "benchmarks/run.py"], argv
+    assert "--quick" in argv and "--rerun-failures" in argv, argv
+    assert argv[argv.index("--out") + 1] == ".ci/artifacts", argv
+    # ... and says where the artifact is.
+    assert any(c.startswith("echo") and ".ci/artifacts/benchmarks.json" in c
+               for c in commands[bench[0]:]), commands
+
+
+def test_ci_benchmark_artifacts_are_git_ignored() -> None:
+    ignored = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()]
+    assert ".ci/artifacts/" in ignored, ignored
+
+
+def test_the_quick_run_enables_pytest_benchmark_and_writes_the_artifact_json() -> None:
+    run = load_bench_runner()
+    argv = run.pytest_argv(True, "OUT")
+    assert argv[1:3] == ["-m", "pytest"], argv
+    assert "--benchmark-enable" in argv, "pyproject's addopts disable pytest-benchmark"
+    assert f"--benchmark-json={os.path.join('OUT', 'benchmarks.json')}" in argv, argv
+    assert argv[argv.index("-m", 3) + 1] == "quick", argv
+    budget = [a for a in argv if a.startswith("--benchmark-max-time=")]
+    assert budget and float(budget[0].split("=", 1)[1]) <= 0.5, argv
+    assert run.results_path(True, "OUT") == os.path.join("OUT", "results.json")
+
+
+def collect(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_the_quick_set_is_the_guard_and_one_operation_per_benchmark_file() -> None:
+    r = collect(str(BENCH), "-m", "quick", "--collect-only", "-q")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ids = [line for line in r.stdout.splitlines() if "::" in line]
+    guard = collect(str(BENCH / "test_guard.py"), "--collect-only", "-q")
+    guard_ids = [line for line in guard.stdout.splitlines() if "::" in line]
+    assert guard_ids and set(guard_ids) <= set(ids), (guard_ids, ids)
+    for module, bench in (("test_bench_sim.py", "test_sim_benchmark"),
+                          ("test_bench_vpcd.py", "test_vpcd_benchmark"),
+                          ("test_bench_aio.py", "test_aio_benchmark")):
+        mine = [i for i in ids if f"{module}::" in i]
+        assert any(f"::{bench}[" in i for i in mine), (module, ids)
+        everything = collect(str(BENCH / module), "--collect-only", "-q")
+        total = [line for line in everything.stdout.splitlines() if "::" in line]
+        assert len(mine) <= len(total) // 3, (module, mine)  # a subset, not the file
+
+
+def test_pytest_benchmark_output_without_enabling_it_is_a_usage_error() -> None:
+    r = collect(str(BENCH / "test_guard.py"), "--collect-only", "-q",
+                "--benchmark-json=unused.json")
+    assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "--benchmark-json needs --benchmark-enable" in r.stderr, r.stderr[-2000:]
+    assert not (ROOT / "unused.json").exists()
