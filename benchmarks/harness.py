@@ -410,5 +410,5 @@ def write_results(path: Optional[str] = None, pytest_benchmark: Optional[list] =
     path = path or os.environ.get("SCARDIO_BENCH_RESULTS") or DEFAULT_RESULTS
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(snapshot(pytest_benchmark), f, indent=1, sort_keys=True)
+        json.dump(snapshot(pytest_benchmark), f, indent=1)  # in the order recorded
     return path

@@ -20,6 +20,7 @@ def main(argv) -> int:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         print("matplotlib is not installed (pip install matplotlib)", file=sys.stderr)
         return 1
@@ -60,6 +61,7 @@ def main(argv) -> int:
             ax.boxplot([groups[n] for n in names], vert=False, **kw)
         ax.set_yticks(range(1, len(names) + 1), names)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=8)

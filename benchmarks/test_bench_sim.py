@@ -29,6 +29,8 @@ QUICK_OPS = {"tx5"}
 # other processes and report their own batch times: harness only).
 BENCH_PATHS = {"device": paths.DevicePath, "reader": paths.ReaderPath,
                "ctypes": paths.CtypesPath}
+LABEL = dict(DESCRIPTION, state="GET_STATE", connect="connect + disconnect (power cycle)",
+             connect_leave="connect + disconnect (leave powered)")
 
 
 @pytest.fixture(scope="module",
@@ -112,7 +114,7 @@ def test_sim_ratio(sim_paths, op):
     meds = {name: s["median"] for name, s in out.items() if not name.startswith("_")}
     _record_targets(op, meds)
     line = ", ".join(f"{k}: {v / 1000:.3f} us" for k, v in meds.items())
-    print(f"\n{op} ({DESCRIPTION.get(op, op)}): {line}")
+    print(f"\n{op} ({LABEL[op]}): {line}")
     assert all(v > 0 for v in meds.values()), meds
 
 
@@ -122,6 +124,6 @@ def test_sim_benchmark(sim_paths, op, kind, benchmark):
     assert path is not None, kind
     if op not in path.ops:
         pytest.skip(f"{path.name} has no {op}")
-    benchmark.group = f"sim {op}: {DESCRIPTION.get(op, op)}"
+    benchmark.group = f"sim {op}: {LABEL[op]}"
     benchmark.extra_info.update(path=path.name, op=op)
     benchmark(path.ops[op])
