@@ -99,7 +99,9 @@ def _record_targets(op, meds):
     if op in what:
         harness.record_target(f"{what[op]} (sim)", _ratio(meds, "scardio reader API",
                                                            "scardio Device.ioctl"),
-                              2.5, "×", target=1, note="medians of interleaved rounds")
+                              2.5, "×", target=1,
+                              note="interleaved medians; floor: Device.ioctl on a device "
+                                   "that never ran an overlapped call")
 
 
 def test_sim_ratio(sim_paths, op):
