@@ -176,8 +176,7 @@ LAZY_MODULES = [
     "scardio.atr", "scardio.atr_list", "scardio.status_words", "scardio.constants",
     "scardio.sequences", "scardio.tracing", "scardio.waiting", "scardio.sim",
     "asyncio", "logging", "dataclasses", "inspect", "ast", "platform", "typing",
-    "enum", "re", "subprocess", "socket", "selectors", "threading", "json",
-    "argparse", "plistlib", "struct", "numbers",
+    "enum", "re", "subprocess", "socket", "selectors", "argparse", "plistlib",
 ]
 
 
@@ -348,3 +347,17 @@ def test_cli_reports_a_missing_reader_without_loading_discovery_in_main():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "reader not found" in proc.stderr
+
+
+def test_cli_main_names_discovery_errors_only_once_discovery_is_loaded():
+    script = ("import sys\n"
+              "from scardio import cli\n"
+              "assert 'scardio.discovery' not in sys.modules\n"
+              "assert cli._error_of('discovery.descriptor', 'ReaderNotFoundError') is "
+              "cli._NeverRaised\n"
+              "from scardio.discovery import AmbiguousReaderError, ReaderNotFoundError\n"
+              "cls = cli._error_of('discovery.descriptor', 'ReaderNotFoundError')\n"
+              "assert cls is ReaderNotFoundError and issubclass(AmbiguousReaderError, cls)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
