@@ -51,14 +51,19 @@ import json
 import sys
 import threading
 import time
-from typing import IO, Any, Callable, NoReturn, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence
 
 from . import errors
 from .apdu import APDUError, check_length, parse_apdu, parse_hex
 from .constants import Protocol
-from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
-from .reader import (DEFAULT_POWER_DOWN_TIMEOUT, Disposition, Reader, ReaderEvent,
-                     TraceRecord, TracingDevice, open_device)
+from .session import DEFAULT_POWER_DOWN_TIMEOUT
+
+# Each command imports the layers it uses (discovery, the reader, the monitor,
+# the ATR list) when it runs: --help and `atr` load neither discovery nor the
+# reader, `list` no reader.
+if TYPE_CHECKING:
+    from .discovery import ReaderDescriptor
+    from .reader import Reader, ReaderEvent, TraceRecord
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NO_CARD",
            "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED", "EXIT_PIPE_CLOSED"]
@@ -237,6 +242,7 @@ class Output:
 
 def _readers(args: argparse.Namespace, include_unavailable: bool = False,
              check_busy: bool = False) -> list[ReaderDescriptor]:
+    from .discovery import list_readers
     return list_readers(args.sim, reader_conf_dirs=args.reader_conf,
                         include_unavailable=include_unavailable, check_busy=check_busy)
 
@@ -244,6 +250,8 @@ def _readers(args: argparse.Namespace, include_unavailable: bool = False,
 def _open(args: argparse.Namespace, out: Output, spec: str,
           pool: Optional[list[ReaderDescriptor]] = None,
           power_down_timeout: Optional[float] = None) -> Reader:
+    from .discovery import find_reader
+    from .reader import Reader, TracingDevice, open_device
     desc = find_reader(spec, pool if pool is not None else _readers(args))
     if args.insert and desc.source != "sim":
         raise UsageError(f"--insert works with simulated readers only; {desc.name!r} "
@@ -331,6 +339,7 @@ def _open_watched(args: argparse.Namespace, out: Output, what: str) -> list[Read
     With no reader named, --insert applies to the simulated readers only, and
     a reader another process holds is skipped with a note on stderr (it is
     watched when named, so that the error says who holds it)."""
+    from .discovery import ReaderNotFoundError, find_reader
     pool = _readers(args)
     descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
     if not descs:
@@ -397,6 +406,7 @@ def _connect(args: argparse.Namespace, reader: Reader, **kw: Any) -> Any:
 
 
 def cmd_connect(args: argparse.Namespace, out: Output) -> int:
+    from .reader import Disposition
     with _open(args, out, args.reader) as reader:
         t0 = time.perf_counter()
         card = _connect(args, reader)
@@ -429,6 +439,7 @@ def _checked_apdu(text: str, protocol: str) -> bytes:
 
 
 def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
+    from .reader import Disposition
     apdus = []
     for n, text in enumerate(args.apdus, 1):  # all checked before any I/O
         try:
@@ -472,6 +483,7 @@ DEMO_APDUS = [
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     from .monitor import Monitor
     from .sim import EntryPoint, SimControl
+    from .discovery import find_reader, list_readers
     pool = list_readers(max(1, args.sim), reader_conf_dirs=())
     desc = find_reader("scardio Simulated Reader 0", pool)
     timeline: list[dict[str, Any]] = []
@@ -769,6 +781,20 @@ def _silence_closed_stdout(stream: IO[str]) -> None:
             pass
 
 
+class _NeverRaised(Exception):
+    """Stands in for the error class of a module no command loaded."""
+
+
+def _error_of(module: str, name: str) -> type[BaseException]:
+    """Exception class *name* of ``scardio.<module>`` when the command loaded
+    that module, else a class nothing raises: a command cannot have raised an
+    error of a module it never imported, so main() need not import it (the
+    `atr` command never loads discovery)."""
+    loaded = sys.modules.get(f"{__package__}.{module}")
+    cls: type[BaseException] = getattr(loaded, name) if loaded is not None else _NeverRaised
+    return cls
+
+
 def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = None,
          stderr: Optional[IO[str]] = None) -> int:
     """Run the CLI; returns the exit code (never calls sys.exit)."""
@@ -804,7 +830,7 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
         return EXIT_INTERRUPTED
     except (UsageError, APDUError) as exc:
         return fail(EXIT_USAGE, "bad input", exc)
-    except ReaderNotFoundError as exc:
+    except _error_of("discovery.descriptor", "ReaderNotFoundError") as exc:
         return fail(EXIT_NOT_FOUND, "reader not found", exc)
     except errors.NoCardError as exc:
         return fail(EXIT_NO_CARD, "no card", exc)

@@ -14,9 +14,11 @@ module and not the reverse: it hands its ``status_name`` over with
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Callable, Optional
 
+TYPE_CHECKING = False  # typing costs more to import than this whole module
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .holders import Holder
 
 __all__ = [
@@ -31,14 +33,14 @@ __all__ = [
 ]
 
 
-def _no_names(status: int) -> Optional[str]:
+def _no_names(status: int) -> str | None:
     return None
 
 
-_core_status_name: Callable[[int], Optional[str]] = _no_names
+_core_status_name: Callable[[int], str | None] = _no_names
 
 
-def use_status_names(namer: Callable[[int], Optional[str]]) -> None:
+def use_status_names(namer: Callable[[int], str | None]) -> None:
     """Take status names from `namer` (the binding's ``status_name``: the
     core's short name of a status, or None for one it does not know)."""
     global _core_status_name
@@ -56,8 +58,8 @@ class ScardioError(Exception):
 
     status: int = 0xC0000001
 
-    def __init__(self, message: str, *, status: Optional[int] = None,
-                 driver_code: int = 0, ioctl: Optional[int] = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None,
+                 driver_code: int = 0, ioctl: int | None = None) -> None:
         super().__init__(message)
         if status is not None:
             self.status = status
@@ -202,7 +204,7 @@ _CLASS_FOR_STATUS[0xC0000001] = DriverError  # UNSUCCESSFUL
 
 
 def error_for_status(status: int, message: str = "", *, driver_code: int = 0,
-                     ioctl: Optional[int] = None) -> ScardioError:
+                     ioctl: int | None = None) -> ScardioError:
     """The exception instance for a failed status (not raised)."""
     cls = _CLASS_FOR_STATUS.get(status, ScardioError)
     name = status_name(status)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import plistlib
-import subprocess
 import xml.parsers.expat
 from typing import Mapping, Optional, Sequence
 
@@ -104,6 +103,7 @@ def read_ioreg_usb_devices(command: Sequence[str] = IOREG_COMMAND,
     Returns [] (with a warning on the ``scardio.discovery`` logger) when the
     command is missing, fails, times out or prints something unreadable.
     """
+    import subprocess  # here: listing readers on other systems never runs a command
     try:
         done = subprocess.run(list(command), stdin=subprocess.DEVNULL,
                               capture_output=True, check=False,

@@ -1,0 +1,137 @@
+"""Start-up cost: ``import scardio`` against starting Python itself
+(``python -c pass``), each in a fresh interpreter, paired and interleaved;
+the reader layer's import and the command line's start-up beside them.
+
+Target (issue 12): ``import scardio`` at most 2x ``python -c pass``
+(medians).  A fresh process per sample is the only honest way to time an
+import (a second import in one process is a dictionary lookup); the pairs
+alternate their order every round, so drifts of a shared machine hit both.
+
+The children may write bytecode (``PYTHONDONTWRITEBYTECODE`` is dropped for
+them): the warm-up run caches it as any first import does, so a source tree
+(``PYTHONPATH=src``) is timed as an installed package is, not the compiler.
+Whether the cache was there is recorded next to the figures.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import harness
+
+ROUNDS = int(os.environ.get("SCARDIO_BENCH_IMPORT_ROUNDS", "31"))
+TARGET = 2.0
+GUARD = 3.0  # fail only far above the target: the shared machine is noisy
+
+#: An ATR the `atr` command decodes offline (no reader involved).
+ATR_HEX = "3B 8F 80 01 80 4F 0C A0 00 00 03 06 03 00 01 00 00 00 00 6A"
+
+
+class StartPath(harness.Path):
+    """One fresh interpreter per call, timed from spawn to exit."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name = name
+        self.argv = [sys.executable, *argv]
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def once(self) -> int:
+        t0 = time.perf_counter_ns()
+        proc = subprocess.run(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=120, env=self.env)
+        elapsed = time.perf_counter_ns() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{self.name} exited {proc.returncode}: "
+                               f"{proc.stderr.decode(errors='replace')[-2000:]}")
+        return elapsed
+
+    def run(self, op: str, count: int) -> int:
+        return sum(self.once() for _ in range(count))
+
+
+BARE = StartPath("python -c pass", ["-c", "pass"])
+
+
+def _paired(paths: list[StartPath], rounds: int) -> dict:
+    """Per-path summaries (ms) and each path's ratio to the bare start:
+    the ratio of medians and the median of the per-round ratios."""
+    res = harness.interleave([BARE, *paths], "start", rounds, 1)
+    ms = {name: [ns / 1e6 for ns in samples] for name, samples in res.items()}
+    out: dict = {name: harness.summary(v) for name, v in ms.items()}
+    base = ms[BARE.name]
+    for p in paths:
+        mine = ms[p.name]
+        out[p.name]["ratio"] = harness.median(mine) / harness.median(base)
+        out[p.name]["paired_ratio"] = harness.median(m / b for m, b in zip(mine, base))
+    out["_samples_ms"] = ms
+    out["_bytecode_cached"] = _bytecode_cached()
+    return out
+
+
+def _bytecode_cached() -> bool:
+    """Whether the measured scardio's modules had their bytecode cached."""
+    import scardio
+    import scardio.errors
+    return all(os.path.exists(importlib.util.cache_from_source(m.__file__ or ""))
+               for m in (scardio, scardio.errors))
+
+
+def _report(title: str, out: dict) -> None:
+    base = out[BARE.name]["median"]
+    lines = [f"\n{title} (medians of {out[BARE.name]['n']} paired runs; "
+             f"{BARE.name}: {base:.1f} ms; bytecode cached: {out['_bytecode_cached']})"]
+    for name, s in out.items():
+        if name.startswith("_") or name == BARE.name or not isinstance(s, dict):
+            continue
+        lines.append(f"  {name}: {s['median']:.1f} ms, {s['ratio']:.2f}x "
+                     f"(per-round median {s['paired_ratio']:.2f}x)")
+    print("\n".join(lines))
+
+
+@pytest.mark.quick
+def test_import_scardio_vs_bare_python(benchmark):
+    imp = StartPath("import scardio", ["-c", "import scardio"])
+    out = _paired([imp], ROUNDS)
+    out["target"] = TARGET
+    harness.record("import", "import_scardio", out)
+    _report("import scardio vs starting Python", out)
+    assert out[imp.name]["n"] == out[BARE.name]["n"] == ROUNDS
+    # pytest-benchmark's own view of the same path (when enabled)
+    benchmark.pedantic(imp.once, rounds=max(5, ROUNDS // 3), iterations=1)
+    benchmark.extra_info.update({"ratio": out[imp.name]["ratio"],
+                                 "paired_ratio": out[imp.name]["paired_ratio"]})
+    assert out[imp.name]["ratio"] <= GUARD, (
+        f"import scardio is {out[imp.name]['ratio']:.2f}x python -c pass "
+        f"(target {TARGET}x)")
+
+
+def test_reader_layer_and_cli_start_up(benchmark):
+    # informative: what a program that opens readers, and each kind of CLI
+    # command, pays before its first IOCTL
+    paths = [StartPath("from scardio import open_reader",
+                       ["-c", "from scardio import open_reader"]),
+             StartPath("scardio --help", ["-m", "scardio", "--help"]),
+             StartPath("scardio atr", ["-m", "scardio", "atr", ATR_HEX]),
+             StartPath("scardio --sim 1 list", ["-m", "scardio", "--sim", "1", "list"])]
+    rounds = max(5, ROUNDS // 2)
+    out = _paired(paths, rounds)
+    harness.record("import", "start_up", out)
+    _report("reader layer and command line start-up", out)
+    for p in paths:
+        assert out[p.name]["n"] == rounds
+    benchmark.pedantic(paths[1].once, rounds=max(5, rounds // 3), iterations=1)
+    benchmark.extra_info.update({p.name: out[p.name]["ratio"] for p in paths})
+
+
+@pytest.mark.parametrize("code", ["pass", "import scardio"])
+def test_start_up_pytest_benchmark(benchmark, code):
+    # the two starts as pytest-benchmark rows of their own, for its table,
+    # JSON and --benchmark-compare
+    path = StartPath(code, ["-c", code])
+    benchmark.pedantic(path.once, rounds=max(5, ROUNDS // 3), iterations=1)
