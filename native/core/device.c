@@ -754,6 +754,10 @@ void scio_shutdown(scio_device *d)
         /* Likewise a request a racing submit issued after the cancel. */
         if (d->be->cancel && d->in_driver > 0 && !d->released)
             d->be->cancel(d, NULL);
+        /* The wake-up above dropped the lock: a call that left meanwhile
+         * found no waiter to signal, so look again before waiting. */
+        if (d->in_driver == 0 && !d->io.thread_up && !d->track.thread_up)
+            continue;
         int64_t step = scio_now_ms() + 20;
         d->drain_waiters++;
         scio_cond_wait_until(&d->cv, &d->lock, step < deadline ? step : deadline);
