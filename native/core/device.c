@@ -59,7 +59,9 @@ struct scio_device {
     void *state;
     scio_queue *q;
     scio_mutex lock;
-    scio_cond cv;            /* lane work, in-driver count changes */
+    scio_cond cv;            /* lane work, in-driver count, thread and
+                                release exits, shutdown done */
+    int drain_waiters;       /* shutdowns waiting for the in-driver count */
     int refs;
     int shut, shut_done, released, release_done;
     unsigned close_timeout_ms;
@@ -209,11 +211,16 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
 }
 
 /* A call left the driver (device locked): returns 1 if the caller must now
- * release the channel, because close gave up waiting for this call. */
+ * release the channel, because close gave up waiting for this call.
+ * Only a shutdown waits for the in-driver count; lanes wait for work.  A
+ * broadcast nobody needs would wake the idle lane threads on every
+ * synchronous call, so signal only when a shutdown is counted as waiting
+ * (counted under the device lock before it waits: no wake-up is lost). */
 static int leave_driver_locked(scio_device *d)
 {
     d->in_driver--;
-    scio_cond_broadcast(&d->cv);
+    if (d->drain_waiters)
+        scio_cond_broadcast(&d->cv);
     if (d->shut_done && d->in_driver == 0 && !d->released && d->be->release) {
         d->released = 1;
         return 1;
@@ -372,7 +379,6 @@ static SCIO_THREAD_FN lane_main(void *arg)
         op_unref(op);
         scio_mutex_lock(&d->lock);
         l->running = NULL;
-        scio_cond_broadcast(&d->cv);
     }
     l->thread_up = 0;
     scio_cond_broadcast(&d->cv);
@@ -748,8 +754,14 @@ void scio_shutdown(scio_device *d)
         /* Likewise a request a racing submit issued after the cancel. */
         if (d->be->cancel && d->in_driver > 0 && !d->released)
             d->be->cancel(d, NULL);
+        /* The wake-up above dropped the lock: a call that left meanwhile
+         * found no waiter to signal, so look again before waiting. */
+        if (d->in_driver == 0 && !d->io.thread_up && !d->track.thread_up)
+            continue;
         int64_t step = scio_now_ms() + 20;
+        d->drain_waiters++;
         scio_cond_wait_until(&d->cv, &d->lock, step < deadline ? step : deadline);
+        d->drain_waiters--;
     }
     if (!clean) {
         /* Give up on operations stuck in the driver: complete them now so

@@ -19,6 +19,10 @@
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#ifdef __linux__
+#include <dirent.h>
+#include <unistd.h>
+#endif
 
 #include "scio.h"
 #include "core/backend.h"
@@ -242,6 +246,99 @@ static void test_close_with_pending(void)
     for (i = 0; i < 20; i++)
         scio_op_release(ops[i]); /* ops outlive their device */
 }
+
+#ifdef __linux__
+enum { MAX_TASKS = 64 };
+
+/* The thread ids of this process (at most MAX_TASKS); their count. */
+static int list_tasks(long *tids)
+{
+    DIR *dir = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+    if (!dir)
+        return 0;
+    while ((e = readdir(dir)) != NULL && n < MAX_TASKS) {
+        if (e->d_name[0] != '.')
+            tids[n++] = strtol(e->d_name, NULL, 10);
+    }
+    closedir(dir);
+    return n;
+}
+
+/* How often thread `tid` went to sleep and was woken (-1: unknown). */
+static long task_sleeps(long tid)
+{
+    char path[64], line[128];
+    long v = -1;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/self/task/%ld/status", tid);
+    if (!(f = fopen(path, "r")))
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "voluntary_ctxt_switches: %ld", &v) == 1)
+            break;
+    fclose(f);
+    return v;
+}
+
+static long sum_sleeps(const long *tids, int n)
+{
+    long sum = 0;
+    for (int i = 0; i < n; i++) {
+        long v = task_sleeps(tids[i]);
+        sum += v > 0 ? v : 0;
+    }
+    return sum;
+}
+
+/* A synchronous call must not wake the device's idle lane threads: once
+ * both lanes have run, many GET_STATEs leave them asleep, and they still
+ * take new work at once afterwards. */
+static void test_sync_calls_leave_lanes_asleep(void)
+{
+    enum { CALLS = 2000 };
+    long before[MAX_TASKS], after[MAX_TASKS], lanes[MAX_TASKS];
+    int nb, na, nl = 0, wrong = 0;
+    long s0, s1;
+    scio_device *d = open_sim(7);
+    scio_op *op = NULL, *track = NULL;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    nb = list_tasks(before);
+    CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 1, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 2, &track) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(track, 2000) == 1 && scio_op_status(track) == SCIO_SUCCESS);
+    scio_op_release(op);
+    scio_op_release(track);
+    na = list_tasks(after);
+    for (int i = 0; i < na; i++) {
+        int old = 0;
+        for (int j = 0; j < nb; j++)
+            old |= after[i] == before[j];
+        if (!old)
+            lanes[nl++] = after[i];
+    }
+    CHECK(nl >= 2); /* the I/O and the tracking lane */
+    sleep_ms(50);   /* both back asleep, waiting for work */
+    s0 = sum_sleeps(lanes, nl);
+    for (int i = 0; i < CALLS; i++)
+        wrong += get_state(d) != SCIO_STATE_SWALLOWED;
+    s1 = sum_sleeps(lanes, nl);
+    CHECK(wrong == 0);
+    if (s1 - s0 >= CALLS / 20)
+        fprintf(stderr, "lanes woke %ld times in %d synchronous calls\n", s1 - s0, CALLS);
+    CHECK(s0 > 0 && s1 - s0 < CALLS / 20);
+    /* the lanes still wake for new work */
+    CHECK(scio_submit(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 3, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    scio_close(d);
+}
+#endif
 
 static void test_shared_queue_and_many_devices(void)
 {
@@ -642,6 +739,7 @@ static void test_queue_free_once(void)
  * test finishes them or asks to cancel them, and the thread hands them back
  * through scio_op_complete.  FAKE_FAIL_AT_ONCE fails inside submit. */
 #define FAKE_FAIL_AT_ONCE SCIO_CTL_CODE(77)
+#define FAKE_BLOCK SCIO_CTL_CODE(78) /* the blocking ioctl waits for `unblock` */
 #define FAKE_ABORTED 995L /* the driver code of a cancelled request */
 
 typedef struct fake_op {
@@ -659,6 +757,7 @@ typedef struct fake_dev {
     pthread_t thread;
     fake_op *pending;
     int ignore_cancel;        /* a hung driver */
+    int blocked, unblock;     /* FAKE_BLOCK: calls inside; let them go */
     int quit;
     int submits, cancels, cancel_everything, releases, release_busy, destroys, ioctls;
     int bad_data;             /* backend data not zeroed / aligned */
@@ -715,6 +814,13 @@ static scio_status fake_ioctl(scio_device *d, scio_op *op, uint32_t code,
     (void)op; (void)in; (void)in_len; (void)drv;
     pthread_mutex_lock(&f->lock);
     f->ioctls++;
+    if (code == FAKE_BLOCK) {
+        f->blocked++;
+        pthread_cond_broadcast(&f->cv);
+        while (!f->unblock)
+            pthread_cond_wait(&f->cv, &f->lock);
+        f->blocked--;
+    }
     pthread_mutex_unlock(&f->lock);
     if (out_cap < 4)
         return SCIO_BUFFER_TOO_SMALL;
@@ -978,6 +1084,85 @@ static void test_native_backend_hung(void)
     fake_stop(&f);
 }
 
+typedef struct {
+    scio_device *d;
+    scio_status st;
+    int done;
+    int64_t at;
+    pthread_mutex_t lock;
+} call_thread;
+
+static void *blocking_call_main(void *arg)
+{
+    call_thread *c = arg;
+    uint8_t out[4];
+    size_t n = 0;
+    c->st = scio_ioctl(c->d, FAKE_BLOCK, NULL, 0, out, sizeof out, &n);
+    return NULL;
+}
+
+static void *shutdown_main(void *arg)
+{
+    call_thread *c = arg;
+    scio_shutdown(c->d);
+    pthread_mutex_lock(&c->lock);
+    c->done = 1;
+    c->at = mono_ms();
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Close waits for a synchronous call inside the driver (its in-driver count
+ * wake-up is only sent to a waiting shutdown) and releases the channel as
+ * soon as the call leaves, long before the close timeout. */
+static void test_shutdown_waits_for_sync_call(void)
+{
+    fake_dev f;
+    scio_device *d = NULL;
+    call_thread call, shut;
+    pthread_t ct, stt;
+    int64_t freed;
+    int done;
+
+    fake_start(&f);
+    CHECK(scio_device_create(&fake_backend, &f, NULL, 10000, &d) == SCIO_SUCCESS);
+    if (!d) {
+        fake_stop(&f);
+        return;
+    }
+    memset(&call, 0, sizeof call);
+    memset(&shut, 0, sizeof shut);
+    call.d = shut.d = d;
+    pthread_mutex_init(&shut.lock, NULL);
+    pthread_create(&ct, NULL, blocking_call_main, &call);
+    for (int i = 0; i < 500 && fake_get(&f, &f.blocked) == 0; i++)
+        sleep_ms(2);
+    CHECK(fake_get(&f, &f.blocked) == 1);
+    pthread_create(&stt, NULL, shutdown_main, &shut);
+    sleep_ms(60);
+    pthread_mutex_lock(&shut.lock);
+    done = shut.done;
+    pthread_mutex_unlock(&shut.lock);
+    CHECK(!done && fake_get(&f, &f.releases) == 0);
+    pthread_mutex_lock(&f.lock);
+    f.unblock = 1;
+    pthread_cond_broadcast(&f.cv);
+    pthread_mutex_unlock(&f.lock);
+    freed = mono_ms();
+    pthread_join(ct, NULL);
+    pthread_join(stt, NULL);
+    CHECK(call.st == SCIO_SUCCESS);
+    CHECK(shut.done && shut.at - freed < 3000);
+    CHECK(fake_get(&f, &f.releases) == 1 && fake_get(&f, &f.release_busy) == 0);
+    scio_close(d);
+    /* The last reference may be the release thread's, dropped just after. */
+    for (int i = 0; i < 200 && fake_get(&f, &f.destroys) == 0; i++)
+        sleep_ms(10);
+    CHECK(fake_get(&f, &f.destroys) == 1);
+    pthread_mutex_destroy(&shut.lock);
+    fake_stop(&f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -989,6 +1174,9 @@ int main(int argc, char **argv)
     test_sync_sequence();
     test_overlapped_and_queue();
     test_close_with_pending();
+#ifdef __linux__
+    test_sync_calls_leave_lanes_asleep();
+#endif
     test_shared_queue_and_many_devices();
     test_open_errors();
     test_wide_lun();
@@ -996,6 +1184,7 @@ int main(int argc, char **argv)
     test_queue_free_once();
     test_native_backend();
     test_native_backend_hung();
+    test_shutdown_waits_for_sync_call();
     CHECK(load_ext());
     if (ext_offer) {
         scio_set_log(log_cb, NULL);

@@ -224,13 +224,34 @@ def max_apdu_length(protocol: int) -> int:
     return MAX_T0_APDU if protocol == Protocol.T0 else MAX_APDU
 
 
+_T0 = int(Protocol.T0)
+_RAW = int(Protocol.RAW)
+_PROTOCOL_NAMES = {_T0: "T=0", int(Protocol.T1): "T=1", _RAW: "RAW"}
+
+
 def check_length(apdu: bytes, protocol: int) -> None:
     """Raise :class:`APDULengthError` when `apdu` cannot be sent with
     `protocol` (T=0 carries short APDUs only; RAW anything non-empty)."""
+    # Every transmit passes here: decide the lengths that fit at once and
+    # leave the rest, and every message, to _check_length_in_detail.
     n = len(apdu)
     if 4 <= n <= 5:
-        return  # the common case: header (+ one length byte) fits every protocol
-    name = _protocol_name(protocol)
+        return  # header (+ one length byte) fits every protocol
+    if protocol == _T0:
+        # n >= 6 here: a non-zero fifth byte is a short Lc
+        if 4 <= n <= MAX_T0_APDU and apdu[4] != 0:
+            return
+    elif protocol == _RAW:
+        if 0 < n <= MAX_APDU:
+            return
+    elif 4 <= n <= MAX_APDU:
+        return
+    _check_length_in_detail(apdu, protocol)
+
+
+def _check_length_in_detail(apdu: bytes, protocol: int) -> None:
+    """check_length's cases that may fail, each with its own message."""
+    n = len(apdu)
     if protocol == Protocol.RAW:
         if n == 0:
             raise APDULengthError("empty command")
@@ -238,13 +259,14 @@ def check_length(apdu: bytes, protocol: int) -> None:
             raise APDULengthError(f"command of {n} bytes is longer than {MAX_APDU}")
         return
     if n < 4:
-        raise APDULengthError(f"APDU of {n} byte(s) is too short for {name}: at least "
+        raise APDULengthError(f"APDU of {n} byte(s) is too short for "
+                              f"{_protocol_name(protocol)}: at least "
                               "the 4 header bytes CLA INS P1 P2 are needed")
     limit = max_apdu_length(protocol)
     if n > limit:
         hint = " (extended APDUs need T=1)" if protocol == Protocol.T0 else ""
-        raise APDULengthError(f"APDU of {n} bytes is too long for {name}: at most "
-                              f"{limit}{hint}")
+        raise APDULengthError(f"APDU of {n} bytes is too long for "
+                              f"{_protocol_name(protocol)}: at most {limit}{hint}")
     if protocol == Protocol.T0 and n > 5 and apdu[4] == 0:
         # 00 after the header starts an extended length: not on T=0.
         try:
@@ -257,5 +279,4 @@ def check_length(apdu: bytes, protocol: int) -> None:
 
 
 def _protocol_name(protocol: int) -> str:
-    return {int(Protocol.T0): "T=0", int(Protocol.T1): "T=1",
-            int(Protocol.RAW): "RAW"}.get(int(protocol), f"protocol {protocol:#x}")
+    return _PROTOCOL_NAMES.get(int(protocol), f"protocol {protocol:#x}")

@@ -19,13 +19,19 @@ from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import deadline_after
 from .sequences.disconnect import Disposition
-from .sequences.transmit import (IO_HEADER, MAX_OUT, Response, StatusWordError,
-                                 follow_up_steps, output_size, split_response, transmit_steps)
+from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, StatusWordError,
+                                 follow_up_steps, split_response, transmit_steps)
 # importable from here, where they were defined before
 from .sequences.transmit import MAX_GET_RESPONSE as MAX_GET_RESPONSE
 
 if TYPE_CHECKING:
     from .reader import Reader
+
+# A plain int: an IntEnum member costs an attribute lookup and a conversion
+# in the binding on every call.
+_TRANSMIT = int(IOCTL.TRANSMIT)
+_new_tuple = tuple.__new__  # Response(...) through its generated __new__ costs twice as much
+_SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
 
 __all__ = ["Card", "Response", "StatusWordError", "CardDisconnectedError",
            "transmit_steps", "MAX_GET_RESPONSE"]
@@ -82,36 +88,65 @@ class Card:
         of ints 0..255 (as pyscard takes it).  Returns a :class:`Response`,
         which unpacks as ``data, sw1, sw2``."""
         raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
-        get_response = self.auto_get_response if auto_get_response is None \
-            else auto_get_response
-        resend = self.auto_resend if auto_resend is None else auto_resend
-        deadline = deadline_after(timeout)
+        deadline = None if timeout is None else deadline_after(timeout)
+        if deadline is not None:
+            return self._transmit_steps(raw, auto_get_response, auto_resend, deadline)
+        # The usual case, one IOCTL when the card answers at once, costs
+        # little more than the IOCTL itself: acquire/release (cheaper than
+        # `with` on a lock), a module-level int code, check_length,
+        # output_size and split_response inlined for the lengths that cannot
+        # fail, the generator path only for 61xx / 6Cxx follow-ups.
+        reader = self.reader
+        lock = reader._lock
+        lock.acquire()
+        try:
+            if self._gone is not None:
+                self._check()
+            try:
+                n = len(raw)
+                if n < 4 or n > 5:
+                    check_length(raw, self.protocol)
+                device = reader.device
+                header = self._header
+                try:  # output_size(raw)
+                    out = device.ioctl(_TRANSMIT, header + raw,
+                                       MAX_OUT if n > 5 and raw[4] == 0 else SHORT_OUT)
+                except errors.BufferTooSmallError:
+                    out = device.ioctl(_TRANSMIT, header + raw, MAX_OUT)
+                if len(out) < _SHORTEST_OUT:
+                    split_response(out)  # raises: no status word
+                sw1 = out[-2]
+                resp = _new_tuple(Response, (out[IO_HEADER:-2], sw1, out[-1]))
+                if sw1 == 0x61 or sw1 == 0x6C:
+                    resp = run_sync(device, follow_up_steps(
+                        raw, header, resp, self._get_response(auto_get_response),
+                        self._resend(auto_resend)))
+                return resp
+            except (errors.NoCardError, errors.InvalidStateError) as exc:
+                reader.session.transmit_failed(self, exc)
+                raise
+        finally:
+            lock.release()
+
+    def _transmit_steps(self, raw: bytes, get_response: Optional[bool],
+                        resend: Optional[bool], deadline: float) -> Response:
+        """transmit() with a deadline: the sequence through run_sync."""
         with self.reader._lock:
             self._check()
             try:
-                if deadline is None:
-                    return self._transmit_fast(raw, get_response, resend)
-                steps = transmit_steps(raw, self.protocol, auto_get_response=get_response,
-                                       auto_resend=resend)
+                steps = transmit_steps(raw, self.protocol,
+                                       auto_get_response=self._get_response(get_response),
+                                       auto_resend=self._resend(resend))
                 return run_sync(self.reader.device, steps, deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 self.reader.session.transmit_failed(self, exc)
                 raise
 
-    def _transmit_fast(self, raw: bytes, get_response: bool, resend: bool) -> Response:
-        """One IOCTL when the card answers at once (the usual case); the
-        generator path only for 61xx / 6Cxx follow-ups or a retry."""
-        check_length(raw, self.protocol)
-        device = self.reader.device
-        try:
-            out = device.ioctl(IOCTL.TRANSMIT, self._header + raw, output_size(raw))
-        except errors.BufferTooSmallError:
-            out = device.ioctl(IOCTL.TRANSMIT, self._header + raw, MAX_OUT)
-        resp = split_response(out)
-        if resp.sw1 == 0x61 or resp.sw1 == 0x6C:
-            return run_sync(device, follow_up_steps(raw, self._header, resp, get_response,
-                                                    resend))
-        return resp
+    def _get_response(self, asked: Optional[bool]) -> bool:
+        return self.auto_get_response if asked is None else asked
+
+    def _resend(self, asked: Optional[bool]) -> bool:
+        return self.auto_resend if asked is None else asked
 
     def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """Release the card.  LEAVE keeps it powered until the reader's

@@ -57,6 +57,10 @@ __all__ = ["Reader", "SessionFront", "ReaderAttributes", "ReaderEvent", "Disposi
 #: it gives up on its own power-down sequence (normal APDUs take far less).
 CLOSE_LOCK_WAIT = 0.5
 
+# A plain int: an IntEnum member costs an attribute lookup and a conversion
+# in the binding on every call.
+_GET_STATE = int(IOCTL.GET_STATE)
+
 
 class SessionFront:
     """What every front end of a reader's session answers the same way,
@@ -169,8 +173,9 @@ class Reader(SessionFront):
     # -- plain IOCTL helpers ----------------------------------------------
     def state(self) -> State:
         """GET_STATE."""
-        self.session.check_open()
-        return decode_state(self.device.ioctl(IOCTL.GET_STATE, b"", 4))
+        if self.session.closed:
+            self.session.check_open()  # raises
+        return decode_state(self.device.ioctl(_GET_STATE, b"", 4))
 
     def is_card_present(self) -> bool:
         return self.state() not in (State.UNKNOWN, State.ABSENT)

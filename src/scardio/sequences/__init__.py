@@ -54,10 +54,15 @@ T = TypeVar("T")
 Steps = Generator[Request, bytes, T]
 
 _STATES = tuple(State)  # indexed by value: faster than State(value)
+# Every state a driver can report, by its output bytes: one lookup per call.
+_STATE_OF_OUTPUT = {U32.pack(int(s)): s for s in State}
 
 
 def decode_state(raw: bytes) -> State:
     """GET_STATE's output as a :class:`scardio.State`."""
+    state = _STATE_OF_OUTPUT.get(raw)
+    if state is not None:
+        return state
     value = u32(raw, "GET_STATE")
     # an out-of-range state is as good as unknown
     return _STATES[value] if value < len(_STATES) else State.UNKNOWN
