@@ -124,8 +124,11 @@ def vicc_env(request):
         stack.callback(dev.close)
         vicc = vicc_support.Vicc(port)
         stack.callback(vicc.close)
-        _wait(lambda: dev.ioctl(IOCTL.GET_STATE, b"", 4)[0] > State.ABSENT,
-              what=f"scardio sees vicc {vicc.stderr_tail()}")
+        try:
+            _wait(lambda: dev.ioctl(IOCTL.GET_STATE, b"", 4)[0] > State.ABSENT,
+                  what="scardio sees vicc")
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}; vicc: {vicc.stderr_tail()}") from None
         reader = Reader(dev, power_down_timeout=None)
         stack.callback(reader.close)
         ps[READER_VICC] = _reader_path(reader, READER_VICC, apdu)
