@@ -200,11 +200,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     child = work / "child.py"
     child.write_text(CHILD % {"tests": HERE, "port": PORT, "vicc_port": VICC_PORT,
                               "copy_port": COPY_PORT})
-    want_vicc = vicc_support.unavailable() is None
+    vicc_skipped = vicc_support.unavailable()
     result = pcscd_namespace.run_child(
-        [sys.executable, str(child), str(conf), str(copy), "1" if want_vicc else "0"],
+        [sys.executable, str(child), str(conf), str(copy), "0" if vicc_skipped else "1"],
         timeout=180)
-    result["vicc_skipped"] = vicc_support.unavailable()
+    result["vicc_skipped"] = vicc_skipped
     return result
 
 

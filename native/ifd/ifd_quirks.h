@@ -22,7 +22,8 @@
  *          driver's listening socket right after the channel opens (Linux's
  *          accepted sockets inherit it, so the card's first exchange is
  *          fast), and on every connection accepted from it when the driver
- *          reports a new card.
+ *          reports a new card (a connection swapped in without the slot
+ *          ever being reported empty keeps what it inherited).
  *
  * Which sockets are the driver's: the TCP/IPv4 sockets of this process whose
  * *local* port is the port the driver was told to listen on (vpcd: the port
