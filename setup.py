@@ -19,7 +19,12 @@ CORE_SOURCES = [
     "native/core/queue.c",
     "native/core/device.c",
 ]
-IFD_SOURCES = ["native/ifd/ifd_backend.c", "native/ifd/ifd_log.c", "native/ifd/atr_info.c"]
+IFD_SOURCES = [
+    "native/ifd/ifd_backend.c",
+    "native/ifd/ifd_log.c",
+    "native/ifd/atr_info.c",
+    "native/ifd/ifd_quirks.c",
+]
 # Windows only: the device-path backend (DeviceIoControl + IOCP), reader
 # discovery, and scio_list_paths / scio_open_path over them.
 WIN32_SOURCES = [

@@ -1,8 +1,8 @@
-"""The C core's and the simulated driver's own C tests, under valgrind, and
-the core's again under ThreadSanitizer; then all of it again compiled for the
-macOS code paths (-D__APPLE__ -U__linux__: a pipe instead of eventfd,
-realtime condition variables, Apple's 32-bit IFD DWORD and RESPONSECODE),
-which no machine here can otherwise run."""
+"""The C core's, the driver quirks' and the simulated driver's own C tests,
+under valgrind, and the core's again under ThreadSanitizer; then all of it
+again compiled for the macOS code paths (-D__APPLE__ -U__linux__: a pipe
+instead of eventfd, realtime condition variables, Apple's 32-bit IFD DWORD
+and RESPONSECODE), which no machine here can otherwise run."""
 
 from __future__ import annotations
 
@@ -28,10 +28,10 @@ def run_c_tests(*args: str) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     counts = re.findall(r"(\d+) passed, (\d+) failed", out)
-    # test_core and test_sim under valgrind, test_core again under TSan
-    assert len(counts) == 3, out
+    # test_core, test_sim and test_quirks under valgrind, test_core again under TSan
+    assert len(counts) == 4, out
     for ok, bad in counts:
-        assert int(bad) == 0 and int(ok) > 100, out
+        assert int(bad) == 0 and int(ok) > 20, out
     return out
 
 

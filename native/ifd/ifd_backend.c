@@ -41,6 +41,7 @@
 #include "ifd_abi.h"
 #include "ifd_ext.h"
 #include "ifd_internal.h"
+#include "ifd_quirks.h"
 
 /* ---- driver libraries (shared by every reader opened on them) ---------- */
 
@@ -94,6 +95,7 @@ typedef struct ifd_dev {
     uint32_t protocol;
     uint32_t last_error;
     uint8_t *rx;             /* full-size response buffer, made on demand */
+    scio_ifd_quirks quirks;  /* this driver's workarounds (ifd_quirks.h) */
     /* tracking */
     int has_events;          /* the driver counts card events (SCIO_IFD_TAG_CARD_EVENTS) */
     uint32_t open_ins, open_rem; /* the counts at open */
@@ -517,8 +519,10 @@ static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
     IFD_RESPONSECODE rc = s->lib->presence(s->lun);
     if (rc == IFD_ICC_PRESENT || rc == IFD_SUCCESS) {
         *present = 1;
-        if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN)
+        if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN) {
             s->state = SCIO_STATE_SWALLOWED; /* a new card, not powered */
+            scio_ifd_quirks_card_arrived(&s->quirks);
+        }
         check_swap(s);
         return SCIO_SUCCESS;
     }
@@ -1306,6 +1310,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     /* Until the driver says it is thread safe, calls go one at a time
      * across all of its readers. */
     s->lock = &lib->call_lock;
+    scio_ifd_quirks_find(&s->quirks, library, lib->handle, lib->version == 3, device_name, lun);
     call_lock(s->lock, &h);
     if (lib->version == 3) {
         /* The driver may keep or modify the name: give it its own copy. */
@@ -1327,6 +1332,7 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
         goto fail;
     }
     s->channel_open = 1;
+    scio_ifd_quirks_channel_opened(&s->quirks);
     read_extensions(s);
     get_fn_capability(s, IFD_TAG_POLLING_THREAD_WITH_TIMEOUT, &s->poll, sizeof s->poll);
     if (s->poll)

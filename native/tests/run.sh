@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the C core's tests and the simulated reader with gcc, and run them
-# under valgrind (memcheck: no errors, no leaks), then the core's again under
-# ThreadSanitizer.
+# Build the C core's tests, the driver quirks' and the simulated reader with
+# gcc, and run them under valgrind (memcheck: no errors, no leaks), then the
+# core's again under ThreadSanitizer.
 #
 # usage: run.sh [--no-valgrind] [--macos-paths]
 #   --no-valgrind  run the programs directly
@@ -58,6 +58,11 @@ echo "== test_core"
 run "$out/test_core" "$out/libscardio_sim.so" "$out/ext_driver.so"
 echo "== test_sim"
 run "$out/test_sim" "$out/libscardio_sim.so"
+# -rdynamic: the program exports the symbols the vpcd entry looks for.
+gcc "${CFLAGS[@]}" -rdynamic -I"$native" -I"$native/ifd" "$here/test_quirks.c" \
+    "$native"/core/*.c "$native"/ifd/*.c "$native"/posix/*.c -ldl -o "$out/test_quirks"
+echo "== test_quirks"
+run "$out/test_quirks" "$out"
 
 # The core is threaded (lanes, completions, cancellation, shutdown): the
 # same test under ThreadSanitizer, failing on any data race it reports.
