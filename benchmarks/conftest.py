@@ -85,10 +85,25 @@ def pytest_configure(config):
     if not benchmarks_enabled(config):
         asked = [o for o in _OUTPUT_OPTIONS if _getoption(config, o)]
         if asked:
+            _discard_empty_json(_getoption(config, "benchmark_json"))
             flags = ", ".join("--" + o.replace("_", "-") for o in asked)
             raise pytest.UsageError(
                 f"{flags} needs --benchmark-enable: pyproject.toml's addopts disable "
                 "pytest-benchmark so that the test suite times nothing")
+
+
+def _discard_empty_json(output) -> None:
+    # argparse opened --benchmark-json's file while parsing: a usage error
+    # must not leave an empty file behind.
+    name = getattr(output, "name", None)
+    if name is None:
+        return
+    output.close()
+    try:
+        if os.path.getsize(name) == 0:
+            os.unlink(name)
+    except OSError:
+        pass
 
 
 def _getoption(config, name):

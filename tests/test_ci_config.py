@@ -193,9 +193,10 @@ def test_the_quick_set_is_the_guard_and_one_operation_per_benchmark_file() -> No
         assert len(mine) <= len(total) // 3, (module, mine)  # a subset, not the file
 
 
-def test_pytest_benchmark_output_without_enabling_it_is_a_usage_error() -> None:
+def test_pytest_benchmark_output_without_enabling_it_is_a_usage_error(tmp_path: Path) -> None:
+    unused = tmp_path / "unused.json"
     r = collect(str(BENCH / "test_guard.py"), "--collect-only", "-q",
-                "--benchmark-json=unused.json")
+                f"--benchmark-json={unused}")
     assert r.returncode == 4, r.stdout[-2000:] + r.stderr[-2000:]
     assert "--benchmark-json needs --benchmark-enable" in r.stderr, r.stderr[-2000:]
-    assert not (ROOT / "unused.json").exists()
+    assert not unused.exists()
