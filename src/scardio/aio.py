@@ -8,6 +8,10 @@ selector waits on the core's eventfd or pipe.  On Windows it is an event
 handle, and one :class:`scardio.waiting.HandleWatcher` thread per reader and
 loop (never one per call) waits on it and hands the harvest to the loop;
 this works the same under the default proactor loop and a selector loop.
+Every IOCTL goes overlapped, GET_STATE included: the loop never calls a
+driver, so it never waits for a card round trip another call is making
+(docs/architecture.md says why nothing completes inline).  uvloop works
+as any other loop.
 
 >>> import asyncio, scardio.aio
 >>> from scardio.sim import SimControl
