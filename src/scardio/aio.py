@@ -324,10 +324,11 @@ class AsyncCard:
         await lock.acquire()  # not `async with`: one coroutine less per APDU
         try:
             card._check()
-            return await run_async(self.reader._link(), steps, deadline=deadline)
-        except (errors.NoCardError, errors.InvalidStateError) as exc:
-            self.reader.session.transmit_failed(card, exc)
-            raise
+            try:
+                return await run_async(self.reader._link(), steps, deadline=deadline)
+            except (errors.NoCardError, errors.InvalidStateError) as exc:
+                self.reader.session.transmit_failed(card, exc)
+                raise
         finally:
             lock.release()
 
