@@ -191,24 +191,31 @@ class CoreFloor:
 
 
 class LoopPath(harness.Path):
-    """One awaited operation per call; a batch is one run_until_complete."""
+    """One awaited operation per call; a batch is one run_until_complete.
+
+    Besides the wall time, each batch notes the CPU time the loop's thread
+    spent per operation (``cpu_per_op``): what the loop itself pays, which
+    the scheduling noise of a shared machine hardly moves."""
 
     def __init__(self, name: str, loop: asyncio.AbstractEventLoop,
                  once: Callable[[], Awaitable[object]]) -> None:
         self.name = name
         self.loop = loop
         self.once = once
+        self.cpu_per_op: List[float] = []
 
     def run(self, op: str, count: int) -> int:
         once = self.once
 
-        async def batch() -> int:
-            clock = time.perf_counter_ns
-            t0 = clock()
+        async def batch() -> tuple[int, int]:
+            clock, cpu = time.perf_counter_ns, time.thread_time_ns
+            c0, t0 = cpu(), clock()
             for _ in range(count):
                 await once()
-            return clock() - t0
-        return self.loop.run_until_complete(batch())
+            return clock() - t0, cpu() - c0
+        wall, spent = self.loop.run_until_complete(batch())
+        self.cpu_per_op.append(spent / count)
+        return wall
 
 
 #: Where the far threads run: on the loop's CPU, or on another one.
@@ -314,11 +321,16 @@ def test_aio_path(benchmark: Any, bench: Bench, path: str) -> None:
 
 def test_aio_overhead_side_by_side(bench: Bench) -> None:
     ps = list(bench.paths.values())
+    for p in ps:
+        p.cpu_per_op.clear()
     res = harness.interleave(ps, "", ROUNDS, BATCH)
     out: Dict[str, Any] = {name: harness.summary(v) for name, v in res.items()}
     meds = {name: s["median"] for name, s in out.items()}
     base = meds[BARE]
     out["ratio_to_bare"] = {name: m / base for name, m in meds.items()}
+    cpu = {p.name: harness.median(p.cpu_per_op[1:]) for p in ps}  # less the warm-up
+    out["loop_cpu_ns"] = cpu
+    out["loop_cpu_ratio_to_bare"] = {name: c / cpu[BARE] for name, c in cpu.items()}
     out["_samples"] = res
     loop_cpu, far_cpu = bench.cpus
     out["placement"] = f"loop on CPU {loop_cpu}, far threads on CPU {far_cpu}"
@@ -327,14 +339,17 @@ def test_aio_overhead_side_by_side(bench: Bench) -> None:
              f"{MACHINE['nproc']} CPUs, {out['placement']}; medians of "
              f"{ROUNDS} interleaved rounds of {BATCH} awaits):"]
     for name, m in meds.items():
-        lines.append(f"  {name:26s} {m / 1000:7.2f} us   {m / base:5.2f}x bare")
+        lines.append(f"  {name:26s} {m / 1000:7.2f} us   {m / base:5.2f}x bare   "
+                     f"loop thread CPU {cpu[name] / 1000:6.2f} us "
+                     f"({cpu[name] / cpu[BARE]:4.2f}x)")
     print("\n".join(lines))
     assert all(m > 0 for m in meds.values())
 
 
 if __name__ == "__main__":  # pragma: no cover - a worker for paired runs
-    # Serves "run <path index> <count>" lines with the batch's ns, so that a
-    # driver can interleave two installations of scardio in one run.
+    # Serves "run <path index> <count>" lines with the batch's wall and loop
+    # thread CPU ns, so that a driver can interleave two installations of
+    # scardio in one run.
     harness.ensure_paths()
     b = Bench(sys.argv[1] if len(sys.argv) > 1 else "asyncio",
               sys.argv[2] if len(sys.argv) > 2 else PLACEMENTS[0])
@@ -345,6 +360,7 @@ if __name__ == "__main__":  # pragma: no cover - a worker for paired runs
             if not words or words[0] == "quit":
                 break
             p = b.paths[names[int(words[1])]]
-            print(p.run("", int(words[2])), flush=True)
+            wall = p.run("", int(words[2]))
+            print(wall, int(p.cpu_per_op[-1] * int(words[2])), flush=True)
     finally:
         b.close()
