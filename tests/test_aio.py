@@ -390,3 +390,51 @@ def test_many_awaited_operations_leave_nothing_behind():
         finally:
             await r.aclose()
     run(main())
+
+
+SIGINT_CHILD = r"""
+import asyncio, sys
+import scardio.aio as aio
+
+async def main():
+    r = await aio.open_reader("scardio Simulated Reader 0", sim=1)
+    try:
+        print("waiting", flush=True)
+        await r.wait_for_card()  # no card: pends until Ctrl-C
+    finally:
+        await r.aclose()
+        print("closed", r.closed, r.completions.pending(), flush=True)
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+else:
+    factory = asyncio.new_event_loop
+if sys.version_info >= (3, 11):
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+else:
+    asyncio.set_event_loop_policy(None if sys.argv[1] != "uvloop" else uvloop.EventLoopPolicy())
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_awaiting_cancels_the_request_and_closes(event_loop_kind):
+    import signal
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("SCARDIO_SIM", None)
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, event_loop_kind],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "waiting"
+        time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+    assert out.split() == ["closed", "True", "0"], out + err
