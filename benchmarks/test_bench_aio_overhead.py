@@ -18,13 +18,16 @@ hops, whatever the binding does.  This module measures, on the same loop:
                             ``await card.transmit(5 B)`` on the simulated
                             reader
 
-on the default asyncio loop and on uvloop (skipped when not installed).
-``test_aio_path`` gives pytest-benchmark's table (each round is a batch of
-BATCH awaited operations, so divide by BATCH; ``extra_info`` has the
-per-operation figure); ``test_aio_overhead_side_by_side`` interleaves the
-paths round by round (benchmarks/harness.py) and records the medians and
-the ratios to the bare round trip.  Linux only (os.eventfd) and needs gcc
-for the C thread.
+on the default asyncio loop and on uvloop (skipped when not installed),
+with the far threads pinned to the loop's CPU or to another one (see
+Bench).  ``test_aio_path`` gives pytest-benchmark's table (each round is a
+batch of BATCH awaited operations, so divide by BATCH; ``extra_info`` has
+the per-operation figure); ``test_aio_overhead_side_by_side`` interleaves
+the paths round by round (benchmarks/harness.py) and records the medians,
+the ratios to the bare round trip and the loop thread's CPU time per
+operation.  Run as a script it serves batches on stdin, for paired runs of
+two installations.  Linux only (os.eventfd) and needs gcc for the C
+thread.
 """
 
 from __future__ import annotations
