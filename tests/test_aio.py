@@ -22,10 +22,34 @@ from scardio.sim import SIM_LIBRARY, SimControl
 SELECT_AID = "00 A4 04 0C 08 F07363617264696F"
 
 
+_loop_factory = asyncio.new_event_loop
+
+
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def event_loop_kind(request):
+    """Every test here runs on the default loop and on uvloop (skipped
+    where uvloop is not installed)."""
+    global _loop_factory
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        _loop_factory = uvloop.new_event_loop
+        if sys.version_info < (3, 11):  # no asyncio.Runner: asyncio.run's policy
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        yield request.param
+    finally:
+        _loop_factory = asyncio.new_event_loop
+        if request.param == "uvloop" and sys.version_info < (3, 11):
+            asyncio.set_event_loop_policy(None)
+
+
 def run(coro, timeout=20.0):
     async def bounded():
         return await asyncio.wait_for(coro, timeout)
-    return asyncio.run(bounded())
+    if sys.version_info < (3, 11):
+        return asyncio.run(bounded())
+    with asyncio.Runner(loop_factory=_loop_factory) as runner:
+        return runner.run(bounded())
 
 
 def sim_desc():
@@ -299,3 +323,118 @@ def test_async_monitor_resumes_after_a_transient_error_and_restarts_after_gone()
         finally:
             await r.aclose()
     run(main())
+
+
+def test_runs_on_the_loop_of_the_parametrised_kind(event_loop_kind):
+    async def main():
+        return type(asyncio.get_running_loop()).__module__
+    module = run(main())
+    assert module.startswith("uvloop") == (event_loop_kind == "uvloop"), module
+
+
+@pytest.mark.parametrize("closer", ["loop", "thread"])
+def test_closing_the_reader_under_an_awaiting_coroutine_raises_closed(closer):
+    # Its operation will never be harvested on this loop: the coroutine
+    # must get a ClosedError, not wait forever.
+    async def main():
+        r, sim = await open_sim()
+        task = asyncio.ensure_future(r.wait_for_card())
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        if closer == "loop":
+            r.reader.close()
+        else:
+            t = threading.Thread(target=r.reader.close)
+            t.start()
+        with pytest.raises(errors.ClosedError):
+            await asyncio.wait_for(task, 5)
+        if closer == "thread":
+            t.join(5)
+        await r.aclose()  # already closed: a no-op
+    run(main())
+
+
+def test_transmit_deadline_cancels_the_apdu_and_the_reader_goes_on():
+    async def main():
+        r, sim = await open_sim()
+        try:
+            sim.insert()
+            card = await r.connect()
+            assert (await card.transmit(SELECT_AID, timeout=5)).ok
+            sim.set_latency(300_000)  # every driver call now takes 0.3 s
+            t0 = time.monotonic()
+            with pytest.raises(errors.TimeoutError):
+                await card.transmit(SELECT_AID, timeout=0.05)
+            assert time.monotonic() - t0 < 2.0  # the timer, not the driver, ended it
+            sim.set_latency(0)
+            assert (await card.transmit(SELECT_AID, timeout=5)).ok
+            assert r.completions.pending() == 0  # nothing left watched
+        finally:
+            await r.aclose()
+    run(main())
+
+
+def test_many_awaited_operations_leave_nothing_behind():
+    # Every operation's entries (the link's, the dispatcher's, the
+    # binding's weak map) go away with it.
+    async def main():
+        r, sim = await open_sim()
+        try:
+            sim.insert()
+            card = await r.connect()
+            for _ in range(200):
+                await r.state()
+                await card.transmit(SELECT_AID)
+            link = r._link()
+            assert r.completions.pending() == 0 and not link._pending
+        finally:
+            await r.aclose()
+    run(main())
+
+
+SIGINT_CHILD = r"""
+import asyncio, sys
+import scardio.aio as aio
+
+async def main():
+    r = await aio.open_reader("scardio Simulated Reader 0", sim=1)
+    try:
+        print("waiting", flush=True)
+        await r.wait_for_card()  # no card: pends until Ctrl-C
+    finally:
+        await r.aclose()
+        print("closed", r.closed, r.completions.pending(), flush=True)
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    factory = uvloop.new_event_loop
+else:
+    factory = asyncio.new_event_loop
+if sys.version_info >= (3, 11):
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+else:
+    asyncio.set_event_loop_policy(None if sys.argv[1] != "uvloop" else uvloop.EventLoopPolicy())
+    asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_awaiting_cancels_the_request_and_closes(event_loop_kind):
+    import signal
+    env = dict(os.environ, PYTHONPATH=SRC)
+    env.pop("SCARDIO_SIM", None)
+    p = subprocess.Popen([sys.executable, "-c", SIGINT_CHILD, event_loop_kind],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "waiting"
+        time.sleep(0.1)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=15)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode != 0 and "KeyboardInterrupt" in err, err
+    assert out.split() == ["closed", "True", "0"], out + err

@@ -8,7 +8,6 @@ can be avoided.
 """
 
 import os
-import weakref
 from operator import index as _index
 from time import monotonic as _monotonic
 
@@ -17,6 +16,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.float cimport PyFloat_AsDouble
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
+from cpython.weakref cimport PyWeakref_NewRef
 from libc.math cimport isinf
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy
@@ -218,6 +218,10 @@ cdef class Operation:
         cdef scio_op *op = self._op
         self._op = NULL
         if op != NULL and self._generation == _generation:
+            # Forget the device's weak entry (ids are never reused); the
+            # device may already be cleared when a cycle is collected.
+            if self.device is not None and self.device._ops is not None:
+                self.device._ops.pop(scio_op_id(op), None)
             # Cancels it if still pending (the driver's stop function runs on
             # a core thread, so this never blocks); the core frees it on
             # completion.  In a forked child the parent's op is left alone.
@@ -317,12 +321,12 @@ cdef class Device:
     cdef readonly str library
     cdef readonly str device_name
     cdef readonly unsigned long lun
-    cdef object _ops  # op id -> Operation, weakly: harvest finds live ones
+    cdef dict _ops  # op id -> weakref to its Operation: harvest finds live ones
 
     def __cinit__(self):
         self._dev = NULL
         self._closed = True
-        self._ops = weakref.WeakValueDictionary()
+        self._ops = {}
 
     def __init__(self):
         raise TypeError("use Device.open_ifd() or Device.open_path()")
@@ -488,7 +492,7 @@ cdef class Device:
         o._generation = self._generation
         o.device = self
         o.code = code_v
-        self._ops[scio_op_id(op)] = o
+        self._ops[scio_op_id(op)] = PyWeakref_NewRef(o, None)
         return o
 
     def fileno(self):
@@ -539,9 +543,11 @@ cdef class Device:
                 break
             PyErr_CheckSignals()
         while rc == 1:
-            op = self._ops.pop(c.op_id, None)
-            if op is not None:
-                done.append(op)
+            ref = self._ops.pop(c.op_id, None)
+            if ref is not None:
+                op = ref()
+                if op is not None:
+                    done.append(op)
             with nogil:
                 rc = scio_queue_pop(self._queue, 0, &c)
         return done

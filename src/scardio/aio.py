@@ -8,6 +8,10 @@ selector waits on the core's eventfd or pipe.  On Windows it is an event
 handle, and one :class:`scardio.waiting.HandleWatcher` thread per reader and
 loop (never one per call) waits on it and hands the harvest to the loop;
 this works the same under the default proactor loop and a selector loop.
+Every IOCTL goes overlapped, GET_STATE included: the loop never calls a
+driver, so it never waits for a card round trip another call is making
+(docs/architecture.md says why nothing completes inline).  uvloop works
+as any other loop.
 
 >>> import asyncio, scardio.aio
 >>> from scardio.sim import SimControl
@@ -37,6 +41,7 @@ time: each front end serializes its own calls only.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import weakref
@@ -83,6 +88,8 @@ class _LoopLink:
         self.thread = threading.get_ident()
         self.fd = -1
         self.watcher: Optional[waiting.HandleWatcher] = None
+        # Operations awaited through this link: op id -> (op, future).
+        self._pending: dict[int, tuple[Any, "asyncio.Future[None]"]] = {}
         api = waiting.handle_api()
         if api is None:
             self.fd = reader.device.waitable()
@@ -127,6 +134,7 @@ class _LoopLink:
         with self._guard:
             self._links.pop((id(self.loop), id(self.reader)), None)
         self.reader.remove_close_hook(self._closing)
+        self._fail_pending()
         if self.watcher is not None:
             self.watcher.stop()
         if self.fd >= 0 and not self.loop.is_closed():
@@ -148,59 +156,115 @@ class _LoopLink:
         elif not self.loop.is_closed():
             self.loop.call_soon_threadsafe(callback)
 
-    def watch(self, op: Any) -> "asyncio.Future[Any]":
-        fut: "asyncio.Future[Any]" = self.loop.create_future()
-
-        def done(_: Any = None) -> None:
-            if not fut.done():
-                fut.set_result(op)
-
-        self.reader.completions.watch(op, lambda _op: self.settle(done))
+    def watch(self, op: Any) -> "asyncio.Future[None]":
+        """A future settled (with None) on the loop once `op` completed."""
+        fut: "asyncio.Future[None]" = self.loop.create_future()
+        # Entered before the watch: a completion seen at once settles it.
+        self._pending[op.id] = (op, fut)
+        self.reader.completions.watch(op, self._op_done)
         return fut
+
+    def unwatch(self, op: Any) -> None:
+        self._pending.pop(op.id, None)
+        self.reader.completions.unwatch(op)
+
+    def _op_done(self, op: Any) -> None:
+        # The completion callback, on whichever thread harvested: one bound
+        # method for every operation, no closure per call.
+        if threading.get_ident() != self.thread:
+            if not self.loop.is_closed():
+                try:
+                    self.loop.call_soon_threadsafe(self._op_done, op)
+                except RuntimeError:  # closed meanwhile: nobody awaits
+                    pass
+            return
+        entry = self._pending.pop(op.id, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(None)
+
+    def _fail_pending(self) -> None:
+        """The reader closes under awaiting coroutines: their operations
+        will never be harvested here, so they get a ClosedError."""
+        def fail(fut: "asyncio.Future[None]") -> None:
+            if not fut.done():
+                fut.set_exception(errors.ClosedError("the reader was closed"))
+        while self._pending:
+            _, (op, fut) = self._pending.popitem()
+            self.reader.completions.unwatch(op)
+            self.settle(functools.partial(fail, fut))
+
+
+def _expire(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
+
+
+def _abandon(link: _LoopLink, op: Any) -> None:
+    """The awaiting coroutine was cancelled: forget `op` and cancel it."""
+    link.unwatch(op)
+    op.cancel()
 
 
 async def _await_op(link: _LoopLink, op: Any, timeout: Optional[float]) -> bytes:
     fut = link.watch(op)
-    try:
-        if timeout is None:
+    if timeout is None:
+        try:
             await fut
-        else:
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.CancelledError:
+            _abandon(link, op)
+            raise
+        return op.result()  # type: ignore[no-any-return]
+    # A timer instead of asyncio.wait_for: no task per operation.
+    timer = link.loop.call_later(max(timeout, 0.0), _expire, fut)
+    try:
+        await fut
     except asyncio.TimeoutError:
         # Let the driver release the request (the reader's one tracking
         # slot, for IS_PRESENT / IS_ABSENT) before the caller goes on.
         op.cancel()
         try:
-            await asyncio.wait_for(fut, 1.0)
+            await asyncio.wait_for(link.watch(op), 1.0)
         except asyncio.TimeoutError:
-            link.reader.completions.unwatch(op)
+            link.unwatch(op)
         raise
     except asyncio.CancelledError:
-        link.reader.completions.unwatch(op)
-        op.cancel()
+        _abandon(link, op)
         raise
+    finally:
+        timer.cancel()
     return op.result()  # type: ignore[no-any-return]
 
 
 async def run_async(link: _LoopLink, steps: "Steps[T]", *,
                     deadline: Optional[float] = None) -> T:
     """Drive a sequence generator with overlapped IOCTLs."""
-    device = link.reader.device
+    submit = link.reader.device.submit
     try:
         req: Request = next(steps)
         while True:
-            left = None if deadline is None else deadline - time.monotonic()
             try:
-                if left is not None and left <= 0:
-                    raise errors.TimeoutError("timed out", ioctl=req.code)
-                op = device.submit(req.code, req.input, req.output_size)
-                try:
+                if deadline is None:
+                    # The common case, kept to one coroutine frame.
+                    op = submit(req.code, req.input, req.output_size)
+                    fut = link.watch(op)
+                    try:
+                        await fut
+                    except asyncio.CancelledError:
+                        _abandon(link, op)
+                        raise
+                    out = op.result()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise errors.TimeoutError("timed out", ioctl=req.code)
+                    op = submit(req.code, req.input, req.output_size)
                     out = await _await_op(link, op, left)
-                except asyncio.TimeoutError:
-                    raise errors.TimeoutError("no answer from the driver within the "
-                                              "timeout (cancelled)", ioctl=req.code) from None
-            except errors.ScardioError as exc:
+            except errors.ScardioError as exc:  # first: it is a TimeoutError too
                 req = steps.throw(exc)
+            except asyncio.TimeoutError:  # the deadline's timer (_expire)
+                req = steps.throw(errors.TimeoutError(
+                    "no answer from the driver within the timeout (cancelled)",
+                    ioctl=req.code))
             else:
                 req = steps.send(out)
     except StopIteration as stop:
@@ -256,13 +320,17 @@ class AsyncCard:
             else auto_get_response,
             auto_resend=card.auto_resend if auto_resend is None else auto_resend)
         deadline = None if timeout is None else time.monotonic() + timeout
-        async with self.reader._lock:
+        lock = self.reader._lock
+        await lock.acquire()  # not `async with`: one coroutine less per APDU
+        try:
             card._check()
             try:
                 return await run_async(self.reader._link(), steps, deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 self.reader.session.transmit_failed(card, exc)
                 raise
+        finally:
+            lock.release()
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """As :meth:`scardio.card.Card.disconnect`."""

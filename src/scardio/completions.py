@@ -6,13 +6,15 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from . import errors
 
 __all__ = ["Completions"]
 
 log = logging.getLogger(__name__)
+
+_Entry = tuple[Any, Callable[[Any], None]]
 
 
 class Completions:
@@ -21,38 +23,43 @@ class Completions:
     Any number of harvesters (the Monitor thread, an asyncio loop's
     add_reader callback) may pop the device's queue; each completion is
     delivered exactly once to whoever watched it.  Holding the operation
-    here also keeps it alive (a dropped Operation is cancelled)."""
+    here also keeps it alive (a dropped Operation is cancelled).
+
+    Exactly once without a lock of its own: an entry is delivered by
+    whoever pops it from the handler map, and a dict's pop is atomic.  A
+    completion harvested before its watch() is caught by watch() itself,
+    which looks at ``op.done()`` after inserting the entry (the core marks
+    an operation done before its record can be harvested), so a harvest
+    never has to scan the handlers it did not pop."""
 
     def __init__(self, device: Any) -> None:
         self.device = device
-        self._lock = threading.Lock()
-        self._handlers: dict[int, tuple[Any, Callable[[Any], None]]] = {}
+        self._handlers: dict[int, _Entry] = {}
         self._local = threading.local()
 
     def watch(self, op: Any, callback: Callable[[Any], None]) -> None:
-        with self._lock:
-            self._handlers[op.id] = (op, callback)
+        """Call `callback(op)` once `op` completed, on the harvesting thread
+        (at once, on this thread, if it already did)."""
+        op_id = op.id
+        self._handlers[op_id] = (op, callback)
         if op.done():  # completed (and perhaps harvested) before we looked
-            self._fire(op.id)
+            entry = self._handlers.pop(op_id, None)
+            if entry is not None:
+                self._run((entry,))
 
     def unwatch(self, op: Any) -> None:
-        with self._lock:
-            self._handlers.pop(op.id, None)
+        self._handlers.pop(op.id, None)
 
-    def _fire(self, op_id: int) -> None:
-        with self._lock:
-            entry = self._handlers.pop(op_id, None)
-        if entry is None:
-            return
+    def _run(self, entries: Iterable[_Entry]) -> None:
         # Trampoline: a callback that submits an operation which is already
         # complete (a card flipping faster than we resubmit) must not recurse
         # into the next callback, or a burst of events overflows the stack.
-        ready: Optional[collections.deque[tuple[Any, Callable[[Any], None]]]] = \
-            getattr(self._local, "ready", None)
+        local = self._local
+        ready: Optional[collections.deque[_Entry]] = getattr(local, "ready", None)
         if ready is not None:
-            ready.append(entry)
+            ready.extend(entries)
             return
-        ready = self._local.ready = collections.deque([entry])
+        ready = local.ready = collections.deque(entries)
         try:
             while ready:
                 op, callback = ready.popleft()
@@ -61,27 +68,20 @@ class Completions:
                 except Exception:  # one broken callback must not starve the rest
                     log.exception("completion callback failed for %r", op)
         finally:
-            self._local.ready = None
+            local.ready = None
 
     def harvest(self, timeout: Optional[float] = 0.0) -> int:
         """Pop what completed and run the callbacks; returns how many ran."""
         try:
             ops = self.device.harvest(timeout)
         except errors.ClosedError:
-            ops = []
-        n = 0
-        for op in ops:
-            self._fire(op.id)
-            n += 1
-        # Operations whose record was popped by the binding's weak map miss
-        # (or that completed between watch() and now) are caught here.
-        with self._lock:
-            late = [i for i, (op, _) in self._handlers.items() if op.done()]
-        for i in late:
-            self._fire(i)
-            n += 1
-        return n
+            return 0
+        if not ops:
+            return 0
+        pop = self._handlers.pop
+        entries = [entry for entry in (pop(op.id, None) for op in ops) if entry is not None]
+        self._run(entries)
+        return len(entries)
 
     def pending(self) -> int:
-        with self._lock:
-            return len(self._handlers)
+        return len(self._handlers)
