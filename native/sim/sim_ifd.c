@@ -142,6 +142,7 @@ struct lun {
     int swap_absent;           /* "absent" answers left */
     int swap_told;             /* one was given */
     int poll_stop;             /* sticky: the next / current poll returns */
+    int no_polling;            /* opened "?nopoll": no polling function offered */
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -286,7 +287,7 @@ static void deadline_after_ms(struct timespec *ts, int ms)
 }
 #endif
 
-static IFD_RESPONSECODE create_channel(IFD_DWORD id)
+static IFD_RESPONSECODE create_channel(IFD_DWORD id, int no_polling)
 {
     struct lun *l;
 
@@ -314,6 +315,7 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id)
     l->id = id;
     l->refs = 1;
     l->linked = 1;
+    l->no_polling = no_polling;
     sim_card_init(&l->card, NULL, 0);
     l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
     {
@@ -528,14 +530,15 @@ SIM_SAME_TYPE(sim_stop_poll, ifdh_stop_polling_fn);
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD Lun, char *DeviceName)
 {
-    (void)DeviceName;          /* any name, NULL included */
-    return create_channel(Lun);
+    /* Any name, NULL included; one with the option "?nopoll" opens a reader
+     * that offers no polling function (hosts then ask presence). */
+    return create_channel(Lun, DeviceName != NULL && strstr(DeviceName, "?nopoll") != NULL);
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD Lun, IFD_DWORD Channel)
 {
     (void)Channel;
-    return create_channel(Lun);
+    return create_channel(Lun, 0);
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
@@ -635,12 +638,12 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         break;
     case IFD_TAG_POLLING_THREAD_WITH_TIMEOUT: {
         ifdh_polling_fn fn = sim_poll;
-        rv = give(Length, Value, cap, &fn, sizeof(fn));
+        rv = l->no_polling ? IFD_ERROR_TAG : give(Length, Value, cap, &fn, sizeof(fn));
         break;
     }
     case IFD_TAG_STOP_POLLING_THREAD: {
         ifdh_stop_polling_fn fn = sim_stop_poll;
-        rv = give(Length, Value, cap, &fn, sizeof(fn));
+        rv = l->no_polling ? IFD_ERROR_TAG : give(Length, Value, cap, &fn, sizeof(fn));
         break;
     }
     case TAG_VENDOR_NAME:

@@ -29,10 +29,13 @@ SIM_LIBRARY = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 
 def open_device(lun: int = 0, *, poll_interval_ms: int = 0,
-                close_timeout_ms: int = 0) -> Device:
+                close_timeout_ms: int = 0, polling: bool = True) -> Device:
     """Open reader `lun` of the simulated reader driver (it starts with no
-    card; steer it with :class:`SimControl`)."""
-    return Device.open_ifd(SIM_LIBRARY, f"sim:{lun}", lun, poll_interval_ms=poll_interval_ms,
+    card; steer it with :class:`SimControl`).  With ``polling=False`` the
+    reader offers no polling function, like drivers that can only be asked
+    whether a card is in (the core then asks every `poll_interval_ms`)."""
+    name = f"sim:{lun}" if polling else f"sim:{lun}?nopoll"
+    return Device.open_ifd(SIM_LIBRARY, name, lun, poll_interval_ms=poll_interval_ms,
                            close_timeout_ms=close_timeout_ms)
 
 
