@@ -142,7 +142,8 @@ struct lun {
     int swap_absent;           /* "absent" answers left */
     int swap_told;             /* one was given */
     int poll_stop;             /* sticky: the next / current poll returns */
-    int no_polling;            /* opened "?nopoll": no polling function offered */
+    int no_polling;            /* opened with option nopoll: no polling function */
+    int no_events;             /* option noevents: no card-event counts */
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -287,7 +288,21 @@ static void deadline_after_ms(struct timespec *ts, int ms)
 }
 #endif
 
-static IFD_RESPONSECODE create_channel(IFD_DWORD id, int no_polling)
+/* Options follow a '?' in the device name, separated by commas. */
+static int name_has_option(const char *name, const char *opt)
+{
+    const char *p = name != NULL ? strchr(name, '?') : NULL;
+    size_t n = strlen(opt);
+    while (p != NULL) {
+        p++;
+        if (strncmp(p, opt, n) == 0 && (p[n] == 0 || p[n] == ','))
+            return 1;
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
+static IFD_RESPONSECODE create_channel(IFD_DWORD id, const char *name)
 {
     struct lun *l;
 
@@ -315,7 +330,8 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id, int no_polling)
     l->id = id;
     l->refs = 1;
     l->linked = 1;
-    l->no_polling = no_polling;
+    l->no_polling = name_has_option(name, "nopoll");
+    l->no_events = name_has_option(name, "noevents");
     sim_card_init(&l->card, NULL, 0);
     l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
     {
@@ -530,15 +546,15 @@ SIM_SAME_TYPE(sim_stop_poll, ifdh_stop_polling_fn);
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD Lun, char *DeviceName)
 {
-    /* Any name, NULL included; one with the option "?nopoll" opens a reader
-     * that offers no polling function (hosts then ask presence). */
-    return create_channel(Lun, DeviceName != NULL && strstr(DeviceName, "?nopoll") != NULL);
+    /* Any name, NULL included; options after a '?' (README.md) make a
+     * reader that offers less. */
+    return create_channel(Lun, DeviceName);
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD Lun, IFD_DWORD Channel)
 {
     (void)Channel;
-    return create_channel(Lun, 0);
+    return create_channel(Lun, NULL);
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
@@ -666,6 +682,10 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         break;
     case SCIO_IFD_TAG_CARD_EVENTS: {
         IFD_UCHAR ev[8];
+        if (l->no_events) {
+            rv = IFD_ERROR_TAG;
+            break;
+        }
         put_u32(ev, l->ev_insertions);
         put_u32(ev + 4, l->ev_removals);
         rv = give(Length, Value, cap, ev, sizeof ev);
