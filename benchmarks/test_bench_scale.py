@@ -37,6 +37,20 @@ SAMPLES = int(os.environ.get("SCARDIO_BENCH_SCALE_EVENT_SAMPLES", "40"))
 POLL_MS = 10  # the core's default poll interval
 
 
+def _enough_descriptors(n: int) -> None:
+    """Each reader has a completion descriptor, and the Monitor registers
+    each: raise the soft limit (within the hard one) if it is too low."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * n + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
 def _open_readers(stack, n: int, polling: bool):
     from scardio import Reader
     from scardio.sim import SimControl, open_device
@@ -65,6 +79,7 @@ def _trigger(sc):
 def test_scale_1024_readers(polling, benchmark):
     from scardio.sim import EntryPoint
     mode = "polling-function" if polling else "presence-only"
+    _enough_descriptors(READERS + 1)
     stack = contextlib.ExitStack()
     with stack:
         one, one_ctl = _open_readers(stack, 1, polling)

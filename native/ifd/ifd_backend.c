@@ -130,6 +130,8 @@ typedef struct ifd_dev {
     scio_cond wait_cv;
     int wake;
     int tracking_on;         /* wait_lock: tracked, no request cancelled since */
+    int in_poll;             /* wait_lock: a thread is in the polling function */
+    int restopping;          /* wait_lock: restop_main runs */
     /* An overlapped tracking request served by the library's poller
      * (poller->lock; tw_deferred is the poller thread's own). */
     struct ifd_poller *poller;
@@ -143,6 +145,10 @@ typedef struct ifd_dev {
  * stop function ends a wait; the timeout (pcscd's, 10 minutes) only bounds
  * how long a stop the driver missed can hold a request. */
 #define IFD_POLL_TIMEOUT_MS (10 * 60 * 1000)
+/* A stop can miss a poll that was just starting: after a wake-up the stop
+ * is repeated this often while the poll has not returned, for so long. */
+#define IFD_RESTOP_MS 50
+#define IFD_RESTOP_FOR_MS 5000
 
 #if defined(__GNUC__) || defined(__clang__)
 #define IFD_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
@@ -1171,7 +1177,16 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
             if (scio_op_cancelled(op))
                 break;
             last_poll_ms = scio_now_ms();
+            scio_mutex_lock(&s->wait_lock);
+            s->in_poll = 1;
+            scio_mutex_unlock(&s->wait_lock);
             rc = s->poll(s->lun, IFD_POLL_TIMEOUT_MS);
+            scio_mutex_lock(&s->wait_lock);
+            s->in_poll = 0;
+            scio_cond_broadcast(&s->wait_cv);
+            while (s->restopping) /* it must be done with s before we return */
+                scio_cond_wait(&s->wait_cv, &s->wait_lock);
+            scio_mutex_unlock(&s->wait_lock);
             if (rc == IFD_NO_SUCH_DEVICE) {
                 *drv = rc;
                 return SCIO_DEVICE_NOT_CONNECTED;
@@ -1189,15 +1204,46 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
     return SCIO_CANCELLED;
 }
 
+/* Repeats the stop function while the poll it was meant for has not
+ * returned (bounded); the polling thread waits for it before it goes on. */
+static SCIO_THREAD_FN restop_main(void *arg)
+{
+    ifd_dev *s = arg;
+    int64_t until = scio_now_ms() + IFD_RESTOP_FOR_MS;
+    scio_mutex_lock(&s->wait_lock);
+    while (s->in_poll && scio_now_ms() < until) {
+        scio_cond_wait_until(&s->wait_cv, &s->wait_lock, scio_now_ms() + IFD_RESTOP_MS);
+        if (!s->in_poll)
+            break;
+        scio_mutex_unlock(&s->wait_lock);
+        s->stop(s->lun);
+        scio_mutex_lock(&s->wait_lock);
+    }
+    s->restopping = 0;
+    scio_cond_broadcast(&s->wait_cv);
+    scio_mutex_unlock(&s->wait_lock);
+    SCIO_THREAD_RETURN;
+}
+
 static void ifd_wake_tracking(scio_device *d)
 {
     ifd_dev *s = scio_device_state(d);
+    int restop;
     scio_mutex_lock(&s->wait_lock);
     s->wake = 1;
     scio_cond_broadcast(&s->wait_cv);
+    restop = s->stop && s->in_poll && !s->restopping;
+    if (restop)
+        s->restopping = 1;
     scio_mutex_unlock(&s->wait_lock);
     if (s->stop)
         s->stop(s->lun);
+    if (restop && scio_thread_start_detached(restop_main, s) != 0) {
+        scio_mutex_lock(&s->wait_lock);
+        s->restopping = 0;
+        scio_cond_broadcast(&s->wait_cv);
+        scio_mutex_unlock(&s->wait_lock);
+    }
 }
 
 /* ---- the library's poller: overlapped tracking without a polling function
