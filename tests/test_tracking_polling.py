@@ -347,3 +347,37 @@ def test_synchronous_tracking_without_polling_function() -> None:
         sim.insert()
         th.join(5)
         assert done.is_set()
+
+
+def test_cancel_ends_a_poll_whose_stop_the_driver_missed() -> None:
+    """The stop function can miss a poll that is about to wait (the driver
+    only cancels a wait in progress): the stop is repeated until the poll
+    returns, so the cancelled request ends at once and not at the polling
+    function's timeout (minutes)."""
+    from helpers_reader import next_lun
+    from scardio.sim import SIM_LIBRARY, EntryPoint, Fault, SimControl
+    from scardio import Device
+    lun = next_lun()
+    dev = Device.open_ifd(SIM_LIBRARY, f"sim:{lun}?loststop", lun)
+    try:
+        sim = SimControl(dev)
+        sim.insert()
+        first = dev.submit(IOCTL.IS_ABSENT)  # a poll returns after the insertion
+        time.sleep(0.1)
+        first.cancel()  # a poll is waiting: this stop gets through
+        with pytest.raises(errors.CancelledError):
+            first.wait(3)
+        sim.fault(EntryPoint.POLLING, Fault.BLOCK)  # held before it waits
+        op = dev.submit(IOCTL.IS_ABSENT)
+        time.sleep(0.1)
+        assert not op.done()
+        op.cancel()  # its stop is lost: the poll is not waiting yet
+        time.sleep(0.2)
+        assert not op.done()
+        t0 = time.monotonic()
+        sim.stop()  # releases the poll into its wait
+        with pytest.raises(errors.CancelledError):
+            op.wait(3)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        dev.close()

@@ -144,6 +144,8 @@ struct lun {
     int poll_stop;             /* sticky: the next / current poll returns */
     int no_polling;            /* opened with option nopoll: no polling function */
     int no_events;             /* option noevents: no card-event counts */
+    int lost_stop;             /* option loststop: a stop with no poll waiting is lost */
+    int pollers;               /* polls waiting for an event */
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -332,6 +334,7 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id, const char *name)
     l->linked = 1;
     l->no_polling = name_has_option(name, "nopoll");
     l->no_events = name_has_option(name, "noevents");
+    l->lost_stop = name_has_option(name, "loststop");
     sim_card_init(&l->card, NULL, 0);
     l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
     {
@@ -461,6 +464,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
     if (timeout_ms >= 0)
         deadline_after_ms(&deadline, timeout_ms);
     sim_mutex_lock(&l->lock);
+    l->pollers++;
     /* An event since the previous return counts even if nobody waited. */
     gen = l->poll_seen_gen;
     for (;;) {
@@ -486,6 +490,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
         else if (sim_cond_timedwait(&l->cond, &l->lock, &deadline))
             timed_out = 1;
     }
+    l->pollers--;
     l->poll_seen_gen = l->event_gen;
     if (l->swap_told) {
         /* The host saw the removal and will look again: the new card. */
@@ -503,8 +508,10 @@ static IFD_RESPONSECODE sim_stop_poll(IFD_DWORD id)
     if (l == NULL)
         return IFD_NO_SUCH_DEVICE;
     sim_mutex_lock(&l->lock);
-    l->poll_stop = 1;
-    sim_cond_broadcast(&l->cond);
+    if (!l->lost_stop || l->pollers > 0) {
+        l->poll_stop = 1;
+        sim_cond_broadcast(&l->cond);
+    }
     sim_mutex_unlock(&l->lock);
     lun_put(l);
     return IFD_SUCCESS;
