@@ -30,13 +30,21 @@ def sim_trigger(dev) -> Callable[[str], int]:
 
 class DeviceTracking:
     """scardio Device: IS_PRESENT / IS_ABSENT submitted, a user thread
-    blocked in Operation.wait()."""
+    blocked in Operation.wait().
+
+    The event comes a random 10 ms + U(0, `phase_jitter`) s after the
+    submit: a fixed delay would land every event at the same phase of a
+    presence poll that starts with the request (a delay of exactly one
+    poll interval measures a whole interval every time)."""
 
     name = "scardio Device IS_PRESENT/IS_ABSENT"
 
-    def __init__(self, dev, trigger: Callable[[str], int]):
+    def __init__(self, dev, trigger: Callable[[str], int], phase_jitter: float = 0.01,
+                 seed: int = 2):
         self.dev = dev
         self.trigger = trigger  # kind -> t0
+        self.phase_jitter = phase_jitter
+        self.rng = random.Random(seed)
 
     def sample(self, kind: str, timeout: float = 10.0) -> float:
         from scardio import IOCTL
@@ -51,7 +59,8 @@ class DeviceTracking:
                 seen["error"] = exc
         th = threading.Thread(target=waiter, daemon=True)
         th.start()
-        time.sleep(0.01)  # the request is pending in the driver
+        # The request is pending in the driver by now; random phase.
+        time.sleep(0.01 + self.rng.uniform(0, self.phase_jitter))
         if op.done():
             raise RuntimeError(f"{kind}: tracking request completed before the event")
         t0 = self.trigger(kind)

@@ -41,13 +41,15 @@ def next_lun() -> int:
 
 @contextlib.contextmanager
 def sim_reader(power_down_timeout: Optional[float] = 5.0,
-               trace: Optional[Callable[[Any], None]] = None) -> Iterator[tuple[Any, Any]]:
-    """(reader, SimControl) on a fresh simulated LUN with no card."""
+               trace: Optional[Callable[[Any], None]] = None,
+               polling: bool = True) -> Iterator[tuple[Any, Any]]:
+    """(reader, SimControl) on a fresh simulated LUN with no card; with
+    ``polling=False`` its driver offers no polling function."""
     from scardio.discovery import ReaderDescriptor
     from scardio.reader import Reader, TracingDevice
     from scardio.sim import SIM_LIBRARY, SimControl, open_device
     lun = next_lun()
-    dev: Any = open_device(lun)
+    dev: Any = open_device(lun, polling=polling)
     if trace is not None:
         dev = TracingDevice(dev, trace)
     desc = ReaderDescriptor(f"scardio Simulated Reader {lun}", "sim", SIM_LIBRARY,

@@ -302,22 +302,25 @@ def test_async_monitor_resumes_after_a_transient_error_and_restarts_after_gone()
         r, sim = await open_sim()
         try:
             async with aio.AsyncMonitor([r]) as mon:
+                await asyncio.sleep(0.05)  # waiting for a card
                 sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 612)  # one-off
+                sim.insert()  # the next presence check fails
                 ev = await mon.get(timeout=5)
                 assert ev.kind == ERROR and not isinstance(ev.error, errors.DeviceGoneError)
                 kinds = []
-                for _ in range(2):
-                    sim.insert()
+                for i in range(2):
+                    if i:
+                        sim.insert()
                     kinds.append((await mon.get(timeout=5)).kind)
                     sim.remove()
                     kinds.append((await mon.get(timeout=5)).kind)
                 assert kinds == [ARRIVAL, DEPARTURE] * 2
                 sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 617)  # gone
+                sim.insert()  # the next presence check fails
                 ev = await mon.get(timeout=5)
                 assert ev.kind == ERROR and isinstance(ev.error, errors.DeviceGoneError)
                 assert mon.readers == []
-                mon.add(r)
-                sim.insert()
+                mon.add(r)  # the card is in
                 assert (await mon.get(timeout=5)).kind == ARRIVAL
                 assert mon.readers == [r.reader]
         finally:

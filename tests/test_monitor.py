@@ -292,17 +292,21 @@ def test_get_rejects_bad_timeouts_and_takes_inf():
         assert mon.get(timeout=float("inf")).kind == ARRIVAL
 
 
-def test_transient_driver_error_is_reported_and_tracking_resumes():
+@pytest.mark.parametrize("polling", [True, False], ids=["polling-function", "presence-only"])
+def test_transient_driver_error_is_reported_and_tracking_resumes(polling):
     from scardio.sim import EntryPoint, Fault
     rec = Recorder()
-    with sim_reader() as (reader, sim):
+    with sim_reader(polling=polling) as (reader, sim):
         with Monitor([reader], callback=rec) as mon:
+            time.sleep(0.05)  # waiting for a card
             sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 612)  # one-off
+            sim.insert()  # the next presence check fails
             err = rec.wait_for(ERROR)
             assert isinstance(err.error, errors.ScardioError)
             assert not isinstance(err.error, errors.DeviceGoneError)
             for i in (1, 2):
-                sim.insert()
+                if i > 1:
+                    sim.insert()
                 rec.wait_for(ARRIVAL, n=i)
                 sim.remove()
                 rec.wait_for(DEPARTURE, n=i)
@@ -310,15 +314,19 @@ def test_transient_driver_error_is_reported_and_tracking_resumes():
             assert mon.readers == [reader]
 
 
-def test_device_gone_ends_tracking_and_add_restarts_it():
+@pytest.mark.parametrize("polling", [True, False], ids=["polling-function", "presence-only"])
+def test_device_gone_ends_tracking_and_add_restarts_it(polling):
     from scardio.sim import EntryPoint, Fault
     rec = Recorder()
-    with sim_reader() as (reader, sim):
+    with sim_reader(polling=polling) as (reader, sim):
         with Monitor([reader], callback=rec) as mon:
+            time.sleep(0.05)  # waiting for a card
             sim.fault(EntryPoint.ICC_PRESENCE, Fault.RETURN, 617)  # IFD_NO_SUCH_DEVICE
+            sim.insert()  # the next presence check fails
             err = rec.wait_for(ERROR)
             assert isinstance(err.error, errors.DeviceGoneError)
             assert mon.readers == []
+            sim.remove()
             sim.insert()
             time.sleep(0.3)
             assert ERROR == rec.kinds()[-1]  # not tracked: nothing seen

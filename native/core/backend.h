@@ -10,7 +10,8 @@
  *
  * Overlapped requests run one of two ways:
  *   - submit == NULL: the core serves them from its own worker threads (two
- *     lanes per device, see device.c) through the blocking `ioctl`;
+ *     lanes per device, see device.c) through the blocking `ioctl`, except
+ *     tracking requests a backend takes itself (submit_tracking);
  *   - submit != NULL: the backend issues them natively (Windows: overlapped
  *     DeviceIoControl) and reports each one's end through scio_op_complete,
  *     from any thread (Windows: its I/O completion port thread).
@@ -55,6 +56,14 @@ typedef struct scio_backend {
      * included (shutdown).  Returns at once; the cancelled requests end
      * through scio_op_complete / ioctl as usual. */
     void (*cancel)(scio_device *d, scio_op *op);
+    /* Optional, for a backend without submit: take an overlapped tracking
+     * request (IS_PRESENT / IS_ABSENT) itself instead of a lane thread, so
+     * that one thread of its own can serve the requests of many devices.
+     * As with submit, the backend ends it through scio_op_complete exactly
+     * once (possibly before returning) and must provide `cancel`; the core
+     * still applies its one-tracking-request rule.  The buffers are empty
+     * (tracking requests carry no data). */
+    void (*submit_tracking)(scio_device *d, scio_op *op, uint32_t code);
     /* Optional: wake a tracking request blocked in `ioctl` (may be called
      * repeatedly, from any thread). */
     void (*wake_tracking)(scio_device *d);

@@ -6,7 +6,9 @@
  * the I/O lane (every IOCTL but the tracking ones) and the tracking lane
  * (IS_PRESENT / IS_ABSENT, which may block in the driver for a long time and
  * must not hold up transmits).  Only one tracking request may be pending per
- * device, as with smclib drivers; a second completes with DEVICE_BUSY.
+ * device, as with smclib drivers; a second completes with DEVICE_BUSY.  A
+ * backend may take overlapped tracking requests itself (submit_tracking),
+ * to serve many devices from one thread: they then use no lane.
  * A backend with its own overlapped I/O (backend.h: submit) gets no lanes:
  * its operations are handed to it and come back through scio_op_complete.
  *
@@ -70,6 +72,7 @@ struct scio_device {
     lane io, track;
     lane submitted;          /* natively submitted, not yet back (no thread) */
     scio_op *sync_tracking;  /* a synchronous IS_PRESENT / IS_ABSENT */
+    scio_op *native_tracking; /* one handed to the backend's submit_tracking */
 };
 
 static scio_mutex id_lock = SCIO_MUTEX_INITIALIZER;
@@ -186,6 +189,8 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
         d->track.running = NULL;
     if (d->io.running == op)
         d->io.running = NULL;
+    if (d->native_tracking == op)
+        d->native_tracking = NULL;
     if (st != SCIO_SUCCESS)
         d->last_driver_code = drv;
     scio_mutex_unlock(&d->lock);
@@ -453,6 +458,7 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     scio_status st = check_args(in, in_len, &out_cap);
     scio_op *op;
     int busy = 0, native = d->be->submit != NULL;
+    int native_track = !native && is_tracking(code) && d->be->submit_tracking != NULL;
 
     *op_out = NULL;
     if (st != SCIO_SUCCESS)
@@ -499,9 +505,21 @@ scio_status scio_submit(scio_device *d, uint32_t code,
         d->in_driver++;
         list_append_locked(&d->submitted, op);
     } else if (op->tracking) {
-        busy = d->track.head || d->track.running || d->sync_tracking;
-        if (!busy && lane_push_locked(&d->track, op) != 0)
+        busy = d->track.head || d->track.running || d->sync_tracking || d->native_tracking;
+        if (busy) {
+            native_track = 0;
+        } else if (native_track) {
+            /* As a native submit: in the driver until scio_op_complete. */
+            op->native = 1;
+            op->where = OP_RUNNING;
+            op->refs++;
+            dev_ref_locked(d);
+            d->in_driver++;
+            list_append_locked(&d->submitted, op);
+            d->native_tracking = op;
+        } else if (lane_push_locked(&d->track, op) != 0) {
             st = SCIO_INSUFFICIENT_RESOURCES;
+        }
     } else if (lane_push_locked(&d->io, op) != 0) {
         st = SCIO_INSUFFICIENT_RESOURCES;
     }
@@ -510,6 +528,8 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     *op_out = op;
     if (native)
         d->be->submit(d, op, code, op->in, in_len, op->out, out_cap);
+    else if (native_track)
+        d->be->submit_tracking(d, op, code);
     else if (busy)
         op_complete(op, SCIO_DEVICE_BUSY, 0, 0);
     else if (st != SCIO_SUCCESS)
@@ -677,7 +697,7 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
         return SCIO_DEVICE_NOT_CONNECTED;
     }
     if (op.tracking) {
-        if (d->track.head || d->track.running || d->sync_tracking) {
+        if (d->track.head || d->track.running || d->sync_tracking || d->native_tracking) {
             scio_mutex_unlock(&d->lock);
             return SCIO_DEVICE_BUSY;
         }

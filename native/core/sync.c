@@ -10,6 +10,7 @@ void scio_mutex_init(scio_mutex *m) { InitializeSRWLock(m); }
 void scio_mutex_destroy(scio_mutex *m) { (void)m; }
 void scio_mutex_lock(scio_mutex *m) { AcquireSRWLockExclusive(m); }
 void scio_mutex_unlock(scio_mutex *m) { ReleaseSRWLockExclusive(m); }
+int scio_mutex_trylock(scio_mutex *m) { return TryAcquireSRWLockExclusive(m) != 0; }
 void scio_cond_init(scio_cond *c) { InitializeConditionVariable(c); }
 void scio_cond_destroy(scio_cond *c) { (void)c; }
 void scio_cond_signal(scio_cond *c) { WakeConditionVariable(c); }
@@ -56,6 +57,7 @@ void scio_mutex_init(scio_mutex *m) { pthread_mutex_init(m, NULL); }
 void scio_mutex_destroy(scio_mutex *m) { pthread_mutex_destroy(m); }
 void scio_mutex_lock(scio_mutex *m) { pthread_mutex_lock(m); }
 void scio_mutex_unlock(scio_mutex *m) { pthread_mutex_unlock(m); }
+int scio_mutex_trylock(scio_mutex *m) { return pthread_mutex_trylock(m) == 0; }
 
 void scio_cond_init(scio_cond *c)
 {

@@ -31,6 +31,8 @@ void scio_mutex_init(scio_mutex *m);
 void scio_mutex_destroy(scio_mutex *m);
 void scio_mutex_lock(scio_mutex *m);
 void scio_mutex_unlock(scio_mutex *m);
+/* 1 if the mutex was free and is now held, 0 (at once) if not. */
+int scio_mutex_trylock(scio_mutex *m);
 
 void scio_cond_init(scio_cond *c);
 void scio_cond_destroy(scio_cond *c);

@@ -11,6 +11,14 @@
  * -- except the driver's polling function (made to block concurrently) and
  * the vendor controls the driver declares it serves unlocked (ifd_ext.h).
  *
+ * Card tracking (IS_PRESENT / IS_ABSENT): a driver's polling function
+ * blocks per reader, so each waiting reader has a thread in it (as in
+ * pcscd), idle until an event or the stop function.  Drivers without one
+ * are asked for presence every poll interval by one thread per driver
+ * library for all of its readers, which skips a reader whose own calls
+ * just found out (a transmit that worked proves the card is in) so that
+ * presence checks do not queue in front of I/O.
+ *
  * Drivers may offer scardio's extensions (ifd_ext.h): exact card-event
  * counts and a range of unlocked vendor controls.  Both are asked once at
  * open and checked for sanity; without them the backend relies on the
@@ -63,6 +71,9 @@ typedef struct ifd_lib {
     /* Serialises calls into a driver that does not declare itself thread
      * safe (TAG_IFD_THREAD_SAFE), across all its readers, as pcscd does. */
     scio_mutex call_lock;
+    /* Serves the tracking requests of its readers that have no polling
+     * function (made at the first such open, guarded by libs_lock). */
+    struct ifd_poller *poller;
     struct ifd_lib *next;
 } ifd_lib;
 
@@ -72,6 +83,9 @@ typedef struct ifd_open {
     IFD_DWORD lun;
     struct ifd_open *next;
 } ifd_open;
+
+struct ifd_poller;
+static void poller_drop(struct ifd_poller *p);
 
 static scio_mutex libs_lock = SCIO_MUTEX_INITIALIZER;
 static ifd_lib *libs;
@@ -103,13 +117,40 @@ typedef struct ifd_dev {
     uint32_t base_ins, base_rem; /* events already reported to trackers */
     int events_stale;        /* a read failed: bases may lag, resync first */
     uint32_t known_ins;      /* insertions when the current card was seen */
+    /* What the reader's calls learned (drv_lock held): when one last found
+     * out whether a card is in, and the arrivals and departures they saw
+     * (the events of a driver that does not count them), of which
+     * seen_base_* were reported to trackers. */
+    int learned;             /* the current call found out */
+    int64_t look_ms;         /* 0: never */
+    uint32_t seen_ins, seen_rem;
+    uint32_t seen_base_ins, seen_base_rem;
     ifdh_polling_fn poll;
     ifdh_stop_polling_fn stop;
     unsigned poll_interval_ms;
     scio_mutex wait_lock;
     scio_cond wait_cv;
     int wake;
+    int tracking_on;         /* wait_lock: tracked, no request cancelled since */
+    int in_poll;             /* wait_lock: a thread is in the polling function */
+    int restopping;          /* wait_lock: restop_main runs */
+    /* An overlapped tracking request served by the library's poller
+     * (poller->lock; tw_deferred is the poller thread's own). */
+    struct ifd_poller *poller;
+    scio_op *tw_op;
+    int tw_want_present, tw_cancel, tw_first, tw_deferred;
+    int64_t tw_due;
+    struct ifd_dev *tw_prev, *tw_next;
 } ifd_dev;
+
+/* Tracking with a polling function: the timeout of each wait in it.  The
+ * stop function ends a wait; the timeout (pcscd's, 10 minutes) only bounds
+ * how long a stop the driver missed can hold a request. */
+#define IFD_POLL_TIMEOUT_MS (10 * 60 * 1000)
+/* A stop can miss a poll that was just starting: after a wake-up the stop
+ * is repeated this often while the poll has not returned, for so long. */
+#define IFD_RESTOP_MS 50
+#define IFD_RESTOP_FOR_MS 5000
 
 #if defined(__GNUC__) || defined(__clang__)
 #define IFD_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
@@ -249,6 +290,7 @@ static void lib_unref(ifd_lib *lib)
         }
     }
     scio_mutex_unlock(&libs_lock);
+    poller_drop(lib->poller);
     lib_close(lib->handle);
     scio_mutex_destroy(&lib->call_lock);
     free(lib->path);
@@ -492,8 +534,11 @@ static void forget_card(ifd_dev *s)
 
 static void card_gone(ifd_dev *s)
 {
+    if (s->state > SCIO_STATE_ABSENT)
+        s->seen_rem++;
     forget_card(s);
     s->state = SCIO_STATE_ABSENT;
+    s->learned = 1;
 }
 
 static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem);
@@ -519,10 +564,13 @@ static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
     IFD_RESPONSECODE rc = s->lib->presence(s->lun);
     if (rc == IFD_ICC_PRESENT || rc == IFD_SUCCESS) {
         *present = 1;
+        if (s->state == SCIO_STATE_ABSENT)
+            s->seen_ins++;
         if (s->state == SCIO_STATE_ABSENT || s->state == SCIO_STATE_UNKNOWN) {
             s->state = SCIO_STATE_SWALLOWED; /* a new card, not powered */
             scio_ifd_quirks_card_arrived(&s->quirks);
         }
+        s->learned = 1;
         check_swap(s);
         return SCIO_SUCCESS;
     }
@@ -561,6 +609,7 @@ static void note_atr(ifd_dev *s, const uint8_t *atr, size_t len)
 {
     memcpy(s->atr, atr, len);
     s->atr_len = len;
+    s->learned = 1; /* a card answered */
     scio_atr_info_parse(atr, len, &s->atr_info);
     if (s->atr_info.specific && s->atr_info.specific_protocol) {
         s->state = SCIO_STATE_SPECIFIC;
@@ -737,6 +786,8 @@ static scio_status do_set_protocol(ifd_dev *s, const uint8_t *in, size_t in_len,
     }
     s->protocol = proto;
     s->state = SCIO_STATE_SPECIFIC;
+    if (s->lib->set_protocol)
+        s->learned = 1; /* the card took part */
     scio_put_u32(out, proto);
     *out_len = 4;
     return SCIO_SUCCESS;
@@ -807,6 +858,7 @@ static scio_status do_transmit(ifd_dev *s, const uint8_t *in, size_t in_len,
         return SCIO_BUFFER_TOO_SMALL;
     if (rx != out + SCIO_IO_REQUEST_SIZE)
         memcpy(out + SCIO_IO_REQUEST_SIZE, rx, rx_len);
+    s->learned = 1; /* the card answered */
     scio_put_u32(out, proto);
     scio_put_u32(out + 4, SCIO_IO_REQUEST_SIZE);
     *out_len = SCIO_IO_REQUEST_SIZE + rx_len;
@@ -987,32 +1039,101 @@ static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem)
 
 /* With event counts, each completion consumes one event, so a card that
  * leaves and comes back between two waits is still reported as one
- * departure and one arrival, in order (drv_lock held). */
+ * departure and one arrival, in order.  Without them the arrivals and
+ * departures the reader's own calls saw stand in (a transmit that found the
+ * card gone is a departure even if a card is back by the next look), as
+ * long as someone tracks the reader (drv_lock held). */
 static int consume_event(ifd_dev *s, int want_present)
 {
     uint32_t ins, rem;
-    if (!read_events(s, &ins, &rem)) {
-        /* A level completion may now report an event we cannot count. */
-        s->events_stale = s->has_events;
+    if (s->has_events) {
+        /* The driver's counts include everything the calls saw. */
+        s->seen_base_ins = s->seen_ins;
+        s->seen_base_rem = s->seen_rem;
+        if (!read_events(s, &ins, &rem)) {
+            /* A level completion may now report an event we cannot count. */
+            s->events_stale = s->has_events;
+            return 0;
+        }
+        if (s->events_stale) {
+            /* Count everything so far as reported: after a failed read a
+             * missed event is possible, an invented one must not be. */
+            s->base_ins = ins;
+            s->base_rem = rem;
+            s->events_stale = 0;
+            return 0;
+        }
+        if (want_present && ins != s->base_ins) {
+            s->base_ins++;
+            return 1;
+        }
+        if (!want_present && rem != s->base_rem) {
+            s->base_rem++;
+            return 1;
+        }
         return 0;
     }
-    if (s->events_stale) {
-        /* Count everything so far as reported: after a failed read a
-         * missed event is possible, an invented one must not be. */
-        s->base_ins = ins;
-        s->base_rem = rem;
-        s->events_stale = 0;
-        return 0;
-    }
-    if (want_present && ins != s->base_ins) {
-        s->base_ins++;
+    if (want_present && s->seen_ins != s->seen_base_ins) {
+        s->seen_base_ins++;
         return 1;
     }
-    if (!want_present && rem != s->base_rem) {
-        s->base_rem++;
+    if (!want_present && s->seen_rem != s->seen_base_rem) {
+        s->seen_base_rem++;
         return 1;
     }
     return 0;
+}
+
+/* Is an event known that no tracker was told of yet (drv_lock held)? */
+static int events_pending(const ifd_dev *s)
+{
+    if (s->has_events)
+        return s->events_stale || s->last_ins != s->base_ins || s->last_rem != s->base_rem;
+    return s->seen_ins != s->seen_base_ins || s->seen_rem != s->seen_base_rem;
+}
+
+/* The first request after tracking stopped (a cancelled request) does not
+ * report what the calls saw while nobody tracked the reader (drv_lock
+ * held; driver counts keep their own rules, ifd_ext.h). */
+static void track_begin(ifd_dev *s)
+{
+    int restart;
+    scio_mutex_lock(&s->wait_lock);
+    restart = !s->tracking_on;
+    s->tracking_on = 1;
+    scio_mutex_unlock(&s->wait_lock);
+    if (restart) {
+        s->seen_base_ins = s->seen_ins;
+        s->seen_base_rem = s->seen_rem;
+    }
+}
+
+static void track_stopped(ifd_dev *s)
+{
+    scio_mutex_lock(&s->wait_lock);
+    s->tracking_on = 0;
+    scio_mutex_unlock(&s->wait_lock);
+}
+
+/* One look for a tracking request (drv_lock held): 1 once it is done (an
+ * event, or the card already as wanted), else 0; *st reports a driver
+ * error.  Without a polling function, what another call of the reader
+ * found out within the poll interval stands in for asking the driver (a
+ * transmit that just worked proves the card is in), so that presence checks
+ * do not queue in front of I/O; an event those calls saw is never put off. */
+static int track_look(ifd_dev *s, int want_present, int first, scio_status *st, long *drv)
+{
+    int present;
+    if (first)
+        track_begin(s);
+    *st = SCIO_SUCCESS;
+    if (!s->poll && s->look_ms != 0 && !events_pending(s) &&
+        scio_now_ms() - s->look_ms < (int64_t)s->poll_interval_ms)
+        return (s->state > SCIO_STATE_ABSENT) == want_present;
+    *st = refresh_presence(s, &present, drv);
+    if (*st != SCIO_SUCCESS)
+        return 0;
+    return consume_event(s, want_present) || present == want_present;
 }
 
 /* Between two polls that found no event, at least poll_interval_ms pass: a
@@ -1028,34 +1149,48 @@ static void pace_poll(ifd_dev *s, int64_t last_poll_ms)
     scio_mutex_unlock(&s->wait_lock);
 }
 
+/* A tracking request in the calling thread: a synchronous one, or an
+ * overlapped one on the core's tracking lane (readers with a polling
+ * function, which blocks per reader). */
 static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv)
 {
     int64_t last_poll_ms = -1; /* -1: no poll yet in this request */
+    int first = 1;
     for (;;) {
-        int present, event;
+        int done;
         scio_status st;
         held_lock h;
         if (scio_op_cancelled(op))
-            return SCIO_CANCELLED;
+            break;
         call_lock(s->lock, &h);
-        st = refresh_presence(s, &present, drv);
-        event = st == SCIO_SUCCESS && consume_event(s, want_present);
+        done = track_look(s, want_present, first, &st, drv);
         call_unlock(&h);
+        first = 0;
         if (st != SCIO_SUCCESS)
             return st;
-        if (event || present == want_present)
+        if (done)
             return SCIO_SUCCESS;
         if (scio_op_cancelled(op))
-            return SCIO_CANCELLED;
+            break;
         if (s->poll) {
-            /* Blocks until a card event, the stop function, or 1 s. */
+            /* Blocks until a card event or the stop function: no wake-up
+             * of its own while nothing happens. */
             IFD_RESPONSECODE rc;
             if (last_poll_ms >= 0)
                 pace_poll(s, last_poll_ms);
             if (scio_op_cancelled(op))
-                return SCIO_CANCELLED;
+                break;
             last_poll_ms = scio_now_ms();
-            rc = s->poll(s->lun, 1000);
+            scio_mutex_lock(&s->wait_lock);
+            s->in_poll = 1;
+            scio_mutex_unlock(&s->wait_lock);
+            rc = s->poll(s->lun, IFD_POLL_TIMEOUT_MS);
+            scio_mutex_lock(&s->wait_lock);
+            s->in_poll = 0;
+            scio_cond_broadcast(&s->wait_cv);
+            while (s->restopping) /* it must be done with s before we return */
+                scio_cond_wait(&s->wait_cv, &s->wait_lock);
+            scio_mutex_unlock(&s->wait_lock);
             if (rc == IFD_NO_SUCH_DEVICE) {
                 *drv = rc;
                 return SCIO_DEVICE_NOT_CONNECTED;
@@ -1069,17 +1204,258 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
             scio_mutex_unlock(&s->wait_lock);
         }
     }
+    track_stopped(s);
+    return SCIO_CANCELLED;
+}
+
+/* Repeats the stop function while the poll it was meant for has not
+ * returned (bounded); the polling thread waits for it before it goes on. */
+static SCIO_THREAD_FN restop_main(void *arg)
+{
+    ifd_dev *s = arg;
+    int64_t until = scio_now_ms() + IFD_RESTOP_FOR_MS;
+    scio_mutex_lock(&s->wait_lock);
+    while (s->in_poll && scio_now_ms() < until) {
+        scio_cond_wait_until(&s->wait_cv, &s->wait_lock, scio_now_ms() + IFD_RESTOP_MS);
+        if (!s->in_poll)
+            break;
+        scio_mutex_unlock(&s->wait_lock);
+        s->stop(s->lun);
+        scio_mutex_lock(&s->wait_lock);
+    }
+    s->restopping = 0;
+    scio_cond_broadcast(&s->wait_cv);
+    scio_mutex_unlock(&s->wait_lock);
+    SCIO_THREAD_RETURN;
 }
 
 static void ifd_wake_tracking(scio_device *d)
 {
     ifd_dev *s = scio_device_state(d);
+    int restop;
     scio_mutex_lock(&s->wait_lock);
     s->wake = 1;
     scio_cond_broadcast(&s->wait_cv);
+    restop = s->stop && s->in_poll && !s->restopping;
+    if (restop)
+        s->restopping = 1;
     scio_mutex_unlock(&s->wait_lock);
     if (s->stop)
         s->stop(s->lun);
+    if (restop && scio_thread_start_detached(restop_main, s) != 0) {
+        scio_mutex_lock(&s->wait_lock);
+        s->restopping = 0;
+        scio_cond_broadcast(&s->wait_cv);
+        scio_mutex_unlock(&s->wait_lock);
+    }
+}
+
+/* ---- the library's poller: overlapped tracking without a polling function
+ *
+ * A driver without a polling function is asked for presence every poll
+ * interval.  Rather than a thread per reader, one thread per driver library
+ * asks for all of its readers with a request pending (the calls of a driver
+ * that is not thread safe go one at a time anyway): it wakes once per
+ * interval, on a tick shared by every reader, and looks at each. */
+
+typedef struct ifd_poller {
+    scio_mutex lock;
+    scio_cond cv;
+    ifd_dev *head;           /* readers with a request waiting */
+    int thread_up, quit;
+    int dirty;               /* a request came or was cancelled: look again */
+} ifd_poller;
+
+static ifd_poller *poller_get(ifd_lib *lib)
+{
+    ifd_poller *p;
+    scio_mutex_lock(&libs_lock);
+    p = lib->poller;
+    if (!p && (p = calloc(1, sizeof *p)) != NULL) {
+        scio_mutex_init(&p->lock);
+        scio_cond_init(&p->cv);
+        lib->poller = p;
+    }
+    scio_mutex_unlock(&libs_lock);
+    return p;
+}
+
+static void poller_free(ifd_poller *p)
+{
+    scio_cond_destroy(&p->cv);
+    scio_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* The library is going (no reader is left): a running thread frees the
+ * poller on its way out. */
+static void poller_drop(struct ifd_poller *p)
+{
+    int up;
+    if (!p)
+        return;
+    scio_mutex_lock(&p->lock);
+    p->quit = 1;
+    up = p->thread_up;
+    scio_cond_broadcast(&p->cv);
+    scio_mutex_unlock(&p->lock);
+    if (!up)
+        poller_free(p);
+}
+
+static int64_t next_tick(int64_t now_ms, unsigned interval_ms)
+{
+    return (now_ms / interval_ms + 1) * interval_ms;
+}
+
+static int call_trylock(scio_mutex *lock, held_lock *h)
+{
+    if (!scio_mutex_trylock(lock))
+        return 0;
+    h->lock = lock;
+    h->up = held_locks;
+    held_locks = h;
+    return 1;
+}
+
+/* The poller's look at one reader: 1 done, 0 not yet, -1 put off because a
+ * call holds the lock (its outcome is news too).  A lock the whole library
+ * shares (a driver that is not thread safe) is waited for after two tries,
+ * so that another reader's I/O cannot starve this one's tracking. */
+static int poller_look(ifd_dev *s, int want_present, int first, scio_status *st, long *drv)
+{
+    held_lock h;
+    int done;
+    *st = SCIO_SUCCESS;
+    if (!call_trylock(s->lock, &h)) {
+        if (s->lock != &s->lib->call_lock || s->tw_deferred < 2) {
+            s->tw_deferred++;
+            return -1;
+        }
+        call_lock(s->lock, &h);
+    }
+    s->tw_deferred = 0;
+    done = track_look(s, want_present, first, st, drv);
+    call_unlock(&h);
+    return done;
+}
+
+static void poller_unlink(ifd_poller *p, ifd_dev *s)
+{
+    if (s->tw_prev)
+        s->tw_prev->tw_next = s->tw_next;
+    else
+        p->head = s->tw_next;
+    if (s->tw_next)
+        s->tw_next->tw_prev = s->tw_prev;
+    s->tw_prev = s->tw_next = NULL;
+    s->tw_op = NULL;
+}
+
+static SCIO_THREAD_FN poller_main(void *arg)
+{
+    ifd_poller *p = arg;
+    scio_mutex_lock(&p->lock);
+    while (!p->quit || p->head) {
+        int64_t now = scio_now_ms(), wake_at = INT64_MAX;
+        ifd_dev *s, *next;
+        p->dirty = 0;
+        /* Only this thread unlinks, and new requests go to the head, so
+         * `next` stays valid while the lock is dropped for a look. */
+        for (s = p->head; s; s = next) {
+            scio_op *op = s->tw_op;
+            scio_status st = SCIO_SUCCESS;
+            long drv = 0;
+            int done = 0;
+            next = s->tw_next;
+            if (!s->tw_cancel && s->tw_due > now) {
+                if (s->tw_due < wake_at)
+                    wake_at = s->tw_due;
+                continue;
+            }
+            if (!s->tw_cancel) {
+                int want = s->tw_want_present, first = s->tw_first, r;
+                scio_mutex_unlock(&p->lock);
+                r = poller_look(s, want, first, &st, &drv);
+                scio_mutex_lock(&p->lock);
+                if (r >= 0)
+                    s->tw_first = 0;
+                done = r > 0 || st != SCIO_SUCCESS;
+            }
+            if (!done && s->tw_cancel) {
+                st = SCIO_CANCELLED;
+                done = 1;
+            }
+            if (!done) {
+                s->tw_due = next_tick(scio_now_ms(), s->poll_interval_ms);
+                if (s->tw_due < wake_at)
+                    wake_at = s->tw_due;
+                continue;
+            }
+            poller_unlink(p, s);
+            scio_mutex_unlock(&p->lock);
+            if (st == SCIO_CANCELLED)
+                track_stopped(s);
+            scio_op_complete(op, st, 0, drv); /* s may be gone after this */
+            scio_mutex_lock(&p->lock);
+        }
+        if (p->dirty || (p->quit && !p->head))
+            continue;
+        if (wake_at == INT64_MAX)
+            scio_cond_wait(&p->cv, &p->lock);
+        else
+            scio_cond_wait_until(&p->cv, &p->lock, wake_at);
+    }
+    scio_mutex_unlock(&p->lock);
+    poller_free(p);
+    SCIO_THREAD_RETURN;
+}
+
+static void ifd_submit_tracking(scio_device *d, scio_op *op, uint32_t code)
+{
+    ifd_dev *s = scio_device_state(d);
+    ifd_poller *p = s->poller;
+    int failed = 0;
+    scio_mutex_lock(&p->lock);
+    if (!p->thread_up) {
+        if (scio_thread_start_detached(poller_main, p) == 0)
+            p->thread_up = 1;
+        else
+            failed = 1;
+    }
+    if (!failed) {
+        s->tw_op = op;
+        s->tw_want_present = code == SCIO_IOCTL_IS_PRESENT;
+        s->tw_cancel = 0;
+        s->tw_first = 1;
+        s->tw_deferred = 0;
+        s->tw_due = 0; /* the first look at once */
+        s->tw_prev = NULL;
+        s->tw_next = p->head;
+        if (p->head)
+            p->head->tw_prev = s;
+        p->head = s;
+        p->dirty = 1;
+        scio_cond_broadcast(&p->cv);
+    }
+    scio_mutex_unlock(&p->lock);
+    if (failed)
+        scio_op_complete(op, SCIO_INSUFFICIENT_RESOURCES, 0, 0);
+}
+
+/* With the device lock held: must not block (the poller lock is only ever
+ * held briefly, never across a driver call). */
+static void ifd_cancel(scio_device *d, scio_op *op)
+{
+    ifd_dev *s = scio_device_state(d);
+    ifd_poller *p = s->poller;
+    scio_mutex_lock(&p->lock);
+    if (s->tw_op && (!op || s->tw_op == op)) {
+        s->tw_cancel = 1;
+        p->dirty = 1;
+        scio_cond_broadcast(&p->cv);
+    }
+    scio_mutex_unlock(&p->lock);
 }
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -1108,6 +1484,7 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
         return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
 
     call_lock(s->lock, &h);
+    s->learned = 0;
     switch (code) {
     case SCIO_IOCTL_GET_STATE:
         st = do_get_state(s, out, out_cap, out_len, drv);
@@ -1149,6 +1526,8 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
     }
     if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
         s->last_error = st;
+    if (s->learned)
+        s->look_ms = scio_now_ms(); /* a tracker need not ask again so soon */
     call_unlock(&h);
     return st;
 }
@@ -1186,6 +1565,18 @@ static void ifd_destroy(scio_device *d)
 static const scio_backend ifd_backend = {
     .name = "ifd",
     .ioctl = ifd_ioctl,
+    .wake_tracking = ifd_wake_tracking,
+    .release = ifd_release,
+    .destroy = ifd_destroy,
+};
+
+/* Readers without a polling function: overlapped tracking requests go to
+ * the library's poller instead of a lane thread each. */
+static const scio_backend ifd_backend_library_polled = {
+    .name = "ifd",
+    .ioctl = ifd_ioctl,
+    .submit_tracking = ifd_submit_tracking,
+    .cancel = ifd_cancel,
     .wake_tracking = ifd_wake_tracking,
     .release = ifd_release,
     .destroy = ifd_destroy,
@@ -1350,7 +1741,9 @@ scio_status scio_open_ifd(const char *library, const char *device_name,
     }
     call_unlock(&h);
 
-    st = scio_device_create(&ifd_backend, s, q,
+    if (!s->poll)
+        s->poller = poller_get(lib); /* NULL (no memory): a lane thread tracks */
+    st = scio_device_create(s->poller ? &ifd_backend_library_polled : &ifd_backend, s, q,
                             opts ? opts->close_timeout_ms : 0, out);
     if (st != SCIO_SUCCESS) {
         set_err(errbuf, errlen, "out of memory");

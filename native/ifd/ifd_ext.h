@@ -26,7 +26,10 @@
  *
  * Read: once at open (the starting point: events before it are not
  * reported); then, with the reader's call lock held, on every step of a
- * tracking request (IS_PRESENT / IS_ABSENT) and after every presence check.
+ * tracking request (IS_PRESENT / IS_ABSENT) that asks the driver and after
+ * every presence check.  (Without a polling function a step may be skipped
+ * when the reader's own calls just found the card in, unless the counts
+ * last read show an event not yet reported.)
  *
  * Semantics: each tracking request completes on one counted event, so a
  * card that comes and goes faster than requests are made is still reported

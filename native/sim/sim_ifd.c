@@ -142,6 +142,10 @@ struct lun {
     int swap_absent;           /* "absent" answers left */
     int swap_told;             /* one was given */
     int poll_stop;             /* sticky: the next / current poll returns */
+    int no_polling;            /* opened with option nopoll: no polling function */
+    int no_events;             /* option noevents: no card-event counts */
+    int lost_stop;             /* option loststop: a stop with no poll waiting is lost */
+    int pollers;               /* polls waiting for an event */
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -286,7 +290,21 @@ static void deadline_after_ms(struct timespec *ts, int ms)
 }
 #endif
 
-static IFD_RESPONSECODE create_channel(IFD_DWORD id)
+/* Options follow a '?' in the device name, separated by commas. */
+static int name_has_option(const char *name, const char *opt)
+{
+    const char *p = name != NULL ? strchr(name, '?') : NULL;
+    size_t n = strlen(opt);
+    while (p != NULL) {
+        p++;
+        if (strncmp(p, opt, n) == 0 && (p[n] == 0 || p[n] == ','))
+            return 1;
+        p = strchr(p, ',');
+    }
+    return 0;
+}
+
+static IFD_RESPONSECODE create_channel(IFD_DWORD id, const char *name)
 {
     struct lun *l;
 
@@ -314,6 +332,9 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id)
     l->id = id;
     l->refs = 1;
     l->linked = 1;
+    l->no_polling = name_has_option(name, "nopoll");
+    l->no_events = name_has_option(name, "noevents");
+    l->lost_stop = name_has_option(name, "loststop");
     sim_card_init(&l->card, NULL, 0);
     l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
     {
@@ -443,6 +464,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
     if (timeout_ms >= 0)
         deadline_after_ms(&deadline, timeout_ms);
     sim_mutex_lock(&l->lock);
+    l->pollers++;
     /* An event since the previous return counts even if nobody waited. */
     gen = l->poll_seen_gen;
     for (;;) {
@@ -468,6 +490,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
         else if (sim_cond_timedwait(&l->cond, &l->lock, &deadline))
             timed_out = 1;
     }
+    l->pollers--;
     l->poll_seen_gen = l->event_gen;
     if (l->swap_told) {
         /* The host saw the removal and will look again: the new card. */
@@ -485,8 +508,10 @@ static IFD_RESPONSECODE sim_stop_poll(IFD_DWORD id)
     if (l == NULL)
         return IFD_NO_SUCH_DEVICE;
     sim_mutex_lock(&l->lock);
-    l->poll_stop = 1;
-    sim_cond_broadcast(&l->cond);
+    if (!l->lost_stop || l->pollers > 0) {
+        l->poll_stop = 1;
+        sim_cond_broadcast(&l->cond);
+    }
     sim_mutex_unlock(&l->lock);
     lun_put(l);
     return IFD_SUCCESS;
@@ -528,14 +553,15 @@ SIM_SAME_TYPE(sim_stop_poll, ifdh_stop_polling_fn);
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD Lun, char *DeviceName)
 {
-    (void)DeviceName;          /* any name, NULL included */
-    return create_channel(Lun);
+    /* Any name, NULL included; options after a '?' (README.md) make a
+     * reader that offers less. */
+    return create_channel(Lun, DeviceName);
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD Lun, IFD_DWORD Channel)
 {
     (void)Channel;
-    return create_channel(Lun);
+    return create_channel(Lun, NULL);
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
@@ -635,12 +661,12 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         break;
     case IFD_TAG_POLLING_THREAD_WITH_TIMEOUT: {
         ifdh_polling_fn fn = sim_poll;
-        rv = give(Length, Value, cap, &fn, sizeof(fn));
+        rv = l->no_polling ? IFD_ERROR_TAG : give(Length, Value, cap, &fn, sizeof(fn));
         break;
     }
     case IFD_TAG_STOP_POLLING_THREAD: {
         ifdh_stop_polling_fn fn = sim_stop_poll;
-        rv = give(Length, Value, cap, &fn, sizeof(fn));
+        rv = l->no_polling ? IFD_ERROR_TAG : give(Length, Value, cap, &fn, sizeof(fn));
         break;
     }
     case TAG_VENDOR_NAME:
@@ -663,6 +689,10 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         break;
     case SCIO_IFD_TAG_CARD_EVENTS: {
         IFD_UCHAR ev[8];
+        if (l->no_events) {
+            rv = IFD_ERROR_TAG;
+            break;
+        }
         put_u32(ev, l->ev_insertions);
         put_u32(ev + 4, l->ev_removals);
         rv = give(Length, Value, cap, ev, sizeof ev);

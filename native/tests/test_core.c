@@ -58,11 +58,15 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* "sim", or "sim?nopoll": a reader without a polling function, whose
+ * tracking requests the library's poller serves. */
+static const char *sim_name = "sim";
+
 static scio_device *open_sim(unsigned long lun)
 {
     scio_device *d = NULL;
     char err[256];
-    scio_status st = scio_open_ifd(sim_lib, "sim", lun, NULL, NULL, &d, err, sizeof err);
+    scio_status st = scio_open_ifd(sim_lib, sim_name, lun, NULL, NULL, &d, err, sizeof err);
     if (st != SCIO_SUCCESS)
         fprintf(stderr, "open: %s\n", err);
     return d;
@@ -352,7 +356,7 @@ static void test_shared_queue_and_many_devices(void)
     CHECK(q != NULL);
     for (i = 0; i < N; i++) {
         d[i] = NULL;
-        CHECK(scio_open_ifd(sim_lib, "sim", 0x100 + (unsigned long)i, q, NULL, &d[i], err,
+        CHECK(scio_open_ifd(sim_lib, sim_name, 0x100 + (unsigned long)i, q, NULL, &d[i], err,
                             sizeof err) == SCIO_SUCCESS);
         CHECK(scio_submit(d[i], SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, (uint64_t)i, &op[i]) ==
               SCIO_SUCCESS);
@@ -1178,6 +1182,12 @@ int main(int argc, char **argv)
     test_sync_calls_leave_lanes_asleep();
 #endif
     test_shared_queue_and_many_devices();
+    sim_name = "sim?nopoll";
+    test_sync_sequence();
+    test_overlapped_and_queue();
+    test_close_with_pending();
+    test_shared_queue_and_many_devices();
+    sim_name = "sim";
     test_open_errors();
     test_wide_lun();
     test_queue_descriptor();
