@@ -325,3 +325,35 @@ def test_device_gone_ends_tracking_and_add_restarts_it():
             mon.add(reader)
             rec.wait_for(ARRIVAL)
             assert mon.readers == [reader]
+
+
+def test_callbacks_run_on_the_monitor_thread_under_retries():
+    """Every retry after a transient error is scheduled on the monitor's
+    own loop: a retry that fails at once (the tracking slot is held by
+    someone else: DeviceBusyError) reports on the monitor thread, and no
+    thread is started per retry.  Regression: each retry was a
+    threading.Timer, whose thread ran the callback."""
+    from scardio import IOCTL
+    rec = Recorder()
+    idents = []
+
+    def on_event(ev):
+        idents.append(threading.get_ident())
+        rec(ev)
+    with sim_reader() as (reader, sim):
+        holder = reader.device.submit(IOCTL.IS_PRESENT)  # someone else holds the slot
+        before = threading.active_count()
+        with Monitor([reader], callback=on_event) as mon:
+            monitor_thread = mon._thread.ident
+            rec.wait_for(ERROR, n=4)  # four failed attempts: three retries
+            assert all(isinstance(e.error, errors.DeviceBusyError) for e in rec.events)
+            assert threading.active_count() == before + 1  # the monitor thread only
+            holder.cancel()
+            with pytest.raises(errors.CancelledError):
+                holder.wait(5)
+            sim.insert()
+            rec.wait_for(ARRIVAL)
+            sim.remove()
+            rec.wait_for(DEPARTURE)
+        assert set(idents) == {monitor_thread}
+        assert [k for k in rec.kinds() if k != ERROR] == [ARRIVAL, DEPARTURE]
