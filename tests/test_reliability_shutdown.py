@@ -888,3 +888,44 @@ def test_a_stop_call_running_elsewhere_never_overlaps_close() -> None:
         took, overlaps = float(r[2]), int(r[4])
         assert overlaps == 0, out
         assert took < 3.0 + SLACK, out           # bounded by close_timeout_ms
+
+
+# ---- fork: the child opens the reader again ----------------------------------------------
+
+FORK_REOPEN_CHILD = """
+import hostile_driver
+lib = hostile_driver.build()
+dev = Device.open_ifd(lib, "", 0x72)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    dev.close()                                  # the inherited one: immediate
+    try:
+        again = Device.open_ifd(lib, "", 0x72)   # the same reader, in the child
+        state = again.ioctl(IOCTL.GET_STATE, b"", 4)
+        again.close()
+        print("CHILD REOPENED", state.hex(), flush=True)
+    except errors.ScardioError as exc:
+        print("CHILD REFUSED", type(exc).__name__, exc, flush=True)
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+print("PARENT", dev.ioctl(IOCTL.GET_STATE, b"", 4).hex(), status, flush=True)
+dev.close()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+@pytest.mark.xfail(strict=True, reason="IFD backend: the child inherits the parent's claim "
+                   "of the reader (claim_reader's list), so the open is refused as 'already "
+                   "open in this process'; claims made by another pid must be ignored")
+def test_the_child_of_a_fork_can_open_the_same_reader_again() -> None:
+    """After fork() the child's inherited device is unusable and closes at
+    once (issue 11 item 6); opening the same reader again in the child must
+    then work, as far as the driver allows (the hostile driver accepts a
+    second channel for a LUN), and leave the parent's device working."""
+    from hostile_driver import build
+    build()
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    out = run_child(f"sys.path.insert(0, {tests_dir!r})\n" + FORK_REOPEN_CHILD, timeout=30)
+    assert "PARENT 03000000 0" in out, out   # SPECIFIC: the parent's device still answers
+    assert "CHILD REOPENED" in out, out
