@@ -357,3 +357,31 @@ def test_callbacks_run_on_the_monitor_thread_under_retries():
             rec.wait_for(DEPARTURE)
         assert set(idents) == {monitor_thread}
         assert [k for k in rec.kinds() if k != ERROR] == [ARRIVAL, DEPARTURE]
+
+
+def test_async_monitor_retries_on_its_loop_without_timer_threads():
+    """The asyncio monitor shares Tracker: a Tracker made on a running loop
+    schedules its retries with the loop's call_later, so retries that fail
+    at once report on the loop's thread and start no thread each."""
+    import asyncio
+
+    from scardio import IOCTL, aio
+
+    async def main():
+        with sim_reader() as (reader, sim):
+            holder = reader.device.submit(IOCTL.IS_PRESENT)  # the slot is taken
+            idents = []
+            before = threading.active_count()
+            async with aio.AsyncMonitor([reader]) as mon:
+                mon.add_callback(lambda ev: idents.append(threading.get_ident()))
+                for _ in range(4):  # four failed attempts: three retries
+                    ev = await mon.get(timeout=5)
+                    assert ev.kind == ERROR and isinstance(ev.error, errors.DeviceBusyError)
+                    assert threading.active_count() == before
+                holder.cancel()
+                sim.insert()
+                while (await mon.get(timeout=5)).kind != ARRIVAL:
+                    pass
+            assert set(idents) == {threading.get_ident()}
+
+    asyncio.run(asyncio.wait_for(main(), 30))

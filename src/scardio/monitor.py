@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,19 +91,35 @@ def _timer_thread(delay: float, fn: Callable[[], None]) -> Cancellable:
     return timer
 
 
+def _default_schedule() -> Schedule:
+    """The running asyncio loop's call_later when there is one (scardio.aio
+    makes its trackers on the loop, which harvests their completions), else
+    a timer thread per call."""
+    if "asyncio" not in sys.modules:  # then no loop runs: do not import it
+        return _timer_thread
+    import asyncio
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _timer_thread
+    return loop.call_later
+
+
 class Tracker:
     """The IS_PRESENT / IS_ABSENT ping-pong of one reader.  `emit` receives
     (kind, error) and is called on whichever thread harvested the
     completion.  Retries after a transient error are made through
     `schedule` (``schedule(delay, fn)``): the harvesting loop's own timer,
-    so that they run, and report, on that thread too; without one each
-    retry is a timer thread.  Shared by the threaded Monitor and scardio.aio."""
+    so that they run, and report, on that thread too.  Without one, a
+    Tracker made on a running asyncio loop uses the loop's call_later, and
+    any other one a timer thread per retry.  Shared by the threaded Monitor
+    and scardio.aio."""
 
     def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None],
                  schedule: Optional[Schedule] = None) -> None:
         self.reader = reader
         self._emit = emit
-        self._schedule: Schedule = schedule or _timer_thread
+        self._schedule: Schedule = schedule or _default_schedule()
         self._op: Any = None
         self._lock = threading.Lock()
         self._code: int = IOCTL.IS_PRESENT
