@@ -40,7 +40,8 @@ from . import errors, waiting
 from .constants import IOCTL
 from .reader import Reader
 
-__all__ = ["CardEvent", "Monitor", "Tracker", "ARRIVAL", "DEPARTURE", "ERROR"]
+__all__ = ["CardEvent", "Monitor", "Tracker", "Cancellable", "Schedule", "ARRIVAL", "DEPARTURE",
+           "ERROR"]
 
 log = logging.getLogger(__name__)
 
