@@ -385,3 +385,25 @@ def test_async_monitor_retries_on_its_loop_without_timer_threads():
             assert set(idents) == {threading.get_ident()}
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_monitor_timers_run_on_its_thread_and_may_schedule_more():
+    """The monitor's timers (what Tracker retries go through): due ones run
+    on the monitor thread in order, one may schedule another that is due at
+    once, and a cancelled one never runs."""
+    with Monitor() as mon:
+        ran = []
+        done = threading.Event()
+
+        def second():
+            ran.append(("second", threading.get_ident()))
+            done.set()
+
+        def first():
+            ran.append(("first", threading.get_ident()))
+            mon._schedule(0, second)
+        mon._schedule(0.05, first)
+        mon._schedule(0.01, lambda: ran.append(("cancelled", 0))).cancel()
+        assert done.wait(5)
+        assert [name for name, _ in ran] == ["first", "second"]
+        assert {ident for _, ident in ran} == {mon._thread.ident}

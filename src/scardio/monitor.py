@@ -387,17 +387,23 @@ class Monitor:
             self._waiter.wake()  # it may be waiting without a timeout
         return timer
 
-    def _due_timers(self) -> tuple[list[_Timer], Optional[float]]:
-        """The timers due now, and the seconds until the next one (None: none)."""
-        now = time.monotonic()
-        due: list[_Timer] = []
-        with self._lock:
-            while self._timers and (self._timers[0][2].cancelled or self._timers[0][0] <= now):
+    def _run_due_timers(self) -> Optional[float]:
+        """Run the timers that are due (one may schedule another); the
+        seconds until the next one, None when there is none."""
+        while True:
+            with self._lock:
+                while self._timers and self._timers[0][2].cancelled:
+                    heapq.heappop(self._timers)
+                if not self._timers:
+                    return None
+                left = self._timers[0][0] - time.monotonic()
+                if left > 0:
+                    return left
                 _, _, timer = heapq.heappop(self._timers)
-                if not timer.cancelled:
-                    due.append(timer)
-            left = max(0.0, self._timers[0][0] - now) if self._timers else None
-        return due, left
+            try:
+                timer.fn()
+            except Exception:  # the thread must outlive any one failure
+                log.exception("monitor timer %r failed", timer.fn)
 
     def _run(self) -> None:
         try:
@@ -424,14 +430,7 @@ class Monitor:
                                       command.reader)
                     finally:
                         command.done.set()
-                due, left = self._due_timers()
-                for timer in due:
-                    try:
-                        timer.fn()
-                    except Exception:
-                        log.exception("monitor timer %r failed", timer.fn)
-                if due:
-                    _, left = self._due_timers()
+                left = self._run_due_timers()
         finally:
             # The thread owns the waiter: close it here, never under a wait
             # running on another thread.
