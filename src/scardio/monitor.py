@@ -29,7 +29,6 @@ import itertools
 import logging
 import math
 import queue
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -95,9 +94,8 @@ def _timer_thread(delay: float, fn: Callable[[], None]) -> Cancellable:
 def _default_schedule() -> Schedule:
     """The running asyncio loop's call_later when there is one (scardio.aio
     makes its trackers on the loop, which harvests their completions), else
-    a timer thread per call."""
-    if "asyncio" not in sys.modules:  # then no loop runs: do not import it
-        return _timer_thread
+    a timer thread per call.  (The Monitor passes its own: asyncio is
+    imported only for trackers made without one.)"""
     import asyncio
     try:
         loop = asyncio.get_running_loop()
