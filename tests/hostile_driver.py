@@ -19,6 +19,9 @@ NATIVE_IFD = os.path.join(os.path.dirname(HERE), "native", "ifd")
 
 #: IFDHControl code answering how many calls found another call inside.
 CTL_CONCURRENT_ENTRIES = 0x42000001
+#: IFDHControl code answering how often a stop call and the closing of its
+#: reader's channel overlapped (slow-stop).
+CTL_STOP_CLOSE_OVERLAPS = 0x42000002
 
 
 def build() -> str:

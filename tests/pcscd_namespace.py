@@ -1,10 +1,19 @@
 """pcscd in a private mount and network namespace, for the tests that run
 it: ``unshare -mn``, loopback up and a tmpfs on /run/pcscd, so that neither
 pcscd's fixed socket nor vpcd's fixed TCP ports can collide with another
-pcscd, another test run or anything else on the machine."""
+pcscd, another test run or anything else on the machine.
+
+Two ways in: :func:`run_child` runs a script inside a fresh namespace and
+returns the JSON it reports (the script starts and stops pcscd with
+:class:`Pcscd`, importing this module: the tests directory is on its
+path); :func:`spawn` starts a long-lived process (pcscd itself) in one, and
+:func:`in_network_of` runs a function in that process's network namespace
+(to reach the ports of a driver pcscd loaded).  Stdlib only: the scripts
+run under the system Python too."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shlex
@@ -12,7 +21,10 @@ import shutil
 import signal
 import subprocess
 import sys
-from typing import Any, Optional, Sequence
+import threading
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 #: What a namespace child runs first: loopback and a private /run/pcscd.
 SETUP = "ip link set lo up && mount -t tmpfs scardio-pcscd /run/pcscd"
@@ -47,6 +59,105 @@ def unavailable() -> Optional[str]:
     return None
 
 
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = HERE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def spawn(script: str, **popen: Any) -> "subprocess.Popen[Any]":
+    """Start the shell command *script* in a fresh private namespace (its own
+    session); the process's pid is the namespace's first process (``sh``,
+    which may ``exec`` into the real one).  End it with :func:`kill`."""
+    return subprocess.Popen(["unshare", "-mn", "--propagation", "private", "sh", "-c",
+                             f"{SETUP} && {script}"], start_new_session=True,
+                            env=popen.pop("env", None) or _child_env(), **popen)
+
+
+def kill(proc: "subprocess.Popen[Any]", grace: float = 10.0) -> None:
+    """End a :func:`spawn` process: SIGTERM, then SIGKILL to its whole
+    session after *grace* seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(grace)
+
+
+T = TypeVar("T")
+
+_CLONE_NEWNET = 0x40000000
+
+
+def in_network_of(pid: int, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a thread that has joined the network namespace of
+    process *pid*: sockets it makes (and threads it starts) live there, and
+    stay usable from any thread.  Needs root (setns)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            with open(f"/proc/{pid}/ns/net", "rb") as ns:
+                if libc.setns(ns.fileno(), _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns into the network of pid {pid}: "
+                                       f"{os.strerror(err)}")
+            outcome["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            outcome["error"] = exc
+    # A thread of its own: setns changes the calling thread only, and this
+    # one ends with the namespace it joined.
+    th = threading.Thread(target=run, name=f"netns-{pid}", daemon=True)
+    th.start()
+    th.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
+class Pcscd:
+    """pcscd in the foreground on reader.conf *conf*, started by a script
+    that runs inside the namespace (see :func:`run_child`).  Its output goes
+    to *log* (a path; default: discarded)."""
+
+    def __init__(self, conf: Union[str, "os.PathLike[str]"],
+                 log: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
+        path = pcscd_path()
+        if path is None:
+            raise RuntimeError("pcscd is not installed")
+        log_file = open(log, "wb") if log is not None else None
+        try:
+            self.proc = subprocess.Popen(
+                [path, "-f", "-c", os.fspath(conf)], stderr=subprocess.STDOUT,
+                stdout=log_file if log_file is not None else subprocess.DEVNULL)
+        finally:
+            if log_file is not None:
+                log_file.close()
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Stop pcscd (SIGTERM; SIGKILL after *grace* seconds); whether it
+        was still running when asked, i.e. it did not die on its own."""
+        was_alive = self.alive()
+        if was_alive:
+            self.proc.terminate()
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(grace)
+        return was_alive
+
+
 def run_child(argv: Sequence[str], timeout: float) -> dict[str, Any]:
     """Run *argv* inside a fresh private namespace and return the JSON
     document its last line of output holds.  Raises AssertionError with the
@@ -55,7 +166,7 @@ def run_child(argv: Sequence[str], timeout: float) -> dict[str, Any]:
     script = f"{SETUP} && exec {shlex.join(argv)}"
     proc = subprocess.Popen(["unshare", "-mn", "--propagation", "private", "sh", "-c", script],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env=_child_env())
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -21,9 +19,6 @@ import scardio.sim
 from platform_support import WINDOWS
 from scardio import IOCTL, _core, errors
 from scardio.sim import SimControl
-
-ROOT = Path(__file__).resolve().parent.parent
-SLOW_STOP_SOURCE = ROOT / "tests" / "data" / "slow_stop_driver.c"
 
 
 def run_child(code: str, timeout: float = 30.0, env: dict | None = None) -> str:
@@ -101,24 +96,21 @@ def test_every_method_of_an_uninitialised_binding_object_is_safe():
 # ---- deallocation never runs the driver with the GIL held ---------------------------
 
 @pytest.fixture(scope="module")
-def slow_stop_driver(tmp_path_factory) -> str:
+def slow_stop_driver() -> str:
+    """The hostile driver (tests/hostile/hostile_ifd.c); its no-card and
+    slow-stop modes make IS_PRESENT wait in a polling function whose stop
+    function blocks SLOW_STOP_MS."""
     if WINDOWS:
         pytest.skip("the test driver is built as a POSIX shared object")
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        pytest.skip(f"no C compiler ({cc}) to build the test driver")
-    out = tmp_path_factory.mktemp("slowstop") / "slow_stop_driver.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-Wall",
-                    "-I", str(ROOT / "native" / "ifd"), "-I", str(ROOT / "native"),
-                    str(SLOW_STOP_SOURCE), "-o", str(out), "-lpthread"], check=True)
-    return str(out)
+    from hostile_driver import build
+    return build()
 
 
 DEALLOC_CHILD = """
     import gc, threading, time
     from scardio import _core
     from scardio.constants import IOCTL
-    dev = _core.Device.open_ifd({lib!r}, "slow", 0)
+    dev = _core.Device.open_ifd({lib!r}, "no-card,slow-stop", 0)
     op = dev.submit(IOCTL.IS_PRESENT)        # waits in the driver's polling function
     time.sleep(0.3)
     ticks, stop = [], threading.Event()

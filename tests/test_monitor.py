@@ -333,3 +333,85 @@ def test_device_gone_ends_tracking_and_add_restarts_it(polling):
             mon.add(reader)
             rec.wait_for(ARRIVAL)
             assert mon.readers == [reader]
+
+
+def test_callbacks_run_on_the_monitor_thread_under_retries():
+    """Every retry after a transient error is scheduled on the monitor's
+    own loop: a retry that fails at once (the tracking slot is held by
+    someone else: DeviceBusyError) reports on the monitor thread, and no
+    thread is started per retry.  Regression: each retry was a
+    threading.Timer, whose thread ran the callback."""
+    from scardio import IOCTL
+    rec = Recorder()
+    idents = []
+
+    def on_event(ev):
+        idents.append(threading.get_ident())
+        rec(ev)
+    with sim_reader() as (reader, sim):
+        holder = reader.device.submit(IOCTL.IS_PRESENT)  # someone else holds the slot
+        before = threading.active_count()
+        with Monitor([reader], callback=on_event) as mon:
+            monitor_thread = mon._thread.ident
+            rec.wait_for(ERROR, n=4)  # four failed attempts: three retries
+            assert all(isinstance(e.error, errors.DeviceBusyError) for e in rec.events)
+            assert threading.active_count() == before + 1  # the monitor thread only
+            holder.cancel()
+            with pytest.raises(errors.CancelledError):
+                holder.wait(5)
+            sim.insert()
+            rec.wait_for(ARRIVAL)
+            sim.remove()
+            rec.wait_for(DEPARTURE)
+        assert set(idents) == {monitor_thread}
+        assert [k for k in rec.kinds() if k != ERROR] == [ARRIVAL, DEPARTURE]
+
+
+def test_async_monitor_retries_on_its_loop_without_timer_threads():
+    """The asyncio monitor shares Tracker: a Tracker made on a running loop
+    schedules its retries with the loop's call_later, so retries that fail
+    at once report on the loop's thread and start no thread each."""
+    import asyncio
+
+    from scardio import IOCTL, aio
+
+    async def main():
+        with sim_reader() as (reader, sim):
+            holder = reader.device.submit(IOCTL.IS_PRESENT)  # the slot is taken
+            idents = []
+            async with aio.AsyncMonitor([reader]) as mon:
+                mon.add_callback(lambda ev: idents.append(threading.get_ident()))
+                for _ in range(4):  # four failed attempts: three retries
+                    ev = await mon.get(timeout=5)
+                    assert ev.kind == ERROR and isinstance(ev.error, errors.DeviceBusyError)
+                    assert not [t for t in threading.enumerate()
+                                if isinstance(t, threading.Timer)]  # no thread per retry
+                holder.cancel()
+                sim.insert()
+                while (await mon.get(timeout=5)).kind != ARRIVAL:
+                    pass
+            assert set(idents) == {threading.get_ident()}
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_monitor_timers_run_on_its_thread_and_may_schedule_more():
+    """The monitor's timers (what Tracker retries go through): due ones run
+    on the monitor thread in order, one may schedule another that is due at
+    once, and a cancelled one never runs."""
+    with Monitor() as mon:
+        ran = []
+        done = threading.Event()
+
+        def second():
+            ran.append(("second", threading.get_ident()))
+            done.set()
+
+        def first():
+            ran.append(("first", threading.get_ident()))
+            mon._schedule(0, second)
+        mon._schedule(0.05, first)
+        mon._schedule(0.01, lambda: ran.append(("cancelled", 0))).cancel()
+        assert done.wait(5)
+        assert [name for name, _ in ran] == ["first", "second"]
+        assert {ident for _, ident in ran} == {mon._thread.ident}

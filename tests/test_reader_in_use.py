@@ -32,6 +32,7 @@ VPCD_PORT = 35963  # 0x8C7B: the port of vpcd's own reader.conf entry
 
 CHILD = r'''
 import json, os, shutil, subprocess, sys, time
+from pcscd_namespace import Pcscd
 conf, log_path = sys.argv[1], sys.argv[2]
 PORT = %(port)d
 report = {}
@@ -47,12 +48,10 @@ def run(argv, as_nobody=False):
     p = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
 
-with open(log_path, "wb") as log:
-    pcscd = subprocess.Popen([%(pcscd)r, "-f", "-c", conf], stdout=log,
-                             stderr=subprocess.STDOUT)
+pcscd = Pcscd(conf, log_path)
 try:
     deadline = time.monotonic() + 20
-    while not listening() and pcscd.poll() is None and time.monotonic() < deadline:
+    while not listening() and pcscd.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     report["pcscd_pid"] = pcscd.pid
     report["listening"] = listening()
@@ -71,13 +70,7 @@ try:
                            "list_json": run(cli + ["list", "--json"], nb),
                            "api": run(api, nb)}
 finally:
-    report["pcscd_alive"] = pcscd.poll() is None
-    pcscd.terminate()
-    try:
-        pcscd.wait(10)
-    except subprocess.TimeoutExpired:
-        pcscd.kill()
-        pcscd.wait(10)
+    report["pcscd_alive"] = pcscd.stop()
 print(json.dumps(report))
 '''
 
@@ -106,26 +99,24 @@ def report() -> Iterator[dict[str, Any]]:
     why = pcscd_namespace.unavailable()
     if why is not None:
         pytest.skip(why)
-    pcscd = pcscd_namespace.pcscd_path()
-    assert pcscd is not None
     if not os.path.exists(VPCD_LIBRARY):
         pytest.skip(f"vsmartcard-vpcd is not installed ({VPCD_LIBRARY})")
     # Not under pytest's (private) tmp dir: the unprivileged run reads reader.conf.
     work = Path(tempfile.mkdtemp(prefix="scardio-in-use-"))
     os.chmod(work, 0o755)
     try:
-        yield _run(work, pcscd)
+        yield _run(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(work: Path, pcscd: str) -> dict[str, Any]:
+def _run(work: Path) -> dict[str, Any]:
     conf = work / "reader.conf"
     conf.write_text(f'FRIENDLYNAME "Virtual PCD"\nDEVICENAME /dev/null:0x{VPCD_PORT:04X}\n'
                     f"LIBPATH {VPCD_LIBRARY}\nCHANNELID 0x{VPCD_PORT:04X}\n")
     conf.chmod(0o644)
     child = work / "child.py"
-    child.write_text(CHILD % {"port": VPCD_PORT, "pcscd": pcscd, "api": API})
+    child.write_text(CHILD % {"port": VPCD_PORT, "api": API})
     log = work / "pcscd.log"
     result = pcscd_namespace.run_child([sys.executable, str(child), str(conf), str(log)],
                                        timeout=240)

@@ -26,13 +26,13 @@ pytestmark = [pytest.mark.pcscd]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 CHILD = r'''
-import json, subprocess, sys, time
+import json, sys, time
 from smartcard import scard as S
+from pcscd_namespace import Pcscd
 
-conf, pcscd_path, insert = sys.argv[1], sys.argv[2], int(sys.argv[3])
+conf, insert = sys.argv[1], int(sys.argv[2])
 U32 = 0xFFFFFFFF
-pcscd = subprocess.Popen([pcscd_path, "-f", "-c", conf], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+pcscd = Pcscd(conf)
 report = {}
 try:
     deadline = time.monotonic() + 20
@@ -70,21 +70,15 @@ try:
             return seen, cur
 
         report["insert"] = control([])                  # the T=1 card
-        seen, cur = wait_atr(sys.argv[4], S.SCARD_STATE_UNAWARE, 10)
+        seen, cur = wait_atr(sys.argv[3], S.SCARD_STATE_UNAWARE, 10)
         report["first"] = seen
         report["swap"] = control([1])                   # over it: the T=0 card
-        seen, cur = wait_atr(sys.argv[5], cur, 10)
+        seen, cur = wait_atr(sys.argv[4], cur, 10)
         report["second"] = seen
         S.SCardDisconnect(hcard, S.SCARD_LEAVE_CARD)
         S.SCardReleaseContext(ctx)
 finally:
-    report["pcscd_alive"] = pcscd.poll() is None
-    pcscd.terminate()
-    try:
-        pcscd.wait(10)
-    except subprocess.TimeoutExpired:
-        pcscd.kill()
-        pcscd.wait(10)
+    report["pcscd_alive"] = pcscd.stop()
 print(json.dumps(report))
 '''
 
@@ -108,8 +102,6 @@ def test_a_swap_is_a_removal_then_an_insertion_to_pcscd() -> None:
     why = _prerequisites()
     if why:
         pytest.skip(why)
-    pcscd = pcscd_namespace.pcscd_path()
-    assert pcscd is not None
     with tempfile.TemporaryDirectory(prefix="scardio-swap-") as work:
         conf = Path(work) / "reader.conf"
         conf.write_text(f'FRIENDLYNAME "scardio sim swap"\nDEVICENAME /dev/null\n'
@@ -117,7 +109,7 @@ def test_a_swap_is_a_removal_then_an_insertion_to_pcscd() -> None:
         child = Path(work) / "child.py"
         child.write_text(CHILD)
         report = pcscd_namespace.run_child(
-            [SYSTEM_PYTHON, str(child), str(conf), pcscd, str(int(Control.INSERT)),
+            [SYSTEM_PYTHON, str(child), str(conf), str(int(Control.INSERT)),
              ATR_T1.hex(), ATR_T0.hex()], timeout=90)
     assert report["reader"] and report["connect"] == 0, report
     assert report["insert"] == 0 and report["swap"] == 0, report

@@ -9,9 +9,11 @@ Three groups:
   skip with a reason when pcscd, vpcd, pyscard or root are missing.
 
 pcscd runs isolated: socket-activated on a private socket in the test's temp
-directory (PCSCLITE_CSOCK_NAME points the client at it) and, when
-``unshare`` works, in a private mount namespace with its own /run/pcscd, so
-it neither needs nor disturbs a system pcscd.
+directory (PCSCLITE_CSOCK_NAME points the client at it), in a private mount
+and network namespace (tests/pcscd_namespace.py: its own /run/pcscd and
+loopback), so it neither needs nor disturbs a system pcscd and vpcd's ports
+are its own.  The virtual cards plug into vpcd from inside that network
+namespace (``pcscd_namespace.in_network_of``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import shutil
 import socket
 import struct
 import subprocess
@@ -33,8 +34,10 @@ import pytest
 
 try:
     import vpcd_card as vc
+    import pcscd_namespace
 except ImportError:  # tests/ imported as a package
     from tests import vpcd_card as vc  # type: ignore[no-redef]
+    from tests import pcscd_namespace  # type: ignore[no-redef]
 
 
 def h(text: str) -> bytes:
@@ -639,77 +642,27 @@ S.SCardReleaseContext(ctx)
 
 def _prerequisites() -> Optional[str]:
     """Why the pcscd tests cannot run here, or None."""
-    if not sys.platform.startswith("linux"):
-        return "pcscd tests need Linux"
+    why = pcscd_namespace.unavailable()
+    if why is not None:
+        return why
     if not os.path.exists(VPCD_LIB):
         return f"vpcd driver not installed ({VPCD_LIB}; Debian package vsmartcard-vpcd)"
-    if _pcscd_path() is None:
-        return "pcscd not installed (Debian package pcscd)"
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         return f"{SYSTEM_PYTHON} not found (needed for pyscard)"
     r = subprocess.run([SYSTEM_PYTHON, "-c", "import smartcard.scard"],
                        capture_output=True, timeout=60)
     if r.returncode != 0:
         return f"pyscard not importable by {SYSTEM_PYTHON} (Debian package python3-pyscard)"
-    if os.geteuid() != 0:
-        return "pcscd must run as root"
     return None
-
-
-def _pcscd_path() -> Optional[str]:
-    for cand in (shutil.which("pcscd"), "/usr/sbin/pcscd"):
-        if cand and os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def _free_port_pair(start: int = 0x9C40) -> int:
-    """A port p with p and p + 1 free on all interfaces (vpcd's two slots)."""
-    for port in range(start, start + 200, 2):
-        socks = []
-        try:
-            for p in (port, port + 1):
-                s = socket.socket()
-                socks.append(s)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("0.0.0.0", p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free TCP port pair for vpcd")
-
-
-def _unshare_works() -> bool:
-    """Can pcscd get a private /run/pcscd in its own mount namespace?"""
-    if shutil.which("unshare") is None:
-        return False
-    try:
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                            "mount -t tmpfs scardio-probe /run/pcscd"],
-                           capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return r.returncode == 0
-
-
-def _other_pcscd_running() -> bool:
-    try:
-        pid = int(Path("/run/pcscd/pcscd.pid").read_text().strip())
-        os.kill(pid, 0)
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 class Pcscd:
-    """pcscd with a private reader.conf and a private client socket."""
+    """pcscd with a private reader.conf and a private client socket, in a
+    private mount and network namespace of its own."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.port = _free_port_pair()
+        self.port = vc.DEFAULT_PORT  # the namespace's own: always free
         self.conf = workdir / "reader.conf"
         self.conf.write_text(
             f'FRIENDLYNAME "{FRIENDLY}"\n'
@@ -719,33 +672,28 @@ class Pcscd:
         self.socket_path = workdir / "pcscd.comm"
         self.log_path = workdir / "pcscd.log"
         self.proc: Optional[subprocess.Popen] = None
-        self.isolated = False
 
     def start(self) -> None:
-        os.makedirs("/run/pcscd", exist_ok=True)
-        self.isolated = _unshare_works()
-        if not self.isolated and _other_pcscd_running():
-            pytest.skip("another pcscd is running and unshare is unavailable")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self.socket_path))
         listener.listen(64)
         # Systemd-style socket activation: the listening socket becomes pcscd's
         # fd 3 (handed over as the shell's stdin), LISTEN_PID is pcscd's pid
         # because the shell execs it.
-        script = (f"LISTEN_PID=$$ LISTEN_FDS=1 exec {_pcscd_path()} -f -d "
+        script = (f"LISTEN_PID=$$ LISTEN_FDS=1 exec {pcscd_namespace.pcscd_path()} -f -d "
                   f"-c '{self.conf}' 3<&0 0</dev/null")
-        if self.isolated:
-            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                    "mount -t tmpfs scardio-pcscd /run/pcscd && " + script]
-        else:
-            argv = ["sh", "-c", script]
         log = open(self.log_path, "wb")
         try:
-            self.proc = subprocess.Popen(argv, stdin=listener.fileno(),
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = pcscd_namespace.spawn(script, stdin=listener.fileno(),
+                                              stdout=log, stderr=subprocess.STDOUT)
         finally:
             listener.close()
             log.close()
+
+    def card(self, slot: int = 0, **kw: Any) -> "vc.VirtualCard":
+        """A virtual card for vpcd's *slot*, plugging in from pcscd's network."""
+        assert self.proc is not None
+        return NamespacedCard(self.proc.pid, self.port + slot, **kw)
 
     def env(self) -> Dict[str, str]:
         return dict(os.environ, PCSCLITE_CSOCK_NAME=str(self.socket_path))
@@ -760,18 +708,24 @@ class Pcscd:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        pcscd_namespace.kill(self.proc)
         self.proc = None
         try:
             self.socket_path.unlink()
         except OSError:
             pass
+
+
+class NamespacedCard(vc.VirtualCard):
+    """A VirtualCard whose connection to vpcd is made inside the network
+    namespace of process *netns_pid* (pcscd's): vpcd listens there."""
+
+    def __init__(self, netns_pid: int, port: int, **kw: Any) -> None:
+        super().__init__(port, **kw)
+        self._netns_pid = netns_pid
+
+    def insert(self, timeout: Optional[float] = None) -> None:
+        pcscd_namespace.in_network_of(self._netns_pid, super().insert, timeout)
 
 
 class Client:
@@ -887,7 +841,7 @@ PRESENCE_TIMEOUT = 5.0  # pcscd polls vpcd every 400 ms
 def slot0(pcscd: Pcscd, client: Client) -> Iterator[vc.VirtualCard]:
     """A card for slot 0, not inserted; the reader is empty to begin with."""
     assert client.call("wait", reader=READER0, present=False, timeout=PRESENCE_TIMEOUT)["ok"]
-    card = vc.VirtualCard(pcscd.port)
+    card = pcscd.card(0)
     try:
         yield card
     finally:
@@ -954,7 +908,7 @@ def test_pcscd_apdu_round_trips(client: Client, slot0: vc.VirtualCard) -> None:
 @pytest.mark.pcscd
 def test_pcscd_t0_card_in_second_slot(pcscd: Pcscd, client: Client) -> None:
     assert client.call("wait", reader=READER1, present=False, timeout=PRESENCE_TIMEOUT)["ok"]
-    with vc.VirtualCard(pcscd.port + 1, atr=vc.ATR_T0) as card:
+    with pcscd.card(1, atr=vc.ATR_T0) as card:
         out = client.call("wait", reader=READER1, present=True, timeout=PRESENCE_TIMEOUT)
         assert out["ok"] and bytes.fromhex(out["atr"]) == vc.ATR_T0
         out = client.call("connect", reader=READER1)

@@ -215,6 +215,40 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
     }
 }
 
+/* The devices whose driver this thread is inside right now, innermost first
+ * (frames on the thread's stack).  A driver calling back into the host (a
+ * log callback) may close the reader it is serving: close must not wait
+ * for the very call it is made from. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define SCIO_THREAD_LOCAL __declspec(thread)
+#else
+#define SCIO_THREAD_LOCAL _Thread_local
+#endif
+
+typedef struct call_frame {
+    const scio_device *dev;
+    struct call_frame *up;
+} call_frame;
+
+static SCIO_THREAD_LOCAL call_frame *calls_here;
+
+static void call_enter(call_frame *f, const scio_device *d)
+{
+    f->dev = d;
+    f->up = calls_here;
+    calls_here = f;
+}
+
+static void call_leave(const call_frame *f) { calls_here = f->up; }
+
+static int inside_call_of(const scio_device *d)
+{
+    for (const call_frame *f = calls_here; f; f = f->up)
+        if (f->dev == d)
+            return 1;
+    return 0;
+}
+
 /* A call left the driver (device locked): returns 1 if the caller must now
  * release the channel, because close gave up waiting for this call.
  * Only a shutdown waits for the in-driver count; lanes wait for work.  A
@@ -262,8 +296,12 @@ static void op_run(scio_op *op)
     scio_device *d = op->dev;
     size_t out_len = 0;
     long drv = 0;
-    scio_status st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
-                                  op->out, op->out_cap, &out_len, &drv);
+    call_frame f;
+    scio_status st;
+    call_enter(&f, d);
+    st = d->be->ioctl(d, op, op->code, op->in, op->in_len, op->out, op->out_cap,
+                      &out_len, &drv);
+    call_leave(&f);
     op_returned(op, st, out_len, drv);
 }
 
@@ -550,6 +588,27 @@ static int cancel_locked(scio_device *d, scio_op *op)
     return 0;
 }
 
+/* The driver's stop function is a driver call like any other: counted, so
+ * that close waits for it (bounded) and never releases the channel under
+ * it, and skipped once the channel is gone. */
+static void wake_tracking_counted(scio_device *d)
+{
+    int release;
+    scio_mutex_lock(&d->lock);
+    if (d->released) {
+        scio_mutex_unlock(&d->lock);
+        return;
+    }
+    d->in_driver++;
+    scio_mutex_unlock(&d->lock);
+    d->be->wake_tracking(d);
+    scio_mutex_lock(&d->lock);
+    release = leave_driver_locked(d);
+    scio_mutex_unlock(&d->lock);
+    if (release)
+        d->be->release(d);
+}
+
 /* Wakes a running tracking request on a core thread (holding a device
  * reference): for scio_op_release, which must never block or run the
  * driver's stop function in its caller (a deallocator, a garbage collector,
@@ -557,7 +616,7 @@ static int cancel_locked(scio_device *d, scio_op *op)
 static SCIO_THREAD_FN wake_main(void *arg)
 {
     scio_device *d = arg;
-    d->be->wake_tracking(d);
+    wake_tracking_counted(d);
     dev_unref(d);
     SCIO_THREAD_RETURN;
 }
@@ -587,7 +646,7 @@ static void op_cancel(scio_op *op, int defer_wake)
         /* The thread takes over our device reference. */
         if (defer_wake && scio_thread_start_detached(wake_main, d) == 0)
             return;
-        d->be->wake_tracking(d);
+        wake_tracking_counted(d);
     }
     dev_unref(d);
 }
@@ -668,6 +727,7 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
                        void *out, size_t out_cap, size_t *out_len)
 {
     scio_op op;
+    call_frame f;
     scio_status st;
     size_t n = 0;
     long drv = 0;
@@ -706,7 +766,9 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
     d->in_driver++;
     scio_mutex_unlock(&d->lock);
 
+    call_enter(&f, d);
     st = d->be->ioctl(d, &op, code, in, in_len, out, out_cap, &n, &drv);
+    call_leave(&f);
     if (st == SCIO_SUCCESS && n > out_cap)
         st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
 
@@ -757,7 +819,10 @@ void scio_shutdown(scio_device *d)
     scio_mutex_unlock(&d->lock);
     cancel_everything(d, 1);
 
-    deadline = scio_now_ms() + d->close_timeout_ms;
+    /* From inside a call of this device (a driver's log callback): that call
+     * cannot end while we wait, so give up on what is in the driver at once;
+     * the channel is released when the last call leaves. */
+    deadline = scio_now_ms() + (inside_call_of(d) ? 0 : d->close_timeout_ms);
     scio_mutex_lock(&d->lock);
     for (;;) {
         clean = d->in_driver == 0 && !d->io.thread_up && !d->track.thread_up;

@@ -271,15 +271,19 @@ def _open(args: argparse.Namespace, out: Output, spec: str,
     return reader
 
 
-def _atr_lines(card: Any) -> list[str]:
-    lines = [f"ATR:      {card.atr_bytes.hex(' ').upper()} ({len(card.atr_bytes)} bytes)"]
-    if card.atr is not None:
-        described = card.atr.describe()
-        if described and described[0].startswith("ATR:"):
-            described = described[1:]  # the bytes again: printed just above
-        lines += [f"          {d}" for d in described]
+def _atr_lines(atr: bytes, description: Optional[Sequence[str]], error: Optional[str],
+               label: str = "ATR: ", pad: str = "") -> list[str]:
+    """An ATR as every command prints it: its bytes after `label`, then
+    `description` (``ATR.describe()``, whose first line is the bytes again)
+    or why it is not a valid ATR (`error`), each line after `pad`."""
+    lines = [f"{label}{atr.hex(' ').upper()} ({len(atr)} bytes)"]
+    if description is not None:
+        fields = list(description)
+        if fields and fields[0].startswith("ATR:"):
+            fields = fields[1:]  # the bytes again: printed just above
+        lines += [pad + field for field in fields]
     else:
-        lines.append(f"          (not a valid ATR: {card.atr_error})")
+        lines.append(f"{pad}(not a valid ATR: {error})")
     return lines
 
 
@@ -417,7 +421,9 @@ def cmd_connect(args: argparse.Namespace, out: Output) -> int:
             out.doc(d)
         else:
             out.line(f"Reader:   {reader.name}")
-            for line in _atr_lines(card):
+            described = card.atr.describe() if card.atr is not None else None
+            for line in _atr_lines(card.atr_bytes, described, card.atr_error,
+                                   label="ATR:      ", pad=" " * 10):
                 out.line(line)
             out.line(f"Protocol: {card.protocol_name}")
             out.line(f"Sequence: {' -> '.join(card.connect_actions)} ({ms:.3f} ms)")
@@ -627,12 +633,7 @@ def _atr_report(atr: bytes, list_file: Optional[str]) -> dict[str, Any]:
 
 
 def _atr_report_lines(d: dict[str, Any], indent: str = "") -> list[str]:
-    atr = bytes.fromhex(d["atr"])
-    if "atr_description" in d:
-        lines = list(d["atr_description"])
-    else:
-        lines = [f"ATR: {atr.hex(' ').upper()} ({len(atr)} bytes)",
-                 f"(not a valid ATR: {d['atr_error']})"]
+    lines = _atr_lines(bytes.fromhex(d["atr"]), d.get("atr_description"), d.get("atr_error"))
     if d["atr_list"] is None:
         lines.append("Card list: none installed (pcsc-tools has one; or give --atr-list)")
     elif not d["cards"]:

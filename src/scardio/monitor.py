@@ -24,6 +24,8 @@ Callbacks run on the harvesting thread, in event order; keep them short.
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import logging
 import math
 import queue
@@ -31,13 +33,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
 from . import errors, waiting
 from .constants import IOCTL
 from .reader import Reader
 
-__all__ = ["CardEvent", "Monitor", "Tracker", "ARRIVAL", "DEPARTURE", "ERROR"]
+__all__ = ["CardEvent", "Monitor", "Tracker", "Cancellable", "Schedule", "ARRIVAL", "DEPARTURE",
+           "ERROR"]
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +74,56 @@ class CardEvent:
         return d
 
 
+class Cancellable(Protocol):
+    """What a scheduler hands back for a call it will make later."""
+
+    def cancel(self) -> None: ...
+
+
+#: ``schedule(delay, fn)``: call ``fn()`` once, `delay` seconds from now.
+Schedule = Callable[[float, Callable[[], None]], Cancellable]
+
+
+def _timer_thread(delay: float, fn: Callable[[], None]) -> Cancellable:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _default_schedule() -> Schedule:
+    """The running asyncio loop's call_later when there is one (scardio.aio
+    makes its trackers on the loop, which harvests their completions), else
+    a timer thread per call.  (The Monitor passes its own: asyncio is
+    imported only for trackers made without one.)"""
+    import asyncio
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _timer_thread
+    return loop.call_later
+
+
 class Tracker:
     """The IS_PRESENT / IS_ABSENT ping-pong of one reader.  `emit` receives
     (kind, error) and is called on whichever thread harvested the
-    completion.  Shared by the threaded Monitor and scardio.aio."""
+    completion.  Retries after a transient error are made through
+    `schedule` (``schedule(delay, fn)``): the harvesting loop's own timer,
+    so that they run, and report, on that thread too.  Without one, a
+    Tracker made on a running asyncio loop uses the loop's call_later, and
+    any other one a timer thread per retry.  Shared by the threaded Monitor
+    and scardio.aio."""
 
-    def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None]) -> None:
+    def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None],
+                 schedule: Optional[Schedule] = None) -> None:
         self.reader = reader
         self._emit = emit
+        self._schedule: Schedule = schedule or _default_schedule()
         self._op: Any = None
         self._lock = threading.Lock()
         self._code: int = IOCTL.IS_PRESENT
         self._retry_delay = self.RETRY_FIRST
-        self._retry: Optional[threading.Timer] = None
+        self._retry: Optional[Cancellable] = None
         self.stopped = False
 
     def start(self) -> None:
@@ -120,16 +160,20 @@ class Tracker:
                 return
             if gone:
                 self.stopped = True
-            else:
-                delay = self._retry_delay
-                self._retry_delay = min(self.RETRY_MAX, delay * 2)
-                retry = self._retry = threading.Timer(delay, self._submit, (self._code,))
-                retry.daemon = True
+            delay = self._retry_delay
+            self._retry_delay = min(self.RETRY_MAX, delay * 2)
         if gone:
             self.reader.session.tracked_by -= 1
         self._emit(ERROR, exc)  # outside the lock: a callback may stop us
-        if not gone:
-            retry.start()
+        if gone:
+            return
+        code = self._code
+        retry = self._schedule(delay, lambda: self._submit(code))
+        with self._lock:
+            if not self.stopped:
+                self._retry = retry
+                return
+        retry.cancel()  # stopped by a callback meanwhile
 
     def _completed(self, op: Any) -> None:
         with self._lock:
@@ -170,6 +214,20 @@ class Tracker:
                 op.wait(wait)
             except errors.ScardioError:
                 pass
+
+
+class _Timer:
+    """A call the monitor thread makes once `when` (time.monotonic()) is due."""
+
+    __slots__ = ("when", "fn", "cancelled")
+
+    def __init__(self, when: float, fn: Callable[[], None]) -> None:
+        self.when = when
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
 
 
 class _Command:
@@ -220,6 +278,8 @@ class Monitor:
         self._trackers: dict[int, Tracker] = {}
         self._waitables: dict[int, int] = {}  # id(reader) -> its registered waitable
         self._lock = threading.Lock()
+        self._timers: list[tuple[float, int, _Timer]] = []  # a heap, under _lock
+        self._timer_order = itertools.count()
         self._seq = 0
         self._closed = False
         self._thread: Optional[threading.Thread] = None
@@ -290,7 +350,7 @@ class Monitor:
                 self._do("remove", reader)
             def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
                 self._event(kind, r, err)
-            tracker = Tracker(reader, on_event)
+            tracker = Tracker(reader, on_event, self._schedule)
             waitable = reader.device.waitable()
             self._waiter.register(waitable, reader)  # may refuse: nothing to undo yet
             self._waitables[key] = waitable
@@ -315,11 +375,40 @@ class Monitor:
         except errors.ScardioError:
             pass
 
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> _Timer:
+        """Have the monitor thread call `fn` in `delay` seconds (the
+        waiter's timeout is the next one due)."""
+        timer = _Timer(time.monotonic() + delay, fn)
+        with self._lock:
+            heapq.heappush(self._timers, (timer.when, next(self._timer_order), timer))
+        if threading.current_thread() is not self._thread:
+            self._waiter.wake()  # it may be waiting without a timeout
+        return timer
+
+    def _run_due_timers(self) -> Optional[float]:
+        """Run the timers that are due (one may schedule another); the
+        seconds until the next one, None when there is none."""
+        while True:
+            with self._lock:
+                while self._timers and self._timers[0][2].cancelled:
+                    heapq.heappop(self._timers)
+                if not self._timers:
+                    return None
+                left = self._timers[0][0] - time.monotonic()
+                if left > 0:
+                    return left
+                _, _, timer = heapq.heappop(self._timers)
+            try:
+                timer.fn()
+            except Exception:  # the thread must outlive any one failure
+                log.exception("monitor timer %r failed", timer.fn)
+
     def _run(self) -> None:
         try:
+            left: Optional[float] = None
             while not self._closed:
                 reader: Reader
-                for reader in self._waiter.wait():
+                for reader in self._waiter.wait(left):
                     try:
                         reader.completions.harvest()
                     except Exception:  # the thread must outlive any one failure
@@ -339,6 +428,7 @@ class Monitor:
                                       command.reader)
                     finally:
                         command.done.set()
+                left = self._run_due_timers()
         finally:
             # The thread owns the waiter: close it here, never under a wait
             # running on another thread.

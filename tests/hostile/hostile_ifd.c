@@ -1,14 +1,14 @@
 /*
  * hostile_ifd.c - an IFD handler that misbehaves on purpose, for scardio's
- * reliability tests (tests/hostile.py builds it with gcc, once per test
- * session).  Its misbehaviour is chosen at run time, per reader, by the
+ * reliability tests (tests/hostile_driver.py builds it with gcc, once per
+ * source version).  Its misbehaviour is chosen at run time, per reader, by the
  * device name given to IFDHCreateChannelByName: a comma-separated list of
  * the modes below ("" = none: a well-behaved reader with a card in).
  *
- * The card: always present; power-up gives ATR 3B 00 (T=0 only, so the
- * backend's SET_PROTOCOL picks T=0); TRANSMIT with class byte 0x80 echoes
- * the whole APDU back (a way to fill the backend's buffers with known
- * bytes); any other APDU answers 90 00.  Not thread safe (it does not
+ * The card: present unless no-card; power-up gives ATR 3B 00 (T=0 only, so
+ * the backend's SET_PROTOCOL picks T=0); TRANSMIT with class byte 0x80
+ * echoes the whole APDU back (a way to fill the backend's buffers with
+ * known bytes); any other APDU answers 90 00.  Not thread safe (it does not
  * answer TAG_IFD_THREAD_SAFE), like most drivers.
  *
  * Modes:
@@ -28,6 +28,17 @@
  *   backwards    answers scardio's card-event-count extension (ifd_ext.h)
  *                with counts that go back by one on every read (the card
  *                never moves: any event reported is made up).
+ *   no-card      the reader is empty: IFDHICCPresence answers
+ *                IFD_ICC_NOT_PRESENT, power-up and TRANSMIT fail with it.
+ *   slow-stop    offers a polling function that waits until its stop
+ *                function is called (or its timeout passes), and a stop
+ *                function that wakes it, then sleeps SLOW_STOP_MS (from the
+ *                environment; default 1500) before it returns.  Instead of
+ *                busy-poll's, when both are given.  IFDHControl code
+ *                0x42000000 + 2 answers, as a u32 for every mode, how often
+ *                a stop call and IFDHCloseChannel of its reader overlapped
+ *                (the channel closed while the stop function ran, or the
+ *                stop function called for a reader that is not open).
  *
  * Any LUN may be opened any number of times (as a driver that does not
  * check would): refusing a second open of a reader is the host's job.
@@ -36,6 +47,7 @@
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -45,27 +57,43 @@
 #define EXPORT __attribute__((visibility("default")))
 #define MAX_LUNS 64
 #define CTL_CONCURRENT_ENTRIES 0x42000001u
+#define CTL_STOP_CLOSE_OVERLAPS 0x42000002u
 
-enum { BUSY_POLL = 1, SHORT_WRITE = 2, LOG_REENTER = 4, EXCLUSIVE = 8, BACKWARDS = 16 };
+enum { BUSY_POLL = 1, SHORT_WRITE = 2, LOG_REENTER = 4, EXCLUSIVE = 8, BACKWARDS = 16,
+       NO_CARD = 32, SLOW_STOP = 64 };
 
 static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
-static struct { IFD_DWORD lun; unsigned modes; uint32_t events; } luns[MAX_LUNS];
+static pthread_cond_t poll_cv = PTHREAD_COND_INITIALIZER;
+static struct {
+    IFD_DWORD lun;
+    unsigned modes;
+    uint32_t events;
+    int stop_asked;              /* slow-stop: the poll is to return */
+    int in_stop;                 /* slow-stop: stop calls running */
+} luns[MAX_LUNS];
 static int n_luns;
 static int inside;               /* calls inside the driver right now */
 static uint32_t concurrent;      /* calls that found another one inside */
+static uint32_t stop_close_overlaps;
 
 static const IFD_UCHAR atr[] = {0x3B, 0x00};
+
+/* The table index of `lun` (m held); -1 when it is not open. */
+static int find_locked(IFD_DWORD lun)
+{
+    for (int i = n_luns - 1; i >= 0; i--)
+        if (luns[i].lun == lun)
+            return i;
+    return -1;
+}
 
 static unsigned modes_of(IFD_DWORD lun)
 {
     unsigned modes = 0;
+    int i;
     pthread_mutex_lock(&m);
-    for (int i = n_luns - 1; i >= 0; i--) {
-        if (luns[i].lun == lun) {
-            modes = luns[i].modes;
-            break;
-        }
-    }
+    if ((i = find_locked(lun)) >= 0)
+        modes = luns[i].modes;
     pthread_mutex_unlock(&m);
     return modes;
 }
@@ -108,6 +136,7 @@ static unsigned parse_modes(const char *name)
     static const struct { const char *word; unsigned bit; } words[] = {
         {"busy-poll", BUSY_POLL}, {"short-write", SHORT_WRITE},
         {"log-reenter", LOG_REENTER}, {"exclusive", EXCLUSIVE}, {"backwards", BACKWARDS},
+        {"no-card", NO_CARD}, {"slow-stop", SLOW_STOP},
     };
     unsigned modes = 0;
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
@@ -132,6 +161,8 @@ EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD lun, char *name)
         luns[n_luns].lun = lun;
         luns[n_luns].modes = parse_modes(name ? name : "");
         luns[n_luns].events = 1000;
+        luns[n_luns].stop_asked = 0;
+        luns[n_luns].in_stop = 0;
         n_luns++;
     }
     pthread_mutex_unlock(&m);
@@ -145,10 +176,13 @@ EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD lun)
     pthread_mutex_lock(&m);
     for (int i = 0; i < n_luns; i++) {
         if (luns[i].lun == lun) {
+            if (luns[i].in_stop)
+                stop_close_overlaps++;
             luns[i] = luns[--n_luns];
             break;
         }
     }
+    pthread_cond_broadcast(&poll_cv);
     pthread_mutex_unlock(&m);
     return ok ? IFD_SUCCESS : IFD_COMMUNICATION_ERROR;
 }
@@ -166,13 +200,61 @@ static IFD_RESPONSECODE stop_poll(IFD_DWORD lun)
     return IFD_SUCCESS;
 }
 
+/* slow-stop: wait for the stop function, the timeout, or the channel to close. */
+static IFD_RESPONSECODE poll_until_stopped(IFD_DWORD lun, int timeout_ms)
+{
+    struct timespec until;
+    int i;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&m);
+    while ((i = find_locked(lun)) >= 0 && !luns[i].stop_asked &&
+           pthread_cond_timedwait(&poll_cv, &m, &until) == 0) {
+    }
+    if (i >= 0)
+        luns[i].stop_asked = 0;
+    pthread_mutex_unlock(&m);
+    return IFD_SUCCESS;
+}
+
+static IFD_RESPONSECODE slow_stop(IFD_DWORD lun)
+{
+    const char *env = getenv("SLOW_STOP_MS");
+    long ms = env ? atol(env) : 1500;
+    struct timespec pause = { ms / 1000, (ms % 1000) * 1000000L };
+    int i;
+    pthread_mutex_lock(&m);
+    if ((i = find_locked(lun)) < 0) {
+        stop_close_overlaps++;   /* called for a reader that is closed */
+    } else {
+        luns[i].stop_asked = 1;
+        luns[i].in_stop++;
+    }
+    pthread_cond_broadcast(&poll_cv);
+    pthread_mutex_unlock(&m);
+    if (i < 0)
+        return IFD_SUCCESS;
+    nanosleep(&pause, NULL);
+    pthread_mutex_lock(&m);
+    if ((i = find_locked(lun)) >= 0)
+        luns[i].in_stop--;
+    pthread_mutex_unlock(&m);
+    return IFD_SUCCESS;
+}
+
 static IFD_RESPONSECODE get_caps(IFD_DWORD lun, IFD_DWORD tag, IFD_DWORD *len, IFD_UCHAR *v)
 {
     unsigned modes = modes_of(lun);
     if ((tag == IFD_TAG_POLLING_THREAD_WITH_TIMEOUT || tag == IFD_TAG_STOP_POLLING_THREAD) &&
-        (modes & BUSY_POLL)) {
-        IFD_RESPONSECODE (*fn)(IFD_DWORD, int) = poll_now;
-        IFD_RESPONSECODE (*stop)(IFD_DWORD) = stop_poll;
+        (modes & (BUSY_POLL | SLOW_STOP))) {
+        IFD_RESPONSECODE (*fn)(IFD_DWORD, int) =
+            (modes & SLOW_STOP) ? poll_until_stopped : poll_now;
+        IFD_RESPONSECODE (*stop)(IFD_DWORD) = (modes & SLOW_STOP) ? slow_stop : stop_poll;
         if (*len < sizeof(void *))
             return IFD_ERROR_INSUFFICIENT_BUFFER;
         if (tag == IFD_TAG_POLLING_THREAD_WITH_TIMEOUT)
@@ -233,7 +315,10 @@ EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD lun, IFD_DWORD action, IFD_UCHAR 
     IFD_RESPONSECODE rc = IFD_COMMUNICATION_ERROR;
     if (enter(lun)) {
         rc = IFD_SUCCESS;
-        if (action == IFD_POWER_DOWN) {
+        if (modes_of(lun) & NO_CARD) {
+            *len = 0;
+            rc = action == IFD_POWER_DOWN ? IFD_SUCCESS : IFD_ICC_NOT_PRESENT;
+        } else if (action == IFD_POWER_DOWN) {
             *len = 0;
         } else if (*len < sizeof atr) {
             rc = IFD_ERROR_INSUFFICIENT_BUFFER;
@@ -266,7 +351,10 @@ EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD lun, IFD_SCARD_IO_HEADER sen
         if (modes & LOG_REENTER)
             log_from_inside();
         rc = IFD_SUCCESS;
-        if (tx_len > 0 && tx[0] == 0x80) {
+        if (modes & NO_CARD) {
+            *rx_len = 0;
+            rc = IFD_ICC_NOT_PRESENT;
+        } else if (tx_len > 0 && tx[0] == 0x80) {
             if (*rx_len < tx_len) {
                 rc = IFD_ERROR_INSUFFICIENT_BUFFER;
             } else {
@@ -290,7 +378,7 @@ EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD lun)
 {
     IFD_RESPONSECODE rc = IFD_COMMUNICATION_ERROR;
     if (enter(lun)) {
-        rc = IFD_ICC_PRESENT;
+        rc = (modes_of(lun) & NO_CARD) ? IFD_ICC_NOT_PRESENT : IFD_ICC_PRESENT;
     }
     leave(lun);
     return rc;
@@ -302,12 +390,12 @@ EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD lun, IFD_DWORD code, IFD_UCHAR *in
 {
     IFD_RESPONSECODE rc = IFD_COMMUNICATION_ERROR;
     (void)in; (void)in_len;
-    if (code == CTL_CONCURRENT_ENTRIES) {
+    if (code == CTL_CONCURRENT_ENTRIES || code == CTL_STOP_CLOSE_OVERLAPS) {
         /* Outside the entry bookkeeping: the count must be readable. */
         if (out_cap < 4)
             return IFD_ERROR_INSUFFICIENT_BUFFER;
         pthread_mutex_lock(&m);
-        put_u32(out, concurrent);
+        put_u32(out, code == CTL_CONCURRENT_ENTRIES ? concurrent : stop_close_overlaps);
         pthread_mutex_unlock(&m);
         *returned = 4;
         return IFD_SUCCESS;
