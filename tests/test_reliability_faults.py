@@ -418,14 +418,6 @@ def tracking_outcome(ep: EntryPoint, code: int) -> Optional[type]:
 PRESENCE_ANSWER_IS_TRUE_WITH_CARD = {615: True, 616: False}
 
 
-# Found by the Monitor-level test below, in the IFD backend (not fixed here:
-# see test_failed_presence_check_leaves_no_stale_event_behind).
-STALE_EVENT_BASE = pytest.mark.xfail(
-    strict=False, reason="IFD backend: a tracking request that fails in IFDHICCPresence "
-    "leaves the card-event base behind; the unconsumed removal is reported later as a "
-    "phantom departure (and arrival) once tracking restarts")
-
-
 def _tracking_cells():
     for ep in (EntryPoint.ICC_PRESENCE, EntryPoint.POLLING, EntryPoint.GET_CAPABILITIES):
         for code in IFD_CODES:
@@ -433,9 +425,7 @@ def _tracking_cells():
                 if ep is EntryPoint.ICC_PRESENCE and \
                         PRESENCE_ANSWER_IS_TRUE_WITH_CARD.get(code, card_in) != card_in:
                     continue
-                marks = [STALE_EVENT_BASE] if (ep, code, card_in) == \
-                    (EntryPoint.ICC_PRESENCE, 617, True) else []
-                yield pytest.param(ep, code, card_in, marks=marks,
+                yield pytest.param(ep, code, card_in,
                                    id=f"{ep.name.lower()}-{code}-{'in' if card_in else 'out'}")
 
 
@@ -505,9 +495,6 @@ def test_monitor_loses_no_event_under_a_one_off_driver_error(ep, code, card_in) 
         assert mon.readers == [reader]
 
 
-@pytest.mark.xfail(strict=True, reason="IFD backend: do_track returns a failed presence "
-                   "check without marking the card-event bases stale (the fix: "
-                   "s->events_stale = s->has_events before returning the error)")
 def test_failed_presence_check_leaves_no_stale_event_behind(sim_device, sim) -> None:
     """An IS_ABSENT that fails in IFDHICCPresence (here IFD_NO_SUCH_DEVICE,
     the card being pulled meanwhile) must not leave that removal to be

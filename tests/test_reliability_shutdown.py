@@ -922,9 +922,6 @@ dev.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-@pytest.mark.xfail(strict=True, reason="IFD backend: the child inherits the parent's claim "
-                   "of the reader (claim_reader's list), so the open is refused as 'already "
-                   "open in this process'; claims made by another pid must be ignored")
 def test_the_child_of_a_fork_can_open_the_same_reader_again() -> None:
     """After fork() the child's inherited device is unusable and closes at
     once (issue 11 item 6); opening the same reader again in the child must

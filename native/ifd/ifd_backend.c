@@ -34,6 +34,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #else
 #include <windows.h>
 #endif
@@ -77,12 +78,24 @@ typedef struct ifd_lib {
     struct ifd_lib *next;
 } ifd_lib;
 
-/* An open channel, to refuse a second open of the same reader. */
+/* An open channel, to refuse a second open of the same reader.  The list
+ * survives fork(): a claim counts only in the process that made it, so a
+ * child can open again what the parent holds. */
 typedef struct ifd_open {
     ifd_lib *lib;
     IFD_DWORD lun;
+    unsigned long pid;
     struct ifd_open *next;
 } ifd_open;
+
+static unsigned long current_pid(void)
+{
+#ifdef _WIN32
+    return 0; /* no fork() */
+#else
+    return (unsigned long)getpid();
+#endif
+}
 
 struct ifd_poller;
 static void poller_drop(struct ifd_poller *p);
@@ -423,9 +436,10 @@ static scio_status lib_load(const char *path, ifd_lib **out,
 static int claim_reader(ifd_lib *lib, IFD_DWORD lun)
 {
     ifd_open *o;
+    unsigned long pid = current_pid();
     scio_mutex_lock(&libs_lock);
     for (o = opens; o; o = o->next) {
-        if (o->lib == lib && o->lun == lun) {
+        if (o->lib == lib && o->lun == lun && o->pid == pid) {
             scio_mutex_unlock(&libs_lock);
             return -1;
         }
@@ -434,6 +448,7 @@ static int claim_reader(ifd_lib *lib, IFD_DWORD lun)
     if (o) {
         o->lib = lib;
         o->lun = lun;
+        o->pid = pid;
         o->next = opens;
         opens = o;
     }
@@ -443,9 +458,10 @@ static int claim_reader(ifd_lib *lib, IFD_DWORD lun)
 
 static void unclaim_reader(ifd_lib *lib, IFD_DWORD lun)
 {
+    unsigned long pid = current_pid();
     scio_mutex_lock(&libs_lock);
     for (ifd_open **pp = &opens; *pp; pp = &(*pp)->next) {
-        if ((*pp)->lib == lib && (*pp)->lun == lun) {
+        if ((*pp)->lib == lib && (*pp)->lun == lun && (*pp)->pid == pid) {
             ifd_open *o = *pp;
             *pp = o->next;
             free(o);
@@ -1131,8 +1147,12 @@ static int track_look(ifd_dev *s, int want_present, int first, scio_status *st, 
         scio_now_ms() - s->look_ms < (int64_t)s->poll_interval_ms)
         return (s->state > SCIO_STATE_ABSENT) == want_present;
     *st = refresh_presence(s, &present, drv);
-    if (*st != SCIO_SUCCESS)
+    if (*st != SCIO_SUCCESS) {
+        /* The card may have moved while the driver failed: the next count
+         * read resynchronises rather than reporting what it missed. */
+        s->events_stale = s->has_events;
         return 0;
+    }
     return consume_event(s, want_present) || present == want_present;
 }
 
