@@ -25,7 +25,7 @@ __all__ = [
     "InvalidRequestError", "InvalidParameterError", "InputTooLargeError",
     "BufferTooSmallError", "InvalidStateError", "ReentryError", "DriverError",
     "DriverDataError", "UnrecognizedCardError", "DeviceGoneError",
-    "ClosedError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
+    "ClosedError", "ResourceManagerNotRunningError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
     "MissingEntryPointError", "ChannelOpenError", "error_for_status", "status_name",
     "use_status_names",
 ]
@@ -152,6 +152,12 @@ class ClosedError(DeviceGoneError):
     """The device or reader has been closed."""
 
 
+class ResourceManagerNotRunningError(DeviceGoneError):
+    """The PC/SC resource manager (pcscd, the Smart Card service) is not
+    running, or stopped while a reader was open through it."""
+    status = 0xE0000001
+
+
 class DriverLoadError(ScardioError, OSError):
     """The driver could not be loaded or its channel opened."""
     status = 0xC0000001
@@ -194,7 +200,8 @@ _CLASS_FOR_STATUS: dict[int, type[ScardioError]] = {
                 ReaderInUseError, NotSupportedError, InvalidRequestError,
                 InvalidParameterError, InputTooLargeError, BufferTooSmallError,
                 InvalidStateError, ReentryError, DriverError, DriverDataError,
-                UnrecognizedCardError, DeviceGoneError, DriverNotFoundError,
+                UnrecognizedCardError, DeviceGoneError, ResourceManagerNotRunningError,
+                DriverNotFoundError,
                 NotADriverError, MissingEntryPointError, ChannelOpenError)
 }
 _CLASS_FOR_STATUS[0xC0000034] = DriverNotFoundError  # OBJECT_NAME_NOT_FOUND
