@@ -31,6 +31,7 @@
 #else
 #include <windows.h>
 #endif
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +270,10 @@ static scio_status map_rc(uint32_t rc)
     case PCSC_E_READER_UNAVAILABLE:
     case PCSC_E_NO_READERS_AVAILABLE:
     case PCSC_E_INVALID_HANDLE: return SCIO_DEVICE_NOT_CONNECTED;
+#ifndef _WIN32
+    /* pcsc-lite's only communication is with the daemon: it went away. */
+    case PCSC_F_COMM_ERROR:
+#endif
     case PCSC_E_NO_SERVICE:
     case PCSC_E_SERVICE_STOPPED:
     case PCSC_P_SHUTDOWN: return SCIO_NO_SERVICE;
@@ -276,8 +281,16 @@ static scio_status map_rc(uint32_t rc)
     }
 }
 
-/* A resource-manager code as the device's driver code: its 32-bit value. */
-static long drv_code(uint32_t rc) { return (long)(int32_t)rc; }
+/* A resource-manager code as the device's driver code: its 32-bit value
+ * (negative where long has 32 bits, as on Windows). */
+static long drv_code(uint32_t rc)
+{
+#if LONG_MAX > 0x7FFFFFFFL
+    return (long)rc;
+#else
+    return (long)(int32_t)rc;
+#endif
+}
 
 static scio_status fail_rc(uint32_t rc, long *drv)
 {

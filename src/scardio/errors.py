@@ -213,6 +213,10 @@ def error_for_status(status: int, message: str = "", *, driver_code: int = 0,
     """The exception instance for a failed status (not raised)."""
     cls = _CLASS_FOR_STATUS.get(status, ScardioError)
     name = status_name(status)
+    if not message and cls is ResourceManagerNotRunningError:
+        message = "the PC/SC resource manager is not running (or it stopped)"
+    elif not message and cls is ReaderInUseError:
+        message = "another client holds the reader exclusively"
     text = message or name
     if ioctl is not None:
         from .constants import ioctl_name
