@@ -497,7 +497,7 @@ static scio_status put_u32(uint32_t v, uint8_t *out, size_t out_cap, size_t *out
 /* The state as the contract names it (lock held). */
 static scio_status current_state(pcsc_dev *s, uint32_t *out, long *drv)
 {
-    int present;
+    int present = 0;
     scio_status st;
     if (s->connected) {
         PCSC_DWORD state;
@@ -535,7 +535,7 @@ static scio_status do_get_state(pcsc_dev *s, uint8_t *out, size_t out_cap, size_
 
 static scio_status card_in(pcsc_dev *s, long *drv)
 {
-    int present;
+    int present = 0;
     scio_status st = look(s, s->ctx, &present, NULL, drv);
     if (st != SCIO_SUCCESS)
         return st;
@@ -1081,7 +1081,7 @@ scio_status scio_open_pcsc(const char *reader, scio_queue *q, const scio_pcsc_op
     pcsc_dev *s;
     scio_status st;
     size_t n;
-    int present;
+    int present = 0;
     long drv = 0;
 
     *out = NULL;
