@@ -350,7 +350,6 @@ typedef struct pcsc_dev {
     uint8_t atr[SCIO_MAX_ATR];
     size_t atr_len;
     uint32_t last_error;
-    uint8_t *rx;               /* full-size response buffer, made on demand */
     /* tracking, guarded by track_lock */
     scio_mutex track_lock;
     scio_cond track_cv;
@@ -645,15 +644,10 @@ static scio_status do_transmit(pcsc_dev *s, const uint8_t *in, size_t in_len, ui
     cap = out_cap - SCIO_IO_REQUEST_SIZE;
     if (cap > SCIO_MAX_RESPONSE)
         cap = SCIO_MAX_RESPONSE;
-    /* The library fails a response that does not fit its buffer: give it
-     * room for any response and report BUFFER_TOO_SMALL ourselves. */
+    /* The caller's buffer itself: a response that does not fit is
+     * SCARD_E_INSUFFICIENT_BUFFER, which is BUFFER_TOO_SMALL. */
     rx = out + SCIO_IO_REQUEST_SIZE;
-    if (cap < SCIO_MAX_RESPONSE) {
-        if (!s->rx && !(s->rx = malloc(SCIO_MAX_RESPONSE)))
-            return SCIO_NO_MEMORY;
-        rx = s->rx;
-    }
-    rx_len = rx == s->rx ? SCIO_MAX_RESPONSE : (PCSC_DWORD)cap;
+    rx_len = (PCSC_DWORD)cap;
     pci.dwProtocol = to_pcsc_protocols(proto);
     pci.cbPciLength = sizeof pci;
     rc = rc32(api.transmit(s->card, &pci, in + pci_len, (PCSC_DWORD)apdu_len, NULL, rx,
@@ -665,14 +659,10 @@ static scio_status do_transmit(pcsc_dev *s, const uint8_t *in, size_t in_len, ui
             s->reset_by_other = 1;
         return fail_rc(rc, drv);
     }
-    if (rx_len > (rx == s->rx ? SCIO_MAX_RESPONSE : cap)) {
+    if (rx_len > cap) {
         *drv = (long)(rx_len > 0x7FFFFFFF ? 0x7FFFFFFF : rx_len);
         return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
     }
-    if (rx_len > cap)
-        return SCIO_BUFFER_TOO_SMALL;
-    if (rx != out + SCIO_IO_REQUEST_SIZE)
-        memcpy(out + SCIO_IO_REQUEST_SIZE, rx, rx_len);
     scio_put_u32(out, proto);
     scio_put_u32(out + 4, SCIO_IO_REQUEST_SIZE);
     *out_len = SCIO_IO_REQUEST_SIZE + rx_len;
@@ -966,7 +956,6 @@ static void pcsc_release(scio_device *d)
 static void dev_free(pcsc_dev *s)
 {
     free(s->reader);
-    free(s->rx);
     scio_cond_destroy(&s->track_cv);
     scio_mutex_destroy(&s->track_lock);
     scio_mutex_destroy(&s->lock);
