@@ -34,19 +34,22 @@ WIN32_SOURCES = [
 ]
 # Elsewhere: no platform reader paths (readers are reached through IFD handlers).
 POSIX_SOURCES = ["native/posix/paths.c"]
+# Every platform: readers held by the PC/SC resource manager (the client
+# library is loaded at run time, so nothing is linked).
+PCSC_SOURCES = ["native/pcsc/pcsc_backend.c"]
 SIM_SOURCES = ["native/sim/sim_ifd.c", "native/sim/card.c"]
 
 # Shared libraries that are not Python modules: no PyInit, plain file name.
 PLAIN_LIBRARIES = {"scardio.libscardio_sim"}
 
 if IS_WINDOWS:
-    core_sources = CORE_SOURCES + IFD_SOURCES + WIN32_SOURCES
+    core_sources = CORE_SOURCES + IFD_SOURCES + PCSC_SOURCES + WIN32_SOURCES
     # discover.c: SetupDi* and CM_Get_Device_Interface_List*.
     core_libs = ["setupapi", "cfgmgr32"]
     core_args = []
     sim_args = []
 else:
-    core_sources = CORE_SOURCES + IFD_SOURCES + POSIX_SOURCES
+    core_sources = CORE_SOURCES + IFD_SOURCES + PCSC_SOURCES + POSIX_SOURCES
     core_libs = ["dl", "pthread"]
     # Hidden by default: only the module init and the log_msg family
     # (which drivers import) are exported.

@@ -2,8 +2,9 @@
  * scio.h - the scardio C core: one API over every reader backend.
  *
  * A device is a smart-card reader opened through a backend, chosen once at
- * open: an IFD-handler driver (scio_open_ifd, every platform) or a Windows
- * device path (scio_open_win32 / scio_open_path, DeviceIoControl).  Every
+ * open: an IFD-handler driver (scio_open_ifd, every platform), a Windows
+ * device path (scio_open_win32 / scio_open_path, DeviceIoControl), or a
+ * reader held by the PC/SC resource manager (scio_open_pcsc).  Every
  * request is an IOCTL of the Windows smart-card reader contract
  * (IOCTL_SMARTCARD_*: CTL_CODE(FILE_DEVICE_SMARTCARD, n, METHOD_BUFFERED,
  * FILE_ANY_ACCESS), codes below) with Windows buffer layout (32-bit
@@ -58,6 +59,9 @@ typedef uint32_t scio_status;
 #define SCIO_IO_DEVICE_ERROR          0xC0000185u /* driver failed the call */
 #define SCIO_INVALID_BUFFER_SIZE      0xC0000206u /* input larger than allowed */
 #define SCIO_DEVICE_DATA_ERROR        0xC000009Cu /* driver returned bad data */
+/* scardio's own (customer bit set): the PC/SC resource manager is not
+ * running, or stopped (SCARD_E_NO_SERVICE / SCARD_E_SERVICE_STOPPED). */
+#define SCIO_NO_SERVICE               0xE0000001u
 
 /* Short, stable name of a status ("NO_MEDIA"), or NULL if unknown. */
 const char *scio_status_name(scio_status status);
@@ -205,6 +209,34 @@ scio_status scio_open_win32(const wchar_t *path, scio_queue *q,
  * failure.  q may be NULL for a private queue. */
 int scio_list_paths(char *buf, size_t cap, size_t *needed);
 scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
+                           char *errbuf, size_t errlen);
+
+/* ---- PC/SC: readers the smart-card resource manager holds --------------
+ * The client library (libpcsclite.so.1, the PCSC framework, winscard.dll) is
+ * loaded at the first call and kept; SCARDIO_PCSC_LIBRARY in the environment
+ * names another file (POSIX).  Reader names are UTF-8 (the ANSI API on
+ * Windows).  Failures: SCIO_DLL_NOT_FOUND (no client library),
+ * SCIO_NO_SERVICE (no resource manager), SCIO_OBJECT_NAME_NOT_FOUND (no such
+ * reader), each with a reason in errbuf. */
+typedef struct scio_pcsc_options {
+    /* How card connections are shared with other clients:
+     * SCIO_PCSC_SHARE_SHARED (0, the default) or SCIO_PCSC_SHARE_EXCLUSIVE. */
+    unsigned share_mode;
+    /* As scio_ifd_options.close_timeout_ms. */
+    unsigned close_timeout_ms;
+} scio_pcsc_options;
+
+#define SCIO_PCSC_SHARE_SHARED     0u
+#define SCIO_PCSC_SHARE_EXCLUSIVE  1u
+
+/* The resource manager's readers, NUL-terminated, the list ending with an
+ * empty string; cap and *needed count bytes including every NUL.
+ * SCIO_BUFFER_TOO_SMALL when cap < *needed (nothing useful written). */
+scio_status scio_pcsc_list_readers(char *buf, size_t cap, size_t *needed,
+                                   char *errbuf, size_t errlen);
+/* Open a reader by its resource-manager name.  opts may be NULL. */
+scio_status scio_open_pcsc(const char *reader, scio_queue *q,
+                           const scio_pcsc_options *opts, scio_device **out,
                            char *errbuf, size_t errlen);
 
 /* The queue this device completes into. */

@@ -31,6 +31,7 @@ const char *scio_status_name(scio_status status)
     case SCIO_IO_DEVICE_ERROR: return "IO_DEVICE_ERROR";
     case SCIO_INVALID_BUFFER_SIZE: return "INVALID_BUFFER_SIZE";
     case SCIO_DEVICE_DATA_ERROR: return "DEVICE_DATA_ERROR";
+    case SCIO_NO_SERVICE: return "NO_SERVICE";
     default: return NULL;
     }
 }

@@ -19,6 +19,10 @@ MAX_DWORD: int  # 0xFFFFFFFF: LUNs, IOCTL codes and option values are DWORDs
 def status_name(status: int) -> Optional[str]:
     """ValueError unless 0 <= status <= MAX_DWORD."""
 def list_device_paths() -> list[str]: ...
+def list_pcsc_readers() -> list[str]:
+    """The PC/SC resource manager's reader names.  Raises
+    scardio.errors.ResourceManagerNotRunningError without a resource manager,
+    DriverNotFoundError without a PC/SC client library."""
 def set_driver_log(callback: Optional[Callable[[int, str], None]]) -> None: ...
 
 class Operation:
@@ -55,6 +59,12 @@ class Device:
     @classmethod
     def open_path(cls, path: str) -> "Device":
         """ValueError if `path` contains a NUL character."""
+    @classmethod
+    def open_pcsc(cls, reader: str, *, share: str = "shared",
+                  close_timeout_ms: int = 0) -> "Device":
+        """A reader the PC/SC resource manager holds, by name.  `share`:
+        "shared" or "exclusive" (ValueError otherwise); TypeError unless
+        `reader` is a str; ValueError if it contains a NUL character."""
     @property
     def closed(self) -> bool: ...
     library: str

@@ -174,6 +174,36 @@ def list_device_paths():
     raise _errors.DriverError("listing reader device paths failed")
 
 
+def list_pcsc_readers():
+    """The names of the readers the PC/SC resource manager holds (an empty
+    list when it has none).  Raises ResourceManagerNotRunningError when it
+    is not running, DriverNotFoundError when no PC/SC client library is
+    installed."""
+    cdef size_t needed = 1024
+    cdef size_t cap
+    cdef bytes buf
+    cdef char *p
+    cdef char errbuf[512]
+    cdef scio_status st = SCIO_BUFFER_TOO_SMALL
+    for _ in range(4):
+        cap = needed
+        buf = PyBytes_FromStringAndSize(NULL, cap)
+        p = PyBytes_AS_STRING(buf)
+        errbuf[0] = 0
+        with nogil:
+            st = scio_pcsc_list_readers(p, cap, &needed, errbuf, sizeof(errbuf))
+        if st == SCIO_SUCCESS:
+            names = []
+            for name in buf[:needed].split(b"\0"):
+                if not name:
+                    break
+                names.append(name.decode("utf-8", "replace"))
+            return names
+        if st != SCIO_BUFFER_TOO_SMALL:
+            break
+    raise _error(st, 0, None, errbuf.decode("utf-8", "replace") or "listing PC/SC readers")
+
+
 cdef object _log_callback = None
 
 cdef void _log_trampoline(int priority, const char *message, void *ctx) noexcept with gil:
@@ -329,7 +359,7 @@ cdef class Device:
         self._ops = {}
 
     def __init__(self):
-        raise TypeError("use Device.open_ifd() or Device.open_path()")
+        raise TypeError("use Device.open_ifd(), Device.open_path() or Device.open_pcsc()")
 
     def __dealloc__(self):
         # Bounded by close_timeout_ms, without the GIL: a dropped device
@@ -399,6 +429,41 @@ cdef class Device:
         self._generation = _generation
         self.library = ""
         self.device_name = str(path)
+        self.lun = 0
+        return self
+
+    @classmethod
+    def open_pcsc(cls, reader, *, share="shared", close_timeout_ms=0):
+        """Open a reader the PC/SC resource manager holds, by its name (see
+        list_pcsc_readers()).  `share` is how card connections are shared
+        with other clients: "shared" or "exclusive"."""
+        cdef uint32_t close_v = _dword(close_timeout_ms, "close_timeout_ms")
+        cdef Device self = Device.__new__(Device)
+        cdef bytes name_b
+        cdef const char *name_p
+        cdef scio_pcsc_options opts
+        cdef char errbuf[512]
+        cdef scio_status st
+        if not isinstance(reader, str):
+            raise TypeError(f"reader must be a str (a PC/SC reader name), got "
+                            f"{type(reader).__name__}")
+        if share not in ("shared", "exclusive"):
+            raise ValueError(f"share must be 'shared' or 'exclusive', got {share!r}")
+        name_b = _c_string(reader, "reader", False)
+        name_p = name_b
+        opts.share_mode = (SCIO_PCSC_SHARE_EXCLUSIVE if share == "exclusive"
+                           else SCIO_PCSC_SHARE_SHARED)
+        opts.close_timeout_ms = close_v
+        errbuf[0] = 0
+        with nogil:
+            st = scio_open_pcsc(name_p, NULL, &opts, &self._dev, errbuf, sizeof(errbuf))
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
+        self._queue = scio_device_queue(self._dev)
+        self._closed = False
+        self._generation = _generation
+        self.library = ""
+        self.device_name = reader
         self.lun = 0
         return self
 

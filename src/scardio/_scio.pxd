@@ -32,6 +32,7 @@ cdef extern from "scio.h" nogil:
     const scio_status SCIO_IO_DEVICE_ERROR
     const scio_status SCIO_INVALID_BUFFER_SIZE
     const scio_status SCIO_DEVICE_DATA_ERROR
+    const scio_status SCIO_NO_SERVICE
 
     const char *scio_status_name(scio_status status)
 
@@ -124,6 +125,16 @@ cdef extern from "scio.h" nogil:
                                 scio_device **out, char *errbuf, size_t errlen)
     int scio_list_paths(char *buf, size_t cap, size_t *needed)
     scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
+                               char *errbuf, size_t errlen)
+    ctypedef struct scio_pcsc_options:
+        unsigned share_mode
+        unsigned close_timeout_ms
+    const unsigned SCIO_PCSC_SHARE_SHARED
+    const unsigned SCIO_PCSC_SHARE_EXCLUSIVE
+    scio_status scio_pcsc_list_readers(char *buf, size_t cap, size_t *needed,
+                                       char *errbuf, size_t errlen)
+    scio_status scio_open_pcsc(const char *reader, scio_queue *q,
+                               const scio_pcsc_options *opts, scio_device **out,
                                char *errbuf, size_t errlen)
     scio_queue *scio_device_queue(scio_device *d)
     scio_status scio_ioctl(scio_device *d, uint32_t code,

@@ -27,7 +27,7 @@ __all__ = [
     "InvalidRequestError", "InvalidParameterError", "InputTooLargeError",
     "BufferTooSmallError", "InvalidStateError", "ReentryError", "DriverError",
     "DriverDataError", "UnrecognizedCardError", "DeviceGoneError",
-    "ClosedError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
+    "ClosedError", "ResourceManagerNotRunningError", "DriverLoadError", "DriverNotFoundError", "NotADriverError",
     "MissingEntryPointError", "ChannelOpenError", "error_for_status", "status_name",
     "use_status_names",
 ]
@@ -154,6 +154,12 @@ class ClosedError(DeviceGoneError):
     """The device or reader has been closed."""
 
 
+class ResourceManagerNotRunningError(DeviceGoneError):
+    """The PC/SC resource manager (pcscd, the Smart Card service) is not
+    running, or stopped while a reader was open through it."""
+    status = 0xE0000001
+
+
 class DriverLoadError(ScardioError, OSError):
     """The driver could not be loaded or its channel opened."""
     status = 0xC0000001
@@ -196,7 +202,8 @@ _CLASS_FOR_STATUS: dict[int, type[ScardioError]] = {
                 ReaderInUseError, NotSupportedError, InvalidRequestError,
                 InvalidParameterError, InputTooLargeError, BufferTooSmallError,
                 InvalidStateError, ReentryError, DriverError, DriverDataError,
-                UnrecognizedCardError, DeviceGoneError, DriverNotFoundError,
+                UnrecognizedCardError, DeviceGoneError, ResourceManagerNotRunningError,
+                DriverNotFoundError,
                 NotADriverError, MissingEntryPointError, ChannelOpenError)
 }
 _CLASS_FOR_STATUS[0xC0000034] = DriverNotFoundError  # OBJECT_NAME_NOT_FOUND
@@ -208,6 +215,10 @@ def error_for_status(status: int, message: str = "", *, driver_code: int = 0,
     """The exception instance for a failed status (not raised)."""
     cls = _CLASS_FOR_STATUS.get(status, ScardioError)
     name = status_name(status)
+    if not message and cls is ResourceManagerNotRunningError:
+        message = "the PC/SC resource manager is not running (or it stopped)"
+    elif not message and cls is ReaderInUseError:
+        message = "another client holds the reader exclusively"
     text = message or name
     if ioctl is not None:
         from .constants import ioctl_name

@@ -1,0 +1,1139 @@
+/*
+ * pcsc_backend.c - a reader held by the PC/SC resource manager (pcscd,
+ * SCardSvr, macOS's daemon), driven through the IOCTL contract of scio.h.
+ *
+ * The client library is loaded at run time (pcsc_abi.h declares its API):
+ * libpcsclite.so.1, the PCSC framework, winscard.dll.  Each device has two
+ * contexts: one for every request but tracking, used under the device's
+ * lock, and one of its own for IS_PRESENT / IS_ABSENT, whose blocking
+ * SCardGetStatusChange is cancelled with SCardCancel (a call on a context
+ * holds it until it returns).
+ *
+ * The resource manager powers cards itself, so some steps of the spec's
+ * sequence become its job (docs/architecture.md, "PC/SC"):
+ *   - no card handle and a card in: the card reads SWALLOWED (in, not
+ *     powered for us); POWER(COLD_RESET) then connects, and the resource
+ *     manager powers the card and negotiates the protocol (SPECIFIC);
+ *   - with a handle, COLD_RESET / WARM_RESET are SCardReconnect with
+ *     SCARD_UNPOWER_CARD / SCARD_RESET_CARD, POWER_DOWN is SCardDisconnect
+ *     with SCARD_UNPOWER_CARD (the handle goes: the card reads SWALLOWED);
+ *   - SET_PROTOCOL confirms the negotiated protocol, or reconnects asking
+ *     for the wanted one (with a reset, as a new PPS needs one);
+ *   - GET_ATTRIBUTE, SET_ATTRIBUTE and vendor controls use the card handle,
+ *     or a direct connection (SCARD_SHARE_DIRECT) made for the call when
+ *     there is none, so that they work without a card and hold nothing.
+ * Closing the device disconnects with SCARD_LEAVE_CARD: what happens to
+ * the card then is the resource manager's call (it powers idle cards down).
+ */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#else
+#include <windows.h>
+#endif
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/backend.h"
+#include "pcsc_abi.h"
+
+/* A blocked tracking wait wakes this often even if no card event and no
+ * cancel came (a cancel that lands just before the wait starts is lost by
+ * pcsc-lite: wake_tracking repeats it, this only bounds the worst case). */
+#define PCSC_TRACK_SLICE_MS 1000u
+/* Reader names are short (pcsc-lite: 128 bytes); refuse absurd ones. */
+#define PCSC_MAX_READER_NAME 1024u
+
+#if defined(_WIN32)
+#define PCSC_LIBRARY "winscard.dll"
+#define PCSC_A(name) name "A"
+#elif defined(__APPLE__)
+#define PCSC_LIBRARY "/System/Library/Frameworks/PCSC.framework/PCSC"
+#define PCSC_A(name) name
+#else
+#define PCSC_LIBRARY "libpcsclite.so.1"
+#define PCSC_A(name) name
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PCSC_PRINTF(fmt_arg, first_arg) __attribute__((format(printf, fmt_arg, first_arg)))
+#else
+#define PCSC_PRINTF(fmt_arg, first_arg)
+#endif
+
+_Static_assert(SCIO_MAX_INPUT <= UINT32_MAX && SCIO_MAX_OUTPUT <= UINT32_MAX,
+               "IOCTL buffer sizes fit a 32-bit DWORD");
+
+/* ---- the client library (loaded once, kept for the process) ------------ */
+
+typedef struct pcsc_api {
+    pcsc_establish_fn establish;
+    pcsc_release_fn release;
+    pcsc_list_readers_fn list_readers;
+    pcsc_connect_fn connect;
+    pcsc_reconnect_fn reconnect;
+    pcsc_disconnect_fn disconnect;
+    pcsc_status_fn status;
+    pcsc_get_status_change_fn get_status_change;
+    pcsc_control_fn control;
+    pcsc_transmit_fn transmit;
+    pcsc_cancel_fn cancel;
+    pcsc_get_attrib_fn get_attrib;   /* optional */
+    pcsc_set_attrib_fn set_attrib;   /* optional */
+} pcsc_api;
+
+static scio_mutex api_lock = SCIO_MUTEX_INITIALIZER;
+static pcsc_api api;
+static int api_state;            /* 0 not tried, 1 loaded, -1 failed */
+static scio_status api_failure;
+static char api_error[384];
+
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) PCSC_PRINTF(3, 4);
+static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    if (!errbuf || !errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, errlen, fmt, ap);
+    va_end(ap);
+}
+
+#ifdef _WIN32
+/* FARPROC to a function-pointer field without a cast between incompatible
+ * function types. */
+#define RESOLVE(field, name)                                        \
+    do {                                                            \
+        FARPROC p_ = GetProcAddress(lib, name);                     \
+        memcpy(&api.field, &p_, sizeof api.field);                  \
+    } while (0)
+#else
+#define RESOLVE(field, name) (*(void **)(&api.field) = dlsym(lib, name))
+#endif
+
+/* Load the client library once (api_lock held). */
+static scio_status load_api_locked(void)
+{
+    const char *missing = NULL;
+    const char *path = PCSC_LIBRARY;
+#ifdef _WIN32
+    /* From System32 only: never a winscard.dll planted beside the program. */
+    HMODULE lib = LoadLibraryExA(path, NULL, LOAD_LIBRARY_SEARCH_SYSTEM32);
+    if (!lib) {
+        set_err(api_error, sizeof api_error,
+                "the PC/SC client library %s could not be loaded (Win32 error %lu)",
+                path, (unsigned long)GetLastError());
+        return SCIO_DLL_NOT_FOUND;
+    }
+#else
+    void *lib;
+    const char *env = getenv("SCARDIO_PCSC_LIBRARY");
+    if (env && *env)
+        path = env;
+    dlerror();
+    lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+        const char *why = dlerror();
+        set_err(api_error, sizeof api_error,
+                "the PC/SC client library %s could not be loaded: %s (is pcsc-lite "
+                "installed?)", path, why ? why : "unknown error");
+        return SCIO_DLL_NOT_FOUND;
+    }
+#endif
+    RESOLVE(establish, "SCardEstablishContext");
+    RESOLVE(release, "SCardReleaseContext");
+    RESOLVE(list_readers, PCSC_A("SCardListReaders"));
+    RESOLVE(connect, PCSC_A("SCardConnect"));
+    RESOLVE(reconnect, "SCardReconnect");
+    RESOLVE(disconnect, "SCardDisconnect");
+    RESOLVE(status, PCSC_A("SCardStatus"));
+    RESOLVE(get_status_change, PCSC_A("SCardGetStatusChange"));
+#ifdef __APPLE__
+    /* The framework's SCardControl is the old form without a control
+     * code; the form with one is exported as SCardControl132. */
+    RESOLVE(control, "SCardControl132");
+#else
+    RESOLVE(control, "SCardControl");
+#endif
+    RESOLVE(transmit, "SCardTransmit");
+    RESOLVE(cancel, "SCardCancel");
+    RESOLVE(get_attrib, "SCardGetAttrib");
+    RESOLVE(set_attrib, "SCardSetAttrib");
+    if (!api.establish) missing = "SCardEstablishContext";
+    else if (!api.release) missing = "SCardReleaseContext";
+    else if (!api.list_readers) missing = "SCardListReaders";
+    else if (!api.connect) missing = "SCardConnect";
+    else if (!api.reconnect) missing = "SCardReconnect";
+    else if (!api.disconnect) missing = "SCardDisconnect";
+    else if (!api.status) missing = "SCardStatus";
+    else if (!api.get_status_change) missing = "SCardGetStatusChange";
+    else if (!api.control) missing = "SCardControl";
+    else if (!api.transmit) missing = "SCardTransmit";
+    else if (!api.cancel) missing = "SCardCancel";
+    if (missing) {
+        set_err(api_error, sizeof api_error,
+                "the PC/SC client library %s does not export %s", path, missing);
+#ifdef _WIN32
+        FreeLibrary(lib);
+#else
+        dlclose(lib);
+#endif
+        memset(&api, 0, sizeof api);
+        return SCIO_ENTRYPOINT_NOT_FOUND;
+    }
+    return SCIO_SUCCESS; /* never unloaded: abandoned calls may still be in it */
+}
+
+static scio_status load_api(char *errbuf, size_t errlen)
+{
+    scio_status st;
+    scio_mutex_lock(&api_lock);
+    if (api_state == 0) {
+        api_failure = load_api_locked();
+        api_state = api_failure == SCIO_SUCCESS ? 1 : -1;
+    }
+    st = api_state == 1 ? SCIO_SUCCESS : api_failure;
+    if (st != SCIO_SUCCESS)
+        set_err(errbuf, errlen, "%s", api_error);
+    scio_mutex_unlock(&api_lock);
+    return st;
+}
+
+/* ---- return codes -------------------------------------------------------- */
+
+static uint32_t rc32(PCSC_LONG rc) { return (uint32_t)rc; }
+
+static const char *code_name(uint32_t rc)
+{
+    switch (rc) {
+    case PCSC_S_SUCCESS: return "SCARD_S_SUCCESS";
+    case PCSC_F_INTERNAL_ERROR: return "SCARD_F_INTERNAL_ERROR";
+    case PCSC_E_CANCELLED: return "SCARD_E_CANCELLED";
+    case PCSC_E_INVALID_HANDLE: return "SCARD_E_INVALID_HANDLE";
+    case PCSC_E_INVALID_PARAMETER: return "SCARD_E_INVALID_PARAMETER";
+    case PCSC_E_NO_MEMORY: return "SCARD_E_NO_MEMORY";
+    case PCSC_E_INSUFFICIENT_BUFFER: return "SCARD_E_INSUFFICIENT_BUFFER";
+    case PCSC_E_UNKNOWN_READER: return "SCARD_E_UNKNOWN_READER";
+    case PCSC_E_TIMEOUT: return "SCARD_E_TIMEOUT";
+    case PCSC_E_SHARING_VIOLATION: return "SCARD_E_SHARING_VIOLATION";
+    case PCSC_E_NO_SMARTCARD: return "SCARD_E_NO_SMARTCARD";
+    case PCSC_E_PROTO_MISMATCH: return "SCARD_E_PROTO_MISMATCH";
+    case PCSC_E_NOT_READY: return "SCARD_E_NOT_READY";
+    case PCSC_E_INVALID_VALUE: return "SCARD_E_INVALID_VALUE";
+    case PCSC_F_COMM_ERROR: return "SCARD_F_COMM_ERROR";
+    case PCSC_E_READER_UNAVAILABLE: return "SCARD_E_READER_UNAVAILABLE";
+    case PCSC_E_NO_SERVICE: return "SCARD_E_NO_SERVICE";
+    case PCSC_E_SERVICE_STOPPED: return "SCARD_E_SERVICE_STOPPED";
+    case PCSC_E_NO_READERS_AVAILABLE: return "SCARD_E_NO_READERS_AVAILABLE";
+    case PCSC_W_REMOVED_CARD: return "SCARD_W_REMOVED_CARD";
+    case PCSC_W_RESET_CARD: return "SCARD_W_RESET_CARD";
+    case PCSC_W_UNRESPONSIVE_CARD: return "SCARD_W_UNRESPONSIVE_CARD";
+    default: return "SCARD error";
+    }
+}
+
+/* The core's status for a resource-manager result. */
+static scio_status map_rc(uint32_t rc)
+{
+    switch (rc) {
+    case PCSC_S_SUCCESS: return SCIO_SUCCESS;
+    case PCSC_E_CANCELLED:
+    case PCSC_E_SYSTEM_CANCELLED: return SCIO_CANCELLED;
+    case PCSC_E_TIMEOUT: return SCIO_IO_TIMEOUT;
+    case PCSC_E_SHARING_VIOLATION: return SCIO_SHARING_VIOLATION;
+    case PCSC_E_NO_SMARTCARD:
+    case PCSC_W_REMOVED_CARD: return SCIO_NO_MEDIA;
+    case PCSC_W_UNSUPPORTED_CARD:
+    case PCSC_W_UNRESPONSIVE_CARD:
+    case PCSC_E_INVALID_ATR: return SCIO_UNRECOGNIZED_MEDIA;
+    case PCSC_W_UNPOWERED_CARD:
+    case PCSC_W_RESET_CARD:
+    case PCSC_E_NOT_READY:
+    case PCSC_E_NOT_TRANSACTED: return SCIO_INVALID_DEVICE_STATE;
+    case PCSC_E_PROTO_MISMATCH:
+    case PCSC_E_READER_UNSUPPORTED:
+    case PCSC_E_CARD_UNSUPPORTED:
+    case PCSC_E_UNSUPPORTED_FEATURE_WIN: return SCIO_NOT_SUPPORTED;
+#ifndef _WIN32
+    case PCSC_E_UNEXPECTED: return SCIO_NOT_SUPPORTED; /* pcsc-lite: UNSUPPORTED_FEATURE */
+#endif
+    case PCSC_E_INSUFFICIENT_BUFFER:
+    case PCSC_E_PCI_TOO_SMALL: return SCIO_BUFFER_TOO_SMALL;
+    case PCSC_E_INVALID_PARAMETER:
+    case PCSC_E_INVALID_VALUE: return SCIO_INVALID_PARAMETER;
+    case PCSC_E_NO_MEMORY: return SCIO_NO_MEMORY;
+    case PCSC_E_SERVER_TOO_BUSY: return SCIO_DEVICE_BUSY;
+    case PCSC_E_UNKNOWN_READER:
+    case PCSC_E_READER_UNAVAILABLE:
+    case PCSC_E_NO_READERS_AVAILABLE:
+    case PCSC_E_INVALID_HANDLE: return SCIO_DEVICE_NOT_CONNECTED;
+#ifndef _WIN32
+    /* pcsc-lite's only communication is with the daemon: it went away. */
+    case PCSC_F_COMM_ERROR:
+#endif
+    case PCSC_E_NO_SERVICE:
+    case PCSC_E_SERVICE_STOPPED:
+    case PCSC_P_SHUTDOWN: return SCIO_NO_SERVICE;
+    default: return SCIO_IO_DEVICE_ERROR;
+    }
+}
+
+/* A resource-manager code as the device's driver code: its 32-bit value
+ * (negative where long has 32 bits, as on Windows). */
+static long drv_code(uint32_t rc)
+{
+#if LONG_MAX > 0x7FFFFFFFL
+    return (long)rc;
+#else
+    return (long)(int32_t)rc;
+#endif
+}
+
+static scio_status fail_rc(uint32_t rc, long *drv)
+{
+    *drv = drv_code(rc);
+    return map_rc(rc);
+}
+
+/* Protocols between the contract's masks and the library's. */
+static PCSC_DWORD to_pcsc_protocols(uint32_t mask)
+{
+    PCSC_DWORD p = 0;
+    if (mask & SCIO_PROTOCOL_T0) p |= PCSC_PROTOCOL_T0;
+    if (mask & SCIO_PROTOCOL_T1) p |= PCSC_PROTOCOL_T1;
+    if (mask & SCIO_PROTOCOL_RAW) p |= PCSC_PROTOCOL_RAW;
+    return p;
+}
+
+static uint32_t from_pcsc_protocol(PCSC_DWORD p)
+{
+    if (p & PCSC_PROTOCOL_T1) return SCIO_PROTOCOL_T1;
+    if (p & PCSC_PROTOCOL_T0) return SCIO_PROTOCOL_T0;
+    if (p & PCSC_PROTOCOL_RAW) return SCIO_PROTOCOL_RAW;
+    return 0;
+}
+
+/* SCardStatus's reader state as the contract's GET_STATE value. */
+static uint32_t contract_state(PCSC_DWORD st)
+{
+#ifdef _WIN32
+    return st <= SCIO_STATE_SPECIFIC ? (uint32_t)st : SCIO_STATE_UNKNOWN;
+#else
+    /* Several flags may be set at once: the most advanced one counts. */
+    if (st & PCSC_BIT_SPECIFIC) return SCIO_STATE_SPECIFIC;
+    if (st & PCSC_BIT_NEGOTIABLE) return SCIO_STATE_NEGOTIABLE;
+    if (st & PCSC_BIT_POWERED) return SCIO_STATE_POWERED;
+    if (st & PCSC_BIT_SWALLOWED) return SCIO_STATE_SWALLOWED;
+    if (st & PCSC_BIT_PRESENT) return SCIO_STATE_PRESENT;
+    if (st & PCSC_BIT_ABSENT) return SCIO_STATE_ABSENT;
+    return SCIO_STATE_UNKNOWN;
+#endif
+}
+
+/* ---- devices ------------------------------------------------------------- */
+
+typedef struct pcsc_dev {
+    char *reader;
+    PCSC_DWORD share;
+    PCSC_CONTEXT ctx;          /* every call but tracking, under `lock` */
+    PCSC_CONTEXT track_ctx;    /* IS_PRESENT / IS_ABSENT only */
+    int has_ctx, has_track_ctx;
+    scio_mutex lock;
+    /* guarded by lock */
+    int connected;
+    PCSC_HANDLE card;
+    int reset_by_other;        /* the handle saw SCARD_W_RESET_CARD */
+    uint32_t protocol;         /* the contract's protocol in force, 0 if none */
+    uint8_t atr[SCIO_MAX_ATR];
+    size_t atr_len;
+    uint32_t last_error;
+    /* tracking, guarded by track_lock */
+    scio_mutex track_lock;
+    scio_cond track_cv;
+    int wake;                  /* interrupt the wait: look at cancellation */
+    int in_call;               /* the tracker is inside SCardGetStatusChange */
+    int have_seen;
+    PCSC_DWORD seen;           /* the event state the last request ended on */
+} pcsc_dev;
+
+static void forget_card(pcsc_dev *s)
+{
+    s->connected = 0;
+    s->reset_by_other = 0;
+    s->protocol = 0;
+    s->atr_len = 0;
+}
+
+static void drop_handle(pcsc_dev *s)
+{
+    if (s->connected)
+        api.disconnect(s->card, PCSC_LEAVE_CARD);
+    forget_card(s);
+}
+
+/* Is a card in?  *present, from a non-blocking SCardGetStatusChange. */
+static scio_status look(pcsc_dev *s, PCSC_CONTEXT ctx, int *present, PCSC_DWORD *event,
+                        long *drv)
+{
+    PCSC_READERSTATE rs;
+    uint32_t rc;
+    memset(&rs, 0, sizeof rs);
+    rs.szReader = s->reader;
+    rs.dwCurrentState = PCSC_STATE_UNAWARE;
+    rc = rc32(api.get_status_change(ctx, 0, &rs, 1));
+    if (rc != PCSC_S_SUCCESS)
+        return fail_rc(rc, drv);
+    if (rs.dwEventState & PCSC_STATE_UNKNOWN) {
+        *drv = drv_code(PCSC_E_UNKNOWN_READER);
+        return SCIO_DEVICE_NOT_CONNECTED; /* the reader went away */
+    }
+    *present = (rs.dwEventState & PCSC_STATE_PRESENT) != 0;
+    if (event)
+        *event = rs.dwEventState & ~(PCSC_DWORD)PCSC_STATE_CHANGED;
+    return SCIO_SUCCESS;
+}
+
+/* Read the handle's ATR and protocol (lock held).  A removed card drops
+ * the handle; a card reset by another client marks it. */
+static scio_status read_status(pcsc_dev *s, PCSC_DWORD *state, long *drv)
+{
+    /* Windows' ATR buffer is 36 bytes: room for what any platform writes. */
+    unsigned char atr[40];
+    PCSC_DWORD atr_len = PCSC_ATR_BUFFER, name_len = 0, proto = 0;
+    uint32_t rc;
+    *state = 0;
+    rc = rc32(api.status(s->card, NULL, &name_len, state, &proto, atr, &atr_len));
+    if (rc == PCSC_W_RESET_CARD) {
+        s->reset_by_other = 1;
+        s->protocol = 0;
+        return fail_rc(rc, drv);
+    }
+    if (rc != PCSC_S_SUCCESS) {
+        if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
+            drop_handle(s);
+        return fail_rc(rc, drv);
+    }
+    if (atr_len > SCIO_MAX_ATR) {
+        *drv = (long)atr_len;
+        return SCIO_DEVICE_DATA_ERROR;
+    }
+    memcpy(s->atr, atr, atr_len);
+    s->atr_len = atr_len;
+    s->protocol = from_pcsc_protocol(proto);
+    return SCIO_SUCCESS;
+}
+
+/* Connect (lock held, no handle yet): the resource manager powers the card
+ * and negotiates a protocol. */
+static scio_status connect_card(pcsc_dev *s, long *drv)
+{
+    PCSC_DWORD active = 0, state;
+    uint32_t rc = rc32(api.connect(s->ctx, s->reader, s->share,
+                                   PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1, &s->card, &active));
+    if (rc != PCSC_S_SUCCESS)
+        return fail_rc(rc, drv);
+    s->connected = 1;
+    s->reset_by_other = 0;
+    s->protocol = from_pcsc_protocol(active);
+    return read_status(s, &state, drv);
+}
+
+static scio_status reconnect_card(pcsc_dev *s, PCSC_DWORD protocols, PCSC_DWORD init, long *drv)
+{
+    PCSC_DWORD active = 0, state;
+    uint32_t rc = rc32(api.reconnect(s->card, s->share, protocols, init, &active));
+    if (rc != PCSC_S_SUCCESS) {
+        if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
+            drop_handle(s);
+        return fail_rc(rc, drv);
+    }
+    s->reset_by_other = 0;
+    s->protocol = from_pcsc_protocol(active);
+    return read_status(s, &state, drv);
+}
+
+/* The handle a reader-level call uses: ours, or a direct connection made
+ * for it (*transient: disconnect it afterwards). */
+static scio_status call_handle(pcsc_dev *s, PCSC_HANDLE *h, int *transient, long *drv)
+{
+    PCSC_DWORD active = 0;
+    uint32_t rc;
+    *transient = 0;
+    if (s->connected) {
+        *h = s->card;
+        return SCIO_SUCCESS;
+    }
+    rc = rc32(api.connect(s->ctx, s->reader, PCSC_SHARE_DIRECT, 0, h, &active));
+    if (rc != PCSC_S_SUCCESS)
+        return fail_rc(rc, drv);
+    *transient = 1;
+    return SCIO_SUCCESS;
+}
+
+static void end_call_handle(PCSC_HANDLE h, int transient)
+{
+    if (transient)
+        api.disconnect(h, PCSC_LEAVE_CARD);
+}
+
+static scio_status need_out(size_t out_cap, size_t n)
+{
+    return out_cap < n ? SCIO_BUFFER_TOO_SMALL : SCIO_SUCCESS;
+}
+
+static scio_status put_u32(uint32_t v, uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    if (out_cap < 4)
+        return SCIO_BUFFER_TOO_SMALL;
+    scio_put_u32(out, v);
+    *out_len = 4;
+    return SCIO_SUCCESS;
+}
+
+/* The state as the contract names it (lock held). */
+static scio_status current_state(pcsc_dev *s, uint32_t *out, long *drv)
+{
+    int present = 0;
+    scio_status st;
+    if (s->connected) {
+        PCSC_DWORD state;
+        st = read_status(s, &state, drv);
+        if (st == SCIO_SUCCESS) {
+            /* Connected with a protocol: the resource manager negotiated it. */
+            *out = s->protocol ? SCIO_STATE_SPECIFIC : contract_state(state);
+            return SCIO_SUCCESS;
+        }
+        if (s->reset_by_other) {
+            *out = SCIO_STATE_POWERED; /* powered, our protocol state lost */
+            return SCIO_SUCCESS;
+        }
+        if (s->connected)
+            return st;
+        /* The card went: look at the reader again. */
+    }
+    if ((st = look(s, s->ctx, &present, NULL, drv)) != SCIO_SUCCESS)
+        return st;
+    *out = present ? SCIO_STATE_SWALLOWED : SCIO_STATE_ABSENT;
+    return SCIO_SUCCESS;
+}
+
+static scio_status do_get_state(pcsc_dev *s, uint8_t *out, size_t out_cap, size_t *out_len,
+                                long *drv)
+{
+    uint32_t state;
+    scio_status st;
+    if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
+        return st;
+    if ((st = current_state(s, &state, drv)) != SCIO_SUCCESS)
+        return st;
+    return put_u32(state, out, out_cap, out_len);
+}
+
+static scio_status card_in(pcsc_dev *s, long *drv)
+{
+    int present = 0;
+    scio_status st = look(s, s->ctx, &present, NULL, drv);
+    if (st != SCIO_SUCCESS)
+        return st;
+    return present ? SCIO_SUCCESS : SCIO_NO_MEDIA;
+}
+
+static scio_status do_power(pcsc_dev *s, const uint8_t *in, size_t in_len, uint8_t *out,
+                            size_t out_cap, size_t *out_len, long *drv)
+{
+    uint32_t what, rc;
+    scio_status st;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    what = scio_get_u32(in);
+    if (what > SCIO_WARM_RESET)
+        return SCIO_INVALID_PARAMETER;
+    if (what == SCIO_POWER_DOWN) {
+        if (!s->connected)
+            return card_in(s, drv); /* not powered for us: nothing to do */
+        rc = rc32(api.disconnect(s->card, PCSC_UNPOWER_CARD));
+        forget_card(s);
+        if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
+            return fail_rc(PCSC_W_REMOVED_CARD, drv);
+        return rc == PCSC_S_SUCCESS ? SCIO_SUCCESS : fail_rc(rc, drv);
+    }
+    if (!s->connected) {
+        /* The resource manager powers the card when we connect. */
+        if ((st = connect_card(s, drv)) != SCIO_SUCCESS)
+            return st;
+        if (what == SCIO_WARM_RESET)
+            st = reconnect_card(s, PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1, PCSC_RESET_CARD, drv);
+    } else {
+        st = reconnect_card(s, PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1,
+                            what == SCIO_COLD_RESET ? PCSC_UNPOWER_CARD : PCSC_RESET_CARD, drv);
+    }
+    if (st != SCIO_SUCCESS)
+        return st;
+    if (!s->atr_len)
+        return SCIO_UNRECOGNIZED_MEDIA;
+    if (out_cap < s->atr_len)
+        return SCIO_BUFFER_TOO_SMALL; /* the card stays powered */
+    memcpy(out, s->atr, s->atr_len);
+    *out_len = s->atr_len;
+    return SCIO_SUCCESS;
+}
+
+static scio_status no_handle_status(pcsc_dev *s, long *drv)
+{
+    scio_status st = card_in(s, drv);
+    return st == SCIO_SUCCESS ? SCIO_INVALID_DEVICE_STATE : st;
+}
+
+static scio_status do_set_protocol(pcsc_dev *s, const uint8_t *in, size_t in_len,
+                                   uint8_t *out, size_t out_cap, size_t *out_len, long *drv)
+{
+    uint32_t mask;
+    PCSC_DWORD wanted;
+    scio_status st;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    if ((st = need_out(out_cap, 4)) != SCIO_SUCCESS)
+        return st;
+    mask = scio_get_u32(in);
+    if (!s->connected)
+        return no_handle_status(s, drv);
+    if (s->reset_by_other || !s->protocol)
+        return SCIO_INVALID_DEVICE_STATE;
+    if (mask == SCIO_PROTOCOL_OPTIMAL || (mask & SCIO_PROTOCOL_DEFAULT) || (mask & s->protocol))
+        return put_u32(s->protocol, out, out_cap, out_len);
+    wanted = to_pcsc_protocols(mask);
+    if (!wanted)
+        return SCIO_NOT_SUPPORTED;
+    /* Another protocol needs a new PPS exchange, so a reset. */
+    if ((st = reconnect_card(s, wanted, PCSC_RESET_CARD, drv)) != SCIO_SUCCESS)
+        return st;
+    if (!(mask & s->protocol))
+        return SCIO_NOT_SUPPORTED;
+    return put_u32(s->protocol, out, out_cap, out_len);
+}
+
+static scio_status do_transmit(pcsc_dev *s, const uint8_t *in, size_t in_len, uint8_t *out,
+                               size_t out_cap, size_t *out_len, long *drv)
+{
+    uint32_t proto, pci_len, rc;
+    size_t apdu_len, cap;
+    PCSC_IO_REQUEST pci;
+    PCSC_DWORD rx_len;
+    uint8_t *rx;
+
+    if (in_len < SCIO_IO_REQUEST_SIZE)
+        return SCIO_INVALID_PARAMETER;
+    proto = scio_get_u32(in);
+    pci_len = scio_get_u32(in + 4);
+    if (pci_len < SCIO_IO_REQUEST_SIZE || pci_len > in_len)
+        return SCIO_INVALID_PARAMETER;
+    apdu_len = in_len - pci_len;
+    if (apdu_len > SCIO_MAX_APDU)
+        return SCIO_INVALID_BUFFER_SIZE;
+    if (apdu_len < (proto == SCIO_PROTOCOL_T0 ? 4u : 1u))
+        return SCIO_INVALID_PARAMETER;
+    if (out_cap < SCIO_IO_REQUEST_SIZE + 2)
+        return SCIO_BUFFER_TOO_SMALL;
+    if (!s->connected)
+        return no_handle_status(s, drv);
+    if (s->reset_by_other || !s->protocol || proto != s->protocol)
+        return SCIO_INVALID_DEVICE_STATE;
+    cap = out_cap - SCIO_IO_REQUEST_SIZE;
+    if (cap > SCIO_MAX_RESPONSE)
+        cap = SCIO_MAX_RESPONSE;
+    /* The caller's buffer itself: a response that does not fit is
+     * SCARD_E_INSUFFICIENT_BUFFER, which is BUFFER_TOO_SMALL. */
+    rx = out + SCIO_IO_REQUEST_SIZE;
+    rx_len = (PCSC_DWORD)cap;
+    pci.dwProtocol = to_pcsc_protocols(proto);
+    pci.cbPciLength = sizeof pci;
+    rc = rc32(api.transmit(s->card, &pci, in + pci_len, (PCSC_DWORD)apdu_len, NULL, rx,
+                           &rx_len));
+    if (rc != PCSC_S_SUCCESS) {
+        if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
+            drop_handle(s);
+        else if (rc == PCSC_W_RESET_CARD)
+            s->reset_by_other = 1;
+        return fail_rc(rc, drv);
+    }
+    if (rx_len > cap) {
+        *drv = (long)(rx_len > 0x7FFFFFFF ? 0x7FFFFFFF : rx_len);
+        return SCIO_DEVICE_DATA_ERROR; /* claims more than it could write */
+    }
+    scio_put_u32(out, proto);
+    scio_put_u32(out + 4, SCIO_IO_REQUEST_SIZE);
+    *out_len = SCIO_IO_REQUEST_SIZE + rx_len;
+    return SCIO_SUCCESS;
+}
+
+static scio_status do_get_attribute(pcsc_dev *s, const uint8_t *in, size_t in_len,
+                                    uint8_t *out, size_t out_cap, size_t *out_len, long *drv)
+{
+    uint32_t tag, rc;
+    PCSC_DWORD len;
+    PCSC_HANDLE h;
+    int transient;
+    scio_status st;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    tag = scio_get_u32(in);
+    if (tag == SCIO_ATTR_ATR_STRING) {
+        if (!s->connected || !s->atr_len)
+            return no_handle_status(s, drv);
+        if (out_cap < s->atr_len)
+            return SCIO_BUFFER_TOO_SMALL;
+        memcpy(out, s->atr, s->atr_len);
+        *out_len = s->atr_len;
+        return SCIO_SUCCESS;
+    }
+    if (tag == SCIO_ATTR_CURRENT_PROTOCOL_TYPE)
+        return put_u32(s->connected ? s->protocol : 0, out, out_cap, out_len);
+    if (!api.get_attrib)
+        return SCIO_NOT_SUPPORTED;
+    if (out_cap == 0)
+        return SCIO_BUFFER_TOO_SMALL;
+    if ((st = call_handle(s, &h, &transient, drv)) != SCIO_SUCCESS)
+        return st;
+    len = (PCSC_DWORD)out_cap;
+    memset(out, 0, out_cap);
+    rc = rc32(api.get_attrib(h, tag, out, &len));
+    end_call_handle(h, transient);
+    if (rc == PCSC_S_SUCCESS) {
+        if (len > out_cap) {
+            *drv = (long)(len > 0x7FFFFFFF ? 0x7FFFFFFF : len);
+            return SCIO_DEVICE_DATA_ERROR;
+        }
+        *out_len = len;
+        return SCIO_SUCCESS;
+    }
+    st = fail_rc(rc, drv);
+    if (st == SCIO_NOT_SUPPORTED && tag == SCIO_ATTR_CHARACTERISTICS)
+        return put_u32(0, out, out_cap, out_len); /* what smclib answers */
+    return st;
+}
+
+static scio_status do_set_attribute(pcsc_dev *s, const uint8_t *in, size_t in_len, long *drv)
+{
+    PCSC_HANDLE h;
+    int transient;
+    uint32_t rc;
+    scio_status st;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    if (!api.set_attrib)
+        return SCIO_NOT_SUPPORTED;
+    if ((st = call_handle(s, &h, &transient, drv)) != SCIO_SUCCESS)
+        return st;
+    rc = rc32(api.set_attrib(h, scio_get_u32(in), in + 4, (PCSC_DWORD)(in_len - 4)));
+    end_call_handle(h, transient);
+    return rc == PCSC_S_SUCCESS ? SCIO_SUCCESS : fail_rc(rc, drv);
+}
+
+/* A vendor IOCTL in either convention, as the platform's control code:
+ * pcsc-lite and macOS 0x42000000 + n, Windows SCARD_CTL_CODE(n). */
+static int vendor_code(uint32_t code, PCSC_DWORD *out)
+{
+    int pcsc_style = (code & 0xFF000000u) == 0x42000000u;
+    int win_style = (code & 0xFFFF0003u) == 0x00310000u && ((code >> 2) & 0xFFFu) >= 2048u;
+    if (!pcsc_style && !win_style)
+        return 0;
+#ifdef _WIN32
+    if (pcsc_style) {
+        uint32_t n = code - 0x42000000u;
+        if (n < 2048u || n > 4095u)
+            return 0; /* no Windows control code has this function number */
+        code = SCIO_VENDOR_CTL_WIN(n);
+    }
+#else
+    if (win_style)
+        code = SCIO_VENDOR_CTL_PCSC((code >> 2) & 0xFFFu);
+#endif
+    *out = code;
+    return 1;
+}
+
+static scio_status do_control(pcsc_dev *s, PCSC_DWORD code, const uint8_t *in, size_t in_len,
+                              uint8_t *out, size_t out_cap, size_t *out_len, long *drv)
+{
+    PCSC_HANDLE h;
+    PCSC_DWORD returned = 0;
+    uint8_t none[1];
+    int transient;
+    uint32_t rc;
+    scio_status st;
+    if ((st = call_handle(s, &h, &transient, drv)) != SCIO_SUCCESS)
+        return st;
+    if (out_cap)
+        memset(out, 0, out_cap);
+    rc = rc32(api.control(h, code, in_len ? (const void *)in : (const void *)none,
+                          (PCSC_DWORD)in_len, out_cap ? (void *)out : (void *)none,
+                          (PCSC_DWORD)out_cap, &returned));
+    end_call_handle(h, transient);
+    if (rc != PCSC_S_SUCCESS)
+        return fail_rc(rc, drv);
+    if (returned > out_cap) {
+        *drv = (long)(returned > 0x7FFFFFFF ? 0x7FFFFFFF : returned);
+        return SCIO_DEVICE_DATA_ERROR;
+    }
+    *out_len = returned;
+    return SCIO_SUCCESS;
+}
+
+/* ---- tracking (IS_PRESENT / IS_ABSENT) ------------------------------------ */
+
+/* One SCardGetStatusChange on the tracking context, unless a wake-up came
+ * first (then PCSC_E_CANCELLED without a call). */
+static uint32_t track_wait(pcsc_dev *s, PCSC_DWORD timeout, PCSC_READERSTATE *rs)
+{
+    uint32_t rc;
+    scio_mutex_lock(&s->track_lock);
+    if (s->wake) {
+        s->wake = 0;
+        scio_mutex_unlock(&s->track_lock);
+        return PCSC_E_CANCELLED;
+    }
+    s->in_call = 1;
+    scio_mutex_unlock(&s->track_lock);
+    rc = rc32(api.get_status_change(s->track_ctx, timeout, rs, 1));
+    scio_mutex_lock(&s->track_lock);
+    s->in_call = 0;
+    scio_cond_broadcast(&s->track_cv);
+    scio_mutex_unlock(&s->track_lock);
+    return rc;
+}
+
+/* Complete on the level (a card is in / none is) or on an event of the
+ * wanted kind since the last request ended: the high 16 bits of the event
+ * state count card events, so a card that left and came back between two
+ * requests still completes IS_ABSENT (and the next IS_PRESENT). */
+static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *drv)
+{
+    PCSC_READERSTATE rs;
+    PCSC_DWORD prev = 0;
+    int have_prev, first = 1;
+
+    scio_mutex_lock(&s->track_lock);
+    have_prev = s->have_seen;
+    if (have_prev)
+        prev = s->seen;
+    scio_mutex_unlock(&s->track_lock);
+
+    memset(&rs, 0, sizeof rs);
+    rs.szReader = s->reader;
+    rs.dwCurrentState = PCSC_STATE_UNAWARE;
+    for (;;) {
+        uint32_t rc;
+        PCSC_DWORD ev;
+        int present, moved;
+        if (scio_op_cancelled(op))
+            return SCIO_CANCELLED;
+        rs.dwEventState = 0;
+        rc = track_wait(s, first ? 0 : PCSC_TRACK_SLICE_MS, &rs);
+        if (rc == PCSC_E_TIMEOUT || rc == PCSC_E_CANCELLED) {
+            first = rc == PCSC_E_CANCELLED && first;
+            continue; /* the loop head looks at cancellation */
+        }
+        if (rc != PCSC_S_SUCCESS)
+            return fail_rc(rc, drv);
+        first = 0;
+        ev = rs.dwEventState & ~(PCSC_DWORD)PCSC_STATE_CHANGED;
+        if (ev & PCSC_STATE_UNKNOWN) {
+            *drv = drv_code(PCSC_E_UNKNOWN_READER);
+            return SCIO_DEVICE_NOT_CONNECTED;
+        }
+        present = (ev & PCSC_STATE_PRESENT) != 0;
+        moved = have_prev && ((ev >> 16) & 0xFFFFu) != ((prev >> 16) & 0xFFFFu);
+        if (present == want_present ||
+            (moved && ((prev & PCSC_STATE_PRESENT) != 0) != want_present)) {
+            scio_mutex_lock(&s->track_lock);
+            s->seen = ev;
+            s->have_seen = 1;
+            scio_mutex_unlock(&s->track_lock);
+            return SCIO_SUCCESS;
+        }
+        prev = ev;
+        have_prev = 1;
+        rs.dwCurrentState = ev;
+    }
+}
+
+static void pcsc_wake_tracking(scio_device *d)
+{
+    pcsc_dev *s = scio_device_state(d);
+    int in_call;
+    scio_mutex_lock(&s->track_lock);
+    s->wake = 1;
+    in_call = s->in_call;
+    scio_mutex_unlock(&s->track_lock);
+    /* pcsc-lite drops a cancel that arrives before the wait has reached the
+     * daemon: repeat it (briefly) until the tracker is out of the call. */
+    for (int i = 0; in_call && i < 50; i++) {
+        api.cancel(s->track_ctx);
+        scio_mutex_lock(&s->track_lock);
+        if (s->in_call)
+            scio_cond_wait_until(&s->track_cv, &s->track_lock, scio_now_ms() + 2);
+        in_call = s->in_call;
+        scio_mutex_unlock(&s->track_lock);
+    }
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
+                              const uint8_t *in, size_t in_len,
+                              uint8_t *out, size_t out_cap, size_t *out_len, long *drv)
+{
+    pcsc_dev *s = scio_device_state(d);
+    PCSC_DWORD vcode;
+    scio_status st;
+
+    *out_len = 0;
+    if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
+        return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
+
+    scio_mutex_lock(&s->lock);
+    switch (code) {
+    case SCIO_IOCTL_GET_STATE:
+        st = do_get_state(s, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_POWER:
+        st = do_power(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_SET_PROTOCOL:
+        st = do_set_protocol(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_TRANSMIT:
+        st = do_transmit(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_GET_ATTRIBUTE:
+        st = do_get_attribute(s, in, in_len, out, out_cap, out_len, drv);
+        break;
+    case SCIO_IOCTL_SET_ATTRIBUTE:
+        st = do_set_attribute(s, in, in_len, drv);
+        break;
+    case SCIO_IOCTL_SWALLOW:
+        /* The resource manager's readers have no mechanism to drive. */
+        st = s->connected ? SCIO_SUCCESS : card_in(s, drv);
+        break;
+    case SCIO_IOCTL_EJECT:
+    case SCIO_IOCTL_CONFISCATE:
+        st = SCIO_NOT_SUPPORTED;
+        break;
+    case SCIO_IOCTL_GET_LAST_ERROR:
+        st = put_u32(s->last_error, out, out_cap, out_len);
+        break;
+    default:
+        st = vendor_code(code, &vcode)
+                 ? do_control(s, vcode, in, in_len, out, out_cap, out_len, drv)
+                 : SCIO_INVALID_DEVICE_REQUEST;
+        break;
+    }
+    if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
+        s->last_error = st;
+    scio_mutex_unlock(&s->lock);
+    return st;
+}
+
+static void pcsc_release(scio_device *d)
+{
+    pcsc_dev *s = scio_device_state(d);
+    scio_mutex_lock(&s->lock);
+    drop_handle(s);
+    if (s->has_ctx)
+        api.release(s->ctx);
+    s->has_ctx = 0;
+    scio_mutex_unlock(&s->lock);
+    scio_mutex_lock(&s->track_lock);
+    if (s->has_track_ctx)
+        api.release(s->track_ctx);
+    s->has_track_ctx = 0;
+    scio_mutex_unlock(&s->track_lock);
+}
+
+static void dev_free(pcsc_dev *s)
+{
+    free(s->reader);
+    scio_cond_destroy(&s->track_cv);
+    scio_mutex_destroy(&s->track_lock);
+    scio_mutex_destroy(&s->lock);
+    free(s);
+}
+
+static void pcsc_destroy(scio_device *d)
+{
+    dev_free(scio_device_state(d));
+}
+
+/* Blocking library calls: overlapped requests run on the core's lanes. */
+static const scio_backend pcsc_backend = {
+    .name = "pcsc",
+    .ioctl = pcsc_ioctl,
+    .wake_tracking = pcsc_wake_tracking,
+    .release = pcsc_release,
+    .destroy = pcsc_destroy,
+};
+
+/* ---- open and list -------------------------------------------------------- */
+
+static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, size_t errlen)
+{
+    uint32_t rc = rc32(api.establish(PCSC_SCOPE_SYSTEM, NULL, NULL, ctx));
+    scio_status st;
+    if (rc == PCSC_S_SUCCESS)
+        return SCIO_SUCCESS;
+    st = map_rc(rc);
+    if (st == SCIO_NO_SERVICE)
+        set_err(errbuf, errlen, "%s: the PC/SC resource manager is not running "
+                "(SCardEstablishContext: %s, 0x%08lX)", what, code_name(rc),
+                (unsigned long)rc);
+    else
+        set_err(errbuf, errlen, "%s: SCardEstablishContext failed: %s (0x%08lX)", what,
+                code_name(rc), (unsigned long)rc);
+    return st == SCIO_SUCCESS ? SCIO_UNSUCCESSFUL : st;
+}
+
+scio_status scio_pcsc_list_readers(char *buf, size_t cap, size_t *needed,
+                                   char *errbuf, size_t errlen)
+{
+    PCSC_CONTEXT ctx;
+    PCSC_DWORD len = 0;
+    char *names = NULL;
+    scio_status st;
+    uint32_t rc = PCSC_S_SUCCESS;
+
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (needed)
+        *needed = 1;
+    if (!buf && cap)
+        return SCIO_INVALID_PARAMETER;
+    if ((st = load_api(errbuf, errlen)) != SCIO_SUCCESS)
+        return st;
+    if ((st = establish(&ctx, "listing readers", errbuf, errlen)) != SCIO_SUCCESS)
+        return st;
+    /* Ask for the size, then fetch; a reader can appear in between. */
+    for (int attempt = 0; attempt < 4; attempt++) {
+        len = 0;
+        rc = rc32(api.list_readers(ctx, NULL, NULL, &len));
+        if (rc != PCSC_S_SUCCESS)
+            break;
+        free(names);
+        if (len == 0 || len > 1u << 20 || !(names = malloc((size_t)len + 2))) {
+            names = NULL;
+            rc = len == 0 ? PCSC_E_NO_READERS_AVAILABLE : PCSC_E_NO_MEMORY;
+            break;
+        }
+        rc = rc32(api.list_readers(ctx, NULL, names, &len));
+        if (rc != PCSC_E_INSUFFICIENT_BUFFER)
+            break;
+    }
+    api.release(ctx);
+    if (rc == PCSC_E_NO_READERS_AVAILABLE) {
+        len = 0;
+    } else if (rc != PCSC_S_SUCCESS) {
+        free(names);
+        st = map_rc(rc);
+        set_err(errbuf, errlen, "SCardListReaders failed: %s (0x%08lX)", code_name(rc),
+                (unsigned long)rc);
+        return st == SCIO_SUCCESS ? SCIO_UNSUCCESSFUL : st;
+    }
+    /* A multi-string: each name NUL-terminated, then an empty one. */
+    {
+        size_t used = 0, total;
+        if (names && len) {
+            names[len] = 0;
+            names[len + 1] = 0;
+            while (used < len && names[used])
+                used += strlen(names + used) + 1;
+        }
+        total = used + 1;
+        if (needed)
+            *needed = total;
+        if (cap < total) {
+            free(names);
+            return SCIO_BUFFER_TOO_SMALL;
+        }
+        if (used)
+            memcpy(buf, names, used);
+        buf[used] = 0;
+    }
+    free(names);
+    return SCIO_SUCCESS;
+}
+
+scio_status scio_open_pcsc(const char *reader, scio_queue *q, const scio_pcsc_options *opts,
+                           scio_device **out, char *errbuf, size_t errlen)
+{
+    pcsc_dev *s;
+    scio_status st;
+    size_t n;
+    int present = 0;
+    long drv = 0;
+
+    *out = NULL;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!reader || !*reader) {
+        set_err(errbuf, errlen, "no reader name given");
+        return SCIO_INVALID_PARAMETER;
+    }
+    if ((n = strlen(reader)) >= PCSC_MAX_READER_NAME) {
+        set_err(errbuf, errlen, "reader name of %lu bytes is too long", (unsigned long)n);
+        return SCIO_INVALID_PARAMETER;
+    }
+    if (opts && opts->share_mode != SCIO_PCSC_SHARE_SHARED &&
+        opts->share_mode != SCIO_PCSC_SHARE_EXCLUSIVE) {
+        set_err(errbuf, errlen, "share mode %u is neither shared (%u) nor exclusive (%u)",
+                opts->share_mode, SCIO_PCSC_SHARE_SHARED, SCIO_PCSC_SHARE_EXCLUSIVE);
+        return SCIO_INVALID_PARAMETER;
+    }
+    if ((st = load_api(errbuf, errlen)) != SCIO_SUCCESS)
+        return st;
+    s = calloc(1, sizeof *s);
+    if (!s || !(s->reader = malloc(n + 1))) {
+        free(s);
+        return SCIO_NO_MEMORY;
+    }
+    memcpy(s->reader, reader, n + 1);
+    s->share = opts && opts->share_mode == SCIO_PCSC_SHARE_EXCLUSIVE ? PCSC_SHARE_EXCLUSIVE
+                                                                     : PCSC_SHARE_SHARED;
+    scio_mutex_init(&s->lock);
+    scio_mutex_init(&s->track_lock);
+    scio_cond_init(&s->track_cv);
+    if ((st = establish(&s->ctx, reader, errbuf, errlen)) != SCIO_SUCCESS)
+        goto fail;
+    s->has_ctx = 1;
+    if ((st = establish(&s->track_ctx, reader, errbuf, errlen)) != SCIO_SUCCESS)
+        goto fail;
+    s->has_track_ctx = 1;
+    st = look(s, s->ctx, &present, NULL, &drv);
+    if (st != SCIO_SUCCESS) {
+        uint32_t rc = (uint32_t)drv;
+        if (st == SCIO_DEVICE_NOT_CONNECTED) {
+            set_err(errbuf, errlen, "the PC/SC resource manager knows no reader named "
+                    "\"%s\"", reader);
+            st = SCIO_OBJECT_NAME_NOT_FOUND;
+        } else {
+            set_err(errbuf, errlen, "reader \"%s\": SCardGetStatusChange failed: %s "
+                    "(0x%08lX)", reader, code_name(rc), (unsigned long)rc);
+        }
+        goto fail;
+    }
+    st = scio_device_create(&pcsc_backend, s, q, opts ? opts->close_timeout_ms : 0, out);
+    if (st != SCIO_SUCCESS) {
+        set_err(errbuf, errlen, "out of memory");
+        goto fail;
+    }
+    return SCIO_SUCCESS;
+
+fail:
+    if (s->has_track_ctx)
+        api.release(s->track_ctx);
+    if (s->has_ctx)
+        api.release(s->ctx);
+    dev_free(s);
+    return st;
+}

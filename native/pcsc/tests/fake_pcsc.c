@@ -1,0 +1,337 @@
+/*
+ * fake_pcsc.c - a stand-in PC/SC client library for test_pcsc.c: the SCard*
+ * entry points of pcsc_abi.h over one scripted reader, so that the backend's
+ * translations (codes, states, control codes, errors, cancellation) can be
+ * checked without a resource manager.  Loaded by the backend through
+ * SCARDIO_PCSC_LIBRARY; the test steers it through fake_* functions.
+ *
+ * Like pcsc-lite, a cancel that arrives while no SCardGetStatusChange is
+ * waiting is dropped, and a wait becomes cancellable only a moment after it
+ * starts (fake_set_cancel_delay_ms), so the backend's repeated cancel is
+ * exercised.
+ */
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include "pcsc_abi.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define READER "Fake Reader 0"
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int present, powered, events, cancel_pending, cancellable, waiting;
+static unsigned cancel_delay_ms;
+static unsigned char atr[] = {0x3B, 0x80, 0x80, 0x01, 0x01};
+static PCSC_DWORD fail_code[16];   /* per entry point: next call returns it */
+static PCSC_DWORD last_share, last_control, last_disposition, last_pci_protocol;
+static PCSC_DWORD claim_rx = 0;    /* transmit claims this many bytes when set */
+static int calls[16], connected_handles;
+static PCSC_LONG no_service;
+static PCSC_DWORD cur_proto;   /* negotiated by the last (re)connect */
+
+enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
+       EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
+
+EXPORT void fake_set_present(int p)
+{
+    pthread_mutex_lock(&lock);
+    if (p != present) {
+        present = p;
+        powered = 0;
+        events++;
+        pthread_cond_broadcast(&cv);
+    }
+    pthread_mutex_unlock(&lock);
+}
+EXPORT void fake_fail_next(int ep, unsigned long code) { fail_code[ep] = (PCSC_DWORD)code; }
+EXPORT void fake_set_no_service(int on) { no_service = on; }
+EXPORT void fake_set_cancel_delay_ms(unsigned ms) { cancel_delay_ms = ms; }
+EXPORT void fake_set_claim_rx(unsigned long n) { claim_rx = (PCSC_DWORD)n; }
+EXPORT unsigned long fake_last(int what)
+{
+    switch (what) {
+    case 0: return last_share;
+    case 1: return last_control;
+    case 2: return last_disposition;
+    case 3: return last_pci_protocol;
+    default: return (unsigned long)connected_handles;
+    }
+}
+EXPORT int fake_calls(int ep) { return calls[ep]; }
+EXPORT int fake_waiting(void)
+{
+    int w;
+    pthread_mutex_lock(&lock);
+    w = waiting;
+    pthread_mutex_unlock(&lock);
+    return w;
+}
+
+static PCSC_LONG take_failure(int ep)
+{
+    PCSC_DWORD rc = fail_code[ep];
+    calls[ep]++;
+    fail_code[ep] = 0;
+    return (PCSC_LONG)rc;
+}
+
+EXPORT PCSC_LONG SCardEstablishContext(PCSC_DWORD scope, const void *r1, const void *r2,
+                                       PCSC_CONTEXT *ctx)
+{
+    static PCSC_CONTEXT next = 100;
+    (void)scope; (void)r1; (void)r2;
+    if (no_service)
+        return (PCSC_LONG)PCSC_E_NO_SERVICE;
+    *ctx = next++;
+    return take_failure(EP_ESTABLISH);
+}
+
+EXPORT PCSC_LONG SCardReleaseContext(PCSC_CONTEXT ctx) { (void)ctx; return 0; }
+
+EXPORT PCSC_LONG SCardListReaders(PCSC_CONTEXT ctx, const char *groups, char *readers,
+                                  PCSC_DWORD *len)
+{
+    static const char names[] = READER "\0Fake Reader 1\0";
+    PCSC_LONG rc = take_failure(EP_LIST);
+    (void)ctx; (void)groups;
+    if (rc)
+        return rc;
+    if (readers && *len < sizeof names) {
+        *len = sizeof names;
+        return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;
+    }
+    if (readers)
+        memcpy(readers, names, sizeof names);
+    *len = sizeof names;
+    return 0;
+}
+
+EXPORT PCSC_LONG SCardConnect(PCSC_CONTEXT ctx, const char *reader, PCSC_DWORD share,
+                              PCSC_DWORD protocols, PCSC_HANDLE *card, PCSC_DWORD *active)
+{
+    PCSC_LONG rc = take_failure(EP_CONNECT);
+    (void)ctx;
+    last_share = share;
+    if (rc)
+        return rc;
+    if (strcmp(reader, READER) != 0)
+        return (PCSC_LONG)PCSC_E_UNKNOWN_READER;
+    if (share != PCSC_SHARE_DIRECT) {
+        if (!present)
+            return (PCSC_LONG)PCSC_E_NO_SMARTCARD;
+        powered = 1;
+        *active = (protocols & PCSC_PROTOCOL_T1) ? PCSC_PROTOCOL_T1 : PCSC_PROTOCOL_T0;
+        cur_proto = *active;
+    } else {
+        *active = 0;
+    }
+    *card = 7;
+    connected_handles++;
+    return 0;
+}
+
+EXPORT PCSC_LONG SCardReconnect(PCSC_HANDLE card, PCSC_DWORD share, PCSC_DWORD protocols,
+                                PCSC_DWORD init, PCSC_DWORD *active)
+{
+    PCSC_LONG rc = take_failure(EP_RECONNECT);
+    (void)card; (void)share;
+    last_disposition = init;
+    if (rc)
+        return rc;
+    if (!present)
+        return (PCSC_LONG)PCSC_W_REMOVED_CARD;
+    if (!(protocols & (PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1)))
+        return (PCSC_LONG)PCSC_E_PROTO_MISMATCH;
+    *active = (protocols & PCSC_PROTOCOL_T1) ? PCSC_PROTOCOL_T1 : PCSC_PROTOCOL_T0;
+    cur_proto = *active;
+    return 0;
+}
+
+EXPORT PCSC_LONG SCardDisconnect(PCSC_HANDLE card, PCSC_DWORD disposition)
+{
+    (void)card;
+    calls[EP_DISCONNECT]++;
+    last_disposition = disposition;
+    connected_handles--;
+    if (disposition == PCSC_UNPOWER_CARD)
+        powered = 0;
+    return 0;
+}
+
+EXPORT PCSC_LONG SCardStatus(PCSC_HANDLE card, char *name, PCSC_DWORD *name_len,
+                             PCSC_DWORD *state, PCSC_DWORD *protocol, unsigned char *out,
+                             PCSC_DWORD *atr_len)
+{
+    PCSC_LONG rc = take_failure(EP_STATUS);
+    (void)card; (void)name;
+    if (rc)
+        return rc;
+    if (!present)
+        return (PCSC_LONG)PCSC_W_REMOVED_CARD;
+    *name_len = sizeof READER;
+    *state = PCSC_BIT_PRESENT | PCSC_BIT_POWERED | PCSC_BIT_NEGOTIABLE;
+    *protocol = cur_proto;
+    if (*atr_len < sizeof atr)
+        return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;
+    memcpy(out, atr, sizeof atr);
+    *atr_len = sizeof atr;
+    return 0;
+}
+
+static PCSC_DWORD event_state(void)
+{
+    return (PCSC_DWORD)((PCSC_DWORD)(events & 0xFFFF) << 16) |
+           (present ? PCSC_STATE_PRESENT : PCSC_STATE_EMPTY);
+}
+
+static struct timespec in_ms(unsigned ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
+                                      PCSC_READERSTATE *states, PCSC_DWORD count)
+{
+    PCSC_LONG rc = take_failure(EP_GSC);
+    struct timespec end = in_ms(timeout == PCSC_INFINITE ? 3600000u : (unsigned)timeout);
+    struct timespec armed = in_ms(cancel_delay_ms);
+    (void)ctx;
+    if (rc)
+        return rc;
+    if (count != 1)
+        return (PCSC_LONG)PCSC_E_INVALID_PARAMETER;
+    if (strcmp(states[0].szReader, READER) != 0) {
+        states[0].dwEventState = PCSC_STATE_UNKNOWN | PCSC_STATE_CHANGED;
+        return 0;
+    }
+    pthread_mutex_lock(&lock);
+    waiting++;
+    cancel_pending = 0;
+    for (;;) {
+        PCSC_DWORD now = event_state();
+        struct timespec t;
+        if (states[0].dwCurrentState == PCSC_STATE_UNAWARE || now != states[0].dwCurrentState) {
+            states[0].dwEventState = now | PCSC_STATE_CHANGED;
+            rc = 0;
+            break;
+        }
+        if (timeout == 0) {
+            rc = (PCSC_LONG)PCSC_E_TIMEOUT;
+            break;
+        }
+        if (cancel_pending) {
+            cancel_pending = 0;
+            rc = (PCSC_LONG)PCSC_E_CANCELLED;
+            break;
+        }
+        clock_gettime(CLOCK_REALTIME, &t);
+        if (!cancellable && (t.tv_sec > armed.tv_sec ||
+                             (t.tv_sec == armed.tv_sec && t.tv_nsec >= armed.tv_nsec)))
+            cancellable = 1;
+        if (t.tv_sec > end.tv_sec || (t.tv_sec == end.tv_sec && t.tv_nsec >= end.tv_nsec)) {
+            rc = (PCSC_LONG)PCSC_E_TIMEOUT;
+            break;
+        }
+        {
+            struct timespec step = in_ms(1);
+            pthread_cond_timedwait(&cv, &lock, &step);
+        }
+    }
+    cancellable = 0;
+    waiting--;
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT PCSC_LONG SCardCancel(PCSC_CONTEXT ctx)
+{
+    (void)ctx;
+    pthread_mutex_lock(&lock);
+    calls[EP_CANCEL]++;
+    if (cancellable) /* pcsc-lite drops a cancel outside a cancellable wait */
+        cancel_pending = 1;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+    return 0;
+}
+
+static PCSC_LONG control(PCSC_HANDLE card, PCSC_DWORD code, const void *in, PCSC_DWORD in_len,
+                         void *out, PCSC_DWORD out_cap, PCSC_DWORD *returned)
+{
+    PCSC_LONG rc = take_failure(EP_CONTROL);
+    (void)card;
+    last_control = code;
+    if (rc)
+        return rc;
+    if (out_cap < in_len)
+        return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;
+    memcpy(out, in, in_len); /* echo */
+    *returned = in_len;
+    return 0;
+}
+
+#ifdef __APPLE__
+EXPORT PCSC_LONG SCardControl132(PCSC_HANDLE card, PCSC_DWORD code, const void *in,
+                                 PCSC_DWORD in_len, void *out, PCSC_DWORD out_cap,
+                                 PCSC_DWORD *returned)
+#else
+EXPORT PCSC_LONG SCardControl(PCSC_HANDLE card, PCSC_DWORD code, const void *in,
+                              PCSC_DWORD in_len, void *out, PCSC_DWORD out_cap,
+                              PCSC_DWORD *returned)
+#endif
+{
+    return control(card, code, in, in_len, out, out_cap, returned);
+}
+
+EXPORT PCSC_LONG SCardTransmit(PCSC_HANDLE card, const PCSC_IO_REQUEST *send,
+                               const unsigned char *tx, PCSC_DWORD tx_len,
+                               PCSC_IO_REQUEST *recv, unsigned char *rx, PCSC_DWORD *rx_len)
+{
+    PCSC_LONG rc = take_failure(EP_TRANSMIT);
+    (void)card; (void)recv;
+    last_pci_protocol = send->dwProtocol;
+    if (rc)
+        return rc;
+    if (!present)
+        return (PCSC_LONG)PCSC_W_REMOVED_CARD;
+    if (*rx_len < tx_len + 2)
+        return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;
+    memcpy(rx, tx, tx_len); /* echo, then 9000 */
+    rx[tx_len] = 0x90;
+    rx[tx_len + 1] = 0x00;
+    *rx_len = claim_rx ? claim_rx : tx_len + 2;
+    return 0;
+}
+
+EXPORT PCSC_LONG SCardGetAttrib(PCSC_HANDLE card, PCSC_DWORD attr, unsigned char *out,
+                                PCSC_DWORD *len)
+{
+    PCSC_LONG rc = take_failure(EP_GET_ATTRIB);
+    (void)card;
+    if (rc)
+        return rc;
+    if (attr != 0x00010100u) /* VENDOR_NAME only */
+        return (PCSC_LONG)PCSC_E_UNEXPECTED; /* pcsc-lite's UNSUPPORTED_FEATURE */
+    if (*len < 4)
+        return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;
+    memcpy(out, "fake", 4);
+    *len = 4;
+    return 0;
+}
+
+EXPORT PCSC_LONG SCardSetAttrib(PCSC_HANDLE card, PCSC_DWORD attr, const unsigned char *in,
+                                PCSC_DWORD len)
+{
+    (void)card; (void)attr; (void)in; (void)len;
+    return 0;
+}

@@ -1,0 +1,352 @@
+/*
+ * test_pcsc.c - the PC/SC backend over fake_pcsc.c (a scripted client
+ * library), run under valgrind by run.sh: the contract's IOCTLs, the
+ * translations to the library (share modes, dispositions, PCI, control
+ * codes), the error mapping, and cancellation of a tracking wait whose
+ * first SCardCancel is dropped.
+ *
+ * usage: test_pcsc main FAKE_LIBRARY
+ *        test_pcsc missing            (SCARDIO_PCSC_LIBRARY names no file)
+ *        test_pcsc no-entry LIBRARY   (a library without the SCard* API)
+ * The library is loaded once per process, so each case is its own run.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "scio.h"
+#include "pcsc/pcsc_abi.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                          \
+    do {                                                                     \
+        if (cond) {                                                          \
+            passed++;                                                        \
+        } else {                                                             \
+            failed++;                                                        \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, \
+                    #cond);                                                  \
+        }                                                                    \
+    } while (0)
+
+enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
+       EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
+
+static void (*fake_set_present)(int);
+static void (*fake_fail_next)(int, unsigned long);
+static void (*fake_set_no_service)(int);
+static void (*fake_set_cancel_delay_ms)(unsigned);
+static void (*fake_set_claim_rx)(unsigned long);
+static unsigned long (*fake_last)(int);
+static int (*fake_calls)(int);
+static int (*fake_waiting)(void);
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1000.0 + (double)t.tv_nsec / 1e6;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec t = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
+    nanosleep(&t, NULL);
+}
+
+static scio_status ioctl_u32(scio_device *d, uint32_t code, uint32_t in, uint8_t *out,
+                             size_t cap, size_t *n)
+{
+    uint8_t b[4] = { (uint8_t)in, (uint8_t)(in >> 8), (uint8_t)(in >> 16),
+                     (uint8_t)(in >> 24) };
+    return scio_ioctl(d, code, b, 4, out, cap, n);
+}
+
+static uint32_t state_of(scio_device *d)
+{
+    uint8_t out[4];
+    size_t n = 0;
+    if (scio_ioctl(d, SCIO_IOCTL_GET_STATE, NULL, 0, out, 4, &n) != SCIO_SUCCESS || n != 4)
+        return 99;
+    return (uint32_t)out[0] | (uint32_t)out[1] << 8;
+}
+
+static void *insert_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(50);
+    fake_set_present(1);
+    return NULL;
+}
+
+static void test_listing(void)
+{
+    char buf[64];
+    size_t needed = 0;
+    char err[256];
+    CHECK(scio_pcsc_list_readers(buf, 4, &needed, err, sizeof err) == SCIO_BUFFER_TOO_SMALL);
+    CHECK(needed == sizeof "Fake Reader 0" + sizeof "Fake Reader 1" + 1);
+    CHECK(scio_pcsc_list_readers(buf, sizeof buf, &needed, err, sizeof err) == SCIO_SUCCESS);
+    CHECK(strcmp(buf, "Fake Reader 0") == 0);
+    CHECK(strcmp(buf + sizeof "Fake Reader 0", "Fake Reader 1") == 0);
+    CHECK(buf[needed - 1] == 0 && buf[needed - 2] == 0);
+    fake_fail_next(EP_LIST, PCSC_E_NO_READERS_AVAILABLE);
+    CHECK(scio_pcsc_list_readers(buf, sizeof buf, &needed, err, sizeof err) == SCIO_SUCCESS);
+    CHECK(needed == 1 && buf[0] == 0);
+    fake_set_no_service(1);
+    CHECK(scio_pcsc_list_readers(buf, sizeof buf, &needed, err, sizeof err) == SCIO_NO_SERVICE);
+    CHECK(strstr(err, "not running") != NULL);
+    fake_set_no_service(0);
+}
+
+static void test_open_errors(void)
+{
+    scio_device *d = (scio_device *)1;
+    char err[256];
+    scio_pcsc_options bad = { 7, 0 };
+    CHECK(scio_open_pcsc("", NULL, NULL, &d, err, sizeof err) == SCIO_INVALID_PARAMETER);
+    CHECK(d == NULL);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, &bad, &d, err, sizeof err) ==
+          SCIO_INVALID_PARAMETER);
+    CHECK(scio_open_pcsc("Nobody", NULL, NULL, &d, err, sizeof err) ==
+          SCIO_OBJECT_NAME_NOT_FOUND);
+    CHECK(strstr(err, "Nobody") != NULL);
+    fake_set_no_service(1);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_NO_SERVICE);
+    fake_set_no_service(0);
+}
+
+static void test_card_sequence(void)
+{
+    scio_device *d;
+    scio_pcsc_options opts = { SCIO_PCSC_SHARE_EXCLUSIVE, 0 };
+    uint8_t out[300];
+    uint8_t tx[8 + 5] = { 2, 0, 0, 0, 8, 0, 0, 0, 0x00, 0xB0, 0x00, 0x00, 0x02 };
+    size_t n = 0;
+    char err[256];
+    long drv;
+
+    fake_set_present(0);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, &opts, &d, err, sizeof err) == SCIO_SUCCESS);
+    CHECK(state_of(d) == SCIO_STATE_ABSENT);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_NO_MEDIA);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_NO_MEDIA);
+    fake_set_present(1);
+    CHECK(state_of(d) == SCIO_STATE_SWALLOWED);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    /* COLD_RESET without a handle: connect, in the share mode opened with. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(n == 5 && out[0] == 0x3B && fake_last(0) == PCSC_SHARE_EXCLUSIVE);
+    CHECK(state_of(d) == SCIO_STATE_SPECIFIC);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_GET_ATTRIBUTE, SCIO_ATTR_ATR_STRING, out, 33, &n) ==
+          SCIO_SUCCESS && n == 5);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_GET_ATTRIBUTE, SCIO_ATTR_CURRENT_PROTOCOL_TYPE, out, 4, &n)
+          == SCIO_SUCCESS && out[0] == SCIO_PROTOCOL_T1);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1, out, 4,
+                    &n) == SCIO_SUCCESS && n == 4 && out[0] == SCIO_PROTOCOL_T1);
+    /* Another protocol: a reconnect with a reset. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_T0, out, 4, &n) == SCIO_SUCCESS);
+    CHECK(out[0] == SCIO_PROTOCOL_T0 && fake_last(2) == PCSC_RESET_CARD);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_RAW, out, 4, &n) ==
+          SCIO_NOT_SUPPORTED);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_T1, out, 4, &n) == SCIO_SUCCESS);
+    /* TRANSMIT: the PCI names the protocol in force; T=0 asked is refused. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_SUCCESS);
+    CHECK(n == 8 + 5 + 2 && out[0] == 2 && out[4] == 8 && out[8 + 5] == 0x90);
+    CHECK(fake_last(3) == PCSC_PROTOCOL_T1);
+    tx[0] = 1;
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    tx[0] = 2;
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, 12, &n) ==
+          SCIO_BUFFER_TOO_SMALL);
+    fake_set_claim_rx(70000); /* more than any buffer: not trusted */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_DEVICE_DATA_ERROR);
+    fake_set_claim_rx(0);
+    /* Errors of the library, typed. */
+    fake_fail_next(EP_TRANSMIT, PCSC_E_TIMEOUT);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_IO_TIMEOUT);
+    drv = scio_device_driver_code(d);
+    CHECK((uint32_t)drv == PCSC_E_TIMEOUT);
+    fake_fail_next(EP_TRANSMIT, PCSC_F_COMM_ERROR);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_NO_SERVICE);
+    /* Reset by another client: POWERED until a reset of ours. */
+    fake_fail_next(EP_STATUS, PCSC_W_RESET_CARD);
+    CHECK(state_of(d) == SCIO_STATE_POWERED);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_WARM_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(2) == PCSC_RESET_CARD && state_of(d) == SCIO_STATE_SPECIFIC);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(2) == PCSC_UNPOWER_CARD);
+    /* Vendor controls go through the card handle while there is one. */
+    {
+        uint8_t data[3] = { 1, 2, 3 };
+        CHECK(scio_ioctl(d, SCIO_VENDOR_CTL_PCSC(3500), data, 3, out, 8, &n) == SCIO_SUCCESS);
+        CHECK(n == 3 && out[2] == 3 && fake_last(1) == 0x42000000u + 3500u);
+        CHECK(fake_last(0) == PCSC_SHARE_EXCLUSIVE);
+        CHECK(scio_ioctl(d, SCIO_VENDOR_CTL_WIN(3500), data, 3, out, 2, &n) ==
+              SCIO_BUFFER_TOO_SMALL);
+        CHECK(fake_last(1) == 0x42000000u + 3500u); /* Windows style, pcsc-lite code */
+    }
+    /* POWER_DOWN: the handle goes with SCARD_UNPOWER_CARD. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_POWER_DOWN, out, 0, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(2) == PCSC_UNPOWER_CARD && fake_last(4) == 0);
+    CHECK(state_of(d) == SCIO_STATE_SWALLOWED);
+    /* Without a card handle: a direct connection per call, closed after. */
+    {
+        uint8_t data[1] = { 9 };
+        CHECK(scio_ioctl(d, SCIO_VENDOR_CTL_PCSC(3501), data, 1, out, 8, &n) == SCIO_SUCCESS);
+        CHECK(fake_last(0) == PCSC_SHARE_DIRECT && fake_last(4) == 0);
+        CHECK(scio_ioctl(d, SCIO_CTL_CODE(99), NULL, 0, out, 8, &n) ==
+              SCIO_INVALID_DEVICE_REQUEST);
+    }
+    CHECK(ioctl_u32(d, SCIO_IOCTL_GET_ATTRIBUTE, SCIO_ATTR_VENDOR_NAME, out, 16, &n) ==
+          SCIO_SUCCESS && n == 4 && memcmp(out, "fake", 4) == 0);
+    CHECK(fake_last(0) == PCSC_SHARE_DIRECT && fake_last(4) == 0);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_GET_ATTRIBUTE, SCIO_ATTR_VENDOR_IFD_TYPE, out, 16, &n) ==
+          SCIO_NOT_SUPPORTED);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_GET_ATTRIBUTE, SCIO_ATTR_CHARACTERISTICS, out, 16, &n) ==
+          SCIO_SUCCESS && n == 4 && out[0] == 0);
+    fake_fail_next(EP_CONNECT, PCSC_E_SHARING_VIOLATION);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) ==
+          SCIO_SHARING_VIOLATION);
+    /* A card removed under a connection: NO_MEDIA, and the handle is gone. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    fake_set_present(0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_NO_MEDIA);
+    CHECK(fake_last(4) == 0 && state_of(d) == SCIO_STATE_ABSENT);
+    {
+        uint8_t le[4];
+        size_t m = 0;
+        CHECK(scio_ioctl(d, SCIO_IOCTL_GET_LAST_ERROR, NULL, 0, le, 4, &m) == SCIO_SUCCESS);
+        CHECK(m == 4 && le[3] == 0xC0);
+    }
+    CHECK(scio_ioctl(d, SCIO_IOCTL_EJECT, NULL, 0, NULL, 0, &n) == SCIO_NOT_SUPPORTED);
+    /* Closing with a card connected leaves it to the resource manager. */
+    fake_set_present(1);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    scio_close(d);
+    CHECK(fake_last(2) == PCSC_LEAVE_CARD && fake_last(4) == 0);
+}
+
+static void test_tracking(void)
+{
+    scio_device *d;
+    scio_op *op, *busy;
+    char err[256];
+    pthread_t t;
+    double t0;
+
+    fake_set_present(0);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    /* Already true: at once. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    /* Pends until the card comes. */
+    pthread_create(&t, NULL, insert_later, NULL);
+    t0 = now_ms();
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    CHECK(now_ms() - t0 >= 40);
+    pthread_join(t, NULL);
+    /* A removal and a reinsertion between two requests still completes
+     * IS_ABSENT (the event count moved), and then IS_PRESENT. */
+    fake_set_present(0);
+    fake_set_present(1);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    /* A cancel the library drops (the wait is not yet cancellable) is
+     * repeated until it lands: prompt, not the 1 s slice. */
+    fake_set_cancel_delay_ms(20);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 1, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 2, &busy) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(busy, 2000) == 1 && scio_op_status(busy) == SCIO_DEVICE_BUSY);
+    scio_op_release(busy);
+    while (!fake_waiting())
+        sleep_ms(1);
+    t0 = now_ms();
+    scio_op_cancel(op);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+    CHECK(now_ms() - t0 < 500);
+    scio_op_release(op);
+    /* Close with a wait pending: prompt, the wait cancelled. */
+    fake_set_cancel_delay_ms(0);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 3, &op) == SCIO_SUCCESS);
+    while (!fake_waiting())
+        sleep_ms(1);
+    t0 = now_ms();
+    scio_close(d);
+    CHECK(now_ms() - t0 < 500);
+    CHECK(scio_op_done(op) && scio_op_status(op) == SCIO_CANCELLED);
+    scio_op_release(op);
+    /* The reader going away during a wait. */
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    fake_fail_next(EP_GSC, PCSC_E_READER_UNAVAILABLE);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) ==
+          SCIO_DEVICE_NOT_CONNECTED);
+    scio_close(d);
+}
+
+#define RESOLVE(name)                               \
+    do {                                            \
+        *(void **)(&name) = dlsym(h, #name);        \
+        CHECK(name != NULL);                        \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    char err[256];
+    char buf[8];
+    size_t needed;
+    scio_status st;
+    if (argc >= 2 && strcmp(argv[1], "missing") == 0) {
+        setenv("SCARDIO_PCSC_LIBRARY", "/nonexistent/libpcsclite.so.1", 1);
+        st = scio_pcsc_list_readers(buf, sizeof buf, &needed, err, sizeof err);
+        CHECK(st == SCIO_DLL_NOT_FOUND && strstr(err, "/nonexistent") != NULL);
+        /* The failure is remembered, not retried. */
+        CHECK(scio_pcsc_list_readers(buf, sizeof buf, &needed, err, sizeof err) ==
+              SCIO_DLL_NOT_FOUND);
+    } else if (argc >= 3 && strcmp(argv[1], "no-entry") == 0) {
+        setenv("SCARDIO_PCSC_LIBRARY", argv[2], 1);
+        st = scio_pcsc_list_readers(buf, sizeof buf, &needed, err, sizeof err);
+        CHECK(st == SCIO_ENTRYPOINT_NOT_FOUND && strstr(err, "SCardEstablishContext"));
+    } else if (argc >= 3 && strcmp(argv[1], "main") == 0) {
+        void *h = dlopen(argv[2], RTLD_NOW | RTLD_LOCAL);
+        CHECK(h != NULL);
+        if (!h)
+            return 1;
+        setenv("SCARDIO_PCSC_LIBRARY", argv[2], 1);
+        RESOLVE(fake_set_present);
+        RESOLVE(fake_fail_next);
+        RESOLVE(fake_set_no_service);
+        RESOLVE(fake_set_cancel_delay_ms);
+        RESOLVE(fake_set_claim_rx);
+        RESOLVE(fake_last);
+        RESOLVE(fake_calls);
+        RESOLVE(fake_waiting);
+        if (failed)
+            return 1;
+        test_listing();
+        test_open_errors();
+        test_card_sequence();
+        test_tracking();
+        CHECK(fake_calls(EP_CANCEL) >= 2); /* the dropped cancel was repeated */
+        dlclose(h);
+    } else {
+        fprintf(stderr, "usage: %s main FAKE | missing | no-entry LIBRARY\n", argv[0]);
+        return 2;
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
