@@ -59,7 +59,7 @@ _LAZY = {
 # after a bare ``import scardio`` worked when the package imported them all)
 _SUBMODULES = frozenset({
     "aio", "apdu", "atr", "atr_list", "card", "cli", "completions", "constants",
-    "discovery", "holders", "monitor", "powerdown", "probe", "reader", "runner",
+    "discovery", "holders", "monitor", "pcsc", "powerdown", "probe", "reader", "runner",
     "sequences", "session", "sim", "status_words", "tracing", "waiting",
 })
 
