@@ -146,9 +146,12 @@ long scio_device_driver_code(scio_device *d)
 
 /* How long a waiter spins for a completion before it sleeps, and how long an
  * idle I/O lane spins for new work: a lane thread's wake-up costs several
- * microseconds on a VM, more than a fast driver's whole call.  Only with
- * more than one processor (else the spinner keeps the other thread off). */
-#define WAIT_SPIN_US 50
+ * microseconds on a VM, more than a fast driver's whole call, but on a
+ * loaded machine the spinner takes the processor the other thread needs
+ * (measured on a shared 2-CPU VM: more often slower than faster), so both
+ * are off unless SCARDIO_WAIT_SPIN_US / SCARDIO_LANE_SPIN_US (and
+ * SCARDIO_SPIN_YIELD=1: yield while spinning) ask.  Never with one CPU. */
+#define WAIT_SPIN_US 0
 #define LANE_SPIN_US 0
 static scio_mutex spin_lock = SCIO_MUTEX_INITIALIZER;
 static int spin_ready, wait_spin, lane_spin, spin_yield;
@@ -161,14 +164,20 @@ static void spin_init(void)
     scio_mutex_lock(&spin_lock);
     if (!spin_ready) {
         int many = scio_cpu_count() > 1;
-        wait_spin = many ? WAIT_SPIN_US : 0;
-        lane_spin = many ? LANE_SPIN_US : 0;
+        wait_spin = WAIT_SPIN_US;
+        lane_spin = LANE_SPIN_US;
         if ((e = getenv("SCARDIO_WAIT_SPIN_US")) != NULL)
             wait_spin = atoi(e);
         if ((e = getenv("SCARDIO_LANE_SPIN_US")) != NULL)
             lane_spin = atoi(e);
         if ((e = getenv("SCARDIO_SPIN_YIELD")) != NULL)
             spin_yield = atoi(e);
+        if (!many)
+            wait_spin = lane_spin = 0;
+        if (wait_spin > 1000)
+            wait_spin = 1000; /* bounded: spinning is for short hops only */
+        if (lane_spin > 1000)
+            lane_spin = 1000;
         scio_store_release(&spin_ready, 1);
     }
     scio_mutex_unlock(&spin_lock);
