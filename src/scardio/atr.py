@@ -617,7 +617,7 @@ def _parse_cached(raw: bytes) -> ATR:
 
 def parse_atr_cached(raw: bytes) -> ATR:
     """:func:`parse_atr` of ATR bytes, remembered per bytes value (the last
-    :data:`ATR_CACHE_SIZE` distinct ATRs): every connect of the same card
+    ``ATR_CACHE_SIZE`` distinct ATRs): every connect of the same card
     returns the same immutable :class:`ATR` without parsing it again.
     Malformed ATRs are not remembered; they raise as parse_atr does."""
     if type(raw) is not bytes:

@@ -27,9 +27,9 @@ _LINGER = 0.5  # seconds the idle timer thread waits before it exits
 
 class Timer:
     """A deadline on the shared timer thread that can be armed again and
-    again: after :meth:`arm` (delay, arg), ``callback(arg)`` runs on the
-    thread once the delay has passed, unless :meth:`cancel` or another
-    :meth:`arm` came first (a callback that has started already runs on)."""
+    again: after ``arm(delay, arg)``, ``callback(arg)`` runs on the
+    thread once the delay has passed, unless ``cancel()`` or another
+    ``arm()`` came first (a callback that has started already runs on)."""
 
     __slots__ = ("callback", "arg", "when", "queued", "__weakref__")
 
