@@ -299,6 +299,23 @@ void scio_op_release(scio_op *op);
 /* Cancel every pending operation of the device (returns at once). */
 void scio_cancel_all(scio_device *d);
 
+/* ---- calls on the I/O lane ----------------------------------------------
+ * A function run as one operation on the device's I/O lane thread, in order
+ * with the overlapped IOCTLs submitted before it: a sequence of synchronous
+ * calls (scio_ioctl) that its waiter can stop waiting for at a deadline, at
+ * the cost of one thread hop for the whole sequence.  Called exactly once
+ * per operation: with run = 1 on the lane (its return value is the
+ * operation's status), or with run = 0 if the operation was cancelled or the
+ * device closed before it started (then it must only release ctx; from the
+ * thread that completes the operation).  Cancelling a running call only
+ * marks it; once scio_shutdown has begun, its scio_ioctl calls fail at once
+ * with SCIO_DEVICE_NOT_CONNECTED.  The operation completes into no queue:
+ * wait on it (scio_op_wait).  Fails (fn never called) only without fn or
+ * when the device is closing. */
+typedef scio_status (*scio_call_fn)(scio_op *op, void *ctx, int run);
+scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
+                             uint64_t user, scio_op **op_out);
+
 /* ---- driver log -------------------------------------------------------- */
 /* Messages drivers send through log_msg / log_xxd go to this callback (or are
  * dropped when it is NULL; SCARDIO_DRIVER_LOG=1 in the environment prints

@@ -555,3 +555,20 @@ def test_smartcard_list_corpus() -> None:
     assert tally["invalid"] == 0  # every line starts with a valid TS
     for name in ("truncated", "too long", "checksum"):
         assert tally[name] < 0.05 * literal, name
+
+
+def test_parse_atr_cached_returns_the_same_parse_and_stays_bounded():
+    from scardio import atr as atr_module
+    raw = bytes.fromhex("3BF81300008131FE457363617264696F31B0")
+    first = atr_module.parse_atr_cached(raw)
+    assert first == atr_module.parse_atr(raw)
+    assert atr_module.parse_atr_cached(bytearray(raw)) is first  # parsed once
+    for i in range(atr_module.ATR_CACHE_SIZE * 2):  # many other cards
+        atr_module.parse_atr_cached(bytes([0x3B, 0x01, i & 0xFF]))
+    assert atr_module._parse_cached.cache_info().currsize <= atr_module.ATR_CACHE_SIZE
+
+
+def test_parse_atr_cached_raises_like_parse_atr_on_a_bad_atr():
+    from scardio.atr import ATRError, parse_atr_cached
+    with pytest.raises(ATRError):
+        parse_atr_cached(b"\x3B\x01")  # one historical byte announced, none there

@@ -232,3 +232,55 @@ def test_requests_are_plain_tuples():
     req = next(gen)
     assert req == Request(IOCTL.GET_STATE, b"", 4)
     gen.close()
+
+
+# -- a hung driver ----------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["ICC_PRESENCE", "POWER_ICC"])
+def test_a_hung_driver_releases_connect_within_its_timeout(entry):
+    """The driver never answers (the sim blocks the call until STOP): connect()
+    raises TimeoutError at its timeout, not later, and the reader works
+    again once the driver lets go.  GET_STATE hangs first, or the cold
+    reset after it."""
+    from scardio import Disposition
+    from scardio.sim import EntryPoint, Fault
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        reader.connect(timeout=5).disconnect(Disposition.UNPOWER)  # the lane has run
+        sim.fault(EntryPoint[entry], Fault.BLOCK)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(errors.TimeoutError, match="no answer from the driver"):
+                reader.connect(timeout=0.3)
+            took = time.monotonic() - t0
+            assert 0.3 <= took < 0.3 + 0.25, took  # at its timeout, not the next one
+            assert reader.card is None  # nothing half-connected is left
+        finally:
+            sim.stop()  # the driver lets go
+        assert reader.connect(timeout=5).connected
+
+
+def test_a_hung_driver_does_not_hold_connect_waiting_for_the_reader():
+    """A second connect() behind one stuck in the driver gives up at its own
+    timeout too (it waits for the reader lock no longer than that)."""
+    import threading
+    from scardio.sim import EntryPoint, Fault
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        sim.fault(EntryPoint.ICC_PRESENCE, Fault.BLOCK)
+        # (it may connect once the driver lets go below, or time out)
+        first = threading.Thread(target=lambda: reader.connect(timeout=3), daemon=True)
+        first.start()
+        try:
+            time.sleep(0.2)  # the first holds the reader, stuck in the driver
+            t0 = time.monotonic()
+            with pytest.raises(errors.TimeoutError):
+                reader.connect(timeout=0.3)
+            assert time.monotonic() - t0 < 0.3 + 0.25
+        finally:
+            sim.stop()
+            first.join(10)
+        card = reader.card
+        if card is not None:
+            card.disconnect()
+        assert reader.connect(timeout=5).connected

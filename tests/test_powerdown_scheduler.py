@@ -49,3 +49,28 @@ def test_one_thread_for_many_deadlines_and_none_when_idle():
     while _timer_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _timer_threads() == []
+
+
+def test_a_rearmed_timer_fires_once_at_its_last_deadline_and_leaves_nothing_queued():
+    fired = []
+    done = threading.Event()
+    timer = powerdown.Timer(lambda arg: (fired.append(arg), done.set()))
+    for i in range(1000):  # a connect / disconnect loop: arm, cancel, arm ...
+        timer.arm(0.05, i)
+        timer.cancel()
+    timer.arm(0.05, "last")
+    assert len(powerdown._scheduler._heap) <= 2  # not one entry per arm
+    assert done.wait(2)
+    time.sleep(0.1)
+    assert fired == ["last"]
+    assert not timer.active
+
+
+def test_a_cancelled_timer_does_not_fire_and_can_be_armed_again():
+    fired = threading.Event()
+    timer = powerdown.Timer(lambda arg: fired.set())
+    timer.arm(0.02)
+    timer.cancel()
+    assert not fired.wait(0.1)
+    timer.arm(0.02)
+    assert fired.wait(2)

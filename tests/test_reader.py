@@ -393,3 +393,23 @@ def test_check_length_raw_protocol():
     check_length(b"\x01", Protocol.RAW)
     with pytest.raises(APDULengthError):
         check_length(b"", Protocol.RAW)
+
+
+def test_connect_events_reach_listeners_on_the_callers_thread():
+    """The connect loop runs on the device's lane when bounded, but events
+    (and a listener that uses the card at once) stay on the caller's thread."""
+    import threading
+    seen = []
+    with sim_reader() as (reader, sim):
+        sim.insert()
+
+        def listener(ev):
+            seen.append((ev.kind, threading.get_ident()))
+            if ev.kind == "connect":
+                assert reader.card.transmit(SELECT_AID).sw == 0x9000  # the reader lock is ours
+        reader.add_listener(listener)
+        reader.connect(timeout=5).disconnect()
+        reader.connect(timeout=5).disconnect()
+    me = threading.get_ident()
+    kinds = [k for k, t in seen if t == me]
+    assert kinds[:5] == ["connect", "disconnect", "power_down_cancelled", "connect", "disconnect"]

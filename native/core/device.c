@@ -37,9 +37,13 @@ struct scio_op {
     size_t out_cap, out_len;
     scio_status status;
     long driver_code;
-    int done, released, post, posted, heap;
+    int released, post, posted, heap;
+    int done;                /* written under the op lock; spinning waiters read it without */
+    scio_call_fn call;       /* a call (scio_submit_call), not an IOCTL */
+    void *call_ctx;
     /* guarded by the device lock */
     int cancel, tracking;
+    int call_started;        /* the call function has been (or is being) called */
     int native;              /* handed to the backend's submit */
     int abandoned;           /* completed by close while still in the driver */
     enum op_where where;
@@ -53,6 +57,7 @@ typedef struct lane {
     scio_op *head, *tail;
     scio_op *running;
     int thread_up;
+    int pushes;              /* bumped (under the device lock) per queued op */
     struct scio_device *dev;
 } lane;
 
@@ -142,6 +147,87 @@ long scio_device_driver_code(scio_device *d)
     return c;
 }
 
+/* ---- spinning ----------------------------------------------------------- */
+
+/* How long a waiter spins for a completion before it sleeps, and how long an
+ * idle I/O lane spins for new work: a lane thread's wake-up costs several
+ * microseconds on a VM, more than a fast driver's whole call, but on a
+ * loaded machine the spinner takes the processor the other thread needs
+ * (measured on a shared 2-CPU VM: more often slower than faster), so both
+ * are off unless SCARDIO_WAIT_SPIN_US / SCARDIO_LANE_SPIN_US (and
+ * SCARDIO_SPIN_YIELD=1: yield while spinning) ask.  Never with one CPU. */
+#define WAIT_SPIN_US 0
+#define LANE_SPIN_US 0
+static scio_mutex spin_lock = SCIO_MUTEX_INITIALIZER;
+static int spin_ready, wait_spin, lane_spin, spin_yield;
+
+static void spin_init(void)
+{
+    const char *e;
+    if (scio_load_acquire(&spin_ready))
+        return;
+    scio_mutex_lock(&spin_lock);
+    if (!spin_ready) {
+        int many = scio_cpu_count() > 1;
+        wait_spin = WAIT_SPIN_US;
+        lane_spin = LANE_SPIN_US;
+        if ((e = getenv("SCARDIO_WAIT_SPIN_US")) != NULL)
+            wait_spin = atoi(e);
+        if ((e = getenv("SCARDIO_LANE_SPIN_US")) != NULL)
+            lane_spin = atoi(e);
+        if ((e = getenv("SCARDIO_SPIN_YIELD")) != NULL)
+            spin_yield = atoi(e);
+        if (!many)
+            wait_spin = lane_spin = 0;
+        if (wait_spin > 1000)
+            wait_spin = 1000; /* bounded: spinning is for short hops only */
+        if (lane_spin > 1000)
+            lane_spin = 1000;
+        scio_store_release(&spin_ready, 1);
+    }
+    scio_mutex_unlock(&spin_lock);
+}
+
+static int wait_spin_us(void) { spin_init(); return wait_spin; }
+static int lane_spin_us(void) { spin_init(); return lane_spin; }
+
+/* Spin up to `us` microseconds for *flag to become nonzero; 1 if it did. */
+static int spin_for(const volatile int *flag, int us)
+{
+    int64_t end;
+    if (us <= 0)
+        return scio_load_acquire(flag) != 0;
+    end = scio_now_us() + us;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (scio_load_acquire(flag))
+                return 1;
+            scio_cpu_relax();
+        }
+        if (spin_yield)
+            scio_yield();
+        if (scio_now_us() >= end)
+            return scio_load_acquire(flag) != 0;
+    }
+}
+
+/* Spin up to `us` microseconds for *counter to move from `seen`. */
+static int spin_change(const volatile int *counter, int seen, int us)
+{
+    int64_t end = scio_now_us() + us;
+    for (;;) {
+        for (int i = 0; i < 32; i++) {
+            if (scio_load_acquire(counter) != seen)
+                return 1;
+            scio_cpu_relax();
+        }
+        if (spin_yield)
+            scio_yield();
+        if (scio_now_us() >= end)
+            return scio_load_acquire(counter) != seen;
+    }
+}
+
 /* ---- operations --------------------------------------------------------- */
 
 static void op_init(scio_op *op, scio_device *d, uint32_t code)
@@ -179,9 +265,12 @@ static void op_unref(scio_op *op)
 static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
 {
     scio_device *d = op->dev;
-    int post;
+    int post, unrun;
 
     scio_mutex_lock(&d->lock);
+    /* A call that never ran is called once now, to release its context. */
+    unrun = op->call != NULL && !op->call_started;
+    op->call_started = 1;
     op->where = OP_DONE;
     /* Free the lane before anyone can see the completion, so a waiter
      * that submits the next tracking request at once is not "busy". */
@@ -194,12 +283,14 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
     if (st != SCIO_SUCCESS)
         d->last_driver_code = drv;
     scio_mutex_unlock(&d->lock);
+    if (unrun)
+        op->call(op, op->call_ctx, 0);
 
     scio_mutex_lock(&op->lock);
     op->status = st;
     op->out_len = st == SCIO_SUCCESS && out_len <= op->out_cap ? out_len : 0;
     op->driver_code = drv;
-    op->done = 1;
+    scio_store_release(&op->done, 1);
     post = op->post && !op->released;
     /* Posted under the op lock so that a release racing with us either
      * sees the record (and forgets it) or stops it being posted. */
@@ -299,8 +390,11 @@ static void op_run(scio_op *op)
     call_frame f;
     scio_status st;
     call_enter(&f, d);
-    st = d->be->ioctl(d, op, op->code, op->in, op->in_len, op->out, op->out_cap,
-                      &out_len, &drv);
+    if (op->call)
+        st = op->call(op, op->call_ctx, 1);
+    else
+        st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
+                          op->out, op->out_cap, &out_len, &drv);
     call_leave(&f);
     op_returned(op, st, out_len, drv);
 }
@@ -341,8 +435,11 @@ int scio_op_done(scio_op *op)
 
 int scio_op_wait(scio_op *op, int timeout_ms)
 {
-    int64_t deadline = timeout_ms > 0 ? scio_now_ms() + timeout_ms : 0;
+    int64_t deadline;
     int done;
+    if (timeout_ms != 0 && spin_for(&op->done, wait_spin_us()))
+        return 1;
+    deadline = timeout_ms > 0 ? scio_now_ms() + timeout_ms : 0;
     scio_mutex_lock(&op->lock);
     while (!op->done && timeout_ms != 0) {
         if (timeout_ms < 0)
@@ -394,8 +491,17 @@ static SCIO_THREAD_FN lane_main(void *arg)
     for (;;) {
         scio_op *op = l->head;
         if (!op) {
+            int seen = l->pushes, spin = l == &d->io ? lane_spin_us() : 0;
             if (d->shut)
                 break;
+            if (spin > 0) {
+                /* Work often follows work at once (a sequence's next step). */
+                scio_mutex_unlock(&d->lock);
+                spin_change(&l->pushes, seen, spin);
+                scio_mutex_lock(&d->lock);
+                if (l->head || d->shut)
+                    continue;
+            }
             scio_cond_wait(&d->cv, &d->lock);
             continue;
         }
@@ -410,6 +516,7 @@ static SCIO_THREAD_FN lane_main(void *arg)
             continue;
         }
         op->where = OP_RUNNING;
+        op->call_started = 1;
         l->running = op;
         d->in_driver++;
         scio_mutex_unlock(&d->lock);
@@ -453,6 +560,7 @@ static int lane_push_locked(lane *l, scio_op *op)
     }
     op->where = OP_QUEUED;
     list_append_locked(l, op);
+    scio_store_release(&l->pushes, l->pushes + 1);
     scio_cond_broadcast(&l->dev->cv);
     return 0;
 }
@@ -571,6 +679,54 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     else if (busy)
         op_complete(op, SCIO_DEVICE_BUSY, 0, 0);
     else if (st != SCIO_SUCCESS)
+        op_complete(op, st, 0, 0);
+    return SCIO_SUCCESS;
+}
+
+scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
+                             uint64_t user, scio_op **op_out)
+{
+    scio_status st = SCIO_SUCCESS;
+    scio_op *op;
+
+    *op_out = NULL;
+    if (!fn)
+        return SCIO_INVALID_PARAMETER;
+    op = calloc(1, OP_DATA_OFFSET); /* never natively submitted: no backend data */
+    if (!op)
+        return SCIO_NO_MEMORY;
+    op->in = malloc(1);
+    op->out = malloc(1);
+    if (!op->in || !op->out) {
+        free(op->in);
+        free(op->out);
+        free(op);
+        return SCIO_NO_MEMORY;
+    }
+    op->user = user;
+    op->heap = 1;
+    op->post = 0; /* its waiter waits on the op itself: nothing to harvest */
+    op->refs = 2; /* caller + core */
+    op_init(op, d, 0);
+    op->call = fn;
+    op->call_ctx = ctx;
+    op->q = d->q;
+    scio_queue_ref(op->q);
+
+    scio_mutex_lock(&d->lock);
+    if (d->shut) {
+        scio_mutex_unlock(&d->lock);
+        op->refs = 1;
+        op_unref(op);
+        return SCIO_DEVICE_NOT_CONNECTED;
+    }
+    dev_ref_locked(d);
+    if (lane_push_locked(&d->io, op) != 0)
+        st = SCIO_INSUFFICIENT_RESOURCES;
+    scio_mutex_unlock(&d->lock);
+
+    *op_out = op;
+    if (st != SCIO_SUCCESS)
         op_complete(op, st, 0, 0);
     return SCIO_SUCCESS;
 }

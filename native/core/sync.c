@@ -1,5 +1,7 @@
 /* sync.c - pthread / Win32 implementations of sync.h. */
-#ifndef _WIN32
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity */
+#elif !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "sync.h"
@@ -39,6 +41,18 @@ int64_t scio_now_us(void)
 int64_t scio_now_ms(void) { return scio_now_us() / 1000; }
 void scio_sleep_ms(unsigned ms) { Sleep(ms); }
 
+int scio_cpu_count(void)
+{
+    DWORD_PTR proc = 0, sys = 0;
+    int n = 0;
+    if (GetProcessAffinityMask(GetCurrentProcess(), &proc, &sys))
+        for (; proc; proc &= proc - 1)
+            n++;
+    return n > 0 ? n : 1;
+}
+
+void scio_yield(void) { SwitchToThread(); }
+
 int scio_thread_start_detached(scio_thread_fn fn, void *arg)
 {
     HANDLE h = CreateThread(NULL, 0, fn, arg, 0, NULL);
@@ -52,6 +66,22 @@ int scio_thread_start_detached(scio_thread_fn fn, void *arg)
 
 #include <errno.h>
 #include <time.h>
+#include <sched.h>
+#include <unistd.h>
+
+int scio_cpu_count(void)
+{
+    long n;
+#ifdef __linux__
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+#endif
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+void scio_yield(void) { sched_yield(); }
 
 void scio_mutex_init(scio_mutex *m) { pthread_mutex_init(m, NULL); }
 void scio_mutex_destroy(scio_mutex *m) { pthread_mutex_destroy(m); }

@@ -50,4 +50,30 @@ void scio_sleep_ms(unsigned ms);
 /* A detached thread: 0 on success. */
 int scio_thread_start_detached(scio_thread_fn fn, void *arg);
 
+/* Processors this process may run on (at least 1): spinning for another
+ * thread only pays when that thread can run at the same time. */
+int scio_cpu_count(void);
+/* Let another runnable thread have this processor (a hint). */
+void scio_yield(void);
+
+/* An int that one thread reads without the lock another writes it under
+ * (the writer still holds it): acquire / release ordering. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+/* int and long are both 32 bits on Windows */
+static __inline int scio_load_acquire(const volatile int *p) { return (int)_InterlockedOr((volatile long *)p, 0); }
+static __inline void scio_store_release(volatile int *p, int v) { _InterlockedExchange((volatile long *)p, v); }
+#define scio_cpu_relax() YieldProcessor()
+#else
+static inline int scio_load_acquire(const volatile int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void scio_store_release(volatile int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+#if defined(__x86_64__) || defined(__i386__)
+#define scio_cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__) || defined(__arm__)
+#define scio_cpu_relax() __asm__ __volatile__("yield")
+#else
+#define scio_cpu_relax() ((void)0)
+#endif
+#endif
+
 #endif /* SCIO_SYNC_H */

@@ -1165,6 +1165,63 @@ static void test_shutdown_waits_for_sync_call(void)
     CHECK(fake_get(&f, &f.destroys) == 1);
     pthread_mutex_destroy(&shut.lock);
     fake_stop(&f);
+
+/* scio_submit_call: one function on the I/O lane, called exactly once. */
+typedef struct call_ctx {
+    scio_device *d;
+    int runs, releases;
+    uint32_t state;
+    int block_ms;
+} call_ctx;
+
+static scio_status call_fn(scio_op *op, void *ctx, int run)
+{
+    call_ctx *c = ctx;
+    (void)op;
+    if (!run) {
+        c->releases++;
+        return SCIO_SUCCESS;
+    }
+    c->runs++;
+    if (c->block_ms)
+        sleep_ms(c->block_ms);
+    c->state = get_state(c->d);
+    return c->state == SCIO_STATE_SWALLOWED ? SCIO_SUCCESS : SCIO_UNSUCCESSFUL;
+}
+
+static void test_calls_on_the_lane(void)
+{
+    scio_device *d = open_sim(7);
+    scio_op *a = NULL, *b = NULL, *c = NULL;
+    call_ctx ca = {0}, cb = {0}, cc = {0};
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    ca.d = cb.d = cc.d = d;
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    CHECK(scio_submit_call(d, NULL, &ca, 0, &a) == SCIO_INVALID_PARAMETER && a == NULL);
+    /* runs on the lane, makes synchronous calls, its status is the op's */
+    CHECK(scio_submit_call(d, call_fn, &ca, 0, &a) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(a, 5000) == 1 && scio_op_status(a) == SCIO_SUCCESS);
+    CHECK(ca.runs == 1 && ca.releases == 0 && ca.state == SCIO_STATE_SWALLOWED);
+    scio_op_release(a);
+    /* one that has not started when cancelled is called with run = 0 */
+    cb.block_ms = 200;
+    CHECK(scio_submit_call(d, call_fn, &cb, 0, &b) == SCIO_SUCCESS);
+    CHECK(scio_submit_call(d, call_fn, &cc, 0, &c) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(c, 10) == 0);
+    scio_op_cancel(c);
+    CHECK(scio_op_wait(c, 5000) == 1 && scio_op_status(c) == SCIO_CANCELLED);
+    CHECK(cc.runs == 0 && cc.releases == 1);
+    CHECK(scio_op_wait(b, 5000) == 1 && cb.runs == 1 && cb.releases == 0);
+    scio_op_release(b);
+    scio_op_release(c);
+    /* nothing for the queue: its waiter waits on the op */
+    CHECK(scio_queue_pending(scio_device_queue(d)) == 0);
+    scio_shutdown(d);
+    CHECK(scio_submit_call(d, call_fn, &ca, 0, &a) == SCIO_DEVICE_NOT_CONNECTED && a == NULL);
+    CHECK(ca.runs == 1 && ca.releases == 0);
+    scio_close(d);
 }
 
 int main(int argc, char **argv)
@@ -1195,6 +1252,7 @@ int main(int argc, char **argv)
     test_native_backend();
     test_native_backend_hung();
     test_shutdown_waits_for_sync_call();
+    test_calls_on_the_lane();
     CHECK(load_ext());
     if (ext_offer) {
         scio_set_log(log_cb, NULL);

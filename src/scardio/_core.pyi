@@ -1,9 +1,11 @@
 """Type stubs for the Cython binding over the scardio C core (native/scio.h)."""
 
 from types import TracebackType
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from typing_extensions import Self  # stubs are never imported at run time
+
+_T = TypeVar("_T")
 
 # Limits and defaults mirrored from scio.h.
 MAX_INPUT: int
@@ -75,6 +77,11 @@ class Device:
         ValueError unless 0 <= code <= MAX_DWORD and output_size >= 0."""
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation:
         """Overlapped IOCTL; arguments checked as ioctl()'s."""
+    def call_on_lane(self, fn: Callable[[], _T], timeout: Optional[float] = None) -> _T:
+        """Run fn() on the device's I/O lane thread (after the overlapped
+        IOCTLs submitted before it) and return its result or raise its
+        exception, waiting at most `timeout` seconds (GIL released): then
+        TimeoutError, and fn runs on unwaited."""
     def fileno(self) -> int:
         """Descriptor readable while completions wait; see harvest().  -1 on
         Windows (use waitable())."""

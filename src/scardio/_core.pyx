@@ -27,6 +27,11 @@ from . import errors as _errors
 
 cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject **b, Py_ssize_t newsize) except -1
+    ctypedef struct PyThreadState:
+        pass
+    PyThreadState *PyGILState_GetThisThreadState() nogil
+    int PyGILState_Ensure() nogil
+    PyThreadState *PyEval_SaveThread() nogil
 
 MAX_INPUT = SCIO_MAX_INPUT
 MAX_OUTPUT = SCIO_MAX_OUTPUT
@@ -340,6 +345,38 @@ cdef class Operation:
         return f"<scardio.Operation {self.id} {ioctl_name(self.code)} {state}>"
 
 
+cdef class _LaneCall:
+    """What Device.call_on_lane hands the lane thread: the function, then
+    its outcome."""
+    cdef object fn
+    cdef object value
+    cdef object error
+
+
+cdef void _lane_run(void *ctx, int run) noexcept with gil:
+    # `call` holds its own reference; drop the one the submitter lent the core.
+    cdef _LaneCall call = <_LaneCall>ctx
+    Py_DECREF(call)
+    if run:
+        try:
+            call.value = call.fn()
+        except BaseException as exc:
+            call.error = exc
+    call.fn = None
+
+
+cdef scio_status _lane_trampoline(scio_op *op, void *ctx, int run) noexcept nogil:
+    # Runs exactly once per call: on the lane (run) or where an unrun call
+    # was cancelled.  A thread of the core keeps the Python thread state it
+    # first gets here (PyGILState_Ensure without a Release): making a new one
+    # per call would cost more than the call.
+    if PyGILState_GetThisThreadState() == NULL:
+        PyGILState_Ensure()
+        PyEval_SaveThread()
+    _lane_run(ctx, run)
+    return SCIO_SUCCESS
+
+
 cdef class Device:
     """A reader device: IOCTLs of the smart-card contract, synchronous or
     overlapped.  Thread-safe: any method may be called from any thread."""
@@ -559,6 +596,63 @@ cdef class Device:
         o.code = code_v
         self._ops[scio_op_id(op)] = PyWeakref_NewRef(o, None)
         return o
+
+    def call_on_lane(self, fn, timeout=None):
+        """Run fn() on the device's I/O lane thread, after the overlapped
+        IOCTLs submitted before it, and return its result or raise its
+        exception.  Waits at most `timeout` seconds (None or inf: no limit;
+        GIL released); then raises scardio.errors.TimeoutError at once and
+        fn runs on, its outcome dropped (a call that has not started is
+        cancelled).  Ctrl-C while waiting leaves fn likewise.  fn may make
+        synchronous IOCTLs on this device: a sequence of them costs one
+        thread hop, not one per IOCTL."""
+        cdef scio_op *op = NULL
+        cdef scio_status st
+        cdef _LaneCall call
+        cdef int done = 0
+        cdef int slice_ms
+        cdef double seconds = 0.0
+        cdef bint forever = _forever(timeout, &seconds)
+        cdef double deadline = 0.0
+        self._check_open()
+        if not callable(fn):
+            raise TypeError(f"call_on_lane() needs a callable, not {type(fn).__name__}")
+        call = _LaneCall.__new__(_LaneCall)
+        call.fn = fn
+        if not forever:
+            deadline = _monotonic() + seconds
+        slice_ms = _slice_ms(forever, deadline)
+        Py_INCREF(call)  # lent to the core until the trampoline runs
+        # Submit and wait in one GIL-free stretch: the lane thread then finds
+        # the GIL free when it starts running fn.
+        with nogil:
+            st = scio_submit_call(self._dev, _lane_trampoline, <void *>call, 0, &op)
+            if st == SCIO_SUCCESS and slice_ms != 0:
+                done = scio_op_wait(op, slice_ms)
+        if st != SCIO_SUCCESS:
+            Py_DECREF(call)  # never called
+            raise _error(st, 0, None)
+        try:
+            while not done:
+                if not forever and _monotonic() >= deadline:
+                    raise _errors.TimeoutError(
+                        f"no answer from the driver within {timeout} s "
+                        f"(the call on the I/O lane was given up)", status=SCIO_PENDING)
+                PyErr_CheckSignals()
+                slice_ms = _slice_ms(forever, deadline)
+                with nogil:
+                    done = scio_op_wait(op, slice_ms)
+            st = scio_op_status(op)
+        finally:
+            with nogil:
+                scio_op_release(op)  # cancels it if it has not finished
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, None)
+        err = call.error
+        if err is not None:
+            call.error = None
+            raise err
+        return call.value
 
     def fileno(self):
         """A descriptor that is readable while completions wait (-1 where

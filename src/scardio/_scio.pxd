@@ -160,6 +160,11 @@ cdef extern from "scio.h" nogil:
     void scio_op_release(scio_op *op)
     void scio_cancel_all(scio_device *d)
 
+    # ---- calls on the I/O lane
+    ctypedef scio_status (*scio_call_fn)(scio_op *op, void *ctx, int run) noexcept
+    scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
+                                 uint64_t user, scio_op **op_out)
+
     # ---- driver log
     ctypedef void (*scio_log_fn)(int priority, const char *message, void *ctx) noexcept
     void scio_set_log(scio_log_fn fn, void *ctx)

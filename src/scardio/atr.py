@@ -27,6 +27,7 @@ byte, its offset, and what was expected versus found.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -44,6 +45,7 @@ __all__ = [
     "TS_DIRECT",
     "TS_INVERSE",
     "parse_atr",
+    "parse_atr_cached",
 ]
 
 #: Longest legal ATR: TS plus at most 32 further characters.
@@ -602,3 +604,22 @@ def parse_atr(data: Union[bytes, bytearray, memoryview, str]) -> ATR:
 
     return ATR(raw=raw, convention=convention, ts=ts, t0=t0,
                interface=tuple(groups), historical=bytes(historical), tck=tck)
+
+
+#: ATRs remembered by :func:`parse_atr_cached` (a reader sees a handful).
+ATR_CACHE_SIZE = 64
+
+
+@functools.lru_cache(maxsize=ATR_CACHE_SIZE)
+def _parse_cached(raw: bytes) -> ATR:
+    return parse_atr(raw)
+
+
+def parse_atr_cached(raw: bytes) -> ATR:
+    """:func:`parse_atr` of ATR bytes, remembered per bytes value (the last
+    ``ATR_CACHE_SIZE`` distinct ATRs): every connect of the same card
+    returns the same immutable :class:`ATR` without parsing it again.
+    Malformed ATRs are not remembered; they raise as parse_atr does."""
+    if type(raw) is not bytes:
+        raw = bytes(raw)
+    return _parse_cached(raw)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import errors
 from .apdu import ApduLike, check_length, to_apdu_bytes
-from .atr import ATR, ATRError, parse_atr
+from .atr import ATR, ATRError, parse_atr_cached
 from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import deadline_after
@@ -37,6 +37,19 @@ __all__ = ["Card", "Response", "StatusWordError", "CardDisconnectedError",
            "transmit_steps", "MAX_GET_RESPONSE"]
 
 
+_IO_HEADERS: dict[int, bytes] = {}
+
+
+def _io_header(protocol: int) -> bytes:
+    """SCARD_IO_REQUEST{protocol, 8}, built once per protocol."""
+    h = _IO_HEADERS.get(protocol)
+    if h is None:
+        h = struct.pack("<II", int(protocol), IO_HEADER)
+        if len(_IO_HEADERS) < 16:
+            _IO_HEADERS[protocol] = h
+    return h
+
+
 class CardDisconnectedError(errors.InvalidStateError):
     """The card handle is no longer usable (disconnected, removed, reader
     closed): connect again."""
@@ -49,19 +62,20 @@ class Card:
                  actions: Optional[list[str]] = None, *, auto_get_response: bool = True,
                  auto_resend: bool = True) -> None:
         self.reader = reader
-        self.atr_bytes = bytes(atr)
-        self.protocol = Protocol(protocol)
-        self.connect_actions = list(actions or [])
+        self.atr_bytes = atr if type(atr) is bytes else bytes(atr)
+        self.protocol = protocol if type(protocol) is Protocol else Protocol(protocol)
+        self.connect_actions = list(actions) if actions else []
         self.auto_get_response = auto_get_response
         self.auto_resend = auto_resend
         self.atr_error: Optional[ATRError] = None
         try:
-            self.atr: Optional[ATR] = parse_atr(self.atr_bytes)
+            # the same card connects again and again: parse its ATR once
+            self.atr: Optional[ATR] = parse_atr_cached(self.atr_bytes)
         except ATRError as exc:  # a malformed ATR does not stop the card working
             self.atr = None
             self.atr_error = exc
         self._gone: Optional[str] = None
-        self._header = struct.pack("<II", int(self.protocol), IO_HEADER)
+        self._header = _IO_HEADERS.get(self.protocol) or _io_header(self.protocol)
 
     @property
     def connected(self) -> bool:
@@ -155,7 +169,8 @@ class Card:
         with self.reader._lock:
             if self._gone is not None:
                 return
-            self.reader._disconnected(self, Disposition(disposition))
+            self.reader._disconnected(self, disposition if type(disposition) is Disposition
+                                      else Disposition(disposition))
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reader": self.reader.name, "atr": self.atr_bytes.hex().upper(),

@@ -4,6 +4,12 @@ A disconnect with LEAVE arms a deadline; a reconnect before it cancels it.
 Starting a thread per disconnect (threading.Timer) costs more than the
 whole connect sequence on a fast driver, so deadlines share one thread that
 sleeps on a condition until the earliest one and exits when none is left.
+
+Each reader owns one re-armable :class:`Timer`, so that a connect /
+disconnect loop costs no heap operation and leaves nothing behind: a timer
+sits in the thread's heap at most once (under the deadline it had when it
+was queued); re-arming it for a later deadline only records the new one,
+and the thread queues it again when it reaches the old one.
 """
 
 from __future__ import annotations
@@ -12,83 +18,135 @@ import heapq
 import itertools
 import threading
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-__all__ = ["Deadline", "schedule"]
+__all__ = ["Timer", "Deadline", "schedule"]
 
 _LINGER = 0.5  # seconds the idle timer thread waits before it exits
 
 
-class Deadline:
-    """A scheduled callback; cancel() makes sure it does not run (unless it
-    has started already)."""
+class Timer:
+    """A deadline on the shared timer thread that can be armed again and
+    again: after ``arm(delay, arg)``, ``callback(arg)`` runs on the
+    thread once the delay has passed, unless ``cancel()`` or another
+    ``arm()`` came first (a callback that has started already runs on)."""
 
-    __slots__ = ("when", "seq", "callback", "active")
+    __slots__ = ("callback", "arg", "when", "queued", "__weakref__")
 
-    def __init__(self, when: float, seq: int, callback: Callable[[], None]) -> None:
-        self.when = when
-        self.seq = seq
+    def __init__(self, callback: Callable[[Any], None]) -> None:
         self.callback = callback
-        self.active = True
+        self.arg: Any = None
+        #: When the callback is due (time.monotonic()); None: not armed.
+        self.when: Optional[float] = None
+        #: The (deadline, seq) under which the timer sits in the heap, if it does.
+        self.queued: Optional[tuple[float, int]] = None
 
-    def __lt__(self, other: "Deadline") -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
+    def arm(self, delay: float, arg: Any = None) -> "Timer":
+        _scheduler.arm(self, delay, arg)
+        return self
 
     def cancel(self) -> None:
-        self.active = False  # dropped lazily when it reaches the top of the heap
+        # No lock: one store, which the thread reads once per look at the
+        # timer (a deallocator at interpreter exit may call this while the
+        # frozen timer thread holds the lock).  Its heap entry is dropped
+        # when it comes up.
+        self.when = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the timer is armed and has not fired."""
+        return self.when is not None
+
+
+#: What :func:`schedule` returns (a one-shot :class:`Timer`).
+Deadline = Timer
 
 
 class _Scheduler:
     def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._heap: list[Deadline] = []
+        self._lock = threading.Lock()  # taken directly where nothing waits: cheaper
+        self._cv = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._thread: Optional[threading.Thread] = None
         self._wakes_at: Optional[float] = None  # what the thread waits for
 
-    def schedule(self, delay: float, callback: Callable[[], None]) -> Deadline:
-        with self._cv:
-            entry = Deadline(time.monotonic() + delay, next(self._seq), callback)
-            heapq.heappush(self._heap, entry)
+    def arm(self, timer: Timer, delay: float, arg: Any) -> None:
+        when = time.monotonic() + delay
+        with self._lock:
+            timer.when = when
+            timer.arg = arg
+            queued = timer.queued
+            if queued is not None and queued[0] <= when:
+                return  # the thread re-queues it when it gets to the old deadline
+            key = (when, next(self._seq))
+            timer.queued = key
+            heapq.heappush(self._heap, (key[0], key[1], timer))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="scardio power-down timer")
                 self._thread.start()
-            elif self._wakes_at is None or entry.when < self._wakes_at:
+            elif self._wakes_at is None or when < self._wakes_at:
                 self._cv.notify()  # lingering, or waiting for a later deadline
-            return entry
+
+    def _due(self) -> Optional[Timer]:
+        """With the lock held: pop what is due, re-queue what was moved
+        later, drop what was cancelled; the timer to fire now, if any, else
+        None with the heap's head in the future (or the heap empty)."""
+        heap = self._heap
+        while heap:
+            when, seq, timer = heap[0]
+            if timer.queued != (when, seq):
+                heapq.heappop(heap)  # superseded by a later push of the same timer
+                continue
+            due = timer.when  # read once: cancel() may clear it at any time
+            if due is None:
+                heapq.heappop(heap)
+                timer.queued = None
+                continue
+            now = time.monotonic()
+            if when > now:
+                return None
+            heapq.heappop(heap)
+            timer.queued = None
+            if due > now:  # re-armed for later meanwhile
+                key = (due, next(self._seq))
+                timer.queued = key
+                heapq.heappush(heap, (key[0], key[1], timer))
+                continue
+            timer.when = None
+            return timer
+        return None
 
     def _run(self) -> None:
         while True:
             with self._cv:
-                while self._heap and not self._heap[0].active:
-                    heapq.heappop(self._heap)
-                if not self._heap:
-                    self._wakes_at = None
-                    # Linger a little: reconnect-heavy code re-arms at once,
-                    # and a thread per disconnect is what this avoids.
-                    if self._cv.wait(_LINGER) and self._heap:
-                        continue
+                timer = self._due()
+                if timer is None:
                     if not self._heap:
-                        self._thread = None  # a later schedule() starts another
-                        return
+                        self._wakes_at = None
+                        # Linger a little: reconnect-heavy code re-arms at once,
+                        # and a thread per disconnect is what this avoids.
+                        if self._cv.wait(_LINGER) and self._heap:
+                            continue
+                        if not self._heap:
+                            self._thread = None  # a later arm() starts another
+                            return
+                        continue
+                    self._wakes_at = self._heap[0][0]
+                    self._cv.wait(self._wakes_at - time.monotonic())
                     continue
-                wait = self._heap[0].when - time.monotonic()
-                if wait > 0:
-                    self._wakes_at = self._heap[0].when
-                    self._cv.wait(wait)
-                    continue
-                entry = heapq.heappop(self._heap)
-            if entry.active:
-                try:
-                    entry.callback()
-                except Exception:  # one reader's failure must not stop the others
-                    pass
+                callback, arg = timer.callback, timer.arg
+            try:
+                callback(arg)
+            except Exception:  # one reader's failure must not stop the others
+                pass
 
 
 _scheduler = _Scheduler()
 
 
-def schedule(delay: float, callback: Callable[[], None]) -> Deadline:
-    """Run callback() on the timer thread after `delay` seconds."""
-    return _scheduler.schedule(delay, callback)
+def schedule(delay: float, callback: Callable[[], None]) -> Timer:
+    """Run callback() on the timer thread after `delay` seconds; returns
+    the (one-shot) timer, whose cancel() stops it."""
+    return Timer(lambda _arg: callback()).arm(delay)

@@ -20,7 +20,9 @@ during the disconnect itself (the same ``power_down`` event, reason
 from __future__ import annotations
 
 import threading
+import time
 import weakref
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
@@ -127,6 +129,9 @@ class Reader(SessionFront):
             device.close()  # the reader owns the device, as when start-up fails
             raise
         self.completions = Completions(device)
+        # One re-armable timer per reader (weakly bound: a pending
+        # power-down does not keep a dropped reader alive).
+        self._power_down_timer = powerdown.Timer(partial(_power_down_timer_fired, me))
         self._lock = threading.RLock()
         self._close_guard = threading.Lock()
         if startup:
@@ -199,18 +204,39 @@ class Reader(SessionFront):
         def make_card(conn: Connected) -> Card:
             return Card(self, conn.atr, conn.protocol, conn.actions,
                         auto_get_response=auto_get_response, auto_resend=auto_resend)
-        with self._lock:
-            deadline = deadline_after(timeout)
-            return run_sync(self.device, self.session.connect_steps(
-                protocols, make_card, max_steps=max_steps, deadline=deadline),
-                deadline=deadline)
+        deadline = deadline_after(timeout)
+        self._acquire_until(deadline)
+        try:
+            session = self.session
+            started = session.begin_connect()
+            # Only the IOCTLs run bounded (on the device's lane when there
+            # is a deadline); the session changes here, under the lock.
+            conn = run_sync(self.device, connect_steps(protocols, max_steps=max_steps,
+                                                       deadline=deadline), deadline=deadline)
+            return session.finish_connect(conn, make_card, started)
+        finally:
+            self._lock.release()
+
+    def _acquire_until(self, deadline: Optional[float]) -> None:
+        """Take the reader lock, waiting until `deadline` at most (a call
+        stuck in the driver on another thread must not hold this one)."""
+        lock = self._lock
+        if deadline is None:
+            lock.acquire()
+        elif not lock.acquire(blocking=True, timeout=max(0.0, deadline - time.monotonic())):
+            raise errors.TimeoutError(f"another call on {self.name!r} did not finish "
+                                      "within the timeout")
 
     def _disconnected(self, card: Card, disposition: Disposition) -> None:
         """Card.disconnect(), with the reader lock held."""
-        delay = run_sync(self.device, self.session.disconnect_steps(card, disposition))
+        session = self.session
+        if session.disconnect_needs_io(disposition):
+            delay = run_sync(self.device, session.disconnect_steps(card, disposition))
+        else:
+            delay = session.release_card(card, disposition)
         if delay is not None:
-            self.session.arm_timer(lambda token: powerdown.schedule(
-                delay, lambda: self._timer_fired(token)))
+            timer = self._power_down_timer
+            session.arm_timer(lambda token: timer.arm(delay, token))
 
     def _timer_fired(self, token: int) -> None:
         with self._lock:
@@ -305,6 +331,12 @@ class Reader(SessionFront):
         t = session.timer if session is not None else None
         if t is not None:
             t.cancel()
+
+
+def _power_down_timer_fired(ref: "weakref.ref[Reader]", token: int) -> None:
+    reader = ref()
+    if reader is not None:
+        reader._timer_fired(token)
 
 
 def _name_of(ref: "weakref.ref[Reader]") -> str:

@@ -1,10 +1,21 @@
 """The synchronous runner: drives a sequence (:mod:`scardio.sequences`)
-with blocking IOCTLs on a Device."""
+with blocking IOCTLs on a Device.
+
+Without a deadline the IOCTLs run in the calling thread.  With one, the
+whole sequence runs as one unit on the device's I/O lane thread
+(``Device.call_on_lane``) while the caller waits at most until the
+deadline: a hung driver cannot hold the caller, and the bound costs one
+thread hop per sequence instead of one per IOCTL.  A caller that gives up
+leaves the sequence to stop after the IOCTL in progress; it never learns
+its outcome, so a sequence run with a deadline must change nothing but the
+device (the sans-IO sequences do not; a runtime's state changes go before
+and after, in the caller's thread).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import errors
 from .constants import ioctl_name
@@ -15,16 +26,94 @@ __all__ = ["run_sync"]
 
 def run_sync(device: Any, steps: "Steps[T]", *, deadline: Optional[float] = None) -> T:
     """Drive `steps` with blocking IOCTLs on `device`.  With a `deadline`
-    (time.monotonic()) each IOCTL is overlapped and waited for at most the
-    time left, then cancelled: a hung driver cannot hold the caller."""
+    (time.monotonic()), give up at the deadline with TimeoutError even if
+    the driver never answers (see the module doc)."""
+    if deadline is None:
+        return _drive(device.ioctl, steps)
+    call_on_lane = getattr(device, "call_on_lane", None)
+    if call_on_lane is None:  # a device without lanes of its own
+        return _drive_overlapped(device, steps, deadline)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        steps.close()
+        raise errors.TimeoutError("timed out before the first IOCTL started")
+    job = _LaneJob(device.ioctl, steps)
+    try:
+        return call_on_lane(job, left)  # type: ignore[no-any-return]
+    except errors.TimeoutError as exc:
+        job.abandoned = True
+        if exc is job.raised:  # the sequence's own (its step or time bound)
+            raise
+        code = job.code
+        what = ioctl_name(code) if code is not None else "the sequence"
+        raise errors.TimeoutError(f"{what}: no answer from the driver within the timeout "
+                                  "(given up)", ioctl=code) from exc
+    except BaseException:
+        job.abandoned = True  # Ctrl-C, a closed device: the sequence stops too
+        raise
+
+
+def _drive(ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[T]") -> T:
     try:
         req = next(steps)
         while True:
             try:
-                if deadline is None:
-                    out = device.ioctl(req.code, req.input, req.output_size)
+                out = ioctl(req.code, req.input, req.output_size)
+            except errors.ScardioError as exc:
+                req = steps.throw(exc)
+            else:
+                req = steps.send(out)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()
+
+
+class _LaneJob:
+    """A sequence driven on the I/O lane: :func:`_drive`, stopping before
+    the next IOCTL once its caller has given up."""
+
+    __slots__ = ("ioctl", "steps", "abandoned", "raised", "code")
+
+    def __init__(self, ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[Any]") -> None:
+        self.ioctl = ioctl
+        self.steps = steps
+        self.abandoned = False
+        self.raised: Optional[BaseException] = None
+        self.code: Optional[int] = None  # the IOCTL in progress, for the timeout's message
+
+    def __call__(self) -> Any:
+        ioctl, steps = self.ioctl, self.steps
+        try:
+            if self.abandoned:
+                return None
+            req = next(steps)
+            while not self.abandoned:
+                self.code = req.code
+                try:
+                    out = ioctl(req.code, req.input, req.output_size)
+                except errors.ScardioError as exc:
+                    req = steps.throw(exc)
                 else:
-                    out = _ioctl_until(device, req, deadline)
+                    req = steps.send(out)
+            return None
+        except StopIteration as stop:
+            return stop.value
+        except BaseException as exc:
+            self.raised = exc
+            raise
+        finally:
+            steps.close()
+
+
+def _drive_overlapped(device: Any, steps: "Steps[T]", deadline: float) -> T:
+    """Each IOCTL overlapped and waited for at most the time left, then
+    cancelled (for devices that offer submit() but no call_on_lane())."""
+    try:
+        req = next(steps)
+        while True:
+            try:
+                out = _ioctl_until(device, req, deadline)
             except errors.ScardioError as exc:
                 req = steps.throw(exc)
             else:

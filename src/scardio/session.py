@@ -66,6 +66,9 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
     return value
 
 
+_INF = float("inf")
+
+
 def check_timeout(value: Optional[float]) -> Optional[float]:
     """A wait's timeout: None for no timeout (None or inf), else the seconds;
     ValueError if negative or NaN (TypeError for a non-number), as the
@@ -82,6 +85,8 @@ def check_timeout(value: Optional[float]) -> Optional[float]:
 
 def deadline_after(timeout: Optional[float]) -> Optional[float]:
     """The monotonic deadline of a checked timeout (None: none)."""
+    if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < _INF:
+        return time.monotonic() + timeout  # the usual case, without the ABC check
     seconds = check_timeout(timeout)
     return None if seconds is None else time.monotonic() + seconds
 
@@ -148,7 +153,15 @@ class ReaderSession:
         except ValueError:
             pass
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone listens: callers skip building an event's details
+        otherwise (the connect loop of a fast driver is that cheap)."""
+        return bool(self._listeners)
+
     def emit(self, kind: str, **detail: Any) -> None:
+        if not self._listeners:
+            return
         ev = ReaderEvent(kind, self.name, time.monotonic(), detail)
         for cb in list(self._listeners):
             try:
@@ -193,35 +206,67 @@ class ReaderSession:
             self.card_gone(card, f"the card was reset or replaced ({exc})")
 
     # -- connect / disconnect -------------------------------------------------
-    def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
-                      max_steps: int = CONNECT_MAX_STEPS,
-                      deadline: Optional[float] = None) -> "Steps[Card]":
-        """Refuse on a closed reader or a connected card; cancel the timer
-        (a reconnect reuses the powered card); the connect loop; the card
-        `make_card` builds goes into the slot."""
+    def begin_connect(self) -> float:
+        """Before the connect loop: refuse on a closed reader or a connected
+        card; cancel the timer (a reconnect reuses the powered card).
+        Returns the start time, for :meth:`finish_connect`."""
         self.check_open()
         if self.connected_card() is not None:
             raise errors.InvalidStateError(
                 f"a card is already connected through {self.name!r}; "
                 "disconnect it first")
         self.cancel_timer("reconnect")
-        t0 = time.monotonic()
-        conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline)
+        return time.monotonic()
+
+    def finish_connect(self, conn: Connected, make_card: Callable[[Connected], "Card"],
+                       started: float) -> "Card":
+        """After the connect loop: the card `make_card` builds goes into
+        the slot (and a "connect" event out)."""
         card = make_card(conn)
         self.card = card
-        self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
-                  actions=conn.actions, ms=(time.monotonic() - t0) * 1000.0)
+        if self._listeners:
+            self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
+                      actions=conn.actions, ms=(time.monotonic() - started) * 1000.0)
         return card
+
+    def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
+                      max_steps: int = CONNECT_MAX_STEPS,
+                      deadline: Optional[float] = None) -> "Steps[Card]":
+        """:meth:`begin_connect`, the connect loop, :meth:`finish_connect`
+        as one sequence.  (A runtime may also run the loop alone between
+        the two: it touches no state of the session.)"""
+        started = self.begin_connect()
+        conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline)
+        return self.finish_connect(conn, make_card, started)
+
+    def release_card(self, card: "Card", disposition: Disposition) -> Optional[float]:
+        """The bookkeeping of a disconnect: `card` is gone, the slot empty,
+        listeners told.  Returns the seconds of power-down timer to arm
+        afterwards (None: none; see arm_timer), which is all there is to a
+        disconnect when :meth:`disconnect_needs_io` is false."""
+        card._mark_gone("disconnected")
+        if self.card is card:
+            self.card = None
+        if self._listeners:
+            self.emit("disconnect", disposition=disposition.name)
+        t = self._power_down_timeout
+        if self.closed or disposition == Disposition.UNPOWER or t is None or t == 0:
+            return None  # None: never (the caller keeps the card powered)
+        return t
+
+    def disconnect_needs_io(self, disposition: Disposition) -> bool:
+        """Whether a disconnect with `disposition` runs IOCTLs
+        (:meth:`disconnect_steps`): UNPOWER, RESET, and LEAVE with a
+        power-down timeout of 0; nothing on a closed reader."""
+        return not self.closed and (disposition != Disposition.LEAVE
+                                    or self._power_down_timeout == 0)
 
     def disconnect_steps(self, card: "Card",
                          disposition: Disposition) -> "Steps[Optional[float]]":
         """`card` was released with `disposition`: power it down or reset it
         as asked.  Returns the seconds of power-down timer to arm (None:
         none; see arm_timer)."""
-        card._mark_gone("disconnected")
-        if self.card is card:
-            self.card = None
-        self.emit("disconnect", disposition=disposition.name)
+        delay = self.release_card(card, disposition)
         if self.closed:
             return None
         if disposition == Disposition.UNPOWER:
@@ -232,14 +277,11 @@ class ReaderSession:
                 yield from warm_reset_steps()
             except errors.NoCardError:
                 return None
-        t = self.power_down_timeout
-        if t is None:
-            return None  # never: the caller keeps the card powered
-        if t == 0:
+        if self._power_down_timeout == 0:
             # A timer of 0 s fires at once: the same event as a timer firing.
             yield from self.power_down_steps("timer")
             return None
-        return t
+        return delay
 
     # -- the power-down timer -------------------------------------------------
     @property
@@ -258,7 +300,8 @@ class ReaderSession:
         self._timer_token += 1  # a timer already running its callback gives up
         if timer is not None:
             timer.cancel()
-            self.emit("power_down_cancelled", reason=why)
+            if self._listeners:
+                self.emit("power_down_cancelled", reason=why)
 
     def timer_fired_steps(self, token: int) -> "Steps[None]":
         """The timer armed with `token` fired: power the card down, unless

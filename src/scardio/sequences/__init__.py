@@ -22,10 +22,10 @@ from typing import Generator, NamedTuple, TypeVar
 from .. import errors
 from ..constants import IOCTL, State
 
-__all__ = ["Request", "Steps", "decode_state", "get_state_steps"]
+__all__ = ["Request", "Steps", "decode_state", "state_value", "get_state_steps", "STATE_NAMES"]
 
 U32 = struct.Struct("<I")
-#: MAX_ATR: the output size of POWER and of GET_ATTRIBUTE ATR_STRING.
+U32_UNPACK = U32.unpack#: MAX_ATR: the output size of POWER and of GET_ATTRIBUTE ATR_STRING.
 ATR_OUT = 33
 
 # Errors that mean "this driver has no such attribute": fall back quietly.
@@ -36,6 +36,8 @@ NO_ATTRIBUTE = (errors.NotSupportedError, errors.InvalidRequestError,
 
 def u32(raw: bytes, what: str) -> int:
     """The DWORD a driver returned for `what` (DriverDataError if short)."""
+    if len(raw) == 4:
+        return U32_UNPACK(raw)[0]  # type: ignore[no-any-return]
     if len(raw) < 4:
         raise errors.DriverDataError(f"{what}: driver returned {len(raw)} byte(s), "
                                      "expected a 4-byte DWORD")
@@ -56,6 +58,17 @@ Steps = Generator[Request, bytes, T]
 _STATES = tuple(State)  # indexed by value: faster than State(value)
 # Every state a driver can report, by its output bytes: one lookup per call.
 _STATE_OF_OUTPUT = {U32.pack(int(s)): s for s in State}
+#: State names indexed by value (enum .name is a property: slower).
+STATE_NAMES = tuple(s.name for s in _STATES)
+_N_STATES = len(_STATES)
+_GET_STATE = Request(IOCTL.GET_STATE, b"", 4)
+
+
+def state_value(raw: bytes) -> int:
+    """GET_STATE's output as an index into :data:`STATE_NAMES` (an
+    out-of-range state is as good as unknown: 0)."""
+    value = u32(raw, "GET_STATE")
+    return value if value < _N_STATES else 0
 
 
 def decode_state(raw: bytes) -> State:
@@ -63,11 +76,9 @@ def decode_state(raw: bytes) -> State:
     state = _STATE_OF_OUTPUT.get(raw)
     if state is not None:
         return state
-    value = u32(raw, "GET_STATE")
-    # an out-of-range state is as good as unknown
-    return _STATES[value] if value < len(_STATES) else State.UNKNOWN
+    return _STATES[state_value(raw)]
 
 
 def get_state_steps() -> "Steps[State]":
     """GET_STATE."""
-    return decode_state((yield Request(IOCTL.GET_STATE, b"", 4)))
+    return decode_state((yield _GET_STATE))

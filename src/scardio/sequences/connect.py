@@ -9,7 +9,7 @@ from typing import Optional
 
 from .. import errors
 from ..constants import IOCTL, Attr, PowerAction, Protocol, State
-from . import ATR_OUT, NO_ATTRIBUTE, U32, Request, Steps, get_state_steps, u32
+from . import ATR_OUT, NO_ATTRIBUTE, STATE_NAMES, U32, Request, Steps, state_value, u32
 
 __all__ = ["Connected", "connect_steps", "CONNECT_MAX_STEPS"]
 
@@ -27,9 +27,24 @@ class Connected:
     actions: list[str] = field(default_factory=list)
 
 
+# The requests never change: built once, not per connect.
+_GET_STATE = Request(IOCTL.GET_STATE, b"", 4)
+_SWALLOW = Request(IOCTL.SWALLOW)
+_COLD_RESET = Request(IOCTL.POWER, U32.pack(PowerAction.COLD_RESET), ATR_OUT)
+_WARM_RESET = Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET), ATR_OUT)
+_GET_ATR = Request(IOCTL.GET_ATTRIBUTE, U32.pack(Attr.ATR_STRING), ATR_OUT)
+_GET_PROTOCOL = Request(IOCTL.GET_ATTRIBUTE, U32.pack(Attr.CURRENT_PROTOCOL_TYPE), 4)
+_SET_PROTOCOL: dict[int, Request] = {}  # by protocol mask, filled as masks are asked for
+
+_PRESENT, _SWALLOWED, _POWERED = int(State.PRESENT), int(State.SWALLOWED), int(State.POWERED)
+_NEGOTIABLE, _SPECIFIC = int(State.NEGOTIABLE), int(State.SPECIFIC)
+_NO_CARD = (int(State.UNKNOWN), int(State.ABSENT))
+_USABLE = int(Protocol.T0 | Protocol.T1 | Protocol.RAW)
+
+
 def _read_atr(fallback: Optional[bytes]) -> "Steps[bytes]":
     try:
-        atr = yield Request(IOCTL.GET_ATTRIBUTE, U32.pack(Attr.ATR_STRING), ATR_OUT)
+        atr = yield _GET_ATR
     except NO_ATTRIBUTE:
         atr = fallback or b""
     if not atr:
@@ -37,9 +52,20 @@ def _read_atr(fallback: Optional[bytes]) -> "Steps[bytes]":
     return atr
 
 
+def _set_protocol_request(protocols: int) -> Request:
+    req = _SET_PROTOCOL.get(protocols)
+    if req is None:
+        req = Request(IOCTL.SET_PROTOCOL, U32.pack(protocols), 4)
+        if len(_SET_PROTOCOL) < 64:  # masks are a handful of values; bound it anyway
+            _SET_PROTOCOL[protocols] = req
+    return req
+
+
 def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
                   deadline: Optional[float] = None) -> "Steps[Connected]":
     """The connect loop of the spec, then SET_PROTOCOL."""
+    protocols = int(protocols)
+    set_protocol = _set_protocol_request(protocols)  # TypeError / range before any IOCTL
     actions: list[str] = []
     reset_atr: Optional[bytes] = None
     atr = b""
@@ -47,58 +73,66 @@ def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
     for _ in range(max_steps):
         if deadline is not None and time.monotonic() > deadline:
             raise errors.TimeoutError(f"connect timed out after: {', '.join(actions)}")
-        state = yield from get_state_steps()
-        actions.append(state.name)
-        if state in (State.UNKNOWN, State.ABSENT):
-            raise errors.NoCardError(f"no card in the reader (state {state.name})")
-        if state == State.PRESENT:
-            yield Request(IOCTL.SWALLOW)
-            actions.append("SWALLOW")
-        elif state == State.SWALLOWED:
-            reset_atr = yield Request(IOCTL.POWER, U32.pack(PowerAction.COLD_RESET), ATR_OUT)
-            actions.append("COLD_RESET")
-        elif state == State.POWERED:
-            reset_atr = yield Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET), ATR_OUT)
-            actions.append("WARM_RESET")
-        elif state == State.NEGOTIABLE:
-            atr = yield from _read_atr(reset_atr)
-            actions.append("ATR")
-            break
-        else:  # SPECIFIC: the ATR and the protocol already in force
+        state = state_value((yield _GET_STATE))
+        actions.append(STATE_NAMES[state])
+        if state in _NO_CARD:
+            raise errors.NoCardError(f"no card in the reader (state {STATE_NAMES[state]})")
+        if state == _SPECIFIC:  # the ATR and the protocol already in force
             atr = yield from _read_atr(reset_atr)
             try:
-                raw = yield Request(IOCTL.GET_ATTRIBUTE,
-                                    U32.pack(Attr.CURRENT_PROTOCOL_TYPE), 4)
-                current = u32(raw, "CURRENT_PROTOCOL_TYPE")
+                current = u32((yield _GET_PROTOCOL), "CURRENT_PROTOCOL_TYPE")
             except NO_ATTRIBUTE:
                 current = 0
-            actions.append(f"ATR+PROTOCOL({current:#x})")
-            wanted = protocols & (Protocol.T0 | Protocol.T1 | Protocol.RAW)
+            actions.append(_ATR_PROTOCOL_TEXT.get(current) or f"ATR+PROTOCOL({current:#x})")
+            wanted = protocols & _USABLE
             if current and wanted and not current & wanted and not mismatch_reset:
                 # Left in a protocol we cannot use (by an earlier session):
                 # a warm reset makes it negotiable again, once.
                 mismatch_reset = True
-                reset_atr = yield Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET),
-                                          ATR_OUT)
+                reset_atr = yield _WARM_RESET
                 actions.append("WARM_RESET")
                 continue
             break
+        if state == _NEGOTIABLE:
+            atr = yield from _read_atr(reset_atr)
+            actions.append("ATR")
+            break
+        if state == _PRESENT:
+            yield _SWALLOW
+            actions.append("SWALLOW")
+        elif state == _SWALLOWED:
+            reset_atr = yield _COLD_RESET
+            actions.append("COLD_RESET")
+        else:  # POWERED
+            reset_atr = yield _WARM_RESET
+            actions.append("WARM_RESET")
     else:
         raise errors.TimeoutError(f"connect did not settle in {max_steps} steps: "
                                   f"{', '.join(actions)}")
     try:
-        raw = yield Request(IOCTL.SET_PROTOCOL, U32.pack(int(protocols)), 4)
+        raw = yield set_protocol
     except errors.NotSupportedError as exc:
         raise errors.NotSupportedError(
             f"the card does not support the requested protocol(s) "
             f"{_protocol_text(protocols)} (ATR {atr.hex().upper()})",
             status=exc.status, driver_code=exc.driver_code, ioctl=exc.ioctl) from exc
     proto = u32(raw, "SET_PROTOCOL")
-    actions.append(f"SET_PROTOCOL({_protocol_text(proto)})")
-    return Connected(atr, Protocol(proto), actions)
+    actions.append(_SET_PROTOCOL_TEXT.get(proto) or f"SET_PROTOCOL({_protocol_text(proto)})")
+    return Connected(atr, _protocol(proto), actions)
 
 
 def _protocol_text(p: int) -> str:
     names = [n for bit, n in ((Protocol.T0, "T=0"), (Protocol.T1, "T=1"),
                               (Protocol.RAW, "RAW"), (Protocol.DEFAULT, "DEFAULT")) if p & bit]
     return "|".join(names) or "OPTIMAL"
+
+
+# The answers SET_PROTOCOL gives (exactly one protocol), precomputed.
+_ONE_PROTOCOL = {int(p): p for p in (Protocol.T0, Protocol.T1, Protocol.RAW)}
+_SET_PROTOCOL_TEXT = {v: f"SET_PROTOCOL({_protocol_text(v)})" for v in _ONE_PROTOCOL}
+_ATR_PROTOCOL_TEXT = {v: f"ATR+PROTOCOL({v:#x})" for v in (0, *_ONE_PROTOCOL)}
+
+
+def _protocol(value: int) -> Protocol:
+    p = _ONE_PROTOCOL.get(value)
+    return p if p is not None else Protocol(value)

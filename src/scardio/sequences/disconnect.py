@@ -6,11 +6,16 @@ from __future__ import annotations
 import enum
 
 from ..constants import IOCTL, PowerAction, State
-from . import ATR_OUT, U32, Request, Steps, get_state_steps
+from . import ATR_OUT, STATE_NAMES, U32, Request, Steps, state_value
 
 __all__ = ["Disposition", "power_down_steps", "warm_reset_steps", "POWER_DOWN_MAX_STEPS"]
 
 POWER_DOWN_MAX_STEPS = 4
+
+_GET_STATE = Request(IOCTL.GET_STATE, b"", 4)
+_POWER_DOWN = Request(IOCTL.POWER, U32.pack(PowerAction.POWER_DOWN), 0)
+_WARM_RESET = Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET), ATR_OUT)
+_POWERED_STATES = (int(State.SPECIFIC), int(State.NEGOTIABLE), int(State.POWERED))
 
 
 class Disposition(enum.IntEnum):
@@ -25,10 +30,10 @@ def power_down_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "Steps[list[str]]
     anything else -> nothing."""
     actions: list[str] = []
     for _ in range(max_steps):
-        state = yield from get_state_steps()
-        actions.append(state.name)
-        if state in (State.SPECIFIC, State.NEGOTIABLE, State.POWERED):
-            yield Request(IOCTL.POWER, U32.pack(PowerAction.POWER_DOWN), 0)
+        state = state_value((yield _GET_STATE))
+        actions.append(STATE_NAMES[state])
+        if state in _POWERED_STATES:
+            yield _POWER_DOWN
             actions.append("POWER_DOWN")
             continue
         return actions
@@ -37,5 +42,5 @@ def power_down_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "Steps[list[str]]
 
 def warm_reset_steps() -> "Steps[bytes]":
     """POWER WARM_RESET; returns the ATR."""
-    atr = yield Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET), ATR_OUT)
+    atr = yield _WARM_RESET
     return atr
