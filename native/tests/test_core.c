@@ -1165,6 +1165,7 @@ static void test_shutdown_waits_for_sync_call(void)
     CHECK(fake_get(&f, &f.destroys) == 1);
     pthread_mutex_destroy(&shut.lock);
     fake_stop(&f);
+}
 
 /* scio_submit_call: one function on the I/O lane, called exactly once. */
 typedef struct call_ctx {
