@@ -273,6 +273,10 @@ EDGES = "\n".join([
     "\t45 bytes",
     " ".join(["3B"] + ["%02X" % i for i in range(41)] + [".."] * 3),
     "\t45 bytes, 3 wildcards",
+    "3b 0d .a",                   # wildcards only, lower case: compared unparsed
+    "\tdots, lower case",
+    "3B  0E ..",                  # two spaces: no ATR has them
+    "\ttwo spaces",
     "3B 0B 01",
     "# comment inside",
     "",
@@ -282,7 +286,7 @@ EDGES = "\n".join([
 
 EDGE_ATRS = ["3B 8F 80 01", "3B 8F 80 0A", "3B 8F 80", "3B 8F", "3B", "3B 02", "3F 01",
              "3B 03 AA", "3B 04 AA BB", "3F 05 00", "3A 05 00", "12 06", "3B 07 00",
-             "3B 08", "3B 0C 00", "3B 09 FF", "3B 0A 01", "3B 0B 01", "",
+             "3B 08", "3B 0C 00", "3B 09 FF", "3B 0A 01", "3B 0B 01", "3B 0D 1A", "3B 0D 1B", "3B 0E 00", "",
              " ".join(["3B"] + ["%02X" % i for i in range(44)]),
              " ".join(["3B"] + ["%02X" % i for i in range(41)] + ["FF", "00", "01"]),
              " ".join(["3B"] + ["%02X" % i for i in range(41)] + ["FF", "00"]),

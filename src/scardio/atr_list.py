@@ -40,6 +40,10 @@ DEFAULT_LOCATIONS: tuple[str, ...] = (
 )
 
 _PLAIN = re.compile(r"[0-9A-F]{2}( [0-9A-F]{2})*")
+# Patterns of hex digits, spaces and "." only: as an expression each
+# character matches one of the ATR's (a digit in either case, "." any), so
+# they compare character by character without being compiled.
+_DOTS_ONLY = re.compile(r"[0-9A-Fa-f. ]*")
 
 # Line boundaries str.splitlines() knows besides "\n"
 _OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
@@ -70,9 +74,11 @@ def atr_text(atr: Union[bytes, bytearray, memoryview]) -> str:
 
 class _Entry:
     """One entry, read on first use: plain patterns (hex only) compare as
-    text, the others are compiled as regular expressions."""
+    text, those with "." only as wildcards character by character, the
+    others are compiled as regular expressions."""
 
-    __slots__ = ("start", "pattern", "descriptions", "plain", "regex", "error", "_match")
+    __slots__ = ("start", "pattern", "descriptions", "plain", "dots", "regex", "error",
+                 "_match")
 
     def __init__(self, start: int, pattern: str, descriptions: tuple[str, ...]) -> None:
         self.start = start
@@ -80,10 +86,13 @@ class _Entry:
         self.descriptions = descriptions
         normal = " ".join(pattern.upper().split())
         self.plain: Optional[str] = normal if _PLAIN.fullmatch(normal) else None
+        self.dots: Optional[str] = None
         self.regex: Optional["re.Pattern[str]"] = None
         self.error: Optional[str] = None
         self._match: Optional[ATRMatch] = None
-        if self.plain is None:
+        if self.plain is None and _DOTS_ONLY.fullmatch(pattern):
+            self.dots = pattern.upper()
+        elif self.plain is None:
             try:
                 self.regex = re.compile(pattern, re.IGNORECASE)
             except re.error as exc:
@@ -92,6 +101,9 @@ class _Entry:
     def matches(self, text: str) -> bool:
         if self.plain is not None:
             return self.plain == text
+        if self.dots is not None:
+            return len(self.dots) == len(text) and \
+                all(p == c or p == "." for p, c in zip(self.dots, text))
         return self.regex is not None and self.regex.fullmatch(text) is not None
 
     def line(self, list_text: str) -> int:
