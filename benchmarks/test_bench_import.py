@@ -3,7 +3,10 @@
 the reader layer's import and the command line's start-up beside them.
 
 Target (issue 12): ``import scardio`` at most 2x ``python -c pass``
-(medians).  A fresh process per sample is the only honest way to time an
+(medians).  The commands against ``scardio --help``: ``atr`` adds the ATR
+decoder and one lookup in pcsc-tools' list (searched, not parsed whole),
+``--sim 1 list`` adds discovery; and in-process, one lookup on a freshly
+read list against parsing the whole list as scardio did before.  A fresh process per sample is the only honest way to time an
 import (a second import in one process is a dictionary lookup); the pairs
 alternate their order every round, so drifts of a shared machine hit both.
 
@@ -127,6 +130,102 @@ def test_reader_layer_and_cli_start_up(benchmark):
         assert out[p.name]["n"] == rounds
     benchmark.pedantic(paths[1].once, rounds=max(5, rounds // 3), iterations=1)
     benchmark.extra_info.update({p.name: out[p.name]["ratio"] for p in paths})
+
+
+HELP_GUARD = 3.0   # the commands above the help: far above what they cost
+LOOKUP_GUARD = 0.5  # one lookup on a fresh list vs parsing it whole
+
+
+def test_cli_commands_vs_help(benchmark):
+    # what each command adds to the argument parser and the package: the
+    # help loads neither the session layer nor typing, atr no discovery
+    helps = StartPath("scardio --help", ["-m", "scardio", "--help"])
+    paths = [StartPath("scardio atr", ["-m", "scardio", "atr", ATR_HEX]),
+             StartPath("scardio --sim 1 list", ["-m", "scardio", "--sim", "1", "list"])]
+    rounds = max(5, ROUNDS // 2)
+    res = harness.interleave([BARE, helps, *paths], "start", rounds, 1)
+    ms = {name: [ns / 1e6 for ns in samples] for name, samples in res.items()}
+    out: dict = {name: harness.summary(v) for name, v in ms.items()}
+    for p in [helps, *paths]:
+        out[p.name]["ratio"] = harness.median(ms[p.name]) / harness.median(ms[BARE.name])
+        out[p.name]["paired_ratio"] = harness.median(
+            m / b for m, b in zip(ms[p.name], ms[BARE.name]))
+        out[p.name]["vs_help"] = harness.median(
+            m / h for m, h in zip(ms[p.name], ms[helps.name]))
+    out["_bytecode_cached"] = _bytecode_cached()
+    harness.record("import", "cli_vs_help", out)
+    _report("command line start-up against python -c pass", out)
+    print("\n".join(f"  {p.name} / scardio --help: {out[p.name]['vs_help']:.2f}x "
+                    "(per-round median)" for p in paths))
+    benchmark.pedantic(paths[0].once, rounds=max(5, rounds // 3), iterations=1)
+    benchmark.extra_info.update({p.name: out[p.name]["vs_help"] for p in paths})
+    for p in paths:
+        assert out[p.name]["vs_help"] <= HELP_GUARD, (p.name, out[p.name])
+
+
+def _full_parse(text: str) -> int:
+    """The list parsed whole, as scardio did before lookups searched it:
+    every entry read, every pattern with a wildcard compiled."""
+    import re
+    entries, pattern, descs = 0, None, 0
+
+    def add() -> int:
+        if pattern is None or not descs:
+            return 0
+        normal = " ".join(pattern.upper().split())
+        if not re.fullmatch(r"[0-9A-F]{2}( [0-9A-F]{2})*", normal):
+            try:
+                re.compile(pattern, re.IGNORECASE)
+            except re.error:
+                return 0
+        return 1
+
+    for raw in text.splitlines():
+        if raw.startswith("#") or not raw.strip():
+            continue
+        if raw[0] in " \t":
+            descs += pattern is not None
+            continue
+        entries += add()
+        pattern, descs = raw.strip(), 0
+    return entries + add()
+
+
+def test_atr_lookup_vs_full_parse(benchmark):
+    import re
+    from scardio.atr_list import ATRList, find_atr_list
+    path = find_atr_list()
+    if path is None:
+        pytest.skip("no smartcard_list.txt installed (pcsc-tools)")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    atr = bytes.fromhex(ATR_HEX)
+
+    def lookup() -> None:
+        ATRList(text, path).match(atr)
+
+    def parse() -> None:
+        re.purge()  # a fresh process compiles each pattern
+        _full_parse(text)
+
+    def fresh_lookup() -> None:
+        re.purge()
+        lookup()
+
+    paths = [harness.FuncPath("lookup on a fresh list", {"op": fresh_lookup}),
+             harness.FuncPath("parse the whole list", {"op": parse})]
+    res = harness.interleave(paths, "op", max(5, ROUNDS // 2), 1)
+    ms = {name: [ns / 1e6 for ns in v] for name, v in res.items()}
+    out: dict = {name: harness.summary(v) for name, v in ms.items()}
+    ratio = harness.median(a / b for a, b in zip(ms[paths[0].name], ms[paths[1].name]))
+    out["ratio"] = ratio
+    harness.record("import", "atr_lookup", out)
+    print(f"\none ATR lookup on a fresh list: {out[paths[0].name]['median']:.2f} ms; "
+          f"parsing the list whole: {out[paths[1].name]['median']:.2f} ms; "
+          f"ratio {ratio:.3f} (per-round median)")
+    benchmark.pedantic(fresh_lookup, rounds=max(5, ROUNDS // 3), iterations=1)
+    benchmark.extra_info.update({"ratio_to_full_parse": ratio})
+    assert ratio <= LOOKUP_GUARD, out
 
 
 @pytest.mark.parametrize("code", ["pass", "import scardio"])

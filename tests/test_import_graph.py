@@ -321,12 +321,19 @@ def test_type_checkers_see_every_public_name(tmp_path):
 
 READER_LAYER = {"scardio.reader", "scardio.card", "scardio.monitor", "scardio.aio"}
 DISCOVERY = {"scardio.discovery"}
+#: The reader's state machine and what it brings (the help shows only its
+#: default power-down timeout, from scardio._defaults)
+SESSION_LAYER = {"scardio.session", "scardio.sequences", "scardio.powerdown"}
+#: Loaded by the commands that parse APDUs or ATRs, and by discovery
+PARSING = {"scardio.apdu", "scardio.atr", "scardio.atr_list", "dataclasses", "typing",
+           "inspect"}
 
 
 @pytest.mark.parametrize("argv, absent", [
-    (["-m", "scardio", "--help"], READER_LAYER | DISCOVERY | {"scardio.atr"}),
-    (["-m", "scardio", "atr", "3B 02 14 50"], READER_LAYER | DISCOVERY),
-    (["-m", "scardio", "--sim", "1", "list"], READER_LAYER | {"scardio.atr"}),
+    (["-m", "scardio", "--help"], READER_LAYER | DISCOVERY | SESSION_LAYER | PARSING),
+    (["-m", "scardio", "atr", "3B 02 14 50"], READER_LAYER | DISCOVERY | SESSION_LAYER),
+    (["-m", "scardio", "--sim", "1", "list"],
+     READER_LAYER | SESSION_LAYER | {"scardio.apdu", "scardio.atr", "scardio.atr_list"}),
 ])
 def test_cli_commands_import_only_what_they_use(argv, absent):
     found = _imported_by(argv)
@@ -347,6 +354,28 @@ def test_cli_reports_a_missing_reader_without_loading_discovery_in_main():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "reader not found" in proc.stderr
+
+
+def test_cli_help_shows_the_session_default_without_loading_the_session():
+    proc = subprocess.run([sys.executable, "-m", "scardio", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    from scardio.session import DEFAULT_POWER_DOWN_TIMEOUT
+    assert f"(default {DEFAULT_POWER_DOWN_TIMEOUT:g}; 0: power down" in \
+        " ".join(proc.stdout.split())
+    from scardio import _defaults, reader
+    assert reader.DEFAULT_POWER_DOWN_TIMEOUT == _defaults.DEFAULT_POWER_DOWN_TIMEOUT == 5.0
+    assert reader.DEFAULT_CONNECT_TIMEOUT == _defaults.DEFAULT_CONNECT_TIMEOUT
+
+
+@pytest.mark.parametrize("argv", [["atr", "3B 0Z"], ["--sim", "1", "apdu", "0", "00 A4"]])
+def test_cli_bad_hex_is_a_usage_error_in_a_fresh_process(argv):
+    # main() names APDUError only once a command loaded scardio.apdu: a
+    # fresh process (where nothing else loaded it) still exits 2
+    proc = subprocess.run([sys.executable, "-m", "scardio", *argv], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "bad input" in proc.stderr
 
 
 def test_cli_main_names_discovery_errors_only_once_discovery_is_loaded():

@@ -11,7 +11,8 @@ whole ATR.
 
 :func:`lookup_atr` finds the installed list itself (:data:`DEFAULT_LOCATIONS`,
 first one present) unless given a file.  A list is read once, on the first
-lookup, and kept until the file changes.
+lookup, and kept until the file changes; a lookup reads and compiles only
+the entries whose leading bytes fit the ATR.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ DEFAULT_LOCATIONS: tuple[str, ...] = (
 )
 
 _PLAIN = re.compile(r"[0-9A-F]{2}( [0-9A-F]{2})*")
+# Patterns of hex digits, spaces and "." only: as an expression each
+# character matches one of the ATR's (a digit in either case, "." any), so
+# they compare character by character without being compiled.
+_DOTS_ONLY = re.compile(r"[0-9A-Fa-f. ]*")
+
+# Line boundaries str.splitlines() knows besides "\n"
+_OTHER_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+# Regular-expression syntax that can make a pattern match an ATR that does
+# not start with the pattern's leading bytes (alternation, inline flags,
+# lookarounds): lines with it are tried on every lookup.
+_ANYWHERE = ("|", "(?")
+# An ATR's leading bytes a lookup searches for, at most (ATRs have 33)
+_MAX_PREFIX_PAIRS = 40
 
 
 @dataclass(frozen=True)
@@ -58,59 +72,181 @@ def atr_text(atr: Union[bytes, bytearray, memoryview]) -> str:
     return bytes(atr).hex(" ").upper()
 
 
+class _Entry:
+    """One entry, read on first use: plain patterns (hex only) compare as
+    text, those with "." only as wildcards character by character, the
+    others are compiled as regular expressions."""
+
+    __slots__ = ("start", "pattern", "descriptions", "plain", "dots", "regex", "error",
+                 "_match")
+
+    def __init__(self, start: int, pattern: str, descriptions: tuple[str, ...]) -> None:
+        self.start = start
+        self.pattern = pattern
+        self.descriptions = descriptions
+        normal = " ".join(pattern.upper().split())
+        self.plain: Optional[str] = normal if _PLAIN.fullmatch(normal) else None
+        self.dots: Optional[str] = None
+        self.regex: Optional["re.Pattern[str]"] = None
+        self.error: Optional[str] = None
+        self._match: Optional[ATRMatch] = None
+        if self.plain is None and _DOTS_ONLY.fullmatch(pattern):
+            self.dots = pattern.upper()
+        elif self.plain is None:
+            try:
+                self.regex = re.compile(pattern, re.IGNORECASE)
+            except re.error as exc:
+                self.error = str(exc)
+
+    def matches(self, text: str) -> bool:
+        if self.plain is not None:
+            return self.plain == text
+        if self.dots is not None:
+            return len(self.dots) == len(text) and \
+                all(p == c or p == "." for p, c in zip(self.dots, text))
+        return self.regex is not None and self.regex.fullmatch(text) is not None
+
+    def line(self, list_text: str) -> int:
+        return list_text.count("\n", 0, self.start) + 1
+
+    def atr_match(self, list_text: str) -> ATRMatch:
+        if self._match is None:
+            self._match = ATRMatch(self.pattern, self.descriptions, self.line(list_text))
+        return self._match
+
+
+def _prefix_search(text: str) -> "re.Pattern[str]":
+    """Finds the pattern lines of a list that ATR `text` ("3B 8F ...") may
+    match, by their leading run of whole hex pairs each followed by a space
+    (any case): those whose run is a prefix of the ATR.
+
+    An entry outside them cannot match: a plain pattern starting with such a
+    run normalises to text starting with it, and a regular expression without
+    alternation or "(?" whose first characters are literal pairs followed by
+    spaces matches only text starting with those pairs (in upper case, as
+    IGNORECASE compares hex letters)."""
+    pairs = [_literal(pair) + " " for pair in text.split()[:_MAX_PREFIX_PAIRS]]
+    chain = ""
+    for pair in reversed(pairs):
+        chain = f"(?:{pair}{chain})?"
+    longest_run = chain + r"(?![0-9A-Fa-f]{2} )"
+    if len(pairs) == _MAX_PREFIX_PAIRS:  # a longer run may match a longer ATR
+        longest_run = f"(?:{longest_run}|{''.join(pairs)})"
+    return re.compile(r"\n(?![#\t \n])" + longest_run)
+
+
+def _literal(pair: str) -> str:
+    """A hex pair as an expression matching it in either case."""
+    return "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in pair)
+
+
 class ATRList:
-    """A parsed list.  Plain patterns (hex only) are looked up in a dict;
-    the few with wildcards are compiled as regular expressions."""
+    """A parsed list.  Nothing is parsed up front: a lookup searches the text
+    for the pattern lines the ATR may match (by the hex bytes a pattern
+    starts with, and those that start with a wildcard) and reads and
+    compiles only those, once; so a lookup costs a scan of the text and a
+    few entries, not the whole list."""
 
     def __init__(self, text: str, path: Optional[str] = None) -> None:
         self.path = path
-        self._exact: dict[str, list[ATRMatch]] = {}
-        self._patterns: list[tuple["re.Pattern[str]", ATRMatch]] = []
-        #: (line, pattern, reason) of patterns that are not valid expressions
-        self.skipped: list[tuple[int, str, str]] = []
-        self._parse(text)
+        if any(c in text for c in _OTHER_BREAKS):
+            text = "\n".join(text.splitlines())  # the same lines, one kind of break
+        # every line, the first one included, starts after a "\n"
+        self._text = "\n" + text
+        self._entries: dict[int, Optional[_Entry]] = {}  # by the line's "\n"
+        self._lock = threading.Lock()
+        self._anywhere: Optional[tuple[int, ...]] = None
+        self._census: Optional[tuple[int, list[tuple[int, str, str]]]] = None
 
-    def _parse(self, text: str) -> None:
-        pattern: Optional[str] = None
-        start = 0
-        descriptions: list[str] = []
-        for number, raw in enumerate(text.splitlines(), 1):
-            if raw.startswith("#") or not raw.strip():
-                continue
-            if raw[0] in " \t":
-                if pattern is not None:
-                    descriptions.append(raw.strip())
-                continue
-            self._add(pattern, start, descriptions)
-            pattern, start, descriptions = raw.strip(), number, []
-        self._add(pattern, start, descriptions)
+    def _line_end(self, start: int) -> int:
+        end = self._text.find("\n", start + 1)
+        return len(self._text) if end < 0 else end
 
-    def _add(self, pattern: Optional[str], line: int, descriptions: list[str]) -> None:
-        if pattern is None or not descriptions:
-            return
-        entry = ATRMatch(pattern, tuple(descriptions), line)
-        normal = " ".join(pattern.upper().split())
-        if _PLAIN.fullmatch(normal):
-            self._exact.setdefault(normal, []).append(entry)
-            return
+    def _is_pattern_line(self, start: int) -> bool:
+        """Whether the line after the "\n" at `start` is a pattern line:
+        not a comment, not indented, not blank."""
+        line = self._text[start + 1:self._line_end(start)]
+        return bool(line.strip()) and line[0] not in "# \t"
+
+    def _entry(self, start: int) -> Optional[_Entry]:
+        """The entry whose pattern line starts after `start`; None when that
+        is not a pattern line or the pattern has no description."""
         try:
-            compiled = re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
-            self.skipped.append((line, pattern, str(exc)))
-            return
-        self._patterns.append((compiled, entry))
+            return self._entries[start]
+        except KeyError:
+            pass
+        entry = None
+        if self._is_pattern_line(start):
+            t = self._text
+            end = self._line_end(start)
+            pattern = t[start + 1:end].strip()
+            descriptions: list[str] = []
+            while end < len(t):  # description lines, up to the next pattern line
+                nxt = self._line_end(end)
+                line = t[end + 1:nxt]
+                stripped = line.strip()
+                if stripped and line[0] != "#":
+                    if line[0] not in " \t":
+                        break
+                    descriptions.append(stripped)
+                end = nxt
+            if descriptions:
+                entry = _Entry(start, pattern, tuple(descriptions))
+        with self._lock:  # the first reader's object is everyone's
+            return self._entries.setdefault(start, entry)
+
+    def _anywhere_lines(self) -> tuple[int, ...]:
+        """Pattern lines with syntax that defeats the prefix search."""
+        if self._anywhere is None:
+            t, found = self._text, set()
+            for needle in _ANYWHERE:
+                pos = t.find(needle)
+                while pos >= 0:
+                    start = t.rfind("\n", 0, pos)
+                    if self._is_pattern_line(start):
+                        found.add(start)
+                    pos = t.find(needle, self._line_end(start))
+            self._anywhere = tuple(sorted(found))
+        return self._anywhere
+
+    def _count(self) -> tuple[int, list[tuple[int, str, str]]]:
+        """(entries, skipped) over the whole list: every entry read."""
+        if self._census is None:
+            t = self._text
+            valid, skipped = 0, []
+            start = 0
+            while start >= 0:
+                entry = self._entry(start)
+                if entry is not None:
+                    if entry.error is None:
+                        valid += 1
+                    else:
+                        skipped.append((entry.line(t), entry.pattern, entry.error))
+                start = t.find("\n", start + 1)
+            self._census = (valid, skipped)
+        return self._census
+
+    @property
+    def skipped(self) -> list[tuple[int, str, str]]:
+        """(line, pattern, reason) of patterns that are not valid expressions
+        (reading it reads every entry)."""
+        return self._count()[1]
 
     def __len__(self) -> int:
-        return sum(map(len, self._exact.values())) + len(self._patterns)
+        return self._count()[0]
 
     def match(self, atr: Union[bytes, bytearray, memoryview, str]) -> list[ATRMatch]:
         """Every entry matching `atr` (bytes or hex text), in the list's
         order."""
         text = atr_text(parse_hex(atr) if isinstance(atr, str) else atr)
-        found = list(self._exact.get(text, ()))
-        found += [entry for rx, entry in self._patterns if rx.fullmatch(text)]
-        found.sort(key=lambda e: e.line)
-        return found
+        candidates = {m.start() for m in _prefix_search(text).finditer(self._text)}
+        candidates.update(self._anywhere_lines())
+        found: list[_Entry] = []
+        for start in sorted(candidates):  # offsets in the list's order
+            entry = self._entry(start)
+            if entry is not None and entry.matches(text):
+                found.append(entry)
+        return [entry.atr_match(self._text) for entry in found]
 
 
 def find_atr_list(locations: Optional[tuple[str, ...]] = None) -> Optional[str]:

@@ -51,17 +51,18 @@ import json
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, NoReturn, Optional, Sequence
 
 from . import errors
-from .apdu import APDUError, check_length, parse_apdu, parse_hex
+from ._defaults import DEFAULT_POWER_DOWN_TIMEOUT
 from .constants import Protocol
-from .session import DEFAULT_POWER_DOWN_TIMEOUT
 
 # Each command imports the layers it uses (discovery, the reader, the monitor,
-# the ATR list) when it runs: --help and `atr` load neither discovery nor the
-# reader, `list` no reader.
+# the ATR list, APDU parsing) when it runs: --help and `atr` load neither
+# discovery nor the reader, `list` no reader, --help not even typing.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import IO, Any, Callable, NoReturn, Optional, Sequence
+
     from .discovery import ReaderDescriptor
     from .reader import Reader, ReaderEvent, TraceRecord
 
@@ -435,6 +436,7 @@ def _checked_apdu(text: str, protocol: str) -> bytes:
     """An APDU from the command line, checked before any I/O: hex, ISO 7816-4
     structure (unless --protocol raw) and the length limits of the protocol
     asked for (the card's choice among several is checked after connect)."""
+    from .apdu import check_length, parse_apdu, parse_hex
     apdu = parse_hex(text)
     if protocol == "raw":
         check_length(apdu, Protocol.RAW)
@@ -445,6 +447,7 @@ def _checked_apdu(text: str, protocol: str) -> bytes:
 
 
 def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
+    from .apdu import APDUError
     from .reader import Disposition
     apdus = []
     for n, text in enumerate(args.apdus, 1):  # all checked before any I/O
@@ -748,6 +751,7 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_atr(args: argparse.Namespace, out: Output) -> int:
+    from .apdu import parse_hex
     from .atr_list import find_atr_list
     atr = parse_hex(" ".join(args.atr))  # malformed hex: APDUError, exit 2
     report = _atr_report(atr, args.atr_list or find_atr_list())
@@ -829,7 +833,7 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
     except KeyboardInterrupt:
         print("scardio: interrupted", file=se)
         return EXIT_INTERRUPTED
-    except (UsageError, APDUError) as exc:
+    except (UsageError, _error_of("apdu", "APDUError")) as exc:
         return fail(EXIT_USAGE, "bad input", exc)
     except _error_of("discovery.descriptor", "ReaderNotFoundError") as exc:
         return fail(EXIT_NOT_FOUND, "reader not found", exc)

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from . import errors
+from . import _defaults, errors
 from .constants import IOCTL, ioctl_name
 from .sequences import Steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
@@ -45,11 +45,11 @@ __all__ = ["ReaderSession", "ReaderEvent", "check_power_down_timeout",
 #: operation" pattern) gets its card back with no new reset, exactly as it
 #: would under pcscd; longer keeps cards powered for no benefit, shorter
 #: makes reconnects pay a cold reset (tens to hundreds of ms on real cards).
-DEFAULT_POWER_DOWN_TIMEOUT: float = 5.0
+DEFAULT_POWER_DOWN_TIMEOUT: float = _defaults.DEFAULT_POWER_DOWN_TIMEOUT
 #: Upper bound on the whole connect sequence.  Real cold resets take up to
 #: about a second (slow ATRs, PPS); the bound only guards against drivers
 #: that hang.
-DEFAULT_CONNECT_TIMEOUT: float = 10.0
+DEFAULT_CONNECT_TIMEOUT: float = _defaults.DEFAULT_CONNECT_TIMEOUT
 
 
 def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
