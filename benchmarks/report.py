@@ -208,22 +208,6 @@ def recorded_tables(tables) -> list:
         if t.get("note"):
             out += [t["note"], ""]
     return out
-def aio_overhead_table(section):
-    """benchmarks/test_bench_aio_overhead.py: one awaited operation against
-    the bare eventfd round trip, per loop and placement."""
-    lines = ["### asyncio: one awaited operation ÷ a bare eventfd round trip", "",
-             "| loop, placement | bare round trip µs | core floor | aio state "
-             "| aio get_attribute | aio transmit 5 B |", "|---|---:|---:|---:|---:|---:|"]
-    for key, s in section.items():
-        r = s["ratio_to_bare"]
-        lines.append(f"| {key} | {us(s['bare eventfd round trip']['median'])} | "
-                     + " | ".join(f"{r[n]:.2f}×" for n in ("core floor", "aio state",
-                                                           "aio get_attribute",
-                                                           "aio transmit 5 B")) + " |")
-    lines += ["", "Ratios of medians over interleaved rounds in one process; the far "
-              "threads (echo thread, lane threads) pinned to the loop's CPU or to "
-              "the other one.", ""]
-    return lines
 
 
 def render(data) -> str:
@@ -259,8 +243,6 @@ def render(data) -> str:
             out.append(f"| {OPNAME.get(op, op)} | " + " | ".join(us(x) for x in meds)
                        + f" | {s['overhead_vs_sync_reader_ns'] / 1000:+.2f} µs |")
         out += ["", "µs per operation (medians).", ""]
-    if "aio_overhead" in res:
-        out += aio_overhead_table(res["aio_overhead"])
     if "events_sim" in res:
         out += ev_table(res["events_sim"]["latency_ms"], "Card events, simulated reader")
     if "events_vpcd" in res:

@@ -97,12 +97,37 @@ def _report(title: str, out: dict) -> None:
     print("\n".join(lines))
 
 
+def _table(title: str, out: dict) -> None:
+    rows = []
+    for name, st in out.items():
+        if name.startswith("_") or not isinstance(st, dict):
+            continue
+        rows.append([name, f"{st['median']:.1f}", f"{st['p10']:.1f}", f"{st['p90']:.1f}",
+                     f"{st['ratio']:.2f}×" if "ratio" in st else "1×",
+                     f"{st['paired_ratio']:.2f}×" if "paired_ratio" in st else "1×"])
+    harness.record_table(title, ["start", "median ms", "p10 ms", "p90 ms",
+                                 "÷ python -c pass (medians)", "per-round ratio"], rows,
+                         note=f"Fresh interpreters, paired with {BARE.name} and interleaved "
+                              f"({out[BARE.name]['n']} rounds); bytecode cached: "
+                              f"{'yes' if out['_bytecode_cached'] else 'no'}.")
+
+
+def _register_import(out: dict, name: str) -> None:
+    """Issue 12, target 6: the ratio of medians, and the table."""
+    harness.record_target(f"{name} ÷ {BARE.name}", out[name]["ratio"], TARGET, "×", target=6,
+                          note=f"ratio of medians, {out[name]['median']:.1f} vs "
+                               f"{out[BARE.name]['median']:.1f} ms; per-round median "
+                               f"{out[name]['paired_ratio']:.2f}×")
+    _table("Start-up: import scardio", out)
+
+
 @pytest.mark.quick
 def test_import_scardio_vs_bare_python(benchmark):
     imp = StartPath("import scardio", ["-c", "import scardio"])
     out = _paired([imp], ROUNDS)
     out["target"] = TARGET
     harness.record("import", "import_scardio", out)
+    _register_import(out, imp.name)
     _report("import scardio vs starting Python", out)
     assert out[imp.name]["n"] == out[BARE.name]["n"] == ROUNDS
     # pytest-benchmark's own view of the same path (when enabled)
@@ -125,6 +150,7 @@ def test_reader_layer_and_cli_start_up(benchmark):
     rounds = max(5, ROUNDS // 2)
     out = _paired(paths, rounds)
     harness.record("import", "start_up", out)
+    _table("Start-up: the reader layer and the command line", out)
     _report("reader layer and command line start-up", out)
     for p in paths:
         assert out[p.name]["n"] == rounds

@@ -68,11 +68,64 @@ class ViccProcess:
         harness.stop_process(self.proc)
 
 
+TARGET_RATIO = 1.1
+TARGET_EVENT_MS = 10.0
+_apdu_rows: dict = {}
+
+
+def _ratio_name(card_name: str) -> str:
+    return f"vpcd + {card_name}: APDU median, Monitor ÷ no Monitor"
+
+
+def _register_apdus(card_name: str, out: dict) -> None:
+    """Issue 12, target 5 (APDUs): the ratio of medians and its table row."""
+    no, mon = out["no Monitor"], out["Monitor"]
+    harness.record_target(_ratio_name(card_name), out["ratio_median"], TARGET_RATIO, "×",
+                          target=5, note=f"{OP} medians: {mon['median']:.1f} µs with, "
+                                         f"{no['median']:.1f} µs without a Monitor")
+    _apdu_rows[card_name] = [card_name, f"{no['median']:.1f}", f"{no['p90']:.1f}",
+                             f"{mon['median']:.1f}", f"{mon['p90']:.1f}",
+                             f"{out['ratio_median']:.3f}×", f"{out['ratio_mean']:.3f}×",
+                             no["n"]]
+    harness.record_table(
+        "APDUs on a vpcd reader with and without a Monitor",
+        ["card", "no Monitor median µs", "p90", "Monitor median µs", "p90",
+         "ratio of medians", "ratio of means", "APDUs per phase"], list(_apdu_rows.values()),
+        note=f"{OP} through Device.ioctl on one vpcd channel and one card process; "
+             f"{ROUNDS} rounds of alternating phases, {BATCH} APDUs timed one by one per "
+             "phase.")
+
+
+def _register_events(out: dict) -> None:
+    """Issue 12, target 5 (events): the Monitor's arrival and removal
+    medians on vpcd, and every tracker's figures in a table."""
+    mon = out["scardio Monitor callback"]
+    dev = out.get("scardio Device IS_PRESENT/IS_ABSENT", {})
+    for kind, what in (("insert", "arrival"), ("remove", "removal")):
+        extra = (f"; Device IS_PRESENT/IS_ABSENT {dev[kind]['median']:.2f} ms" if dev
+                 else "")
+        harness.record_target(f"vpcd + test card: Monitor {what} median",
+                              mon[kind]["median"], TARGET_EVENT_MS, "ms", target=5,
+                              note=f"floor: the 10 ms presence poll at random phase "
+                                   f"(~5 ms mean wait){extra}")
+    rows = [[name, f"{k['insert']['median']:.2f}", f"{k['insert']['p90']:.2f}",
+             f"{k['remove']['median']:.2f}", f"{k['remove']['p90']:.2f}", k["insert"]["n"]]
+            for name, k in out.items()]
+    harness.record_table(
+        "Card events on vpcd (test card), 10 ms presence poll",
+        ["path", "arrival median ms", "arrival p90", "removal median ms", "removal p90",
+         "n"], rows,
+        note="Milliseconds from the test card connecting / disconnecting to user code "
+             "seeing it; each event after a random pause (random phase against the poll).")
+
+
 @pytest.fixture(scope="module", params=["test card", "vicc"])
 def vpcd_reader(request, tmp_path_factory):
     if not os.path.exists(harness.VPCD_LIBRARY):
         pytest.skip("vsmartcard-vpcd is not installed")
     if request.param == "vicc" and not (os.path.exists(VICC) and os.path.isdir(VICC_SITE)):
+        harness.record_target(_ratio_name("vicc"), None, TARGET_RATIO, "×", target=5,
+                              note="skipped: vsmartcard-vpicc (vicc) is not installed")
         pytest.skip("vsmartcard-vpicc (vicc) is not installed")
     import pcsc_peer
     import paths
@@ -128,6 +181,7 @@ def test_vpcd_apdu_with_and_without_monitor(vpcd_reader, benchmark):
         (sum(times["no Monitor"]) / len(times["no Monitor"]))
     out["_samples_us"] = times
     harness.record("monitor_io_vpcd", f"{OP} {card_name}", out)
+    _register_apdus(card_name, out)
     benchmark.extra_info.update({"ratio_median": ratio})
     print(f"\nvpcd {card_name} {OP} (us): no Monitor median {med['no Monitor']:.1f} "
           f"(p90 {harness.percentile(times['no Monitor'], 0.9):.1f}), Monitor median "
@@ -176,3 +230,4 @@ def test_vpcd_event_latency_device_and_monitor(vpcd_reader):
             f"{k} median {harness.median(v):.2f} ms (p90 {harness.percentile(v, 0.9):.2f})"
             for k, v in kinds.items()))
     harness.record("monitor_io_vpcd", "events_ms", out)
+    _register_events(out)

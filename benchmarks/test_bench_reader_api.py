@@ -106,6 +106,36 @@ def api_paths() -> Iterator[Dict[str, harness.FuncPath]]:
                PYFLOOR: harness.FuncPath(PYFLOOR, python_floor_ops(fresh))}
 
 
+WHAT = {"state": "Reader.state() ÷ Device.ioctl(GET_STATE)",
+        "tx5": "Card.transmit ÷ Device.ioctl, 5 B",
+        "tx261": "Card.transmit ÷ Device.ioctl, 261 B"}
+
+
+def _register(table: Dict[str, dict]) -> None:
+    """Issue 12, target 1: the per-round ratios to the fresh device, and
+    the results table."""
+    rows = []
+    for op, row in table.items():
+        med = row["median_ns"]
+        harness.record_target(
+            f"{WHAT[op]} (fresh device, per-round ratio)", row["api_ratio"], TARGET, "×",
+            target=1, note=f"floor: the Python floor (lock, header, Response) is "
+                           f"{row['python_floor_ratio']:.2f}×; lanes-have-run device "
+                           f"{row['lanes_ratio']:.2f}×")
+        rows.append([WHAT[op].split(" ÷ ")[0] + ("" if op == "state" else f" {op[2:]} B")]
+                    + [f"{med[p] / 1000:.3f}" for p in (FRESH, LANES, API, PYFLOOR)]
+                    + [f"{row[k]:.2f}×" for k in ("api_ratio", "lanes_ratio",
+                                                   "python_floor_ratio")])
+    harness.record_table(
+        "The reader API over Device.ioctl (simulated reader)",
+        ["operation", "Device.ioctl µs (fresh)", "Device.ioctl µs (lanes have run)",
+         "reader API µs", "Python floor µs", "API ÷ fresh", "lanes ÷ fresh",
+         "Python floor ÷ fresh"], rows,
+        note=f"Medians of {ROUNDS} interleaved rounds; ratios are medians of per-round "
+             "ratios to Device.ioctl on a device that never ran an overlapped call. The "
+             "Python floor is the least any Python transmit adds to the IOCTL.")
+
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("path", [FRESH, LANES, API, PYFLOOR])
 def test_reader_api_path(api_paths, path, op, benchmark):
@@ -129,6 +159,7 @@ def test_reader_api_ratios(api_paths, capsys):
                      "python_floor_ratio": floor_ratio, "_samples": res, "_batch": sizes}
         assert all(v > 0 for v in med.values())
     harness.record("reader_api", "ratios", table)
+    _register(table)
     with capsys.disabled():
         m = harness.machine()
         print(f"\nreader API over Device.ioctl ({m['cpu_model']}, {m['nproc']} CPUs; "

@@ -75,6 +75,49 @@ def _trigger(sc):
     return trig
 
 
+IDLE_TARGET_PERCENT = 0.5
+ARRIVAL_TARGET = 1.5
+_rows: dict = {}
+
+
+def _register(mode: str, out: dict) -> None:
+    """Issue 12, target 7, for one kind of driver: idle CPU and the arrival
+    ratio, and the results table row."""
+    n, secs = out["readers"], out["idle_seconds"]
+    lat, ratio = out["latency_ms"], out["ratio_many_to_one"]
+    if mode == "polling-function":
+        why = (f"{out['idle_polling_calls']} polling-function calls in {secs:.1f} s; "
+               f"one thread per waiting reader (+{out['threads_added']} threads)")
+    else:
+        rate = out["idle_presence_calls"] / secs if secs else float("nan")
+        why = (f"floor: the presence checks themselves ({rate:.0f} a second, every reader "
+               f"every {POLL_MS} ms; the driver has no polling function)")
+    harness.record_target(f"{n} readers, {mode} driver: idle CPU (% of one core)",
+                          out["idle_cpu_percent"], IDLE_TARGET_PERCENT, "%", target=7,
+                          note=f"over {secs:.1f} s; {why}")
+    harness.record_target(f"{n} readers, {mode} driver: arrival median ÷ one reader",
+                          ratio["insert"], ARRIVAL_TARGET, "×", target=7,
+                          note=f"{lat['many']['insert']['median']:.3f} vs "
+                               f"{lat['one']['insert']['median']:.3f} ms, sampled "
+                               f"alternately")
+    _rows[mode] = [mode, n, out["threads_added"], f"{out['idle_cpu_percent']:.2f}",
+                   out["idle_polling_calls"], out["idle_presence_calls"],
+                   f"{lat['one']['insert']['median']:.3f}",
+                   f"{lat['many']['insert']['median']:.3f}", f"{ratio['insert']:.2f}×",
+                   f"{lat['one']['remove']['median']:.3f}",
+                   f"{lat['many']['remove']['median']:.3f}", f"{ratio['remove']:.2f}×"]
+    harness.record_table(
+        f"{n} simulated readers under one Monitor",
+        ["driver", "readers", "threads added", "idle CPU (% of one core)",
+         "polling-function calls (idle)", "presence calls (idle)", "arrival ms, 1 reader",
+         f"arrival ms, {n}", "arrival ratio", "removal ms, 1 reader", f"removal ms, {n}",
+         "removal ratio"], list(_rows.values()),
+        note=f"Idle over {IDLE_SECONDS:g} s with no card events (CPU of the whole process; "
+             "the driver calls are the simulated reader's counters); latency medians of "
+             f"{SAMPLES} samples per kind on a random reader, one-reader and {n}-reader "
+             "Monitors sampled alternately.")
+
+
 @pytest.mark.parametrize("polling", [True, False], ids=["polling-function", "presence-only"])
 def test_scale_1024_readers(polling, benchmark):
     from scardio.sim import EntryPoint
@@ -136,6 +179,7 @@ def test_scale_1024_readers(polling, benchmark):
                           for w, d in lat.items()},
            "ratio_many_to_one": ratio, "_samples": lat}
     harness.record("scale_1024", mode, out)
+    _register(mode, out)
     benchmark.extra_info.update({"idle_cpu_percent": idle * 100, "threads_added": threads,
                                  "arrival_ratio": ratio["insert"]})
     print(f"\n{mode}: {READERS} readers: +{threads} threads; idle {w1 - w0:.1f} s: CPU "

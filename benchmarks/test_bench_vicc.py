@@ -109,10 +109,13 @@ def _reader_path(reader, name, apdu):
 def vicc_env(request):
     import vicc_support
     why = vicc_support.unavailable()
+    if not why and not os.path.exists(harness.VPCD_LIBRARY):
+        why = "vsmartcard-vpcd is not installed"
     if why:
+        for name in TARGET_PATHS:
+            harness.record_target(_target_name(name), None, TARGET_MS, "ms", target=4,
+                                  note=f"skipped: {why}")
         pytest.skip(why)
-    if not os.path.exists(harness.VPCD_LIBRARY):
-        pytest.skip("vsmartcard-vpcd is not installed")
     from scardio import IOCTL, Device, Reader, State
     apdu = vicc_support.SELECT_MF
     stack = contextlib.ExitStack()
@@ -182,6 +185,44 @@ def vicc_env(request):
         stack.close()
 
 
+TARGET_MS = 1.0
+TARGET_PATHS = [READER_VICC, DEVICE_VICC]
+
+
+def _target_name(path: str) -> str:
+    return f"vicc through vpcd: median APDU, {path.split(', ')[0]}"
+
+
+def _register(out: dict, sizes: dict) -> None:
+    """Issue 12, target 4: scardio's median APDU to vicc, pcscd + pyscard's
+    and the C loop's on the same driver and card beside it; the table."""
+    def ms(name):
+        return out[name]["median"] / 1e6 if name in out else None
+    beside = []
+    for name in (PCSCD_VICC, FLOOR_VICC):
+        beside.append(f"{name.split(', ')[0]} {ms(name):.1f} ms" if name in out
+                      else f"{name.split(', ')[0]} not run")
+    skipped = harness.results().get("vicc", {}).get("pcscd_skipped")
+    note = "on vicc: " + ", ".join(beside) + (f" (pcscd skipped: {skipped})" if skipped
+                                             else "")
+    for name in TARGET_PATHS:
+        harness.record_target(_target_name(name), ms(name), TARGET_MS, "ms", target=4,
+                              note=note + "; the project's test card: "
+                                          f"{ms(name.replace('vicc', 'test card')):.3f} ms")
+    base = out[DEVICE_VICC]["median"]
+    rows = [[name, f"{s['median'] / 1e6:.3f}", f"{s['p10'] / 1e6:.3f}",
+             f"{s['p90'] / 1e6:.3f}", sizes[name], f"{s['median'] / base:.1f}×"]
+            for name, s in out.items() if not name.startswith("_")]
+    harness.record_table(
+        "vpcd + Debian's vicc: SELECT MF per APDU",
+        ["path", "median ms", "p10 ms", "p90 ms", "APDUs per batch",
+         f"÷ {DEVICE_VICC}"], rows,
+        note=f"Medians over {ROUNDS} interleaved rounds; every path has its own vicc "
+             "(or test card) process. scardio sets TCP_NODELAY on vpcd's sockets (driver "
+             "quirks table); the C loop and pcscd use vpcd as is (Nagle waits for vicc's "
+             "delayed ACK).")
+
+
 def test_vicc_side_by_side(vicc_env):
     """Interleaved rounds of every path; medians per APDU."""
     ps = list(vicc_env.values())
@@ -193,6 +234,7 @@ def test_vicc_side_by_side(vicc_env):
     out["_samples"] = res
     out["_batch"] = sizes
     harness.record("vicc", OP, out)
+    _register(out, sizes)
     print("\nSELECT MF to vicc through vpcd, median per APDU:")
     for name, s in out.items():
         if not name.startswith("_"):

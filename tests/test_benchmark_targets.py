@@ -1,0 +1,143 @@
+"""Each benchmark file behind an issue-12 target registers it: given
+synthetic figures, its register function adds the verdict rows (the exact
+figure the issue defines, its bound, a note) and its results table, and
+benchmarks/report.py renders them.  Nothing here is timed or runs a
+driver."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+from typing import Any, Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"_targets_{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    with warnings.catch_warnings():
+        # the vpcd / pcscd marks are registered by benchmarks/conftest.py
+        warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+        spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def h(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """A private harness that the benchmark modules loaded next import."""
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    monkeypatch.syspath_prepend(str(BENCH))
+    fresh = load("harness")
+    monkeypatch.setitem(sys.modules, "harness", fresh)
+    yield fresh
+
+
+def rendered(h: ModuleType) -> str:
+    text: str = load("report").render(h.snapshot())
+    return text
+
+
+def stats(median: float, **kw: float) -> dict[str, Any]:
+    return dict({"median": median, "p10": median * 0.9, "p90": median * 1.2, "n": 10}, **kw)
+
+
+def test_reader_api_registers_target_1(h: ModuleType) -> None:
+    m = load("test_bench_reader_api")
+    row = {"median_ns": {m.FRESH: 300, m.LANES: 310, m.API: 900, m.PYFLOOR: 800},
+           "api_ratio": 3.0, "lanes_ratio": 1.03, "python_floor_ratio": 2.7}
+    m._register({"tx5": row, "state": dict(row, api_ratio=1.4)})
+    text = rendered(h)
+    assert ("| 1 | Card.transmit ÷ Device.ioctl, 5 B (fresh device, per-round ratio) | 3× "
+            "| ≤ 2.5× | **not met** | floor: the Python floor (lock, header, Response) is "
+            "2.70×; lanes-have-run device 1.03× |") in text
+    assert "| 1 | Reader.state() ÷ Device.ioctl(GET_STATE) (fresh device, per-round ratio) " \
+           "| 1.4× | ≤ 2.5× | **met** |" in text
+    assert "| Card.transmit 5 B | 0.300 | 0.310 | 0.900 | 0.800 | 3.00× | 1.03× | 2.70× |" \
+        in text
+
+
+def test_aio_overhead_registers_target_3_per_loop_in_one_table(h: ModuleType) -> None:
+    m = load("test_bench_aio_overhead")
+    meds = dict(zip(m.PATHS, [10_000, 12_000, 13_000, 14_000, 16_000]))
+    for kind in ("asyncio", "uvloop"):
+        m._register(SimpleNamespace(kind=kind, placement="same CPU"), meds,
+                    {p: 1000.0 for p in m.PATHS})
+    text = rendered(h)
+    assert ("| 3 | scardio.aio ÷ bare eventfd round trip (uvloop loop, same CPU; slowest op) "
+            "| 1.6× | ≤ 1.5× | **not met** | aio transmit 5 B; state 1.30×, get_attribute "
+            "1.40×; floor: the core floor (Device.submit + queue, no scardio.aio) is 1.20× |"
+            ) in text
+    assert "| asyncio, same CPU | 10.00 | 1.20× | 1.30× | 1.40× | 1.60× |" in text
+    assert "| uvloop, same CPU | 10.00 |" in text  # both loops, one table
+    assert text.count("### asyncio: one awaited operation") == 1
+
+
+def test_vicc_registers_target_4_with_pcscd_beside_it(h: ModuleType) -> None:
+    m = load("test_bench_vicc")
+    out = {m.DEVICE_VICC: stats(80_000), m.READER_VICC: stats(2_000_000),
+           m.DEVICE_CARD: stats(20_000), m.READER_CARD: stats(30_000),
+           m.PCSCD_VICC: stats(44_000_000)}
+    m._register(out, {name: 5 for name in out})
+    text = rendered(h)
+    assert ("| 4 | vicc through vpcd: median APDU, scardio Device.ioctl | 0.08 ms | ≤ 1 ms "
+            "| **met** | on vicc: pcscd+pyscard 44.0 ms, C floor (vpcd as is) not run; the "
+            "project's test card: 0.020 ms |") in text
+    assert "| 4 | vicc through vpcd: median APDU, scardio Card.transmit | 2 ms | ≤ 1 ms " \
+           "| **not met** |" in text
+    assert "| pcscd+pyscard, vicc | 44.000 | 39.600 | 52.800 | 5 | 550.0× |" in text
+
+
+def test_monitor_io_registers_target_5(h: ModuleType) -> None:
+    m = load("test_bench_monitor_io")
+    m._register_apdus("test card", {"no Monitor": stats(30.0), "Monitor": stats(36.0),
+                                    "ratio_median": 1.2, "ratio_mean": 1.1})
+    m._register_events({"scardio Monitor callback": {"insert": stats(6.0),
+                                                     "remove": stats(11.0)}})
+    text = rendered(h)
+    assert ("| 5 | vpcd + test card: APDU median, Monitor ÷ no Monitor | 1.2× | ≤ 1.1× "
+            "| **not met** | tx5 medians: 36.0 µs with, 30.0 µs without a Monitor |") in text
+    assert "| 5 | vpcd + test card: Monitor arrival median | 6 ms | ≤ 10.0 ms | **met** |" \
+        in text
+    assert "| 5 | vpcd + test card: Monitor removal median | 11.0 ms | ≤ 10.0 ms " \
+           "| **not met** |" in text
+    assert "| scardio Monitor callback | 6.00 | 7.20 | 11.00 | 13.20 | 10 |" in text
+
+
+def test_import_registers_target_6(h: ModuleType) -> None:
+    m = load("test_bench_import")
+    m._register_import({"python -c pass": stats(20.0),
+                        "import scardio": stats(30.0, ratio=1.5, paired_ratio=1.4),
+                        "_bytecode_cached": True}, "import scardio")
+    text = rendered(h)
+    assert ("| 6 | import scardio ÷ python -c pass | 1.5× | ≤ 2× | **met** | ratio of "
+            "medians, 30.0 vs 20.0 ms; per-round median 1.40× |") in text
+    assert "| import scardio | 30.0 | 27.0 | 36.0 | 1.50× | 1.40× |" in text
+
+
+def test_scale_registers_target_7_for_both_driver_kinds(h: ModuleType) -> None:
+    m = load("test_bench_scale")
+    for mode, cpu, calls in (("polling-function", 0.0, 0), ("presence-only", 6.0, 500_000)):
+        lat = {w: {k: stats(0.2 if w == "one" else 0.25) for k in ("insert", "remove")}
+               for w in ("one", "many")}
+        m._register(mode, {"readers": 1024, "threads_added": 1025, "idle_cpu_percent": cpu,
+                           "idle_seconds": 5.0, "idle_polling_calls": 0,
+                           "idle_presence_calls": calls, "latency_ms": lat,
+                           "ratio_many_to_one": {"insert": 1.25, "remove": 1.25}})
+    text = rendered(h)
+    assert "| 7 | 1024 readers, polling-function driver: idle CPU (% of one core) | 0% " \
+           "| ≤ 0.5% | **met** |" in text
+    assert ("| 7 | 1024 readers, presence-only driver: idle CPU (% of one core) | 6% "
+            "| ≤ 0.5% | **not met** | over 5.0 s; floor: the presence checks themselves "
+            "(100000 a second") in text
+    assert "| 7 | 1024 readers, presence-only driver: arrival median ÷ one reader | 1.25× " \
+           "| ≤ 1.5× | **met** |" in text
+    assert text.count("### 1024 simulated readers under one Monitor") == 1
+    assert "| presence-only | 1024 | 1025 | 6.00 | 0 | 500000 |" in text
