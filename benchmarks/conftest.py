@@ -93,12 +93,16 @@ def pytest_configure(config):
 
 
 def _discard_empty_json(output) -> None:
-    # argparse opened --benchmark-json's file while parsing: a usage error
-    # must not leave an empty file behind.
-    name = getattr(output, "name", None)
-    if name is None:
+    # Depending on the pytest-benchmark version, --benchmark-json is a path
+    # or a file argparse already created: a usage error must not leave an
+    # empty file behind either way.
+    if output is None:
         return
-    output.close()
+    if hasattr(output, "close"):
+        name = output.name
+        output.close()
+    else:
+        name = os.fspath(output)
     try:
         if os.path.getsize(name) == 0:
             os.unlink(name)
