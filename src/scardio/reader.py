@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 from . import errors, powerdown
+from ._core import ReaderLock
 from .card import Card
 from .completions import Completions as Completions
 from .constants import IOCTL, Protocol, State
@@ -127,7 +128,9 @@ class Reader(SessionFront):
             device.close()  # the reader owns the device, as when start-up fails
             raise
         self.completions = Completions(device)
-        self._lock = threading.RLock()
+        # threading.RLock's interface; the binding's transmit path takes it
+        # without a Python call
+        self._lock = ReaderLock()
         self._close_guard = threading.Lock()
         if startup:
             try:
