@@ -689,8 +689,10 @@ cdef class ReaderLock:
         cdef double us
         if not blocking and t != -1:
             raise ValueError("can't specify a timeout for a non-blocking call")
-        if (t < 0 and t != -1) or t != t:
-            raise ValueError("timeout value must be a non-negative number")
+        if t != t:
+            raise ValueError("Invalid value NaN (not a number)")
+        if t < 0 and t != -1:
+            raise ValueError("timeout value must be positive")
         if not blocking:
             return self._acquire(0)
         if t == -1:
