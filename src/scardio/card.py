@@ -3,7 +3,9 @@
 ``Card.transmit`` runs :func:`scardio.sequences.transmit.transmit_steps`
 (TRANSMIT, then GET RESPONSE on 61xx and a re-send on 6Cxx, both on by
 default) through the card's :class:`scardio.reader.Reader`; a card that
-answers at once costs one IOCTL.
+answers at once costs one IOCTL.  The common call (a short APDU as bytes,
+no options, an untraced device) runs in the binding's
+``CardBase.transmit``; everything else in ``Card._transmit_py``.
 """
 
 from __future__ import annotations
