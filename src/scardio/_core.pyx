@@ -729,8 +729,12 @@ cdef int _load_response() except -1:
     global _response_type, _response_in_place, _split_response
     from .sequences.transmit import Response, split_response
     # Filled in place only if it adds nothing to a tuple's layout (a
-    # NamedTuple has empty __slots__); otherwise through tuple.__new__.
-    _response_in_place = (Response.__basicsize__ == tuple.__basicsize__ and
+    # NamedTuple has empty __slots__), and before 3.14, whose tuples cache
+    # their hash in a field only tuple's own constructor sets; otherwise
+    # through tuple.__new__.
+    import sys
+    _response_in_place = (sys.version_info < (3, 14) and
+                          Response.__basicsize__ == tuple.__basicsize__ and
                           Response.__itemsize__ == tuple.__itemsize__ and
                           Response.__dictoffset__ == 0 and
                           Response.__weakrefoffset__ == 0)
@@ -818,7 +822,7 @@ cdef class CardBase:
         cdef size_t out_len = 0
         cdef scio_status st
         cdef object resp
-        cdef uint8_t sw1
+        cdef uint8_t sw1 = 0  # set on every path that reaches its test
         device._check_open()
         memcpy(inp, PyBytes_AS_STRING(header), IO_HEADER)
         memcpy(inp + IO_HEADER, PyBytes_AS_STRING(apdu), n)
