@@ -9,8 +9,8 @@ third path, the same Device.ioctl on a device whose worker lanes have run
 (as connect() makes them run), shows that a synchronous call does not pay
 for idle lanes (target: 1.0).  A fourth, "Python floor", is the least any
 Python transmit must add to that IOCTL: take a reader lock, prefix the I/O
-header, build the Response (for GET_STATE: the State lookup); the API can
-get no closer to Device.ioctl than that path does.
+header, build the Response (for GET_STATE: the State lookup).  Card.transmit's
+common call runs in the binding and so goes below that floor.
 
 ``test_reader_api_ratios`` runs the three paths interleaved (harness.py) and
 prints the ratios side by side; the ``benchmark`` tests time each path with

@@ -102,7 +102,7 @@ def test_module_names_match_the_stub():
     assert _public(_stub_names(_stub().body)) == live
 
 
-@pytest.mark.parametrize("cls_name", ["Device", "Operation"])
+@pytest.mark.parametrize("cls_name", ["Device", "Operation", "ReaderLock", "CardBase"])
 def test_class_names_match_the_stub(cls_name):
     node = next(n for n in _stub().body if isinstance(n, ast.ClassDef) and n.name == cls_name)
     live = _public(vars(getattr(_core, cls_name)))

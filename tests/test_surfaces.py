@@ -71,8 +71,9 @@ def test_common_names_mean_the_same():
     for kind, sync_names, async_names, S, A in live_pairs():
         for name in sorted(sync_names & async_names):
             s, a = inspect.getattr_static(S, name, None), inspect.getattr_static(A, name, None)
-            s_method = inspect.isfunction(s)
-            a_method = inspect.isfunction(a)
+            # a method may be implemented in the binding (Card.transmit)
+            s_method = inspect.isroutine(s)
+            a_method = inspect.isroutine(a)
             assert s_method == a_method, f"{kind}.{name}: a method on one side only"
             if not s_method:
                 continue

@@ -5,7 +5,11 @@ messages (benchmarks/test_bench_reader_api.py measures the speed)."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import subprocess
+import sys
+import time
 from typing import Any, Optional
 
 import pytest
@@ -205,3 +209,304 @@ def test_sim_card_transmit_and_state_after_the_lanes_ran() -> None:
             assert card.transmit(b"\x80\xEE\x00\x00\x01") == (b"\x00", 0x90, 0x00)
         op = reader.device.submit(IOCTL.GET_STATE, b"", 4)
         assert decode_state(op.wait(5)) is State.SPECIFIC
+
+
+# ---- the binding's transmit path (CardBase.transmit) against the full path --
+
+import threading  # noqa: E402
+
+from scardio._core import ReaderLock  # noqa: E402
+from scardio.sim import EntryPoint, Fault  # noqa: E402
+
+
+def outcome_of(fn: Any, *args: Any) -> tuple[str, Any, Any]:
+    try:
+        return ("ok", fn(*args), None)
+    except Exception as exc:  # every error: its type and its message
+        return ("error", type(exc), str(exc))
+
+
+def lock_is_free(lock: Any) -> bool:
+    """Whether another thread can take the lock (its owner always could)."""
+    got: list[bool] = []
+
+    def take_and_give_back() -> None:
+        got.append(lock.acquire(timeout=2))
+        if got[0]:
+            lock.release()
+    t = threading.Thread(target=take_and_give_back)
+    t.start()
+    t.join(5)
+    return got == [True]
+
+
+def command_apdus() -> st.SearchStrategy[bytes]:
+    """The sim card's commands and others, every ISO case, lengths around
+    the short limits and the fast path's own bound, the fifth byte often 00."""
+    header = st.sampled_from([b"\x80\xEE\x00\x00", b"\x00\xA4\x04\x00", b"\x00\xB0\x00\x00",
+                              b"\x00\xC0\x00\x00", b"\x00\x12\x00\x00", b"\x80\xEE\x01\x02",
+                              b"\x00\xA4\x00\x00", b"\x00\xB0\x0F\xF0"])
+    body = st.one_of(
+        st.just(b""),
+        st.integers(0, 255).map(lambda le: bytes([le])),
+        st.builds(lambda nc, le: bytes([nc]) + bytes(range(nc)) + le,
+                  st.integers(1, 255), st.sampled_from([b"", b"\x00", b"\x01", b"\x10"])),
+        st.binary(min_size=0, max_size=600),
+        st.just(b"\x00\x01\x00"), st.just(b"\x02\x2F\x01"),
+        st.sampled_from([b"\xF0\x73\x63\x61\x72\x64\x69\x6F"]).map(lambda a: b"\x08" + a))
+    short = st.binary(min_size=0, max_size=3)
+    return st.one_of(st.builds(lambda h, b: h + b, header, body), short)
+
+
+@pytest.fixture(scope="module")
+def twin_cards() -> Any:
+    """Two simulated readers with the same card: one for each path."""
+    with contextlib.ExitStack() as stack:
+        cards = {}
+        for t0 in (False, True):
+            pair = []
+            for _ in range(2):
+                reader, sim = stack.enter_context(sim_reader())
+                sim.insert(t0=t0)
+                pair.append(reader.connect(timeout=5))
+            cards[t0] = pair
+        yield cards
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(command_apdus(), min_size=1, max_size=6), st.booleans())
+def test_fast_path_answers_what_the_full_path_answers(twin_cards: Any, apdus: list[bytes],
+                                                      t0: bool) -> None:
+    fast, full = twin_cards[t0]
+    for raw in apdus:  # the same history on both cards: the same card state
+        a = outcome_of(fast.transmit, raw)
+        b = outcome_of(full._transmit_py, raw, None, None, None)
+        assert a == b, raw.hex()
+        assert type(a[1]) is type(b[1])
+        if a[0] == "ok":  # a Response built in place is a whole tuple
+            assert hash(a[1]) == hash(b[1]) and a[1][:] == b[1][:]
+    assert fast.connected and full.connected
+
+
+def calls_to_the_full_path(card: Card, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    seen: list[Any] = []
+    real = card._transmit_py
+
+    def spy(*args: Any) -> Any:
+        seen.append(args)
+        return real(*args)
+    monkeypatch.setattr(card, "_transmit_py", spy)
+    return seen
+
+
+def test_a_short_bytes_apdu_takes_the_fast_path_and_the_rest_the_full_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        card = reader.connect(timeout=5)
+        seen = calls_to_the_full_path(card, monkeypatch)
+        for raw in (b"\x80\xEE\x00\x00\x01", b"\x80\xEE\x00\x00", b"\x80\xEE\x00\x00\x02\x01\x02",
+                    b"\x80\xEE\x00\x00\xFF" + bytes(255) + b"\x00"):
+            assert card.transmit(raw).ok
+        assert seen == []
+        echo = b"\x80\xEE\x00\x00\x01"
+        slow = [bytearray(echo), echo.hex(), list(echo), b"\x80\xEE\x00\x00\x00\x00\x01"]
+        for raw in slow:
+            assert card.transmit(raw).ok  # type: ignore[arg-type]
+        card.transmit(echo, timeout=5)
+        card.transmit(echo, auto_get_response=False)
+        card.transmit(echo, auto_resend=False)
+        with pytest.raises(APDULengthError):
+            card.transmit(b"\x80")
+        assert len(seen) == len(slow) + 4
+
+
+def test_a_traced_reader_takes_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    records: list[Any] = []
+    with sim_reader(trace=records.append) as (reader, sim):
+        sim.insert()
+        card = reader.connect(timeout=5)
+        seen = calls_to_the_full_path(card, monkeypatch)
+        records.clear()
+        assert card.transmit(b"\x80\xEE\x00\x00\x01") == (b"\x00", 0x90, 0x00)
+        assert len(seen) == 1 and len(records) == 1
+
+
+def test_fast_path_follow_ups_61xx_and_6cxx_as_the_full_path() -> None:
+    with sim_reader() as (r1, s1), sim_reader() as (r2, s2):
+        s1.insert(t0=True)
+        s2.insert(t0=True)
+        fast, full = r1.connect(Protocol.T0, timeout=5), r2.connect(Protocol.T0, timeout=5)
+        select = b"\x00\xA4\x04\x00\x08\xF0\x73\x63\x61\x72\x64\x69\x6F"
+        for raw in (select, b"\x80\xEE\x00\x00\x03\x01\x02\x03\x00",  # T=0 case 4: 61xx
+                    b"\x00\xB0\x00\x00\x00", b"\x00\xB0\x00\x00\x10"):
+            assert outcome_of(fast.transmit, raw) == outcome_of(full._transmit_py, raw, None,
+                                                                None, None)
+        # the 61xx answer was followed up with GET RESPONSE on both sides
+        case4 = b"\x80\xEE\x00\x00\x03\x01\x02\x03\x00"
+        assert fast.transmit(case4).data == full._transmit_py(case4, None, None, None).data
+        fast.auto_get_response = False
+        assert fast.transmit(case4).sw1 == 0x61
+        # 6Cxx: READ BINARY past the end of EF 2F01 with too long an Le
+        select_ef, read = b"\x00\xA4\x00\x00\x02\x2F\x01", b"\x00\xB0\x0F\xF0\x20"
+        for card in (fast, full):
+            assert card.transmit(b"\x00\xA4\x00\x00").ok  # the MF
+            assert card.transmit(select_ef).ok
+            assert card.transmit(read, auto_resend=False).sw == 0x6C10
+        rsp = fast.transmit(read)
+        assert rsp == full._transmit_py(read, None, None, None)
+        assert rsp.ok and len(rsp.data) == 0x10
+
+
+@pytest.mark.parametrize("kind, value", [(Fault.RETURN, c) for c in range(600, 619)]
+                         + [(Fault.REMOVE_CARD, 0), (Fault.OVERLONG_LENGTH, 4)])
+def test_fast_path_driver_errors_are_the_full_paths(kind: Fault, value: int) -> None:
+    echo = b"\x80\xEE\x00\x00\x01"
+    got = []
+    for path in ("fast", "full"):
+        with sim_reader() as (reader, sim):
+            sim.insert()
+            card = reader.connect(timeout=5)
+            sim.fault(EntryPoint.TRANSMIT, kind, value)
+            if path == "fast":
+                result = outcome_of(card.transmit, echo)
+            else:
+                result = outcome_of(card._transmit_py, echo, None, None, None)
+            got.append((result, card.connected, card._gone))
+            assert lock_is_free(reader._lock), f"{path}: the lock is still held"
+    assert got[0] == got[1]
+
+
+def test_fast_path_on_a_closed_or_gone_card_is_typed_and_releases_the_lock() -> None:
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        card = reader.connect(timeout=5)
+        sim.fault(EntryPoint.TRANSMIT, Fault.RETURN, 616)
+        with pytest.raises(errors.NoCardError):
+            card.transmit(b"\x80\xEE\x00\x00\x01")
+        assert lock_is_free(reader._lock)
+        with pytest.raises(errors.InvalidStateError, match="card is not connected: the card "
+                           "was removed; connect again"):
+            card.transmit(b"\x80\xEE\x00\x00\x01")
+        assert lock_is_free(reader._lock)
+    with sim_reader() as (reader, sim):
+        sim.insert()
+        card = reader.connect(timeout=5)
+        reader.device.close()  # closed under the reader: the device's own error
+        with pytest.raises(errors.ClosedError, match="device is closed"):
+            card.transmit(b"\x80\xEE\x00\x00\x01")
+        assert lock_is_free(reader._lock)
+
+
+def test_threads_transmitting_while_another_closes_get_typed_errors() -> None:
+    for _ in range(5):
+        with sim_reader() as (reader, sim):
+            sim.insert()
+            card = reader.connect(timeout=5)
+            start = threading.Barrier(5)
+            seen: list[Any] = []
+
+            def worker() -> None:
+                start.wait(5)
+                for _ in range(5000):
+                    try:
+                        assert card.transmit(b"\x80\xEE\x00\x00\x01").ok
+                    except errors.ScardioError as exc:
+                        seen.append(type(exc))
+                        return
+                seen.append(None)
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for t in threads:
+                t.start()
+            start.wait(5)
+            reader.close()
+            for t in threads:
+                t.join(10)
+            assert not any(t.is_alive() for t in threads)
+            assert len(seen) == 4
+            for kind in seen:  # each stopped with a typed error (or finished first)
+                assert kind is None or issubclass(kind, (errors.InvalidStateError,
+                                                         errors.ClosedError)), kind
+            assert lock_is_free(reader._lock)
+            with pytest.raises(errors.InvalidStateError, match="the reader was closed"):
+                card.transmit(b"\x80\xEE\x00\x00\x01")
+
+
+# ---- ReaderLock: threading.RLock's behaviour ---------------------------------
+
+@pytest.mark.parametrize("make", [ReaderLock, threading.RLock])
+def test_reader_lock_behaves_as_rlock(make: Any) -> None:
+    lock = make()
+    assert lock.acquire() and lock.acquire(blocking=False) and lock.acquire(timeout=0.01)
+    assert not lock_is_free(lock)
+    for _ in range(3):
+        lock.release()
+    with pytest.raises(RuntimeError, match="cannot release un-acquired lock"):
+        lock.release()
+    with lock:
+        assert lock._is_owned()
+        other: list[Any] = []
+        t = threading.Thread(target=lambda: other.append((lock.acquire(blocking=False),
+                                                          lock.acquire(timeout=0.05))))
+        t.start()
+        t.join(5)
+        assert other == [(False, False)]
+        t = threading.Thread(target=lambda: other.append(outcome_of(lock.release)))
+        t.start()
+        t.join(5)
+        assert other[1][:2] == ("error", RuntimeError)
+    assert not lock._is_owned() and lock_is_free(lock)
+
+
+@pytest.mark.parametrize("kwargs, same_message", [
+    (dict(blocking=False, timeout=1), True), (dict(timeout=-2), True),
+    (dict(timeout=float("nan")), True),
+    (dict(timeout=1e300), False), (dict(timeout="1"), False), (dict(timeout=None), False)])
+def test_reader_lock_refuses_what_rlock_refuses(kwargs: dict[str, Any],
+                                                same_message: bool) -> None:
+    # the same types; the same words where they are RLock's own (an
+    # overflow's and a TypeError's come from the platform and the parser)
+    mine = outcome_of(lambda: ReaderLock().acquire(**kwargs))
+    theirs = outcome_of(lambda: threading.RLock().acquire(**kwargs))
+    assert mine[0] == "error" and mine[:2] == theirs[:2]
+    if same_message:
+        assert mine == theirs
+
+
+def test_reader_lock_waits_without_the_gil_and_hands_over() -> None:
+    lock = ReaderLock()
+    lock.acquire()
+    ticks = []
+    waiter_got: list[bool] = []
+    t = threading.Thread(target=lambda: waiter_got.append(lock.acquire(timeout=5)))
+    t.start()
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # the main thread runs while the other waits
+        ticks.append(1)
+    lock.release()
+    t.join(5)
+    assert waiter_got == [True] and len(ticks) > 100
+    assert not lock.acquire(timeout=0.05)
+
+
+def test_reader_lock_wait_sees_ctrl_c() -> None:
+    code = ("import signal, threading, time\n"
+            "from scardio._core import ReaderLock\n"
+            "lock = ReaderLock()\n"
+            "t = threading.Thread(target=lock.acquire); t.start(); t.join()\n"
+            "signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))\n"
+            "signal.setitimer(signal.ITIMER_REAL, 0.2)\n"
+            "t0 = time.monotonic()\n"
+            "try:\n"
+            "    lock.acquire(timeout=10)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', round(time.monotonic() - t0, 1))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("interrupted 0.")
+
+
+def test_a_reader_lock_is_what_a_reader_holds() -> None:
+    with sim_reader() as (reader, sim):
+        assert type(reader._lock) is ReaderLock

@@ -1,7 +1,10 @@
 """Type stubs for the Cython binding over the scardio C core (native/scio.h)."""
 
 from types import TracebackType
-from typing import Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
+
+from .apdu import ApduLike
+from .sequences.transmit import Response
 
 from typing_extensions import Self  # stubs are never imported at run time
 
@@ -104,3 +107,31 @@ class Device:
     def __enter__(self) -> Self: ...
     def __exit__(self, exc_type: Optional[type[BaseException]],
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None: ...
+
+class ReaderLock:
+    """A reentrant lock with threading.RLock's interface, taken by the
+    binding without a Python call (a Reader's lock)."""
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As RLock.acquire; ValueError for a timeout with blocking false, or
+        a negative one other than -1; OverflowError past PY_TIMEOUT_MAX."""
+    def release(self) -> None:
+        """RuntimeError unless the calling thread holds the lock."""
+    def _is_owned(self) -> bool: ...
+    def __enter__(self) -> bool: ...
+    def __exit__(self, exc_type: Optional[type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None: ...
+
+class CardBase:
+    """The base of scardio.card.Card: the attributes its transmit fast path
+    reads, and that path."""
+
+    reader: Any
+    protocol: int
+    _gone: Optional[str]
+    _header: bytes
+    def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
+                 auto_resend: Optional[bool] = None,
+                 timeout: Optional[float] = None) -> Response:
+        """A short APDU as bytes with no options runs in the binding; every
+        other call in Card._transmit_py."""

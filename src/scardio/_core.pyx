@@ -741,3 +741,273 @@ cdef class Device:
         state = "closed" if self._closed else "open"
         return (f"<scardio.Device {self.library!r} {self.device_name!r} "
                 f"lun={self.lun:#x} {state}>")
+
+
+# -- Card.transmit's fast path ------------------------------------------------
+# scardio.card.Card derives from CardBase.  CardBase.transmit() does, in C,
+# what the common call needs: a short APDU given as bytes, no options, a
+# reader whose device is a Device: the reader lock, the I/O header and the
+# APDU in one stack buffer, one TRANSMIT without the GIL, the Response built
+# in place.  Anything else (another APDU form, a timeout, options, a traced
+# or stand-in device, an APDU the length checks may refuse, an extended
+# length) goes to Card._transmit_py, the full path, so that every error and
+# message stays the one that path gives.
+
+cdef enum:
+    # The I/O header plus the longest APDU taken here (a short case 4 is at
+    # most 261 bytes); the rest goes the full path.
+    FAST_INPUT = 512
+    IO_HEADER = SCIO_IO_REQUEST_SIZE
+    MAX_T0_APDU = 4 + 1 + 255 + 1
+    # Room for a short answer: the I/O header, 256 data bytes, SW1 SW2.
+    SHORT_OUT = IO_HEADER + 256 + 2
+    MAX_OUT = IO_HEADER + 65536 + 2
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject
+    PyObject *PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems) except NULL
+    void PyTuple_SET_ITEM(PyObject *p, Py_ssize_t pos, PyObject *o)
+
+cdef extern from "pythread.h":
+    ctypedef void *PyThread_type_lock
+    PyThread_type_lock PyThread_allocate_lock()
+    void PyThread_free_lock(PyThread_type_lock lock)
+    int PyThread_acquire_lock_timed(PyThread_type_lock lock, long long microseconds,
+                                    int intr_flag) nogil
+    void PyThread_release_lock(PyThread_type_lock lock) nogil
+    unsigned long PyThread_get_thread_ident()
+    long long PY_TIMEOUT_MAX
+    enum:
+        PY_LOCK_ACQUIRED
+        PY_LOCK_INTR
+
+
+cdef class ReaderLock:
+    """A reentrant lock with :class:`threading.RLock`'s interface (acquire
+    with `blocking` and `timeout`, release, the context manager) that the
+    binding takes without a Python call: a Reader's lock, shared by the
+    transmit fast path and every Python caller.  A blocked acquire releases
+    the GIL and runs signal handlers (Ctrl-C) as RLock's does."""
+
+    cdef PyThread_type_lock _lock
+    cdef unsigned long _owner
+    cdef unsigned long _count
+
+    def __cinit__(self):
+        self._lock = PyThread_allocate_lock()
+        if self._lock == NULL:
+            raise MemoryError("cannot allocate a lock")
+        self._owner = 0
+        self._count = 0
+
+    def __dealloc__(self):
+        if self._lock != NULL:
+            if self._count:
+                PyThread_release_lock(self._lock)  # some platforms refuse to free a held lock
+            PyThread_free_lock(self._lock)
+            self._lock = NULL
+
+    cdef bint _acquire(self, long long timeout_us) except -1:
+        """Take the lock (timeout_us < 0: wait forever, 0: do not wait)."""
+        cdef unsigned long me = PyThread_get_thread_ident()
+        cdef int r
+        cdef double deadline = 0.0
+        if self._count and self._owner == me:
+            if self._count == <unsigned long>-1:
+                raise OverflowError("Internal lock count overflowed")
+            self._count += 1
+            return True
+        r = PyThread_acquire_lock_timed(self._lock, 0, 0)
+        if r != PY_LOCK_ACQUIRED and timeout_us != 0:
+            if timeout_us > 0:
+                deadline = _monotonic() + timeout_us / 1e6
+            while True:
+                with nogil:
+                    r = PyThread_acquire_lock_timed(self._lock, timeout_us, 1)
+                if r != PY_LOCK_INTR:
+                    break
+                PyErr_CheckSignals()  # a handler's exception propagates
+                if timeout_us > 0:
+                    timeout_us = <long long>((deadline - _monotonic()) * 1e6)
+                    if timeout_us <= 0:
+                        r = PyThread_acquire_lock_timed(self._lock, 0, 0)
+                        break
+        if r != PY_LOCK_ACQUIRED:
+            return False
+        self._owner = me
+        self._count = 1
+        return True
+
+    cdef int _release(self) except -1:
+        if not self._count or self._owner != PyThread_get_thread_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        self._count -= 1
+        if not self._count:
+            self._owner = 0
+            PyThread_release_lock(self._lock)
+        return 0
+
+    def acquire(self, blocking=True, timeout=-1):
+        """As RLock.acquire: wait at most `timeout` seconds (-1: forever)
+        unless `blocking` is false; True once held (again, by its owner)."""
+        cdef double t = PyFloat_AsDouble(timeout)  # TypeError for a non-number
+        cdef double us
+        if not blocking and t != -1:
+            raise ValueError("can't specify a timeout for a non-blocking call")
+        if t != t:
+            raise ValueError("Invalid value NaN (not a number)")
+        if t < 0 and t != -1:
+            raise ValueError("timeout value must be positive")
+        if not blocking:
+            return self._acquire(0)
+        if t == -1:
+            return self._acquire(-1)
+        us = t * 1e6
+        if us > PY_TIMEOUT_MAX:
+            raise OverflowError("timeout value is too large")
+        return self._acquire(<long long>us)
+
+    def release(self):
+        """As RLock.release: RuntimeError unless the calling thread holds it."""
+        self._release()
+
+    def _is_owned(self):
+        return self._count != 0 and self._owner == PyThread_get_thread_ident()
+
+    def __enter__(self):
+        return self._acquire(-1)
+
+    def __exit__(self, exc_type, exc, tb):
+        self._release()
+
+    def __repr__(self):
+        held = f"locked by {self._owner} {self._count} time(s)" if self._count else "unlocked"
+        return f"<scardio.ReaderLock {held}>"
+
+
+cdef object _response_type = None  # scardio.sequences.transmit.Response
+cdef bint _response_in_place = False  # its layout is a plain 3-tuple's
+cdef object _split_response = None
+
+
+cdef int _load_response() except -1:
+    global _response_type, _response_in_place, _split_response
+    from .sequences.transmit import Response, split_response
+    # Filled in place only if it adds nothing to a tuple's layout (a
+    # NamedTuple has empty __slots__), and before 3.14, whose tuples cache
+    # their hash in a field only tuple's own constructor sets; otherwise
+    # through tuple.__new__.
+    import sys
+    _response_in_place = (sys.version_info < (3, 14) and
+                          Response.__basicsize__ == tuple.__basicsize__ and
+                          Response.__itemsize__ == tuple.__itemsize__ and
+                          Response.__dictoffset__ == 0 and
+                          Response.__weakrefoffset__ == 0)
+    _split_response = split_response
+    _response_type = Response
+    return 0
+
+
+cdef object _new_response(const char *out, size_t n):
+    """Response(data, sw1, sw2) from TRANSMIT's output of n >= 10 bytes."""
+    cdef object data = PyBytes_FromStringAndSize(out + IO_HEADER, n - IO_HEADER - 2)
+    cdef object sw1 = <uint8_t>out[n - 2]
+    cdef object sw2 = <uint8_t>out[n - 1]
+    cdef PyObject *r
+    if not _response_in_place:
+        return tuple.__new__(_response_type, (data, sw1, sw2))
+    r = PyType_GenericAlloc(<PyTypeObject *>_response_type, 3)
+    Py_INCREF(data)
+    PyTuple_SET_ITEM(r, 0, <PyObject *>data)
+    Py_INCREF(sw1)
+    PyTuple_SET_ITEM(r, 1, <PyObject *>sw1)
+    Py_INCREF(sw2)
+    PyTuple_SET_ITEM(r, 2, <PyObject *>sw2)
+    result = <object>r
+    Py_DECREF(result)  # <object> took a reference of its own
+    return result
+
+
+cdef class CardBase:
+    """The base of :class:`scardio.card.Card`: the attributes its transmit
+    fast path reads, and that path (see Card.transmit)."""
+
+    cdef public object reader
+    cdef public object protocol
+    cdef public object _gone  # None while connected, else why not
+    cdef public object _header  # the I/O header (SCARD_IO_REQUEST) as bytes
+
+    def transmit(self, apdu, *, auto_get_response=None, auto_resend=None, timeout=None):
+        """Send a command APDU: bytes, hex text, scardio.apdu.APDU or a list
+        of ints 0..255 (as pyscard takes it).  Returns a
+        :class:`~scardio.sequences.transmit.Response`, which unpacks as
+        ``data, sw1, sw2``; on 61xx / 6Cxx the GET RESPONSE / re-send
+        follow-ups run unless turned off.  `timeout` (seconds) bounds the
+        whole exchange."""
+        cdef Py_ssize_t n
+        cdef const char *raw
+        cdef object header, reader, device, lock
+        if (type(apdu) is not bytes or timeout is not None or auto_get_response is not None
+                or auto_resend is not None):
+            return self._transmit_py(apdu, auto_get_response, auto_resend, timeout)
+        n = len(<bytes>apdu)
+        raw = PyBytes_AS_STRING(apdu)
+        header = self._header
+        reader = self.reader
+        device = reader.device
+        # What the length checks pass at once, as a short APDU (anything
+        # after a 00 fifth byte is an extended length: the large buffer).
+        if (not (4 <= n <= 5 or (5 < n <= FAST_INPUT - IO_HEADER and raw[4] != 0))
+                or type(device) is not Device or type(header) is not bytes
+                or len(<bytes>header) != IO_HEADER
+                or (n > MAX_T0_APDU and self.protocol == SCIO_PROTOCOL_T0)):
+            return self._transmit_py(apdu, None, None, None)
+        if _response_type is None:
+            _load_response()
+        lock = reader._lock
+        if type(lock) is not ReaderLock:
+            return self._transmit_py(apdu, None, None, None)
+        (<ReaderLock>lock)._acquire(-1)
+        try:
+            if self._gone is not None:
+                self._check()  # raises
+            try:
+                return self._transmit_short(<Device>device, <bytes>header, <bytes>apdu)
+            except (_errors.NoCardError, _errors.InvalidStateError) as exc:
+                reader.session.transmit_failed(self, exc)
+                raise
+        finally:
+            (<ReaderLock>lock)._release()
+
+    cdef object _transmit_short(self, Device device, bytes header, bytes apdu):
+        """TRANSMIT (the reader lock held), then the follow-ups."""
+        cdef char inp[FAST_INPUT]
+        cdef char out[SHORT_OUT]
+        cdef size_t n = len(apdu)
+        cdef size_t out_len = 0
+        cdef scio_status st
+        cdef object resp
+        cdef uint8_t sw1 = 0  # set on every path that reaches its test
+        device._check_open()
+        memcpy(inp, PyBytes_AS_STRING(header), IO_HEADER)
+        memcpy(inp + IO_HEADER, PyBytes_AS_STRING(apdu), n)
+        with nogil:
+            st = scio_ioctl(device._dev, SCIO_IOCTL_TRANSMIT, inp, IO_HEADER + n,
+                            out, SHORT_OUT, &out_len)
+        if st != SCIO_SUCCESS:
+            exc = _error(st, scio_device_driver_code(device._dev), SCIO_IOCTL_TRANSMIT)
+            if not isinstance(exc, _errors.BufferTooSmallError):
+                raise exc
+            resp = device.ioctl(SCIO_IOCTL_TRANSMIT, header + apdu, MAX_OUT)
+            if len(<bytes>resp) < IO_HEADER + 2:
+                _split_response(resp)  # raises: no status word
+            sw1 = <uint8_t>PyBytes_AS_STRING(resp)[len(<bytes>resp) - 2]
+            resp = _new_response(PyBytes_AS_STRING(resp), len(<bytes>resp))
+        elif out_len < IO_HEADER + 2:
+            _split_response(PyBytes_FromStringAndSize(out, out_len))  # raises
+        else:
+            sw1 = <uint8_t>out[out_len - 2]
+            resp = _new_response(out, out_len)
+        if sw1 == 0x61 or sw1 == 0x6C:
+            return self._follow_up(apdu, resp)
+        return resp

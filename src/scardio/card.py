@@ -3,7 +3,9 @@
 ``Card.transmit`` runs :func:`scardio.sequences.transmit.transmit_steps`
 (TRANSMIT, then GET RESPONSE on 61xx and a re-send on 6Cxx, both on by
 default) through the card's :class:`scardio.reader.Reader`; a card that
-answers at once costs one IOCTL.
+answers at once costs one IOCTL.  The common call (a short APDU as bytes,
+no options, an untraced device) runs in the binding's
+``CardBase.transmit``; everything else in ``Card._transmit_py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import errors
+from ._core import CardBase
 from .apdu import ApduLike, check_length, to_apdu_bytes
 from .atr import ATR, ATRError, parse_atr_cached
 from .constants import IOCTL, Protocol
@@ -55,8 +58,11 @@ class CardDisconnectedError(errors.InvalidStateError):
     closed): connect again."""
 
 
-class Card:
+class Card(CardBase):
     """A card connected through a :class:`Reader` (see Reader.connect)."""
+
+    reader: "Reader"
+    protocol: Protocol
 
     def __init__(self, reader: "Reader", atr: bytes, protocol: Protocol,
                  actions: Optional[list[str]] = None, *, auto_get_response: bool = True,
@@ -95,21 +101,21 @@ class Card:
             raise CardDisconnectedError(f"card is not connected: {self._gone}; "
                                         "connect again")
 
-    def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
-                 auto_resend: Optional[bool] = None,
-                 timeout: Optional[float] = None) -> Response:
-        """Send a command APDU: bytes, hex text, scardio.apdu.APDU or a list
-        of ints 0..255 (as pyscard takes it).  Returns a :class:`Response`,
-        which unpacks as ``data, sw1, sw2``."""
+    # transmit() is CardBase.transmit: the common call (a short APDU as
+    # bytes, no options, an untraced device) runs in the binding; it hands
+    # everything else to _transmit_py and 61xx / 6Cxx answers to _follow_up.
+    transmit = CardBase.transmit
+
+    def _transmit_py(self, apdu: ApduLike, auto_get_response: Optional[bool],
+                     auto_resend: Optional[bool], timeout: Optional[float]) -> Response:
+        """transmit() for every call the binding's fast path does not take."""
         raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
         deadline = None if timeout is None else deadline_after(timeout)
         if deadline is not None:
             return self._transmit_steps(raw, auto_get_response, auto_resend, deadline)
-        # The usual case, one IOCTL when the card answers at once, costs
-        # little more than the IOCTL itself: acquire/release (cheaper than
-        # `with` on a lock), a module-level int code, check_length,
-        # output_size and split_response inlined for the lengths that cannot
-        # fail, the generator path only for 61xx / 6Cxx follow-ups.
+        # One IOCTL when the card answers at once, with output_size and
+        # split_response inlined for the lengths that cannot fail, the
+        # generator path only for 61xx / 6Cxx follow-ups.
         reader = self.reader
         lock = reader._lock
         lock.acquire()
@@ -141,6 +147,12 @@ class Card:
                 raise
         finally:
             lock.release()
+
+    def _follow_up(self, raw: bytes, resp: Response) -> Response:
+        """The fast path's 61xx / 6Cxx answer `resp` to `raw`, with the card's
+        defaults (the reader lock held)."""
+        return run_sync(self.reader.device, follow_up_steps(
+            raw, self._header, resp, self.auto_get_response, self.auto_resend))
 
     def _transmit_steps(self, raw: bytes, get_response: Optional[bool],
                         resend: Optional[bool], deadline: float) -> Response:

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 from . import errors, powerdown
+from ._core import ReaderLock
 from .card import Card
 from .completions import Completions as Completions
 from .constants import IOCTL, Protocol, State
@@ -132,7 +133,9 @@ class Reader(SessionFront):
         # One re-armable timer per reader (weakly bound: a pending
         # power-down does not keep a dropped reader alive).
         self._power_down_timer = powerdown.Timer(partial(_power_down_timer_fired, me))
-        self._lock = threading.RLock()
+        # threading.RLock's interface; the binding's transmit path takes it
+        # without a Python call
+        self._lock = ReaderLock()
         self._close_guard = threading.Lock()
         if startup:
             try:
