@@ -13,6 +13,7 @@ monitor -> reader -> card -> runner/session -> sequences -> codecs."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import json
 import os
@@ -189,16 +190,28 @@ def _modules_after(code: str) -> set[str]:
     return set(json.loads(proc.stdout.splitlines()[-1]))
 
 
-def _imported_by(argv: list[str]) -> set[str]:
-    """Every module a real run of `python -X importtime ARGV` imported (its
-    own report on stderr), so the command runs exactly as a user runs it."""
+def _importtime(argv: list[str]) -> set[str]:
     proc = subprocess.run([sys.executable, "-X", "importtime", *argv], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    found = {line.rpartition("|")[2].strip() for line in proc.stderr.splitlines()
-             if line.startswith("import time:") and "|" in line}
-    assert "scardio" in found, proc.stderr[-2000:]
-    return found
+    return {line.rpartition("|")[2].strip() for line in proc.stderr.splitlines()
+            if line.startswith("import time:") and "|" in line}
+
+
+@functools.lru_cache(maxsize=None)
+def _interpreter_startup() -> frozenset[str]:
+    """What the interpreter imports before any command runs (site and the
+    environment's .pth files may pull in typing, for example)."""
+    return frozenset(_importtime(["-c", "pass"]))
+
+
+def _imported_by(argv: list[str]) -> set[str]:
+    """Every module a real run of `python -X importtime ARGV` imported (its
+    own report on stderr), so the command runs exactly as a user runs it,
+    less what the bare interpreter had already imported."""
+    found = _importtime(argv)
+    assert "scardio" in found, sorted(found)
+    return found - _interpreter_startup()
 
 
 @pytest.fixture(scope="module")
