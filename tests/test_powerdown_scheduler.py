@@ -74,3 +74,50 @@ def test_a_cancelled_timer_does_not_fire_and_can_be_armed_again():
     assert not fired.wait(0.1)
     timer.arm(0.02)
     assert fired.wait(2)
+
+
+def _wait_until_lingering(timeout: float = 5.0) -> None:
+    s = powerdown._scheduler
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with s._lock:
+            idle = s._thread is not None and not s._heap
+        if idle:
+            time.sleep(0.05)  # past a callback still running: waiting on the condition
+            return
+        time.sleep(0.01)
+    raise AssertionError("the timer thread did not go idle")
+
+
+def test_arming_past_the_linger_does_not_wake_the_idle_thread_and_still_fires_on_time():
+    # A connect / disconnect loop arms while the thread lingers with nothing
+    # queued: waking it for a deadline seconds away would cost each
+    # disconnect a thread wake-up (and the thread, finding the timer
+    # cancelled by the next connect, would be woken again and again).
+    s = powerdown._scheduler
+    powerdown.schedule(0.01, lambda: None)
+    _wait_until_lingering()
+    wakes = []
+    real_notify = s._cv.notify
+    s._cv.notify = lambda n=1: (wakes.append(n), real_notify(n))  # type: ignore[method-assign]
+    try:
+        fired = threading.Event()
+        t0 = time.monotonic()
+        delay = powerdown._LINGER + 0.2
+        timer = powerdown.Timer(lambda arg: fired.set())
+        for _ in range(200):
+            timer.arm(delay)
+            timer.cancel()
+        timer.arm(delay)
+        assert wakes == []
+        assert fired.wait(delay + 5)
+        assert time.monotonic() - t0 >= delay
+    finally:
+        del s._cv.notify
+    # an earlier deadline than the linger's end still wakes it at once
+    _wait_until_lingering()
+    got = threading.Event()
+    t0 = time.monotonic()
+    powerdown.schedule(0.02, got.set)
+    assert got.wait(2)
+    assert time.monotonic() - t0 < powerdown._LINGER

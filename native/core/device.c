@@ -297,10 +297,16 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
     if (post)
         scio_queue_post(op->q, op->id, op->user, st);
     op->posted = post;
-    scio_cond_broadcast(&op->cv);
+    /* A heap op is woken after the unlock (the core's reference keeps it
+     * alive until op_unref): woken under the lock, the waiter would only
+     * block again on it, and that round trip doubles a lane hop.  A stack
+     * op may be gone once the lock is dropped. */
+    if (!op->heap)
+        scio_cond_broadcast(&op->cv);
     scio_mutex_unlock(&op->lock);
 
     if (op->heap) {
+        scio_cond_broadcast(&op->cv);
         op_unref(op);
         dev_unref(d);
     }
@@ -547,7 +553,10 @@ static void list_append_locked(lane *l, scio_op *op)
     l->tail = op;
 }
 
-/* Append to a lane, starting its thread if needed (device locked). */
+/* Append to a lane, starting its thread if needed (device locked).  The
+ * caller wakes the lane with scio_cond_broadcast(&d->cv) once it has
+ * unlocked the device, so the lane thread does not wake only to wait for
+ * the lock. */
 static int lane_push_locked(lane *l, scio_op *op)
 {
     if (!l->thread_up) {
@@ -561,7 +570,6 @@ static int lane_push_locked(lane *l, scio_op *op)
     op->where = OP_QUEUED;
     list_append_locked(l, op);
     scio_store_release(&l->pushes, l->pushes + 1);
-    scio_cond_broadcast(&l->dev->cv);
     return 0;
 }
 
@@ -603,7 +611,7 @@ scio_status scio_submit(scio_device *d, uint32_t code,
 {
     scio_status st = check_args(in, in_len, &out_cap);
     scio_op *op;
-    int busy = 0, native = d->be->submit != NULL;
+    int busy = 0, pushed = 0, native = d->be->submit != NULL;
     int native_track = !native && is_tracking(code) && d->be->submit_tracking != NULL;
 
     *op_out = NULL;
@@ -665,11 +673,17 @@ scio_status scio_submit(scio_device *d, uint32_t code,
             d->native_tracking = op;
         } else if (lane_push_locked(&d->track, op) != 0) {
             st = SCIO_INSUFFICIENT_RESOURCES;
+        } else {
+            pushed = 1;
         }
     } else if (lane_push_locked(&d->io, op) != 0) {
         st = SCIO_INSUFFICIENT_RESOURCES;
+    } else {
+        pushed = 1;
     }
     scio_mutex_unlock(&d->lock);
+    if (pushed)
+        scio_cond_broadcast(&d->cv); /* the caller's reference keeps d alive */
 
     *op_out = op;
     if (native)
@@ -724,6 +738,8 @@ scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
     if (lane_push_locked(&d->io, op) != 0)
         st = SCIO_INSUFFICIENT_RESOURCES;
     scio_mutex_unlock(&d->lock);
+    if (st == SCIO_SUCCESS)
+        scio_cond_broadcast(&d->cv); /* the caller's reference keeps d alive */
 
     *op_out = op;
     if (st != SCIO_SUCCESS)

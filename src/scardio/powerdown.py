@@ -87,7 +87,9 @@ class _Scheduler:
                                                 name="scardio power-down timer")
                 self._thread.start()
             elif self._wakes_at is None or when < self._wakes_at:
-                self._cv.notify()  # lingering, or waiting for a later deadline
+                # Only when it would sleep past the new deadline: a wake-up
+                # per disconnect costs the caller more than the disconnect.
+                self._cv.notify()
 
     def _due(self) -> Optional[Timer]:
         """With the lock held: pop what is due, re-queue what was moved
@@ -124,9 +126,11 @@ class _Scheduler:
                 timer = self._due()
                 if timer is None:
                     if not self._heap:
-                        self._wakes_at = None
                         # Linger a little: reconnect-heavy code re-arms at once,
-                        # and a thread per disconnect is what this avoids.
+                        # and a thread per disconnect is what this avoids.  The
+                        # thread looks at the heap when the linger ends, so an
+                        # arm() for later than that need not wake it.
+                        self._wakes_at = time.monotonic() + _LINGER
                         if self._cv.wait(_LINGER) and self._heap:
                             continue
                         if not self._heap:
