@@ -166,6 +166,10 @@ def vicc_env(request):
             pe = None
             harness.record("vicc", "pcscd_skipped", str(exc))
         if pe is not None and pe["vpcd_port"]:
+            # pcscd polls vpcd every 400 ms: after vicc leaves the session's
+            # vpcd slot, wait two polls, so that the next module's card
+            # there is an arrival pcscd sees rather than a swap it misses.
+            stack.callback(time.sleep, 1.0)
             vicc_p = vicc_support.Vicc(pe["vpcd_port"])
             stack.callback(vicc_p.close)
             w = pcsc_peer.PyscardWorker()
