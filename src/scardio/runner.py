@@ -15,11 +15,12 @@ and after, in the caller's thread).
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Callable, Optional
 
 from . import errors
 from .constants import ioctl_name
-from .sequences import Request, Steps, T
+from .sequences import Steps, T
 
 __all__ = ["run_sync"]
 
@@ -32,7 +33,7 @@ def run_sync(device: Any, steps: "Steps[T]", *, deadline: Optional[float] = None
         return _drive(device.ioctl, steps)
     call_on_lane = getattr(device, "call_on_lane", None)
     if call_on_lane is None:  # a device without lanes of its own
-        return _drive_overlapped(device, steps, deadline)
+        return _drive(partial(_ioctl_until, device, deadline), steps)
     left = deadline - time.monotonic()
     if left <= 0:
         steps.close()
@@ -106,30 +107,15 @@ class _LaneJob:
             steps.close()
 
 
-def _drive_overlapped(device: Any, steps: "Steps[T]", deadline: float) -> T:
-    """Each IOCTL overlapped and waited for at most the time left, then
+def _ioctl_until(device: Any, deadline: float, code: int, input: bytes,
+                 output_size: int) -> bytes:
+    """One IOCTL overlapped and waited for at most the time left, then
     cancelled (for devices that offer submit() but no call_on_lane())."""
-    try:
-        req = next(steps)
-        while True:
-            try:
-                out = _ioctl_until(device, req, deadline)
-            except errors.ScardioError as exc:
-                req = steps.throw(exc)
-            else:
-                req = steps.send(out)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    finally:
-        steps.close()
-
-
-def _ioctl_until(device: Any, req: Request, deadline: float) -> bytes:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise errors.TimeoutError(f"{ioctl_name(req.code)}: timed out before it started",
-                                  ioctl=req.code)
-    op = device.submit(req.code, req.input, req.output_size)
+        raise errors.TimeoutError(f"{ioctl_name(code)}: timed out before it started",
+                                  ioctl=code)
+    op = device.submit(code, input, output_size)
     try:
         return op.wait(left)  # type: ignore[no-any-return]
     except errors.TimeoutError:
@@ -138,5 +124,5 @@ def _ioctl_until(device: Any, req: Request, deadline: float) -> bytes:
             op.wait(1.0)  # let the driver let go before the caller goes on
         except errors.ScardioError:
             pass
-        raise errors.TimeoutError(f"{ioctl_name(req.code)}: no answer from the driver "
-                                  "within the timeout (cancelled)", ioctl=req.code) from None
+        raise errors.TimeoutError(f"{ioctl_name(code)}: no answer from the driver "
+                                  "within the timeout (cancelled)", ioctl=code) from None
