@@ -4,32 +4,15 @@ for the macOS code paths (-D__APPLE__ -U__linux__)."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
-import subprocess
-
 import pytest
 
-RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                   "native", "pcsc", "tests", "run.sh")
+from native_support import run_c_test_script
 
 pytestmark = pytest.mark.valgrind
 
 
 def run_c_tests(*args: str) -> list[tuple[int, int]]:
-    if not os.path.exists(RUN):
-        pytest.skip("native tests are not part of this checkout (installed package only)")
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    if shutil.which("valgrind") is None:
-        pytest.skip("valgrind is not installed (.ci/run installs it)")
-    proc = subprocess.run(["bash", RUN, *args], capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    counts = [(int(a), int(b)) for a, b in re.findall(r"(\d+) passed, (\d+) failed", out)]
-    assert all(bad == 0 for _, bad in counts), out
-    return counts
+    return run_c_test_script("native/pcsc/tests/run.sh", *args)[1]
 
 
 def test_pcsc_c_tests_under_valgrind_and_tsan() -> None:
