@@ -44,23 +44,6 @@ BENCH_PATHS = {"device": paths.DevicePath, "reader": paths.ReaderPath,
                "ctypes": paths.CtypesPath}
 
 
-def _connect_to_settled_card(w, attempts: int = 10) -> None:
-    """Connect pyscard to this module's card.  An earlier module may have
-    had another card on pcscd's vpcd slot (test_bench_vicc.py does): pcscd
-    notices that card leave only at its next poll, and a connection made
-    before then ends with "Card was removed"; connect again once it has."""
-    for attempt in range(attempts):
-        w.call("connect", read_timeout=20)
-        try:
-            w.call("apdu", op="tx5")
-            return
-        except RuntimeError as exc:
-            if "removed" not in str(exc) or attempt == attempts - 1:
-                raise
-        w.call("disconnect")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module",
                 params=[pytest.param(op, marks=pytest.mark.quick) if op in QUICK_OPS else op
                         for op in OPS])
@@ -148,7 +131,7 @@ def vpcd_env(request):
             w = pcsc_peer.PyscardWorker()
             stack.callback(w.close)
             w.call("open", match=VPCD_PCSCD_NAME, apdus={k: v.hex() for k, v in APDUS.items()})
-            _connect_to_settled_card(w)
+            w.call("connect", read_timeout=20)
             env["paths"].append(paths.PyscardPath(w))
             env["worker"], env["card_p"] = w, card_p
         yield env
