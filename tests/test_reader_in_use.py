@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.pcscd, pytest.mark.vpcd]
 VPCD_PORT = 35963  # 0x8C7B: the port of vpcd's own reader.conf entry
 
 CHILD = r'''
-import json, os, shutil, subprocess, sys, time
+import json, os, shutil, subprocess, sys, tempfile, time
 from pcscd_namespace import Pcscd
 conf, log_path = sys.argv[1], sys.argv[2]
 PORT = %(port)d
@@ -41,6 +41,22 @@ def listening():
     with open("/proc/net/tcp") as f:
         return any(l.split()[1].endswith(":%%04X" %% PORT) and l.split()[3] == "0A"
                    for l in f.read().splitlines()[1:])
+
+def let_nobody_reach(path):
+    """This namespace's mounts are private: over the first directory on the
+    way to `path` that others may not enter (root's home, when Python lives
+    there), put an enterable tmpfs holding only the way on, bound back."""
+    parts = os.path.realpath(path).strip("/").split("/")
+    for i in range(1, len(parts)):
+        top = "/" + "/".join(parts[:i])
+        if os.stat(top).st_mode & 0o001:
+            continue
+        keep = tempfile.mkdtemp(prefix="scardio-keep-")
+        subprocess.run(["mount", "--bind", top, keep], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", top], check=True)
+        os.mkdir(os.path.join(top, parts[i]))
+        subprocess.run(["mount", "--bind", os.path.join(keep, parts[i]),
+                        os.path.join(top, parts[i])], check=True)
 
 def run(argv, as_nobody=False):
     if as_nobody:
@@ -60,6 +76,10 @@ try:
         api = [sys.executable, "-c", %(api)r, conf]
         for who in ("root", "nobody"):
             if who == "nobody":
+                import scardio
+                for needed in {sys.executable, sys.prefix, sys.base_prefix,
+                               os.path.dirname(scardio.__file__)}:
+                    let_nobody_reach(needed)
                 probe = run([sys.executable, "-c", "import scardio"], as_nobody=True)
                 if not shutil.which("setpriv") or probe["rc"] != 0:
                     report["nobody_skipped"] = probe["stderr"][-300:]
