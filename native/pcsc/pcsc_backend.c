@@ -805,10 +805,23 @@ static uint32_t track_wait(pcsc_dev *s, PCSC_DWORD timeout, PCSC_READERSTATE *rs
     return rc;
 }
 
+/* Card events between two event states (their high 16 bits count them). */
+static unsigned events_between(PCSC_DWORD from, PCSC_DWORD to)
+{
+    return (unsigned)(((to >> 16) - (from >> 16)) & 0xFFFFu);
+}
+
 /* Complete on the level (a card is in / none is) or on an event of the
  * wanted kind since the last request ended: the high 16 bits of the event
  * state count card events, so a card that left and came back between two
- * requests still completes IS_ABSENT (and the next IS_PRESENT). */
+ * requests still completes IS_ABSENT (and the next IS_PRESENT).
+ *
+ * Away from the wanted level, such an event means the card went there and
+ * back since `prev`: two events from a state at this level, three from one
+ * at the wanted level.  Fewer do not count: pcscd writes a reader's new
+ * level before it bumps the count, so one look can see the new level with
+ * the old count, and the next look the count alone (a removal seen that
+ * way, then its count, would otherwise read as an arrival and a removal). */
 static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *drv)
 {
     PCSC_READERSTATE rs;
@@ -827,7 +840,7 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
     for (;;) {
         uint32_t rc;
         PCSC_DWORD ev;
-        int present, moved;
+        int present, went_and_back;
         if (scio_op_cancelled(op))
             return SCIO_CANCELLED;
         rs.dwEventState = 0;
@@ -845,17 +858,20 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
             return SCIO_DEVICE_NOT_CONNECTED;
         }
         present = (ev & PCSC_STATE_PRESENT) != 0;
-        moved = have_prev && ((ev >> 16) & 0xFFFFu) != ((prev >> 16) & 0xFFFFu);
-        if (present == want_present ||
-            (moved && ((prev & PCSC_STATE_PRESENT) != 0) != want_present)) {
+        went_and_back = have_prev &&
+            events_between(prev, ev) >= (((prev & PCSC_STATE_PRESENT) != 0) == present ? 2u
+                                                                                      : 3u);
+        if (present == want_present || went_and_back) {
             scio_mutex_lock(&s->track_lock);
             s->seen = ev;
             s->have_seen = 1;
             scio_mutex_unlock(&s->track_lock);
             return SCIO_SUCCESS;
         }
-        prev = ev;
-        have_prev = 1;
+        if (!have_prev) {
+            prev = ev; /* counted from here on: a look of ours may be torn too */
+            have_prev = 1;
+        }
         rs.dwCurrentState = ev;
     }
 }

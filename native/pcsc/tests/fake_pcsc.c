@@ -45,6 +45,24 @@ EXPORT void fake_set_present(int p)
     }
     pthread_mutex_unlock(&lock);
 }
+/* pcscd writes a reader's new level before it bumps the event count: a
+ * look in between sees the new level with the old count.  fake_tear(p)
+ * makes that state, fake_count_event() ends it. */
+EXPORT void fake_tear(int p)
+{
+    pthread_mutex_lock(&lock);
+    present = p;
+    powered = 0;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
+EXPORT void fake_count_event(void)
+{
+    pthread_mutex_lock(&lock);
+    events++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
 EXPORT void fake_fail_next(int ep, unsigned long code) { fail_code[ep] = (PCSC_DWORD)code; }
 EXPORT void fake_set_no_service(int on) { no_service = on; }
 EXPORT void fake_set_cancel_delay_ms(unsigned ms) { cancel_delay_ms = ms; }

@@ -38,6 +38,8 @@ enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
        EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
 
 static void (*fake_set_present)(int);
+static void (*fake_tear)(int);
+static void (*fake_count_event)(void);
 static void (*fake_fail_next)(int, unsigned long);
 static void (*fake_set_no_service)(int);
 static void (*fake_set_cancel_delay_ms)(unsigned);
@@ -266,6 +268,29 @@ static void test_tracking(void)
     fake_set_present(1);
     CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
     CHECK(scio_ioctl(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    /* A removal seen torn (the new level, then its event count) is one
+     * event: the IS_PRESENT after it waits for a card. */
+    fake_tear(0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    fake_count_event();
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 4, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 100) == 0);
+    fake_set_present(1);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    /* The same torn look in the middle of a wait: no phantom either. */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 5, &op) == SCIO_SUCCESS);
+    fake_tear(0);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 6, &op) == SCIO_SUCCESS);
+    while (!fake_waiting())
+        sleep_ms(1);
+    fake_count_event();
+    CHECK(scio_op_wait(op, 100) == 0);
+    fake_set_present(1);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
     /* A cancel the library drops (the wait is not yet cancellable) is
      * repeated until it lands: prompt, not the 1 s slice. */
     fake_set_cancel_delay_ms(20);
@@ -328,6 +353,8 @@ int main(int argc, char **argv)
             return 1;
         setenv("SCARDIO_PCSC_LIBRARY", argv[2], 1);
         RESOLVE(fake_set_present);
+        RESOLVE(fake_tear);
+        RESOLVE(fake_count_event);
         RESOLVE(fake_fail_next);
         RESOLVE(fake_set_no_service);
         RESOLVE(fake_set_cancel_delay_ms);
