@@ -350,6 +350,7 @@ typedef struct pcsc_dev {
     uint8_t atr[SCIO_MAX_ATR];
     size_t atr_len;
     uint32_t last_error;
+    int no_atr_attribute;      /* SCardGetAttrib(ATR_STRING) unsupported here */
     /* tracking, guarded by track_lock */
     scio_mutex track_lock;
     scio_cond track_cv;
@@ -426,33 +427,76 @@ static scio_status read_status(pcsc_dev *s, PCSC_DWORD *state, long *drv)
     return SCIO_SUCCESS;
 }
 
+/* pcsc-lite's SCardStatus costs two round trips to the daemon (it fetches
+ * every reader's state before it asks about the handle); SCardGetAttrib
+ * costs one, and pcscd checks the same before it answers: the reader
+ * works, and the handle has seen no reset and no removal (an event stays
+ * pending on the handle until a reconnect, so a failure here leaves it for
+ * SCardStatus to report).  Windows' SCardStatus is a single call. */
+#if defined(_WIN32) || defined(__APPLE__)
+#define PCSC_LOOK_BY_ATTRIBUTE 0
+#else
+#define PCSC_LOOK_BY_ATTRIBUTE 1
+#endif
+
+/* Refresh the ATR of a handle with a protocol in force through
+ * SCardGetAttrib (lock held): 1 if it answered, 0 if SCardStatus must. */
+static int look_by_attribute(pcsc_dev *s)
+{
+    unsigned char atr[64];
+    PCSC_DWORD len = sizeof atr;
+    uint32_t rc;
+    if (!PCSC_LOOK_BY_ATTRIBUTE || !api.get_attrib || s->no_atr_attribute ||
+        !s->connected || !s->protocol || s->reset_by_other)
+        return 0;
+    rc = rc32(api.get_attrib(s->card, SCIO_ATTR_ATR_STRING, atr, &len));
+    if (rc != PCSC_S_SUCCESS) {
+        if (map_rc(rc) == SCIO_NOT_SUPPORTED || rc == PCSC_E_NOT_TRANSACTED)
+            s->no_atr_attribute = 1; /* the driver does not answer it: never again */
+        return 0;
+    }
+    if (len == 0 || len > SCIO_MAX_ATR)
+        return 0;
+    memcpy(s->atr, atr, len);
+    s->atr_len = len;
+    return 1;
+}
+
+/* The ATR and protocol of the handle after a (re)connect negotiated
+ * `active` (lock held). */
+static scio_status read_after_connect(pcsc_dev *s, PCSC_DWORD active, long *drv)
+{
+    PCSC_DWORD state;
+    s->reset_by_other = 0;
+    s->protocol = from_pcsc_protocol(active);
+    if (look_by_attribute(s))
+        return SCIO_SUCCESS;
+    return read_status(s, &state, drv);
+}
+
 /* Connect (lock held, no handle yet): the resource manager powers the card
  * and negotiates a protocol. */
 static scio_status connect_card(pcsc_dev *s, long *drv)
 {
-    PCSC_DWORD active = 0, state;
+    PCSC_DWORD active = 0;
     uint32_t rc = rc32(api.connect(s->ctx, s->reader, s->share,
                                    PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1, &s->card, &active));
     if (rc != PCSC_S_SUCCESS)
         return fail_rc(rc, drv);
     s->connected = 1;
-    s->reset_by_other = 0;
-    s->protocol = from_pcsc_protocol(active);
-    return read_status(s, &state, drv);
+    return read_after_connect(s, active, drv);
 }
 
 static scio_status reconnect_card(pcsc_dev *s, PCSC_DWORD protocols, PCSC_DWORD init, long *drv)
 {
-    PCSC_DWORD active = 0, state;
+    PCSC_DWORD active = 0;
     uint32_t rc = rc32(api.reconnect(s->card, s->share, protocols, init, &active));
     if (rc != PCSC_S_SUCCESS) {
         if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
             drop_handle(s);
         return fail_rc(rc, drv);
     }
-    s->reset_by_other = 0;
-    s->protocol = from_pcsc_protocol(active);
-    return read_status(s, &state, drv);
+    return read_after_connect(s, active, drv);
 }
 
 /* The handle a reader-level call uses: ours, or a direct connection made
@@ -500,6 +544,10 @@ static scio_status current_state(pcsc_dev *s, uint32_t *out, long *drv)
     scio_status st;
     if (s->connected) {
         PCSC_DWORD state;
+        if (look_by_attribute(s)) {
+            *out = SCIO_STATE_SPECIFIC; /* as below: a protocol in force */
+            return SCIO_SUCCESS;
+        }
         st = read_status(s, &state, drv);
         if (st == SCIO_SUCCESS) {
             /* Connected with a protocol: the resource manager negotiated it. */

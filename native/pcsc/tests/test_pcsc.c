@@ -39,6 +39,7 @@ enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
 
 static void (*fake_set_present)(int);
 static void (*fake_tear)(int);
+static void (*fake_set_atr_attribute)(int);
 static void (*fake_count_event)(void);
 static void (*fake_fail_next)(int, unsigned long);
 static void (*fake_set_no_service)(int);
@@ -183,7 +184,17 @@ static void test_card_sequence(void)
     fake_fail_next(EP_TRANSMIT, PCSC_F_COMM_ERROR);
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
           SCIO_NO_SERVICE);
-    /* Reset by another client: POWERED until a reset of ours. */
+    /* GET_STATE with a handle: one SCardGetAttrib, no SCardStatus (two
+     * round trips to pcscd). */
+    {
+        int status_calls = fake_calls(EP_STATUS), attrib_calls = fake_calls(EP_GET_ATTRIB);
+        CHECK(state_of(d) == SCIO_STATE_SPECIFIC);
+        CHECK(fake_calls(EP_STATUS) == status_calls);
+        CHECK(fake_calls(EP_GET_ATTRIB) == attrib_calls + 1);
+    }
+    /* Reset by another client: POWERED until a reset of ours (pcscd
+     * reports the pending reset to either call). */
+    fake_fail_next(EP_GET_ATTRIB, PCSC_W_RESET_CARD);
     fake_fail_next(EP_STATUS, PCSC_W_RESET_CARD);
     CHECK(state_of(d) == SCIO_STATE_POWERED);
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
@@ -230,6 +241,25 @@ static void test_card_sequence(void)
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
           SCIO_NO_MEDIA);
     CHECK(fake_last(4) == 0 && state_of(d) == SCIO_STATE_ABSENT);
+    /* Removed under a connection, seen by GET_STATE: SCardStatus says so. */
+    fake_set_present(1);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    fake_set_present(0);
+    CHECK(state_of(d) == SCIO_STATE_ABSENT && fake_last(4) == 0);
+    /* A driver without the ATR attribute: SCardStatus, and no more tries. */
+    fake_set_present(1);
+    fake_set_atr_attribute(0);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(n == 5 && out[0] == 0x3B);
+    {
+        int status_calls = fake_calls(EP_STATUS), attrib_calls = fake_calls(EP_GET_ATTRIB);
+        CHECK(state_of(d) == SCIO_STATE_SPECIFIC && state_of(d) == SCIO_STATE_SPECIFIC);
+        CHECK(fake_calls(EP_STATUS) == status_calls + 2);
+        CHECK(fake_calls(EP_GET_ATTRIB) == attrib_calls);
+    }
+    fake_set_atr_attribute(1);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_POWER_DOWN, out, 0, &n) == SCIO_SUCCESS);
+    fake_set_present(0);
     {
         uint8_t le[4];
         size_t m = 0;
@@ -354,6 +384,7 @@ int main(int argc, char **argv)
         setenv("SCARDIO_PCSC_LIBRARY", argv[2], 1);
         RESOLVE(fake_set_present);
         RESOLVE(fake_tear);
+        RESOLVE(fake_set_atr_attribute);
         RESOLVE(fake_count_event);
         RESOLVE(fake_fail_next);
         RESOLVE(fake_set_no_service);
