@@ -23,6 +23,14 @@
 
 static int passed, failed;
 
+/* The backend looks at a connected card through SCardGetAttrib on
+ * pcsc-lite (one round trip), through SCardStatus elsewhere. */
+#if defined(_WIN32) || defined(__APPLE__)
+#define LOOKS_BY_ATTRIBUTE 0
+#else
+#define LOOKS_BY_ATTRIBUTE 1
+#endif
+
 #define CHECK(cond)                                                          \
     do {                                                                     \
         if (cond) {                                                          \
@@ -184,17 +192,18 @@ static void test_card_sequence(void)
     fake_fail_next(EP_TRANSMIT, PCSC_F_COMM_ERROR);
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
           SCIO_NO_SERVICE);
-    /* GET_STATE with a handle: one SCardGetAttrib, no SCardStatus (two
-     * round trips to pcscd). */
+    /* GET_STATE with a handle on pcsc-lite: one SCardGetAttrib, no
+     * SCardStatus (two round trips to pcscd). */
     {
         int status_calls = fake_calls(EP_STATUS), attrib_calls = fake_calls(EP_GET_ATTRIB);
         CHECK(state_of(d) == SCIO_STATE_SPECIFIC);
-        CHECK(fake_calls(EP_STATUS) == status_calls);
-        CHECK(fake_calls(EP_GET_ATTRIB) == attrib_calls + 1);
+        CHECK(fake_calls(EP_STATUS) == status_calls + !LOOKS_BY_ATTRIBUTE);
+        CHECK(fake_calls(EP_GET_ATTRIB) == attrib_calls + LOOKS_BY_ATTRIBUTE);
     }
     /* Reset by another client: POWERED until a reset of ours (pcscd
      * reports the pending reset to either call). */
-    fake_fail_next(EP_GET_ATTRIB, PCSC_W_RESET_CARD);
+    if (LOOKS_BY_ATTRIBUTE)
+        fake_fail_next(EP_GET_ATTRIB, PCSC_W_RESET_CARD);
     fake_fail_next(EP_STATUS, PCSC_W_RESET_CARD);
     CHECK(state_of(d) == SCIO_STATE_POWERED);
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
