@@ -350,6 +350,7 @@ typedef struct pcsc_dev {
     uint8_t atr[SCIO_MAX_ATR];
     size_t atr_len;
     uint32_t last_error;
+    int no_atr_attribute;      /* SCardGetAttrib(ATR_STRING) unsupported here */
     /* tracking, guarded by track_lock */
     scio_mutex track_lock;
     scio_cond track_cv;
@@ -426,33 +427,76 @@ static scio_status read_status(pcsc_dev *s, PCSC_DWORD *state, long *drv)
     return SCIO_SUCCESS;
 }
 
+/* pcsc-lite's SCardStatus costs two round trips to the daemon (it fetches
+ * every reader's state before it asks about the handle); SCardGetAttrib
+ * costs one, and pcscd checks the same before it answers: the reader
+ * works, and the handle has seen no reset and no removal (an event stays
+ * pending on the handle until a reconnect, so a failure here leaves it for
+ * SCardStatus to report).  Windows' SCardStatus is a single call. */
+#if defined(_WIN32) || defined(__APPLE__)
+#define PCSC_LOOK_BY_ATTRIBUTE 0
+#else
+#define PCSC_LOOK_BY_ATTRIBUTE 1
+#endif
+
+/* Refresh the ATR of a handle with a protocol in force through
+ * SCardGetAttrib (lock held): 1 if it answered, 0 if SCardStatus must. */
+static int look_by_attribute(pcsc_dev *s)
+{
+    unsigned char atr[64];
+    PCSC_DWORD len = sizeof atr;
+    uint32_t rc;
+    if (!PCSC_LOOK_BY_ATTRIBUTE || !api.get_attrib || s->no_atr_attribute ||
+        !s->connected || !s->protocol || s->reset_by_other)
+        return 0;
+    rc = rc32(api.get_attrib(s->card, SCIO_ATTR_ATR_STRING, atr, &len));
+    if (rc != PCSC_S_SUCCESS) {
+        if (map_rc(rc) == SCIO_NOT_SUPPORTED || rc == PCSC_E_NOT_TRANSACTED)
+            s->no_atr_attribute = 1; /* the driver does not answer it: never again */
+        return 0;
+    }
+    if (len == 0 || len > SCIO_MAX_ATR)
+        return 0;
+    memcpy(s->atr, atr, len);
+    s->atr_len = len;
+    return 1;
+}
+
+/* The ATR and protocol of the handle after a (re)connect negotiated
+ * `active` (lock held). */
+static scio_status read_after_connect(pcsc_dev *s, PCSC_DWORD active, long *drv)
+{
+    PCSC_DWORD state;
+    s->reset_by_other = 0;
+    s->protocol = from_pcsc_protocol(active);
+    if (look_by_attribute(s))
+        return SCIO_SUCCESS;
+    return read_status(s, &state, drv);
+}
+
 /* Connect (lock held, no handle yet): the resource manager powers the card
  * and negotiates a protocol. */
 static scio_status connect_card(pcsc_dev *s, long *drv)
 {
-    PCSC_DWORD active = 0, state;
+    PCSC_DWORD active = 0;
     uint32_t rc = rc32(api.connect(s->ctx, s->reader, s->share,
                                    PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1, &s->card, &active));
     if (rc != PCSC_S_SUCCESS)
         return fail_rc(rc, drv);
     s->connected = 1;
-    s->reset_by_other = 0;
-    s->protocol = from_pcsc_protocol(active);
-    return read_status(s, &state, drv);
+    return read_after_connect(s, active, drv);
 }
 
 static scio_status reconnect_card(pcsc_dev *s, PCSC_DWORD protocols, PCSC_DWORD init, long *drv)
 {
-    PCSC_DWORD active = 0, state;
+    PCSC_DWORD active = 0;
     uint32_t rc = rc32(api.reconnect(s->card, s->share, protocols, init, &active));
     if (rc != PCSC_S_SUCCESS) {
         if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
             drop_handle(s);
         return fail_rc(rc, drv);
     }
-    s->reset_by_other = 0;
-    s->protocol = from_pcsc_protocol(active);
-    return read_status(s, &state, drv);
+    return read_after_connect(s, active, drv);
 }
 
 /* The handle a reader-level call uses: ours, or a direct connection made
@@ -500,6 +544,10 @@ static scio_status current_state(pcsc_dev *s, uint32_t *out, long *drv)
     scio_status st;
     if (s->connected) {
         PCSC_DWORD state;
+        if (look_by_attribute(s)) {
+            *out = SCIO_STATE_SPECIFIC; /* as below: a protocol in force */
+            return SCIO_SUCCESS;
+        }
         st = read_status(s, &state, drv);
         if (st == SCIO_SUCCESS) {
             /* Connected with a protocol: the resource manager negotiated it. */
@@ -805,10 +853,23 @@ static uint32_t track_wait(pcsc_dev *s, PCSC_DWORD timeout, PCSC_READERSTATE *rs
     return rc;
 }
 
+/* Card events between two event states (their high 16 bits count them). */
+static unsigned events_between(PCSC_DWORD from, PCSC_DWORD to)
+{
+    return (unsigned)(((to >> 16) - (from >> 16)) & 0xFFFFu);
+}
+
 /* Complete on the level (a card is in / none is) or on an event of the
  * wanted kind since the last request ended: the high 16 bits of the event
  * state count card events, so a card that left and came back between two
- * requests still completes IS_ABSENT (and the next IS_PRESENT). */
+ * requests still completes IS_ABSENT (and the next IS_PRESENT).
+ *
+ * Away from the wanted level, such an event means the card went there and
+ * back since `prev`: two events from a state at this level, three from one
+ * at the wanted level.  Fewer do not count: pcscd writes a reader's new
+ * level before it bumps the count, so one look can see the new level with
+ * the old count, and the next look the count alone (a removal seen that
+ * way, then its count, would otherwise read as an arrival and a removal). */
 static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *drv)
 {
     PCSC_READERSTATE rs;
@@ -827,7 +888,7 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
     for (;;) {
         uint32_t rc;
         PCSC_DWORD ev;
-        int present, moved;
+        int present, went_and_back;
         if (scio_op_cancelled(op))
             return SCIO_CANCELLED;
         rs.dwEventState = 0;
@@ -845,17 +906,20 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
             return SCIO_DEVICE_NOT_CONNECTED;
         }
         present = (ev & PCSC_STATE_PRESENT) != 0;
-        moved = have_prev && ((ev >> 16) & 0xFFFFu) != ((prev >> 16) & 0xFFFFu);
-        if (present == want_present ||
-            (moved && ((prev & PCSC_STATE_PRESENT) != 0) != want_present)) {
+        went_and_back = have_prev &&
+            events_between(prev, ev) >= (((prev & PCSC_STATE_PRESENT) != 0) == present ? 2u
+                                                                                      : 3u);
+        if (present == want_present || went_and_back) {
             scio_mutex_lock(&s->track_lock);
             s->seen = ev;
             s->have_seen = 1;
             scio_mutex_unlock(&s->track_lock);
             return SCIO_SUCCESS;
         }
-        prev = ev;
-        have_prev = 1;
+        if (!have_prev) {
+            prev = ev; /* counted from here on: a look of ours may be torn too */
+            have_prev = 1;
+        }
         rs.dwCurrentState = ev;
     }
 }

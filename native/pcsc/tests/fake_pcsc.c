@@ -30,6 +30,7 @@ static PCSC_DWORD claim_rx = 0;    /* transmit claims this many bytes when set *
 static int calls[16], connected_handles;
 static PCSC_LONG no_service;
 static PCSC_DWORD cur_proto;   /* negotiated by the last (re)connect */
+static int atr_attribute = 1;  /* SCardGetAttrib answers ATR_STRING */
 
 enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
        EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
@@ -45,6 +46,25 @@ EXPORT void fake_set_present(int p)
     }
     pthread_mutex_unlock(&lock);
 }
+/* pcscd writes a reader's new level before it bumps the event count: a
+ * look in between sees the new level with the old count.  fake_tear(p)
+ * makes that state, fake_count_event() ends it. */
+EXPORT void fake_tear(int p)
+{
+    pthread_mutex_lock(&lock);
+    present = p;
+    powered = 0;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
+EXPORT void fake_count_event(void)
+{
+    pthread_mutex_lock(&lock);
+    events++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
+EXPORT void fake_set_atr_attribute(int on) { atr_attribute = on; }
 EXPORT void fake_fail_next(int ep, unsigned long code) { fail_code[ep] = (PCSC_DWORD)code; }
 EXPORT void fake_set_no_service(int on) { no_service = on; }
 EXPORT void fake_set_cancel_delay_ms(unsigned ms) { cancel_delay_ms = ms; }
@@ -320,7 +340,16 @@ EXPORT PCSC_LONG SCardGetAttrib(PCSC_HANDLE card, PCSC_DWORD attr, unsigned char
     (void)card;
     if (rc)
         return rc;
-    if (attr != 0x00010100u) /* VENDOR_NAME only */
+    if (attr == 0x00090303u && atr_attribute) { /* ATR_STRING, checked as pcscd does */
+        if (!present)
+            return (PCSC_LONG)PCSC_W_REMOVED_CARD;
+        if (*len < sizeof atr)
+            return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;
+        memcpy(out, atr, sizeof atr);
+        *len = sizeof atr;
+        return 0;
+    }
+    if (attr != 0x00010100u) /* VENDOR_NAME */
         return (PCSC_LONG)PCSC_E_UNEXPECTED; /* pcsc-lite's UNSUPPORTED_FEATURE */
     if (*len < 4)
         return (PCSC_LONG)PCSC_E_INSUFFICIENT_BUFFER;

@@ -23,6 +23,14 @@
 
 static int passed, failed;
 
+/* The backend looks at a connected card through SCardGetAttrib on
+ * pcsc-lite (one round trip), through SCardStatus elsewhere. */
+#if defined(_WIN32) || defined(__APPLE__)
+#define LOOKS_BY_ATTRIBUTE 0
+#else
+#define LOOKS_BY_ATTRIBUTE 1
+#endif
+
 #define CHECK(cond)                                                          \
     do {                                                                     \
         if (cond) {                                                          \
@@ -38,6 +46,9 @@ enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
        EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
 
 static void (*fake_set_present)(int);
+static void (*fake_tear)(int);
+static void (*fake_set_atr_attribute)(int);
+static void (*fake_count_event)(void);
 static void (*fake_fail_next)(int, unsigned long);
 static void (*fake_set_no_service)(int);
 static void (*fake_set_cancel_delay_ms)(unsigned);
@@ -181,7 +192,18 @@ static void test_card_sequence(void)
     fake_fail_next(EP_TRANSMIT, PCSC_F_COMM_ERROR);
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
           SCIO_NO_SERVICE);
-    /* Reset by another client: POWERED until a reset of ours. */
+    /* GET_STATE with a handle on pcsc-lite: one SCardGetAttrib, no
+     * SCardStatus (two round trips to pcscd). */
+    {
+        int status_calls = fake_calls(EP_STATUS), attrib_calls = fake_calls(EP_GET_ATTRIB);
+        CHECK(state_of(d) == SCIO_STATE_SPECIFIC);
+        CHECK(fake_calls(EP_STATUS) == status_calls + !LOOKS_BY_ATTRIBUTE);
+        CHECK(fake_calls(EP_GET_ATTRIB) == attrib_calls + LOOKS_BY_ATTRIBUTE);
+    }
+    /* Reset by another client: POWERED until a reset of ours (pcscd
+     * reports the pending reset to either call). */
+    if (LOOKS_BY_ATTRIBUTE)
+        fake_fail_next(EP_GET_ATTRIB, PCSC_W_RESET_CARD);
     fake_fail_next(EP_STATUS, PCSC_W_RESET_CARD);
     CHECK(state_of(d) == SCIO_STATE_POWERED);
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
@@ -228,6 +250,25 @@ static void test_card_sequence(void)
     CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
           SCIO_NO_MEDIA);
     CHECK(fake_last(4) == 0 && state_of(d) == SCIO_STATE_ABSENT);
+    /* Removed under a connection, seen by GET_STATE: SCardStatus says so. */
+    fake_set_present(1);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    fake_set_present(0);
+    CHECK(state_of(d) == SCIO_STATE_ABSENT && fake_last(4) == 0);
+    /* A driver without the ATR attribute: SCardStatus, and no more tries. */
+    fake_set_present(1);
+    fake_set_atr_attribute(0);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(n == 5 && out[0] == 0x3B);
+    {
+        int status_calls = fake_calls(EP_STATUS), attrib_calls = fake_calls(EP_GET_ATTRIB);
+        CHECK(state_of(d) == SCIO_STATE_SPECIFIC && state_of(d) == SCIO_STATE_SPECIFIC);
+        CHECK(fake_calls(EP_STATUS) == status_calls + 2);
+        CHECK(fake_calls(EP_GET_ATTRIB) == attrib_calls);
+    }
+    fake_set_atr_attribute(1);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_POWER_DOWN, out, 0, &n) == SCIO_SUCCESS);
+    fake_set_present(0);
     {
         uint8_t le[4];
         size_t m = 0;
@@ -266,6 +307,29 @@ static void test_tracking(void)
     fake_set_present(1);
     CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
     CHECK(scio_ioctl(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    /* A removal seen torn (the new level, then its event count) is one
+     * event: the IS_PRESENT after it waits for a card. */
+    fake_tear(0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    fake_count_event();
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 4, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 100) == 0);
+    fake_set_present(1);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    /* The same torn look in the middle of a wait: no phantom either. */
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 5, &op) == SCIO_SUCCESS);
+    fake_tear(0);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 6, &op) == SCIO_SUCCESS);
+    while (!fake_waiting())
+        sleep_ms(1);
+    fake_count_event();
+    CHECK(scio_op_wait(op, 100) == 0);
+    fake_set_present(1);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
     /* A cancel the library drops (the wait is not yet cancellable) is
      * repeated until it lands: prompt, not the 1 s slice. */
     fake_set_cancel_delay_ms(20);
@@ -328,6 +392,9 @@ int main(int argc, char **argv)
             return 1;
         setenv("SCARDIO_PCSC_LIBRARY", argv[2], 1);
         RESOLVE(fake_set_present);
+        RESOLVE(fake_tear);
+        RESOLVE(fake_set_atr_attribute);
+        RESOLVE(fake_count_event);
         RESOLVE(fake_fail_next);
         RESOLVE(fake_set_no_service);
         RESOLVE(fake_set_cancel_delay_ms);

@@ -1,0 +1,235 @@
+"""scardio over PC/SC against pyscard, on the same pcscd and the same reader
+(the simulated reader pcscd serves, conftest.py's ``pcscd_env``).
+
+Both sides are clients of one pcscd, so every figure includes the same
+Unix-socket round trips; what differs is the client code and how many
+round trips an operation costs.  Interleaved in one run, every process
+(this one, pcscd, the pyscard worker) pinned to the same CPUs
+(harness.Placement):
+
+  tx5 / tx261    Card.transmit on a card connected through PC/SC, against
+                 pyscard's SCardTransmit on its own shared connection
+                 (one SCardTransmit each)
+  connect_leave  Reader.connect() + disconnect(LEAVE), with the default
+                 timeout (bounded: the connect sequence runs on the
+                 device's I/O lane) and with timeout=None, against
+                 pyscard's SCardConnect + SCardDisconnect(LEAVE).  scardio
+                 keeps the resource manager's handle while its power-down
+                 timer runs, so its reconnect is the check that the handle
+                 still holds the same card, not a new SCardConnect
+  events         card arrival / removal latency: scardio's IS_PRESENT /
+                 IS_ABSENT and Monitor (SCardGetStatusChange on the
+                 device's tracking context) against a pyscard thread
+                 blocked in SCardGetStatusChange; the card moves through
+                 the simulated reader's vendor control (SCardControl)
+
+Needs root and a private namespace (benchmarks/run.py), pcscd and the
+system's python3-pyscard; skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+import pytest
+
+import events
+import harness
+import paths
+from apdus import APDUS
+from bench_common import SIM_PCSCD_NAME
+
+# The whole file takes seconds: all of it is in the quick set.
+pytestmark = [pytest.mark.pcscd, pytest.mark.quick]
+
+ROUNDS = int(os.environ.get("SCARDIO_BENCH_ROUNDS", "25"))
+BATCH_NS = float(os.environ.get("SCARDIO_BENCH_BATCH_MS", "4")) * 1e6
+EVENT_ROUNDS = int(os.environ.get("SCARDIO_BENCH_PCSC_EVENT_ROUNDS", "15"))
+OPS = ["tx5", "tx261", "connect_leave"]
+
+SCARDIO = "scardio over PC/SC"
+SCARDIO_UNBOUNDED = "scardio over PC/SC (timeout=None)"
+PYSCARD = "pyscard"
+SIM_INSERT, SIM_REMOVE = 3500, 3501
+
+WHAT = {"tx5": "Card.transmit 5 B", "tx261": "Card.transmit 261 B",
+        "connect_leave": "connect() + disconnect(LEAVE)"}
+
+
+def _wait(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+class _Pyscard(harness.Path):
+    name = PYSCARD
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def run(self, op: str, count: int) -> int:
+        return self.worker.run(op, count)
+
+
+@pytest.fixture(scope="module")
+def pcsc_env(request):
+    pe = request.getfixturevalue("pcscd_env")  # skips outside a private namespace
+    import pcsc_peer
+    from scardio import Disposition, pcsc
+    stack = contextlib.ExitStack()
+    try:
+        place = stack.enter_context(harness.Placement())
+        place.caller(pe["pcscd"].proc.pid)
+        harness.record("pcsc", "placement", place.describe())
+        w = pcsc_peer.PyscardWorker()
+        stack.callback(w.close)
+        name = w.call("open", match=SIM_PCSCD_NAME, direct=True,
+                      apdus={k: v.hex() for k, v in APDUS.items()})["reader"]
+        w.call("ctl", n=SIM_INSERT)
+        # Two readers on the same pcscd reader: one holds a card for the
+        # transmits, the other connects and disconnects.
+        tx_reader = pcsc.open_reader(name)
+        stack.callback(tx_reader.close)
+        cycle_reader = pcsc.open_reader(name)
+        stack.callback(cycle_reader.close)
+        cycle_reader.connect().disconnect(Disposition.LEAVE)
+        connect = cycle_reader.connect
+
+        def leave(timeout):
+            def f() -> None:
+                connect(timeout=timeout).disconnect(Disposition.LEAVE)
+            return f
+        env = {"name": name, "worker": w, "place": place, "tx_reader": tx_reader,
+               "paths": {SCARDIO: harness.FuncPath(SCARDIO, {"connect_leave": leave(10.0)}),
+                         SCARDIO_UNBOUNDED: harness.FuncPath(
+                             SCARDIO_UNBOUNDED, {"connect_leave": leave(None)}),
+                         PYSCARD: _Pyscard(w)}}
+        _connect_transmitters(env)
+        yield env
+    finally:
+        stack.close()
+
+
+def _connect_transmitters(env) -> None:
+    """Both sides' standing connections for the transmits (again after the
+    card moved)."""
+    from functools import partial
+    reader = env["tx_reader"]
+    _wait(reader.is_card_present, what="scardio sees the card")
+    card = env["card"] = reader.connect()
+    ops = env["paths"][SCARDIO].ops
+    for k in ("tx5", "tx261"):
+        ops[k] = partial(card.transmit, APDUS[k])
+    env["worker"].call("connect")
+
+
+@pytest.fixture(scope="module", params=OPS)
+def op(request):
+    return request.param
+
+
+def _register(op: str, ratios: dict) -> None:
+    note = "same pcscd, same simulated reader, all processes pinned alike"
+    if op == "connect_leave":
+        unbounded = ratios.get(SCARDIO_UNBOUNDED)
+        if unbounded:
+            note = f"with timeout=None {unbounded:.2f}×; " + note
+    harness.record_target(f"PC/SC {WHAT[op]}: pyscard ÷ scardio over PC/SC (issue 13)",
+                          ratios.get(SCARDIO), 1.0, "×", better="higher", note=note)
+
+
+def test_pcsc_ratio(pcsc_env, op):
+    ps = [pcsc_env["paths"][SCARDIO], pcsc_env["paths"][PYSCARD]]
+    if op == "connect_leave":
+        ps.insert(1, pcsc_env["paths"][SCARDIO_UNBOUNDED])
+    sizes = paths.batch_sizes(ps, op, BATCH_NS)
+    res = harness.interleave(ps, op, ROUNDS, 0, counts=sizes)
+    out = {name: harness.summary(v) for name, v in res.items()}
+    meds = {name: s["median"] for name, s in out.items()}
+    ratios = {k: meds[PYSCARD] / v for k, v in meds.items() if k != PYSCARD}
+    out["_samples"] = res
+    out["_batch"] = sizes
+    out["_pyscard_over_scardio"] = ratios
+    harness.record("pcsc", op, out)
+    print(f"\nPC/SC {op} (placement {pcsc_env['place'].mode}): "
+          + ", ".join(f"{k}: {v / 1000:.2f} us" for k, v in meds.items())
+          + "; pyscard / scardio: " + ", ".join(f"{k}: {r:.2f}" for k, r in ratios.items()))
+    _register(op, ratios)
+    assert all(v > 0 for v in meds.values()), meds
+
+
+def test_pcsc_benchmark(pcsc_env, op, benchmark):
+    """pytest-benchmark's own timing of the scardio path."""
+    benchmark.group = f"PC/SC {op}"
+    benchmark.extra_info.update(path=SCARDIO, op=op)
+    benchmark(pcsc_env["paths"][SCARDIO].ops[op])
+
+
+class _SharedReaderTracking(events.DeviceTracking):
+    """events.DeviceTracking on a reader other clients move the card of.
+
+    A tracking request completes on an event of its kind since the
+    device's last request ended, so the card moves the other trackers made
+    since then would complete it at once: a request for the current level
+    first (answered at once) brings the device up to date."""
+
+    name = "scardio Device IS_PRESENT/IS_ABSENT over PC/SC"
+
+    def sample(self, kind: str, timeout: float = 10.0) -> float:
+        from scardio import IOCTL
+        self.dev.submit(IOCTL.IS_ABSENT if kind == "insert" else IOCTL.IS_PRESENT).wait(timeout)
+        return super().sample(kind, timeout)
+
+
+def test_pcsc_event_latency(pcsc_env):
+    """Arrival / removal through SCardGetStatusChange: scardio's tracking
+    IOCTLs and Monitor against pyscard's blocked SCardGetStatusChange."""
+    from scardio import IOCTL, pcsc
+    from scardio.sim import SimControl
+    w, name = pcsc_env["worker"], pcsc_env["name"]
+    stack = contextlib.ExitStack()
+    with stack:
+        dev = pcsc.open_device(name)
+        stack.callback(dev.close)
+        mon_reader = pcsc.open_reader(name)
+        stack.callback(mon_reader.close)
+        # Start without a card (the standing connections end with it).
+        w.call("disconnect")
+        pcsc_env["card"].disconnect()
+        SimControl(dev).remove()
+        dev.submit(IOCTL.IS_ABSENT).wait(5)
+        trackers = [_SharedReaderTracking(dev, events.sim_trigger(dev))]
+        mon = events.MonitorTracking([mon_reader], events.sim_trigger(mon_reader.device))
+        mon.name = "scardio Monitor callback over PC/SC"
+        stack.callback(mon.close)
+        trackers.append(mon)
+        trackers.append(events.PyscardTracking(w, "gsc"))
+        try:
+            res = events.run_interleaved(trackers, EVENT_ROUNDS)
+        finally:
+            w.call("ctl", n=SIM_INSERT)  # leave the card in, as found
+            _connect_transmitters(pcsc_env)
+    out = {}
+    for tname, kinds in res.items():
+        out[tname] = {k: harness.summary(v) for k, v in kinds.items()}
+        out[tname]["_samples"] = kinds
+        print(f"\n{tname}: " + ", ".join(
+            f"{k} median {harness.median(v):.3f} ms (p90 {harness.percentile(v, 0.9):.3f})"
+            for k, v in kinds.items()))
+    harness.record("events_pcsc", "latency_ms", out)
+    peer = trackers[-1].name
+    for tname in (trackers[0].name, mon.name):
+        for kind, label in (("insert", "arrival"), ("remove", "removal")):
+            mine = harness.median(res[tname][kind])
+            theirs = harness.median(res[peer][kind])
+            # "Equal to pcscd's own": scardio's median at most pcscd's plus
+            # 10 % (both wait in the same SCardGetStatusChange).
+            harness.record_target(
+                f"PC/SC card {label}: {tname} ÷ {peer} (issue 13)", mine / theirs, 1.1, "×",
+                note=f"medians {mine:.3f} ms vs {theirs:.3f} ms")
+    assert all(len(k["insert"]) == EVENT_ROUNDS for k in res.values()), res
