@@ -80,4 +80,4 @@ def open_reader(name: str, *, share: str = "shared",
     device: object = open_device(name, share=share)
     if trace is not None:
         device = TracingDevice(device, trace)
-    return Reader(device, power_down_timeout=power_down_timeout, name=name)
+    return Reader(device, power_down_timeout=power_down_timeout, name=name, backend="pcsc")
