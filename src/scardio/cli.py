@@ -376,7 +376,7 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
         out.line(f"Backend:         {reader.backend}"
                  + (f" ({reader.descriptor.pcsc_name})" if reader.backend == "pcsc"
                     and reader.descriptor is not None else ""))
-        out.line(f"Driver:          {info['library']}")
+        out.line(f"Driver:          {info['library'] or '(the resource manager runs it)'}")
         out.line(f"Device:          {info['device_name']} (lun {info['lun']})")
         out.line(f"Vendor:          {a.vendor_name or '(not reported)'}")
         out.line(f"IFD type:        {a.ifd_type or '(not reported)'}")

@@ -49,6 +49,7 @@ from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, Reade
 from .tracing import TraceRecord, TracingDevice
 
 if TYPE_CHECKING:
+    from ._core import Device
     from .discovery import ReaderDescriptor
 
 __all__ = ["Reader", "SessionFront", "ReaderAttributes", "ReaderEvent", "Disposition",
@@ -402,6 +403,29 @@ def open_device(descriptor: "ReaderDescriptor") -> Any:
     return Device.open_ifd(descriptor.library, descriptor.device_name, descriptor.lun)
 
 
+#: The core's status for "no reader of that name" (OBJECT_NAME_NOT_FOUND).
+_NO_SUCH_READER = 0xC0000034
+
+
+def open_pcsc_device(name: str, *, share: str = "shared",
+                     close_timeout_ms: int = 0) -> "Device":
+    """Open the reader the PC/SC resource manager calls *name*
+    (:func:`scardio.pcsc.open_device`, which documents it)."""
+    from ._core import Device, list_pcsc_readers  # noqa: F811 - the run-time name
+    try:
+        return Device.open_pcsc(name, share=share, close_timeout_ms=close_timeout_ms)
+    except errors.DriverNotFoundError as exc:
+        if exc.status != _NO_SUCH_READER:
+            raise
+        from .discovery import ReaderNotFoundError
+        try:
+            known = list_pcsc_readers()
+        except errors.ScardioError:
+            known = []
+        raise ReaderNotFoundError(f"{exc} (readers: {', '.join(map(repr, known)) or 'none'})",
+                                  name, known) from None
+
+
 def _with_pcsc_name(desc: "ReaderDescriptor") -> "ReaderDescriptor":
     """*desc* paired with the resource manager's listing now (its errors
     propagate: ResourceManagerNotRunningError, ...); ReaderNotFoundError
@@ -421,10 +445,9 @@ def _with_pcsc_name(desc: "ReaderDescriptor") -> "ReaderDescriptor":
 
 
 def _open_pcsc(desc: "ReaderDescriptor") -> tuple[Any, "ReaderDescriptor"]:
-    from . import pcsc
     desc = _with_pcsc_name(desc)
     assert desc.pcsc_name is not None
-    return pcsc.open_device(desc.pcsc_name), desc
+    return open_pcsc_device(desc.pcsc_name), desc
 
 
 def open_backend_device(desc: "ReaderDescriptor", backend: str = "auto") -> OpenedDevice:

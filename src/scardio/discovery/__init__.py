@@ -111,7 +111,6 @@ from .usb import UsbDevice, UsbInterface
 # from here, as they were before the split.
 __all__ = [
     "AmbiguousReaderError",
-    "DEFAULT_PCSC_TIMEOUT",
     "DriverBundle",
     "ReaderDescriptor",
     "ReaderNotFoundError",
