@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Reader", "SessionFront", "ReaderAttributes", "ReaderEvent", "Disposition",
            "TracingDevice", "TraceRecord", "open_reader", "run_sync", "BACKEND_CHOICES",
-           "OpenedDevice", "check_backend",
+           "OpenedDevice", "check_backend", "open_backend_device", "open_pcsc_device",
            "DEFAULT_POWER_DOWN_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT",
            "CONNECT_MAX_STEPS", "Characteristics", "check_power_down_timeout"]
 
@@ -411,7 +411,7 @@ def open_pcsc_device(name: str, *, share: str = "shared",
                      close_timeout_ms: int = 0) -> "Device":
     """Open the reader the PC/SC resource manager calls *name*
     (:func:`scardio.pcsc.open_device`, which documents it)."""
-    from ._core import Device, list_pcsc_readers  # noqa: F811 - the run-time name
+    from ._core import Device, list_pcsc_readers
     try:
         return Device.open_pcsc(name, share=share, close_timeout_ms=close_timeout_ms)
     except errors.DriverNotFoundError as exc:
@@ -535,7 +535,7 @@ def open_reader(reader: Union["ReaderDescriptor", str, int] = 0, sim: int = 0, *
     `backend` is "auto" (the default: direct when it can, else through the
     PC/SC resource manager), "direct" or "pcsc" (see
     :func:`open_backend_device`; ValueError for any other value); the path
-    taken is :attr:`Reader.backend`.  Other keywords go to
+    taken is ``Reader.backend``.  Other keywords go to
     :func:`scardio.discovery.list_readers`.
     Raises ReaderNotFoundError (a LookupError) when nothing matches."""
     opened = open_reader_device(reader, sim, power_down_timeout=power_down_timeout,

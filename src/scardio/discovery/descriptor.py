@@ -31,9 +31,9 @@ class ReaderDescriptor:
     ``pcsc_name`` is the name the PC/SC resource manager lists the reader
     under, when it lists it (None otherwise): a reader found both directly
     and through the resource manager is one descriptor with both paths
-    (:attr:`backends`).  A reader only the resource manager knows has
-    ``source == "pcsc"``, ``name == device_name == pcsc_name``, no library
-    and no direct path.
+    (:attr:`~ReaderDescriptor.backends`).  A reader only the resource
+    manager knows has ``source == "pcsc"``, ``name == device_name ==
+    pcsc_name``, no library and no direct path.
     """
 
     name: str
@@ -68,7 +68,7 @@ class ReaderDescriptor:
     def auto_backend(self) -> str:
         """The path ``backend="auto"`` takes first, as far as this listing
         tells: direct, unless the reader has no direct path, or it is
-        :attr:`busy` (checked only with ``check_busy``) and the resource
+        :attr:`~ReaderDescriptor.busy` (checked only with ``check_busy``) and the resource
         manager lists it.  Auto still falls back to PC/SC when a direct
         open finds the reader held."""
         if "direct" not in self.backends or (self.busy and self.pcsc_name is not None):
