@@ -125,12 +125,21 @@ def no_system(tmp_path: Any) -> dict[str, Any]:
             "sysfs_root": tmp_path / "none"}
 
 
+class Answered:
+    """Stands in for a question to the resource manager."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    def answer(self, timeout: float) -> list[str]:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return list(self.outcome)
+
+
 def test_list_readers_pairs_the_resource_managers(monkeypatch: Any,
                                                   no_system: dict[str, Any]) -> None:
-    monkeypatch.setattr(rm, "resource_manager_names", lambda timeout: [
-        "Virtual PCD 00 00", "Virtual PCD 00 01"])
-    import scardio.discovery as discovery
-    monkeypatch.setattr(discovery, "resource_manager_names", rm.resource_manager_names)
+    monkeypatch.setattr(rm, "ask", lambda: Answered(["Virtual PCD 00 00", "Virtual PCD 00 01"]))
     got = list_readers(**no_system)
     assert [(r.name, r.pcsc_name) for r in got] == [("Virtual PCD", "Virtual PCD 00 00"),
                                                     ("Virtual PCD 00 01", "Virtual PCD 00 01")]
@@ -139,16 +148,15 @@ def test_list_readers_pairs_the_resource_managers(monkeypatch: Any,
 
 def test_list_readers_without_resource_manager(monkeypatch: Any,
                                                no_system: dict[str, Any]) -> None:
-    import scardio.discovery as discovery
-
-    def absent(timeout: float) -> list[str]:
-        raise errors.ResourceManagerNotRunningError("not running")
-    monkeypatch.setattr(discovery, "resource_manager_names", absent)
+    monkeypatch.setattr(rm, "ask", lambda: Answered(
+        errors.ResourceManagerNotRunningError("not running")))
+    assert [(r.name, r.pcsc_name) for r in list_readers(**no_system)] == [("Virtual PCD", None)]
+    monkeypatch.setattr(rm, "ask", lambda: Answered(errors.DriverNotFoundError("no library")))
     assert [(r.name, r.pcsc_name) for r in list_readers(**no_system)] == [("Virtual PCD", None)]
 
-    def never(timeout: float) -> list[str]:
+    def never() -> Any:
         raise AssertionError("asked the resource manager")
-    monkeypatch.setattr(discovery, "resource_manager_names", never)
+    monkeypatch.setattr(rm, "ask", never)
     assert len(list_readers(**no_system, pcsc=False)) == 1
     with pytest.raises(ValueError, match="pcsc_timeout"):
         list_readers(**no_system, pcsc_timeout=-1)
@@ -181,7 +189,7 @@ def test_a_resource_manager_that_does_not_answer_costs_the_timeout_once(
     finally:
         release.set()
     deadline = time.monotonic() + 10
-    while rm._pending is not None and rm._pending.is_alive() and time.monotonic() < deadline:
+    while rm._pending is not None and rm._pending.pending() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert rm.resource_manager_names(5) == ["Virtual PCD 00 00"]  # answered: asked again
 
@@ -199,14 +207,17 @@ def test_bad_backend_values_name_the_choices(bad: Any) -> None:
         open_backend_device(desc, bad)
 
 
+def _absent_error() -> errors.ScardioError:
+    return errors.ResourceManagerNotRunningError("the PC/SC resource manager is not running")
+
+
 def _absent(timeout: float = 0) -> list[str]:
-    raise errors.ResourceManagerNotRunningError("the PC/SC resource manager is not running")
+    raise _absent_error()
 
 
 def test_backend_pcsc_without_resource_manager(monkeypatch: Any) -> None:
     monkeypatch.setattr(rm, "resource_manager_names", _absent)
-    import scardio.discovery as discovery
-    monkeypatch.setattr(discovery, "resource_manager_names", _absent)
+    monkeypatch.setattr(rm, "ask", lambda: Answered(_absent_error()))
     sim = list_readers(sim=1, pcsc=False)[-1]
     with pytest.raises(errors.ResourceManagerNotRunningError):
         scardio.open_reader(sim, backend="pcsc")

@@ -100,8 +100,8 @@ from .descriptor import (AmbiguousReaderError, ReaderDescriptor, ReaderNotFoundE
 from .reader_conf import DEFAULT_READER_CONF as DEFAULT_READER_CONF
 from .reader_conf import read_reader_conf
 from .resource_manager import DEFAULT_TIMEOUT as DEFAULT_PCSC_TIMEOUT
-from .resource_manager import (pair_with_resource_manager, pcsc_style_match,
-                               resource_manager_names)
+from . import resource_manager
+from .resource_manager import pair_with_resource_manager, pcsc_style_match
 from .simulated import SIM_ENV, SIM_NAME, sim_count, sim_readers
 from .usb import USB_CLASS_SMART_CARD as USB_CLASS_SMART_CARD
 from .usb import USB_CLASS_VENDOR_SPECIFIC as USB_CLASS_VENDOR_SPECIFIC
@@ -160,6 +160,12 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
     if not pcsc_timeout >= 0:
         raise ValueError(f"pcsc_timeout must be >= 0 seconds, got {pcsc_timeout!r}")
     count = sim_count(sim)
+    question: Union[resource_manager.Question, errors.ScardioError, None] = None
+    if pcsc:
+        try:
+            question = resource_manager.ask()  # answered while the files are read
+        except errors.ScardioError as exc:
+            question = exc
     here = current()
     readers: list[ReaderDescriptor] = []
     if here.os_readers is not None:
@@ -171,10 +177,12 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
         readers += read_reader_conf(reader_conf_dirs,
                                     include_unavailable=include_unavailable)
     readers += sim_readers(count)
-    if pcsc:
+    if question is not None:
         readers = unique_names(readers)  # pairing reads the friendly names it keeps
         try:
-            names = resource_manager_names(pcsc_timeout)
+            if isinstance(question, errors.ScardioError):
+                raise question
+            names = question.answer(pcsc_timeout)
         except errors.ScardioError as exc:
             log.debug("not listing the PC/SC resource manager's readers: %s", exc)
         else:
