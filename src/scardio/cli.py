@@ -148,8 +148,7 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
 
 
 def _backend_option(group: Any, default: Any) -> None:
-    g = group
-    g.add_argument("--backend", choices=("auto", "direct", "pcsc"), default=default,
+    group.add_argument("--backend", choices=("auto", "direct", "pcsc"), default=default,
                    help="how to reach a reader: directly (its driver), through the PC/SC "
                         "resource manager (pcsc), or auto (the default: direct when it "
                         "can, PC/SC when the reader is held or only PC/SC knows it)")

@@ -99,8 +99,8 @@ from .descriptor import (AmbiguousReaderError, ReaderDescriptor, ReaderNotFoundE
                          unique_names)
 from .reader_conf import DEFAULT_READER_CONF as DEFAULT_READER_CONF
 from .reader_conf import read_reader_conf
-from .resource_manager import DEFAULT_TIMEOUT as DEFAULT_PCSC_TIMEOUT
 from . import resource_manager
+from .resource_manager import DEFAULT_TIMEOUT as DEFAULT_PCSC_TIMEOUT
 from .resource_manager import pair_with_resource_manager, pcsc_style_match
 from .simulated import SIM_ENV, SIM_NAME, sim_count, sim_readers
 from .usb import USB_CLASS_SMART_CARD as USB_CLASS_SMART_CARD

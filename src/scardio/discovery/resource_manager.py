@@ -5,12 +5,12 @@ Asking: :func:`resource_manager_names` lists the resource manager's readers
 through its client library (:func:`scardio.pcsc.list_readers`), on a thread
 of its own, waiting at most *timeout* seconds (:data:`DEFAULT_TIMEOUT`);
 :func:`~scardio.discovery.list_readers` asks first (:func:`ask`) and reads
-the other sources while the answer comes.
-Without a resource manager this is quick: the client library's connect to
-the daemon's socket fails at once (the library is loaded once per
-process, about a millisecond; each later call, about 0.05 ms, mostly hidden
-behind the reading of the other sources; on a loaded shared 2-vCPU VM
-``list_readers()`` took a median 9.1 ms against 8.1 ms with ``pcsc=False``).  A daemon that accepts but does not answer
+the other sources while the answer comes.  Without a resource manager this
+is quick: the client library's connect to the daemon's socket fails at once
+(the library is loaded once per process, about a millisecond; a call costs
+about 0.05 ms, mostly hidden behind the reading of the other sources: on a
+loaded shared 2-vCPU VM ``list_readers()`` took a median 9.1 ms against
+8.1 ms with ``pcsc=False``).  A daemon that accepts but does not answer
 costs the whole timeout, once: while that call is still pending, later
 listings do not ask again and are told so at once.  On a machine where
 pcscd is started on demand (systemd's ``pcscd.socket``), asking starts it,
