@@ -316,3 +316,24 @@ def test_list_json_and_trace_name_the_path() -> None:
     first = json.loads(r.stderr.splitlines()[0])
     assert first["open"] == {"reader": "scardio Simulated Reader 0", "backend": "direct",
                              "asked": "direct", "pcsc_name": None, "reason": ""}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SCARDIO_PCSC_LIBRARY is read on POSIX only")
+def test_no_pcsc_client_library_lists_and_opens_direct(tmp_path: Any) -> None:
+    """Without the resource manager's client library: the listing and auto
+    work directly, --backend pcsc says the library is missing."""
+    import os
+    env = {**os.environ, "SCARDIO_PCSC_LIBRARY": str(tmp_path / "libpcsclite-missing.so.1")}
+    env.pop("SCARDIO_SIM", None)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scardio", *argv], capture_output=True,
+                              text=True, timeout=120, env=env)
+    listed = run("--sim", "1", "--json", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert all(d["pcsc_name"] is None for d in json.loads(listed.stdout))
+    r = run("--sim", "1", "--insert", "apdu", "scardio Simulated Reader 0", "80EE000000")
+    assert r.returncode == 0, r.stderr
+    r = run("--sim", "1", "--json", "--backend", "pcsc", "info", "scardio Simulated Reader 0")
+    assert r.returncode == 1, r
+    assert json.loads(r.stderr.splitlines()[-1])["type"] == "DriverNotFoundError"
