@@ -125,7 +125,9 @@ class Reader(SessionFront):
         self.device = device
         self.descriptor = descriptor
         #: How *device* reaches the reader: "direct" (scardio runs its
-        #: driver) or "pcsc" (through the PC/SC resource manager).
+        #: driver) or "pcsc" (through the PC/SC resource manager), as the
+        #: opener says (open_reader() and scardio.pcsc do; the default
+        #: is "direct").
         self.backend = backend
         #: Why open_reader(backend="auto") took that path ("" when asked for).
         self.backend_reason = backend_reason
