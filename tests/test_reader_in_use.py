@@ -1,4 +1,5 @@
-"""pcscd holding vpcd: opening the reader directly is ReaderInUseError
+"""pcscd holding vpcd: opening the reader directly (``backend="direct"``;
+auto goes through pcscd then, see test_backend_select.py) is ReaderInUseError
 naming pcscd and its pid with the systemctl advice (CLI exit 5), and
 ``scardio list`` marks the reader busy.
 
@@ -72,7 +73,9 @@ try:
     report["pcscd_pid"] = pcscd.pid
     report["listening"] = listening()
     if report["listening"]:
-        cli = [sys.executable, "-m", "scardio", "--reader-conf", conf]
+        # --backend direct: the default (auto) would go through pcscd
+        # instead (tests/test_backend_select.py).
+        cli = [sys.executable, "-m", "scardio", "--backend", "direct", "--reader-conf", conf]
         api = [sys.executable, "-c", %(api)r, conf]
         for who in ("root", "nobody"):
             if who == "nobody":
@@ -99,8 +102,8 @@ import json, sys
 from scardio import Device, errors, open_reader
 from scardio.discovery import list_readers
 out = {}
-desc, = list_readers(reader_conf_dirs=[sys.argv[1]])
-for what, call in (("open_reader", lambda: open_reader(desc)),
+desc, = list_readers(reader_conf_dirs=[sys.argv[1]], pcsc=False)
+for what, call in (("open_reader", lambda: open_reader(desc, backend="direct")),
                    ("open_ifd", lambda: Device.open_ifd(desc.library, desc.device_name,
                                                         desc.lun))):
     try:

@@ -368,6 +368,9 @@ class AsyncReader(SessionFront):
     device = property(lambda self: self.reader.device,
                       doc="The reader's :class:`scardio.Device` (as ``Reader.device``).")
     descriptor = property(lambda self: self.reader.descriptor)
+    backend = property(lambda self: self.reader.backend,
+                       doc="As :attr:`scardio.reader.Reader.backend`.")
+    backend_reason = property(lambda self: self.reader.backend_reason)
     attributes = property(lambda self: self.reader.attributes)
     completions = property(lambda self: self.reader.completions)
 
@@ -549,11 +552,15 @@ async def open_reader(reader: Any = 0, sim: int = 0, *,
                       power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT,
                       readers: Optional[Iterable[Any]] = None,
                       trace: Optional[Callable[[Any], None]] = None,
+                      backend: str = "auto",
                       **list_options: Any) -> AsyncReader:
-    """Like :func:`scardio.open_reader`, with the start-up IOCTLs awaited."""
-    device, desc = open_reader_device(reader, sim, power_down_timeout=power_down_timeout,
-                                      readers=readers, trace=trace, **list_options)
-    r = Reader(device, desc, power_down_timeout=power_down_timeout, startup=False)
+    """Like :func:`scardio.open_reader` (*backend* included), with the
+    start-up IOCTLs awaited."""
+    opened = open_reader_device(reader, sim, power_down_timeout=power_down_timeout,
+                                readers=readers, trace=trace, backend=backend,
+                                **list_options)
+    r = Reader(opened.device, opened.descriptor, power_down_timeout=power_down_timeout,
+               startup=False, backend=opened.backend, backend_reason=opened.reason)
     ar = AsyncReader(r)
     try:
         await ar._startup()

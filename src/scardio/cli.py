@@ -31,6 +31,9 @@ READER is a name (exact, case-insensitive or a unique part) or an index from
                       instead of /etc/reader.conf.d (repeatable)
     --power-down-timeout S   seconds a disconnected card stays powered (default 5;
                       0: power it down at disconnect)
+    --backend B       how to reach a reader: auto (default: directly when it can,
+                      through the PC/SC resource manager when the reader is held
+                      or only the resource manager knows it), direct, or pcsc
 
 Exit codes: 0 ok; 1 error (driver, card, I/O); 2 usage or bad input (options,
 malformed hex, APDU too short/long for the protocol); 3 no card (absent,
@@ -141,6 +144,14 @@ def _globals(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    # the default spelled out: subcommands' copies default to SUPPRESS
                    help="seconds a disconnected card stays powered "
                         f"(default {DEFAULT_POWER_DOWN_TIMEOUT:g}; 0: power down at once)")
+    _backend_option(g, d if suppress else "auto")
+
+
+def _backend_option(group: Any, default: Any) -> None:
+    group.add_argument("--backend", choices=("auto", "direct", "pcsc"), default=default,
+                   help="how to reach a reader: directly (its driver), through the PC/SC "
+                        "resource manager (pcsc), or auto (the default: direct when it "
+                        "can, PC/SC when the reader is held or only PC/SC knows it)")
 
 
 READER_HELP = "a name (exact, case-insensitive or a unique part) or an index from list"
@@ -244,24 +255,29 @@ class Output:
 def _readers(args: argparse.Namespace, include_unavailable: bool = False,
              check_busy: bool = False) -> list[ReaderDescriptor]:
     from .discovery import list_readers
+    # --backend direct never asks the resource manager (which could start a
+    # socket-activated pcscd).
     return list_readers(args.sim, reader_conf_dirs=args.reader_conf,
-                        include_unavailable=include_unavailable, check_busy=check_busy)
+                        include_unavailable=include_unavailable, check_busy=check_busy,
+                        pcsc=args.backend != "direct")
 
 
 def _open(args: argparse.Namespace, out: Output, spec: str,
           pool: Optional[list[ReaderDescriptor]] = None,
           power_down_timeout: Optional[float] = None) -> Reader:
     from .discovery import find_reader
-    from .reader import Reader, TracingDevice, open_device
+    from .reader import Reader, TracingDevice
     desc = find_reader(spec, pool if pool is not None else _readers(args))
     if args.insert and desc.source != "sim":
         raise UsageError(f"--insert works with simulated readers only; {desc.name!r} "
                          f"comes from {desc.source}")
-    device: Any = open_device(desc)
+    opened = _open_backend(args, out, desc)
+    device: Any = opened.device
     if args.trace:
         device = TracingDevice(device, out.trace)
-    reader = Reader(device, desc, power_down_timeout=args.power_down_timeout
-                    if power_down_timeout is None else power_down_timeout)
+    reader = Reader(device, opened.descriptor, power_down_timeout=args.power_down_timeout
+                    if power_down_timeout is None else power_down_timeout,
+                    backend=opened.backend, backend_reason=opened.reason)
     if args.insert:
         from .sim import SimControl
         try:
@@ -270,6 +286,36 @@ def _open(args: argparse.Namespace, out: Output, spec: str,
             reader.close()
             raise
     return reader
+
+
+def _open_backend(args: argparse.Namespace, out: Output, desc: ReaderDescriptor) -> Any:
+    """Open *desc* by --backend; --trace says which path was taken and why."""
+    from .reader import open_backend_device
+    opened = open_backend_device(desc, args.backend)
+    if args.trace:
+        d = opened.descriptor
+        if out.json:
+            out.err(json.dumps({"open": {"reader": d.name, "backend": opened.backend,
+                                         "asked": args.backend, "pcsc_name": d.pcsc_name,
+                                         "reason": opened.reason}}))
+        else:
+            via = (f"through PC/SC as {d.pcsc_name!r}" if opened.backend == "pcsc"
+                   else "directly")
+            why = f": {opened.reason}" if opened.reason else ""
+            out.err(f"[trace] open {d.name!r} {via} (backend {opened.backend}, "
+                    f"--backend {args.backend}){why}")
+    return opened
+
+
+def _paths_text(r: ReaderDescriptor) -> str:
+    """How `list` shows a reader's paths: its direct source, the PC/SC name
+    when it has one, and the path auto takes (only shown with PC/SC)."""
+    if "direct" not in r.backends:
+        return f"PC/SC only; auto: {r.auto_backend}"
+    text = f"{r.source}: {r.device_name}, lun {r.lun}"
+    if r.pcsc_name is not None:
+        text += f"; PC/SC: {r.pcsc_name}; auto: {r.auto_backend}"
+    return text
 
 
 def _atr_lines(atr: bytes, description: Optional[Sequence[str]], error: Optional[str],
@@ -297,6 +343,8 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     if out.json:
         out.doc([{"index": i, "name": r.name, "source": r.source, "library": r.library,
                   "device_name": r.device_name, "lun": r.lun, "available": r.available,
+                  "pcsc_name": r.pcsc_name, "backends": list(r.backends),
+                  "auto_backend": r.auto_backend,
                   **({"problem": r.extra["problem"]} if "problem" in r.extra else {}),
                   "busy": r.busy, **{k: r.extra[k] for k in ("holders", "likely_holders")
                                      if k in r.extra}}
@@ -307,7 +355,7 @@ def cmd_list(args: argparse.Namespace, out: Output) -> int:
     for i, r in enumerate(readers):
         flag = "" if r.available else f"  [unavailable: {r.extra.get('problem')}]"
         flag += f"  [busy: {r.extra.get('busy_summary')}]" if r.busy else ""
-        out.line(f"{i}: {r.name}  ({r.source}: {r.device_name}, lun {r.lun}){flag}")
+        out.line(f"{i}: {r.name}  ({_paths_text(r)}){flag}")
     return EXIT_OK
 
 
@@ -324,7 +372,10 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
         out.line(f"Reader:          {reader.name}")
         if reader.descriptor is not None and reader.descriptor.name != reader.name:
             out.line(f"Listed as:       {reader.descriptor.name}")
-        out.line(f"Driver:          {info['library']}")
+        out.line(f"Backend:         {reader.backend}"
+                 + (f" ({reader.descriptor.pcsc_name})" if reader.backend == "pcsc"
+                    and reader.descriptor is not None else ""))
+        out.line(f"Driver:          {info['library'] or '(the resource manager runs it)'}")
         out.line(f"Device:          {info['device_name']} (lun {info['lun']})")
         out.line(f"Vendor:          {a.vendor_name or '(not reported)'}")
         out.line(f"IFD type:        {a.ifd_type or '(not reported)'}")

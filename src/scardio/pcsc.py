@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from . import errors
 from ._core import Device, list_pcsc_readers
-from .reader import Reader
+from .reader import Reader, open_pcsc_device
 from .session import DEFAULT_POWER_DOWN_TIMEOUT, check_power_down_timeout
 from .tracing import TraceRecord, TracingDevice
 
@@ -31,9 +30,6 @@ __all__ = ["SHARE_MODES", "list_readers", "open_device", "open_reader"]
 
 #: How a device's card connections are shared with other clients.
 SHARE_MODES = ("shared", "exclusive")
-
-#: The core's status for "no reader of that name" (OBJECT_NAME_NOT_FOUND).
-_NO_SUCH_READER = 0xC0000034
 
 
 def list_readers() -> list[str]:
@@ -54,18 +50,7 @@ def open_device(name: str, *, share: str = "shared", close_timeout_ms: int = 0) 
     with other clients.  Raises :class:`scardio.discovery.ReaderNotFoundError`
     (a LookupError) when no reader has that name, and the errors of
     :func:`list_readers` when the resource manager cannot be reached."""
-    try:
-        return Device.open_pcsc(name, share=share, close_timeout_ms=close_timeout_ms)
-    except errors.DriverNotFoundError as exc:
-        if exc.status != _NO_SUCH_READER:
-            raise
-        from .discovery import ReaderNotFoundError
-        try:
-            known = list_pcsc_readers()
-        except errors.ScardioError:
-            known = []
-        raise ReaderNotFoundError(f"{exc} (readers: {', '.join(map(repr, known)) or 'none'})",
-                                  name, known) from None
+    return open_pcsc_device(name, share=share, close_timeout_ms=close_timeout_ms)
 
 
 def open_reader(name: str, *, share: str = "shared",
@@ -80,4 +65,4 @@ def open_reader(name: str, *, share: str = "shared",
     device: object = open_device(name, share=share)
     if trace is not None:
         device = TracingDevice(device, trace)
-    return Reader(device, power_down_timeout=power_down_timeout, name=name)
+    return Reader(device, power_down_timeout=power_down_timeout, name=name, backend="pcsc")

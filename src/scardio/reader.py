@@ -24,7 +24,7 @@ import time
 import weakref
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Union
 
 from . import errors, powerdown
 from ._core import ReaderLock
@@ -49,10 +49,12 @@ from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, Reade
 from .tracing import TraceRecord, TracingDevice
 
 if TYPE_CHECKING:
+    from ._core import Device
     from .discovery import ReaderDescriptor
 
 __all__ = ["Reader", "SessionFront", "ReaderAttributes", "ReaderEvent", "Disposition",
-           "TracingDevice", "TraceRecord", "open_reader", "run_sync",
+           "TracingDevice", "TraceRecord", "open_reader", "run_sync", "BACKEND_CHOICES",
+           "OpenedDevice", "check_backend", "open_backend_device", "open_pcsc_device",
            "DEFAULT_POWER_DOWN_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT",
            "CONNECT_MAX_STEPS", "Characteristics", "check_power_down_timeout"]
 
@@ -118,9 +120,17 @@ class Reader(SessionFront):
 
     def __init__(self, device: Any, descriptor: Optional["ReaderDescriptor"] = None, *,
                  power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT,
-                 name: Optional[str] = None, startup: bool = True) -> None:
+                 name: Optional[str] = None, startup: bool = True,
+                 backend: str = "direct", backend_reason: str = "") -> None:
         self.device = device
         self.descriptor = descriptor
+        #: How *device* reaches the reader: "direct" (scardio runs its
+        #: driver) or "pcsc" (through the PC/SC resource manager), as the
+        #: opener says (open_reader() and scardio.pcsc do; the default
+        #: is "direct").
+        self.backend = backend
+        #: Why open_reader(backend="auto") took that path ("" when asked for).
+        self.backend_reason = backend_reason
         self._given_name = name
         self.attributes = ReaderAttributes()
         try:
@@ -168,15 +178,20 @@ class Reader(SessionFront):
                              "library": getattr(self.device, "library", None),
                              "device_name": getattr(self.device, "device_name", None),
                              "lun": getattr(self.device, "lun", None),
+                             "backend": self.backend,
                              "power_down_timeout": self.power_down_timeout}
+        if self.backend_reason:
+            d["backend_reason"] = self.backend_reason
         if self.descriptor is not None:
             d["descriptor_name"] = self.descriptor.name
             d["source"] = self.descriptor.source
+            d["pcsc_name"] = self.descriptor.pcsc_name
         d["attributes"] = self.attributes.as_dict()
         return d
 
     def __repr__(self) -> str:
-        return f"<scardio.Reader {self.name!r}{' closed' if self.closed else ''}>"
+        return (f"<scardio.Reader {self.name!r} ({self.backend})"
+                f"{' closed' if self.closed else ''}>")
 
     # -- plain IOCTL helpers ----------------------------------------------
     def state(self) -> State:
@@ -347,9 +362,40 @@ def _name_of(ref: "weakref.ref[Reader]") -> str:
     return reader.name if reader is not None else "reader"
 
 
+#: The values of open_reader()'s *backend*.
+BACKEND_CHOICES = ("auto", "direct", "pcsc")
+
+
+def check_backend(backend: object) -> str:
+    """*backend* when it is one of :data:`BACKEND_CHOICES`; ValueError
+    naming them otherwise."""
+    if not isinstance(backend, str) or backend not in BACKEND_CHOICES:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKEND_CHOICES))}, "
+                         f"got {backend!r}")
+    return backend
+
+
+class OpenedDevice(NamedTuple):
+    """What :func:`open_backend_device` opened: the device, the descriptor
+    (with ``pcsc_name`` filled in when the resource manager was asked while
+    opening), the path taken ("direct" or "pcsc") and, for ``"auto"``, why."""
+
+    device: Any
+    descriptor: "ReaderDescriptor"
+    backend: str
+    reason: str
+
+
 def open_device(descriptor: "ReaderDescriptor") -> Any:
-    """Open the Device a descriptor names."""
+    """Open the Device a descriptor names, directly (its driver, or on
+    Windows its device path)."""
     from ._core import Device
+    if "direct" not in descriptor.backends:
+        from .discovery import ReaderNotFoundError
+        raise ReaderNotFoundError(
+            f"reader {descriptor.name!r} has no direct path: only the PC/SC resource "
+            "manager knows it (open it with backend 'auto' or 'pcsc')",
+            descriptor.name, [descriptor.name])
     if not descriptor.available:
         raise errors.DriverNotFoundError(
             f"reader {descriptor.name!r} is not available: "
@@ -359,38 +405,143 @@ def open_device(descriptor: "ReaderDescriptor") -> Any:
     return Device.open_ifd(descriptor.library, descriptor.device_name, descriptor.lun)
 
 
+#: The core's status for "no reader of that name" (OBJECT_NAME_NOT_FOUND).
+_NO_SUCH_READER = 0xC0000034
+
+
+def open_pcsc_device(name: str, *, share: str = "shared",
+                     close_timeout_ms: int = 0) -> "Device":
+    """Open the reader the PC/SC resource manager calls *name*
+    (:func:`scardio.pcsc.open_device`, which documents it)."""
+    from ._core import Device, list_pcsc_readers
+    try:
+        return Device.open_pcsc(name, share=share, close_timeout_ms=close_timeout_ms)
+    except errors.DriverNotFoundError as exc:
+        if exc.status != _NO_SUCH_READER:
+            raise
+        from .discovery import ReaderNotFoundError
+        try:
+            known = list_pcsc_readers()
+        except errors.ScardioError:
+            known = []
+        raise ReaderNotFoundError(f"{exc} (readers: {', '.join(map(repr, known)) or 'none'})",
+                                  name, known) from None
+
+
+def _with_pcsc_name(desc: "ReaderDescriptor") -> "ReaderDescriptor":
+    """*desc* paired with the resource manager's listing now (its errors
+    propagate: ResourceManagerNotRunningError, ...); ReaderNotFoundError
+    when the resource manager does not list it."""
+    if desc.pcsc_name is not None:
+        return desc
+    from .discovery import ReaderNotFoundError
+    from .discovery.resource_manager import (pair_with_resource_manager,
+                                             resource_manager_names)
+    names = resource_manager_names()
+    paired = pair_with_resource_manager([desc], names)[0]
+    if paired.pcsc_name is None:
+        raise ReaderNotFoundError(
+            f"the PC/SC resource manager does not list {desc.name!r} (its readers: "
+            f"{', '.join(map(repr, names)) or 'none'})", desc.name, names)
+    return paired
+
+
+def _open_pcsc(desc: "ReaderDescriptor") -> tuple[Any, "ReaderDescriptor"]:
+    desc = _with_pcsc_name(desc)
+    assert desc.pcsc_name is not None
+    return open_pcsc_device(desc.pcsc_name), desc
+
+
+def open_backend_device(desc: "ReaderDescriptor", backend: str = "auto") -> OpenedDevice:
+    """Open *desc* by *backend* (:data:`BACKEND_CHOICES`).
+
+    ``"direct"`` loads its driver (ReaderInUseError when another process
+    holds the reader; ReaderNotFoundError when it has no direct path);
+    ``"pcsc"`` goes through the resource manager (ResourceManagerNotRunningError
+    without one; ReaderNotFoundError when it does not list the reader);
+    ``"auto"`` goes direct when it can, and through the resource manager
+    when the reader has no direct path or the direct open finds the reader
+    held (ReaderInUseError, or a channel that will not open while the
+    resource manager lists the reader): the resource manager's failure is
+    then raised, chained to the direct one."""
+    backend = check_backend(backend)
+    if backend == "pcsc":
+        device, desc = _open_pcsc(desc)
+        return OpenedDevice(device, desc, "pcsc", "")
+    if backend == "direct":
+        return OpenedDevice(open_device(desc), desc, "direct", "")
+    if "direct" not in desc.backends:
+        device, desc = _open_pcsc(desc)
+        return OpenedDevice(device, desc, "pcsc", "only the PC/SC resource manager knows it")
+    try:
+        return OpenedDevice(open_device(desc), desc, "direct", "the direct open succeeded")
+    except errors.ChannelOpenError as exc:
+        if desc.pcsc_name is None and not isinstance(exc, errors.ReaderInUseError):
+            raise
+        held: errors.ChannelOpenError = exc
+    try:
+        device, desc = _open_pcsc(desc)
+    except (errors.ScardioError, LookupError) as exc:
+        if desc.pcsc_name is None:
+            raise held from None  # the resource manager does not have it either
+        raise exc from held
+    return OpenedDevice(device, desc, "pcsc", f"the direct open failed: {held}")
+
+
 def open_reader_device(reader: Union["ReaderDescriptor", str, int] = 0, sim: int = 0, *,
                        power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT,
                        readers: Optional[Iterable["ReaderDescriptor"]] = None,
                        trace: Optional[Callable[[TraceRecord], None]] = None,
-                       **list_options: Any) -> tuple[Any, "ReaderDescriptor"]:
-    """What both open_reader()s share: find the reader, check the options,
-    open its device (traced if asked); returns (device, descriptor)."""
-    from .discovery import ReaderDescriptor, find_reader, list_readers
+                       backend: str = "auto",
+                       **list_options: Any) -> OpenedDevice:
+    """What both open_reader()s share: check the options, find the reader,
+    open its device by *backend* (traced if asked)."""
+    from .discovery import ReaderDescriptor, ReaderNotFoundError, find_reader, list_readers
+    backend = check_backend(backend)
+    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
     if isinstance(reader, ReaderDescriptor):
         desc = reader
     else:
-        pool = list(readers) if readers is not None else list_readers(sim, **list_options)
-        desc = find_reader(reader, pool)
-    check_power_down_timeout(power_down_timeout)  # before the driver is loaded
-    device = open_device(desc)
+        if readers is not None:
+            pool = list(readers)
+        else:
+            # A direct open never needs the resource manager: not asking it
+            # cannot start a socket-activated pcscd.
+            list_options.setdefault("pcsc", backend != "direct")
+            pool = list_readers(sim, **list_options)
+        try:
+            desc = find_reader(reader, pool)
+        except ReaderNotFoundError:
+            if backend == "pcsc":
+                # Say that there is no resource manager, when there is none.
+                from .discovery.resource_manager import resource_manager_names
+                resource_manager_names()
+            raise
+    opened = open_backend_device(desc, backend)
     if trace is not None:
-        device = TracingDevice(device, trace)
-    return device, desc
+        opened = opened._replace(device=TracingDevice(opened.device, trace))
+    return opened
 
 
 def open_reader(reader: Union["ReaderDescriptor", str, int] = 0, sim: int = 0, *,
                 power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT,
                 readers: Optional[Iterable["ReaderDescriptor"]] = None,
                 trace: Optional[Callable[[TraceRecord], None]] = None,
+                backend: str = "auto",
                 **list_options: Any) -> Reader:
     """Open a reader by descriptor, name or index (see
     :func:`scardio.discovery.find_reader`) and run the start-up sequence.
 
     `sim` adds that many simulated readers to the candidates; `readers`
     replaces discovery; `trace` receives a :class:`TraceRecord` per IOCTL;
-    other keywords go to :func:`scardio.discovery.list_readers`.
+    `backend` is "auto" (the default: direct when it can, else through the
+    PC/SC resource manager), "direct" or "pcsc" (see
+    :func:`open_backend_device`; ValueError for any other value); the path
+    taken is ``Reader.backend``.  Other keywords go to
+    :func:`scardio.discovery.list_readers`.
     Raises ReaderNotFoundError (a LookupError) when nothing matches."""
-    device, desc = open_reader_device(reader, sim, power_down_timeout=power_down_timeout,
-                                      readers=readers, trace=trace, **list_options)
-    return Reader(device, desc, power_down_timeout=power_down_timeout)
+    opened = open_reader_device(reader, sim, power_down_timeout=power_down_timeout,
+                                readers=readers, trace=trace, backend=backend,
+                                **list_options)
+    return Reader(opened.device, opened.descriptor, power_down_timeout=power_down_timeout,
+                  backend=opened.backend, backend_reason=opened.reason)

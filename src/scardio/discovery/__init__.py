@@ -31,6 +31,17 @@ The sources, in the order their readers are listed:
     0) adds N simulated readers, ``scardio Simulated Reader 0`` .. ``N-1``,
     LUN 0 .. N-1, whose library is ``scardio.sim.SIM_LIBRARY``.
 
+``"pcsc"`` (:mod:`~scardio.discovery.resource_manager`)
+    With ``pcsc`` (the default), the PC/SC resource manager's readers when
+    one is reachable (a listing never fails or hangs for want of one: it
+    waits ``pcsc_timeout`` seconds at most, and without a resource manager
+    or its client library it costs about a millisecond).  A resource
+    manager reader that pairs with a reader found above (same friendly
+    name; the rule is in that module) sets that descriptor's ``pcsc_name``,
+    so the reader is listed once with both paths; the others are listed
+    last, with ``source == "pcsc"``.  Asking may start a socket-activated
+    pcscd: ``pcsc=False`` does not ask.
+
 Each OS's locations and USB enumeration live in one module per OS
 (``_linux``, ``_macos``, ``_freebsd``, ``_windows``), chosen once by
 ``_platform``; the rest of the package never asks which OS it runs on.
@@ -69,6 +80,8 @@ from __future__ import annotations
 import logging
 from typing import Iterable, Optional, Sequence, Union
 
+from .. import errors
+
 from ._linux import DEFAULT_SYSFS_ROOT as DEFAULT_SYSFS_ROOT
 from ._linux import read_usb_devices
 from ._macos import IOREG_COMMAND as IOREG_COMMAND
@@ -86,6 +99,9 @@ from .descriptor import (AmbiguousReaderError, ReaderDescriptor, ReaderNotFoundE
                          unique_names)
 from .reader_conf import DEFAULT_READER_CONF as DEFAULT_READER_CONF
 from .reader_conf import read_reader_conf
+from . import resource_manager
+from .resource_manager import DEFAULT_TIMEOUT as DEFAULT_PCSC_TIMEOUT
+from .resource_manager import pair_with_resource_manager, pcsc_style_match
 from .simulated import SIM_ENV, SIM_NAME, sim_count, sim_readers
 from .usb import USB_CLASS_SMART_CARD as USB_CLASS_SMART_CARD
 from .usb import USB_CLASS_VENDOR_SPECIFIC as USB_CLASS_VENDOR_SPECIFIC
@@ -123,20 +139,33 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
                  reader_conf_dirs: Optional[Iterable[PathLike]] = None,
                  sysfs_root: Optional[PathLike] = None,
                  include_unavailable: bool = False,
-                 check_busy: bool = False) -> list[ReaderDescriptor]:
+                 check_busy: bool = False, pcsc: bool = True,
+                 pcsc_timeout: float = DEFAULT_PCSC_TIMEOUT) -> list[ReaderDescriptor]:
     """Every reader found: USB readers with a bundle driver, reader.conf
     readers (on Windows the device interfaces instead), then *sim* simulated
-    readers (``SCARDIO_SIM`` when *sim* is 0).
+    readers (``SCARDIO_SIM`` when *sim* is 0), then, with *pcsc*, the
+    resource manager's readers that pair with none of those (a pairing one
+    sets the direct reader's ``pcsc_name``: see the module docstring).
 
     *drop_dir* (one directory or several), *reader_conf_dirs* (files or
     directories) and *sysfs_root* override the system locations (for tests;
     a *sysfs_root* reads USB devices from sysfs on any platform).
     *check_busy* marks the readers another process holds (see the module
-    docstring).  Raises ValueError only for a negative *sim* or a malformed
-    ``SCARDIO_SIM``; problems in the files read are logged and the affected
-    entries skipped.
+    docstring).  *pcsc_timeout* bounds the wait for the resource manager.
+    Raises ValueError only for a negative *sim*, a negative *pcsc_timeout*
+    or a malformed ``SCARDIO_SIM``; problems in the files read, and a
+    resource manager that is absent or does not answer, are logged and the
+    affected entries skipped.
     """
+    if not pcsc_timeout >= 0:
+        raise ValueError(f"pcsc_timeout must be >= 0 seconds, got {pcsc_timeout!r}")
     count = sim_count(sim)
+    question: Union[resource_manager.Question, errors.ScardioError, None] = None
+    if pcsc:
+        try:
+            question = resource_manager.ask()  # answered while the files are read
+        except errors.ScardioError as exc:
+            question = exc
     here = current()
     readers: list[ReaderDescriptor] = []
     if here.os_readers is not None:
@@ -148,6 +177,16 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
         readers += read_reader_conf(reader_conf_dirs,
                                     include_unavailable=include_unavailable)
     readers += sim_readers(count)
+    if question is not None:
+        readers = unique_names(readers)  # pairing reads the friendly names it keeps
+        try:
+            if isinstance(question, errors.ScardioError):
+                raise question
+            names = question.answer(pcsc_timeout)
+        except errors.ScardioError as exc:
+            log.debug("not listing the PC/SC resource manager's readers: %s", exc)
+        else:
+            readers = pair_with_resource_manager(readers, names)
     if check_busy:
         readers = mark_busy(readers)
     return unique_names(readers)
@@ -159,9 +198,13 @@ def find_reader(name_or_index: Union[str, int],
 
     An ``int`` is an index.  A string matches, in order: a reader name
     exactly; an index when it is all digits; a name case-insensitively; a
-    unique case-insensitive substring of a name.  Raises
-    :class:`ReaderNotFoundError` or :class:`AmbiguousReaderError` (a
-    subclass), whose messages list the candidates.
+    pcsc-lite style name ``"FRIENDLY NN SS"`` (the direct reader it names
+    when the resource manager does not list it: see
+    :func:`~scardio.discovery.resource_manager.pcsc_style_match`); a unique
+    case-insensitive substring of a name.  A reader's names are its
+    ``name`` and its ``pcsc_name``.  Raises :class:`ReaderNotFoundError` or
+    :class:`AmbiguousReaderError` (a subclass), whose messages list the
+    candidates.
     """
     pool = list(list_readers() if readers is None else readers)
     names = [r.name for r in pool]
@@ -182,8 +225,11 @@ def find_reader(name_or_index: Union[str, int],
             f"no reader with index {name_or_index} ({len(pool)} reader(s): "
             f"{listing(pool)})", name_or_index, names)
 
+    def names_of(r: ReaderDescriptor) -> tuple[str, ...]:
+        return (r.name,) if r.pcsc_name is None else (r.name, r.pcsc_name)
+
     query = name_or_index
-    exact = [r for r in pool if r.name == query]
+    exact = [r for r in pool if query in names_of(r)]
     if len(exact) == 1:
         return exact[0]
     if len(exact) > 1:
@@ -193,10 +239,14 @@ def find_reader(name_or_index: Union[str, int],
     if query.strip().isdigit():
         return find_reader(int(query.strip()), pool)
     folded = query.casefold()
-    same = [r for r in pool if r.name.casefold() == folded]
+    same = [r for r in pool if any(n.casefold() == folded for n in names_of(r))]
     if len(same) == 1:
         return same[0]
-    partial = same or [r for r in pool if folded in r.name.casefold()]
+    if not same:
+        styled = pcsc_style_match(query, pool)
+        if styled is not None:
+            return styled
+    partial = same or [r for r in pool if any(folded in n.casefold() for n in names_of(r))]
     if len(partial) == 1:
         return partial[0]
     if partial:
