@@ -242,14 +242,16 @@ scio_status scio_open_pcsc(const char *reader, scio_queue *q,
 /* The reader-list watch: blocks until a reader appears or goes away, through
  * the resource manager's "\\?PnP?\Notification" pseudo reader, on a context
  * of its own.  scio_pcsc_watch_wait returns SCIO_SUCCESS when the list has
- * changed (*count: the resource manager's reader count; list the readers to
- * see which), SCIO_IO_TIMEOUT after timeout_ms (SCIO_PCSC_WATCH_INFINITE:
+ * changed (list the readers to see how; *count: the reader count reported
+ * with the change where the resource manager reports one, else 0), SCIO_IO_TIMEOUT after timeout_ms (SCIO_PCSC_WATCH_INFINITE:
  * none), SCIO_CANCELLED once scio_pcsc_watch_wake was called (from any
  * thread; it also ends the next wait if none is running), SCIO_NOT_SUPPORTED
  * when the resource manager has no such pseudo reader, or the resource
  * manager's error (SCIO_NO_SERVICE: it stopped).  `known` is the number of
- * readers the caller last listed (a resource manager that compares against
- * it reports a change made between two waits).  scio_pcsc_watch_close wakes
+ * readers the caller last listed: a resource manager that compares against
+ * it reports a change made between two waits (pcsc-lite 1.9 compares
+ * against the count when the wait began, so such a change shows at the next
+ * one).  scio_pcsc_watch_close wakes
  * a running wait and waits for it (bounded: a wait stuck in the library is
  * left to free the watch when it returns). */
 typedef struct scio_pcsc_watch scio_pcsc_watch;

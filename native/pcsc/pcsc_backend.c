@@ -880,6 +880,22 @@ static void pcsc_wake_tracking(scio_device *d)
     }
 }
 
+/* A call the resource manager failed: if the reader itself has gone
+ * (unplugged: pcsc-lite then answers a card handle's calls with
+ * SCARD_E_INVALID_VALUE or SCARD_E_INVALID_HANDLE), say so (lock held). */
+static scio_status unless_vanished(pcsc_dev *s, scio_status st, long *drv)
+{
+    int present = 0;
+    long look_drv = 0;
+    if (st == SCIO_DEVICE_NOT_CONNECTED || st == SCIO_NO_SERVICE || !s->has_ctx)
+        return st;
+    if (look(s, s->ctx, &present, NULL, &look_drv) != SCIO_DEVICE_NOT_CONNECTED)
+        return st;
+    drop_handle(s); /* the handle went with the reader */
+    *drv = look_drv;
+    return SCIO_DEVICE_NOT_CONNECTED;
+}
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
@@ -931,6 +947,8 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
                  : SCIO_INVALID_DEVICE_REQUEST;
         break;
     }
+    if (st != SCIO_SUCCESS && *drv != 0)
+        st = unless_vanished(s, st, drv);
     if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
         s->last_error = st;
     scio_mutex_unlock(&s->lock);

@@ -235,8 +235,10 @@ cdef class PcscReaderWatch:
                          or "watching the PC/SC reader list")
 
     def wait(self, timeout=None, known=0):
-        """Block until the reader list changes: its new reader count.  None
-        after `timeout` seconds (None: no bound) or once woken.  `known` is
+        """Block until the reader list changes: the reader count reported
+        with the change (0 where the resource manager reports none, as
+        pcsc-lite).  None after `timeout` seconds (None: no bound) or once
+        woken.  `known` is
         the reader count the caller last saw.  Raises NotSupportedError when
         the resource manager has no PnP pseudo reader, its own error
         (ResourceManagerNotRunningError, ...) otherwise."""
