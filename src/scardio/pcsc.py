@@ -127,6 +127,7 @@ class ReaderListWatch:
         self._woken = threading.Event()
 
     def names(self) -> list[str]:
+        """The resource manager's readers now (:func:`list_readers`)."""
         return list_readers()
 
     def wait_change(self, known: int) -> None:
@@ -145,14 +146,17 @@ class ReaderListWatch:
                 return
 
     def wake(self) -> None:
+        """End a running :meth:`wait_change` (any thread)."""
         self._woken.set()
         self._watch.wake()
 
     def open(self, name: str) -> Reader:
+        """Open a reader that appeared, with this watch's options."""
         return open_reader(name, share=self._share,
                            power_down_timeout=self._power_down_timeout, trace=self._trace)
 
     def close(self) -> None:
+        """Stop watching (a running wait ends); idempotent."""
         self._woken.set()
         self._watch.close()
 
