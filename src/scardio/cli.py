@@ -397,18 +397,6 @@ def _hotplug_list(args: argparse.Namespace, out: Output) -> Optional[Any]:
         return None
 
 
-def _hotplug_line(out: Output, ev: Any, stamp: str) -> bool:
-    """Print a reader-added / reader-removed event; False for other kinds."""
-    from .monitor import READER_ADDED, READER_REMOVED
-    if ev.kind not in (READER_ADDED, READER_REMOVED):
-        return False
-    if out.json:
-        out.jsonl({"event": ev.kind, "reader": ev.reader.name, "seq": ev.seq, "time": stamp})
-    else:
-        out.line(f"{stamp}  {ev.kind:<14}  {ev.reader.name}")
-    return True
-
-
 def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     from .monitor import Monitor
     reader_list = _hotplug_list(args, out)
@@ -426,8 +414,6 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
             out.line(f"monitoring {len(monitor.readers)} reader(s)"
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; Ctrl-C stops")
         for ev in monitor.events(timeout=args.timeout, count=args.count):
-            if _hotplug_line(out, ev, f"{out.ms(ev.timestamp):10.3f} ms"):
-                continue
             if out.json:
                 record = ev.as_dict()
                 record["t_ms"] = out.ms(ev.timestamp)
@@ -765,8 +751,6 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
             toggler = _SimToggler(readers, args.sim_toggle, args.card == "t0")
             toggler.start()
         for ev in monitor.events(timeout=args.timeout, count=args.count):
-            if _hotplug_line(out, ev, _wall_clock(ev.timestamp)):
-                continue
             record: dict[str, Any] = {"time": _wall_clock(ev.timestamp), "event": ev.kind,
                                       "reader": ev.reader.name, "seq": ev.seq}
             if ev.error is not None:
