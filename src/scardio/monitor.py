@@ -344,9 +344,9 @@ class _Hotplug:
                 self._listed.discard(name)
                 continue
             self._owned[id(reader)] = reader
+            self._add(reader)  # tracked once the event is out
             if not initial:
                 self._emit(READER_ADDED, reader)
-            self._add(reader)
 
     def vanished(self, reader: Reader, error: Optional[BaseException]) -> bool:
         """Tracking of `reader` ended with `error`: if the device is gone
