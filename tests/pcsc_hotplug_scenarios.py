@@ -228,29 +228,44 @@ class Scenarios:
 
     def scan_cli(self) -> dict[str, Any]:
         """``scardio scan`` (a subprocess) sees a reader come and go."""
-        proc = subprocess.Popen([sys.executable, "-m", "scardio", "scan", "--timeout", "30",
+        proc = subprocess.Popen([sys.executable, "-m", "scardio", "scan", "--timeout", "60",
                                  "--count", "3", "--power-down-timeout", "0"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines: list[str] = []
-        try:
+        seen = threading.Condition()
+
+        def read() -> None:
             assert proc.stdout is not None
-            first = proc.stdout.readline()  # printed once the monitor runs
-            lines.append(first)
+            for line in proc.stdout:
+                with seen:
+                    lines.append(line.rstrip("\n"))
+                    seen.notify_all()
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+
+        def wait_line(pattern: str) -> bool:
+            with seen:
+                return seen.wait_for(lambda: any(re.search(pattern, ln) for ln in lines), 30)
+        try:
+            ready = wait_line(r"^scanning ")  # printed once the monitor runs
             name = self.plug(5)
             with pcsc.open_device(name) as dev:
                 SimControl(dev).insert()
-                time.sleep(0.5)
+            arrived = wait_line(r"\barrival\b")
             self.usb.unplug(5)
-            rest, err = proc.communicate(timeout=30)
+            proc.wait(30)
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.communicate()
-        lines += rest.splitlines()
+                proc.wait()
+            reader.join(5)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
         events = [m.groups() for m in
                   (re.match(r"^\S+ \S+\s+(reader-added|reader-removed|arrival|departure|error)"
                             r"\s+(.*)$", ln) for ln in lines) if m]
-        return {"first": first.strip(), "lines": lines, "events": events, "plugged": name,
+        return {"first": lines[0] if lines else "", "lines": lines, "events": events,
+                "plugged": name, "ready": ready, "arrived": arrived,
                 "rc": proc.returncode, "stderr": err[-2000:]}
 
 
