@@ -239,6 +239,29 @@ scio_status scio_open_pcsc(const char *reader, scio_queue *q,
                            const scio_pcsc_options *opts, scio_device **out,
                            char *errbuf, size_t errlen);
 
+/* The reader-list watch: blocks until a reader appears or goes away, through
+ * the resource manager's "\\?PnP?\Notification" pseudo reader, on a context
+ * of its own.  scio_pcsc_watch_wait returns SCIO_SUCCESS when the list has
+ * changed (list the readers to see how; *count: the reader count reported
+ * with the change where the resource manager reports one, else 0), SCIO_IO_TIMEOUT after timeout_ms (SCIO_PCSC_WATCH_INFINITE:
+ * none), SCIO_CANCELLED once scio_pcsc_watch_wake was called (from any
+ * thread; it also ends the next wait if none is running), SCIO_NOT_SUPPORTED
+ * when the resource manager has no such pseudo reader, or the resource
+ * manager's error (SCIO_NO_SERVICE: it stopped).  `known` is the number of
+ * readers the caller last listed: a resource manager that compares against
+ * it reports a change made between two waits (pcsc-lite 1.9 compares
+ * against the count when the wait began, so such a change shows at the next
+ * one).  scio_pcsc_watch_close wakes
+ * a running wait and waits for it (bounded: a wait stuck in the library is
+ * left to free the watch when it returns). */
+typedef struct scio_pcsc_watch scio_pcsc_watch;
+#define SCIO_PCSC_WATCH_INFINITE 0xFFFFFFFFu
+scio_status scio_pcsc_watch_open(scio_pcsc_watch **out, char *errbuf, size_t errlen);
+scio_status scio_pcsc_watch_wait(scio_pcsc_watch *w, unsigned timeout_ms, unsigned known,
+                                 unsigned *count, long *driver_code);
+void scio_pcsc_watch_wake(scio_pcsc_watch *w);
+void scio_pcsc_watch_close(scio_pcsc_watch *w);
+
 /* The queue this device completes into. */
 scio_queue *scio_device_queue(scio_device *d);
 

@@ -944,6 +944,22 @@ static void pcsc_wake_tracking(scio_device *d)
     }
 }
 
+/* A call the resource manager failed: if the reader itself has gone
+ * (unplugged: pcsc-lite then answers a card handle's calls with
+ * SCARD_E_INVALID_VALUE or SCARD_E_INVALID_HANDLE), say so (lock held). */
+static scio_status unless_vanished(pcsc_dev *s, scio_status st, long *drv)
+{
+    int present = 0;
+    long look_drv = 0;
+    if (st == SCIO_DEVICE_NOT_CONNECTED || st == SCIO_NO_SERVICE || !s->has_ctx)
+        return st;
+    if (look(s, s->ctx, &present, NULL, &look_drv) != SCIO_DEVICE_NOT_CONNECTED)
+        return st;
+    drop_handle(s); /* the handle went with the reader */
+    *drv = look_drv;
+    return SCIO_DEVICE_NOT_CONNECTED;
+}
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
@@ -995,6 +1011,8 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
                  : SCIO_INVALID_DEVICE_REQUEST;
         break;
     }
+    if (st != SCIO_SUCCESS && *drv != 0)
+        st = unless_vanished(s, st, drv);
     if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
         s->last_error = st;
     scio_mutex_unlock(&s->lock);
@@ -1200,4 +1218,181 @@ fail:
         api.release(s->ctx);
     dev_free(s);
     return st;
+}
+
+/* ---- the reader-list watch (\\?PnP?\Notification) ------------------------ */
+
+/* pcsc-lite, Windows and macOS all name the pseudo reader whose event state
+ * changes when a reader appears or goes away; the high 16 bits of its state
+ * count the readers (pcsc-lite reports a change against the count when the
+ * call began, Windows against the count in dwCurrentState). */
+#define PCSC_PNP_READER "\\\\?PnP?\\Notification"
+/* How long scio_pcsc_watch_close waits for a blocked wait to leave. */
+#define PCSC_WATCH_CLOSE_MS 2000u
+
+struct scio_pcsc_watch {
+    PCSC_CONTEXT ctx;          /* of its own: a cancel must hit only this wait */
+    scio_mutex lock;
+    scio_cond cv;
+    /* guarded by lock */
+    int wake;                  /* end the current or the next wait */
+    int in_call;               /* a waiter is inside SCardGetStatusChange */
+    int users;                 /* waits running */
+    int closing, abandoned;
+};
+
+static void watch_free(scio_pcsc_watch *w)
+{
+    api.release(w->ctx);
+    scio_cond_destroy(&w->cv);
+    scio_mutex_destroy(&w->lock);
+    free(w);
+}
+
+scio_status scio_pcsc_watch_open(scio_pcsc_watch **out, char *errbuf, size_t errlen)
+{
+    scio_pcsc_watch *w;
+    scio_status st;
+    if (errbuf && errlen)
+        errbuf[0] = 0;
+    if (!out)
+        return SCIO_INVALID_PARAMETER;
+    *out = NULL;
+    if ((st = load_api(errbuf, errlen)) != SCIO_SUCCESS)
+        return st;
+    if (!(w = calloc(1, sizeof *w)))
+        return SCIO_NO_MEMORY;
+    if ((st = establish(&w->ctx, "watching the reader list", errbuf, errlen)) != SCIO_SUCCESS) {
+        free(w);
+        return st;
+    }
+    scio_mutex_init(&w->lock);
+    scio_cond_init(&w->cv);
+    *out = w;
+    return SCIO_SUCCESS;
+}
+
+/* Leave a wait (lock held); the last one out of an abandoned watch frees it. */
+static int watch_leave_locked(scio_pcsc_watch *w)
+{
+    w->in_call = 0;
+    w->users--;
+    scio_cond_broadcast(&w->cv);
+    return w->abandoned && w->users == 0;
+}
+
+scio_status scio_pcsc_watch_wait(scio_pcsc_watch *w, unsigned timeout_ms, unsigned known,
+                                 unsigned *count, long *drv)
+{
+    int64_t deadline;
+    scio_status st = SCIO_IO_TIMEOUT;
+    int free_it;
+    *drv = 0;
+    if (count)
+        *count = known;
+    scio_mutex_lock(&w->lock);
+    if (w->closing) {
+        scio_mutex_unlock(&w->lock);
+        return SCIO_CANCELLED;
+    }
+    w->users++;
+    scio_mutex_unlock(&w->lock);
+    deadline = scio_now_ms() + (int64_t)timeout_ms;
+    for (;;) {
+        PCSC_READERSTATE rs;
+        int64_t now = scio_now_ms();
+        PCSC_DWORD slice;
+        uint32_t rc;
+        scio_mutex_lock(&w->lock);
+        if (w->wake || w->closing) {
+            w->wake = 0;
+            st = SCIO_CANCELLED;
+            break; /* lock held */
+        }
+        if (timeout_ms != SCIO_PCSC_WATCH_INFINITE && now >= deadline) {
+            st = SCIO_IO_TIMEOUT;
+            break;
+        }
+        w->in_call = 1;
+        scio_mutex_unlock(&w->lock);
+        /* Sliced: a cancel that lands before the call reaches the daemon is
+         * dropped by pcsc-lite, and the wake flag is looked at between. */
+        slice = PCSC_TRACK_SLICE_MS;
+        if (timeout_ms != SCIO_PCSC_WATCH_INFINITE && deadline - now < (int64_t)slice)
+            slice = (PCSC_DWORD)(deadline - now);
+        memset(&rs, 0, sizeof rs);
+        rs.szReader = PCSC_PNP_READER;
+        rs.dwCurrentState = (PCSC_DWORD)(known & 0xFFFFu) << 16;
+        rc = rc32(api.get_status_change(w->ctx, slice, &rs, 1));
+        scio_mutex_lock(&w->lock);
+        w->in_call = 0;
+        scio_cond_broadcast(&w->cv);
+        scio_mutex_unlock(&w->lock);
+        if (rc == PCSC_E_TIMEOUT || rc == PCSC_E_CANCELLED)
+            continue;
+        if (rc != PCSC_S_SUCCESS) {
+            st = fail_rc(rc, drv);
+            scio_mutex_lock(&w->lock);
+            break;
+        }
+        if (rs.dwEventState & PCSC_STATE_UNKNOWN) {
+            /* No PnP pseudo reader here: the caller has to poll. */
+            *drv = drv_code(PCSC_E_UNKNOWN_READER);
+            st = SCIO_NOT_SUPPORTED;
+            scio_mutex_lock(&w->lock);
+            break;
+        }
+        if (count)
+            *count = (unsigned)((rs.dwEventState >> 16) & 0xFFFFu);
+        st = SCIO_SUCCESS;
+        scio_mutex_lock(&w->lock);
+        break;
+    }
+    free_it = watch_leave_locked(w);
+    scio_mutex_unlock(&w->lock);
+    if (free_it)
+        watch_free(w);
+    return st;
+}
+
+void scio_pcsc_watch_wake(scio_pcsc_watch *w)
+{
+    int in_call;
+    scio_mutex_lock(&w->lock);
+    w->wake = 1;
+    in_call = w->in_call;
+    scio_mutex_unlock(&w->lock);
+    /* As pcsc_wake_tracking: repeat the cancel until the waiter is out. */
+    for (int i = 0; in_call && i < 50; i++) {
+        api.cancel(w->ctx);
+        scio_mutex_lock(&w->lock);
+        if (w->in_call)
+            scio_cond_wait_until(&w->cv, &w->lock, scio_now_ms() + 2);
+        in_call = w->in_call;
+        scio_mutex_unlock(&w->lock);
+    }
+}
+
+void scio_pcsc_watch_close(scio_pcsc_watch *w)
+{
+    int64_t deadline = scio_now_ms() + PCSC_WATCH_CLOSE_MS;
+    int busy;
+    if (!w)
+        return;
+    scio_mutex_lock(&w->lock);
+    w->closing = 1;
+    scio_mutex_unlock(&w->lock);
+    scio_pcsc_watch_wake(w);
+    scio_mutex_lock(&w->lock);
+    while (w->users > 0 && scio_now_ms() < deadline) {
+        if (w->in_call)
+            api.cancel(w->ctx);
+        scio_cond_wait_until(&w->cv, &w->lock, scio_now_ms() + 10);
+    }
+    busy = w->users > 0;
+    if (busy)
+        w->abandoned = 1; /* a wait stuck in the library: it frees the watch */
+    scio_mutex_unlock(&w->lock);
+    if (!busy)
+        watch_free(w);
 }

@@ -136,6 +136,14 @@ cdef extern from "scio.h" nogil:
     scio_status scio_open_pcsc(const char *reader, scio_queue *q,
                                const scio_pcsc_options *opts, scio_device **out,
                                char *errbuf, size_t errlen)
+    ctypedef struct scio_pcsc_watch:
+        pass
+    const unsigned SCIO_PCSC_WATCH_INFINITE
+    scio_status scio_pcsc_watch_open(scio_pcsc_watch **out, char *errbuf, size_t errlen)
+    scio_status scio_pcsc_watch_wait(scio_pcsc_watch *w, unsigned timeout_ms, unsigned known,
+                                     unsigned *count, long *driver_code)
+    void scio_pcsc_watch_wake(scio_pcsc_watch *w)
+    void scio_pcsc_watch_close(scio_pcsc_watch *w)
     scio_queue *scio_device_queue(scio_device *d)
     scio_status scio_ioctl(scio_device *d, uint32_t code,
                            const void *inp, size_t in_len,

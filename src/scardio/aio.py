@@ -52,7 +52,8 @@ from . import errors, waiting
 from .apdu import ApduLike, to_apdu_bytes
 from .card import Card
 from .constants import IOCTL, Protocol, State
-from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
+from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, CardEvent,
+                      ReaderList, Tracker, _Hotplug, _ListWatcher)
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
 from .sequences import U32, Request, Steps, get_state_steps
@@ -576,9 +577,15 @@ ReaderLike = Union[AsyncReader, Reader]
 class AsyncMonitor:
     """``async for event in AsyncMonitor(readers)``: arrivals and
     departures (:class:`scardio.monitor.CardEvent`) from completions
-    harvested on the running loop."""
+    harvested on the running loop.
 
-    def __init__(self, readers: Iterable[ReaderLike] = ()) -> None:
+    *reader_list*: as for :class:`scardio.monitor.Monitor`, watch every
+    reader of the list, with ``reader-added`` and ``reader-removed`` events
+    (a thread waits for the list to change; listings are applied, and
+    readers that appear opened, on the loop)."""
+
+    def __init__(self, readers: Iterable[ReaderLike] = (), *,
+                 reader_list: Optional[ReaderList] = None) -> None:
         self._readers = [r.reader if isinstance(r, AsyncReader) else r for r in readers]
         self._queue: "asyncio.Queue[Optional[CardEvent]]" = asyncio.Queue()
         self._callbacks: list[Callable[[CardEvent], None]] = []
@@ -586,13 +593,47 @@ class AsyncMonitor:
         self._seq = 0
         self._started = False
         self._closed = False
+        self._reader_list = reader_list
+        self._hotplug: Optional[_Hotplug] = None
+        self._list_watcher: Optional[_ListWatcher] = None
 
     def start(self) -> "AsyncMonitor":
         if not self._started:
             self._started = True
             for r in self._readers:
                 self.add(r)
+            if self._reader_list is not None:
+                self._start_hotplug(self._reader_list)
         return self
+
+    def _start_hotplug(self, source: ReaderList) -> None:
+        loop = asyncio.get_running_loop()
+        hotplug = _Hotplug(source, lambda: [t for t, _ in self._trackers.values()],
+                           self.add, self.remove,
+                           lambda kind, r: self._put(kind, r, time.monotonic(), None),
+                           loop.call_later)
+        self._hotplug = hotplug
+        hotplug.apply(source.names(), True)
+
+        def post(names: list[str]) -> bool:
+            done = threading.Event()
+
+            def apply() -> None:
+                try:
+                    if not self._closed:
+                        hotplug.apply(names, False)
+                finally:
+                    done.set()
+            try:
+                loop.call_soon_threadsafe(apply)
+            except RuntimeError:  # the loop is closed
+                return False
+            while not done.wait(0.5):
+                if self._closed or loop.is_closed():
+                    return False
+            return not self._closed
+        self._list_watcher = _ListWatcher(source, post)
+        self._list_watcher.start()
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
         """Call `callback(CardEvent)` for every event, on the loop, as it
@@ -623,10 +664,16 @@ class AsyncMonitor:
 
         def emit(kind: str, error: Optional[BaseException]) -> None:
             ts = time.monotonic()  # when the completion was seen
-            link.settle(lambda: self._put(kind, r, ts, error))
+            link.settle(lambda: self._tracked_event(kind, r, ts, error))
         tracker = Tracker(r, emit)
         self._trackers[id(r)] = (tracker, link)
         tracker.start()
+
+    def _tracked_event(self, kind: str, reader: Reader, ts: float,
+                       error: Optional[BaseException]) -> None:
+        if kind == ERROR and self._hotplug is not None and self._hotplug.vanished(reader, error):
+            return  # reported as its removal
+        self._put(kind, reader, ts, error)
 
     def _put(self, kind: str, reader: Reader, ts: float,
              error: Optional[BaseException]) -> None:
@@ -688,9 +735,13 @@ class AsyncMonitor:
         if self._closed:
             return
         self._closed = True
+        if self._list_watcher is not None:
+            self._list_watcher.stop(5.0)
         for key in list(self._trackers):
             tracker, _ = self._trackers[key]
             self.remove(tracker.reader)
+        if self._hotplug is not None:
+            self._hotplug.close()
         self._queue.put_nowait(None)
 
     async def __aenter__(self) -> "AsyncMonitor":
@@ -701,4 +752,4 @@ class AsyncMonitor:
         self.close()
 
 
-__all__ += ["run_async", "ARRIVAL", "DEPARTURE", "ERROR"]
+__all__ += ["run_async", "ARRIVAL", "DEPARTURE", "ERROR", "READER_ADDED", "READER_REMOVED"]

@@ -12,6 +12,11 @@
     demo                         the whole spec sequence on a simulated reader
     scan [READER ...]            like pcsc_scan: arrivals and removals with the time,
                                  each card's ATR decoded and named from the card list
+                                 (monitor and scan of every reader: with a PC/SC
+                                 resource manager running, its readers too, and
+                                 readers appearing and going away: reader-added,
+                                 reader-removed; without one, the readers found
+                                 at start-up)
     atr HEX                      decode an ATR offline and look it up (like ATR_analysis)
 
 READER is a name (exact, case-insensitive or a unique part) or an index from
@@ -389,16 +394,18 @@ def cmd_info(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _open_watched(args: argparse.Namespace, out: Output, what: str) -> list[Reader]:
+def _open_watched(args: argparse.Namespace, out: Output, what: str,
+                  allow_none: bool = False) -> list[Reader]:
     """The readers monitor and scan watch: the named ones, or every reader.
 
     With no reader named, --insert applies to the simulated readers only, and
     a reader another process holds is skipped with a note on stderr (it is
-    watched when named, so that the error says who holds it)."""
+    watched when named, so that the error says who holds it).  `allow_none`:
+    an empty result is no error (a reader list supplies the readers)."""
     from .discovery import ReaderNotFoundError, find_reader
     pool = _readers(args)
     descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
-    if not descs:
+    if not descs and not allow_none:
         raise ReaderNotFoundError(f"no readers to {what} (try --sim 1)", "", [])
     readers: list[Reader] = []
     insert = args.insert
@@ -421,19 +428,41 @@ def _open_watched(args: argparse.Namespace, out: Output, what: str) -> list[Read
         raise
     finally:
         args.insert = insert
-    if not readers:
+    if not readers and descs and not allow_none:
         raise errors.ReaderInUseError(f"every reader is in use: none left to {what}")
     return readers
 
 
+def _hotplug_list(args: argparse.Namespace, out: Output) -> Optional[Any]:
+    """monitor and scan of every reader: the resource manager's reader list
+    (readers appearing and going away are watched through it), or None when
+    there is no resource manager to ask (then the readers found at start-up
+    are the ones watched)."""
+    if args.readers:
+        return None
+    from . import pcsc
+    try:
+        return pcsc.ReaderListWatch(power_down_timeout=args.power_down_timeout,
+                                    trace=out.trace if args.trace else None)
+    except errors.ScardioError:
+        return None
+
+
 def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     from .monitor import Monitor
-    readers = _open_watched(args, out, "monitor")
+    reader_list = _hotplug_list(args, out)
+    try:
+        readers = _open_watched(args, out, "monitor", allow_none=reader_list is not None)
+    except BaseException:
+        if reader_list is not None:
+            reader_list.close()
+        raise
     monitor: Optional[Monitor] = None
     try:
-        monitor = Monitor(readers)
+        monitor = Monitor(readers, reader_list=reader_list)
+        reader_list = None  # the monitor's now
         if not out.json:
-            out.line(f"monitoring {len(readers)} reader(s)"
+            out.line(f"monitoring {len(monitor.readers)} reader(s)"
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; Ctrl-C stops")
         for ev in monitor.events(timeout=args.timeout, count=args.count):
             if out.json:
@@ -447,6 +476,8 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     finally:
         if monitor is not None:
             monitor.close()
+        if reader_list is not None:
+            reader_list.close()
         for r in readers:
             r.close()
     return EXIT_OK
@@ -748,17 +779,25 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
     if args.sim_toggle is not None and args.sim_toggle <= 0:
         raise UsageError("--sim-toggle needs a period > 0 seconds")
     list_file = args.atr_list or find_atr_list()
-    readers = _open_watched(args, out, "scan")
+    reader_list = _hotplug_list(args, out)
+    try:
+        readers = _open_watched(args, out, "scan", allow_none=reader_list is not None)
+    except BaseException:
+        if reader_list is not None:
+            reader_list.close()
+        raise
     monitor: Optional[Monitor] = None
     toggler: Optional[_SimToggler] = None
     try:
+        monitor = Monitor(readers, reader_list=reader_list)
+        reader_list = None  # the monitor's now
         if not out.json:
-            out.line(f"scanning {len(readers)} reader(s)"
+            watched = monitor.readers
+            out.line(f"scanning {len(watched)} reader(s)"
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
                      f"card list: {list_file or 'none'}; Ctrl-C stops")
-            for r in readers:
+            for r in watched:
                 out.line(f"  {r.name}")
-        monitor = Monitor(readers)
         if args.sim_toggle is not None:
             toggler = _SimToggler(readers, args.sim_toggle, args.card == "t0")
             toggler.start()
@@ -796,6 +835,8 @@ def cmd_scan(args: argparse.Namespace, out: Output) -> int:
             toggler.stop()
         if monitor is not None:
             monitor.close()
+        if reader_list is not None:
+            reader_list.close()
         for r in readers:
             r.close()
     return EXIT_OK

@@ -19,6 +19,18 @@ readers, and closing a reader would need to cancel and join its own thread;
 with one waiting thread adding or removing a reader is one registration.
 
 Callbacks run on the harvesting thread, in event order; keep them short.
+
+Reader hotplug: given a *reader_list* (:class:`ReaderList`, e.g.
+:class:`scardio.pcsc.ReaderListWatch`), a monitor watches every reader of
+that list: the ones listed at start are opened and tracked at once, a
+reader that appears is reported as a ``reader-added`` event, opened and
+tracked (its card, if any, then gives an arrival), and a reader that goes
+away is reported once as ``reader-removed``: its pending tracking request
+ends with :class:`~scardio.errors.DeviceGoneError` inside the monitor, which
+reports the removal instead of an ``error`` event, and no departure is
+invented for a card that was in it.  One more thread per such monitor waits
+for the list to change.  Readers opened directly have no such list: a
+monitor of them tracks the readers it was given (found at start-up) only.
 """
 
 from __future__ import annotations
@@ -39,14 +51,18 @@ from . import errors, waiting
 from .constants import IOCTL
 from .reader import Reader
 
-__all__ = ["CardEvent", "Monitor", "Tracker", "Cancellable", "Schedule", "ARRIVAL", "DEPARTURE",
-           "ERROR"]
+__all__ = ["CardEvent", "Monitor", "Tracker", "Cancellable", "Schedule", "ReaderList",
+           "ARRIVAL", "DEPARTURE", "ERROR", "READER_ADDED", "READER_REMOVED"]
 
 log = logging.getLogger(__name__)
 
 ARRIVAL = "arrival"
 DEPARTURE = "departure"
 ERROR = "error"
+#: A reader appeared in the monitor's reader list (and is now tracked).
+READER_ADDED = "reader-added"
+#: A tracked reader left the monitor's reader list (its tracking ended).
+READER_REMOVED = "reader-removed"
 
 
 @dataclass(frozen=True)
@@ -54,7 +70,10 @@ class CardEvent:
     """``kind`` is "arrival", "departure" or "error" (``error`` set; a
     transient driver error is retried with a bounded backoff, and only
     :class:`~scardio.errors.DeviceGoneError` ends tracking of the reader,
-    which :meth:`Monitor.add` restarts).  ``timestamp`` is time.monotonic() when
+    which :meth:`Monitor.add` restarts), and with a monitor's reader list
+    also "reader-added" (`reader` appeared and is tracked from now on) and
+    "reader-removed" (`reader` went away: its tracking ended, and the monitor
+    closes it if it opened it).  ``timestamp`` is time.monotonic() when
     the completion was seen; ``seq`` counts events of the monitor."""
     kind: str
     reader: Reader = field(compare=False)
@@ -216,6 +235,157 @@ class Tracker:
                 pass
 
 
+class ReaderList(Protocol):
+    """Where a :class:`Monitor` learns of readers appearing and going away
+    (:class:`scardio.pcsc.ReaderListWatch` is the resource manager's)."""
+
+    def names(self) -> list[str]:
+        """The readers present now."""
+        ...
+
+    def wait_change(self, known: int) -> None:
+        """Block until the list may have changed (`known`: how many readers
+        the last :meth:`names` returned) or :meth:`wake` was called."""
+        ...
+
+    def wake(self) -> None:
+        """End a running :meth:`wait_change` (any thread)."""
+        ...
+
+    def open(self, name: str) -> Reader:
+        """Open the reader called `name`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class _ListWatcher:
+    """The thread that waits for a reader list to change and hands every
+    new listing to `post` (which blocks until the listing is applied)."""
+
+    #: Backoff bound while the list cannot be read (its service stopped).
+    RETRY_MAX = 1.0
+
+    def __init__(self, source: ReaderList, post: Callable[[list[str]], bool]) -> None:
+        self._source = source
+        self._post = post
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scardio-reader-list",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                names = self._source.names()
+                if not self._post(names):
+                    return  # the monitor is closing
+                delay = 0.05
+                self._source.wait_change(len(names))
+            except errors.ScardioError as exc:
+                if self._stop.is_set():
+                    return
+                log.debug("reader list: %s (retrying in %.2f s)", exc, delay)
+                self._stop.wait(delay)
+                delay = min(self.RETRY_MAX, delay * 2)
+            except Exception:  # the thread must outlive any one failure
+                log.exception("reader list watch failed")
+                self._stop.wait(self.RETRY_MAX)
+
+    def stop(self, timeout: float) -> None:
+        self._stop.set()
+        self._source.wake()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+class _Hotplug:
+    """A monitor's side of its reader list, run on the monitor's own thread
+    (the harvesting thread, or the asyncio loop): applies each listing
+    (readers that appeared are opened, reported and tracked; tracked ones
+    that left are reported and dropped) and turns the end of tracking of a
+    reader that left the list into its removal.  Shared by Monitor and
+    scardio.aio.AsyncMonitor."""
+
+    def __init__(self, source: ReaderList, tracked: Callable[[], list[Tracker]],
+                 add: Callable[[Reader], None], remove: Callable[[Reader], None],
+                 emit: Callable[[str, Reader], None], schedule: Schedule) -> None:
+        self.source = source
+        self._tracked = tracked
+        self._add, self._remove, self._emit = add, remove, emit
+        self._schedule = schedule
+        self._listed: set[str] = set()  # the list's names, as last applied
+        self._owned: dict[int, Reader] = {}  # readers opened here: closed here
+
+    def _trackers_named(self, name: str) -> list[Tracker]:
+        return [t for t in self._tracked() if t.reader.name == name]
+
+    def apply(self, names: list[str], initial: bool) -> None:
+        present = set(names)
+        for name in sorted(self._listed - present):
+            self._listed.discard(name)
+            for tracker in self._trackers_named(name):
+                self._emit(READER_REMOVED, tracker.reader)
+                self._drop(tracker.reader)
+        for name in names:
+            if name in self._listed:
+                continue
+            self._listed.add(name)
+            if any(not t.stopped for t in self._trackers_named(name)):
+                continue  # a reader the caller gave
+            try:
+                reader = self.source.open(name)
+            except errors.ScardioError as exc:
+                # Gone again, or held: tried again when the list next changes.
+                log.warning("could not open reader %r that appeared: %s", name, exc)
+                self._listed.discard(name)
+                continue
+            self._owned[id(reader)] = reader
+            self._add(reader)  # tracked once the event is out
+            if not initial:
+                self._emit(READER_ADDED, reader)
+
+    def vanished(self, reader: Reader, error: Optional[BaseException]) -> bool:
+        """Tracking of `reader` ended with `error`: if the device is gone
+        and the reader left the list, report its removal (once) instead."""
+        if not isinstance(error, errors.DeviceGoneError) or reader.closed:
+            return False
+        try:
+            names = self.source.names()
+        except errors.ScardioError:
+            return False  # the list's service is gone too: the error stands
+        if reader.name in names:
+            return False
+        self._listed.discard(reader.name)
+        self._emit(READER_REMOVED, reader)
+        # Later: this runs inside the harvest of the reader's completions.
+        self._schedule(0.0, lambda: self._drop(reader))
+        return True
+
+    def _drop(self, reader: Reader) -> None:
+        """Stop tracking a reader that went away; close it if it is ours."""
+        self._remove(reader)
+        owned = self._owned.pop(id(reader), None)
+        if owned is not None:
+            try:
+                owned.close()
+            except errors.ScardioError:
+                pass
+
+    def close(self) -> None:
+        """Close the readers opened here, then the list."""
+        owned, self._owned = list(self._owned.values()), {}
+        for reader in owned:
+            try:
+                reader.close()
+            except errors.ScardioError:
+                pass
+        self.source.close()
+
+
 class _Timer:
     """A call the monitor thread makes once `when` (time.monotonic()) is due."""
 
@@ -258,12 +428,18 @@ class Monitor:
     *max_queue* > 0 bounds the queue: when it is full the oldest event is
     dropped and counted in :attr:`dropped`; neither the harvesting thread
     nor :meth:`close` ever blocks on it.
+
+    *reader_list*: watch every reader of this list (readers appearing and
+    going away: see the module's docstring); the monitor closes it, and
+    the readers it opened, when it closes.  Without one (the default), only
+    the readers given or added are tracked.
     """
 
     def __init__(self, readers: Iterable[Reader] = (),
                  callback: Optional[Callable[[CardEvent], None]] = None, *,
                  start: bool = True, max_queue: int = 0,
-                 queue_events: Optional[bool] = None) -> None:
+                 queue_events: Optional[bool] = None,
+                 reader_list: Optional[ReaderList] = None) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, not {max_queue}")
         self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
@@ -284,6 +460,11 @@ class Monitor:
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self._pending = list(readers)
+        self._reader_list = reader_list
+        self._hotplug = None if reader_list is None else _Hotplug(
+            reader_list, self._tracked, self._hotplug_add, self._hotplug_remove,
+            lambda kind, r: self._event(kind, r, None), self._schedule)
+        self._list_watcher: Optional[_ListWatcher] = None
         if start:
             self.start()
 
@@ -297,6 +478,10 @@ class Monitor:
             try:
                 for r in pending:
                     self.add(r)
+                if self._reader_list is not None:
+                    self._command("readers", (self._reader_list.names(), True), 30.0)
+                    self._list_watcher = _ListWatcher(self._reader_list, self._post_listing)
+                    self._list_watcher.start()
             except BaseException:
                 self.close()  # no thread left behind by a refused reader
                 raise
@@ -322,7 +507,7 @@ class Monitor:
         """Stop tracking `reader`; its tracking slot is free on return."""
         self._command("remove", reader, timeout)
 
-    def _command(self, what: str, reader: Reader, timeout: float) -> None:
+    def _command(self, what: str, reader: Any, timeout: float) -> None:
         if self._closed:
             raise errors.ClosedError("monitor is closed")
         if threading.current_thread() is self._thread:
@@ -337,8 +522,30 @@ class Monitor:
         if command.error is not None:
             raise command.error
 
+    def _post_listing(self, names: list[str]) -> bool:
+        """From the list watcher: apply a listing on the monitor thread;
+        False once the monitor is closing."""
+        try:
+            self._command("readers", (names, False), 30.0)
+        except errors.ClosedError:
+            return False
+        return not self._closed
+
     # -- the harvesting thread ------------------------------------------------
-    def _do(self, what: str, reader: Reader) -> None:
+    def _hotplug_add(self, reader: Reader) -> None:
+        self._do("add", reader)
+
+    def _hotplug_remove(self, reader: Reader) -> None:
+        self._do("remove", reader)
+
+    def _tracked(self) -> list[Tracker]:
+        return list(self._trackers.values())
+
+    def _do(self, what: str, reader: Any) -> None:
+        if what == "readers":
+            assert self._hotplug is not None
+            self._hotplug.apply(*reader)
+            return
         key = id(reader)
         if what == "add":
             if reader.closed:
@@ -349,6 +556,9 @@ class Monitor:
             if old is not None:  # its reader went away once: track it afresh
                 self._do("remove", reader)
             def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
+                if kind == ERROR and self._hotplug is not None \
+                        and self._hotplug.vanished(r, err):
+                    return  # reported as its removal
                 self._event(kind, r, err)
             tracker = Tracker(reader, on_event, self._schedule)
             waitable = reader.device.waitable()
@@ -505,12 +715,16 @@ class Monitor:
         thread.  The readers stay open.  Idempotent."""
         if self._closed:
             return
+        if self._list_watcher is not None:
+            self._list_watcher.stop(timeout)
         for r in self.readers:
             try:
                 self.remove(r, timeout)
             except errors.ScardioError:
                 pass
         self._closed = True
+        if self._hotplug is not None:
+            self._hotplug.close()
         if self._thread is None:
             self._waiter.close()
         elif self._thread is not threading.current_thread():

@@ -18,6 +18,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 #define READER "Fake Reader 0"
+#define PNP_READER "\\\\?PnP?\\Notification"
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -31,6 +32,7 @@ static int calls[16], connected_handles;
 static PCSC_LONG no_service;
 static PCSC_DWORD cur_proto;   /* negotiated by the last (re)connect */
 static int atr_attribute = 1;  /* SCardGetAttrib answers ATR_STRING */
+static int pnp_readers = 2, pnp_missing; /* the PnP pseudo reader's count; none */
 
 enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
        EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
@@ -67,6 +69,16 @@ EXPORT void fake_count_event(void)
 EXPORT void fake_set_atr_attribute(int on) { atr_attribute = on; }
 EXPORT void fake_fail_next(int ep, unsigned long code) { fail_code[ep] = (PCSC_DWORD)code; }
 EXPORT void fake_set_no_service(int on) { no_service = on; }
+/* A reader comes or goes (as pcsc-lite: a wait sees a change of the count
+ * from when it began); or the library has no PnP pseudo reader. */
+EXPORT void fake_pnp_change(int delta)
+{
+    pthread_mutex_lock(&lock);
+    pnp_readers += delta;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
+EXPORT void fake_pnp_missing(int on) { pnp_missing = on; }
 EXPORT void fake_set_cancel_delay_ms(unsigned ms) { cancel_delay_ms = ms; }
 EXPORT void fake_set_claim_rx(unsigned long n) { claim_rx = (PCSC_DWORD)n; }
 EXPORT unsigned long fake_last(int what)
@@ -225,22 +237,32 @@ EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
     PCSC_LONG rc = take_failure(EP_GSC);
     struct timespec end = in_ms(timeout == PCSC_INFINITE ? 3600000u : (unsigned)timeout);
     struct timespec armed = in_ms(cancel_delay_ms);
+    int pnp, pnp_start;
     (void)ctx;
     if (rc)
         return rc;
     if (count != 1)
         return (PCSC_LONG)PCSC_E_INVALID_PARAMETER;
-    if (strcmp(states[0].szReader, READER) != 0) {
+    pnp = !pnp_missing && strcmp(states[0].szReader, PNP_READER) == 0;
+    if (!pnp && strcmp(states[0].szReader, READER) != 0) {
         states[0].dwEventState = PCSC_STATE_UNKNOWN | PCSC_STATE_CHANGED;
         return 0;
     }
     pthread_mutex_lock(&lock);
     waiting++;
     cancel_pending = 0;
+    pnp_start = pnp_readers;
     for (;;) {
         PCSC_DWORD now = event_state();
         struct timespec t;
-        if (states[0].dwCurrentState == PCSC_STATE_UNAWARE || now != states[0].dwCurrentState) {
+        if (pnp) {
+            if (pnp_readers != pnp_start) {
+                states[0].dwEventState = PCSC_STATE_CHANGED; /* no count, as pcsc-lite */
+                rc = 0;
+                break;
+            }
+        } else if (states[0].dwCurrentState == PCSC_STATE_UNAWARE ||
+                   now != states[0].dwCurrentState) {
             states[0].dwEventState = now | PCSC_STATE_CHANGED;
             rc = 0;
             break;

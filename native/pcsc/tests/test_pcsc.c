@@ -52,6 +52,8 @@ static void (*fake_count_event)(void);
 static void (*fake_fail_next)(int, unsigned long);
 static void (*fake_set_no_service)(int);
 static void (*fake_set_cancel_delay_ms)(unsigned);
+static void (*fake_pnp_change)(int);
+static void (*fake_pnp_missing)(int);
 static void (*fake_set_claim_rx)(unsigned long);
 static unsigned long (*fake_last)(int);
 static int (*fake_calls)(int);
@@ -368,6 +370,88 @@ static void test_tracking(void)
         CHECK(name != NULL);                        \
     } while (0)
 
+struct watch_waiter {
+    scio_pcsc_watch *w;
+    unsigned timeout_ms;
+    scio_status st;
+};
+
+static void *watch_wait_thread(void *arg)
+{
+    struct watch_waiter *ww = arg;
+    unsigned count = 99;
+    long drv;
+    ww->st = scio_pcsc_watch_wait(ww->w, ww->timeout_ms, 2, &count, &drv);
+    return NULL;
+}
+
+/* Wait until the backend's watch is inside SCardGetStatusChange. */
+static void until_waiting(void)
+{
+    for (int i = 0; i < 2000 && !fake_waiting(); i++) {
+        struct timespec t = {0, 1000000};
+        nanosleep(&t, NULL);
+    }
+}
+
+static void test_reader_list_watch(void)
+{
+    scio_pcsc_watch *w = NULL;
+    struct watch_waiter ww;
+    pthread_t th;
+    char err[256];
+    unsigned count;
+    long drv;
+    int cancels;
+
+    CHECK(scio_pcsc_watch_open(NULL, err, sizeof err) == SCIO_INVALID_PARAMETER);
+    fake_set_no_service(1);
+    CHECK(scio_pcsc_watch_open(&w, err, sizeof err) == SCIO_NO_SERVICE && w == NULL);
+    CHECK(strstr(err, "not running") != NULL);
+    fake_set_no_service(0);
+    CHECK(scio_pcsc_watch_open(&w, err, sizeof err) == SCIO_SUCCESS && w != NULL);
+    if (!w)
+        return;
+    /* Nothing changes: a timeout. */
+    CHECK(scio_pcsc_watch_wait(w, 30, 2, &count, &drv) == SCIO_IO_TIMEOUT);
+    /* A reader appears during the wait. */
+    ww.w = w;
+    ww.timeout_ms = 5000;
+    pthread_create(&th, NULL, watch_wait_thread, &ww);
+    until_waiting();
+    fake_pnp_change(1);
+    pthread_join(th, NULL);
+    CHECK(ww.st == SCIO_SUCCESS);
+    /* A wake before the wait: the wait ends at once, without a call. */
+    scio_pcsc_watch_wake(w);
+    CHECK(scio_pcsc_watch_wait(w, 5000, 3, &count, &drv) == SCIO_CANCELLED);
+    /* A wake during a wait whose first cancel the library drops. */
+    fake_set_cancel_delay_ms(20);
+    cancels = fake_calls(EP_CANCEL);
+    pthread_create(&th, NULL, watch_wait_thread, &ww);
+    until_waiting();
+    scio_pcsc_watch_wake(w);
+    pthread_join(th, NULL);
+    CHECK(ww.st == SCIO_CANCELLED);
+    CHECK(fake_calls(EP_CANCEL) - cancels >= 2);
+    fake_set_cancel_delay_ms(0);
+    /* The library's errors, typed. */
+    fake_fail_next(EP_GSC, PCSC_E_NO_SERVICE);
+    CHECK(scio_pcsc_watch_wait(w, 5000, 3, &count, &drv) == SCIO_NO_SERVICE);
+    CHECK((unsigned long)drv == PCSC_E_NO_SERVICE);
+    fake_pnp_missing(1);
+    CHECK(scio_pcsc_watch_wait(w, 5000, 3, &count, &drv) == SCIO_NOT_SUPPORTED);
+    fake_pnp_missing(0);
+    /* Close during a wait: the wait ends, close returns, nothing leaks. */
+    ww.timeout_ms = SCIO_PCSC_WATCH_INFINITE;
+    pthread_create(&th, NULL, watch_wait_thread, &ww);
+    until_waiting();
+    scio_pcsc_watch_close(w);
+    pthread_join(th, NULL);
+    CHECK(ww.st == SCIO_CANCELLED);
+    fake_pnp_change(-1);
+}
+
 int main(int argc, char **argv)
 {
     char err[256];
@@ -398,6 +482,8 @@ int main(int argc, char **argv)
         RESOLVE(fake_fail_next);
         RESOLVE(fake_set_no_service);
         RESOLVE(fake_set_cancel_delay_ms);
+        RESOLVE(fake_pnp_change);
+        RESOLVE(fake_pnp_missing);
         RESOLVE(fake_set_claim_rx);
         RESOLVE(fake_last);
         RESOLVE(fake_calls);
@@ -409,6 +495,7 @@ int main(int argc, char **argv)
         test_card_sequence();
         test_tracking();
         CHECK(fake_calls(EP_CANCEL) >= 2); /* the dropped cancel was repeated */
+        test_reader_list_watch();
         dlclose(h);
     } else {
         fprintf(stderr, "usage: %s main FAKE | missing | no-entry LIBRARY\n", argv[0]);
