@@ -70,7 +70,8 @@ try:
     card.insert()
     report["held"] = {"apdu": run(command), "direct": run(["--backend", "direct"] + command),
                       "list": run(["--json", "list"]), "list_text": run(["list"]),
-                      "api": run_api("held")}
+                      "api": run_api("held"),
+                      "scan": run(["--json", "scan", "--timeout", "3"])}
     card.remove()
     report["pcscd_was_alive"] = pcscd.stop()
     # pcscd gone: the port is free; the card connects once the CLI's own
@@ -258,3 +259,16 @@ def test_sim_control_through_pcsc(report: dict[str, Any]) -> None:
     assert sim["backend"] == "pcsc"
     assert sim["echo"] == ["cafebabe", 0x9000]
     assert sim["present_after_remove"] is False
+
+
+def test_scan_of_every_reader_watches_each_once(report: dict[str, Any]) -> None:
+    """scan with no reader named follows the resource manager's reader list;
+    a reader it knows both directly and through PC/SC ("Virtual PCD" is
+    pcscd's "Virtual PCD 00 00") is watched once, not once per name."""
+    scan = report["held"]["scan"]
+    assert scan["rc"] == 0, scan["stderr"]
+    events = [json.loads(line) for line in scan["stdout"].splitlines() if line.startswith("{")]
+    arrivals = [e["reader"] for e in events if e.get("event") == "arrival"]
+    assert sorted(arrivals) == sorted(set(arrivals)), events
+    assert any(r.startswith("Virtual PCD") for r in arrivals), events
+    assert not [e for e in events if e.get("event") == "reader-added"], events
