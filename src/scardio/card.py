@@ -6,6 +6,9 @@ default) through the card's :class:`scardio.reader.Reader`; a card that
 answers at once costs one IOCTL.  The common call (a short APDU as bytes,
 no options, an untraced device) runs in the binding's
 ``CardBase.transmit``; everything else in ``Card._transmit_py``.
+
+``with card.transaction():`` keeps everyone else off the card for the
+block (see :meth:`Card.transaction`).
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ _TRANSMIT = int(IOCTL.TRANSMIT)
 _new_tuple = tuple.__new__  # Response(...) through its generated __new__ costs twice as much
 _SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
 
-__all__ = ["Card", "Response", "StatusWordError", "CardDisconnectedError",
-           "transmit_steps", "MAX_GET_RESPONSE"]
+__all__ = ["Card", "Transaction", "Response", "StatusWordError", "CardDisconnectedError",
+           "TransactionError", "transmit_steps", "MAX_GET_RESPONSE"]
 
 
 _IO_HEADERS: dict[int, bytes] = {}
@@ -58,11 +61,20 @@ class CardDisconnectedError(errors.InvalidStateError):
     closed): connect again."""
 
 
+class TransactionError(errors.InvalidStateError):
+    """A transaction asked for where none can start: one is already open
+    on the card (transactions do not nest)."""
+
+
 class Card(CardBase):
     """A card connected through a :class:`Reader` (see Reader.connect)."""
 
     reader: "Reader"
     protocol: Protocol
+    #: How the connection is shared with other clients: "shared" or
+    #: "exclusive" (always "exclusive" on the direct path: see
+    #: :meth:`scardio.reader.Reader.connect`).
+    share: str = "exclusive"
 
     def __init__(self, reader: "Reader", atr: bytes, protocol: Protocol,
                  actions: Optional[list[str]] = None, *, auto_get_response: bool = True,
@@ -184,9 +196,29 @@ class Card(CardBase):
             self.reader._disconnected(self, disposition if type(disposition) is Disposition
                                       else Disposition(disposition))
 
+    def transaction(self) -> "Transaction":
+        """``with card.transaction():`` -- nobody else uses the card until
+        the block ends (on an exception too).
+
+        Through PC/SC this is ``SCardBeginTransaction`` /
+        ``SCardEndTransaction``: other clients' APDUs (other processes,
+        other readers opened on it in this one) wait until the block ends;
+        entering waits while another client holds a transaction, as PC/SC
+        does, with no timeout.  On every path the calling thread also holds
+        the reader's lock for the block, so the other threads using this
+        reader wait too: on the direct path (where scardio owns the reader
+        and no other process can reach it) that process-local lock is all
+        there is.  The holder's own calls go through (the lock is its own);
+        a transaction does not nest (TransactionError), and asking on a
+        disconnected card raises CardDisconnectedError.  A card removed or
+        reset inside raises the usual NoCardError / InvalidStateError and
+        the transaction ends with it; disconnect() inside ends it too.
+        Entering returns the card."""
+        return Transaction(self)
+
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reader": self.reader.name, "atr": self.atr_bytes.hex().upper(),
-                             "protocol": self.protocol_name,
+                             "protocol": self.protocol_name, "share": self.share,
                              "connect_actions": self.connect_actions}
         if self.atr is not None:
             d["atr_protocols"] = [f"T={p}" for p in self.atr.protocols]
@@ -206,3 +238,38 @@ class Card(CardBase):
         state = "connected" if self.connected else f"gone ({self._gone})"
         return (f"<scardio.Card {self.atr_bytes.hex().upper()} {self.protocol_name} "
                 f"on {self.reader.name!r} {state}>")
+
+
+class Transaction:
+    """The context manager :meth:`Card.transaction` returns: BEGIN on
+    entry with the reader lock taken, END on exit, the lock released."""
+
+    __slots__ = ("card",)
+
+    def __init__(self, card: Card) -> None:
+        self.card = card
+
+    def __enter__(self) -> Card:
+        card = self.card
+        reader = card.reader
+        lock = reader._lock
+        if reader.session.transaction is card and lock._is_owned():
+            raise TransactionError(f"a transaction is already open on {reader.name!r} "
+                                   "(transactions do not nest)")
+        lock.acquire()
+        try:
+            run_sync(reader.device, reader.session.begin_transaction_steps(card))
+        except BaseException:
+            lock.release()
+            raise
+        return card
+
+    def __exit__(self, exc_type: Optional[type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        card = self.card
+        reader = card.reader
+        try:
+            run_sync(reader.device, reader.session.end_transaction_steps(
+                card, quiet=exc is not None))  # the block's own error comes first
+        finally:
+            reader._lock.release()
