@@ -807,15 +807,16 @@ static void note_card_rc(pcsc_dev *s, uint32_t rc)
         s->reset_by_other = 1;
 }
 
-/* SET_SHARE_MODE: the mode of the next connection; a handle held in another
- * mode (kept after a LEAVE disconnect) is switched by SCardReconnect with
- * SCARD_LEAVE_CARD, so the card is neither reset nor repowered. */
+/* SET_SHARE_MODE: the mode of the next connection.  A handle held in
+ * another mode (kept after a LEAVE disconnect) is let go with
+ * SCARD_LEAVE_CARD, so the card stays powered and the next POWER connects
+ * anew in the new mode: pcsc-lite's SCardReconnect from exclusive to shared
+ * keeps the reader locked against other clients' SCardConnect. */
 static scio_status do_set_share_mode(pcsc_dev *s, const uint8_t *in, size_t in_len,
-                                     uint8_t *out, size_t out_cap, size_t *out_len,
-                                     long *drv)
+                                     uint8_t *out, size_t out_cap, size_t *out_len)
 {
-    PCSC_DWORD mode, active = 0;
-    uint32_t want, rc;
+    PCSC_DWORD mode;
+    uint32_t want;
     if (in_len < 4)
         return SCIO_INVALID_PARAMETER;
     want = scio_get_u32(in);
@@ -830,18 +831,9 @@ static scio_status do_set_share_mode(pcsc_dev *s, const uint8_t *in, size_t in_l
     if (out_cap < 4)
         return SCIO_BUFFER_TOO_SMALL;
     if (s->connected && mode != s->handle_share) {
-        PCSC_DWORD protocols = s->protocol ? to_pcsc_protocols(s->protocol)
-                                           : PCSC_PROTOCOL_T0 | PCSC_PROTOCOL_T1;
         if (s->transaction == TXN_OPEN)
             return SCIO_INVALID_DEVICE_STATE; /* not inside a transaction */
-        rc = rc32(api.reconnect(s->card, mode, protocols, PCSC_LEAVE_CARD, &active));
-        if (rc != PCSC_S_SUCCESS) {
-            note_card_rc(s, rc);
-            return fail_rc(rc, drv); /* SHARING_VIOLATION: others are connected */
-        }
-        s->handle_share = mode;
-        if (!s->reset_by_other)
-            s->protocol = from_pcsc_protocol(active);
+        drop_handle(s);
     }
     s->share = mode;
     return put_u32(mode == PCSC_SHARE_EXCLUSIVE ? SCIO_SHARE_EXCLUSIVE : SCIO_SHARE_SHARED,
@@ -1038,7 +1030,7 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
         st = put_u32(s->last_error, out, out_cap, out_len);
         break;
     case SCIO_IOCTL_SET_SHARE_MODE:
-        st = do_set_share_mode(s, in, in_len, out, out_cap, out_len, drv);
+        st = do_set_share_mode(s, in, in_len, out, out_cap, out_len);
         break;
     case SCIO_IOCTL_BEGIN_TRANSACTION:
         st = do_begin_transaction(s, op, drv);

@@ -285,22 +285,28 @@ static void test_share_and_transactions(void)
     CHECK(fake_last(4) == 0); /* nothing connected for it */
     CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
     CHECK(fake_last(0) == PCSC_SHARE_EXCLUSIVE);
-    /* The same mode again: no call.  Another: SCardReconnect, card untouched. */
+    /* The same mode again: no call.  Another: the kept handle is let go
+     * (LEAVE: the card stays powered) and the next POWER connects anew. */
     {
-        int reconnects = fake_calls(EP_RECONNECT);
+        int disconnects = fake_calls(EP_DISCONNECT);
         CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == SCIO_SHARE_EXCLUSIVE);
-        CHECK(fake_calls(EP_RECONNECT) == reconnects);
+        CHECK(fake_calls(EP_DISCONNECT) == disconnects && fake_last(4) == 1);
         CHECK(share_of(d, SCIO_SHARE_DEFAULT, &st) == SCIO_SHARE_SHARED && st == SCIO_SUCCESS);
-        CHECK(fake_calls(EP_RECONNECT) == reconnects + 1);
-        CHECK(fake_last(0) == PCSC_SHARE_SHARED && fake_last(2) == PCSC_LEAVE_CARD);
-        CHECK(state_of(d) == SCIO_STATE_SPECIFIC);
-        /* Exclusive refused while others are connected: typed, mode kept. */
-        fake_fail_next(EP_RECONNECT, PCSC_E_SHARING_VIOLATION);
-        CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == 99 && st == SCIO_SHARING_VIOLATION);
+        CHECK(fake_calls(EP_DISCONNECT) == disconnects + 1 && fake_last(4) == 0);
+        CHECK(fake_last(2) == PCSC_LEAVE_CARD && state_of(d) == SCIO_STATE_SWALLOWED);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+        CHECK(fake_last(0) == PCSC_SHARE_SHARED && state_of(d) == SCIO_STATE_SPECIFIC);
+        /* Exclusive refused while others are connected: at the connect,
+         * typed. */
+        CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == SCIO_SHARE_EXCLUSIVE);
+        fake_fail_next(EP_CONNECT, PCSC_E_SHARING_VIOLATION);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) ==
+              SCIO_SHARING_VIOLATION);
         CHECK((uint32_t)scio_device_driver_code(d) == PCSC_E_SHARING_VIOLATION);
-        CHECK(state_of(d) == SCIO_STATE_SPECIFIC);
-        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_WARM_RESET, out, 33, &n) == SCIO_SUCCESS);
-        CHECK(fake_last(0) == PCSC_SHARE_SHARED); /* the refused mode did not stick */
+        CHECK(fake_last(0) == PCSC_SHARE_EXCLUSIVE && fake_last(4) == 0);
+        CHECK(share_of(d, SCIO_SHARE_SHARED, &st) == SCIO_SHARE_SHARED);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+        CHECK(fake_last(0) == PCSC_SHARE_SHARED);
     }
     /* Transactions: END without BEGIN is refused; BEGIN then END. */
     CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
