@@ -119,7 +119,7 @@ class Scenarios:
         shares = [c("connect shared") for c in clients]
         start = time.monotonic() + 0.5
         for tag, c in enumerate(clients, 1):
-            c.send(f"transmit 60 {tag} {start}")
+            c.send(f"transmit 60 {tag} {start} {start + 0.5}")
         runs = [c.reply() for c in clients]
         for c in clients:
             c("disconnect")

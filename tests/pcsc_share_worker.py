@@ -3,7 +3,7 @@ reader it is given through pcscd and runs the commands its stdin sends, one
 per line, answering each with one JSON line (timestamps are
 time.monotonic(), CLOCK_MONOTONIC: one clock for every process here).
 
-commands: connect SHARE | transmit N TAG [START] | begin | end | disconnect |
+commands: connect SHARE | transmit N TAG [START [UNTIL]] | begin | end | disconnect |
           remove | insert | state | quit
 """
 
@@ -45,9 +45,12 @@ def main() -> None:
                 n, tag = int(args[0]), int(args[1])
                 if len(args) > 2:  # a common start time: all clients go together
                     time.sleep(max(0.0, float(args[2]) - time.monotonic()))
+                until = float(args[3]) if len(args) > 3 else 0.0  # and go on until then
                 apdus = []
-                for i in range(n):
+                i = 0
+                while i < n or time.monotonic() < until:
                     payload = bytes([tag, i & 0xFF])
+                    i += 1
                     t0 = time.monotonic()
                     r = card.transmit(b"\x80\xEE\x00\x00\x02" + payload + b"\x02")
                     t1 = time.monotonic()

@@ -62,7 +62,7 @@ def test_three_processes_share_one_reader(report: dict[str, Any]) -> None:
     assert [ok(c)["share"] for c in got["connects"]] == ["shared"] * 3
     runs = [ok(r)["apdus"] for r in got["runs"]]
     for apdus in runs:
-        assert len(apdus) == 60 and all(good for _, _, good in apdus)  # each its own echo
+        assert len(apdus) >= 60 and all(good for _, _, good in apdus)  # each its own echo
     # Interleaved: each process's span overlaps both others', and in the
     # merged order by send time the sender changes many times.
     spans = [(a[0][0], a[-1][1]) for a in runs]

@@ -71,10 +71,7 @@ class Card(CardBase):
 
     reader: "Reader"
     protocol: Protocol
-    #: How the connection is shared with other clients: "shared" or
-    #: "exclusive" (always "exclusive" on the direct path: see
-    #: :meth:`scardio.reader.Reader.connect`).
-    share: str = "exclusive"
+    _share: Optional[str] = None  # known from the connect, else asked once
 
     def __init__(self, reader: "Reader", atr: bytes, protocol: Protocol,
                  actions: Optional[list[str]] = None, *, auto_get_response: bool = True,
@@ -195,6 +192,17 @@ class Card(CardBase):
                 return
             self.reader._disconnected(self, disposition if type(disposition) is Disposition
                                       else Disposition(disposition))
+
+    @property
+    def share(self) -> str:
+        """How the connection is shared with other clients: "shared" or
+        "exclusive" (always "exclusive" on the direct path: see
+        :meth:`scardio.reader.Reader.connect`)."""
+        if self._share is None:
+            with self.reader._lock:
+                self._share = run_sync(self.reader.device,
+                                       self.reader.session.share_in_force_steps())
+        return self._share
 
     def transaction(self) -> "Transaction":
         """``with card.transaction():`` -- nobody else uses the card until

@@ -231,8 +231,8 @@ class ReaderSession:
         (None: the mode in force is already the one asked).  ValueError
         for a `share` that is not "shared", "exclusive" or None."""
         want = share_value(share)
-        if want == self._share_set:
-            return None
+        if want == self._share_set or (share is None and self._share_set is None):
+            return None  # (never asked for another: the device's own is in force)
         self._share_set = None  # unknown until SET_SHARE_MODE answers
         return want
 
@@ -243,7 +243,8 @@ class ReaderSession:
         if conn.share is not None:
             self._share_set, self._share_in_force = conn.share_asked, conn.share
         card = make_card(conn)
-        card.share = share_name(self._share_in_force)
+        if self._share_set is not None:
+            card._share = share_name(self._share_in_force)
         self.card = card
         if self._listeners:
             self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
@@ -313,6 +314,15 @@ class ReaderSession:
             yield from self.power_down_steps("timer")
             return None
         return delay
+
+    def share_in_force_steps(self) -> "Steps[str]":
+        """The name of the share mode in force (asking the device for its
+        own when no connect asked for one: SET_SHARE_MODE(DEFAULT) changes
+        nothing then)."""
+        if self._share_set is None:
+            self._share_in_force = yield from share_steps(Share.DEFAULT)
+            self._share_set = int(Share.DEFAULT)
+        return share_name(self._share_in_force)
 
     def _default_share_steps(self) -> "Steps[None]":
         """Back to the device's own share mode once the connection that
