@@ -62,7 +62,7 @@ from .sequences.startup import startup_steps
 from .sequences.transmit import Response, transmit_steps
 from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
 
-__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
+__all__ = ["AsyncReader", "AsyncCard", "AsyncTransaction", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
 
 #: Public names of the asyncio classes that their blocking twins lack:
 #: ``aclose`` (close with the power-down run on the loop) and

@@ -25,6 +25,7 @@ from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import deadline_after
 from .sequences.disconnect import Disposition
+from .sequences.sharing import TransactionError as TransactionError
 from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, StatusWordError,
                                  follow_up_steps, split_response, transmit_steps)
 # importable from here, where they were defined before
@@ -59,11 +60,6 @@ def _io_header(protocol: int) -> bytes:
 class CardDisconnectedError(errors.InvalidStateError):
     """The card handle is no longer usable (disconnected, removed, reader
     closed): connect again."""
-
-
-class TransactionError(errors.InvalidStateError):
-    """A transaction asked for where none can start: one is already open
-    on the card (transactions do not nest)."""
 
 
 class Card(CardBase):

@@ -209,11 +209,12 @@ class Reader(SessionFront):
         ``scardio.pcsc.open_reader(name, share=...)``, "shared" unless
         asked); an exclusive connection is refused ReaderInUseError while
         another client is connected, keeps every other client out until
-        :meth:`Card.disconnect`, and its end lets them in at once.  On the
-        direct path scardio owns the reader and no other process can reach
-        it, so every connection is exclusive: "shared" is accepted (code
-        written for either path works on both) and means the same, and
-        ``card.share`` says "exclusive".  See also :meth:`Card.transaction`.
+        :meth:`scardio.card.Card.disconnect`, and its end lets them in at
+        once.  On the direct path scardio owns the reader and no other
+        process can reach it, so every connection is exclusive: "shared" is
+        accepted (code written for either path works on both) and means the
+        same, and ``card.share`` says "exclusive".  See also
+        :meth:`scardio.card.Card.transaction`.
 
         Raises NoCardError (no card), TimeoutError (the sequence did not
         settle within `timeout` seconds or `max_steps` GET_STATEs),

@@ -32,8 +32,8 @@ from .constants import IOCTL, Share, ioctl_name
 from .sequences import Steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
 from .sequences.disconnect import Disposition, power_down_steps, warm_reset_steps
-from .sequences.sharing import (begin_transaction_steps, end_transaction_steps, share_name,
-                                share_steps, share_value)
+from .sequences.sharing import (TransactionError, begin_transaction_steps,
+                                end_transaction_steps, share_name, share_steps, share_value)
 
 if TYPE_CHECKING:
     from .card import Card
@@ -341,7 +341,6 @@ class ReaderSession:
     def begin_transaction_steps(self, card: "Card") -> "Steps[None]":
         """BEGIN_TRANSACTION for `card`: refused on a gone card, on a
         closed reader and inside another transaction (they do not nest)."""
-        from .card import TransactionError
         self.check_open()
         card._check()
         if self.transaction is not None:

@@ -12,14 +12,20 @@ from __future__ import annotations
 
 from typing import Optional
 
+from .. import errors
 from ..constants import IOCTL, Share
 from . import U32, Request, Steps, u32
 
-__all__ = ["SHARE_MODES", "share_value", "share_name", "share_steps",
+__all__ = ["SHARE_MODES", "TransactionError", "share_value", "share_name", "share_steps",
            "begin_transaction_steps", "end_transaction_steps"]
 
 #: The ``share=`` values of a connect (None: the reader's default).
 SHARE_MODES = ("shared", "exclusive")
+
+class TransactionError(errors.InvalidStateError):
+    """A transaction asked for where none can start: one is already open
+    on the card (transactions do not nest)."""
+
 
 _VALUES = {"shared": int(Share.SHARED), "exclusive": int(Share.EXCLUSIVE),
            None: int(Share.DEFAULT)}
