@@ -246,7 +246,8 @@ scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
  * SCIO_NO_SERVICE (no resource manager), SCIO_OBJECT_NAME_NOT_FOUND (no such
  * reader), each with a reason in errbuf. */
 typedef struct scio_pcsc_options {
-    /* How card connections are shared with other clients:
+    /* How card connections are shared with other clients unless
+     * SET_SHARE_MODE asks otherwise (SCIO_SHARE_DEFAULT comes back to it):
      * SCIO_PCSC_SHARE_SHARED (0, the default) or SCIO_PCSC_SHARE_EXCLUSIVE. */
     unsigned share_mode;
     /* As scio_ifd_options.close_timeout_ms. */

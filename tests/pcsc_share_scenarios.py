@@ -156,7 +156,8 @@ class Scenarios:
         ends: B's first APDU is sent while A holds the transaction and
         completes only after A's end began."""
         a, b = self.client(), self.client()
-        out: dict[str, Any] = {"connects": [a("connect shared"), b("connect shared")]}
+        # b asks for nothing: the mode its reader was opened with (shared).
+        out: dict[str, Any] = {"connects": [a("connect shared"), b("connect default")]}
         out["begin"] = a("begin")
         b.send("transmit 5 2")  # blocks in SCardTransmit until a ends
         time.sleep(0.3)  # let b's first APDU reach pcscd; the asserts use timestamps

@@ -3,7 +3,7 @@ reader it is given through pcscd and runs the commands its stdin sends, one
 per line, answering each with one JSON line (timestamps are
 time.monotonic(), CLOCK_MONOTONIC: one clock for every process here).
 
-commands: connect SHARE | transmit N TAG [START [UNTIL]] | begin | end | disconnect |
+commands: connect SHARE|default | transmit N TAG [START [UNTIL]] | begin | end | disconnect |
           remove | insert | state | quit
 """
 
@@ -38,7 +38,8 @@ def main() -> None:
         out: dict[str, Any] = {"cmd": cmd}
         try:
             if cmd == "connect":
-                card = reader.connect(share=args[0], timeout=20)
+                card = reader.connect(share=None if args[0] == "default" else args[0],
+                                      timeout=20)
                 out["share"] = card.share
             elif cmd == "transmit":
                 assert card is not None

@@ -96,6 +96,7 @@ def test_an_exclusive_connection_keeps_the_others_out_until_released(
 
 def test_a_transaction_keeps_another_processes_apdus_out(report: dict[str, Any]) -> None:
     got = scenario(report, "transaction")
+    assert [ok(c)["share"] for c in got["connects"]] == ["shared", "shared"]
     begun = ok(got["begin"])["t1"]
     inside = ok(got["a_inside"])["apdus"]
     ended = ok(got["end"])["t0"]

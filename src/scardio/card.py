@@ -25,6 +25,7 @@ from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import deadline_after
 from .sequences.disconnect import Disposition
+from .sequences.sharing import SHARE_MODES
 from .sequences.sharing import TransactionError as TransactionError
 from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, StatusWordError,
                                  follow_up_steps, split_response, transmit_steps)
@@ -195,7 +196,12 @@ class Card(CardBase):
         "exclusive" (always "exclusive" on the direct path: see
         :meth:`scardio.reader.Reader.connect`)."""
         if self._share is None:
-            with self.reader._lock:
+            # Nothing asked for another mode: the device's own is in force.
+            own = getattr(self.reader.device, "share", None)
+            if own in SHARE_MODES:
+                self._share = str(own)
+                return self._share
+            with self.reader._lock:  # a device that does not say: ask it
                 self._share = run_sync(self.reader.device,
                                        self.reader.session.share_in_force_steps())
         return self._share
