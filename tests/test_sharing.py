@@ -145,3 +145,27 @@ def test_async_transaction_and_share(reader_sim) -> None:
         await card.disconnect()
         return order
     assert asyncio.run(main()) == ["other sent", "end", "other answered"]
+
+
+def test_the_share_mode_asked_is_sent_only_when_it_changes() -> None:
+    names: list[str] = []
+    with sim_reader(trace=lambda r: names.append(r.name)) as (reader, sim):
+        def connect(share):
+            names.clear()
+            card = reader.connect(share=share)
+            sent = [n for n in names if n == "SET_SHARE_MODE"]
+            names.clear()
+            card.disconnect()
+            return sent, [n for n in names if n == "SET_SHARE_MODE"]
+        sim.insert()
+        assert connect(None) == ([], [])  # the device's own: nothing to say
+        assert connect("exclusive") == (["SET_SHARE_MODE"], ["SET_SHARE_MODE"])
+        assert connect(None) == ([], [])  # the disconnect put the default back
+        # A connect that fails after asking leaves the mode unknown: the
+        # next one asks again, even for the default.
+        sim.remove()
+        with pytest.raises(errors.NoCardError):
+            reader.connect(share="shared")
+        sim.insert()
+        assert connect(None) == (["SET_SHARE_MODE"], [])
+        assert connect(None) == ([], [])

@@ -69,6 +69,7 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
 
 
 _INF = float("inf")
+_SHARE_UNKNOWN = -1  # ReaderSession._share_set: a SET_SHARE_MODE whose answer was not seen
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:
@@ -128,8 +129,9 @@ class ReaderSession:
         # on the callers' threads: the list needs its own small lock.
         self._presence_lock = threading.Lock()
         self._presence_waiters: list[Callable[[bool], None]] = []
-        # The SET_SHARE_MODE value last put in force on the device (None:
-        # not known, ask) and the mode it answered.
+        # The SET_SHARE_MODE value last put in force on the device and the
+        # mode it answered; None: never asked (the device's own mode is in
+        # force), _SHARE_UNKNOWN: asked, answer not seen (ask again).
         self._share_set: Optional[int] = None
         self._share_in_force = int(Share.EXCLUSIVE)
         #: The card whose transaction is open (None: none).
@@ -233,7 +235,7 @@ class ReaderSession:
         want = share_value(share)
         if want == self._share_set or (share is None and self._share_set is None):
             return None  # (never asked for another: the device's own is in force)
-        self._share_set = None  # unknown until SET_SHARE_MODE answers
+        self._share_set = _SHARE_UNKNOWN  # until SET_SHARE_MODE answers
         return want
 
     def finish_connect(self, conn: Connected, make_card: Callable[[Connected], "Card"],
@@ -243,7 +245,7 @@ class ReaderSession:
         if conn.share is not None:
             self._share_set, self._share_in_force = conn.share_asked, conn.share
         card = make_card(conn)
-        if self._share_set is not None:
+        if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
             card._share = share_name(self._share_in_force)
         self.card = card
         if self._listeners:
@@ -319,7 +321,8 @@ class ReaderSession:
         """The name of the share mode in force (asking the device for its
         own when no connect asked for one: SET_SHARE_MODE(DEFAULT) changes
         nothing then)."""
-        if self._share_set is None:
+        if self._share_set is None or self._share_set == _SHARE_UNKNOWN:
+            self._share_set = _SHARE_UNKNOWN
             self._share_in_force = yield from share_steps(Share.DEFAULT)
             self._share_set = int(Share.DEFAULT)
         return share_name(self._share_in_force)
@@ -330,7 +333,7 @@ class ReaderSession:
         once, even while the power-down timer keeps the card powered)."""
         if self._share_set in (None, Share.DEFAULT):
             return
-        self._share_set = None
+        self._share_set = _SHARE_UNKNOWN
         try:
             self._share_in_force = yield from share_steps(Share.DEFAULT)
         except errors.ScardioError:
