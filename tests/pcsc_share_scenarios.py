@@ -169,6 +169,14 @@ class Scenarios:
         # After its end, another client's transaction is granted.
         out["b_begin"] = b("begin")
         out["b_end"] = b("end")
+        # A begin with a timeout gives up while another client holds one,
+        # and leaves nothing behind once that one ends.
+        out["a_again"] = a("begin")
+        out["b_begin_timeout"] = b("begin 0.3")
+        out["a_end_again"] = a("end")
+        out["b_after_timeout"] = b("transmit 2 2")
+        out["b_begin_after"] = b("begin 5")
+        out["b_end_after"] = b("end")
         a("disconnect")
         b("disconnect")
         a.quit()

@@ -3,8 +3,8 @@ reader it is given through pcscd and runs the commands its stdin sends, one
 per line, answering each with one JSON line (timestamps are
 time.monotonic(), CLOCK_MONOTONIC: one clock for every process here).
 
-commands: connect SHARE|default | transmit N TAG [START [UNTIL]] | begin | end | disconnect |
-          remove | insert | state | quit
+commands: connect SHARE|default | transmit N TAG [START [UNTIL]] |
+          begin [TIMEOUT] | end | disconnect | remove | insert | state | quit
 """
 
 from __future__ import annotations
@@ -59,9 +59,14 @@ def main() -> None:
                 out["apdus"] = apdus
             elif cmd == "begin":
                 assert card is not None
-                txn = card.transaction()
+                txn = card.transaction(float(args[0]) if args else None)
                 out["t0"] = time.monotonic()
-                txn.__enter__()
+                try:
+                    txn.__enter__()
+                except BaseException:
+                    txn = None
+                    out["t1"] = time.monotonic()
+                    raise
                 out["t1"] = time.monotonic()
             elif cmd == "end":
                 assert txn is not None

@@ -111,6 +111,16 @@ def test_a_transaction_keeps_another_processes_apdus_out(report: dict[str, Any])
     assert not ok(got["a_state"])["in_transaction"]
     ok(got["b_begin"])
     ok(got["b_end"])
+    # A bounded begin gives up while another client holds a transaction,
+    # and the card is usable (and transactable) once that one ends.
+    ok(got["a_again"])
+    timed_out = got["b_begin_timeout"]
+    assert not timed_out["ok"] and timed_out["error"]["type"] == "TimeoutError", timed_out
+    assert 0.25 < timed_out["t1"] - timed_out["t0"] < 3
+    ok(got["a_end_again"])
+    assert all(good for _, _, good in ok(got["b_after_timeout"])["apdus"])
+    ok(got["b_begin_after"])
+    ok(got["b_end_after"])
 
 
 def test_a_card_removed_inside_a_transaction_ends_it(report: dict[str, Any]) -> None:

@@ -169,3 +169,53 @@ def test_the_share_mode_asked_is_sent_only_when_it_changes() -> None:
         sim.insert()
         assert connect(None) == (["SET_SHARE_MODE"], [])
         assert connect(None) == ([], [])
+
+
+def test_a_bounded_transaction_gives_up_on_another_threads(reader_sim) -> None:
+    reader, _ = reader_sim
+    card = reader.connect()
+    with pytest.raises(ValueError):
+        card.transaction(timeout=-1)
+    holding, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with card.transaction():
+            holding.set()
+            release.wait(5)
+    t = threading.Thread(target=holder)
+    t.start()
+    assert holding.wait(5)
+    started = time.monotonic()
+    with pytest.raises(errors.TimeoutError):
+        with card.transaction(timeout=0.2):
+            pass
+    assert 0.15 < time.monotonic() - started < 3
+    release.set()
+    t.join(5)
+    with card.transaction(timeout=5):  # bounded, on the direct path: at once
+        assert card.transmit(ECHO).sw == 0x9000
+    assert reader.session.transaction is None
+
+
+def test_a_bounded_async_transaction_gives_up_on_another_tasks(reader_sim) -> None:
+    reader, _ = reader_sim
+
+    async def main() -> None:
+        card = await AsyncReader(reader).connect()
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def holder() -> None:
+            async with card.transaction():
+                holding.set()
+                await release.wait()
+        task = asyncio.ensure_future(holder())
+        await holding.wait()
+        with pytest.raises(errors.TimeoutError):
+            async with card.transaction(timeout=0.1):
+                pass
+        release.set()
+        await task
+        async with card.transaction(timeout=5):
+            assert (await card.transmit(ECHO)).sw == 0x9000
+        await card.disconnect()
+    asyncio.run(main())

@@ -60,9 +60,11 @@ from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
 from .sequences.transmit import Response, transmit_steps
-from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
+from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, check_timeout,
+                      deadline_after)
 
-__all__ = ["AsyncReader", "AsyncCard", "AsyncTransaction", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
+__all__ = ["AsyncReader", "AsyncCard", "AsyncTransaction", "AsyncMonitor", "open_reader",
+           "ASYNC_ONLY"]
 
 #: Public names of the asyncio classes that their blocking twins lack:
 #: ``aclose`` (close with the power-down run on the loop) and
@@ -348,13 +350,13 @@ class AsyncCard:
             if not mine:
                 self.reader._lock.release()
 
-    def transaction(self) -> "AsyncTransaction":
+    def transaction(self, timeout: Optional[float] = None) -> "AsyncTransaction":
         """``async with card.transaction():`` -- as
-        :meth:`scardio.card.Card.transaction`, with the async reader's lock
+        :meth:`scardio.card.Card.transaction` (`timeout` too), with the async reader's lock
         held by the task for the block (its other tasks wait; the blocking
         front end's threads are not kept out by it, only other clients
         are, through PC/SC)."""
-        return AsyncTransaction(self)
+        return AsyncTransaction(self, timeout)
 
     async def __aenter__(self) -> "AsyncCard":
         return self
@@ -370,20 +372,28 @@ class AsyncCard:
 class AsyncTransaction:
     """What :meth:`AsyncCard.transaction` returns."""
 
-    __slots__ = ("acard",)
+    __slots__ = ("acard", "timeout")
 
-    def __init__(self, acard: AsyncCard) -> None:
+    def __init__(self, acard: AsyncCard, timeout: Optional[float] = None) -> None:
+        check_timeout(timeout)
         self.acard = acard
+        self.timeout = timeout
 
     async def __aenter__(self) -> AsyncCard:
         areader = self.acard.reader
         if areader._in_transaction():
             raise TransactionError(f"a transaction is already open on {areader.name!r} "
                                    "(transactions do not nest)")
-        await areader._lock.acquire()
+        deadline = deadline_after(self.timeout)
+        try:
+            await asyncio.wait_for(areader._lock.acquire(), self.timeout)
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError("another task's transaction did not end within the "
+                                      "timeout") from None
         try:
             await run_async(areader._link(),
-                            areader.session.begin_transaction_steps(self.acard._card))
+                            areader.session.begin_transaction_steps(self.acard._card),
+                            deadline=deadline)
         except BaseException:
             areader._lock.release()
             raise

@@ -14,6 +14,7 @@ block (see :meth:`Card.transaction`).
 from __future__ import annotations
 
 import struct
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -23,7 +24,8 @@ from .apdu import ApduLike, check_length, to_apdu_bytes
 from .atr import ATR, ATRError, parse_atr_cached
 from .constants import IOCTL, Protocol
 from .runner import run_sync
-from .session import deadline_after
+from .session import check_timeout, deadline_after
+from .sequences import Steps
 from .sequences.disconnect import Disposition
 from .sequences.sharing import SHARE_MODES
 from .sequences.sharing import TransactionError as TransactionError
@@ -206,7 +208,7 @@ class Card(CardBase):
                                        self.reader.session.share_in_force_steps())
         return self._share
 
-    def transaction(self) -> "Transaction":
+    def transaction(self, timeout: Optional[float] = None) -> "Transaction":
         """``with card.transaction():`` -- nobody else uses the card until
         the block ends (on an exception too).
 
@@ -214,7 +216,10 @@ class Card(CardBase):
         ``SCardEndTransaction``: other clients' APDUs (other processes,
         other readers opened on it in this one) wait until the block ends;
         entering waits while another client holds a transaction, as PC/SC
-        does, with no timeout.  On every path the calling thread also holds
+        does: for ever, or at most `timeout` seconds (then TimeoutError;
+        the resource manager's call cannot be interrupted, so this reader's
+        other calls still wait for it, and the transaction it gets late is
+        ended at once).  On every path the calling thread also holds
         the reader's lock for the block, so the other threads using this
         reader wait too: on the direct path (where scardio owns the reader
         and no other process can reach it) that process-local lock is all
@@ -224,7 +229,7 @@ class Card(CardBase):
         reset inside raises the usual NoCardError / InvalidStateError and
         the transaction ends with it; disconnect() inside ends it too.
         Entering returns the card."""
-        return Transaction(self)
+        return Transaction(self, timeout)
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reader": self.reader.name, "atr": self.atr_bytes.hex().upper(),
@@ -254,10 +259,12 @@ class Transaction:
     """The context manager :meth:`Card.transaction` returns: BEGIN on
     entry with the reader lock taken, END on exit, the lock released."""
 
-    __slots__ = ("card",)
+    __slots__ = ("card", "timeout")
 
-    def __init__(self, card: Card) -> None:
+    def __init__(self, card: Card, timeout: Optional[float] = None) -> None:
+        check_timeout(timeout)
         self.card = card
+        self.timeout = timeout
 
     def __enter__(self) -> Card:
         card = self.card
@@ -266,9 +273,14 @@ class Transaction:
         if reader.session.transaction is card and lock._is_owned():
             raise TransactionError(f"a transaction is already open on {reader.name!r} "
                                    "(transactions do not nest)")
-        lock.acquire()
+        deadline = deadline_after(self.timeout)
+        reader._acquire_until(deadline)  # another thread's transaction
         try:
-            run_sync(reader.device, reader.session.begin_transaction_steps(card))
+            steps = reader.session.begin_transaction_steps(card)
+            if deadline is None:
+                run_sync(reader.device, steps)
+            else:
+                _begin_until(reader.device, steps, deadline)
         except BaseException:
             lock.release()
             raise
@@ -283,3 +295,26 @@ class Transaction:
                 card, quiet=exc is not None))  # the block's own error comes first
         finally:
             reader._lock.release()
+
+
+def _begin_until(device: Any, steps: "Steps[None]", deadline: float) -> None:
+    """The begin sequence with its IOCTL overlapped, given up (cancelled)
+    at `deadline`: the backend ends a transaction it gets after that."""
+    try:
+        req = next(steps)
+        op = device.submit(req.code, req.input, req.output_size)
+        try:
+            out = op.wait(max(0.0, deadline - time.monotonic()))
+        except errors.TimeoutError:
+            op.cancel()
+            raise errors.TimeoutError("BEGIN_TRANSACTION: another client's transaction did "
+                                      "not end within the timeout",
+                                      ioctl=req.code) from None
+        except errors.ScardioError as exc:
+            steps.throw(exc)
+        else:
+            steps.send(out)
+    except StopIteration:
+        return
+    finally:
+        steps.close()

@@ -332,6 +332,23 @@ static void test_share_and_transactions(void)
     CHECK(now_ms() - t0 >= 50);
     pthread_join(t, NULL);
     CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    /* An overlapped BEGIN given up (cancelled) while it waits: once the
+     * other client lets go, the transaction it got is ended at once. */
+    {
+        scio_op *op;
+        int ends = (int)fake_last(7);
+        fake_hold_other(1);
+        CHECK(scio_submit(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, 0, 8, &op) == SCIO_SUCCESS);
+        sleep_ms(20);
+        scio_op_cancel(op);
+        CHECK(!scio_op_done(op)); /* still inside SCardBeginTransaction */
+        fake_hold_other(0);
+        CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+        scio_op_release(op);
+        CHECK(fake_last(5) == 0 && (int)fake_last(7) == ends + 1);
+        CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+              SCIO_INVALID_DEVICE_STATE);
+    }
     /* A card removed inside a transaction: NO_MEDIA, and the transaction
      * ended with the handle (END succeeds, a second END is refused). */
     CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
