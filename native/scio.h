@@ -81,6 +81,33 @@ const char *scio_status_name(scio_status status);
 #define SCIO_IOCTL_GET_STATE       SCIO_CTL_CODE(14)
 #define SCIO_IOCTL_GET_LAST_ERROR  SCIO_CTL_CODE(15)
 
+/* scardio's extensions of the contract: IOCTLs no Windows driver defines,
+ * numbered in a customer device type (0x8031) so that no driver ever sees
+ * one -- every backend answers them itself.
+ *   SET_SHARE_MODE     in: u32 SCIO_SHARE_*; out: u32 the mode now in force
+ *                      (EXCLUSIVE or SHARED).  How the next card connection
+ *                      is shared with other clients; a connection held in
+ *                      another mode is switched at once, the card untouched.
+ *   BEGIN_TRANSACTION  no data.  Keep every other client off the connected
+ *                      card until END_TRANSACTION (or the connection ends);
+ *                      waits while another client holds a transaction.
+ *   END_TRANSACTION    no data.  INVALID_DEVICE_STATE without a transaction.
+ * Through PC/SC these are the share mode of SCardConnect / SCardReconnect
+ * and SCardBeginTransaction / SCardEndTransaction.  A direct backend owns
+ * its reader, so every connection is exclusive (SET_SHARE_MODE answers
+ * EXCLUSIVE whatever is asked) and there is no other client to keep out
+ * (the transaction IOCTLs succeed at once); exclusion between the threads
+ * of one process is the caller's business. */
+#define SCIO_EXT_CTL_CODE(n) (0x80310000u | ((uint32_t)(n) << 2))
+#define SCIO_IOCTL_SET_SHARE_MODE     SCIO_EXT_CTL_CODE(1)
+#define SCIO_IOCTL_BEGIN_TRANSACTION  SCIO_EXT_CTL_CODE(2)
+#define SCIO_IOCTL_END_TRANSACTION    SCIO_EXT_CTL_CODE(3)
+
+/* SET_SHARE_MODE values: DEFAULT is the mode the device was opened with. */
+#define SCIO_SHARE_DEFAULT    0u
+#define SCIO_SHARE_EXCLUSIVE  1u
+#define SCIO_SHARE_SHARED     2u
+
 /* Vendor control codes: Windows style (function 2048..4095) and pcsc-lite
  * style (0x42000000 + n).  Both reach the driver's vendor control entry. */
 #define SCIO_VENDOR_CTL_WIN(n)   SCIO_CTL_CODE(n)
@@ -219,7 +246,8 @@ scio_status scio_open_path(const char *path, scio_queue *q, scio_device **out,
  * SCIO_NO_SERVICE (no resource manager), SCIO_OBJECT_NAME_NOT_FOUND (no such
  * reader), each with a reason in errbuf. */
 typedef struct scio_pcsc_options {
-    /* How card connections are shared with other clients:
+    /* How card connections are shared with other clients unless
+     * SET_SHARE_MODE asks otherwise (SCIO_SHARE_DEFAULT comes back to it):
      * SCIO_PCSC_SHARE_SHARED (0, the default) or SCIO_PCSC_SHARE_EXCLUSIVE. */
     unsigned share_mode;
     /* As scio_ifd_options.close_timeout_ms. */

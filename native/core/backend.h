@@ -110,4 +110,31 @@ static inline void scio_put_u32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)(v >> 24);
 }
 
+/* Is `code` one of scardio's extension IOCTLs (scio.h, SCIO_EXT_CTL_CODE)? */
+static inline int scio_is_extension_ioctl(uint32_t code)
+{
+    return code == SCIO_IOCTL_SET_SHARE_MODE || code == SCIO_IOCTL_BEGIN_TRANSACTION ||
+           code == SCIO_IOCTL_END_TRANSACTION;
+}
+
+/* The answer of a backend that owns its reader (a direct one) to an
+ * extension IOCTL: every connection is exclusive, and no other client
+ * exists to keep out of a transaction.  The input is checked as the
+ * resource manager's backend checks it. */
+static inline scio_status scio_direct_extension_ioctl(uint32_t code, const uint8_t *in,
+                                                      size_t in_len, uint8_t *out,
+                                                      size_t out_cap, size_t *out_len)
+{
+    *out_len = 0;
+    if (code != SCIO_IOCTL_SET_SHARE_MODE)
+        return SCIO_SUCCESS;
+    if (in_len < 4 || scio_get_u32(in) > SCIO_SHARE_SHARED)
+        return SCIO_INVALID_PARAMETER;
+    if (out_cap < 4)
+        return SCIO_BUFFER_TOO_SMALL;
+    scio_put_u32(out, SCIO_SHARE_EXCLUSIVE);
+    *out_len = 4;
+    return SCIO_SUCCESS;
+}
+
 #endif /* SCIO_BACKEND_H */

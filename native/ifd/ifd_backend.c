@@ -1498,6 +1498,8 @@ static scio_status ifd_ioctl(scio_device *d, scio_op *op, uint32_t code,
          * they get through while a call holds the reader lock). */
         return do_control(s, pcsc_code, in, in_len, out, out_cap, out_len, drv);
     }
+    if (scio_is_extension_ioctl(code)) /* no driver call: the channel is ours alone */
+        return scio_direct_extension_ioctl(code, in, in_len, out, out_cap, out_len);
     if (holds_lock(s->lock))
         return SCIO_POSSIBLE_DEADLOCK; /* called from inside a call of this reader */
     if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)

@@ -206,4 +206,8 @@ typedef PCSC_LONG (PCSC_CALL *pcsc_get_attrib_fn)(PCSC_HANDLE card, PCSC_DWORD a
 typedef PCSC_LONG (PCSC_CALL *pcsc_set_attrib_fn)(PCSC_HANDLE card, PCSC_DWORD attr,
                                                   const unsigned char *in, PCSC_DWORD len);
 
+typedef PCSC_LONG (PCSC_CALL *pcsc_begin_transaction_fn)(PCSC_HANDLE card);
+typedef PCSC_LONG (PCSC_CALL *pcsc_end_transaction_fn)(PCSC_HANDLE card,
+                                                       PCSC_DWORD disposition);
+
 #endif /* SCARDIO_PCSC_ABI_H */

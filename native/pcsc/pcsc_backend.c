@@ -83,6 +83,8 @@ typedef struct pcsc_api {
     pcsc_cancel_fn cancel;
     pcsc_get_attrib_fn get_attrib;   /* optional */
     pcsc_set_attrib_fn set_attrib;   /* optional */
+    pcsc_begin_transaction_fn begin_transaction; /* optional: then NOT_SUPPORTED */
+    pcsc_end_transaction_fn end_transaction;     /* optional, with begin */
 } pcsc_api;
 
 static scio_mutex api_lock = SCIO_MUTEX_INITIALIZER;
@@ -162,6 +164,8 @@ static scio_status load_api_locked(void)
     RESOLVE(cancel, "SCardCancel");
     RESOLVE(get_attrib, "SCardGetAttrib");
     RESOLVE(set_attrib, "SCardSetAttrib");
+    RESOLVE(begin_transaction, "SCardBeginTransaction");
+    RESOLVE(end_transaction, "SCardEndTransaction");
     if (!api.establish) missing = "SCardEstablishContext";
     else if (!api.release) missing = "SCardReleaseContext";
     else if (!api.list_readers) missing = "SCardListReaders";
@@ -230,6 +234,7 @@ static const char *code_name(uint32_t rc)
     case PCSC_E_NO_READERS_AVAILABLE: return "SCARD_E_NO_READERS_AVAILABLE";
     case PCSC_W_REMOVED_CARD: return "SCARD_W_REMOVED_CARD";
     case PCSC_W_RESET_CARD: return "SCARD_W_RESET_CARD";
+    case PCSC_E_NOT_TRANSACTED: return "SCARD_E_NOT_TRANSACTED";
     case PCSC_W_UNRESPONSIVE_CARD: return "SCARD_W_UNRESPONSIVE_CARD";
     default: return "SCARD error";
     }
@@ -335,9 +340,12 @@ static uint32_t contract_state(PCSC_DWORD st)
 
 /* ---- devices ------------------------------------------------------------- */
 
+enum { TXN_NONE, TXN_OPEN, TXN_LOST }; /* LOST: it ended with the card handle */
+
 typedef struct pcsc_dev {
     char *reader;
-    PCSC_DWORD share;
+    PCSC_DWORD share;          /* for the next SCardConnect (SET_SHARE_MODE) */
+    PCSC_DWORD default_share;  /* the mode the device was opened with */
     PCSC_CONTEXT ctx;          /* every call but tracking, under `lock` */
     PCSC_CONTEXT track_ctx;    /* IS_PRESENT / IS_ABSENT only */
     int has_ctx, has_track_ctx;
@@ -345,6 +353,8 @@ typedef struct pcsc_dev {
     /* guarded by lock */
     int connected;
     PCSC_HANDLE card;
+    PCSC_DWORD handle_share;   /* the mode `card` is connected in */
+    int transaction;           /* TXN_*: SCardBeginTransaction on `card` */
     int reset_by_other;        /* the handle saw SCARD_W_RESET_CARD */
     uint32_t protocol;         /* the contract's protocol in force, 0 if none */
     uint8_t atr[SCIO_MAX_ATR];
@@ -362,6 +372,8 @@ typedef struct pcsc_dev {
 
 static void forget_card(pcsc_dev *s)
 {
+    if (s->transaction == TXN_OPEN)
+        s->transaction = TXN_LOST; /* a handle's transaction ends with it */
     s->connected = 0;
     s->reset_by_other = 0;
     s->protocol = 0;
@@ -484,6 +496,7 @@ static scio_status connect_card(pcsc_dev *s, long *drv)
     if (rc != PCSC_S_SUCCESS)
         return fail_rc(rc, drv);
     s->connected = 1;
+    s->handle_share = s->share;
     return read_after_connect(s, active, drv);
 }
 
@@ -830,6 +843,97 @@ static scio_status do_control(pcsc_dev *s, PCSC_DWORD code, const uint8_t *in, s
     return SCIO_SUCCESS;
 }
 
+/* ---- sharing and transactions (scardio's extension IOCTLs) --------------- */
+
+/* A card-level failure of a call on the handle: a removed card takes the
+ * handle with it, a reset by another client marks it. */
+static void note_card_rc(pcsc_dev *s, uint32_t rc)
+{
+    if (rc == PCSC_W_REMOVED_CARD || rc == PCSC_E_NO_SMARTCARD)
+        drop_handle(s);
+    else if (rc == PCSC_W_RESET_CARD)
+        s->reset_by_other = 1;
+}
+
+/* SET_SHARE_MODE: the mode of the next connection.  A handle held in
+ * another mode (kept after a LEAVE disconnect) is let go with
+ * SCARD_LEAVE_CARD, so the card stays powered and the next POWER connects
+ * anew in the new mode: pcsc-lite's SCardReconnect from exclusive to shared
+ * keeps the reader locked against other clients' SCardConnect. */
+static scio_status do_set_share_mode(pcsc_dev *s, const uint8_t *in, size_t in_len,
+                                     uint8_t *out, size_t out_cap, size_t *out_len)
+{
+    PCSC_DWORD mode;
+    uint32_t want;
+    if (in_len < 4)
+        return SCIO_INVALID_PARAMETER;
+    want = scio_get_u32(in);
+    if (want == SCIO_SHARE_DEFAULT)
+        mode = s->default_share;
+    else if (want == SCIO_SHARE_EXCLUSIVE)
+        mode = PCSC_SHARE_EXCLUSIVE;
+    else if (want == SCIO_SHARE_SHARED)
+        mode = PCSC_SHARE_SHARED;
+    else
+        return SCIO_INVALID_PARAMETER;
+    if (out_cap < 4)
+        return SCIO_BUFFER_TOO_SMALL;
+    if (s->connected && mode != s->handle_share) {
+        if (s->transaction == TXN_OPEN)
+            return SCIO_INVALID_DEVICE_STATE; /* not inside a transaction */
+        drop_handle(s);
+    }
+    s->share = mode;
+    return put_u32(mode == PCSC_SHARE_EXCLUSIVE ? SCIO_SHARE_EXCLUSIVE : SCIO_SHARE_SHARED,
+                   out, out_cap, out_len);
+}
+
+/* BEGIN_TRANSACTION: SCardBeginTransaction on the card handle, which waits
+ * while another client holds a transaction (the device lock held: this
+ * device's other calls wait too). */
+static scio_status do_begin_transaction(pcsc_dev *s, scio_op *op, long *drv)
+{
+    uint32_t rc;
+    if (!api.begin_transaction || !api.end_transaction)
+        return SCIO_NOT_SUPPORTED;
+    if (!s->connected)
+        return no_handle_status(s, drv);
+    if (s->transaction == TXN_OPEN || s->reset_by_other)
+        return SCIO_INVALID_DEVICE_STATE;
+    rc = rc32(api.begin_transaction(s->card));
+    if (rc != PCSC_S_SUCCESS) {
+        note_card_rc(s, rc);
+        return fail_rc(rc, drv);
+    }
+    if (scio_op_cancelled(op)) { /* nobody waits for it any more: give it back */
+        api.end_transaction(s->card, PCSC_LEAVE_CARD);
+        return SCIO_CANCELLED;
+    }
+    s->transaction = TXN_OPEN;
+    return SCIO_SUCCESS;
+}
+
+/* END_TRANSACTION.  A transaction whose handle went (card removed,
+ * POWER_DOWN) has ended already.  One the library will not end (the card
+ * was reset or removed since: pcsc-lite then keeps the lock) ends by
+ * dropping the handle, and the card's error is reported. */
+static scio_status do_end_transaction(pcsc_dev *s, long *drv)
+{
+    uint32_t rc;
+    if (s->transaction == TXN_LOST) {
+        s->transaction = TXN_NONE;
+        return SCIO_SUCCESS;
+    }
+    if (s->transaction != TXN_OPEN || !s->connected)
+        return SCIO_INVALID_DEVICE_STATE;
+    rc = rc32(api.end_transaction(s->card, PCSC_LEAVE_CARD));
+    s->transaction = TXN_NONE;
+    if (rc == PCSC_S_SUCCESS)
+        return SCIO_SUCCESS;
+    drop_handle(s);
+    return fail_rc(rc, drv);
+}
+
 /* ---- tracking (IS_PRESENT / IS_ABSENT) ------------------------------------ */
 
 /* One SCardGetStatusChange on the tracking context, unless a wake-up came
@@ -1004,6 +1108,15 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
         break;
     case SCIO_IOCTL_GET_LAST_ERROR:
         st = put_u32(s->last_error, out, out_cap, out_len);
+        break;
+    case SCIO_IOCTL_SET_SHARE_MODE:
+        st = do_set_share_mode(s, in, in_len, out, out_cap, out_len);
+        break;
+    case SCIO_IOCTL_BEGIN_TRANSACTION:
+        st = do_begin_transaction(s, op, drv);
+        break;
+    case SCIO_IOCTL_END_TRANSACTION:
+        st = do_end_transaction(s, drv);
         break;
     default:
         st = vendor_code(code, &vcode)
@@ -1182,6 +1295,7 @@ scio_status scio_open_pcsc(const char *reader, scio_queue *q, const scio_pcsc_op
     memcpy(s->reader, reader, n + 1);
     s->share = opts && opts->share_mode == SCIO_PCSC_SHARE_EXCLUSIVE ? PCSC_SHARE_EXCLUSIVE
                                                                      : PCSC_SHARE_SHARED;
+    s->default_share = s->share;
     scio_mutex_init(&s->lock);
     scio_mutex_init(&s->track_lock);
     scio_cond_init(&s->track_cv);

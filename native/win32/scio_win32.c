@@ -345,6 +345,10 @@ static scio_status w32_ioctl(scio_device *d, scio_op *op, uint32_t code,
     BOOL ok;
 
     (void)op;
+    if (scio_is_extension_ioctl(code)) { /* scardio's own: never the driver's */
+        *driver_code = 0;
+        return scio_direct_extension_ioctl(code, in, in_len, out, out_cap, out_len);
+    }
     ev = event_get(s);
     if (!ev)
         return SCIO_INSUFFICIENT_RESOURCES;
@@ -392,6 +396,12 @@ static void w32_submit(scio_device *d, scio_op *op, uint32_t code,
     w32_op *w = (w32_op *)scio_op_backend_data(op);
     BOOL ok;
 
+    if (scio_is_extension_ioctl(code)) { /* answered here: never the driver's */
+        size_t n = 0;
+        scio_status st = scio_direct_extension_ioctl(code, in, in_len, out, out_cap, &n);
+        scio_op_complete(op, st, n, 0);
+        return;
+    }
     w->op = op;
     w->out_cap = out_cap;
     scio_mutex_lock(&port.lock);

@@ -85,6 +85,9 @@ class Device:
     def closed(self) -> bool: ...
     library: str
     device_name: str
+    #: The share mode connections get unless they ask for another
+    #: (SET_SHARE_MODE): open_pcsc's `share`; "exclusive" for a direct reader.
+    share: str
     lun: int
     def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
         """Synchronous IOCTL (GIL released).  Raises a scardio.errors type;

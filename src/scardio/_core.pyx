@@ -488,12 +488,16 @@ cdef class Device:
     cdef readonly str library
     cdef readonly str device_name
     cdef readonly unsigned long lun
+    # The share mode connections get unless they ask for another: a direct
+    # reader's are always exclusive.
+    cdef readonly str share
     cdef dict _ops  # op id -> weakref to its Operation: harvest finds live ones
 
     def __cinit__(self):
         self._dev = NULL
         self._closed = True
         self._ops = {}
+        self.share = "exclusive"
 
     def __init__(self):
         raise TypeError("use Device.open_ifd(), Device.open_path() or Device.open_pcsc()")
@@ -602,6 +606,7 @@ cdef class Device:
         self.library = ""
         self.device_name = reader
         self.lun = 0
+        self.share = share
         return self
 
     @property

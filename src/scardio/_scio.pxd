@@ -50,6 +50,13 @@ cdef extern from "scio.h" nogil:
     const uint32_t SCIO_IOCTL_SET_PROTOCOL
     const uint32_t SCIO_IOCTL_GET_STATE
     const uint32_t SCIO_IOCTL_GET_LAST_ERROR
+    uint32_t SCIO_EXT_CTL_CODE(uint32_t n)
+    const uint32_t SCIO_IOCTL_SET_SHARE_MODE
+    const uint32_t SCIO_IOCTL_BEGIN_TRANSACTION
+    const uint32_t SCIO_IOCTL_END_TRANSACTION
+    const uint32_t SCIO_SHARE_DEFAULT
+    const uint32_t SCIO_SHARE_EXCLUSIVE
+    const uint32_t SCIO_SHARE_SHARED
     uint32_t SCIO_VENDOR_CTL_WIN(uint32_t n)
     uint32_t SCIO_VENDOR_CTL_PCSC(uint32_t n)
 

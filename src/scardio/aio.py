@@ -50,7 +50,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Un
 
 from . import errors, waiting
 from .apdu import ApduLike, to_apdu_bytes
-from .card import Card
+from .card import Card, TransactionError
 from .constants import IOCTL, Protocol, State
 from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, CardEvent,
                       ReaderList, Tracker, _Hotplug, _ListWatcher)
@@ -61,9 +61,11 @@ from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
 from .sequences.transmit import Response, transmit_steps
-from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
+from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, check_timeout,
+                      deadline_after)
 
-__all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
+__all__ = ["AsyncReader", "AsyncCard", "AsyncTransaction", "AsyncMonitor", "open_reader",
+           "ASYNC_ONLY"]
 
 #: Public names of the asyncio classes that their blocking twins lack:
 #: ``aclose`` (close with the power-down run on the loop) and
@@ -290,6 +292,7 @@ class AsyncCard:
     protocol_name = property(lambda self: self._card.protocol_name)
     connect_actions = property(lambda self: self._card.connect_actions)
     connected = property(lambda self: self._card.connected)
+    share = property(lambda self: self._card.share)
 
     @property
     def auto_get_response(self) -> bool:
@@ -322,7 +325,9 @@ class AsyncCard:
             auto_resend=card.auto_resend if auto_resend is None else auto_resend)
         deadline = None if timeout is None else time.monotonic() + timeout
         lock = self.reader._lock
-        await lock.acquire()  # not `async with`: one coroutine less per APDU
+        mine = self.reader._in_transaction()  # the lock is this task's already
+        if not mine:
+            await lock.acquire()  # not `async with`: one coroutine less per APDU
         try:
             card._check()
             try:
@@ -331,13 +336,28 @@ class AsyncCard:
                 self.reader.session.transmit_failed(card, exc)
                 raise
         finally:
-            lock.release()
+            if not mine:
+                lock.release()
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """As :meth:`scardio.card.Card.disconnect`."""
-        async with self.reader._lock:
+        mine = self.reader._in_transaction()
+        if not mine:
+            await self.reader._lock.acquire()
+        try:
             if self._card.connected:
                 await self.reader._disconnected(self._card, Disposition(disposition))
+        finally:
+            if not mine:
+                self.reader._lock.release()
+
+    def transaction(self, timeout: Optional[float] = None) -> "AsyncTransaction":
+        """``async with card.transaction():`` -- as
+        :meth:`scardio.card.Card.transaction` (`timeout` too), with the async reader's lock
+        held by the task for the block (its other tasks wait; the blocking
+        front end's threads are not kept out by it, only other clients
+        are, through PC/SC)."""
+        return AsyncTransaction(self, timeout)
 
     async def __aenter__(self) -> "AsyncCard":
         return self
@@ -348,6 +368,52 @@ class AsyncCard:
 
     def __repr__(self) -> str:
         return f"<scardio.aio.AsyncCard {self._card!r}>"
+
+
+class AsyncTransaction:
+    """What :meth:`AsyncCard.transaction` returns."""
+
+    __slots__ = ("acard", "timeout")
+
+    def __init__(self, acard: AsyncCard, timeout: Optional[float] = None) -> None:
+        check_timeout(timeout)
+        self.acard = acard
+        self.timeout = timeout
+
+    async def __aenter__(self) -> AsyncCard:
+        areader = self.acard.reader
+        if areader._in_transaction():
+            raise TransactionError(f"a transaction is already open on {areader.name!r} "
+                                   "(transactions do not nest)")
+        deadline = deadline_after(self.timeout)
+        try:
+            await asyncio.wait_for(areader._lock.acquire(), self.timeout)
+        except asyncio.TimeoutError:
+            raise errors.TimeoutError("another task's transaction did not end within the "
+                                      "timeout") from None
+        try:
+            await run_async(areader._link(),
+                            areader.session.begin_transaction_steps(self.acard._card),
+                            deadline=deadline)
+        except BaseException:
+            areader._lock.release()
+            raise
+        areader._txn_task = asyncio.current_task()
+        return self.acard
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        areader = self.acard.reader
+        try:
+            steps = areader.session.end_transaction_steps(self.acard._card,
+                                                          quiet=exc is not None)
+            if areader.session.closed:
+                run_sync(None, steps)  # a closed reader's end runs no IOCTL
+            else:
+                await run_async(areader._link(), steps)
+        finally:
+            areader._txn_task = None
+            areader._lock.release()
 
 
 class AsyncReader(SessionFront):
@@ -363,6 +429,12 @@ class AsyncReader(SessionFront):
         # decides which card is connected (and keeps it alive).
         self._acard: "Optional[weakref.ref[AsyncCard]]" = None
         self._link_obj: Optional[_LoopLink] = None
+        # The task inside `async with card.transaction()` (holding _lock).
+        self._txn_task: "Optional[asyncio.Task[Any]]" = None
+
+    def _in_transaction(self) -> bool:
+        """Whether the current task holds this reader's transaction."""
+        return self._txn_task is not None and self._txn_task is asyncio.current_task()
 
     # -- what the blocking Reader has ------------------------------------------
     name = property(lambda self: self.reader.name, doc="As :attr:`scardio.reader.Reader.name`.")
@@ -465,15 +537,15 @@ class AsyncReader(SessionFront):
     async def connect(self, protocols: int = Protocol.T0 | Protocol.T1, *,
                       timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
                       max_steps: int = CONNECT_MAX_STEPS, auto_get_response: bool = True,
-                      auto_resend: bool = True) -> AsyncCard:
-        """As :meth:`scardio.reader.Reader.connect`."""
+                      auto_resend: bool = True, share: Optional[str] = None) -> AsyncCard:
+        """As :meth:`scardio.reader.Reader.connect` (`share` too)."""
         def make_card(conn: Connected) -> Card:
             return Card(self.reader, conn.atr, conn.protocol, conn.actions,
                         auto_get_response=auto_get_response, auto_resend=auto_resend)
         async with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
             card = await run_async(self._link(), self.session.connect_steps(
-                protocols, make_card, max_steps=max_steps, deadline=deadline),
+                protocols, make_card, max_steps=max_steps, deadline=deadline, share=share),
                 deadline=deadline)
             return self._wrap(card)
 

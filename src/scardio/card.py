@@ -6,11 +6,15 @@ default) through the card's :class:`scardio.reader.Reader`; a card that
 answers at once costs one IOCTL.  The common call (a short APDU as bytes,
 no options, an untraced device) runs in the binding's
 ``CardBase.transmit``; everything else in ``Card._transmit_py``.
+
+``with card.transaction():`` keeps everyone else off the card for the
+block (see :meth:`Card.transaction`).
 """
 
 from __future__ import annotations
 
 import struct
+import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,8 +24,11 @@ from .apdu import ApduLike, check_length, to_apdu_bytes
 from .atr import ATR, ATRError, parse_atr_cached
 from .constants import IOCTL, Protocol
 from .runner import run_sync
-from .session import deadline_after
+from .session import check_timeout, deadline_after
+from .sequences import Steps
 from .sequences.disconnect import Disposition
+from .sequences.sharing import SHARE_MODES
+from .sequences.sharing import TransactionError as TransactionError
 from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, StatusWordError,
                                  follow_up_steps, split_response, transmit_steps)
 # importable from here, where they were defined before
@@ -36,8 +43,8 @@ _TRANSMIT = int(IOCTL.TRANSMIT)
 _new_tuple = tuple.__new__  # Response(...) through its generated __new__ costs twice as much
 _SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
 
-__all__ = ["Card", "Response", "StatusWordError", "CardDisconnectedError",
-           "transmit_steps", "MAX_GET_RESPONSE"]
+__all__ = ["Card", "Transaction", "Response", "StatusWordError", "CardDisconnectedError",
+           "TransactionError", "transmit_steps", "MAX_GET_RESPONSE"]
 
 
 _IO_HEADERS: dict[int, bytes] = {}
@@ -63,6 +70,7 @@ class Card(CardBase):
 
     reader: "Reader"
     protocol: Protocol
+    _share: Optional[str] = None  # known from the connect, else asked once
 
     def __init__(self, reader: "Reader", atr: bytes, protocol: Protocol,
                  actions: Optional[list[str]] = None, *, auto_get_response: bool = True,
@@ -184,9 +192,48 @@ class Card(CardBase):
             self.reader._disconnected(self, disposition if type(disposition) is Disposition
                                       else Disposition(disposition))
 
+    @property
+    def share(self) -> str:
+        """How the connection is shared with other clients: "shared" or
+        "exclusive" (always "exclusive" on the direct path: see
+        :meth:`scardio.reader.Reader.connect`)."""
+        if self._share is None:
+            # Nothing asked for another mode: the device's own is in force.
+            own = getattr(self.reader.device, "share", None)
+            if own in SHARE_MODES:
+                self._share = str(own)
+                return self._share
+            with self.reader._lock:  # a device that does not say: ask it
+                self._share = run_sync(self.reader.device,
+                                       self.reader.session.share_in_force_steps())
+        return self._share
+
+    def transaction(self, timeout: Optional[float] = None) -> "Transaction":
+        """``with card.transaction():`` -- nobody else uses the card until
+        the block ends (on an exception too).
+
+        Through PC/SC this is ``SCardBeginTransaction`` /
+        ``SCardEndTransaction``: other clients' APDUs (other processes,
+        other readers opened on it in this one) wait until the block ends;
+        entering waits while another client holds a transaction, as PC/SC
+        does: for ever, or at most `timeout` seconds (then TimeoutError;
+        the resource manager's call cannot be interrupted, so this reader's
+        other calls still wait for it, and the transaction it gets late is
+        ended at once).  On every path the calling thread also holds
+        the reader's lock for the block, so the other threads using this
+        reader wait too: on the direct path (where scardio owns the reader
+        and no other process can reach it) that process-local lock is all
+        there is.  The holder's own calls go through (the lock is its own);
+        a transaction does not nest (TransactionError), and asking on a
+        disconnected card raises CardDisconnectedError.  A card removed or
+        reset inside raises the usual NoCardError / InvalidStateError and
+        the transaction ends with it; disconnect() inside ends it too.
+        Entering returns the card."""
+        return Transaction(self, timeout)
+
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reader": self.reader.name, "atr": self.atr_bytes.hex().upper(),
-                             "protocol": self.protocol_name,
+                             "protocol": self.protocol_name, "share": self.share,
                              "connect_actions": self.connect_actions}
         if self.atr is not None:
             d["atr_protocols"] = [f"T={p}" for p in self.atr.protocols]
@@ -206,3 +253,68 @@ class Card(CardBase):
         state = "connected" if self.connected else f"gone ({self._gone})"
         return (f"<scardio.Card {self.atr_bytes.hex().upper()} {self.protocol_name} "
                 f"on {self.reader.name!r} {state}>")
+
+
+class Transaction:
+    """The context manager :meth:`Card.transaction` returns: BEGIN on
+    entry with the reader lock taken, END on exit, the lock released."""
+
+    __slots__ = ("card", "timeout")
+
+    def __init__(self, card: Card, timeout: Optional[float] = None) -> None:
+        check_timeout(timeout)
+        self.card = card
+        self.timeout = timeout
+
+    def __enter__(self) -> Card:
+        card = self.card
+        reader = card.reader
+        lock = reader._lock
+        if reader.session.transaction is card and lock._is_owned():
+            raise TransactionError(f"a transaction is already open on {reader.name!r} "
+                                   "(transactions do not nest)")
+        deadline = deadline_after(self.timeout)
+        reader._acquire_until(deadline)  # another thread's transaction
+        try:
+            steps = reader.session.begin_transaction_steps(card)
+            if deadline is None:
+                run_sync(reader.device, steps)
+            else:
+                _begin_until(reader.device, steps, deadline)
+        except BaseException:
+            lock.release()
+            raise
+        return card
+
+    def __exit__(self, exc_type: Optional[type[BaseException]],
+                 exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        card = self.card
+        reader = card.reader
+        try:
+            run_sync(reader.device, reader.session.end_transaction_steps(
+                card, quiet=exc is not None))  # the block's own error comes first
+        finally:
+            reader._lock.release()
+
+
+def _begin_until(device: Any, steps: "Steps[None]", deadline: float) -> None:
+    """The begin sequence with its IOCTL overlapped, given up (cancelled)
+    at `deadline`: the backend ends a transaction it gets after that."""
+    try:
+        req = next(steps)
+        op = device.submit(req.code, req.input, req.output_size)
+        try:
+            out = op.wait(max(0.0, deadline - time.monotonic()))
+        except errors.TimeoutError:
+            op.cancel()
+            raise errors.TimeoutError("BEGIN_TRANSACTION: another client's transaction did "
+                                      "not end within the timeout",
+                                      ioctl=req.code) from None
+        except errors.ScardioError as exc:
+            steps.throw(exc)
+        else:
+            steps.send(out)
+    except StopIteration:
+        return
+    finally:
+        steps.close()

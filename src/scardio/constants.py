@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["IOCTL", "State", "Protocol", "Attr", "PowerAction", "ctl_code",
+__all__ = ["IOCTL", "State", "Protocol", "Attr", "PowerAction", "Share", "ctl_code",
+           "ext_ctl_code",
            "vendor_ctl_win", "vendor_ctl_pcsc", "ioctl_name", "attr_name",
            "power_action_name", "protocol_mask_name", "state_name"]
 
@@ -20,6 +21,15 @@ def ctl_code(function: int) -> int:
     if not 0 <= function <= 0xFFF:
         raise ValueError(f"IOCTL function number {function} is not in 0..4095")
     return (FILE_DEVICE_SMARTCARD << 16) | (function << 2)
+
+
+def ext_ctl_code(function: int) -> int:
+    """One of scardio's extension IOCTLs (native/scio.h, SCIO_EXT_CTL_CODE):
+    a customer device type (0x8031), so that no driver ever sees one; every
+    backend answers them itself."""
+    if not 0 <= function <= 0xFFF:
+        raise ValueError(f"IOCTL function number {function} is not in 0..4095")
+    return 0x80310000 | (function << 2)
 
 
 def vendor_ctl_win(n: int) -> int:
@@ -49,6 +59,10 @@ class IOCTL(enum.IntEnum):
     SET_PROTOCOL = ctl_code(12)
     GET_STATE = ctl_code(14)
     GET_LAST_ERROR = ctl_code(15)
+    # scardio's extensions (sharing and transactions; see native/scio.h)
+    SET_SHARE_MODE = ext_ctl_code(1)
+    BEGIN_TRANSACTION = ext_ctl_code(2)
+    END_TRANSACTION = ext_ctl_code(3)
 
 
 class State(enum.IntEnum):
@@ -75,6 +89,14 @@ _STATE_DESCRIPTIONS = {
     State.NEGOTIABLE: "powered, ATR read, protocol not yet chosen",
     State.SPECIFIC: "powered, protocol set",
 }
+
+
+class Share(enum.IntEnum):
+    """SET_SHARE_MODE's values: DEFAULT asks for the mode the device was
+    opened with; the answer is EXCLUSIVE or SHARED."""
+    DEFAULT = 0
+    EXCLUSIVE = 1
+    SHARED = 2
 
 
 class PowerAction(enum.IntEnum):

@@ -39,6 +39,7 @@ from .sequences import Request as Request, Steps as Steps, get_state_steps as ge
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.connect import connect_steps as connect_steps
 from .sequences.disconnect import Disposition
+from .sequences.sharing import share_value
 from .sequences.disconnect import (POWER_DOWN_MAX_STEPS as POWER_DOWN_MAX_STEPS,
                                    power_down_steps as power_down_steps,
                                    warm_reset_steps as warm_reset_steps)
@@ -212,16 +213,34 @@ class Reader(SessionFront):
     def connect(self, protocols: int = Protocol.T0 | Protocol.T1, *,
                 timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
                 max_steps: int = CONNECT_MAX_STEPS,
-                auto_get_response: bool = True, auto_resend: bool = True) -> Card:
+                auto_get_response: bool = True, auto_resend: bool = True,
+                share: Optional[str] = None) -> Card:
         """Run the connect loop and SET_PROTOCOL; return the :class:`Card`.
+
+        `share` is how the connection is shared with other clients:
+        "shared", "exclusive", or None for the reader's default.  Through
+        PC/SC it is the share mode of ``SCardConnect`` for this connection
+        (the default is the mode the reader was opened with,
+        ``scardio.pcsc.open_reader(name, share=...)``, "shared" unless
+        asked); an exclusive connection is refused ReaderInUseError while
+        another client is connected, keeps every other client out until
+        :meth:`scardio.card.Card.disconnect`, and its end lets them in at
+        once.  On the direct path scardio owns the reader and no other
+        process can reach it, so every connection is exclusive: "shared" is
+        accepted (code written for either path works on both) and means the
+        same, and ``card.share`` says "exclusive".  See also
+        :meth:`scardio.card.Card.transaction`.
 
         Raises NoCardError (no card), TimeoutError (the sequence did not
         settle within `timeout` seconds or `max_steps` GET_STATEs),
         NotSupportedError (protocol), InvalidStateError (a card is already
-        connected through this reader)."""
+        connected through this reader), ReaderInUseError (an exclusive
+        connection elsewhere, or other clients when asking for one),
+        ValueError (`share` is none of the above)."""
         def make_card(conn: Connected) -> Card:
             return Card(self, conn.atr, conn.protocol, conn.actions,
                         auto_get_response=auto_get_response, auto_resend=auto_resend)
+        share_value(share)  # ValueError before the lock and any IOCTL
         deadline = deadline_after(timeout)
         self._acquire_until(deadline)
         try:
@@ -229,8 +248,9 @@ class Reader(SessionFront):
             started = session.begin_connect()
             # Only the IOCTLs run bounded (on the device's lane when there
             # is a deadline); the session changes here, under the lock.
-            conn = run_sync(self.device, connect_steps(protocols, max_steps=max_steps,
-                                                       deadline=deadline), deadline=deadline)
+            conn = run_sync(self.device, connect_steps(
+                protocols, max_steps=max_steps, deadline=deadline,
+                share=session.share_for_connect(share)), deadline=deadline)
             return session.finish_connect(conn, make_card, started)
         finally:
             self._lock.release()

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _defaults, errors
-from .constants import IOCTL, ioctl_name
+from .constants import IOCTL, Share, ioctl_name
 from .sequences import Steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
 from .sequences.disconnect import Disposition, power_down_steps, warm_reset_steps
+from .sequences.sharing import (TransactionError, begin_transaction_steps,
+                                end_transaction_steps, share_name, share_steps, share_value)
 
 if TYPE_CHECKING:
     from .card import Card
@@ -67,6 +69,7 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
 
 
 _INF = float("inf")
+_SHARE_UNKNOWN = -1  # ReaderSession._share_set: a SET_SHARE_MODE whose answer was not seen
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:
@@ -126,6 +129,13 @@ class ReaderSession:
         # on the callers' threads: the list needs its own small lock.
         self._presence_lock = threading.Lock()
         self._presence_waiters: list[Callable[[bool], None]] = []
+        # The SET_SHARE_MODE value last put in force on the device and the
+        # mode it answered; None: never asked (the device's own mode is in
+        # force), _SHARE_UNKNOWN: asked, answer not seen (ask again).
+        self._share_set: Optional[int] = None
+        self._share_in_force = int(Share.EXCLUSIVE)
+        #: The card whose transaction is open (None: none).
+        self.transaction: Optional["Card"] = None
 
     @property
     def name(self) -> str:
@@ -218,11 +228,25 @@ class ReaderSession:
         self.cancel_timer("reconnect")
         return time.monotonic()
 
+    def share_for_connect(self, share: Optional[str]) -> Optional[int]:
+        """The SET_SHARE_MODE value a connect with `share` must send first
+        (None: the mode in force is already the one asked).  ValueError
+        for a `share` that is not "shared", "exclusive" or None."""
+        want = share_value(share)
+        if want == self._share_set or (share is None and self._share_set is None):
+            return None  # (never asked for another: the device's own is in force)
+        self._share_set = _SHARE_UNKNOWN  # until SET_SHARE_MODE answers
+        return want
+
     def finish_connect(self, conn: Connected, make_card: Callable[[Connected], "Card"],
                        started: float) -> "Card":
         """After the connect loop: the card `make_card` builds goes into
         the slot (and a "connect" event out)."""
+        if conn.share is not None:
+            self._share_set, self._share_in_force = conn.share_asked, conn.share
         card = make_card(conn)
+        if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
+            card._share = share_name(self._share_in_force)
         self.card = card
         if self._listeners:
             self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
@@ -231,12 +255,15 @@ class ReaderSession:
 
     def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
                       max_steps: int = CONNECT_MAX_STEPS,
-                      deadline: Optional[float] = None) -> "Steps[Card]":
+                      deadline: Optional[float] = None,
+                      share: Optional[str] = None) -> "Steps[Card]":
         """:meth:`begin_connect`, the connect loop, :meth:`finish_connect`
         as one sequence.  (A runtime may also run the loop alone between
         the two: it touches no state of the session.)"""
+        share_value(share)  # ValueError before anything changes
         started = self.begin_connect()
-        conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline)
+        conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline,
+                                        share=self.share_for_connect(share))
         return self.finish_connect(conn, make_card, started)
 
     def release_card(self, card: "Card", disposition: Disposition) -> Optional[float]:
@@ -257,18 +284,25 @@ class ReaderSession:
     def disconnect_needs_io(self, disposition: Disposition) -> bool:
         """Whether a disconnect with `disposition` runs IOCTLs
         (:meth:`disconnect_steps`): UNPOWER, RESET, and LEAVE with a
-        power-down timeout of 0; nothing on a closed reader."""
+        power-down timeout of 0; ending an open transaction or a share mode
+        asked for the connection; nothing on a closed reader."""
         return not self.closed and (disposition != Disposition.LEAVE
-                                    or self._power_down_timeout == 0)
+                                    or self._power_down_timeout == 0
+                                    or self.transaction is not None
+                                    or self._share_set not in (None, Share.DEFAULT))
 
     def disconnect_steps(self, card: "Card",
                          disposition: Disposition) -> "Steps[Optional[float]]":
         """`card` was released with `disposition`: power it down or reset it
         as asked.  Returns the seconds of power-down timer to arm (None:
         none; see arm_timer)."""
+        in_transaction = self.transaction is card
         delay = self.release_card(card, disposition)
         if self.closed:
             return None
+        if in_transaction:
+            yield from self.end_transaction_steps(card, quiet=True)
+        yield from self._default_share_steps()
         if disposition == Disposition.UNPOWER:
             yield from self.power_down_steps("disconnect")
             return None
@@ -282,6 +316,62 @@ class ReaderSession:
             yield from self.power_down_steps("timer")
             return None
         return delay
+
+    def share_in_force_steps(self) -> "Steps[str]":
+        """The name of the share mode in force (asking the device for its
+        own when no connect asked for one: SET_SHARE_MODE(DEFAULT) changes
+        nothing then)."""
+        if self._share_set is None or self._share_set == _SHARE_UNKNOWN:
+            self._share_set = _SHARE_UNKNOWN
+            self._share_in_force = yield from share_steps(Share.DEFAULT)
+            self._share_set = int(Share.DEFAULT)
+        return share_name(self._share_in_force)
+
+    def _default_share_steps(self) -> "Steps[None]":
+        """Back to the device's own share mode once the connection that
+        asked for another ends (an exclusive one lets the others in at
+        once, even while the power-down timer keeps the card powered)."""
+        if self._share_set in (None, Share.DEFAULT):
+            return
+        self._share_set = _SHARE_UNKNOWN
+        try:
+            self._share_in_force = yield from share_steps(Share.DEFAULT)
+        except errors.ScardioError:
+            return  # asked again at the next connect
+        self._share_set = int(Share.DEFAULT)
+
+    # -- transactions -----------------------------------------------------------
+    def begin_transaction_steps(self, card: "Card") -> "Steps[None]":
+        """BEGIN_TRANSACTION for `card`: refused on a gone card, on a
+        closed reader and inside another transaction (they do not nest)."""
+        self.check_open()
+        card._check()
+        if self.transaction is not None:
+            raise TransactionError(f"a transaction is already open on {self.name!r} "
+                                   "(transactions do not nest)")
+        try:
+            yield from begin_transaction_steps()
+        except (errors.NoCardError, errors.InvalidStateError) as exc:
+            self.transmit_failed(card, exc)
+            raise
+        self.transaction = card
+
+    def end_transaction_steps(self, card: "Card", *, quiet: bool = False) -> "Steps[None]":
+        """END_TRANSACTION for `card`'s open transaction, if it is still
+        open.  The transaction is over whatever the answer; a card the end
+        found removed or reset is gone (its error raised unless `quiet`)."""
+        if self.transaction is not card:
+            return
+        self.transaction = None
+        if self.closed:
+            return  # closing released the connection, and its transaction
+        try:
+            yield from end_transaction_steps()
+        except errors.ScardioError as exc:
+            if isinstance(exc, (errors.NoCardError, errors.InvalidStateError)):
+                self.transmit_failed(card, exc)
+            if not quiet:
+                raise
 
     # -- the power-down timer -------------------------------------------------
     @property

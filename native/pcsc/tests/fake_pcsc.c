@@ -9,6 +9,10 @@
  * waiting is dropped, and a wait becomes cancellable only a moment after it
  * starts (fake_set_cancel_delay_ms), so the backend's repeated cancel is
  * exercised.
+ *
+ * Transactions: SCardBeginTransaction waits while "another client" holds
+ * one (fake_hold_other), and pcsc-lite's refusal to end a transaction on a
+ * handle that saw a reset can be scripted (fake_fail_next(EP_END, ...)).
  */
 #include <pthread.h>
 #include <string.h>
@@ -33,9 +37,10 @@ static PCSC_LONG no_service;
 static PCSC_DWORD cur_proto;   /* negotiated by the last (re)connect */
 static int atr_attribute = 1;  /* SCardGetAttrib answers ATR_STRING */
 static int pnp_readers = 2, pnp_missing; /* the PnP pseudo reader's count; none */
+static int other_holds, in_transaction, begins, ends;
 
 enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
-       EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
+       EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST, EP_BEGIN, EP_END };
 
 EXPORT void fake_set_present(int p)
 {
@@ -88,10 +93,20 @@ EXPORT unsigned long fake_last(int what)
     case 1: return last_control;
     case 2: return last_disposition;
     case 3: return last_pci_protocol;
+    case 5: return (unsigned long)in_transaction;
+    case 6: return (unsigned long)begins;
+    case 7: return (unsigned long)ends;
     default: return (unsigned long)connected_handles;
     }
 }
 EXPORT int fake_calls(int ep) { return calls[ep]; }
+EXPORT void fake_hold_other(int on)
+{
+    pthread_mutex_lock(&lock);
+    other_holds = on;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
 EXPORT int fake_waiting(void)
 {
     int w;
@@ -168,7 +183,8 @@ EXPORT PCSC_LONG SCardReconnect(PCSC_HANDLE card, PCSC_DWORD share, PCSC_DWORD p
                                 PCSC_DWORD init, PCSC_DWORD *active)
 {
     PCSC_LONG rc = take_failure(EP_RECONNECT);
-    (void)card; (void)share;
+    (void)card;
+    last_share = share;
     last_disposition = init;
     if (rc)
         return rc;
@@ -187,6 +203,9 @@ EXPORT PCSC_LONG SCardDisconnect(PCSC_HANDLE card, PCSC_DWORD disposition)
     calls[EP_DISCONNECT]++;
     last_disposition = disposition;
     connected_handles--;
+    pthread_mutex_lock(&lock);
+    in_transaction = 0; /* a handle's transaction ends with it */
+    pthread_mutex_unlock(&lock);
     if (disposition == PCSC_UNPOWER_CARD)
         powered = 0;
     return 0;
@@ -385,4 +404,43 @@ EXPORT PCSC_LONG SCardSetAttrib(PCSC_HANDLE card, PCSC_DWORD attr, const unsigne
 {
     (void)card; (void)attr; (void)in; (void)len;
     return 0;
+}
+
+EXPORT PCSC_LONG SCardBeginTransaction(PCSC_HANDLE card)
+{
+    PCSC_LONG rc;
+    struct timespec end = in_ms(5000); /* a test that forgets to release fails, not hangs */
+    (void)card;
+    pthread_mutex_lock(&lock);
+    rc = take_failure(EP_BEGIN);
+    while (!rc && other_holds &&
+           pthread_cond_timedwait(&cv, &lock, &end) == 0)
+        ;
+    if (!rc && other_holds)
+        rc = (PCSC_LONG)PCSC_E_TIMEOUT;
+    if (!rc && !present)
+        rc = (PCSC_LONG)PCSC_W_REMOVED_CARD;
+    if (!rc) {
+        in_transaction = 1;
+        begins++;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
+}
+
+EXPORT PCSC_LONG SCardEndTransaction(PCSC_HANDLE card, PCSC_DWORD disposition)
+{
+    PCSC_LONG rc;
+    (void)card;
+    pthread_mutex_lock(&lock);
+    last_disposition = disposition;
+    rc = take_failure(EP_END);
+    if (!rc && !in_transaction)
+        rc = (PCSC_LONG)PCSC_E_NOT_TRANSACTED;
+    if (!rc) {
+        in_transaction = 0;
+        ends++;
+    }
+    pthread_mutex_unlock(&lock);
+    return rc;
 }

@@ -3,7 +3,8 @@
  * library), run under valgrind by run.sh: the contract's IOCTLs, the
  * translations to the library (share modes, dispositions, PCI, control
  * codes), the error mapping, and cancellation of a tracking wait whose
- * first SCardCancel is dropped.
+ * first SCardCancel is dropped, and scardio's extension IOCTLs (share mode
+ * per connection, transactions).
  *
  * usage: test_pcsc main FAKE_LIBRARY
  *        test_pcsc missing            (SCARDIO_PCSC_LIBRARY names no file)
@@ -43,7 +44,7 @@ static int passed, failed;
     } while (0)
 
 enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
-       EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST };
+       EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST, EP_BEGIN, EP_END };
 
 static void (*fake_set_present)(int);
 static void (*fake_tear)(int);
@@ -58,6 +59,7 @@ static void (*fake_set_claim_rx)(unsigned long);
 static unsigned long (*fake_last)(int);
 static int (*fake_calls)(int);
 static int (*fake_waiting)(void);
+static void (*fake_hold_other)(int);
 
 static double now_ms(void)
 {
@@ -285,6 +287,163 @@ static void test_card_sequence(void)
     CHECK(fake_last(2) == PCSC_LEAVE_CARD && fake_last(4) == 0);
 }
 
+static void *release_other_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(60);
+    fake_hold_other(0);
+    return NULL;
+}
+
+static uint32_t share_of(scio_device *d, uint32_t want, scio_status *st)
+{
+    uint8_t out[4] = { 0xEE, 0xEE, 0xEE, 0xEE };
+    size_t n = 0;
+    *st = ioctl_u32(d, SCIO_IOCTL_SET_SHARE_MODE, want, out, 4, &n);
+    return n == 4 ? (uint32_t)out[0] | (uint32_t)out[1] << 8 : 99;
+}
+
+static void test_share_and_transactions(void)
+{
+    scio_device *d;
+    uint8_t out[300];
+    uint8_t tx[8 + 5] = { 2, 0, 0, 0, 8, 0, 0, 0, 0x00, 0xB0, 0x00, 0x00, 0x02 };
+    size_t n = 0;
+    char err[256];
+    scio_status st;
+    pthread_t t;
+    double t0;
+
+    fake_set_present(1);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    /* Bad input, typed; nothing changes. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_SET_SHARE_MODE, "\1", 1, out, 4, &n) ==
+          SCIO_INVALID_PARAMETER);
+    CHECK(share_of(d, 3, &st) == 99 && st == SCIO_INVALID_PARAMETER);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_SET_SHARE_MODE, SCIO_SHARE_SHARED, out, 3, &n) ==
+          SCIO_BUFFER_TOO_SMALL);
+    /* No connection yet: the mode of the next SCardConnect. */
+    CHECK(share_of(d, SCIO_SHARE_DEFAULT, &st) == SCIO_SHARE_SHARED && st == SCIO_SUCCESS);
+    CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == SCIO_SHARE_EXCLUSIVE && st == SCIO_SUCCESS);
+    CHECK(fake_last(4) == 0); /* nothing connected for it */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(0) == PCSC_SHARE_EXCLUSIVE);
+    /* The same mode again: no call.  Another: the kept handle is let go
+     * (LEAVE: the card stays powered) and the next POWER connects anew. */
+    {
+        int disconnects = fake_calls(EP_DISCONNECT);
+        CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == SCIO_SHARE_EXCLUSIVE);
+        CHECK(fake_calls(EP_DISCONNECT) == disconnects && fake_last(4) == 1);
+        CHECK(share_of(d, SCIO_SHARE_DEFAULT, &st) == SCIO_SHARE_SHARED && st == SCIO_SUCCESS);
+        CHECK(fake_calls(EP_DISCONNECT) == disconnects + 1 && fake_last(4) == 0);
+        CHECK(fake_last(2) == PCSC_LEAVE_CARD && state_of(d) == SCIO_STATE_SWALLOWED);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+        CHECK(fake_last(0) == PCSC_SHARE_SHARED && state_of(d) == SCIO_STATE_SPECIFIC);
+        /* Exclusive refused while others are connected: at the connect,
+         * typed. */
+        CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == SCIO_SHARE_EXCLUSIVE);
+        fake_fail_next(EP_CONNECT, PCSC_E_SHARING_VIOLATION);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) ==
+              SCIO_SHARING_VIOLATION);
+        CHECK((uint32_t)scio_device_driver_code(d) == PCSC_E_SHARING_VIOLATION);
+        CHECK(fake_last(0) == PCSC_SHARE_EXCLUSIVE && fake_last(4) == 0);
+        CHECK(share_of(d, SCIO_SHARE_SHARED, &st) == SCIO_SHARE_SHARED);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+        CHECK(fake_last(0) == PCSC_SHARE_SHARED);
+    }
+    /* Transactions: END without BEGIN is refused; BEGIN then END. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(5) == 1);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_SUCCESS);
+    /* Nested, or switching the share mode inside: refused. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    CHECK(share_of(d, SCIO_SHARE_EXCLUSIVE, &st) == 99 && st == SCIO_INVALID_DEVICE_STATE);
+    CHECK(fake_last(6) == 1);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(5) == 0 && fake_last(7) == 1 && fake_last(2) == PCSC_LEAVE_CARD);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    /* Another client's transaction: BEGIN waits for it to end. */
+    fake_hold_other(1);
+    pthread_create(&t, NULL, release_other_later, NULL);
+    t0 = now_ms();
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    CHECK(now_ms() - t0 >= 50);
+    pthread_join(t, NULL);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    /* An overlapped BEGIN given up (cancelled) while it waits: once the
+     * other client lets go, the transaction it got is ended at once. */
+    {
+        scio_op *op;
+        int ends = (int)fake_last(7);
+        fake_hold_other(1);
+        CHECK(scio_submit(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, 0, 8, &op) == SCIO_SUCCESS);
+        sleep_ms(20);
+        scio_op_cancel(op);
+        CHECK(!scio_op_done(op)); /* still inside SCardBeginTransaction */
+        fake_hold_other(0);
+        CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+        scio_op_release(op);
+        CHECK(fake_last(5) == 0 && (int)fake_last(7) == ends + 1);
+        CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+              SCIO_INVALID_DEVICE_STATE);
+    }
+    /* A card removed inside a transaction: NO_MEDIA, and the transaction
+     * ended with the handle (END succeeds, a second END is refused). */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    fake_set_present(0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_NO_MEDIA);
+    CHECK(fake_last(4) == 0 && fake_last(5) == 0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    /* No card: BEGIN is the no-card error, as TRANSMIT is. */
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_NO_MEDIA);
+    /* A card in, not connected for us: INVALID_DEVICE_STATE. */
+    fake_set_present(1);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    /* A reset inside a transaction: TRANSMIT reports it; the library will
+     * not end the transaction on that handle, so END drops the handle (which
+     * ends it) and reports the reset. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    fake_fail_next(EP_TRANSMIT, PCSC_W_RESET_CARD);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_TRANSMIT, tx, sizeof tx, out, sizeof out, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    fake_fail_next(EP_END, PCSC_W_RESET_CARD);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) ==
+          SCIO_INVALID_DEVICE_STATE);
+    CHECK((uint32_t)scio_device_driver_code(d) == PCSC_W_RESET_CARD);
+    CHECK(fake_last(4) == 0 && fake_last(5) == 0 && state_of(d) == SCIO_STATE_SWALLOWED);
+    /* POWER_DOWN inside a transaction ends it with the handle. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_POWER_DOWN, out, 0, &n) == SCIO_SUCCESS);
+    CHECK(fake_last(5) == 0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_END_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    /* Closing inside a transaction ends it (the handle goes). */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_BEGIN_TRANSACTION, NULL, 0, NULL, 0, &n) == SCIO_SUCCESS);
+    /* Overlapped too (the core's lane). */
+    {
+        scio_op *op;
+        CHECK(scio_submit(d, SCIO_IOCTL_SET_SHARE_MODE, "\1\0\0\0", 4, 4, 9, &op) ==
+              SCIO_SUCCESS);
+        CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_INVALID_DEVICE_STATE);
+        scio_op_release(op);
+    }
+    scio_close(d);
+    CHECK(fake_last(4) == 0 && fake_last(5) == 0);
+}
+
 static void test_tracking(void)
 {
     scio_device *d;
@@ -488,12 +647,14 @@ int main(int argc, char **argv)
         RESOLVE(fake_last);
         RESOLVE(fake_calls);
         RESOLVE(fake_waiting);
+        RESOLVE(fake_hold_other);
         if (failed)
             return 1;
         test_listing();
         test_open_errors();
         test_card_sequence();
         test_tracking();
+        test_share_and_transactions();
         CHECK(fake_calls(EP_CANCEL) >= 2); /* the dropped cancel was repeated */
         test_reader_list_watch();
         dlclose(h);

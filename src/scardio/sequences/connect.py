@@ -10,6 +10,7 @@ from typing import Optional
 from .. import errors
 from ..constants import IOCTL, Attr, PowerAction, Protocol, State
 from . import ATR_OUT, NO_ATTRIBUTE, STATE_NAMES, U32, Request, Steps, state_value, u32
+from .sharing import share_steps
 
 __all__ = ["Connected", "connect_steps", "CONNECT_MAX_STEPS"]
 
@@ -25,6 +26,10 @@ class Connected:
     atr: bytes
     protocol: Protocol
     actions: list[str] = field(default_factory=list)
+    #: The share mode asked of SET_SHARE_MODE and the mode it answered (both
+    #: None when the connect did not ask).
+    share_asked: Optional[int] = None
+    share: Optional[int] = None
 
 
 # The requests never change: built once, not per connect.
@@ -62,10 +67,13 @@ def _set_protocol_request(protocols: int) -> Request:
 
 
 def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
-                  deadline: Optional[float] = None) -> "Steps[Connected]":
-    """The connect loop of the spec, then SET_PROTOCOL."""
+                  deadline: Optional[float] = None,
+                  share: Optional[int] = None) -> "Steps[Connected]":
+    """The connect loop of the spec, then SET_PROTOCOL; first SET_SHARE_MODE
+    when `share` (a :class:`scardio.constants.Share` value) is given."""
     protocols = int(protocols)
     set_protocol = _set_protocol_request(protocols)  # TypeError / range before any IOCTL
+    share_in_force = None if share is None else (yield from share_steps(share))
     actions: list[str] = []
     reset_atr: Optional[bytes] = None
     atr = b""
@@ -118,7 +126,7 @@ def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
             status=exc.status, driver_code=exc.driver_code, ioctl=exc.ioctl) from exc
     proto = u32(raw, "SET_PROTOCOL")
     actions.append(_SET_PROTOCOL_TEXT.get(proto) or f"SET_PROTOCOL({_protocol_text(proto)})")
-    return Connected(atr, _protocol(proto), actions)
+    return Connected(atr, _protocol(proto), actions, share, share_in_force)
 
 
 def _protocol_text(p: int) -> str:
