@@ -223,3 +223,25 @@ def test_async_monitor_reports_readers_added_and_removed():
         return kinds
     assert asyncio.run(main()) == [READER_ADDED, ARRIVAL, READER_REMOVED]
     assert source.closed and source.opened["B"][0].closed
+
+
+def test_a_reader_given_under_another_name_is_not_opened_again():
+    """A reader the caller gave goes by its own name (built from the
+    driver's attributes) while the list calls it by its descriptor's
+    resource-manager name: it is matched by every name it goes by, tracked
+    once, and its leaving the list is its one removal."""
+    from dataclasses import replace
+    rec = Recorder()
+    given = FakeList().open("given")
+    given = type(given)(given.device, replace(given.descriptor, pcsc_name="RM 00 00"),
+                        name="built from attributes")
+    assert given.names == ("built from attributes", "given", "RM 00 00")
+    source = FakeList("RM 00 00")
+    try:
+        with Monitor([given], callback=rec, reader_list=source) as mon:
+            assert mon.readers == [given] and source.opened == {}
+            source.set()
+            assert rec.wait_for(READER_REMOVED).reader is given
+            assert rec.kinds() == [READER_REMOVED]
+    finally:
+        given.close()

@@ -86,7 +86,7 @@ def test_a_reader_that_vanishes_mid_call_gives_typed_errors(report: dict[str, An
 def test_scardio_scan_sees_a_reader_come_and_go(report: dict[str, Any]) -> None:
     got = scenario(report, "scan_cli")
     assert got["rc"] == 0, got["stderr"]
-    assert got["first"].startswith("scanning 1 reader(s)")
+    assert got["first"].startswith("scanning 1 reader(s)"), got["lines"]
     name = got["plugged"]
     assert [list(e) for e in got["events"]] == [["reader-added", name], ["arrival", name],
                                                ["reader-removed", name]]

@@ -438,6 +438,7 @@ class AsyncReader(SessionFront):
 
     # -- what the blocking Reader has ------------------------------------------
     name = property(lambda self: self.reader.name, doc="As :attr:`scardio.reader.Reader.name`.")
+    names = property(lambda self: self.reader.names, doc="As :attr:`scardio.reader.Reader.names`.")
     device = property(lambda self: self.reader.device,
                       doc="The reader's :class:`scardio.Device` (as ``Reader.device``).")
     descriptor = property(lambda self: self.reader.descriptor)

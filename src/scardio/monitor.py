@@ -302,6 +302,11 @@ class _ListWatcher:
             self._thread.join(timeout)
 
 
+def _names_of(reader: Any) -> tuple[str, ...]:
+    """The names a reader list may call `reader` by."""
+    return tuple(getattr(reader, "names", None) or (reader.name,))
+
+
 class _Hotplug:
     """A monitor's side of its reader list, run on the monitor's own thread
     (the harvesting thread, or the asyncio loop): applies each listing
@@ -321,7 +326,7 @@ class _Hotplug:
         self._owned: dict[int, Reader] = {}  # readers opened here: closed here
 
     def _trackers_named(self, name: str) -> list[Tracker]:
-        return [t for t in self._tracked() if t.reader.name == name]
+        return [t for t in self._tracked() if name in _names_of(t.reader)]
 
     def apply(self, names: list[str], initial: bool) -> None:
         present = set(names)
@@ -357,9 +362,10 @@ class _Hotplug:
             names = self.source.names()
         except errors.ScardioError:
             return False  # the list's service is gone too: the error stands
-        if reader.name in names:
+        known = _names_of(reader)
+        if any(n in names for n in known):
             return False
-        self._listed.discard(reader.name)
+        self._listed.difference_update(known)
         self._emit(READER_REMOVED, reader)
         # Later: this runs inside the harvest of the reader's completions.
         self._schedule(0.0, lambda: self._drop(reader))

@@ -170,6 +170,15 @@ class Reader(SessionFront):
         return str(getattr(self.device, "device_name", "") or "reader")
 
     @property
+    def names(self) -> tuple[str, ...]:
+        """Every name this reader goes by: :attr:`name`, and its
+        descriptor's direct and resource-manager names."""
+        found = [self.name]
+        if self.descriptor is not None:
+            found += [self.descriptor.name, self.descriptor.pcsc_name or ""]
+        return tuple(dict.fromkeys(n for n in found if n))
+
+    @property
     def card(self) -> Optional[Card]:
         """The connected card, if any."""
         return self.session.connected_card()
