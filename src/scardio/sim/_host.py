@@ -21,7 +21,7 @@ from typing import Union
 from .. import _core
 from ..atr import ATRError, parse_atr
 from ..errors import NotSupportedError
-from .virtual_card import VirtualCard
+from .virtual_card import CardMute, VirtualCard
 
 __all__ = ["insert_card"]
 
@@ -35,6 +35,7 @@ OP_RESET_COLD = 4
 OP_APDU = 5
 E_FAILED = -1
 E_MALFORMED = -2
+E_TIMEOUT = -3
 MAX_SHORT_RESPONSE = 256 + 2
 MAX_RESPONSE = 65536 + 2
 
@@ -60,6 +61,8 @@ class _CardHost:
         if op == OP_APDU:
             try:
                 answer = self.card.apdu(data)
+            except CardMute:
+                return E_TIMEOUT
             except BaseException:  # nothing may cross back into C
                 log.exception("%s.apdu(%s) raised: answering 6F00",
                               type(self.card).__name__, data.hex())
