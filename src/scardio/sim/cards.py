@@ -282,9 +282,9 @@ class AppletRouter(VirtualCard):
         self._deselect()
 
     def apdu(self, command: bytes) -> bytes:
-        if len(command) >= 5 and command[0] & 0xFC == 0 and command[1:3] == b"\xa4\x04":
-            aid = command[5:5 + command[4]]
-            if len(aid) != command[4] or not aid:
+        if len(command) >= 4 and command[0] & 0xFC == 0 and command[1:3] == b"\xa4\x04":
+            aid = command[5:5 + command[4]] if len(command) > 5 else b""
+            if not aid or len(aid) != command[4]:
                 return _WRONG_LENGTH
             for applet in self.applets:
                 if applet.aid.startswith(aid):
