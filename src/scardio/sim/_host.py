@@ -52,15 +52,16 @@ class _CardHost:
     """The context the reader calls for one inserted card: op and data in,
     bytes or a negative ext_card.h code out.  Never raises."""
 
-    __slots__ = ("card", "__weakref__")
+    __slots__ = ("card", "_apdu", "__weakref__")
 
     def __init__(self, card: VirtualCard) -> None:
         self.card = card
+        self._apdu = card.apdu  # bound once: this is the per-APDU path
 
     def __call__(self, op: int, data: bytes) -> Union[bytes, int]:
         if op == OP_APDU:
             try:
-                answer = self.card.apdu(data)
+                answer = self._apdu(data)
             except CardMute:
                 return E_TIMEOUT
             except BaseException:  # nothing may cross back into C

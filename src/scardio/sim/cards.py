@@ -116,15 +116,23 @@ class FileSystemCard(VirtualCard):
         self._in_app = False
 
     def apdu(self, command: bytes) -> bytes:
-        if len(command) < 4:
+        n = len(command)
+        if n < 4:
             return _WRONG_LENGTH
-        refused, proprietary = _check_class(command[0])
-        if refused is not None:
-            return refused
-        lengths = _lengths(command)
-        if lengths is None:
-            return _WRONG_LENGTH
-        data, ne, has_le, _ = lengths
+        cla = command[0]
+        if cla == 0x00 or cla == 0x80:     # the common classes, decided at once
+            proprietary = cla == 0x80
+        else:
+            refused, proprietary = _check_class(cla)
+            if refused is not None:
+                return refused
+        if n == 5:                         # case 2S, the common read
+            data, ne, has_le = b"", command[4] or 256, True
+        else:
+            lengths = _lengths(command)
+            if lengths is None:
+                return _WRONG_LENGTH
+            data, ne, has_le, _ = lengths
         ins, p1, p2 = command[1], command[2], command[3]
         if proprietary:
             return self._echo(data, ne) if ins == INS_ECHO else _INS_UNSUPPORTED
