@@ -409,12 +409,12 @@ static void test_no_lock_held(void)
     X(c.lun, 1, 0x00, 0x10, 0x00, 0x00);
     CHECK_EQ(rv, IFD_SUCCESS);
     CHECK_EQ(c.counters_rc, IFD_SUCCESS);
-    /* The card removes itself: the call sees it gone, and the release
-     * waits for the call to end. */
+    /* The card removes itself: the call's answer is lost with it, and the
+     * release waits for the call to end. */
     c.remove_self = 1;
     c.counters_rc = -1;
     X(c.lun, 1, 0x00, 0x10, 0x00, 0x00);
-    CHECK_EQ(rv, IFD_SUCCESS);  /* answered before the removal took effect */
+    CHECK_EQ(rv, IFD_ICC_NOT_PRESENT);  /* removed during the call: answer lost */
     CHECK_EQ(c.releases_seen_inside, 0);
     CHECK_EQ(c.releases, 1);
     CHECK_EQ(p_presence(c.lun), IFD_ICC_NOT_PRESENT);
