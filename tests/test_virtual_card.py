@@ -308,10 +308,23 @@ def test_a_bad_atr_is_refused_at_insertion():
         assert not sim.counters().present
 
 
+def test_a_closed_device_cannot_take_a_card():
+    dev = open_device(0x3EF)
+    dev.close()
+    card_obj = Counter()
+    ref = weakref.ref(card_obj)
+    with pytest.raises(errors.ClosedError, match="the device is closed"):
+        SimControl(dev).insert(card=card_obj)
+    del card_obj
+    gc.collect()
+    assert ref() is None
+
+
 def test_a_reader_of_another_driver_cannot_host_a_card(tmp_path):
     class Fake:
         library = str(tmp_path / "missing.so")
         lun = 0
+        closed = False
 
     with pytest.raises(OSError):
         SimControl(Fake()).insert(card=Counter())  # type: ignore[arg-type]

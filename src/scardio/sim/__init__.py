@@ -155,6 +155,9 @@ class SimControl:
         if card is not None:
             if atr is not None or t0:
                 raise ValueError("give card alone, without atr or t0")
+            if self.device.closed:
+                from ..errors import ClosedError
+                raise ClosedError("insert(card=...): the device is closed")
             from ._host import insert_card
             insert_card(self.device.library, self.device.lun, card)
         elif atr is not None:
