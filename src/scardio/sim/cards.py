@@ -192,17 +192,21 @@ class FileSystemCard(VirtualCard):
         return None, offset
 
     def _read_binary(self, p1: int, p2: int, data: bytes, ne: int, has_le: bool) -> bytes:
+        # The checks of _locate, inlined: READ BINARY is the common command.
         if not has_le or data:
             return _WRONG_LENGTH
-        refused, offset = self._locate(p1, p2)
-        if refused is not None:
-            return refused
         ef = self._selected
-        assert ef is not None
-        n = min(ne, _MAX_DATA)
-        if n > EF_SIZE - offset:   # the rest, with the end-of-file warning
+        if ef is None:
+            return _NO_EF_SELECTED
+        if p1 & 0x80:
+            return _WRONG_P1P2
+        offset = (p1 & 0x7F) << 8 | p2
+        if offset >= EF_SIZE:
+            return _WRONG_OFFSET
+        end = offset + (ne if ne <= _MAX_DATA else _MAX_DATA)
+        if end > EF_SIZE:          # the rest, with the end-of-file warning
             return bytes(ef[offset:]) + _EOF_WARNING
-        return bytes(ef[offset:offset + n]) + _OK
+        return bytes(ef[offset:end]) + _OK
 
     def _update_binary(self, p1: int, p2: int, data: bytes) -> bytes:
         if not data:
