@@ -6,6 +6,11 @@ helpers send it the controls described in native/sim/sim_protocol.h through
 an open :class:`scardio.Device`.  The
 numbers below are that header's (tests/test_sim_protocol.py checks they
 agree); the core and the binding know nothing of them.
+
+A reader of this process can also hold a card written in Python
+(:class:`VirtualCard`, inserted with ``SimControl.insert(card=...)``; see
+docs/virtual-cards.md): the reader reaches it through its external-card
+extension (native/sim/ext_card.h), not through a control.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from typing import Optional, Union
 
 from .._core import Device
 from ..constants import vendor_ctl_pcsc
-from .virtual_card import VirtualCard
+from .virtual_card import CardMute, VirtualCard
 
 __all__ = ["SIM_LIBRARY", "open_device", "Control", "CardKind", "EntryPoint", "Fault", "Counter",
            "COUNTER_COUNT", "SimCounters", "SimControl", "ATR_T1", "ATR_T0", "AID",
-           "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO", "VirtualCard"]
+           "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO", "VirtualCard",
+           "CardMute"]
 
 #: The simulated reader driver, built with the package and shipped beside it.
 SIM_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -138,10 +144,23 @@ class SimControl:
     def _send(self, n: int, data: bytes = b"", output_size: int = 0) -> bytes:
         return self.device.ioctl(_ctl(n), data, output_size)
 
-    def insert(self, atr: Optional[bytes] = None, *, t0: bool = False) -> None:
-        """Insert a card: the default T=1 card, the T=0 card, or one with
-        the given ATR (2..33 bytes)."""
-        if atr is not None:
+    def insert(self, atr: Optional[bytes] = None, *, t0: bool = False,
+               card: Optional[VirtualCard] = None) -> None:
+        """Insert a card: the default T=1 card, the T=0 card, one with the
+        given ATR (2..33 bytes), or `card`, a :class:`VirtualCard` whose
+        code answers (its ATR is checked by :func:`scardio.atr.parse_atr`
+        here: an :class:`~scardio.atr.ATRError` names what is wrong).  A
+        card inserted over another swaps it; the reader keeps a
+        VirtualCard until it is removed, swapped or the device closed."""
+        if card is not None:
+            if atr is not None or t0:
+                raise ValueError("give card alone, without atr or t0")
+            if self.device.closed:
+                from ..errors import ClosedError
+                raise ClosedError("insert(card=...): the device is closed")
+            from ._host import insert_card
+            insert_card(self.device.library, self.device.lun, card)
+        elif atr is not None:
             if t0:
                 raise ValueError("give either atr or t0, not both")
             if not 2 <= len(atr) <= 33:
