@@ -19,7 +19,7 @@ from typing import Optional
 
 __all__ = ["VERSION", "HEADER", "HEADER_SIZE", "MAX_PAYLOAD", "MAX_ATR", "MIN_RESPONSE",
            "MAX_RESPONSE", "REPLY", "Message", "FrameError", "encode", "decode_header",
-           "hello_payload", "parse_hello"]
+           "hello_payload", "parse_hello", "hello_reply_payload", "reply_type"]
 
 #: The protocol version both sides announce in HELLO.
 VERSION = 1
@@ -39,17 +39,22 @@ REPLY = 0x80
 
 class Message(enum.IntEnum):
     """Message types (requests; a reply is ``type | REPLY``)."""
-    #: payload u32 version, u32 largest payload the sender accepts.
+    #: payload u32 version, u32 largest payload the sender accepts; the
+    #: reply's adds the card's ATR (2..33 bytes).
     HELLO = 1
-    #: empty; the reply's payload is the ATR.
+    #: empty; empty reply.
     POWER_UP = 2
-    #: 1 byte: 1 warm, 0 cold; the reply's payload is the ATR.
+    #: 1 byte: 1 warm, 0 cold; empty reply.
     RESET = 3
     #: empty; empty reply.
     POWER_DOWN = 4
     #: the command APDU; the reply's payload is the response (data, SW1 SW2).
     APDU = 5
-    #: reply only: the request failed; payload: a UTF-8 message.
+    #: reply only: the card's answer was unusable (not bytes, too long);
+    #: payload: a UTF-8 message.
+    MALFORMED = 0xFE
+    #: reply only: the request failed (the card's code raised, the server
+    #: refused); payload: a UTF-8 message.
     ERROR = 0xFF
 
 
@@ -77,11 +82,18 @@ def hello_payload(version: int = VERSION, max_payload: int = MAX_PAYLOAD) -> byt
 
 
 def parse_hello(payload: bytes) -> tuple[int, int]:
-    """(version, largest payload) of a HELLO payload."""
+    """(version, largest payload) of a HELLO request's payload."""
     if len(payload) != 8:
         raise FrameError(f"HELLO carries 8 bytes, got {len(payload)}")
     version, max_payload = struct.unpack("<II", payload)
     return version, max_payload
+
+
+def hello_reply_payload(atr: bytes, version: int = VERSION,
+                        max_payload: int = MAX_PAYLOAD) -> bytes:
+    if not 2 <= len(atr) <= MAX_ATR:
+        raise FrameError(f"an ATR has 2..{MAX_ATR} bytes, got {len(atr)}")
+    return struct.pack("<II", version, max_payload) + atr
 
 
 def reply_type(request: int) -> Optional[int]:
@@ -90,4 +102,4 @@ def reply_type(request: int) -> Optional[int]:
         kind = Message(request)
     except ValueError:
         return None
-    return None if kind is Message.ERROR else int(kind) | REPLY
+    return None if kind >= Message.MALFORMED else int(kind) | REPLY

@@ -325,7 +325,14 @@ class CardServer:
         conn.greeted = True
         self._active = conn
         log.info("reader connected (protocol version %d)", version)
-        return self._send(conn, Message.HELLO | wire.REPLY, wire.hello_payload())
+        try:
+            atr = check_card(self.card)
+        except CardSpecError as exc:
+            log.error("%s", exc)
+            self._error(conn, str(exc))
+            self._drop(conn, "no valid ATR")
+            return False
+        return self._send(conn, Message.HELLO | wire.REPLY, wire.hello_reply_payload(atr))
 
     def _alive(self, conn: _Connection) -> bool:
         """Whether a connection's peer is still there (it may have closed
@@ -352,13 +359,8 @@ class CardServer:
                  "" if not kw else (" (warm)" if kw["warm"] else " (cold)"))
         if not self._hook(hook, *kw.values()):
             return self._error(conn, f"{hook}() raised (see the server's log)")
-        try:
-            atr = check_card(self.card)
-        except CardSpecError as exc:
-            log.error("%s", exc)
-            return self._error(conn, str(exc))
         self._powered = True
-        return self._send(conn, kind | wire.REPLY, atr)
+        return self._send(conn, kind | wire.REPLY)
 
     def _apdu(self, conn: _Connection, command: bytes) -> bool:
         if log.isEnabledFor(logging.DEBUG):
@@ -372,12 +374,12 @@ class CardServer:
         if not isinstance(resp, (bytes, bytearray, memoryview)):
             why = f"apdu() returned {type(resp).__name__}, not bytes"
             log.error("%s", why)
-            return self._error(conn, why)
+            return self._send(conn, Message.MALFORMED, why.encode())
         if not wire.MIN_RESPONSE <= len(resp) <= wire.MAX_RESPONSE:
             why = (f"apdu() returned {len(resp)} bytes (a response has "
                    f"{wire.MIN_RESPONSE}..{wire.MAX_RESPONSE})")
             log.error("%s", why)
-            return self._error(conn, why)
+            return self._send(conn, Message.MALFORMED, why.encode())
         if log.isEnabledFor(logging.DEBUG):
             log.debug("< %s", bytes(resp).hex(" ").upper())
         return self._send(conn, Message.APDU | wire.REPLY, bytes(resp))
