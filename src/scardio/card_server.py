@@ -15,6 +15,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import select
 import selectors
 import socket
 import stat
@@ -337,10 +338,11 @@ class CardServer:
     def _alive(self, conn: _Connection) -> bool:
         """Whether a connection's peer is still there (it may have closed
         before the selector told us)."""
-        try:
-            data = conn.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+        readable, _, _ = select.select([conn.sock], [], [], 0)
+        if not readable:
             return True
+        try:
+            data = conn.sock.recv(1, socket.MSG_PEEK)
         except OSError:
             return False
         return bool(data)
