@@ -30,8 +30,16 @@
 #include "sim_socket.h"
 #include "ext_card.h"
 
+/* pcscd's reader.conf takes '?', ',' and '=' only in a quoted DEVICENAME,
+ * and passes the quotes on: a name may come as "socket:PATH?options". */
+static const char *unquoted(const char *name)
+{
+    return name != NULL && name[0] == '"' ? name + 1 : name;
+}
+
 int sim_socket_is_name(const char *name)
 {
+    name = unquoted(name);
     return name != NULL && strncmp(name, SIM_SOCKET_PREFIX, sizeof(SIM_SOCKET_PREFIX) - 1) == 0;
 }
 
@@ -574,13 +582,32 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
     size_t n;
     int timeout_ms = DEFAULT_TIMEOUT_MS, retry_ms = DEFAULT_RETRY_MS;
 
+    int quoted = name != NULL && name[0] == '"';
+    char opts[256];
+
     if (!sim_socket_is_name(name))
         return IFD_COMMUNICATION_ERROR;
-    path = name + sizeof(SIM_SOCKET_PREFIX) - 1;
-    end = strchr(path, '?');
-    n = end != NULL ? (size_t)(end - path) : strlen(path);
-    if (n == 0 || option_int(name, "timeout", 1, 600000, &timeout_ms) != 0
-        || option_int(name, "retry", 10, 60000, &retry_ms) != 0)
+    path = unquoted(name) + sizeof(SIM_SOCKET_PREFIX) - 1;
+    n = strlen(path);
+    if (quoted) {
+        if (n == 0 || path[n - 1] != '"')
+            return IFD_COMMUNICATION_ERROR;
+        n--;   /* the closing quote */
+    }
+    end = memchr(path, '?', n);
+    /* The options, without the closing quote, NUL-terminated for option_int. */
+    if (end != NULL) {
+        size_t k = n - (size_t)(end - path);
+        if (k >= sizeof opts)
+            return IFD_COMMUNICATION_ERROR;
+        memcpy(opts, end, k);
+        opts[k] = 0;
+        n = (size_t)(end - path);
+    } else {
+        opts[0] = 0;
+    }
+    if (n == 0 || option_int(opts, "timeout", 1, 600000, &timeout_ms) != 0
+        || option_int(opts, "retry", 10, 60000, &retry_ms) != 0)
         return IFD_COMMUNICATION_ERROR;
     w = calloc(1, sizeof(*w));
     if (w == NULL)
