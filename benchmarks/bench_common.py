@@ -8,6 +8,7 @@ import socket
 
 SIM_PCSCD_NAME = "scardio bench sim"
 VPCD_PCSCD_NAME = "scardio bench vpcd"
+SERVED_PCSCD_NAME = "scardio bench served card"
 
 # LUNs of the simulated reader used by this process (the C floor and pcscd
 # run in other processes, whose simulated readers are separate).

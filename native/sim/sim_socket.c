@@ -270,27 +270,53 @@ static int exchange(int fd, int timeout_ms, uint32_t type, const uint8_t *in, si
 {
     uint8_t hdr[WIRE_HEADER];
     int64_t deadline = now_ms() + timeout_ms;
-    int timed_out = 0, rc;
+    int timed_out = 0, rc = 0;
     uint32_t rtype, rlen;
+    size_t got_hdr, got = 0;
+    struct iovec iov[2];
+    struct msghdr msg;
+    ssize_t n;
 
     *len = 0;
     if (send_frame(fd, type, in, in_len, deadline) != 0)
         return XCHG_GONE;
-    rc = recv_all(fd, hdr, WIRE_HEADER, deadline, &timed_out);
-    if (rc != 0)
-        return rc > 0 ? XCHG_GONE : timed_out ? XCHG_TIMEOUT : XCHG_GONE;
+    /* Header and payload in one receive when the reply is all there (the
+     * usual case); the rest, if any, below. */
+    memset(&msg, 0, sizeof msg);
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = WIRE_HEADER;
+    iov[1].iov_base = out;
+    iov[1].iov_len = cap;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = cap != 0 ? 2 : 1;
+    do {
+        n = recvmsg(fd, &msg, 0);
+    } while (n < 0 && errno == EINTR && now_ms() < deadline);
+    if (n == 0)
+        return XCHG_GONE;
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? XCHG_TIMEOUT : XCHG_GONE;
+    got_hdr = (size_t)n < WIRE_HEADER ? (size_t)n : WIRE_HEADER;
+    got = (size_t)n - got_hdr;          /* payload bytes already in `out` */
+    if (got_hdr < WIRE_HEADER) {
+        rc = recv_all(fd, hdr + got_hdr, WIRE_HEADER - got_hdr, deadline, &timed_out);
+        if (rc != 0)
+            return rc > 0 ? XCHG_GONE : timed_out ? XCHG_TIMEOUT : XCHG_GONE;
+    }
     rtype = get_u32(hdr);
     rlen = get_u32(hdr + 4);
-    if (rlen > WIRE_MAX_PAYLOAD)
-        return XCHG_BAD;
+    if (rlen > WIRE_MAX_PAYLOAD || got > rlen)
+        return XCHG_BAD;   /* too long, or more than one frame for one request */
     if (rtype == WIRE_ERROR || rtype == WIRE_MALFORMED) {
-        /* A text: read it where it fits, skip it otherwise. */
+        /* A text: kept in `out` when it fits, skipped otherwise. */
         uint8_t skip[512];
-        size_t left = rlen, keep = rlen <= cap ? rlen : 0;
-        if (keep != 0) {
-            rc = recv_all(fd, out, keep, deadline, &timed_out);
+        size_t left;
+        if (rlen <= cap) {
+            rc = recv_all(fd, out + got, rlen - got, deadline, &timed_out);
+            *len = rlen;
             left = 0;
-            *len = keep;
+        } else {
+            left = rlen - got;
         }
         while (rc == 0 && left != 0) {
             size_t k = left < sizeof skip ? left : sizeof skip;
@@ -303,8 +329,8 @@ static int exchange(int fd, int timeout_ms, uint32_t type, const uint8_t *in, si
     }
     if (rtype != (type | WIRE_REPLY) || rlen > cap)
         return XCHG_BAD;
-    if (rlen != 0) {
-        rc = recv_all(fd, out, rlen, deadline, &timed_out);
+    if (got < rlen) {
+        rc = recv_all(fd, out + got, rlen - got, deadline, &timed_out);
         if (rc != 0)
             return rc > 0 ? XCHG_GONE : timed_out ? XCHG_TIMEOUT : XCHG_GONE;
     }

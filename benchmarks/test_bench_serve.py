@@ -1,0 +1,161 @@
+"""A card written in Python, served by ``scardio card serve`` and reached
+through pcscd, next to the simulated reader's built-in C card through the
+same pcscd and to vicc (vsmartcard) behind vpcd with stock sockets.
+
+All three are pcscd + pyscard (one worker process each, the same client
+code), interleaved in rotating rounds.  The Python card and the built-in one
+answer the same ECHO of 4 bytes; vicc answers SELECT MF.  Issue 14's targets:
+the Python card's round trip <= 2x the built-in card's, and >= 100x faster
+than vicc's.  Needs pcscd and pyscard in a private namespace
+(benchmarks/run.py); vicc is optional (its row is then "not measured").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import harness
+import pcsc_peer
+import paths
+from bench_common import SERVED_PCSCD_NAME, SIM_PCSCD_NAME, VPCD_PCSCD_NAME
+
+pytestmark = pytest.mark.pcscd
+
+ROUNDS = int(os.environ.get("SCARDIO_BENCH_ROUNDS", "25"))
+BATCH_NS = float(os.environ.get("SCARDIO_BENCH_BATCH_MS", "4")) * 1e6 * 2
+SLOW_BATCH = int(os.environ.get("SCARDIO_BENCH_VICC_SLOW_BATCH", "5"))
+OP = "echo"
+ECHO4 = "80EE000004CAFEBABE04"
+
+PYTHON_CARD = "pcscd+pyscard, Python card (card serve)"
+BUILTIN_CARD = "pcscd+pyscard, built-in C card"
+VICC = "pcscd+pyscard, vicc through vpcd"
+
+TESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+
+
+class WorkerPath(harness.Path):
+    def __init__(self, worker, name):
+        self.worker, self.name = worker, name
+
+    def run(self, op, count):
+        return self.worker.run(OP, count)
+
+
+def _wait(pred, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _worker(stack, match, apdu, direct=False):
+    w = pcsc_peer.PyscardWorker()
+    stack.callback(w.close)
+    w.call("open", match=match, direct=direct, apdus={OP: apdu})
+    return w
+
+
+@pytest.fixture(scope="module")
+def serve_paths(request):
+    pe = request.getfixturevalue("pcscd_env")
+    stack = contextlib.ExitStack()
+    ps = {}
+    try:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = TESTS + (os.pathsep + env["PYTHONPATH"]
+                                     if env.get("PYTHONPATH") else "")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scardio", "card", "serve", "serve_cards:CounterCard",
+             "--socket", pe["served_socket"]], env=env, stderr=subprocess.DEVNULL)
+        stack.callback(harness.stop_process, server)
+        _wait(lambda: os.path.exists(pe["served_socket"]), what="the card server")
+
+        w = _worker(stack, SERVED_PCSCD_NAME, ECHO4)
+        w.call("connect", timeout=20)
+        assert w.call("apdu", op=OP)["resp"] == "cafebabe9000"
+        ps[PYTHON_CARD] = WorkerPath(w, PYTHON_CARD)
+
+        w = _worker(stack, SIM_PCSCD_NAME, ECHO4, direct=True)
+        w.call("ctl", n=3500)  # insert the built-in T=1 card
+        w.call("connect", timeout=20)
+        assert w.call("apdu", op=OP)["resp"] == "cafebabe9000"
+        ps[BUILTIN_CARD] = WorkerPath(w, BUILTIN_CARD)
+
+        try:
+            import vicc_support
+            why = vicc_support.unavailable()
+        except ImportError as exc:
+            why = str(exc)
+        if not why and pe["vpcd_port"]:
+            # pcscd polls vpcd every 400 ms: leave the slot empty long enough
+            # for the next module's card to be an arrival pcscd sees.
+            stack.callback(time.sleep, 1.0)
+            vicc = vicc_support.Vicc(pe["vpcd_port"])
+            stack.callback(vicc.close)
+            w = _worker(stack, VPCD_PCSCD_NAME, vicc_support.SELECT_MF.hex())
+            w.call("connect", timeout=20, read_timeout=30)
+            assert w.call("apdu", op=OP)["resp"].endswith("9000")
+            ps[VICC] = WorkerPath(w, VICC)
+        else:
+            harness.record("serve", "vicc_skipped", why or "vpcd is not installed")
+        for p in ps.values():  # warm-up
+            p.run(OP, 200 if p.name != VICC else 2)
+        yield ps
+    finally:
+        stack.close()
+
+
+def _register(out):
+    def med(name):
+        return out[name]["median"] if name in out else None
+    py, builtin, vicc = med(PYTHON_CARD), med(BUILTIN_CARD), med(VICC)
+    harness.record_target(
+        "card serve through pcscd: Python card ÷ built-in card, APDU round trip",
+        py / builtin if py and builtin else None, 2.0, "×",
+        note=f"pyscard ECHO 4 B; Python card {py / 1e3:.1f} µs, built-in "
+             f"{builtin / 1e3:.1f} µs (medians)" if py and builtin else "")
+    harness.record_target(
+        "card serve through pcscd: vicc through vpcd ÷ Python card, APDU round trip",
+        vicc / py if vicc and py else None, 100.0, "×", better="higher",
+        note=(f"vicc {vicc / 1e6:.1f} ms (SELECT MF, stock sockets: Nagle + delayed "
+              f"ACK), Python card {py / 1e3:.1f} µs") if vicc and py
+        else harness.results().get("serve", {}).get("vicc_skipped", ""))
+    rows = [[name, f"{s['median'] / 1e3:.1f}", f"{s['p10'] / 1e3:.1f}",
+             f"{s['p90'] / 1e3:.1f}",
+             f"{s['median'] / out[BUILTIN_CARD]['median']:.2f}×"]
+            for name, s in out.items() if not name.startswith("_")]
+    harness.record_table(
+        "card serve: one APDU through pcscd + pyscard",
+        ["path", "median µs", "p10 µs", "p90 µs", f"÷ {BUILTIN_CARD}"], rows,
+        note=f"Medians over {ROUNDS} interleaved rounds, one pyscard worker per path, "
+             "the same pcscd; ECHO 4 B (vicc: SELECT MF).")
+
+
+def test_serve_side_by_side(serve_paths):
+    ps = list(serve_paths.values())
+    sizes = {p.name: SLOW_BATCH for p in ps if p.name == VICC}
+    sizes.update(paths.batch_sizes([p for p in ps if p.name != VICC], OP, BATCH_NS))
+    res = harness.interleave(ps, OP, ROUNDS, 0, counts=sizes)
+    out = {name: harness.summary(v) for name, v in res.items()}
+    out["_samples"] = res
+    out["_batch"] = sizes
+    harness.record("serve", OP, out)
+    _register(out)
+    print("\nOne APDU through pcscd + pyscard, median:")
+    for name, s in out.items():
+        if not name.startswith("_"):
+            print(f"  {name:42s} {s['median'] / 1e3:10.1f} us  (p10 {s['p10'] / 1e3:.1f}, "
+                  f"p90 {s['p90'] / 1e3:.1f}, batch {sizes[name]})")
+    py = out[PYTHON_CARD]["median"]
+    print(f"  Python card / built-in: {py / out[BUILTIN_CARD]['median']:.2f}x")
+    if VICC in out:
+        print(f"  vicc / Python card: {out[VICC]['median'] / py:.0f}x")
+    assert all(s["median"] > 0 for n, s in out.items() if not n.startswith("_"))
