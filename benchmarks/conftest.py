@@ -64,8 +64,8 @@ import harness  # noqa: E402
 
 harness.ensure_paths()
 
-from bench_common import (SERVED_PCSCD_NAME, SIM_PCSCD_NAME, VPCD_PCSCD_NAME,  # noqa: E402
-                          free_port)
+from bench_common import (SERVED_NOSPIN_PCSCD_NAME, SERVED_PCSCD_NAME, SIM_PCSCD_NAME,   # noqa: E402
+                          VPCD_PCSCD_NAME, free_port)
 
 # pytest-benchmark options that mean nothing while it is disabled.
 _OUTPUT_OPTIONS = ("benchmark_json", "benchmark_compare", "benchmark_save",
@@ -178,7 +178,8 @@ def pcscd_env():
     """One pcscd for the session with a private reader.conf: a simulated
     reader and (when installed) a vpcd reader on a private port.  Yields a
     dict with "pcscd", "vpcd_port" (None without vpcd) and "served_socket"
-    (the socket of the reader named SERVED_PCSCD_NAME)."""
+    (the socket of the reader named SERVED_PCSCD_NAME; + ".nospin": that of
+    SERVED_NOSPIN_PCSCD_NAME)."""
     import pcsc_peer
     from scardio.sim import SIM_LIBRARY
     why = pcsc_peer.unavailable_reason() or private_namespace_reason()
@@ -194,6 +195,10 @@ def pcscd_env():
     served_dir = tempfile.mkdtemp(prefix="scardio-bench-served-")
     served_socket = os.path.join(served_dir, "card.sock")
     readers.append((SERVED_PCSCD_NAME, SIM_LIBRARY, f"socket:{served_socket}"))
+    # the same without the reader's brief spin for the reply (quoted: pcscd's
+    # reader.conf takes '?' and '=' only inside quotes)
+    readers.append((SERVED_NOSPIN_PCSCD_NAME, SIM_LIBRARY,
+                    f'"socket:{served_socket}.nospin?spin=0"'))
     d = pcsc_peer.Pcscd(readers)
     try:
         yield {"pcscd": d, "vpcd_port": vport, "served_socket": served_socket}

@@ -3,7 +3,8 @@ through pcscd, next to the simulated reader's built-in C card through the
 same pcscd and to vicc (vsmartcard) behind vpcd with stock sockets.
 
 All three are pcscd + pyscard (one worker process each, the same client
-code), interleaved in rotating rounds.  The Python card and the built-in one
+code), interleaved in rotating rounds, every process pinned to the same CPUs
+(harness.Placement; SCARDIO_BENCH_PLACEMENT=split|none to compare).  The Python card and the built-in one
 answer the same ECHO of 4 bytes; vicc answers SELECT MF.  Issue 14's targets:
 the Python card's round trip <= 2x the built-in card's, and >= 100x faster
 than vicc's.  Needs pcscd and pyscard in a private namespace
@@ -23,7 +24,8 @@ import pytest
 import harness
 import pcsc_peer
 import paths
-from bench_common import SERVED_PCSCD_NAME, SIM_PCSCD_NAME, VPCD_PCSCD_NAME
+from bench_common import (SERVED_NOSPIN_PCSCD_NAME, SERVED_PCSCD_NAME, SIM_PCSCD_NAME,
+                          VPCD_PCSCD_NAME)
 
 pytestmark = pytest.mark.pcscd
 
@@ -34,6 +36,7 @@ OP = "echo"
 ECHO4 = "80EE000004CAFEBABE04"
 
 PYTHON_CARD = "pcscd+pyscard, Python card (card serve)"
+PYTHON_CARD_NOSPIN = "pcscd+pyscard, Python card, reader option spin=0"
 BUILTIN_CARD = "pcscd+pyscard, built-in C card"
 VICC = "pcscd+pyscard, vicc through vpcd"
 
@@ -69,19 +72,26 @@ def serve_paths(request):
     stack = contextlib.ExitStack()
     ps = {}
     try:
+        # every process of every path on the same CPUs (SCARDIO_BENCH_PLACEMENT)
+        place = stack.enter_context(harness.Placement())
+        place.caller(pe["pcscd"].proc.pid)
+        harness.record("serve", "placement", place.describe())
         env = dict(os.environ)
         env["PYTHONPATH"] = TESTS + (os.pathsep + env["PYTHONPATH"]
                                      if env.get("PYTHONPATH") else "")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "scardio", "card", "serve", "serve_cards:CounterCard",
-             "--socket", pe["served_socket"]], env=env, stderr=subprocess.DEVNULL)
-        stack.callback(harness.stop_process, server)
-        _wait(lambda: os.path.exists(pe["served_socket"]), what="the card server")
-
-        w = _worker(stack, SERVED_PCSCD_NAME, ECHO4)
-        w.call("connect", timeout=20)
-        assert w.call("apdu", op=OP)["resp"] == "cafebabe9000"
-        ps[PYTHON_CARD] = WorkerPath(w, PYTHON_CARD)
+        for path, reader, name in ((pe["served_socket"], SERVED_PCSCD_NAME, PYTHON_CARD),
+                                   (pe["served_socket"] + ".nospin", SERVED_NOSPIN_PCSCD_NAME,
+                                    PYTHON_CARD_NOSPIN)):
+            server = subprocess.Popen(
+                [sys.executable, "-m", "scardio", "card", "serve", "serve_cards:CounterCard",
+                 "--socket", path], env=env, stderr=subprocess.DEVNULL)
+            stack.callback(harness.stop_process, server)
+            place.card(server.pid)
+            _wait(lambda: os.path.exists(path), what="the card server")
+            w = _worker(stack, reader, ECHO4)
+            w.call("connect", timeout=20)
+            assert w.call("apdu", op=OP)["resp"] == "cafebabe9000"
+            ps[name] = WorkerPath(w, name)
 
         w = _worker(stack, SIM_PCSCD_NAME, ECHO4, direct=True)
         w.call("ctl", n=3500)  # insert the built-in T=1 card
@@ -136,7 +146,8 @@ def _register(out):
         "card serve: one APDU through pcscd + pyscard",
         ["path", "median µs", "p10 µs", "p90 µs", f"÷ {BUILTIN_CARD}"], rows,
         note=f"Medians over {ROUNDS} interleaved rounds, one pyscard worker per path, "
-             "the same pcscd; ECHO 4 B (vicc: SELECT MF).")
+             "the same pcscd; ECHO 4 B (vicc: SELECT MF); placement "
+             f"{harness.results().get('serve', {}).get('placement', {}).get('mode')}.")
 
 
 def test_serve_side_by_side(serve_paths):
@@ -155,7 +166,8 @@ def test_serve_side_by_side(serve_paths):
             print(f"  {name:42s} {s['median'] / 1e3:10.1f} us  (p10 {s['p10'] / 1e3:.1f}, "
                   f"p90 {s['p90'] / 1e3:.1f}, batch {sizes[name]})")
     py = out[PYTHON_CARD]["median"]
-    print(f"  Python card / built-in: {py / out[BUILTIN_CARD]['median']:.2f}x")
+    print(f"  Python card / built-in: {py / out[BUILTIN_CARD]['median']:.2f}x "
+          f"(spin=0: {out[PYTHON_CARD_NOSPIN]['median'] / out[BUILTIN_CARD]['median']:.2f}x)")
     if VICC in out:
         print(f"  vicc / Python card: {out[VICC]['median'] / py:.0f}x")
     assert all(s["median"] > 0 for n, s in out.items() if not n.startswith("_"))

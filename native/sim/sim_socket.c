@@ -63,6 +63,7 @@ void sim_socket_stop(IFD_DWORD lun)
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -92,6 +93,9 @@ void sim_socket_stop(IFD_DWORD lun)
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_RETRY_MS   200
+#ifndef DEFAULT_SPIN_US
+#define DEFAULT_SPIN_US    50
+#endif
 
 _Static_assert(WIRE_MAX_PAYLOAD == SIM_EXT_MAX_COMMAND, "the largest frame is a command");
 _Static_assert(SIM_EXT_MAX_RESPONSE <= WIRE_MAX_PAYLOAD, "a response fits a frame");
@@ -102,6 +106,7 @@ struct watcher {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int timeout_ms;
     int retry_ms;
+    int spin_us;
     pthread_t thread;
     int wake[2];                   /* pipe: stop, broken link, card released */
 
@@ -130,6 +135,13 @@ static uint32_t get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
            | (uint32_t)p[3] << 24;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static int64_t now_ms(void)
@@ -265,7 +277,7 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int *tim
  * into `out` when they fit, else skipped.  Anything but XCHG_OK, XCHG_ERROR
  * and XCHG_MALFORMED leaves the stream out of step: the caller drops the link.
  */
-static int exchange(int fd, int timeout_ms, uint32_t type, const uint8_t *in, size_t in_len,
+static int exchange(int fd, int timeout_ms, int spin_us, uint32_t type, const uint8_t *in, size_t in_len,
                     uint8_t *out, size_t cap, size_t *len)
 {
     uint8_t hdr[WIRE_HEADER];
@@ -289,9 +301,24 @@ static int exchange(int fd, int timeout_ms, uint32_t type, const uint8_t *in, si
     iov[1].iov_len = cap;
     msg.msg_iov = iov;
     msg.msg_iovlen = cap != 0 ? 2 : 1;
-    do {
-        n = recvmsg(fd, &msg, 0);
-    } while (n < 0 && errno == EINTR && now_ms() < deadline);
+    n = -1;
+    if (spin_us > 0) {
+        /* The reply usually comes within microseconds: ask without
+         * sleeping for a while, yielding the CPU (to the server when it
+         * shares it), before a blocking receive and its wake-up. */
+        int64_t end = now_us() + spin_us;
+        do {
+            n = recvmsg(fd, &msg, MSG_DONTWAIT);
+            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                break;
+            sched_yield();
+        } while (now_us() < end);
+    }
+    if (n < 0 && (spin_us <= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        do {
+            n = recvmsg(fd, &msg, 0);
+        } while (n < 0 && errno == EINTR && now_ms() < deadline);
+    }
     if (n == 0)
         return XCHG_GONE;
     if (n < 0)
@@ -386,11 +413,11 @@ static long ext_call(void *ctx, int op, const uint8_t *in, size_t in_len, uint8_
         return SIM_EXT_E_GONE;
     }
     if (op == SIM_EXT_OP_APDU && out != NULL) {
-        x = exchange(w->fd, w->timeout_ms, type, payload, payload_len, out,
+        x = exchange(w->fd, w->timeout_ms, w->spin_us, type, payload, payload_len, out,
                      out_cap < SIM_EXT_MAX_RESPONSE ? out_cap : SIM_EXT_MAX_RESPONSE, &len);
     } else {
         /* Power replies are empty; the scratch only holds an ERROR text. */
-        x = exchange(w->fd, w->timeout_ms, type, payload, payload_len, scratch,
+        x = exchange(w->fd, w->timeout_ms, w->spin_us, type, payload, payload_len, scratch,
                      op == SIM_EXT_OP_APDU ? 0 : sizeof scratch, &len);
         if (x == XCHG_OK && len != 0)
             x = XCHG_BAD;
@@ -488,7 +515,7 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
     }
     put_u32(hello, WIRE_VERSION);
     put_u32(hello + 4, WIRE_MAX_PAYLOAD);
-    x = exchange(fd, w->timeout_ms, WIRE_HELLO, hello, sizeof hello, reply,
+    x = exchange(fd, w->timeout_ms, 0, WIRE_HELLO, hello, sizeof hello, reply,
                  sizeof reply - 1, &len);
     if (x == XCHG_OK && len >= 8 + 2 && len <= 8 + WIRE_MAX_ATR
         && get_u32(reply) == WIRE_VERSION && get_u32(reply + 4) >= SIM_EXT_MAX_RESPONSE) {
@@ -607,6 +634,7 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
     const char *path, *end;
     size_t n;
     int timeout_ms = DEFAULT_TIMEOUT_MS, retry_ms = DEFAULT_RETRY_MS;
+    int spin_us = DEFAULT_SPIN_US;
 
     int quoted = name != NULL && name[0] == '"';
     char opts[256];
@@ -633,7 +661,8 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
         opts[0] = 0;
     }
     if (n == 0 || option_int(opts, "timeout", 1, 600000, &timeout_ms) != 0
-        || option_int(opts, "retry", 10, 60000, &retry_ms) != 0)
+        || option_int(opts, "retry", 10, 60000, &retry_ms) != 0
+        || option_int(opts, "spin", 0, 1000, &spin_us) != 0)
         return IFD_COMMUNICATION_ERROR;
     w = calloc(1, sizeof(*w));
     if (w == NULL)
@@ -647,6 +676,7 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
     w->lun = lun;
     w->timeout_ms = timeout_ms;
     w->retry_ms = retry_ms;
+    w->spin_us = spin_us;
     w->fd = -1;
     if (pipe(w->wake) != 0) {
         free(w);
