@@ -37,6 +37,11 @@ EXPECTED: dict[str, list[str]] = {
                       r"^LONG_ATR    -> DriverDataError - ",
                       r"^latency     -> connect \+ transmit took \d+ ms$",
                       r"^counters    -> 3 power-ups, 2 insertions, 1 removal\(s\), 3 transmits$"],
+    "virtual_card.py": [r"^ATR: 3b 68 00 00 73 63 61 72 64 69 6f 30  protocol: T=0$",
+                        r"^INCREMENT SW=6982$", r"^VERIFY    SW=9000$",
+                        r"^INCREMENT SW=9000 00 02$", r"^BUG       SW=6F00$",
+                        r"^INCREMENT SW=9000 00 03$",
+                        r"^GREETING  SW=9000 hello from Python$"],
 }
 
 
