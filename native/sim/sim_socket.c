@@ -639,9 +639,9 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
     int quoted = name != NULL && name[0] == '"';
     char opts[256];
 
-    if (!sim_socket_is_name(name))
+    if (name == NULL || !sim_socket_is_name(name))
         return IFD_COMMUNICATION_ERROR;
-    path = unquoted(name) + sizeof(SIM_SOCKET_PREFIX) - 1;
+    path = strchr(name, ':') + 1;   /* after the prefix, quoted or not */
     n = strlen(path);
     if (quoted) {
         if (n == 0 || path[n - 1] != '"')
