@@ -203,6 +203,7 @@ class CardServer:
 
     # -- the loop ------------------------------------------------------------
     def serve_forever(self) -> None:
+        """Accept readers and answer their requests until :meth:`shutdown`."""
         log.info("serving %s (ATR %s) on %s", type(self.card).__name__,
                  self.atr.hex(" ").upper(), self.path)
         self._debug = log.isEnabledFor(logging.DEBUG)
