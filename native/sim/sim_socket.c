@@ -487,6 +487,14 @@ static int set_timeouts(int fd, int ms)
            || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0 ? -1 : 0;
 }
 
+static void forget_fd(struct watcher *w, int fd)
+{
+    pthread_mutex_lock(&w->io);
+    w->fd = -1;
+    pthread_mutex_unlock(&w->io);
+    close(fd);
+}
+
 /* Connect and greet; the descriptor, or -1.  *atr gets the card's ATR. */
 static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int *told)
 {
@@ -499,6 +507,16 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
     if (fd < 0)
         return -1;
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    /* Published, so that a stop shuts it down rather than waiting for a
+     * server that accepted but does not answer. */
+    pthread_mutex_lock(&w->io);
+    w->fd = fd;
+    w->broken = 1;   /* no card yet: calls see none */
+    pthread_mutex_unlock(&w->io);
+    if (stopping(w)) {
+        forget_fd(w, fd);
+        return -1;
+    }
 #ifdef SO_NOSIGPIPE
     {
         int one = 1;
@@ -510,7 +528,7 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
     memcpy(addr.sun_path, w->path, strlen(w->path) + 1);   /* length checked at start */
     if (set_timeouts(fd, w->timeout_ms) != 0
         || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        close(fd);
+        forget_fd(w, fd);
         return -1;
     }
     put_u32(hello, WIRE_VERSION);
@@ -534,7 +552,7 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
         }
         *told = 1;
     }
-    close(fd);
+    forget_fd(w, fd);
     return -1;
 }
 
@@ -733,6 +751,10 @@ void sim_socket_stop(IFD_DWORD lun)
     pthread_mutex_lock(&w->lock);
     w->stop = 1;
     pthread_mutex_unlock(&w->lock);
+    pthread_mutex_lock(&w->io);
+    if (w->fd >= 0)
+        shutdown(w->fd, SHUT_RDWR);   /* ends a HELLO or a call in progress */
+    pthread_mutex_unlock(&w->io);
     wake(w);
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cond);

@@ -70,7 +70,7 @@ static ifdh_icc_presence_fn p_presence;
 
 /* ---- the server thread ---------------------------------------------------- */
 
-enum mode { MODE_ECHO, MODE_HANG, MODE_DROP, MODE_OVERSIZE };
+enum mode { MODE_ECHO, MODE_HANG, MODE_DROP, MODE_OVERSIZE, MODE_SILENT };
 
 static const uint8_t ATR[] = { 0x3B, 0xF8, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x45,
                                0x73, 0x63, 0x61, 0x72, 0x64, 0x69, 0x6F, 0x31, 0xB0 };
@@ -159,7 +159,10 @@ static void serve_one(struct server *s, int fd)
         len = get_u32(hdr + 4);
         if (len > sizeof data || read_exact(s, fd, data, len) != 0)
             return;
-        if (type == 1) {
+        if (type == 1 && mode_of(s) == MODE_SILENT) {
+            (void)readable(s, s->stop_pipe[0]);   /* never greets; until stopped */
+            return;
+        } else if (type == 1) {
             uint8_t r[8 + sizeof ATR];
             put_u32(r, 1);
             put_u32(r + 4, 65544);
@@ -373,6 +376,22 @@ int main(int argc, char **argv)
     server_stop(&s);
     CHECK(wait_presence(lun, IFD_ICC_NOT_PRESENT));
     CHECK_EQ(p_close(lun), IFD_SUCCESS);
+
+    /* A server that accepts but never greets: closing does not wait for
+     * the HELLO timeout (5 s by default). */
+    CHECK_EQ(server_start(&s, MODE_SILENT), 0);
+    snprintf(name, sizeof name, "socket:%s", s.path);
+    CHECK_EQ(p_create(lun, name), IFD_SUCCESS);
+    sleep_ms(100);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        CHECK_EQ(p_close(lun), IFD_SUCCESS);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        CHECK((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000 < 1000);
+    }
+    server_stop(&s);
 
     dlclose(h);
     printf("%d passed, %d failed\n", g_pass, g_fail);
