@@ -440,6 +440,7 @@ def test_hostile_servers_give_typed_errors_and_the_reader_recovers(sock_dir, mod
         assert time.monotonic() - t < 3  # bounded by the timeout option
         card.disconnect(2)
         bad.stop()
+        assert wait_state(reader, False)  # (it may have reconnected to the hostile one)
         # a good server at the same path: the reader inserts its card
         server = Served(path)
         try:
@@ -508,3 +509,41 @@ def test_nothing_leaks_over_reader_and_server_cycles(sock_dir):
     finally:
         if server is not None:
             server.stop()
+
+
+def test_a_refused_socket_leaks_no_descriptor(sock_dir):
+    from serve_cards import CounterCard
+    path = os.path.join(sock_dir, "s")
+    with open(path, "w"):
+        pass  # not a socket
+    fds = _fds()
+    for _ in range(5):
+        with pytest.raises(OSError, match="is not a socket"):
+            CardServer(CounterCard(), path)
+    assert _fds() == fds
+
+
+def test_verbose_logs_every_apdu(sock_dir):
+    path = os.path.join(sock_dir, "s")
+    server = Served(path, "serve_cards:CounterCard", "--verbose")
+    try:
+        c = Client(path)
+        c.hello()
+        assert c.request(wire.Message.APDU, bytes.fromhex("80100000"))[1] == \
+            bytes.fromhex("000000019000")
+    finally:
+        server.stop()
+    log = server.log()
+    assert "> 80 10 00 00" in log and "< 00 00 00 01 90 00" in log
+
+
+def test_quiet_by_default(sock_dir):
+    path = os.path.join(sock_dir, "s")
+    server = Served(path)
+    try:
+        c = Client(path)
+        c.hello()
+        c.request(wire.Message.APDU, bytes.fromhex("80100000"))
+    finally:
+        server.stop()
+    assert "80 10 00 00" not in server.log()

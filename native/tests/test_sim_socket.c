@@ -354,13 +354,15 @@ int main(int argc, char **argv)
     CHECK_EQ(echo(lun, &rlen, resp), IFD_ICC_NOT_PRESENT);
     CHECK(wait_presence(lun, IFD_ICC_PRESENT));   /* it reconnects at once */
     server_stop(&s);
+    CHECK(wait_presence(lun, IFD_ICC_NOT_PRESENT));
 
     /* An oversized frame: a communication error, nothing read. */
     CHECK_EQ(server_start(&s, MODE_OVERSIZE), 0);
     CHECK(wait_presence(lun, IFD_ICC_PRESENT));
     power_up(lun);
     CHECK_EQ(echo(lun, &rlen, resp), IFD_COMMUNICATION_ERROR);
-    server_stop(&s);
+    server_stop(&s);   /* (the reader had reconnected to it meanwhile) */
+    CHECK(wait_presence(lun, IFD_ICC_NOT_PRESENT));
 
     /* Back to a good server: the reader recovers. */
     CHECK_EQ(server_start(&s, MODE_ECHO), 0);

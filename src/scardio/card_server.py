@@ -134,7 +134,12 @@ class CardServer:
         self._connections: dict[int, _Connection] = {}
         self._count = 0
         self._powered = False
-        self._listener = self._bind()
+        try:
+            self._listener = self._bind()
+        except BaseException:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            raise
         self._listen_fd = self._listener.fileno()
         self._poll.register(self._listen_fd, select.POLLIN)
         self._poll.register(self._wake_r, select.POLLIN)
