@@ -59,8 +59,8 @@ _LAZY = {
 # after a bare ``import scardio`` worked when the package imported them all)
 _SUBMODULES = frozenset({
     "aio", "apdu", "atr", "atr_list", "card", "cli", "completions", "constants",
-    "discovery", "holders", "monitor", "pcsc", "powerdown", "probe", "reader", "runner",
-    "sequences", "session", "sim", "status_words", "tracing", "waiting",
+    "discovery", "holders", "monitor", "pcsc", "powerdown", "probe", "reader", "recording",
+    "runner", "sequences", "session", "sim", "status_words", "tracing", "waiting",
 })
 
 

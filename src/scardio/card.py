@@ -29,6 +29,7 @@ from .sequences.transmit import MAX_GET_RESPONSE as MAX_GET_RESPONSE
 
 if TYPE_CHECKING:
     from .reader import Reader
+    from .recording import PathOrFile, Recorder
 
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.
@@ -183,6 +184,18 @@ class Card(CardBase):
                 return
             self.reader._disconnected(self, disposition if type(disposition) is Disposition
                                       else Disposition(disposition))
+
+    def record(self, target: "PathOrFile") -> "Recorder":
+        """Record this card's session from now on as JSON Lines (a path, or
+        a text file open for writing): every transmit, its failure, the
+        disconnect.  Use as ``with card.record("session.jsonl"): ...`` or
+        close the returned :class:`~scardio.recording.Recorder` yourself;
+        :mod:`scardio.recording` describes the format and
+        :class:`scardio.sim.ReplayCard` plays it back.  A card that is not
+        being recorded pays nothing: the recorder stands in for
+        ``transmit`` on this one object only while it records."""
+        from .recording import Recorder
+        return Recorder(self, target)
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reader": self.reader.name, "atr": self.atr_bytes.hex().upper(),
