@@ -156,15 +156,18 @@ class Card(CardBase):
             raw, self._header, resp, self.auto_get_response, self.auto_resend))
 
     def _transmit_steps(self, raw: bytes, get_response: Optional[bool],
-                        resend: Optional[bool], deadline: float) -> Response:
-        """transmit() with a deadline: the sequence through run_sync."""
+                        resend: Optional[bool], deadline: Optional[float],
+                        device: Any = None) -> Response:
+        """transmit() with a deadline: the sequence through run_sync (on
+        `device`, a proxy of the reader's, when given: the recorder's)."""
         with self.reader._lock:
             self._check()
             try:
                 steps = transmit_steps(raw, self.protocol,
                                        auto_get_response=self._get_response(get_response),
                                        auto_resend=self._resend(resend))
-                return run_sync(self.reader.device, steps, deadline=deadline)
+                return run_sync(self.reader.device if device is None else device, steps,
+                                deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 self.reader.session.transmit_failed(self, exc)
                 raise

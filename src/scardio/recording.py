@@ -18,16 +18,20 @@ case without spaces.  Every later line has a ``type`` and ``t``, seconds
 since the header was written:
 
 ``apdu``
-    one :meth:`Card.transmit`: ``command`` (the APDU as sent), ``response``
-    (the response data followed by SW1 SW2, as returned: after the
-    GET RESPONSE / re-send follow-ups the card's settings made), ``us`` (the
-    call's duration in microseconds).
+    one :meth:`Card.transmit`: ``command`` (the APDU as given), ``response``
+    (the response data followed by SW1 SW2, as returned), ``us`` (the call's
+    duration in microseconds), and ``wire`` when the reader saw more than
+    that one exchange: every TRANSMIT in order as ``[command, response]``
+    (the 61xx answer and each GET RESPONSE, the 6Cxx answer and the re-send
+    with the right Le).  A replay answers the ``wire`` exchanges, which are
+    what a card sees, so a T=0 session replays as the card played it.
 ``error``
     a transmit that raised: ``command`` (``null`` when the argument was not
-    an APDU at all), ``sent`` (``false`` when it was refused before any I/O:
-    malformed, too long for the protocol, the card already disconnected; a
-    replay skips those lines), ``error`` (the exception's class name),
-    ``message``, ``us``.
+    an APDU at all), ``wire`` (the exchanges that reached the reader, the
+    failed one with a ``null`` response; empty when the transmit was refused
+    before any I/O: too long for the protocol, the card already
+    disconnected), ``error`` (the exception's class name), ``message``,
+    ``us``.
 ``disconnect``
     ``disposition``: ``LEAVE``, ``RESET`` (a warm reset) or ``UNPOWER``; the
     card is gone after it, so it ends the recording.
@@ -52,7 +56,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 
-from .apdu import ApduLike, check_length, to_apdu_bytes
+from . import errors
+from .apdu import ApduLike, to_apdu_bytes
+from .constants import IOCTL
+from .sequences.transmit import IO_HEADER
+from .session import deadline_after
 
 if TYPE_CHECKING:
     from .card import Card, Response
@@ -65,6 +73,8 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "Recorder", "RecordingFormatError", "Reco
 FORMAT = "scardio-session"
 #: The format version this module writes and reads.
 FORMAT_VERSION = 1
+
+_TRANSMIT = int(IOCTL.TRANSMIT)
 
 PathOrFile = Union[str, "os.PathLike[str]", IO[str]]
 
@@ -93,11 +103,16 @@ class RecordingHeader:
     connect_actions: tuple[str, ...] = ()
 
 
+#: One exchange with the reader: the command and the response (None: it failed).
+WirePair = tuple[bytes, Optional[bytes]]
+
+
 @dataclass(frozen=True)
 class Exchange:
     """One recorded transmit: an ``apdu`` line (`response` set) or an
     ``error`` line (`error` set; `command` is None when the argument was
-    not an APDU; `sent` is False when it was refused before any I/O)."""
+    not an APDU).  `wire` is what the reader saw, in order: for an ``apdu``
+    line without a ``wire`` key, the one pair (command, response)."""
     line: int
     t: float
     command: Optional[bytes]
@@ -105,7 +120,7 @@ class Exchange:
     error: Optional[str] = None
     message: str = ""
     us: float = 0.0
-    sent: bool = True
+    wire: tuple[WirePair, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,34 @@ class Recording:
 
 # ---------------------------------------------------------------------------
 # Writing
+
+
+class _WireDevice:
+    """A proxy of the reader's device that keeps each TRANSMIT's [command,
+    response] (hex, I/O headers off; response None when the IOCTL failed).
+    A too-small output buffer is not an exchange: the runner asks again."""
+
+    def __init__(self, device: Any) -> None:
+        self._device = device
+        self.pairs: list[list[Optional[str]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._device, name)
+
+    def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
+        if code != _TRANSMIT:
+            return self._device.ioctl(code, input, output_size)  # type: ignore[no-any-return]
+        pair: list[Optional[str]] = [input[IO_HEADER:].hex().upper(), None]
+        try:
+            out: bytes = self._device.ioctl(code, input, output_size)
+        except errors.BufferTooSmallError:
+            raise
+        except BaseException:
+            self.pairs.append(pair)
+            raise
+        pair[1] = out[IO_HEADER:].hex().upper()
+        self.pairs.append(pair)
+        return out
 
 
 def _utc_now() -> str:
@@ -207,33 +250,37 @@ class Recorder:
     def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
                  auto_resend: Optional[bool] = None,
                  timeout: Optional[float] = None) -> "Response":
-        """The card's transmit, recorded (same arguments, same result)."""
+        """The card's transmit, recorded (same arguments, same result, same
+        errors: it runs the card's full transmit path on a proxy of the
+        reader's device, which sees each exchange with the reader)."""
         started = time.monotonic()
         t0 = time.perf_counter_ns()
         raw: Optional[bytes] = None
-        lock = self.card.reader._lock
-        with lock:  # reentrant: transmit takes it again; the line keeps the card's order
-            sent = False
+        card = self.card
+        with card.reader._lock:  # reentrant; the lines keep the order the card saw
+            device = _WireDevice(card.reader.device)
             try:
-                # the transmit's own checks, made here to know whether the
-                # command went to the reader: a replay skips those that did not
                 raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
-                self.card._check()
-                check_length(raw, self.card.protocol)
-                sent = True
-                resp = self._transmit(raw, auto_get_response=auto_get_response,
-                                      auto_resend=auto_resend, timeout=timeout)
+                deadline = None if timeout is None else deadline_after(timeout)
+                resp = card._transmit_steps(raw, auto_get_response, auto_resend, deadline,
+                                            device)
             except BaseException as exc:
                 us = (time.perf_counter_ns() - t0) / 1000.0
                 self.exchanges += 1
                 self._line("error", started, us=round(us, 1),
-                           command=None if raw is None else raw.hex().upper(), sent=sent,
-                           error=type(exc).__name__, message=str(exc))
+                           command=None if raw is None else raw.hex().upper(),
+                           wire=device.pairs, error=type(exc).__name__, message=str(exc))
                 raise
             us = (time.perf_counter_ns() - t0) / 1000.0
             self.exchanges += 1
-            self._line("apdu", started, us=round(us, 1), command=raw.hex().upper(),
-                       response=bytes(resp).hex().upper())
+            command, response = raw.hex().upper(), bytes(resp).hex().upper()
+            wire = device.pairs
+            if len(wire) == 1 and wire[0][0] == command and wire[0][1] == response:
+                self._line("apdu", started, us=round(us, 1), command=command,
+                           response=response)
+            else:
+                self._line("apdu", started, us=round(us, 1), command=command,
+                           response=response, wire=wire)
         return resp
 
     def disconnect(self, disposition: "Optional[Disposition]" = None) -> None:
@@ -333,24 +380,42 @@ def _entry(source: str, n: int, obj: dict[str, Any]) -> Union[Exchange, SessionE
     kind = obj.get("type")
     t = _number(source, n, obj, "t")
     if kind == "apdu":
-        return Exchange(line=n, t=t, command=_hex(source, n, obj, "command"),
-                        response=_check_response(source, n, _hex(source, n, obj, "response")),
-                        us=_number(source, n, obj, "us", 0.0))
+        command = _hex(source, n, obj, "command")
+        response = _check_response(source, n, _hex(source, n, obj, "response"))
+        assert command is not None
+        wire = (_wire_pairs(source, n, obj) if "wire" in obj
+                else ((command, response),))
+        return Exchange(line=n, t=t, command=command, response=response,
+                        us=_number(source, n, obj, "us", 0.0), wire=wire)
     if kind == "error":
         if not isinstance(obj.get("error"), str):
             raise RecordingFormatError(source, n, "an error line needs 'error' (a string)")
-        sent = obj.get("sent", True)
-        if not isinstance(sent, bool):
-            raise RecordingFormatError(source, n, f"'sent' must be true or false, got {sent!r}")
-        command = _hex(source, n, obj, "command", nullable=True)
-        return Exchange(line=n, t=t, command=command, error=obj["error"],
-                        message=str(obj.get("message", "")),
-                        us=_number(source, n, obj, "us", 0.0), sent=sent and command is not None)
+        return Exchange(line=n, t=t, command=_hex(source, n, obj, "command", nullable=True),
+                        error=obj["error"], message=str(obj.get("message", "")),
+                        us=_number(source, n, obj, "us", 0.0),
+                        wire=_wire_pairs(source, n, obj))
     if kind in ("disconnect", "end"):
         return SessionEvent(line=n, t=t, kind=kind,
                             detail={k: v for k, v in obj.items() if k not in ("type", "t")})
     raise RecordingFormatError(source, n, f"unknown line type {kind!r} "
                                           "(apdu, error, disconnect, end)")
+
+
+def _wire_pairs(source: str, n: int, obj: dict[str, Any]) -> tuple[WirePair, ...]:
+    wire = obj.get("wire")
+    if not isinstance(wire, list):
+        raise RecordingFormatError(source, n, f"'wire' must be a list, got {wire!r}")
+    pairs: list[WirePair] = []
+    for i, pair in enumerate(wire):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise RecordingFormatError(source, n, f"'wire' item {i} must be "
+                                                  f"[command, response], got {pair!r}")
+        c, r = f"wire[{i}] command", f"wire[{i}] response"
+        d = {c: pair[0], r: pair[1]}
+        command = _hex(source, n, d, c)
+        assert command is not None
+        pairs.append((command, _hex(source, n, d, r, nullable=True)))
+    return tuple(pairs)
 
 
 def _check_response(source: str, n: int, response: Optional[bytes]) -> bytes:

@@ -9,13 +9,22 @@ from typing import TYPE_CHECKING, Optional, Union
 from .virtual_card import VirtualCard
 
 if TYPE_CHECKING:
-    from ..recording import Exchange, PathOrFile, Recording
+    from ..recording import PathOrFile, Recording
 
-__all__ = ["ReplayCard", "ReplayMismatch", "NO_PRECISE_DIAGNOSIS"]
+__all__ = ["ReplayCard", "ReplayMismatch", "ReplayStep", "NO_PRECISE_DIAGNOSIS"]
 
 #: What a replay answers to a command it has no answer for (and to one whose
 #: recorded exchange failed): SW 6F 00, "no precise diagnosis".
 NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
+
+
+@dataclass(frozen=True)
+class ReplayStep:
+    """One recorded exchange with the card: `command`, its `response` (None:
+    the exchange failed) and the recording's `line` it comes from."""
+    line: int
+    command: bytes
+    response: Optional[bytes]
 
 
 @dataclass(frozen=True)
@@ -44,10 +53,12 @@ class ReplayCard(VirtualCard):
 
     `source` is a recording (a path, an open text file, or a
     :class:`~scardio.recording.Recording`); the card's ATR is the recorded
-    one.  Recorded exchanges that failed on the way to the card (``sent:
-    false``) are left out: the host refuses those commands again before
-    they reach a card.  An exchange that failed after it was sent (the
-    card was removed, the driver timed out) is answered ``6F 00``.
+    one.  The card replays what the recorded card saw: the ``wire``
+    exchanges of each recorded transmit (its GET RESPONSE and re-sends
+    included), so the host's own follow-ups meet the recorded answers.  A
+    transmit refused before any I/O left no exchange, so it is not expected;
+    an exchange that failed (the card was removed, the driver timed out) is
+    answered ``6F 00``.
 
     Strict mode (the default) expects the recorded commands in the recorded
     order: each command that is the next recorded one gets its recorded
@@ -77,12 +88,13 @@ class ReplayCard(VirtualCard):
         self.strict = strict
         self._log = logging.getLogger(__name__)
         self._lock = threading.Lock()
-        self._exchanges: list[Exchange] = [
-            e for e in self.recording.exchanges if e.sent and e.command is not None]
-        self._by_command: dict[bytes, list[Exchange]] = {}
-        for e in self._exchanges:
-            assert e.command is not None
-            self._by_command.setdefault(e.command, []).append(e)
+        # what the card saw, in order: the exchanges of every recorded transmit
+        self._steps: list[ReplayStep] = [
+            ReplayStep(e.line, command, response)
+            for e in self.recording.exchanges for command, response in e.wire]
+        self._by_command: dict[bytes, list[ReplayStep]] = {}
+        for step in self._steps:
+            self._by_command.setdefault(step.command, []).append(step)
         self._mismatches: list[ReplayMismatch] = []
         self.rewind()
 
@@ -104,44 +116,44 @@ class ReplayCard(VirtualCard):
             return list(self._mismatches)
 
     @property
-    def remaining(self) -> list["Exchange"]:
-        """Strict mode: the recorded exchanges not replayed yet (empty when
-        the whole session was replayed).  Loose mode: the recorded commands
-        never asked for, one exchange each."""
+    def remaining(self) -> list[ReplayStep]:
+        """Strict mode: the recorded exchanges not replayed yet (empty once
+        the whole session was).  Loose mode: the first exchange of each
+        recorded command never asked for."""
         with self._lock:
             if self.strict:
-                return self._exchanges[self._position:]
-            return [ex[0] for cmd, ex in self._by_command.items() if cmd not in self._seen]
+                return self._steps[self._position:]
+            return [steps[0] for cmd, steps in self._by_command.items() if cmd not in self._seen]
 
     def apdu(self, command: bytes) -> bytes:
         command = bytes(command)
         with self._lock:
             index = self._received
             self._received += 1
-            found = self._next_strict(command) if self.strict else self._next_loose(command)
+            found = (self._next_strict(index, command) if self.strict
+                     else self._next_loose(index, command))
             if isinstance(found, ReplayMismatch):
                 self._mismatches.append(found)
         if isinstance(found, ReplayMismatch):
             self._log.warning("replay of %s: %s", self.recording.source, found)
             return NO_PRECISE_DIAGNOSIS
-        if found.response is None:  # the recorded exchange failed after it was sent
+        if found.response is None:  # the recorded exchange failed
             return NO_PRECISE_DIAGNOSIS
         return found.response
 
-    def _next_strict(self, command: bytes) -> "Union[Exchange, ReplayMismatch]":
-        if self._position < len(self._exchanges):
-            expected = self._exchanges[self._position]
+    def _next_strict(self, index: int, command: bytes) -> "Union[ReplayStep, ReplayMismatch]":
+        if self._position < len(self._steps):
+            expected = self._steps[self._position]
             if expected.command == command:
                 self._position += 1
                 return expected
-            assert expected.command is not None
-            return ReplayMismatch(self._received - 1, command, expected.command, expected.line)
-        return ReplayMismatch(self._received - 1, command, None, 0)
+            return ReplayMismatch(index, command, expected.command, expected.line)
+        return ReplayMismatch(index, command, None, 0)
 
-    def _next_loose(self, command: bytes) -> "Union[Exchange, ReplayMismatch]":
+    def _next_loose(self, index: int, command: bytes) -> "Union[ReplayStep, ReplayMismatch]":
         answers = self._by_command.get(command)
         if not answers:
-            return ReplayMismatch(self._received - 1, command, None, 0)
+            return ReplayMismatch(index, command, None, 0)
         n = self._seen.get(command, 0)
         self._seen[command] = n + 1
         return answers[n % len(answers)]
@@ -149,4 +161,4 @@ class ReplayCard(VirtualCard):
     def __repr__(self) -> str:
         mode = "strict" if self.strict else "loose"
         return (f"<scardio.sim.ReplayCard {self.recording.source!r} {mode}, "
-                f"{len(self._exchanges)} exchanges, {len(self._mismatches)} mismatches>")
+                f"{len(self._steps)} exchanges, {len(self._mismatches)} mismatches>")
