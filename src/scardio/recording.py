@@ -253,11 +253,11 @@ class Recorder:
         """The card's transmit, recorded (same arguments, same result, same
         errors: it runs the card's full transmit path on a proxy of the
         reader's device, which sees each exchange with the reader)."""
-        started = time.monotonic()
-        t0 = time.perf_counter_ns()
         raw: Optional[bytes] = None
         card = self.card
         with card.reader._lock:  # reentrant; the lines keep the order the card saw
+            started = time.monotonic()
+            t0 = time.perf_counter_ns()
             device = _WireDevice(card.reader.device)
             try:
                 raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
