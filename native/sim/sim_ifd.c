@@ -27,6 +27,7 @@
 #include "ifd_ext.h"
 #include "sim_protocol.h"
 #include "card.h"
+#include "ext_card.h"
 
 /* Threads: pthreads, or SRW locks and condition variables on Windows (the
  * library stays self-contained: no part of the core is linked in). */
@@ -114,6 +115,20 @@ struct fault {
     uint32_t value;
 };
 
+/* An external card (ext_card.h) in a LUN.  refs and next_dropped are
+ * guarded by the LUN's lock; t0 and scratch by call_lock, which serialises
+ * calls into the card and is taken before (never while holding) the LUN
+ * lock. */
+struct ext_ref {
+    struct ext_ref *next_dropped;
+    sim_ext_card card;
+    unsigned refs;             /* the LUN holds one while the card is in */
+    sim_mutex call_lock;
+    uint64_t t0_gen;           /* l->link_gen the pending data belongs to */
+    sim_ext_t0 t0;
+    uint8_t scratch[SIM_EXT_MAX_RESPONSE];
+};
+
 struct lun {
     struct lun *next;          /* bucket chain (g_lock) */
     IFD_DWORD id;
@@ -146,6 +161,10 @@ struct lun {
     int no_events;             /* option noevents: no card-event counts */
     int lost_stop;             /* option loststop: a stop with no poll waiting is lost */
     int pollers;               /* polls waiting for an event */
+    struct ext_ref *ext;       /* the card is external (NULL: card.c) */
+    struct ext_ref *dropped;   /* external cards to release after unlocking */
+    uint64_t card_gen;         /* bumped by every insertion and removal */
+    uint64_t link_gen;         /* bumped by power / reset / protocol changes */
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -238,6 +257,22 @@ static void lun_put(struct lun *l)
     last = --l->refs == 0;
     sim_mutex_unlock(&g_lock);
     if (last) {
+        /* Close dropped the card already; nobody else can see l now. */
+        struct ext_ref *e = l->dropped;
+        if (l->ext != NULL) {
+            l->ext->next_dropped = e;
+            e = l->ext;
+        }
+        while (e != NULL) {
+            struct ext_ref *next = e->next_dropped;
+            if (--e->refs == 0) {
+                if (e->card.release != NULL)
+                    e->card.release(e->card.ctx);
+                sim_mutex_destroy(&e->call_lock);
+                free(e);
+            }
+            e = next;
+        }
         sim_cond_destroy(&l->cond);
         sim_mutex_destroy(&l->lock);
         free(l);
@@ -353,8 +388,15 @@ static void card_removed_locked(struct lun *l)
 {
     l->swap_absent = 0;
     l->swap_told = 0;
+    if (l->ext != NULL) {      /* released once no call is inside it */
+        l->ext->next_dropped = l->dropped;
+        l->dropped = l->ext;
+        l->ext = NULL;
+    }
     if (!l->present)
         return;
+    l->card_gen++;
+    l->link_gen++;
     l->present = 0;
     l->powered = 0;
     l->protocol = 0;
@@ -370,6 +412,8 @@ static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
     card_removed_locked(l);    /* inserting over a card swaps it */
     l->swap_absent = swap ? SIM_SWAP_ABSENT_CHECKS : 0;
     sim_card_init(&l->card, atr, len);
+    l->card_gen++;
+    l->link_gen++;
     l->present = 1;
     l->powered = 0;
     l->protocol = 0;
@@ -377,6 +421,76 @@ static void card_inserted_locked(struct lun *l, const uint8_t *atr, size_t len)
     l->ev_insertions++;
     l->event_gen++;
     sim_cond_broadcast(&l->cond);
+}
+
+/* ---- external cards (ext_card.h) ------------------------------------------ */
+
+/* Drop a reference; the last one releases the card (no lock held). */
+static void ext_put(struct lun *l, struct ext_ref *e)
+{
+    int last;
+    sim_mutex_lock(&l->lock);
+    last = --e->refs == 0;
+    sim_mutex_unlock(&l->lock);
+    if (last) {
+        if (e->card.release != NULL)
+            e->card.release(e->card.ctx);
+        sim_mutex_destroy(&e->call_lock);
+        free(e);
+    }
+}
+
+/* Release the external cards removed while the LUN lock was held: call
+ * after unlocking, wherever a card may have been removed. */
+static void flush_dropped(struct lun *l)
+{
+    struct ext_ref *e;
+    sim_mutex_lock(&l->lock);
+    e = l->dropped;
+    l->dropped = NULL;
+    sim_mutex_unlock(&l->lock);
+    while (e != NULL) {
+        struct ext_ref *next = e->next_dropped;
+        ext_put(l, e);
+        e = next;
+    }
+}
+
+/* The reader's answer to a failed external call. */
+static IFD_RESPONSECODE ext_failure(long r)
+{
+    switch (r) {
+    case SIM_EXT_E_TIMEOUT: return IFD_RESPONSE_TIMEOUT;
+    case SIM_EXT_E_GONE: return IFD_ICC_NOT_PRESENT;
+    default: return IFD_COMMUNICATION_ERROR;
+    }
+}
+
+/* Take a reference to the LUN's external card, or NULL (LUN lock held). */
+static struct ext_ref *ext_get_locked(struct lun *l, uint64_t *gen)
+{
+    struct ext_ref *e = l->ext;
+    if (e != NULL) {
+        e->refs++;
+        *gen = l->card_gen;
+    }
+    return e;
+}
+
+/* Still the card a call started with (LUN lock held). */
+static int ext_same_locked(const struct lun *l, const struct ext_ref *e, uint64_t gen)
+{
+    return l->ext == e && l->card_gen == gen && !l->closed;
+}
+
+/* After SIM_EXT_E_GONE: remove the card if it is still this one. */
+static void ext_gone(struct lun *l, struct ext_ref *e, uint64_t gen)
+{
+    sim_mutex_lock(&l->lock);
+    if (ext_same_locked(l, e, gen))
+        card_removed_locked(l);
+    sim_mutex_unlock(&l->lock);
+    flush_dropped(l);
 }
 
 /* ---- common prologue ----------------------------------------------------- */
@@ -440,6 +554,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         sim_mutex_lock(&l->lock);
         card_removed_locked(l);
         sim_mutex_unlock(&l->lock);
+        flush_dropped(l);
         break;
     default:
         break;
@@ -590,8 +705,14 @@ SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
     }
     sim_mutex_lock(&l->lock);
     l->closed = 1;             /* wakes blocked calls and polls */
+    if (l->ext != NULL) {      /* the reader is gone: so is its card */
+        l->ext->next_dropped = l->dropped;
+        l->dropped = l->ext;
+        l->ext = NULL;
+    }
     sim_cond_broadcast(&l->cond);
     sim_mutex_unlock(&l->lock);
+    flush_dropped(l);
     lun_put(l);                /* the table's reference */
     lun_put(l);                /* ours */
     return IFD_SUCCESS;
@@ -771,12 +892,39 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD Lun, IFD_DWORD P
             rv = IFD_PROTOCOL_NOT_SUPPORTED;
         } else {
             l->protocol = (uint32_t)Protocol;
+            l->link_gen++;
             sim_card_set_protocol(&l->card, Protocol == PROTO_T1 ? 1 : 0);
         }
     }
     sim_mutex_unlock(&l->lock);
     lun_put(l);
     return rv;
+}
+
+/* The hook an external card gets for a power action (LUN lock held), or 0. */
+static int ext_power_op(const struct lun *l, IFD_DWORD action)
+{
+    if (l->ext == NULL || !l->present)
+        return 0;
+    if (action == IFD_POWER_DOWN)
+        return l->powered ? SIM_EXT_OP_POWER_DOWN : 0;
+    if (action == IFD_POWER_UP)
+        return l->powered ? SIM_EXT_OP_RESET_COLD : SIM_EXT_OP_POWER_UP;
+    if (action == IFD_RESET)
+        return l->powered ? SIM_EXT_OP_RESET_WARM : SIM_EXT_OP_POWER_UP;
+    return 0;
+}
+
+/* Call an external card's power hook, no LUN lock held.  Pending T=0 data
+ * does not survive it. */
+static long ext_power(struct ext_ref *e, int op)
+{
+    long r;
+    sim_mutex_lock(&e->call_lock);
+    e->t0.pending_len = 0;
+    r = e->card.call(e->card.ctx, op, NULL, 0, e->scratch, SIM_EXT_MAX_RESPONSE);
+    sim_mutex_unlock(&e->call_lock);
+    return r;
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
@@ -786,6 +934,10 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
     struct fault f;
     IFD_RESPONSECODE rv;
     IFD_DWORD cap;
+    struct ext_ref *e = NULL;
+    uint64_t gen = 0;
+    long hook_rc = 0;
+    int op;
 
     if (AtrLength == NULL)
         return IFD_COMMUNICATION_ERROR;
@@ -794,11 +946,27 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
         return rv;
     cap = Atr != NULL ? *AtrLength : 0;
 
+    /* An external card hears of the action first, with no lock held. */
     sim_mutex_lock(&l->lock);
-    if (Action == IFD_POWER_DOWN) {
+    op = ext_power_op(l, Action);
+    if (op != 0)
+        e = ext_get_locked(l, &gen);
+    sim_mutex_unlock(&l->lock);
+    if (e != NULL) {
+        hook_rc = ext_power(e, op);
+        if (hook_rc == SIM_EXT_E_GONE)
+            ext_gone(l, e, gen);
+    }
+
+    sim_mutex_lock(&l->lock);
+    if (e != NULL && Action != IFD_POWER_DOWN && !ext_same_locked(l, e, gen)) {
+        *AtrLength = 0;        /* removed or swapped meanwhile */
+        rv = IFD_ICC_NOT_PRESENT;
+    } else if (Action == IFD_POWER_DOWN) {
         /* Always succeeds, card or not: the contacts are simply off. */
         l->powered = 0;
         l->protocol = 0;
+        l->link_gen++;
         l->counters[SIM_COUNTER_POWER_DOWNS]++;
         *AtrLength = 0;
     } else if (Action == IFD_POWER_UP || Action == IFD_RESET) {
@@ -806,6 +974,9 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
         if (!l->present) {
             *AtrLength = 0;
             rv = IFD_ICC_NOT_PRESENT;
+        } else if (hook_rc < 0) {
+            *AtrLength = 0;    /* the card did not come up */
+            rv = ext_failure(hook_rc);
         } else if (f.kind == SIM_FAULT_LONG_ATR) {
             /* Report f.value bytes; write the ATR padded with zeros, never
              * past the buffer. */
@@ -826,6 +997,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
         if (rv == IFD_SUCCESS) {
             l->powered = 1;
             l->protocol = 0;
+            l->link_gen++;
             sim_card_reset(&l->card);
             l->counters[Action == IFD_POWER_UP ? SIM_COUNTER_POWER_UPS
                                                : SIM_COUNTER_RESETS]++;
@@ -834,9 +1006,82 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
         rv = IFD_ERROR_NOT_SUPPORTED;
     }
     sim_mutex_unlock(&l->lock);
+    if (e != NULL)
+        ext_put(l, e);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *AtrLength = overlong(cap, f.value);
     lun_put(l);
+    return rv;
+}
+
+/*
+ * TRANSMIT to an external card (referenced by e; card_gen was gen when it
+ * was taken), with no LUN lock held: T=0 framing around the card's answer
+ * (ext_card.h).  Sets *rx_len; returns the IFD code.
+ */
+static IFD_RESPONSECODE ext_transmit(struct lun *l, struct ext_ref *e, uint64_t gen,
+                                     const IFD_UCHAR *tx, size_t tx_len,
+                                     IFD_UCHAR *rx, size_t cap, size_t *rx_len)
+{
+    IFD_RESPONSECODE rv = IFD_SUCCESS;
+    uint32_t t = 0;
+    long r;
+    size_t need;
+    int ok;
+
+    *rx_len = 0;
+    sim_mutex_lock(&e->call_lock);
+    sim_mutex_lock(&l->lock);
+    ok = ext_same_locked(l, e, gen) && l->powered && l->protocol != 0;
+    if (ok) {
+        t = l->protocol == PROTO_T1 ? 1 : 0;
+        if (e->t0_gen != l->link_gen) {   /* power or protocol changed */
+            e->t0_gen = l->link_gen;
+            e->t0.pending_len = 0;
+        }
+    }
+    sim_mutex_unlock(&l->lock);
+    if (!ok) {
+        rv = IFD_ICC_NOT_PRESENT;
+        goto out;
+    }
+    if (t == 0) {
+        if (sim_ext_is_extended(tx, tx_len)) {
+            /* T=0 cannot carry an extended APDU: wrong length. */
+            e->t0.pending_len = 0;
+            need = 2;
+            if (cap >= 2) {
+                rx[0] = 0x67;
+                rx[1] = 0x00;
+            }
+            goto sized;
+        }
+        need = sim_ext_t0_before(&e->t0, tx, tx_len, rx, cap);
+        if (need != 0)
+            goto sized;
+    }
+    r = e->card.call(e->card.ctx, SIM_EXT_OP_APDU, tx, tx_len, e->scratch,
+                     SIM_EXT_MAX_RESPONSE);
+    if (r < 0 && r != SIM_EXT_E_MALFORMED) {
+        rv = ext_failure(r);
+        if (r == SIM_EXT_E_GONE) {
+            sim_mutex_unlock(&e->call_lock);
+            ext_gone(l, e, gen);
+            return rv;
+        }
+        goto out;
+    }
+    need = 0;
+    if (r >= 0 && (unsigned long)r <= SIM_EXT_MAX_RESPONSE)
+        need = sim_ext_frame(&e->t0, (int)t, tx, tx_len, e->scratch, (size_t)r, rx, cap);
+    if (need == 0)             /* malformed: an empty response */
+        goto out;
+sized:
+    *rx_len = need;
+    if (need > cap)
+        rv = IFD_ERROR_INSUFFICIENT_BUFFER;
+out:
+    sim_mutex_unlock(&e->call_lock);
     return rv;
 }
 
@@ -850,6 +1095,8 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
     IFD_RESPONSECODE rv;
     IFD_DWORD cap;
     uint32_t t;
+    struct ext_ref *e = NULL;
+    uint64_t gen = 0;
 
     if (RxLength == NULL || (TxBuffer == NULL && TxLength != 0))
         return IFD_COMMUNICATION_ERROR;
@@ -879,6 +1126,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
             goto out;
         }
         l->protocol = first;
+        l->link_gen++;
         sim_card_set_protocol(&l->card, first == PROTO_T1 ? 1 : 0);
     }
     /* pcscd passes the T number (0 or 1) here, not the SCARD_PROTOCOL mask. */
@@ -887,6 +1135,17 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
         *RxLength = 0;
         rv = IFD_PROTOCOL_NOT_SUPPORTED;
         goto out;
+    }
+    if ((e = ext_get_locked(l, &gen)) != NULL) {
+        /* The card's code runs with no lock of ours held. */
+        size_t n = 0;
+        sim_mutex_unlock(&l->lock);
+        rv = ext_transmit(l, e, gen, TxBuffer, (size_t)TxLength, RxBuffer, (size_t)cap, &n);
+        ext_put(l, e);
+        *RxLength = (IFD_DWORD)n;
+        if (rv == IFD_SUCCESS && RecvPci != NULL)
+            RecvPci->Protocol = t;
+        goto unlocked;
     }
     {
         size_t need = sim_card_process(&l->card, TxBuffer, (size_t)TxLength,
@@ -901,6 +1160,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
         RecvPci->Protocol = t;
 out:
     sim_mutex_unlock(&l->lock);
+unlocked:
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *RxLength = overlong(cap, f.value);
     lun_put(l);
@@ -1053,6 +1313,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD Lun, IFD_DWORD dwControlCode,
         sim_mutex_lock(&l->lock);
         rv = control_locked(l, n, TxBuffer, TxLength, RxBuffer, cap, &returned);
         sim_mutex_unlock(&l->lock);
+        flush_dropped(l);
     }
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         returned = overlong(cap, f.value);
@@ -1060,4 +1321,84 @@ SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD Lun, IFD_DWORD dwControlCode,
         *pdwBytesReturned = returned;
     lun_put(l);
     return rv;
+}
+
+/* ---- external cards: insertion (ext_card.h) ------------------------------- */
+
+IFD_RESPONSECODE sim_ext_insert(IFD_DWORD lun, const sim_ext_card *card,
+                                const uint8_t *atr, size_t atr_len)
+{
+    struct lun *l;
+    struct ext_ref *e;
+    int closed;
+
+    if (card == NULL || card->call == NULL) {
+        if (card != NULL && card->release != NULL)
+            card->release(card->ctx);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    if (atr == NULL || atr_len < 2 || atr_len > SIM_CARD_MAX_ATR) {
+        if (card->release != NULL)
+            card->release(card->ctx);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    e = calloc(1, sizeof(*e));
+    if (e == NULL || sim_mutex_init(&e->call_lock) != 0) {
+        free(e);
+        if (card->release != NULL)
+            card->release(card->ctx);
+        return IFD_COMMUNICATION_ERROR;
+    }
+    e->card = *card;
+    e->refs = 1;
+    closed = 1;
+    if ((l = lun_get(lun)) != NULL) {
+        sim_mutex_lock(&l->lock);
+        closed = l->closed;
+        if (!closed) {
+            card_inserted_locked(l, atr, atr_len);
+            l->ext = e;
+        }
+        sim_mutex_unlock(&l->lock);
+        flush_dropped(l);      /* the card this one replaced */
+        lun_put(l);
+    }
+    if (closed) {              /* no such reader: the card is dropped */
+        if (card->release != NULL)
+            card->release(card->ctx);
+        sim_mutex_destroy(&e->call_lock);
+        free(e);
+        return IFD_NO_SUCH_DEVICE;
+    }
+    return IFD_SUCCESS;
+}
+
+IFD_RESPONSECODE sim_ext_remove(IFD_DWORD lun)
+{
+    struct lun *l = lun_get(lun);
+    if (l == NULL)
+        return IFD_NO_SUCH_DEVICE;
+    sim_mutex_lock(&l->lock);
+    card_removed_locked(l);
+    sim_mutex_unlock(&l->lock);
+    flush_dropped(l);
+    lun_put(l);
+    return IFD_SUCCESS;
+}
+
+/* The in-process entry to sim_ext_insert, for a host that loaded this
+ * library (README.md, "External cards"); not reachable through pcscd. */
+SIM_EXPORT IFD_RESPONSECODE scardio_sim_insert_external(IFD_DWORD lun, sim_ext_call_fn call,
+                                                        sim_ext_release_fn release, void *ctx,
+                                                        const uint8_t *atr, size_t atr_len);
+
+SIM_EXPORT IFD_RESPONSECODE scardio_sim_insert_external(IFD_DWORD lun, sim_ext_call_fn call,
+                                                        sim_ext_release_fn release, void *ctx,
+                                                        const uint8_t *atr, size_t atr_len)
+{
+    sim_ext_card card;
+    card.call = call;
+    card.release = release;
+    card.ctx = ctx;
+    return sim_ext_insert(lun, &card, atr, atr_len);
 }

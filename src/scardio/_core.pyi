@@ -1,7 +1,7 @@
 """Type stubs for the Cython binding over the scardio C core (native/scio.h)."""
 
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar, Union
 
 from .apdu import ApduLike
 from .sequences.transmit import Response
@@ -29,6 +29,10 @@ def list_pcsc_readers() -> list[str]:
     scardio.errors.ResourceManagerNotRunningError without a resource manager,
     DriverNotFoundError without a PC/SC client library."""
 def set_driver_log(callback: Optional[Callable[[int, str], None]]) -> None: ...
+def bytes_callback(fn: Callable[[int, bytes], Union[bytes, int]]) -> tuple[int, int, int]:
+    """(call, release, ctx) C function-pointer addresses that call
+    fn(op, data) from C; release(ctx) drops the reference taken to fn.
+    TypeError unless fn is callable."""
 
 class Operation:
     """An overlapped IOCTL.  Completes into its device's completion queue.

@@ -140,10 +140,20 @@ class SimControl:
     def _send(self, n: int, data: bytes = b"", output_size: int = 0) -> bytes:
         return self.device.ioctl(_ctl(n), data, output_size)
 
-    def insert(self, atr: Optional[bytes] = None, *, t0: bool = False) -> None:
-        """Insert a card: the default T=1 card, the T=0 card, or one with
-        the given ATR (2..33 bytes)."""
-        if atr is not None:
+    def insert(self, atr: Optional[bytes] = None, *, t0: bool = False,
+               card: Optional[VirtualCard] = None) -> None:
+        """Insert a card: the default T=1 card, the T=0 card, one with the
+        given ATR (2..33 bytes), or `card`, a :class:`VirtualCard` whose
+        code answers (its ATR is checked by :func:`scardio.atr.parse_atr`
+        here: an :class:`~scardio.atr.ATRError` names what is wrong).  A
+        card inserted over another swaps it; the reader keeps a
+        VirtualCard until it is removed, swapped or the device closed."""
+        if card is not None:
+            if atr is not None or t0:
+                raise ValueError("give card alone, without atr or t0")
+            from ._host import insert_card
+            insert_card(self.device.library, self.device.lun, card)
+        elif atr is not None:
             if t0:
                 raise ValueError("give either atr or t0, not both")
             if not 2 <= len(atr) <= 33:
