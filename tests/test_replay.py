@@ -9,6 +9,7 @@ mode's matching by command bytes, bad files."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
 import os
@@ -195,3 +196,86 @@ def test_bad_files_are_typed_errors_with_the_line(tmp_path):
         ReplayCard(io.StringIO(""))
     with pytest.raises(FileNotFoundError):
         ReplayCard(tmp_path / "nothing.jsonl")
+
+
+# ---------------------------------------------------------------------------
+# Replayed in the simulated reader (SimControl.insert(card=...)), through
+# Card.transmit as an application would
+
+
+def _replay_reader(device, card: ReplayCard) -> Reader:
+    from scardio.sim import SimControl
+    SimControl(device).insert(card=card)
+    return Reader(device, power_down_timeout=0)
+
+
+_replay_luns = itertools.count(0x900)  # apart from conftest's sim_device LUNs
+
+
+@pytest.fixture
+def replay_device():
+    from scardio.sim import open_device
+    dev = open_device(next(_replay_luns))
+    yield dev
+    dev.close()
+
+
+@pytest.mark.parametrize("t0", [False, True], ids=["T=1", "T=0"])
+def test_a_replayed_session_gives_the_application_the_same_answers(
+        sim_device, sim, replay_device, tmp_path, t0):
+    path = tmp_path / "s.jsonl"
+    answers = _record(sim_device, sim, path, SESSION, t0=t0)
+    replay = ReplayCard(path)
+    with _replay_reader(replay_device, replay) as reader:
+        card = reader.connect()
+        assert card.atr_bytes == (ATR_T0 if t0 else ATR_T1)
+        assert card.protocol_name == ("T=0" if t0 else "T=1")
+        assert [bytes(card.transmit(c)) for c in SESSION] == answers
+    assert replay.mismatches == [] and replay.remaining == []
+
+
+def test_a_cli_recording_replays_in_the_simulated_reader(replay_device, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "SCARDIO_SIM"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "scardio", "--sim", "1", "--insert", "--card", "t0", "--json",
+         "apdu", "Simulated Reader 0", *(c.hex() for c in SESSION), "--record", "cli.jsonl"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)["responses"]
+    replay = ReplayCard(tmp_path / "cli.jsonl")
+    with _replay_reader(replay_device, replay) as reader:
+        card = reader.connect()
+        got = [card.transmit(c) for c in SESSION]
+    assert [(r.data.hex().upper(), f"{r.sw:04X}") for r in got] == \
+        [(p["data"], p["sw"]) for p in printed]
+    assert replay.mismatches == [] and replay.remaining == []
+
+
+def test_a_strict_mismatch_reaches_the_application_as_6f00(sim_device, sim, replay_device,
+                                                            tmp_path, caplog):
+    path = tmp_path / "s.jsonl"
+    _record(sim_device, sim, path, [SELECT_APP, SELECT_EF, READ16])
+    replay = ReplayCard(path)
+    with _replay_reader(replay_device, replay) as reader:
+        card = reader.connect()
+        assert card.transmit(SELECT_APP).sw == 0x9000
+        with caplog.at_level(logging.WARNING, logger="scardio.sim.replay"):
+            wrong = card.transmit(READ16)            # the application skipped a step
+        assert wrong.sw == 0x6F00 and wrong.data == b""
+        assert card.transmit(SELECT_EF).sw == 0x9000  # still expected, still answered
+        assert card.transmit(READ16).data == bytes(range(16))
+    assert replay.mismatches == [ReplayMismatch(1, READ16, SELECT_EF, 3)]
+    assert any("expected 00 A4 00 0C 02 01 01" in r.getMessage() for r in caplog.records)
+
+
+def test_loose_replay_in_the_simulated_reader(sim_device, sim, replay_device, tmp_path):
+    path = tmp_path / "s.jsonl"
+    answers = _record(sim_device, sim, path, [SELECT_APP, SELECT_EF, READ16, CHALLENGE],
+                      t0=True)
+    replay = ReplayCard(path, strict=False)
+    with _replay_reader(replay_device, replay) as reader:
+        card = reader.connect()
+        assert bytes(card.transmit(CHALLENGE)) == answers[3]   # out of order
+        assert bytes(card.transmit(READ16)) == answers[2]
+        assert bytes(card.transmit(CHALLENGE)) == answers[3]   # recorded once: again
+    assert replay.mismatches == []
