@@ -279,3 +279,30 @@ def test_loose_replay_in_the_simulated_reader(sim_device, sim, replay_device, tm
         assert bytes(card.transmit(READ16)) == answers[2]
         assert bytes(card.transmit(CHALLENGE)) == answers[3]   # recorded once: again
     assert replay.mismatches == []
+
+
+# ---------------------------------------------------------------------------
+# docs/virtual-cards.md's record-and-replay examples run as shown
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "virtual-cards.md"
+
+
+def test_the_record_and_replay_docs_run(tmp_path):
+    if not DOC.is_file():
+        pytest.skip("needs the source tree (docs/)")
+    import re
+    import shlex
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Record and replay"):]
+    commands = [line for block in re.findall(r"^```\n(.*?)^```", section, re.M | re.S)
+                for line in block.splitlines() if line.startswith("scardio ")]
+    assert len(commands) == 1 and "--record session.jsonl" in commands[0]
+    env = {k: v for k, v in os.environ.items() if k != "SCARDIO_SIM"}
+    proc = subprocess.run([sys.executable, "-m", "scardio", *shlex.split(commands[0])[1:]],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    python = re.findall(r"^```python\n(.*?)^```", section, re.M | re.S)
+    replay_block = next(b for b in python if "ReplayCard(" in b)
+    proc = subprocess.run([sys.executable, "-c", replay_block], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -10,9 +10,10 @@ no options, an untraced device) runs in the binding's
 
 from __future__ import annotations
 
+import os
 import struct
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from . import errors
 from ._core import CardBase
@@ -29,7 +30,7 @@ from .sequences.transmit import MAX_GET_RESPONSE as MAX_GET_RESPONSE
 
 if TYPE_CHECKING:
     from .reader import Reader
-    from .recording import PathOrFile, Recorder
+    from .recording import Recorder
 
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.
@@ -188,7 +189,7 @@ class Card(CardBase):
             self.reader._disconnected(self, disposition if type(disposition) is Disposition
                                       else Disposition(disposition))
 
-    def record(self, target: "PathOrFile") -> "Recorder":
+    def record(self, target: "Union[str, os.PathLike[str], IO[str]]") -> "Recorder":
         """Record this card's session from now on as JSON Lines (a path, or
         a text file open for writing): every transmit, its failure, the
         disconnect.  Use as ``with card.record("session.jsonl"): ...`` or

@@ -18,7 +18,7 @@ case without spaces.  Every later line has a ``type`` and ``t``, seconds
 since the header was written:
 
 ``apdu``
-    one :meth:`Card.transmit`: ``command`` (the APDU as given), ``response``
+    one :meth:`Card.transmit <scardio.card.Card.transmit>`: ``command`` (the APDU as given), ``response``
     (the response data followed by SW1 SW2, as returned), ``us`` (the call's
     duration in microseconds), and ``wire`` when the reader saw more than
     that one exchange: every TRANSMIT in order as ``[command, response]``
@@ -60,11 +60,12 @@ from . import errors
 from .apdu import ApduLike, to_apdu_bytes
 from .constants import IOCTL
 from .sequences.transmit import IO_HEADER
+from .sequences.disconnect import Disposition
+from .sequences.transmit import Response
 from .session import deadline_after
 
 if TYPE_CHECKING:
-    from .card import Card, Response
-    from .sequences.disconnect import Disposition
+    from .card import Card
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Recorder", "RecordingFormatError", "RecordingHeader",
            "Exchange", "SessionEvent", "Recording", "read_recording"]
@@ -76,7 +77,6 @@ FORMAT_VERSION = 1
 
 _TRANSMIT = int(IOCTL.TRANSMIT)
 
-PathOrFile = Union[str, "os.PathLike[str]", IO[str]]
 
 
 class RecordingFormatError(ValueError):
@@ -203,7 +203,7 @@ class Recorder:
     Lines are written with the reader's lock held, so their order is the
     order the card saw the commands in, from any number of threads."""
 
-    def __init__(self, card: "Card", target: PathOrFile) -> None:
+    def __init__(self, card: "Card", target: Union[str, os.PathLike[str], IO[str]]) -> None:
         if "transmit" in vars(card):
             raise ValueError("this card is already being recorded")
         card._check()  # a card that is gone has no session to record
@@ -220,7 +220,7 @@ class Recorder:
         self._write_lock = threading.Lock()
         self._closed = False
         self._t0 = time.monotonic()
-        self._transmit: Callable[..., "Response"] = type(card).transmit.__get__(card)
+        self._transmit: Callable[..., Response] = type(card).transmit.__get__(card)
         self._disconnect: Callable[..., None] = type(card).disconnect.__get__(card)
         try:
             self._write({"format": FORMAT, "version": FORMAT_VERSION, "time": _utc_now(),
@@ -249,7 +249,7 @@ class Recorder:
 
     def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
                  auto_resend: Optional[bool] = None,
-                 timeout: Optional[float] = None) -> "Response":
+                 timeout: Optional[float] = None) -> Response:
         """The card's transmit, recorded (same arguments, same result, same
         errors: it runs the card's full transmit path on a proxy of the
         reader's device, which sees each exchange with the reader)."""
@@ -283,17 +283,13 @@ class Recorder:
                            response=response, wire=wire)
         return resp
 
-    def disconnect(self, disposition: "Optional[Disposition]" = None) -> None:
+    def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """The card's disconnect, recorded; it ends the recording."""
-        if disposition is None:
-            from .sequences.disconnect import Disposition
-            disposition = Disposition.LEAVE
         connected = self.card.connected
         try:
             self._disconnect(disposition)
         finally:
             if connected and not self._closed:
-                from .sequences.disconnect import Disposition
                 try:
                     name = Disposition(disposition).name
                 except ValueError:
@@ -426,7 +422,7 @@ def _check_response(source: str, n: int, response: Optional[bytes]) -> bytes:
     return response
 
 
-def read_recording(source: PathOrFile) -> Recording:
+def read_recording(source: Union[str, os.PathLike[str], IO[str]]) -> Recording:
     """Parse a recording (a path or an open text file).
 
     Raises :class:`RecordingFormatError` with the line number for anything

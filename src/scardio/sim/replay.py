@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Optional, Union
 from .virtual_card import VirtualCard
 
 if TYPE_CHECKING:
-    from ..recording import PathOrFile, Recording
+    import os
+    from typing import IO
+
+    from ..recording import Recording
 
 __all__ = ["ReplayCard", "ReplayMismatch", "ReplayStep", "NO_PRECISE_DIAGNOSIS"]
 
@@ -78,7 +81,8 @@ class ReplayCard(VirtualCard):
     Power-ups and resets change nothing: a session recorded across resets
     is replayed as one sequence (:meth:`rewind` starts it again)."""
 
-    def __init__(self, source: "Union[PathOrFile, Recording]", *, strict: bool = True) -> None:
+    def __init__(self, source: "Union[str, os.PathLike[str], IO[str], Recording]", *,
+                 strict: bool = True) -> None:
         import logging
 
         from ..recording import Recording, read_recording
