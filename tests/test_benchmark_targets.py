@@ -141,3 +141,16 @@ def test_scale_registers_target_7_for_both_driver_kinds(h: ModuleType) -> None:
            "| ≤ 1.5× | **met** |" in text
     assert text.count("### 1024 simulated readers under one Monitor") == 1
     assert "| presence-only | 1024 | 1025 | 6.00 | 0 | 500000 |" in text
+
+
+def test_vcard_registers_the_in_process_target(h: ModuleType) -> None:
+    m = load("test_bench_vcard")
+    verdict = m._register({m.BUILTIN: 500.0, m.PYTHON: 2000.0, m.PYMIN: 900.0,
+                           m.CTYPES: 4000.0})
+    assert verdict == "met"
+    text = rendered(h)
+    assert f"| {m.TARGET_NAME} | 4× | ≤ 5× | **met** |" in text
+    assert "crossing alone (constant card) 1.80×; ctypes callback" in text
+    assert "| python | 2.00 | 4.00× |" in text
+    assert m._register({m.BUILTIN: 500.0, m.PYTHON: 3000.0, m.PYMIN: 900.0,
+                        m.CTYPES: 4000.0}) == "not met"

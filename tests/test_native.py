@@ -1,5 +1,6 @@
-"""The C core's, the driver quirks' and the simulated driver's own C tests,
-under valgrind, and the core's again under ThreadSanitizer; then all of it
+"""The C core's, the driver quirks' and the simulated driver's own C tests
+(its external-card seam's included), under valgrind, and the core's and the
+seam's again under ThreadSanitizer; then all of it
 again compiled for the macOS code paths (-D__APPLE__ -U__linux__: a pipe
 instead of eventfd, realtime condition variables, Apple's 32-bit IFD DWORD
 and RESPONSECODE), which no machine here can otherwise run."""
@@ -13,8 +14,9 @@ from native_support import run_c_test_script
 
 def run_c_tests(*args: str) -> str:
     out, counts = run_c_test_script("native/tests/run.sh", *args)
-    # test_core, test_sim and test_quirks under valgrind, test_core again under TSan
-    assert len(counts) == 4, out
+    # test_core, test_sim, test_ext_card and test_quirks under valgrind,
+    # test_core and test_ext_card again under TSan
+    assert len(counts) == 6, out
     for ok, _ in counts:
         assert ok > 20, out
     return out

@@ -1046,9 +1046,11 @@ static IFD_RESPONSECODE ext_transmit(struct lun *l, struct ext_ref *e, uint64_t 
         goto out;
     }
     if (t == 0) {
+        need = sim_ext_t0_before(&e->t0, tx, tx_len, rx, cap);
+        if (need != 0)
+            goto sized;
         if (sim_ext_is_extended(tx, tx_len)) {
             /* T=0 cannot carry an extended APDU: wrong length. */
-            e->t0.pending_len = 0;
             need = 2;
             if (cap >= 2) {
                 rx[0] = 0x67;
@@ -1056,9 +1058,6 @@ static IFD_RESPONSECODE ext_transmit(struct lun *l, struct ext_ref *e, uint64_t 
             }
             goto sized;
         }
-        need = sim_ext_t0_before(&e->t0, tx, tx_len, rx, cap);
-        if (need != 0)
-            goto sized;
     }
     r = e->card.call(e->card.ctx, SIM_EXT_OP_APDU, tx, tx_len, e->scratch,
                      SIM_EXT_MAX_RESPONSE);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the C core's tests, the driver quirks' and the simulated reader with
 # gcc, and run them under valgrind (memcheck: no errors, no leaks), then the
-# core's again under ThreadSanitizer.
+# core's and the simulated reader's external cards' again under
+# ThreadSanitizer.
 #
 # usage: run.sh [--no-valgrind] [--macos-paths]
 #   --no-valgrind  run the programs directly
@@ -58,6 +59,10 @@ echo "== test_core"
 run "$out/test_core" "$out/libscardio_sim.so" "$out/ext_driver.so"
 echo "== test_sim"
 run "$out/test_sim" "$out/libscardio_sim.so"
+gcc "${CFLAGS[@]}" -I"$native" -I"$native/sim" -I"$native/ifd" \
+    "$here/test_ext_card.c" -ldl -o "$out/test_ext_card"
+echo "== test_ext_card"
+run "$out/test_ext_card" "$out/libscardio_sim.so"
 # -rdynamic: the program exports the symbols the vpcd entry looks for.
 gcc "${CFLAGS[@]}" -rdynamic -I"$native" -I"$native/ifd" "$here/test_quirks.c" \
     "$native"/core/*.c "$native"/ifd/*.c "$native"/posix/*.c -ldl -o "$out/test_quirks"
@@ -72,4 +77,10 @@ if [ "${SCARDIO_SKIP_TSAN:-0}" != 1 ] && echo 'int main(void){return 0;}' |
     build _tsan -fsanitize=thread
     TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_core_tsan" \
         "$out/libscardio_sim_tsan.so" "$out/ext_driver_tsan.so"
+    # External cards: calls made with no reader lock held, racing swaps.
+    echo "== test_ext_card (ThreadSanitizer)"
+    gcc "${CFLAGS[@]}" -fsanitize=thread -I"$native" -I"$native/sim" -I"$native/ifd" \
+        "$here/test_ext_card.c" -ldl -o "$out/test_ext_card_tsan"
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_ext_card_tsan" \
+        "$out/libscardio_sim_tsan.so"
 fi

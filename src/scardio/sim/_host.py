@@ -21,7 +21,7 @@ from typing import Union
 from .. import _core
 from ..atr import ATRError, parse_atr
 from ..errors import NotSupportedError
-from .virtual_card import VirtualCard
+from .virtual_card import CardMute, VirtualCard
 
 __all__ = ["insert_card"]
 
@@ -35,6 +35,7 @@ OP_RESET_COLD = 4
 OP_APDU = 5
 E_FAILED = -1
 E_MALFORMED = -2
+E_TIMEOUT = -3
 MAX_SHORT_RESPONSE = 256 + 2
 MAX_RESPONSE = 65536 + 2
 
@@ -51,15 +52,18 @@ class _CardHost:
     """The context the reader calls for one inserted card: op and data in,
     bytes or a negative ext_card.h code out.  Never raises."""
 
-    __slots__ = ("card", "__weakref__")
+    __slots__ = ("card", "_apdu", "__weakref__")
 
     def __init__(self, card: VirtualCard) -> None:
         self.card = card
+        self._apdu = card.apdu  # bound once: this is the per-APDU path
 
     def __call__(self, op: int, data: bytes) -> Union[bytes, int]:
         if op == OP_APDU:
             try:
-                answer = self.card.apdu(data)
+                answer = self._apdu(data)
+            except CardMute:
+                return E_TIMEOUT
             except BaseException:  # nothing may cross back into C
                 log.exception("%s.apdu(%s) raised: answering 6F00",
                               type(self.card).__name__, data.hex())

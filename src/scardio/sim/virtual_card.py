@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["VirtualCard"]
+__all__ = ["VirtualCard", "CardMute"]
+
+
+class CardMute(Exception):
+    """Raise from :meth:`VirtualCard.apdu` for a card that does not answer
+    at all: the reader reports a timeout (scardio raises
+    :class:`scardio.errors.TimeoutError`) instead of answering ``6F 00``."""
 
 
 class VirtualCard:
@@ -14,13 +20,23 @@ class VirtualCard:
     powers the card, :meth:`reset` on a reset, :meth:`power_down` when it
     powers it off.  The reader handles the protocol's framing, so
     :meth:`apdu` sees and answers whole command APDUs.
+
+    The reader calls the card with none of its own locks held: the card's
+    code may steer the reader (:class:`scardio.sim.SimControl`), sleep, or
+    take locks of its own.  An exception raised by :meth:`apdu` answers
+    ``6F 00`` and is logged (logger ``scardio.sim``) with its traceback; one
+    raised by :meth:`power_up` or :meth:`reset` fails that power-up or reset
+    (a driver error), and is logged too.
     """
 
-    #: The answer to reset the card gives when powered.
+    #: The answer to reset the card gives when powered (2..33 bytes, checked
+    #: by :func:`scardio.atr.parse_atr` when the card is inserted).
     atr: bytes = b""
 
     def apdu(self, command: bytes) -> bytes:
-        """Answer one command APDU: the response data followed by SW1 SW2.
+        """Answer one command APDU: the response data followed by SW1 SW2
+        (bytes, at least the two status bytes; at most 256 data bytes for a
+        short command, 65536 for an extended one).
 
         The base class supports no instruction (``6D 00``)."""
         return b"\x6d\x00"
