@@ -37,7 +37,8 @@ POSIX_SOURCES = ["native/posix/paths.c"]
 # Every platform: readers held by the PC/SC resource manager (the client
 # library is loaded at run time, so nothing is linked).
 PCSC_SOURCES = ["native/pcsc/pcsc_backend.c"]
-SIM_SOURCES = ["native/sim/sim_ifd.c", "native/sim/card.c", "native/sim/ext_card.c"]
+SIM_SOURCES = ["native/sim/sim_ifd.c", "native/sim/card.c", "native/sim/ext_card.c",
+               "native/sim/sim_socket.c"]
 
 # Shared libraries that are not Python modules: no PyInit, plain file name.
 PLAIN_LIBRARIES = {"scardio.libscardio_sim"}

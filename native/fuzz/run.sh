@@ -24,7 +24,7 @@ CFLAGS="-O1 -g -std=c11 -pthread -D_GNU_SOURCE -I$native -I$native/ifd -I$native
 
 # The simulated driver, instrumented too (loaded with dlopen by the core).
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer-no-link -fPIC -shared -fvisibility=hidden \
-    "$native/sim/sim_ifd.c" "$native/sim/card.c" "$native/sim/ext_card.c" -o "$out/libscardio_sim.so"
+    "$native/sim/sim_ifd.c" "$native/sim/card.c" "$native/sim/ext_card.c" "$native/sim/sim_socket.c" -o "$out/libscardio_sim.so"
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer -rdynamic "$here/fuzz_ioctl.c" \
     "$native"/core/*.c "$native"/ifd/*.c "$native"/posix/*.c -ldl -o "$out/fuzz_ioctl"
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer "$here/fuzz_atr.c" "$native/ifd/atr_info.c" \

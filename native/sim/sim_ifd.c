@@ -27,6 +27,7 @@
 #include "ifd_ext.h"
 #include "sim_protocol.h"
 #include "card.h"
+#include "sim_socket.h"
 #include "ext_card.h"
 
 /* Threads: pthreads, or SRW locks and condition variables on Windows (the
@@ -669,8 +670,15 @@ SIM_SAME_TYPE(sim_stop_poll, ifdh_stop_polling_fn);
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannelByName(IFD_DWORD Lun, char *DeviceName)
 {
     /* Any name, NULL included; options after a '?' (README.md) make a
-     * reader that offers less. */
-    return create_channel(Lun, DeviceName);
+     * reader that offers less; "socket:PATH" links the reader to a card
+     * server (sim_socket.h). */
+    IFD_RESPONSECODE rv = create_channel(Lun, DeviceName);
+    if (rv == IFD_SUCCESS && sim_socket_is_name(DeviceName)
+        && sim_socket_start(Lun, DeviceName) != IFD_SUCCESS) {
+        (void)IFDHCloseChannel(Lun);
+        rv = IFD_COMMUNICATION_ERROR;
+    }
+    return rv;
 }
 
 SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD Lun, IFD_DWORD Channel)
@@ -683,9 +691,13 @@ SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
 {
     struct lun *l;
     struct fault f;
-    IFD_RESPONSECODE rv = enter(Lun, SIM_EP_CLOSE_CHANNEL, 1, &l, &f);
+    IFD_RESPONSECODE rv;
     int was_linked;
 
+    /* First, with no lock held: the link's thread removes its card through
+     * the reader. */
+    sim_socket_stop(Lun);
+    rv = enter(Lun, SIM_EP_CLOSE_CHANNEL, 1, &l, &f);
     if (rv != IFD_SUCCESS)
         return rv;
     sim_mutex_lock(&g_lock);

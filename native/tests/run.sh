@@ -31,7 +31,7 @@ build() { # suffix, extra flags...
     local sfx=$1
     shift
     gcc "${CFLAGS[@]}" "$@" -fPIC -shared -fvisibility=hidden -I"$native" \
-        -I"$native/sim" -I"$native/ifd" "$native/sim/sim_ifd.c" "$native/sim/card.c" "$native/sim/ext_card.c" \
+        -I"$native/sim" -I"$native/ifd" "$native/sim/sim_ifd.c" "$native/sim/card.c" "$native/sim/ext_card.c" "$native/sim/sim_socket.c" \
         -o "$out/libscardio_sim$sfx.so"
     gcc "${CFLAGS[@]}" "$@" -fPIC -shared -fvisibility=hidden -I"$native/ifd" \
         "$here/ext_driver.c" -o "$out/ext_driver$sfx.so"

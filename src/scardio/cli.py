@@ -14,6 +14,10 @@
     scan [READER ...]            like pcsc_scan: arrivals and removals with the time,
                                  each card's ATR decoded and named from the card list
     atr HEX                      decode an ATR offline and look it up (like ATR_analysis)
+    card serve SPEC --socket P   host a card written in Python (MODULE:CLASS or
+                                 FILE.py:CLASS; --replay F: a recorded session) on
+                                 the Unix socket P for simulated readers (pcscd's,
+                                 through reader.conf ``DEVICENAME socket:P``)
 
 READER is a name (exact, case-insensitive or a unique part) or an index from
 ``list``.  Global options (before or after the command):
@@ -195,7 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--delay", type=_seconds, default=0.5, metavar="S",
                     help="power-down timeout used by the demo (default %(default)s)")
     _add_scan_commands(cmd)
+    _add_card_commands(cmd)
     return p
+
+
+def _add_card_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    sp = cmd("card", "cards written in Python for simulated readers")
+    sp.epilog = ("serve [SPEC] --socket PATH [--replay FILE] [--loose] [--verbose]: see "
+                 "scardio card serve --help")
+    sub = sp.add_subparsers(dest="card_command", metavar="ACTION", parser_class=_Parser)
+    sub.required = True
+    help = ("host one card on a Unix socket; simulated readers opened as socket:PATH "
+            "(pcscd's, through reader.conf) connect to it")
+    serve = sub.add_parser("serve", help=help, description=help,
+                           epilog="reader.conf: FRIENDLYNAME \"Python card\" / DEVICENAME "
+                                  "socket:PATH / LIBPATH <scardio>/libscardio_sim.so. "
+                                  "Stops on SIGINT or SIGTERM, removing the socket.")
+    _globals(serve, True)
+    serve.add_argument("spec", nargs="?", metavar="SPEC",
+                       help="MODULE:CLASS or path/to/file.py:CLASS, a subclass of "
+                            "scardio.sim.VirtualCard (made with no arguments)")
+    serve.add_argument("--socket", required=True, metavar="PATH",
+                       help="the Unix socket to listen on (a stale one is replaced)")
+    serve.add_argument("--replay", metavar="FILE",
+                       help="serve a recorded session (JSON Lines) instead of SPEC")
+    serve.add_argument("--loose", action="store_true",
+                       help="with --replay: match commands by their bytes, not in order")
+    serve.add_argument("--verbose", "-v", action="store_true",
+                       help="log every APDU and response")
 
 
 # ---------------------------------------------------------------------------
@@ -798,10 +829,61 @@ def cmd_atr(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_card(args: argparse.Namespace, out: Output) -> int:
+    import logging
+    import signal
+    from .card_server import CardServer, CardSpecError, load_card_class
+    from .sim.virtual_card import VirtualCard
+    card: VirtualCard
+    if args.replay is not None:
+        if args.spec is not None:
+            raise UsageError("give SPEC or --replay FILE, not both")
+        from .sim.replay import ReplayCard
+        card = ReplayCard(args.replay, strict=not args.loose)
+    elif args.spec is None:
+        raise UsageError("card serve needs SPEC (MODULE:CLASS or FILE.py:CLASS) or --replay")
+    elif args.loose:
+        raise UsageError("--loose works with --replay only")
+    else:
+        try:
+            card = load_card_class(args.spec)()
+        except CardSpecError as exc:
+            raise UsageError(str(exc)) from exc
+    logger = logging.getLogger("scardio.card_server")
+    handler = logging.StreamHandler(out.stderr)
+    handler.setFormatter(logging.Formatter("scardio card serve: %(asctime)s "
+                                           "%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    logger.propagate = False
+    stopped_by: list[int] = []
+    try:
+        try:
+            server = CardServer(card, args.socket)
+        except CardSpecError as exc:
+            raise UsageError(str(exc)) from exc
+
+        def stop(signum: int, frame: object) -> None:
+            stopped_by.append(signum)
+            server.shutdown()
+        old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with server:
+                server.serve_forever()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        logger.info("stopped by %s; %s removed", signal.Signals(stopped_by[0]).name
+                    if stopped_by else "request", args.socket)
+    finally:
+        logger.removeHandler(handler)
+    return EXIT_INTERRUPTED if stopped_by and stopped_by[0] == signal.SIGINT else EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "list": cmd_list, "info": cmd_info, "monitor": cmd_monitor,
     "connect": cmd_connect, "apdu": cmd_apdu, "demo": cmd_demo,
-    "scan": cmd_scan, "atr": cmd_atr,
+    "scan": cmd_scan, "atr": cmd_atr, "card": cmd_card,
 }
 
 

@@ -88,7 +88,7 @@ cbuild "${STRICT[@]}" -O2 "${INC[@]}" "$here/test_win32.c" "$here/test_win32_ifd
     "${objs[@]}" -o "$build/test_win32.exe" -lsetupapi -lcfgmgr32
 # The simulated reader as an IFD-handler DLL (exports only the IFDH* functions).
 cbuild "${STRICT[@]}" -O2 "${INC[@]}" -shared "$root/native/sim/sim_ifd.c" \
-    "$root/native/sim/card.c" "$root/native/sim/ext_card.c" -o "$build/libscardio_sim.dll"
+    "$root/native/sim/card.c" "$root/native/sim/ext_card.c" "$root/native/sim/sim_socket.c" -o "$build/libscardio_sim.dll"
 cbuild "${STRICT[@]}" -O2 "$here/simdrv/install.c" -o "$build/simdrv_install.exe" -lsetupapi -lnewdev
 # The driver: DDK headers, no CRT, native subsystem, entry DriverEntry.
 cbuild -O2 -Wall -Wextra -Werror -fno-stack-protector -mno-red-zone -isystem "$DDK" \
