@@ -306,3 +306,30 @@ def test_the_record_and_replay_docs_run(tmp_path):
     proc = subprocess.run([sys.executable, "-c", replay_block], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_timed_out_exchange_replays_as_a_mute_card(sim_device, sim, replay_device,
+                                                     tmp_path):
+    from scardio import errors
+    from scardio.sim import EntryPoint, Fault
+    path = tmp_path / "s.jsonl"
+    sim.insert()
+    with Reader(sim_device, power_down_timeout=0) as reader:
+        card = reader.connect()
+        with card.record(path):
+            card.transmit(SELECT_APP)
+            sim.fault(EntryPoint.TRANSMIT, Fault.BLOCK)
+            with pytest.raises(errors.TimeoutError):
+                card.transmit(SELECT_EF, timeout=0.2)    # the driver never answers
+            sim.stop()
+            card.transmit(SELECT_EF)
+    failed = read_recording(path).exchanges[1]
+    assert failed.error == "TimeoutError" and failed.wire == ((SELECT_EF, None),)
+    replay = ReplayCard(path)
+    with _replay_reader(replay_device, replay) as reader:
+        card = reader.connect()
+        assert card.transmit(SELECT_APP).sw == 0x9000
+        with pytest.raises(errors.TimeoutError):
+            card.transmit(SELECT_EF)                     # mute again, at once
+        assert card.transmit(SELECT_EF).sw == 0x9000
+    assert replay.mismatches == [] and replay.remaining == []

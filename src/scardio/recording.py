@@ -169,16 +169,16 @@ class _WireDevice:
     def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
         if code != _TRANSMIT:
             return self._device.ioctl(code, input, output_size)  # type: ignore[no-any-return]
+        # listed before the call: a transmit that times out returns while the
+        # driver still holds this one, and it did reach the reader
         pair: list[Optional[str]] = [input[IO_HEADER:].hex().upper(), None]
+        self.pairs.append(pair)
         try:
             out: bytes = self._device.ioctl(code, input, output_size)
         except errors.BufferTooSmallError:
-            raise
-        except BaseException:
-            self.pairs.append(pair)
+            self.pairs.remove(pair)
             raise
         pair[1] = out[IO_HEADER:].hex().upper()
-        self.pairs.append(pair)
         return out
 
 

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Union
 
-from .virtual_card import VirtualCard
+from .virtual_card import CardMute, VirtualCard
 
 if TYPE_CHECKING:
     import os
@@ -24,10 +24,12 @@ NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
 @dataclass(frozen=True)
 class ReplayStep:
     """One recorded exchange with the card: `command`, its `response` (None:
-    the exchange failed) and the recording's `line` it comes from."""
+    the exchange failed, with `error`, the class name of what the transmit
+    raised) and the recording's `line` it comes from."""
     line: int
     command: bytes
     response: Optional[bytes]
+    error: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +62,9 @@ class ReplayCard(VirtualCard):
     exchanges of each recorded transmit (its GET RESPONSE and re-sends
     included), so the host's own follow-ups meet the recorded answers.  A
     transmit refused before any I/O left no exchange, so it is not expected;
-    an exchange that failed (the card was removed, the driver timed out) is
-    answered ``6F 00``.
+    an exchange that timed out is mute again (:class:`CardMute`: the host
+    gets a timeout), one that failed otherwise (the card was removed, a
+    driver error) is answered ``6F 00``.
 
     Strict mode (the default) expects the recorded commands in the recorded
     order: each command that is the next recorded one gets its recorded
@@ -94,7 +97,7 @@ class ReplayCard(VirtualCard):
         self._lock = threading.Lock()
         # what the card saw, in order: the exchanges of every recorded transmit
         self._steps: list[ReplayStep] = [
-            ReplayStep(e.line, command, response)
+            ReplayStep(e.line, command, response, None if response is not None else e.error)
             for e in self.recording.exchanges for command, response in e.wire]
         self._by_command: dict[bytes, list[ReplayStep]] = {}
         for step in self._steps:
@@ -142,6 +145,9 @@ class ReplayCard(VirtualCard):
             self._log.warning("replay of %s: %s", self.recording.source, found)
             return NO_PRECISE_DIAGNOSIS
         if found.response is None:  # the recorded exchange failed
+            if found.error == "TimeoutError":
+                raise CardMute(f"replay of {self.recording.source}: the recorded card did "
+                               f"not answer this command (line {found.line})")
             return NO_PRECISE_DIAGNOSIS
         return found.response
 
