@@ -838,8 +838,15 @@ def cmd_card(args: argparse.Namespace, out: Output) -> int:
     if args.replay is not None:
         if args.spec is not None:
             raise UsageError("give SPEC or --replay FILE, not both")
+        from .recording import RecordingFormatError
         from .sim.replay import ReplayCard
-        card = ReplayCard(args.replay, strict=not args.loose)
+        try:
+            card = ReplayCard(args.replay, strict=not args.loose)
+        except RecordingFormatError as exc:  # names the line
+            raise UsageError(f"--replay: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"--replay: cannot read {args.replay}: "
+                             f"{exc.strerror or exc}") from None
     elif args.spec is None:
         raise UsageError("card serve needs SPEC (MODULE:CLASS or FILE.py:CLASS) or --replay")
     elif args.loose:
