@@ -346,3 +346,40 @@ def test_unknown_keys_are_ignored():
     rec = read_recording(io.StringIO(text))
     assert rec.exchanges[0].command == bytes.fromhex("00A4")
     assert rec.exchanges[0].wire == ((bytes.fromhex("00A4"), b"\x90\x00"),)
+
+
+# ---------------------------------------------------------------------------
+# The asyncio card records the same lines
+
+
+def test_the_asyncio_card_records_the_same_way(sim_device, sim, tmp_path):
+    import asyncio
+    from scardio import aio
+    sim.insert(t0=True)
+    path = tmp_path / "a.jsonl"
+
+    async def session() -> list[bytes]:
+        areader = aio.AsyncReader(Reader(sim_device, power_down_timeout=0))
+        try:
+            acard = await areader.connect()
+            plain_transmit = type(acard).transmit
+            with acard.record(path) as rec:
+                assert vars(acard)["transmit"] == rec._transmit_async
+                answers = [bytes(await acard.transmit(c)) for c in (SELECT_APP, ECHO4)]
+                with pytest.raises(ValueError):
+                    await acard.transmit(b"\x00")
+                await acard.disconnect(Disposition.UNPOWER)
+            assert rec.closed and "transmit" not in vars(acard)
+            assert type(acard).transmit is plain_transmit
+            return answers
+        finally:
+            await areader.aclose()
+
+    answers = asyncio.run(session())
+    lines = _lines(path)
+    assert lines[0]["protocol"] == "T=0"
+    assert [ln["type"] for ln in lines[1:]] == ["apdu", "apdu", "error", "disconnect", "end"]
+    assert [ln["response"] for ln in lines[1:3]] == [a.hex().upper() for a in answers]
+    assert lines[2]["wire"] == [[ECHO4.hex().upper(), "6104"], ["00C0000004", "CAFEBABE9000"]]
+    assert lines[3]["wire"] == [] and lines[3]["error"] == "APDULengthError"
+    assert lines[4]["disposition"] == "UNPOWER"

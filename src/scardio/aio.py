@@ -42,11 +42,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
+from typing import (IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Optional, TypeVar,
+                    Union)
 
 from . import errors, waiting
 from .apdu import ApduLike, to_apdu_bytes
@@ -61,6 +63,9 @@ from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
 from .sequences.transmit import Response, transmit_steps
 from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
+
+if TYPE_CHECKING:
+    from .recording import Recorder
 
 __all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
 
@@ -331,6 +336,25 @@ class AsyncCard:
                 raise
         finally:
             lock.release()
+
+    async def _transmit_steps(self, steps: "Steps[Response]",
+                              deadline: Optional[float]) -> Response:
+        """transmit() of sequence `steps`, made by the caller: the recorder's
+        (transmit() itself stays one coroutine)."""
+        card = self._card
+        async with self.reader._lock:
+            card._check()
+            try:
+                return await run_async(self.reader._link(), steps, deadline=deadline)
+            except (errors.NoCardError, errors.InvalidStateError) as exc:
+                self.reader.session.transmit_failed(card, exc)
+                raise
+
+    def record(self, target: "Union[str, os.PathLike[str], IO[str]]") -> "Recorder":
+        """As :meth:`scardio.card.Card.record`: the recorder stands in for
+        this object's transmit and disconnect (awaited as ever)."""
+        from .recording import Recorder
+        return Recorder(self._card, target, front=self)
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """As :meth:`scardio.card.Card.disconnect`."""

@@ -29,8 +29,11 @@ from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, Status
 from .sequences.transmit import MAX_GET_RESPONSE as MAX_GET_RESPONSE
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from .reader import Reader
     from .recording import Recorder
+    from .sequences import Steps
 
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.
@@ -158,17 +161,19 @@ class Card(CardBase):
 
     def _transmit_steps(self, raw: bytes, get_response: Optional[bool],
                         resend: Optional[bool], deadline: Optional[float],
-                        device: Any = None) -> Response:
-        """transmit() with a deadline: the sequence through run_sync (on
-        `device`, a proxy of the reader's, when given: the recorder's)."""
+                        observe: "Optional[Callable[[Steps[Response]], Steps[Response]]]"
+                        = None) -> Response:
+        """transmit() with a deadline: the sequence through run_sync
+        (wrapped by `observe` when given: the recorder's)."""
         with self.reader._lock:
             self._check()
             try:
                 steps = transmit_steps(raw, self.protocol,
                                        auto_get_response=self._get_response(get_response),
                                        auto_resend=self._resend(resend))
-                return run_sync(self.reader.device if device is None else device, steps,
-                                deadline=deadline)
+                if observe is not None:
+                    steps = observe(steps)
+                return run_sync(self.reader.device, steps, deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 self.reader.session.transmit_failed(self, exc)
                 raise

@@ -59,13 +59,15 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 from . import errors
 from .apdu import ApduLike, to_apdu_bytes
 from .constants import IOCTL
-from .sequences.transmit import IO_HEADER
+from .sequences.transmit import IO_HEADER, transmit_steps
 from .sequences.disconnect import Disposition
 from .sequences.transmit import Response
 from .session import deadline_after
 
 if TYPE_CHECKING:
+    from .aio import AsyncCard
     from .card import Card
+    from .sequences import Steps
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "Recorder", "RecordingFormatError", "RecordingHeader",
            "Exchange", "SessionEvent", "Recording", "read_recording"]
@@ -154,32 +156,49 @@ class Recording:
 # Writing
 
 
-class _WireDevice:
-    """A proxy of the reader's device that keeps each TRANSMIT's [command,
-    response] (hex, I/O headers off; response None when the IOCTL failed).
-    A too-small output buffer is not an exchange: the runner asks again."""
+class _Wire:
+    """The exchanges a transmit's steps ask the reader for: each TRANSMIT's
+    [command, response] (hex, I/O headers off; response None while it runs
+    and when it failed), and when the first one started.  The pair is
+    listed before the IOCTL runs: a transmit that times out gives up while
+    the driver still holds it, and it did reach the reader.  A too-small
+    output buffer is not an exchange (the sequence asks again)."""
 
-    def __init__(self, device: Any) -> None:
-        self._device = device
+    def __init__(self) -> None:
         self.pairs: list[list[Optional[str]]] = []
+        self.started: Optional[float] = None
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._device, name)
-
-    def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
-        if code != _TRANSMIT:
-            return self._device.ioctl(code, input, output_size)  # type: ignore[no-any-return]
-        # listed before the call: a transmit that times out returns while the
-        # driver still holds this one, and it did reach the reader
-        pair: list[Optional[str]] = [input[IO_HEADER:].hex().upper(), None]
-        self.pairs.append(pair)
-        try:
-            out: bytes = self._device.ioctl(code, input, output_size)
-        except errors.BufferTooSmallError:
-            self.pairs.remove(pair)
-            raise
-        pair[1] = out[IO_HEADER:].hex().upper()
-        return out
+    def observe(self, steps: "Steps[Response]") -> "Steps[Response]":
+        """`steps`, passed through unchanged, watched."""
+        value: Optional[bytes] = None
+        error: Optional[BaseException] = None
+        while True:
+            try:
+                if error is not None:
+                    request = steps.throw(error)
+                else:
+                    request = steps.send(value)  # type: ignore[arg-type]  # None: start
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            error = None
+            pair: Optional[list[Optional[str]]] = None
+            if request.code == _TRANSMIT:
+                if self.started is None:
+                    self.started = time.monotonic()
+                pair = [request.input[IO_HEADER:].hex().upper(), None]
+                self.pairs.append(pair)
+            try:
+                value = yield request
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:  # the runner's: the IOCTL failed
+                if pair is not None and isinstance(exc, errors.BufferTooSmallError):
+                    self.pairs.remove(pair)
+                error = exc
+                continue
+            if pair is not None:
+                pair[1] = value[IO_HEADER:].hex().upper()
 
 
 def _utc_now() -> str:
@@ -189,7 +208,8 @@ def _utc_now() -> str:
 class Recorder:
     """Records one connected card's session (see the module's format).
 
-    Made by :meth:`Card.record <scardio.card.Card.record>`; it writes the
+    Made by :meth:`Card.record <scardio.card.Card.record>` (and
+    :meth:`AsyncCard.record <scardio.aio.AsyncCard.record>`); it writes the
     header at once, then one line per transmit of the card and one for its
     disconnect, until :meth:`close` (or the end of a ``with`` block, or the
     card's disconnect).  `target` is a path (the file is created or
@@ -203,8 +223,12 @@ class Recorder:
     Lines are written with the reader's lock held, so their order is the
     order the card saw the commands in, from any number of threads."""
 
-    def __init__(self, card: "Card", target: Union[str, os.PathLike[str], IO[str]]) -> None:
-        if "transmit" in vars(card):
+    def __init__(self, card: "Card", target: Union[str, os.PathLike[str], IO[str]], *,
+                 front: "Optional[AsyncCard]" = None) -> None:
+        # the object whose methods the recorder stands in for: the card, or
+        # the asyncio card wrapping it
+        self._front: Any = card if front is None else front
+        if "transmit" in vars(self._front):
             raise ValueError("this card is already being recorded")
         card._check()  # a card that is gone has no session to record
         if isinstance(target, (str, os.PathLike)):
@@ -220,8 +244,8 @@ class Recorder:
         self._write_lock = threading.Lock()
         self._closed = False
         self._t0 = time.monotonic()
-        self._transmit: Callable[..., Response] = type(card).transmit.__get__(card)
-        self._disconnect: Callable[..., None] = type(card).disconnect.__get__(card)
+        front_type = type(self._front)
+        self._disconnect: Callable[..., Any] = front_type.disconnect.__get__(self._front)
         try:
             self._write({"format": FORMAT, "version": FORMAT_VERSION, "time": _utc_now(),
                          "reader": card.reader.name, "atr": card.atr_bytes.hex().upper(),
@@ -231,8 +255,10 @@ class Recorder:
             if self._owns_file:
                 self._file.close()
             raise
-        vars(card)["transmit"] = self.transmit
-        vars(card)["disconnect"] = self.disconnect
+        self._methods: dict[str, Any] = (
+            {"transmit": self.transmit, "disconnect": self.disconnect} if front is None else
+            {"transmit": self._transmit_async, "disconnect": self._disconnect_async})
+        vars(self._front).update(self._methods)
 
     @property
     def closed(self) -> bool:
@@ -251,37 +277,65 @@ class Recorder:
                  auto_resend: Optional[bool] = None,
                  timeout: Optional[float] = None) -> Response:
         """The card's transmit, recorded (same arguments, same result, same
-        errors: it runs the card's full transmit path on a proxy of the
-        reader's device, which sees each exchange with the reader)."""
-        raw: Optional[bytes] = None
+        errors: the card's full transmit sequence, watched on its way)."""
         card = self.card
         with card.reader._lock:  # reentrant; the lines keep the order the card saw
-            started = time.monotonic()
             t0 = time.perf_counter_ns()
-            device = _WireDevice(card.reader.device)
+            wire = _Wire()
+            raw: Optional[bytes] = None
             try:
                 raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
                 deadline = None if timeout is None else deadline_after(timeout)
                 resp = card._transmit_steps(raw, auto_get_response, auto_resend, deadline,
-                                            device)
+                                            wire.observe)
             except BaseException as exc:
-                us = (time.perf_counter_ns() - t0) / 1000.0
-                self.exchanges += 1
-                self._line("error", started, us=round(us, 1),
-                           command=None if raw is None else raw.hex().upper(),
-                           wire=device.pairs, error=type(exc).__name__, message=str(exc))
+                self._exchange(raw, None, exc, wire, t0)
                 raise
-            us = (time.perf_counter_ns() - t0) / 1000.0
-            self.exchanges += 1
-            command, response = raw.hex().upper(), bytes(resp).hex().upper()
-            wire = device.pairs
-            if len(wire) == 1 and wire[0][0] == command and wire[0][1] == response:
-                self._line("apdu", started, us=round(us, 1), command=command,
-                           response=response)
-            else:
-                self._line("apdu", started, us=round(us, 1), command=command,
-                           response=response, wire=wire)
+            self._exchange(raw, resp, None, wire, t0)
         return resp
+
+    async def _transmit_async(self, apdu: ApduLike, *,
+                              auto_get_response: Optional[bool] = None,
+                              auto_resend: Optional[bool] = None,
+                              timeout: Optional[float] = None) -> Response:
+        """The asyncio card's transmit, recorded (stands in for
+        ``AsyncCard.transmit``).  One event loop runs the lines' writes
+        right after each transmit, so they keep the card's order too."""
+        card = self.card
+        t0 = time.perf_counter_ns()
+        wire = _Wire()
+        raw: Optional[bytes] = None
+        try:
+            raw = apdu if type(apdu) is bytes else to_apdu_bytes(apdu)
+            steps = transmit_steps(raw, card.protocol,
+                                   auto_get_response=card._get_response(auto_get_response),
+                                   auto_resend=card._resend(auto_resend))
+            deadline = None if timeout is None else deadline_after(timeout)
+            resp: Response = await self._front._transmit_steps(wire.observe(steps), deadline)
+        except BaseException as exc:
+            self._exchange(raw, None, exc, wire, t0)
+            raise
+        self._exchange(raw, resp, None, wire, t0)
+        return resp
+
+    def _exchange(self, raw: Optional[bytes], resp: Optional[Response],
+                  exc: Optional[BaseException], wire: _Wire, t0: int) -> None:
+        """One ``apdu`` or ``error`` line."""
+        us = round((time.perf_counter_ns() - t0) / 1000.0, 1)
+        started = time.monotonic() - us / 1e6 if wire.started is None else wire.started
+        self.exchanges += 1
+        command = None if raw is None else raw.hex().upper()
+        if resp is None:
+            self._line("error", started, us=us, command=command, wire=wire.pairs,
+                       error=type(exc).__name__, message=str(exc))
+            return
+        response = bytes(resp).hex().upper()
+        pairs = wire.pairs
+        if len(pairs) == 1 and pairs[0][0] == command and pairs[0][1] == response:
+            self._line("apdu", started, us=us, command=command, response=response)
+        else:
+            self._line("apdu", started, us=us, command=command, response=response,
+                       wire=pairs)
 
     def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """The card's disconnect, recorded; it ends the recording."""
@@ -289,13 +343,24 @@ class Recorder:
         try:
             self._disconnect(disposition)
         finally:
-            if connected and not self._closed:
-                try:
-                    name = Disposition(disposition).name
-                except ValueError:
-                    name = str(disposition)
-                self._line("disconnect", time.monotonic(), disposition=name)
-            self.close()
+            self._disconnected(connected, disposition)
+
+    async def _disconnect_async(self, disposition: Disposition = Disposition.LEAVE) -> None:
+        """The asyncio card's disconnect, recorded; it ends the recording."""
+        connected = self.card.connected
+        try:
+            await self._disconnect(disposition)
+        finally:
+            self._disconnected(connected, disposition)
+
+    def _disconnected(self, connected: bool, disposition: Disposition) -> None:
+        if connected and not self._closed:
+            try:
+                name = Disposition(disposition).name
+            except ValueError:
+                name = str(disposition)
+            self._line("disconnect", time.monotonic(), disposition=name)
+        self.close()
 
     def close(self) -> None:
         """Write the ``end`` line, give the card its own methods back and
@@ -306,11 +371,10 @@ class Recorder:
             self._line("end", time.monotonic(), exchanges=self.exchanges)
         finally:
             self._closed = True
-            d = vars(self.card)
-            if d.get("transmit") == self.transmit:
-                del d["transmit"]
-            if d.get("disconnect") == self.disconnect:
-                del d["disconnect"]
+            d = vars(self._front)
+            for name, method in self._methods.items():
+                if d.get(name) == method:
+                    del d[name]
             if self._owns_file:
                 self._file.close()
 
