@@ -42,19 +42,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import threading
 import time
 import weakref
 from types import TracebackType
-from typing import (IO, TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Optional, TypeVar,
-                    Union)
+from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
 from . import errors, waiting
 from .apdu import ApduLike, to_apdu_bytes
 from .card import Card
 from .constants import IOCTL, Protocol, State
 from .monitor import ARRIVAL, DEPARTURE, ERROR, CardEvent, Tracker
+from .recording import PathOrFile, Recorder
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
 from .sequences import U32, Request, Steps, get_state_steps
@@ -63,9 +62,6 @@ from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
 from .sequences.transmit import Response, transmit_steps
 from .session import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT
-
-if TYPE_CHECKING:
-    from .recording import Recorder
 
 __all__ = ["AsyncReader", "AsyncCard", "AsyncMonitor", "open_reader", "ASYNC_ONLY"]
 
@@ -350,10 +346,9 @@ class AsyncCard:
                 self.reader.session.transmit_failed(card, exc)
                 raise
 
-    def record(self, target: "Union[str, os.PathLike[str], IO[str]]") -> "Recorder":
+    def record(self, target: PathOrFile) -> Recorder:
         """As :meth:`scardio.card.Card.record`: the recorder stands in for
         this object's transmit and disconnect (awaited as ever)."""
-        from .recording import Recorder
         return Recorder(self._card, target, front=self)
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:

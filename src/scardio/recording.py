@@ -10,18 +10,23 @@ The first line is the header::
     {"format": "scardio-session", "version": 1,
      "time": "2026-12-01T11:54:32.123456+00:00",
      "reader": "scardio Simulated Reader 0", "atr": "3BF81300008131FE45...",
-     "protocol": "T=1", "connect_actions": ["POWER_UP", "SET_PROTOCOL T1"]}
+     "protocol": "T=1",
+     "connect_actions": ["SWALLOWED", "COLD_RESET", "NEGOTIABLE", "ATR",
+                         "SET_PROTOCOL(T=1)"]}
 
 ``time`` is when recording started (UTC, ISO 8601); ``protocol`` is the one
-the card was connected with (``T=0``, ``T=1`` or ``RAW``); hex is upper
-case without spaces.  Every later line has a ``type`` and ``t``, seconds
-since the header was written:
+the card was connected with (``T=0``, ``T=1`` or ``RAW``);
+``connect_actions`` are the connect sequence's steps (how the card was
+powered or reset); hex is upper case without spaces.  Every later line has
+a ``type`` and ``t``, seconds since the header was written (for a
+transmit: when its first exchange started):
 
 ``apdu``
-    one :meth:`Card.transmit <scardio.card.Card.transmit>`: ``command`` (the APDU as given), ``response``
-    (the response data followed by SW1 SW2, as returned), ``us`` (the call's
-    duration in microseconds), and ``wire`` when the reader saw more than
-    that one exchange: every TRANSMIT in order as ``[command, response]``
+    one :meth:`Card.transmit <scardio.card.Card.transmit>`: ``command``
+    (the APDU as given), ``response`` (the response data followed by SW1
+    SW2, as returned), ``us`` (the call's duration in microseconds), and
+    ``wire`` when the reader saw more than that one exchange: every
+    TRANSMIT in order as ``[command, response]``
     (the 61xx answer and each GET RESPONSE, the 6Cxx answer and the re-send
     with the right Le).  A replay answers the ``wire`` exchanges, which are
     what a card sees, so a T=0 session replays as the card played it.
@@ -59,9 +64,8 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 from . import errors
 from .apdu import ApduLike, to_apdu_bytes
 from .constants import IOCTL
-from .sequences.transmit import IO_HEADER, transmit_steps
 from .sequences.disconnect import Disposition
-from .sequences.transmit import Response
+from .sequences.transmit import IO_HEADER, Response, transmit_steps
 from .session import deadline_after
 
 if TYPE_CHECKING:
@@ -69,7 +73,7 @@ if TYPE_CHECKING:
     from .card import Card
     from .sequences import Steps
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Recorder", "RecordingFormatError", "RecordingHeader",
+__all__ = ["FORMAT", "FORMAT_VERSION", "PathOrFile", "Recorder", "RecordingFormatError", "RecordingHeader",
            "Exchange", "SessionEvent", "Recording", "read_recording"]
 
 #: The header's ``format`` value.
@@ -78,6 +82,9 @@ FORMAT = "scardio-session"
 FORMAT_VERSION = 1
 
 _TRANSMIT = int(IOCTL.TRANSMIT)
+
+#: Where a recording is written or read: a path, or a text file open for it.
+PathOrFile = Union[str, os.PathLike[str], IO[str]]
 
 
 
@@ -387,7 +394,8 @@ class Recorder:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "recording"
-        return f"<scardio.Recorder {self.path or self._file!r} {state}, {self.exchanges} exchanges>"
+        return (f"<scardio.Recorder {self.path or self._file!r} {state}, "
+                f"{self.exchanges} exchanges>")
 
 
 # ---------------------------------------------------------------------------
