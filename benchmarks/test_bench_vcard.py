@@ -15,7 +15,8 @@ BINARY of 5 bytes from EF 2F01, selected once):
                instead (not shipped: it is here to show why the C callback
                was chosen)
 
-The target is python ÷ builtin, medians of interleaved rounds.
+The target is python ÷ builtin: the median over interleaved rounds of each
+round's ratio.
 
     python -m pytest benchmarks/test_bench_vcard.py -s -p no:cacheprovider
 """
@@ -25,15 +26,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
 import harness
 from bench_common import next_lun
 
-ROUNDS = int(os.environ.get("SCARDIO_BENCH_ROUNDS", "25"))
-COUNT = int(os.environ.get("SCARDIO_BENCH_VCARD_COUNT", "2000"))
+ROUNDS = int(os.environ.get("SCARDIO_BENCH_ROUNDS", "25")) * 3  # short rounds, many
+COUNT = int(os.environ.get("SCARDIO_BENCH_VCARD_COUNT", "500"))
 TARGET = 5.0
 BUILTIN, PYTHON, PYMIN, CTYPES = "builtin", "python", "python-min", "ctypes"
 PATHS = [BUILTIN, PYTHON, PYMIN, CTYPES]
@@ -124,18 +125,25 @@ def vcard_paths() -> Iterator[Dict[str, harness.FuncPath]]:
         yield out
 
 
-def _register(meds: Dict[str, float]) -> str:
-    """The target row and the table, from per-call medians (ns)."""
-    base = meds[BUILTIN]
-    ratios = {k: meds[k] / base for k in PATHS}
+def _per_round(samples: Dict[str, List[float]]) -> Dict[str, float]:
+    """Median over rounds of each path's time ÷ the built-in card's in the
+    same round: paths of one round ran back to back, so a burst of load on
+    the shared machine mostly hits both sides of a ratio."""
+    base = samples[BUILTIN]
+    return {k: harness.median([x / b for x, b in zip(v, base)]) for k, v in samples.items()}
+
+
+def _register(meds: Dict[str, float], ratios: Dict[str, float]) -> str:
+    """The target row and the table, from per-call medians (ns) and
+    per-round ratios to the built-in card."""
     verdict = harness.record_target(
         TARGET_NAME, ratios[PYTHON], TARGET, "×",
-        note=(f"built-in {base / 1000:.2f} µs; crossing alone (constant card) "
-              f"{ratios[PYMIN]:.2f}×; ctypes callback instead of the binding's C "
-              f"callback {ratios[CTYPES]:.2f}×"))
+        note=(f"per-round ratio; built-in {meds[BUILTIN] / 1000:.2f} µs; crossing alone "
+              f"(constant card) {ratios[PYMIN]:.2f}×; ctypes callback instead of the "
+              f"binding's C callback {ratios[CTYPES]:.2f}×"))
     harness.record_table(
         "In-process virtual card: Card.transmit READ BINARY 5 B",
-        ["path", "median µs", "÷ built-in"],
+        ["path", "median µs", "÷ built-in (per round)"],
         [[k, f"{meds[k] / 1000:.2f}", f"{ratios[k]:.2f}×"] for k in PATHS],
         note="interleaved rounds, one Reader per path on the simulated reader")
     return verdict
@@ -145,13 +153,16 @@ def _register(meds: Dict[str, float]) -> str:
 def test_vcard_ratio(vcard_paths, capsys):
     samples = harness.interleave(list(vcard_paths.values()), "read5", ROUNDS, COUNT)
     meds = {k: harness.median(v) for k, v in samples.items()}
+    ratios = _per_round(samples)
     harness.record("vcard", "median_ns", meds)
+    harness.record("vcard", "per_round_ratio", ratios)
     harness.record_samples("Card.transmit READ BINARY 5 B: virtual cards", "ns", samples)
-    verdict = _register(meds)
+    verdict = _register(meds, ratios)
     with capsys.disabled():
         print()
         for k in PATHS:
-            print(f"  {k:11s} {meds[k] / 1000:7.2f} µs  {meds[k] / meds[BUILTIN]:5.2f}×")
+            print(f"  {k:11s} {meds[k] / 1000:7.2f} µs  {ratios[k]:5.2f}× per round "
+                  f"({meds[k] / meds[BUILTIN]:.2f}× of medians)")
         print(f"  target python ÷ builtin <= {TARGET}×: {verdict}")
 
 

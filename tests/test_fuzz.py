@@ -324,9 +324,9 @@ def test_libfuzzer_targets_briefly():
                           timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    for target in ("ioctl", "atr", "card"):
+    for target in ("ioctl", "atr", "card", "ext"):
         assert f"== fuzz_{target}" in out, out
-    assert out.count("stat::number_of_executed_units") == 3, out
+    assert out.count("stat::number_of_executed_units") == 4, out
 
 
 # ---- bad input at the CLI (the table in docs/reliability.md) ---------------------

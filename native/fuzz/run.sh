@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the libFuzzer targets with clang (-fsanitize=fuzzer,address,undefined)
 # and run each for a while.  Usage: run.sh [seconds per target, default 20]
-# [target ...]   (targets: ioctl atr card).  Exit status 0 when no target
+# [target ...]   (targets: ioctl atr card ext).  Exit status 0 when no target
 # found a crash, leak, sanitizer report or hang; the reproducer is left in
 # $SCARDIO_FUZZ_OUT (default: a temporary directory, printed).
 # The seed corpus in corpus/<target> is copied, never written to.
@@ -10,7 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 native=$(cd "$here/.." && pwd)
 secs=${1:-20}
 shift || true
-targets=${*:-"ioctl atr card"}
+targets=${*:-"ioctl atr card ext"}
 CC=${CC:-clang}
 if ! command -v "$CC" >/dev/null; then
     echo "run.sh: $CC not found (apt-get install clang)" >&2
@@ -31,6 +31,8 @@ CFLAGS="-O1 -g -std=c11 -pthread -D_GNU_SOURCE -I$native -I$native/ifd -I$native
     -o "$out/fuzz_atr"
 "$CC" $CFLAGS $SAN -fsanitize=fuzzer "$here/fuzz_card.c" "$native/sim/card.c" \
     -o "$out/fuzz_card"
+"$CC" $CFLAGS $SAN -fsanitize=fuzzer "$here/fuzz_ext.c" "$native/sim/ext_card.c" \
+    -o "$out/fuzz_ext"
 
 export SCARDIO_SIM_LIB="$out/libscardio_sim.so"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}

@@ -53,8 +53,12 @@ static apdu_lengths lengths_of(const uint8_t *a, size_t len)
         l.ne = le ? le : 65536;
         return l;
     }
+    if (body < 3) {                                 /* 00 and one byte */
+        l.valid = 0;
+        return l;
+    }
     l.nc = ((size_t)a[5] << 8) | a[6];
-    if (body < 3 || l.nc == 0) {
+    if (l.nc == 0) {
         l.valid = 0;
         return l;
     }

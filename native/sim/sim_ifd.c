@@ -1082,6 +1082,13 @@ static IFD_RESPONSECODE ext_transmit(struct lun *l, struct ext_ref *e, uint64_t 
         }
         goto out;
     }
+    sim_mutex_lock(&l->lock);
+    ok = ext_same_locked(l, e, gen);
+    sim_mutex_unlock(&l->lock);
+    if (!ok) {                 /* removed during the call: the answer is lost */
+        rv = IFD_ICC_NOT_PRESENT;
+        goto out;
+    }
     need = 0;
     if (r >= 0 && (unsigned long)r <= SIM_EXT_MAX_RESPONSE)
         need = sim_ext_frame(&e->t0, (int)t, tx, tx_len, e->scratch, (size_t)r, rx, cap);

@@ -6,6 +6,11 @@ helpers send it the controls described in native/sim/sim_protocol.h through
 an open :class:`scardio.Device`.  The
 numbers below are that header's (tests/test_sim_protocol.py checks they
 agree); the core and the binding know nothing of them.
+
+A reader of this process can also hold a card written in Python
+(:class:`VirtualCard`, inserted with ``SimControl.insert(card=...)``; see
+docs/virtual-cards.md): the reader reaches it through its external-card
+extension (native/sim/ext_card.h), not through a control.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from .replay import ReplayCard, ReplayMismatch
 
 __all__ = ["SIM_LIBRARY", "open_device", "Control", "CardKind", "EntryPoint", "Fault", "Counter",
            "COUNTER_COUNT", "SimCounters", "SimControl", "ATR_T1", "ATR_T0", "AID",
-           "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO", "VirtualCard", "CardMute",
-           "ReplayCard", "ReplayMismatch"]
+           "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO", "VirtualCard",
+           "CardMute", "ReplayCard", "ReplayMismatch"]
 
 #: The simulated reader driver, built with the package and shipped beside it.
 SIM_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

@@ -91,11 +91,11 @@ def _check_class(cla: int) -> tuple[Optional[bytes], bool]:
 class FileSystemCard(VirtualCard):
     """An ISO 7816-4 file-system card, the Python twin of the simulated
     reader's built-in card: MF 3F00 with EF 2F01, the application
-    :data:`scardio.sim.AID` with EF 0101 (both :data:`~scardio.sim.EF_SIZE`
+    ``scardio.sim.AID`` with EF 0101 (both ``scardio.sim.EF_SIZE``
     bytes, initially ``i & 0xFF``); SELECT, READ BINARY, UPDATE BINARY,
     GET CHALLENGE (the same deterministic bytes), GET RESPONSE and the
     proprietary ECHO (``80 EE``).  `t0` gives it the built-in T=0 card's
-    ATR (:data:`~scardio.sim.ATR_T0`) instead of the T=1 one."""
+    ATR (``scardio.sim.ATR_T0``) instead of the T=1 one."""
 
     def __init__(self, *, t0: bool = False) -> None:
         self.atr = ATR_T0 if t0 else ATR_T1
@@ -311,18 +311,18 @@ class FaultyCard(VirtualCard):
     :class:`FileSystemCard`).  Each misbehaviour is an attribute, changeable
     at any time:
 
-    - :attr:`delay` seconds slept before each answer (a slow card);
-    - :attr:`length_delta` bytes added (zeros, before the status word) to or,
+    - ``delay``: seconds slept before each answer (a slow card);
+    - ``length_delta``: bytes added (zeros, before the status word) to or,
       when negative, removed from the end of each answer's data; removing
       more than the data also eats the status word, which makes the answer
       malformed (the host gets a driver-data error);
-    - :attr:`mute_after`: after this many APDUs the card answers nothing
-      (each later APDU times out), until :attr:`mute_after` changes or the
-      card is reset;
-    - :attr:`raise_after`: from this many APDUs on, :meth:`apdu` raises
-      (the reader answers ``6F 00``).
+    - ``mute_after``: after this many APDUs the card answers nothing (each
+      later APDU times out), until ``mute_after`` changes or the card is
+      reset;
+    - ``raise_after``: after this many APDUs, :meth:`apdu` raises (the
+      reader answers ``6F 00``).
 
-    :attr:`apdus` counts the APDUs seen since the last power-up or reset."""
+    ``apdus`` counts the APDUs seen since the last power-up or reset."""
 
     def __init__(self, inner: Optional[VirtualCard] = None, *, delay: float = 0.0,
                  length_delta: int = 0, mute_after: Optional[int] = None,

@@ -30,7 +30,8 @@ class VirtualCard:
     """
 
     #: The answer to reset the card gives when powered (2..33 bytes, checked
-    #: by :func:`scardio.atr.parse_atr` when the card is inserted).
+    #: by :func:`scardio.atr.parse_atr` and read once, when the card is
+    #: inserted).
     atr: bytes = b""
 
     def apdu(self, command: bytes) -> bytes:
