@@ -8,6 +8,8 @@ import socket
 
 SIM_PCSCD_NAME = "scardio bench sim"
 VPCD_PCSCD_NAME = "scardio bench vpcd"
+SERVED_PCSCD_NAME = "scardio bench served card"
+SERVED_NOSPIN_PCSCD_NAME = "scardio bench served nospin"
 
 # LUNs of the simulated reader used by this process (the C floor and pcscd
 # run in other processes, whose simulated readers are separate).

@@ -50,7 +50,9 @@ report.py knowing about it:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -62,7 +64,8 @@ import harness  # noqa: E402
 
 harness.ensure_paths()
 
-from bench_common import SIM_PCSCD_NAME, VPCD_PCSCD_NAME, free_port  # noqa: E402
+from bench_common import (SERVED_NOSPIN_PCSCD_NAME, SERVED_PCSCD_NAME, SIM_PCSCD_NAME,   # noqa: E402
+                          VPCD_PCSCD_NAME, free_port)
 
 # pytest-benchmark options that mean nothing while it is disabled.
 _OUTPUT_OPTIONS = ("benchmark_json", "benchmark_compare", "benchmark_save",
@@ -174,7 +177,9 @@ def private_namespace_reason():
 def pcscd_env():
     """One pcscd for the session with a private reader.conf: a simulated
     reader and (when installed) a vpcd reader on a private port.  Yields a
-    dict with "pcscd" and "vpcd_port" (None without vpcd)."""
+    dict with "pcscd", "vpcd_port" (None without vpcd) and "served_socket"
+    (the socket of the reader named SERVED_PCSCD_NAME; + ".nospin": that of
+    SERVED_NOSPIN_PCSCD_NAME)."""
     import pcsc_peer
     from scardio.sim import SIM_LIBRARY
     why = pcsc_peer.unavailable_reason() or private_namespace_reason()
@@ -185,8 +190,18 @@ def pcscd_env():
     if os.path.exists(harness.VPCD_LIBRARY):
         vport = free_port()
         readers.append((VPCD_PCSCD_NAME, harness.VPCD_LIBRARY, f"/dev/null:{vport:#x}"))
+    # a simulated reader whose card a `scardio card serve` at this path hosts
+    # (test_bench_serve.py starts one; without it the reader stays empty)
+    served_dir = tempfile.mkdtemp(prefix="scardio-bench-served-")
+    served_socket = os.path.join(served_dir, "card.sock")
+    readers.append((SERVED_PCSCD_NAME, SIM_LIBRARY, f"socket:{served_socket}"))
+    # the same without the reader's brief spin for the reply (quoted: pcscd's
+    # reader.conf takes '?' and '=' only inside quotes)
+    readers.append((SERVED_NOSPIN_PCSCD_NAME, SIM_LIBRARY,
+                    f'"socket:{served_socket}.nospin?spin=0"'))
     d = pcsc_peer.Pcscd(readers)
     try:
-        yield {"pcscd": d, "vpcd_port": vport}
+        yield {"pcscd": d, "vpcd_port": vport, "served_socket": served_socket}
     finally:
         d.close()
+        shutil.rmtree(served_dir, ignore_errors=True)

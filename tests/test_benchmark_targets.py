@@ -156,3 +156,21 @@ def test_vcard_registers_the_in_process_target(h: ModuleType) -> None:
     assert "crossing alone (constant card) 1.80×; ctypes callback" in text
     assert "| python | 2.00 | 4.00× |" in text
     assert m._register(meds, dict(ratios, python=5.5)) == "not met"
+
+
+def test_serve_registers_the_pcscd_targets(h: ModuleType) -> None:
+    m = load("test_bench_serve")
+    samples = {m.PYTHON_CARD: [30000.0, 60000.0, 30000.0],
+               m.PYTHON_CARD_NOSPIN: [45000.0, 90000.0, 45000.0],
+               m.BUILTIN_CARD: [20000.0, 40000.0, 20000.0],
+               m.VICC: [44e6, 48e6, 44e6]}
+    out = {k: h.summary(v) for k, v in samples.items()}
+    assert m._ratio(samples, m.PYTHON_CARD, m.BUILTIN_CARD) == 1.5
+    assert m._register(out, samples) == "met"
+    text = rendered(h)
+    assert f"| {m.TARGET_PCSCD} | 1.5× | ≤ 2× | **met** |" in text
+    assert "reader option spin=0: 2.25×" in text
+    assert f"| {m.TARGET_VICC} | 1467× | ≥ 100× | **met** |" in text
+    assert "### card serve: one APDU through pcscd + pyscard" in text
+    slow = dict(samples, **{m.PYTHON_CARD: [50000.0, 100000.0, 50000.0]})
+    assert m._register({k: h.summary(v) for k, v in slow.items()}, slow) == "not met"

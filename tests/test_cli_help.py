@@ -156,6 +156,10 @@ def test_every_documented_option_exists():
     known = set(_parser_items(PARSER))
     for sub in COMMANDS.values():
         known |= set(_parser_items(sub))
+        for action in sub._actions:  # a command's own actions (card serve)
+            if isinstance(action, argparse._SubParsersAction):
+                for nested in action.choices.values():
+                    known |= set(_parser_items(nested))
     documented = set(_docstring_globals()) | set(_readme_options())
     for opts in _docstring_commands().values():
         documented |= set(opts)

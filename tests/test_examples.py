@@ -49,6 +49,10 @@ EXPECTED: dict[str, list[str]] = {
                         r"^INCREMENT SW=9000 00 02$", r"^BUG       SW=6F00$",
                         r"^INCREMENT SW=9000 00 03$",
                         r"^GREETING  SW=9000 hello from Python$"],
+    "served_card.py": [r"^ATR: 3b f8 13 00 00 81 31 fe 45 .* protocol: T=1$",
+                       r"^GET DATA  SW=6982$", r"^VERIFY 9  SW=63C2$", r"^VERIFY    SW=9000$",
+                       r"^GET DATA  SW=9000 the secret$",
+                       r"^server stopped: reader ABSENT, socket removed: True$"],
 }
 
 

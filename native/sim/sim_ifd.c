@@ -333,7 +333,7 @@ static int name_has_option(const char *name, const char *opt)
     size_t n = strlen(opt);
     while (p != NULL) {
         p++;
-        if (strncmp(p, opt, n) == 0 && (p[n] == 0 || p[n] == ','))
+        if (strncmp(p, opt, n) == 0 && (p[n] == 0 || p[n] == ',' || p[n] == '"'))
             return 1;
         p = strchr(p, ',');
     }

@@ -30,8 +30,16 @@
 #include "sim_socket.h"
 #include "ext_card.h"
 
+/* pcscd's reader.conf takes '?', ',' and '=' only in a quoted DEVICENAME,
+ * and passes the quotes on: a name may come as "socket:PATH?options". */
+static const char *unquoted(const char *name)
+{
+    return name != NULL && name[0] == '"' ? name + 1 : name;
+}
+
 int sim_socket_is_name(const char *name)
 {
+    name = unquoted(name);
     return name != NULL && strncmp(name, SIM_SOCKET_PREFIX, sizeof(SIM_SOCKET_PREFIX) - 1) == 0;
 }
 
@@ -55,6 +63,7 @@ void sim_socket_stop(IFD_DWORD lun)
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -84,6 +93,9 @@ void sim_socket_stop(IFD_DWORD lun)
 
 #define DEFAULT_TIMEOUT_MS 5000
 #define DEFAULT_RETRY_MS   200
+#ifndef DEFAULT_SPIN_US
+#define DEFAULT_SPIN_US    50
+#endif
 
 _Static_assert(WIRE_MAX_PAYLOAD == SIM_EXT_MAX_COMMAND, "the largest frame is a command");
 _Static_assert(SIM_EXT_MAX_RESPONSE <= WIRE_MAX_PAYLOAD, "a response fits a frame");
@@ -94,6 +106,7 @@ struct watcher {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     int timeout_ms;
     int retry_ms;
+    int spin_us;
     pthread_t thread;
     int wake[2];                   /* pipe: stop, broken link, card released */
 
@@ -122,6 +135,13 @@ static uint32_t get_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16
            | (uint32_t)p[3] << 24;
+}
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static int64_t now_ms(void)
@@ -257,32 +277,73 @@ static int recv_all(int fd, uint8_t *buf, size_t len, int64_t deadline, int *tim
  * into `out` when they fit, else skipped.  Anything but XCHG_OK, XCHG_ERROR
  * and XCHG_MALFORMED leaves the stream out of step: the caller drops the link.
  */
-static int exchange(int fd, int timeout_ms, uint32_t type, const uint8_t *in, size_t in_len,
+static int exchange(int fd, int timeout_ms, int spin_us, uint32_t type, const uint8_t *in, size_t in_len,
                     uint8_t *out, size_t cap, size_t *len)
 {
     uint8_t hdr[WIRE_HEADER];
     int64_t deadline = now_ms() + timeout_ms;
-    int timed_out = 0, rc;
+    int timed_out = 0, rc = 0;
     uint32_t rtype, rlen;
+    size_t got_hdr, got = 0;
+    struct iovec iov[2];
+    struct msghdr msg;
+    ssize_t n;
 
     *len = 0;
     if (send_frame(fd, type, in, in_len, deadline) != 0)
         return XCHG_GONE;
-    rc = recv_all(fd, hdr, WIRE_HEADER, deadline, &timed_out);
-    if (rc != 0)
-        return rc > 0 ? XCHG_GONE : timed_out ? XCHG_TIMEOUT : XCHG_GONE;
+    /* Header and payload in one receive when the reply is all there (the
+     * usual case); the rest, if any, below. */
+    memset(&msg, 0, sizeof msg);
+    iov[0].iov_base = hdr;
+    iov[0].iov_len = WIRE_HEADER;
+    iov[1].iov_base = out;
+    iov[1].iov_len = cap;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = cap != 0 ? 2 : 1;
+    n = -1;
+    if (spin_us > 0) {
+        /* The reply usually comes within microseconds: ask without
+         * sleeping for a while, yielding the CPU (to the server when it
+         * shares it), before a blocking receive and its wake-up. */
+        int64_t end = now_us() + spin_us;
+        do {
+            n = recvmsg(fd, &msg, MSG_DONTWAIT);
+            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+                break;
+            sched_yield();
+        } while (now_us() < end);
+    }
+    if (n < 0 && (spin_us <= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        do {
+            n = recvmsg(fd, &msg, 0);
+        } while (n < 0 && errno == EINTR && now_ms() < deadline);
+    }
+    if (n == 0)
+        return XCHG_GONE;
+    if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK ? XCHG_TIMEOUT : XCHG_GONE;
+    got_hdr = (size_t)n < WIRE_HEADER ? (size_t)n : WIRE_HEADER;
+    got = (size_t)n - got_hdr;          /* payload bytes already in `out` */
+    if (got_hdr < WIRE_HEADER) {
+        rc = recv_all(fd, hdr + got_hdr, WIRE_HEADER - got_hdr, deadline, &timed_out);
+        if (rc != 0)
+            return rc > 0 ? XCHG_GONE : timed_out ? XCHG_TIMEOUT : XCHG_GONE;
+    }
     rtype = get_u32(hdr);
     rlen = get_u32(hdr + 4);
-    if (rlen > WIRE_MAX_PAYLOAD)
-        return XCHG_BAD;
+    if (rlen > WIRE_MAX_PAYLOAD || got > rlen)
+        return XCHG_BAD;   /* too long, or more than one frame for one request */
     if (rtype == WIRE_ERROR || rtype == WIRE_MALFORMED) {
-        /* A text: read it where it fits, skip it otherwise. */
+        /* A text: kept in `out` when it fits, skipped otherwise. */
         uint8_t skip[512];
-        size_t left = rlen, keep = rlen <= cap ? rlen : 0;
-        if (keep != 0) {
-            rc = recv_all(fd, out, keep, deadline, &timed_out);
+        size_t left;
+        if (rlen <= cap) {
+            rc = recv_all(fd, out + got, rlen - got, deadline, &timed_out);
+            *len = rlen;
             left = 0;
-            *len = keep;
+        } else {
+            left = rlen - got;
         }
         while (rc == 0 && left != 0) {
             size_t k = left < sizeof skip ? left : sizeof skip;
@@ -295,8 +356,8 @@ static int exchange(int fd, int timeout_ms, uint32_t type, const uint8_t *in, si
     }
     if (rtype != (type | WIRE_REPLY) || rlen > cap)
         return XCHG_BAD;
-    if (rlen != 0) {
-        rc = recv_all(fd, out, rlen, deadline, &timed_out);
+    if (got < rlen) {
+        rc = recv_all(fd, out + got, rlen - got, deadline, &timed_out);
         if (rc != 0)
             return rc > 0 ? XCHG_GONE : timed_out ? XCHG_TIMEOUT : XCHG_GONE;
     }
@@ -352,11 +413,11 @@ static long ext_call(void *ctx, int op, const uint8_t *in, size_t in_len, uint8_
         return SIM_EXT_E_GONE;
     }
     if (op == SIM_EXT_OP_APDU && out != NULL) {
-        x = exchange(w->fd, w->timeout_ms, type, payload, payload_len, out,
+        x = exchange(w->fd, w->timeout_ms, w->spin_us, type, payload, payload_len, out,
                      out_cap < SIM_EXT_MAX_RESPONSE ? out_cap : SIM_EXT_MAX_RESPONSE, &len);
     } else {
         /* Power replies are empty; the scratch only holds an ERROR text. */
-        x = exchange(w->fd, w->timeout_ms, type, payload, payload_len, scratch,
+        x = exchange(w->fd, w->timeout_ms, w->spin_us, type, payload, payload_len, scratch,
                      op == SIM_EXT_OP_APDU ? 0 : sizeof scratch, &len);
         if (x == XCHG_OK && len != 0)
             x = XCHG_BAD;
@@ -426,6 +487,14 @@ static int set_timeouts(int fd, int ms)
            || setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0 ? -1 : 0;
 }
 
+static void forget_fd(struct watcher *w, int fd)
+{
+    pthread_mutex_lock(&w->io);
+    w->fd = -1;
+    pthread_mutex_unlock(&w->io);
+    close(fd);
+}
+
 /* Connect and greet; the descriptor, or -1.  *atr gets the card's ATR. */
 static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int *told)
 {
@@ -438,6 +507,16 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
     if (fd < 0)
         return -1;
     (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+    /* Published, so that a stop shuts it down rather than waiting for a
+     * server that accepted but does not answer. */
+    pthread_mutex_lock(&w->io);
+    w->fd = fd;
+    w->broken = 1;   /* no card yet: calls see none */
+    pthread_mutex_unlock(&w->io);
+    if (stopping(w)) {
+        forget_fd(w, fd);
+        return -1;
+    }
 #ifdef SO_NOSIGPIPE
     {
         int one = 1;
@@ -449,12 +528,12 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
     memcpy(addr.sun_path, w->path, strlen(w->path) + 1);   /* length checked at start */
     if (set_timeouts(fd, w->timeout_ms) != 0
         || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        close(fd);
+        forget_fd(w, fd);
         return -1;
     }
     put_u32(hello, WIRE_VERSION);
     put_u32(hello + 4, WIRE_MAX_PAYLOAD);
-    x = exchange(fd, w->timeout_ms, WIRE_HELLO, hello, sizeof hello, reply,
+    x = exchange(fd, w->timeout_ms, 0, WIRE_HELLO, hello, sizeof hello, reply,
                  sizeof reply - 1, &len);
     if (x == XCHG_OK && len >= 8 + 2 && len <= 8 + WIRE_MAX_ATR
         && get_u32(reply) == WIRE_VERSION && get_u32(reply + 4) >= SIM_EXT_MAX_RESPONSE) {
@@ -473,7 +552,7 @@ static int connect_server(struct watcher *w, uint8_t *atr, size_t *atr_len, int 
         }
         *told = 1;
     }
-    close(fd);
+    forget_fd(w, fd);
     return -1;
 }
 
@@ -573,14 +652,35 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
     const char *path, *end;
     size_t n;
     int timeout_ms = DEFAULT_TIMEOUT_MS, retry_ms = DEFAULT_RETRY_MS;
+    int spin_us = DEFAULT_SPIN_US;
 
-    if (!sim_socket_is_name(name))
+    int quoted = name != NULL && name[0] == '"';
+    char opts[256];
+
+    if (name == NULL || !sim_socket_is_name(name))
         return IFD_COMMUNICATION_ERROR;
-    path = name + sizeof(SIM_SOCKET_PREFIX) - 1;
-    end = strchr(path, '?');
-    n = end != NULL ? (size_t)(end - path) : strlen(path);
-    if (n == 0 || option_int(name, "timeout", 1, 600000, &timeout_ms) != 0
-        || option_int(name, "retry", 10, 60000, &retry_ms) != 0)
+    path = strchr(name, ':') + 1;   /* after the prefix, quoted or not */
+    n = strlen(path);
+    if (quoted) {
+        if (n == 0 || path[n - 1] != '"')
+            return IFD_COMMUNICATION_ERROR;
+        n--;   /* the closing quote */
+    }
+    end = memchr(path, '?', n);
+    /* The options, without the closing quote, NUL-terminated for option_int. */
+    if (end != NULL) {
+        size_t k = n - (size_t)(end - path);
+        if (k >= sizeof opts)
+            return IFD_COMMUNICATION_ERROR;
+        memcpy(opts, end, k);
+        opts[k] = 0;
+        n = (size_t)(end - path);
+    } else {
+        opts[0] = 0;
+    }
+    if (n == 0 || option_int(opts, "timeout", 1, 600000, &timeout_ms) != 0
+        || option_int(opts, "retry", 10, 60000, &retry_ms) != 0
+        || option_int(opts, "spin", 0, 1000, &spin_us) != 0)
         return IFD_COMMUNICATION_ERROR;
     w = calloc(1, sizeof(*w));
     if (w == NULL)
@@ -594,6 +694,7 @@ IFD_RESPONSECODE sim_socket_start(IFD_DWORD lun, const char *name)
     w->lun = lun;
     w->timeout_ms = timeout_ms;
     w->retry_ms = retry_ms;
+    w->spin_us = spin_us;
     w->fd = -1;
     if (pipe(w->wake) != 0) {
         free(w);
@@ -650,6 +751,10 @@ void sim_socket_stop(IFD_DWORD lun)
     pthread_mutex_lock(&w->lock);
     w->stop = 1;
     pthread_mutex_unlock(&w->lock);
+    pthread_mutex_lock(&w->io);
+    if (w->fd >= 0)
+        shutdown(w->fd, SHUT_RDWR);   /* ends a HELLO or a call in progress */
+    pthread_mutex_unlock(&w->io);
     wake(w);
     pthread_join(w->thread, NULL);
     pthread_cond_destroy(&w->cond);

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the C core's tests, the driver quirks' and the simulated reader with
 # gcc, and run them under valgrind (memcheck: no errors, no leaks), then the
-# core's and the simulated reader's external cards' again under
-# ThreadSanitizer.
+# core's, the simulated reader's external cards' and its socket cards' again
+# under ThreadSanitizer.
 #
 # usage: run.sh [--no-valgrind] [--macos-paths]
 #   --no-valgrind  run the programs directly
@@ -63,6 +63,10 @@ gcc "${CFLAGS[@]}" -I"$native" -I"$native/sim" -I"$native/ifd" \
     "$here/test_ext_card.c" -ldl -o "$out/test_ext_card"
 echo "== test_ext_card"
 run "$out/test_ext_card" "$out/libscardio_sim.so"
+gcc "${CFLAGS[@]}" -I"$native" -I"$native/sim" -I"$native/ifd" \
+    "$here/test_sim_socket.c" -ldl -o "$out/test_sim_socket"
+echo "== test_sim_socket"
+run "$out/test_sim_socket" "$out/libscardio_sim.so"
 # -rdynamic: the program exports the symbols the vpcd entry looks for.
 gcc "${CFLAGS[@]}" -rdynamic -I"$native" -I"$native/ifd" "$here/test_quirks.c" \
     "$native"/core/*.c "$native"/ifd/*.c "$native"/posix/*.c -ldl -o "$out/test_quirks"
@@ -82,5 +86,11 @@ if [ "${SCARDIO_SKIP_TSAN:-0}" != 1 ] && echo 'int main(void){return 0;}' |
     gcc "${CFLAGS[@]}" -fsanitize=thread -I"$native" -I"$native/sim" -I"$native/ifd" \
         "$here/test_ext_card.c" -ldl -o "$out/test_ext_card_tsan"
     TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_ext_card_tsan" \
+        "$out/libscardio_sim_tsan.so"
+    # Socket cards: the link's thread, the reader's callers and the server.
+    echo "== test_sim_socket (ThreadSanitizer)"
+    gcc "${CFLAGS[@]}" -fsanitize=thread -I"$native" -I"$native/sim" -I"$native/ifd" \
+        "$here/test_sim_socket.c" -ldl -o "$out/test_sim_socket_tsan"
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_sim_socket_tsan" \
         "$out/libscardio_sim_tsan.so"
 fi

@@ -58,9 +58,10 @@ _LAZY = {
 # submodules, loaded on first attribute access too (``scardio.sim.open_device``
 # after a bare ``import scardio`` worked when the package imported them all)
 _SUBMODULES = frozenset({
-    "aio", "apdu", "atr", "atr_list", "card", "cli", "completions", "constants",
-    "discovery", "holders", "monitor", "pcsc", "powerdown", "probe", "reader", "recording",
-    "runner", "sequences", "session", "sim", "status_words", "tracing", "waiting",
+    "aio", "apdu", "atr", "atr_list", "card", "card_protocol", "card_server", "cli",
+    "completions", "constants", "discovery", "holders", "monitor", "pcsc", "powerdown",
+    "probe", "reader", "recording", "runner", "sequences", "session", "sim", "status_words",
+    "tracing", "waiting",
 })
 
 

@@ -5,10 +5,11 @@ One Unix stream connection per reader.  Every message is a frame: an
 payload length), followed by the payload.  A payload never exceeds
 :data:`MAX_PAYLOAD` bytes (an extended case-4 command APDU).  The reader
 sends requests; the server answers each with exactly one reply, in order:
-the request's type with :data:`REPLY` set, or :data:`ERROR` (a UTF-8 text)
-when the card could not answer.  docs/virtual-cards.md ("The card-server
-protocol") is the full description; native/sim/sim_socket.c is the reader's
-side, :mod:`scardio.card_server` the server's.
+the request's type with :data:`REPLY` set, or :attr:`Message.ERROR` /
+:attr:`Message.MALFORMED` (a UTF-8 text) when the card could not answer.
+docs/virtual-cards.md ("The card-server protocol") is the full description;
+native/sim/sim_socket.c is the reader's side, :mod:`scardio.card_server` the
+server's.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ import importlib.util
 import logging
 import os
 import select
-import selectors
 import socket
 import stat
 import sys
 import threading
+import time
 import traceback
 from typing import Optional, Union
 
@@ -36,6 +36,9 @@ log = logging.getLogger("scardio.card_server")
 EXECUTION_ERROR = b"\x6f\x00"
 #: Seconds a reply may take to leave (a reader that stops reading).
 SEND_TIMEOUT = 5.0
+
+
+_APDU_REPLY = Message.APDU | wire.REPLY
 
 
 class CardSpecError(ValueError):
@@ -99,6 +102,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket, number: int) -> None:
         self.sock = sock
+        self.fd = sock.fileno()
         self.number = number
         self.buffer = bytearray()
         self.greeted = False
@@ -116,7 +120,12 @@ class CardServer:
         self.card = card
         self.path = os.fspath(path)
         self.atr = check_card(card)
-        self._selector = selectors.DefaultSelector()
+        if not hasattr(select, "poll") or not hasattr(socket, "AF_UNIX"):
+            raise OSError("card serve needs Unix sockets and poll() (a POSIX system)")
+        self._poll = select.poll()
+        self._rbuf = bytearray(wire.HEADER_SIZE + wire.MAX_PAYLOAD)
+        self._rview = memoryview(self._rbuf)
+        self._debug = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -126,8 +135,9 @@ class CardServer:
         self._count = 0
         self._powered = False
         self._listener = self._bind()
-        self._selector.register(self._listener, selectors.EVENT_READ, "listen")
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._listen_fd = self._listener.fileno()
+        self._poll.register(self._listen_fd, select.POLLIN)
+        self._poll.register(self._wake_r, select.POLLIN)
 
     # -- life cycle ----------------------------------------------------------
     def _bind(self) -> socket.socket:
@@ -172,7 +182,7 @@ class CardServer:
         for conn in list(self._connections.values()):
             self._drop(conn, "server closing")
         if self._listener.fileno() >= 0:
-            self._selector.unregister(self._listener)
+            self._poll.unregister(self._listen_fd)
             self._listener.close()
             try:
                 if os.stat(self.path).st_ino == self._inode:
@@ -180,11 +190,10 @@ class CardServer:
             except OSError:
                 pass
         if self._wake_r >= 0:
-            self._selector.unregister(self._wake_r)
+            self._poll.unregister(self._wake_r)
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
-        self._selector.close()
 
     def __enter__(self) -> "CardServer":
         return self
@@ -194,21 +203,24 @@ class CardServer:
 
     # -- the loop ------------------------------------------------------------
     def serve_forever(self) -> None:
+        """Accept readers and answer their requests until :meth:`shutdown`."""
         log.info("serving %s (ATR %s) on %s", type(self.card).__name__,
                  self.atr.hex(" ").upper(), self.path)
+        self._debug = log.isEnabledFor(logging.DEBUG)
+        connections = self._connections
+        poll = self._poll.poll
         while not self._stop.is_set():
-            for key, _ in self._selector.select():
-                if key.data == "listen":
+            for fd, _ in poll():
+                conn = connections.get(fd)
+                if conn is not None:
+                    self._readable(conn)
+                elif fd == self._listen_fd:
                     self._accept()
-                elif key.data == "wake":
+                elif fd == self._wake_r:
                     try:
                         os.read(self._wake_r, 64)
                     except OSError:
                         pass
-                else:
-                    conn = key.data
-                    if conn.sock.fileno() >= 0:
-                        self._readable(conn)
         log.info("stopping")
 
     def _accept(self) -> None:
@@ -218,16 +230,18 @@ class CardServer:
             return
         self._count += 1
         conn = _Connection(sock, self._count)
-        sock.settimeout(SEND_TIMEOUT)
-        self._connections[sock.fileno()] = conn
-        self._selector.register(sock, selectors.EVENT_READ, conn)
+        # Non-blocking: a receive follows poll(); a send that cannot complete
+        # at once waits in _send, bounded by SEND_TIMEOUT.
+        sock.setblocking(False)
+        self._connections[conn.fd] = conn
+        self._poll.register(conn.fd, select.POLLIN)
         log.debug("%s accepted", conn)
 
     def _drop(self, conn: _Connection, why: str) -> None:
         if conn.sock.fileno() < 0:
             return
-        self._connections.pop(conn.sock.fileno(), None)
-        self._selector.unregister(conn.sock)
+        self._connections.pop(conn.fd, None)
+        self._poll.unregister(conn.fd)
         conn.sock.close()
         if conn is self._active:
             self._active = None
@@ -240,17 +254,27 @@ class CardServer:
 
     def _readable(self, conn: _Connection) -> None:
         try:
-            data = conn.sock.recv(wire.HEADER_SIZE + wire.MAX_PAYLOAD)
-        except (BlockingIOError, InterruptedError, socket.timeout):
+            n = conn.sock.recv_into(self._rbuf)
+        except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._drop(conn, f"receive failed: {exc}")
             return
-        if not data:
+        if n == 0:
             self._drop(conn, "end of stream")
             return
+        view = self._rview
         buf = conn.buffer
-        buf += data
+        if not buf and n >= wire.HEADER_SIZE:
+            # The usual case: exactly one whole frame, handled without copies.
+            kind, length = wire.HEADER.unpack_from(view)
+            if n == wire.HEADER_SIZE + length and length <= wire.MAX_PAYLOAD:
+                if kind == Message.APDU and conn.greeted:
+                    self._apdu(conn, bytes(view[wire.HEADER_SIZE:n]))
+                else:
+                    self._request(conn, kind, bytes(view[wire.HEADER_SIZE:n]))
+                return
+        buf += view[:n]
         while len(buf) >= wire.HEADER_SIZE:
             try:
                 kind, length = wire.decode_header(bytes(buf[:wire.HEADER_SIZE]))
@@ -265,11 +289,30 @@ class CardServer:
                 return
 
     def _send(self, conn: _Connection, kind: int, payload: bytes = b"") -> bool:
+        data = memoryview(wire.encode(kind, payload))
         try:
-            conn.sock.sendall(wire.encode(kind, payload))
-        except OSError as exc:  # socket.timeout included: a reader that stopped reading
+            sent = conn.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
             self._drop(conn, f"send failed: {exc}")
             return False
+        if sent == len(data):
+            return True
+        # A reader slow to read a long reply: wait for room, bounded.
+        deadline = time.monotonic() + SEND_TIMEOUT
+        while sent < len(data):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [conn.sock], [], left)[1]:
+                self._drop(conn, f"send failed: the reader took no data for {SEND_TIMEOUT} s")
+                return False
+            try:
+                sent += conn.sock.send(data[sent:])
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                self._drop(conn, f"send failed: {exc}")
+                return False
         return True
 
     def _protocol_error(self, conn: _Connection, why: str) -> None:
@@ -365,7 +408,7 @@ class CardServer:
         return self._send(conn, kind | wire.REPLY)
 
     def _apdu(self, conn: _Connection, command: bytes) -> bool:
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug("> %s", command.hex(" ").upper())
         try:
             resp = self.card.apdu(command)
@@ -382,6 +425,6 @@ class CardServer:
                    f"{wire.MIN_RESPONSE}..{wire.MAX_RESPONSE})")
             log.error("%s", why)
             return self._send(conn, Message.MALFORMED, why.encode())
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             log.debug("< %s", bytes(resp).hex(" ").upper())
-        return self._send(conn, Message.APDU | wire.REPLY, bytes(resp))
+        return self._send(conn, _APDU_REPLY, bytes(resp))
