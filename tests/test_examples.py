@@ -37,6 +37,13 @@ EXPECTED: dict[str, list[str]] = {
                       r"^LONG_ATR    -> DriverDataError - ",
                       r"^latency     -> connect \+ transmit took \d+ ms$",
                       r"^counters    -> 3 power-ups, 2 insertions, 1 removal\(s\), 3 transmits$"],
+    "record_replay.py": [r"^recorded 3 exchanges to session\.jsonl$",
+                         r"^replayed: 00 A4 00 0C 02 01 01  ->  SW=9000$",
+                         r"^replayed: 00 B0 00 00 08  ->  00 01 02 03 04 05 06 07 SW=9000$",
+                         r"^replayed to the end: True$",
+                         r"^out of order: 00 B0 00 00 08  ->  SW=6F00$",
+                         r"^mismatch: command 1 \(00 B0 00 00 08\) is not the recorded one: "
+                         r"expected 00 A4 04 0C 08 F0 73 63 61 72 64 69 6F \(line 2\)$"],
     "virtual_card.py": [r"^ATR: 3b 68 00 00 73 63 61 72 64 69 6f 30  protocol: T=0$",
                         r"^INCREMENT SW=6982$", r"^VERIFY    SW=9000$",
                         r"^INCREMENT SW=9000 00 02$", r"^BUG       SW=6F00$",

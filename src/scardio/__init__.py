@@ -60,8 +60,8 @@ _LAZY = {
 _SUBMODULES = frozenset({
     "aio", "apdu", "atr", "atr_list", "card", "card_protocol", "card_server", "cli",
     "completions", "constants", "discovery", "holders", "monitor", "pcsc", "powerdown",
-    "probe", "reader", "runner",
-    "sequences", "session", "sim", "status_words", "tracing", "waiting",
+    "probe", "reader", "recording", "runner", "sequences", "session", "sim", "status_words",
+    "tracing", "waiting",
 })
 
 

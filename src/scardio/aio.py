@@ -54,6 +54,7 @@ from .card import Card, TransactionError
 from .constants import IOCTL, Protocol, State
 from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, CardEvent,
                       ReaderList, Tracker, _Hotplug, _ListWatcher)
+from .recording import PathOrFile, Recorder
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
 from .sequences import U32, Request, Steps, get_state_steps
@@ -324,6 +325,13 @@ class AsyncCard:
             else auto_get_response,
             auto_resend=card.auto_resend if auto_resend is None else auto_resend)
         deadline = None if timeout is None else time.monotonic() + timeout
+        return await self._transmit_steps(steps, deadline)
+
+    async def _transmit_steps(self, steps: "Steps[Response]",
+                              deadline: Optional[float]) -> Response:
+        """Run transmit sequence `steps` under the reader's lock (transmit's,
+        and the recorder's, which watches the sequence)."""
+        card = self._card
         lock = self.reader._lock
         mine = self.reader._in_transaction()  # the lock is this task's already
         if not mine:
@@ -338,6 +346,11 @@ class AsyncCard:
         finally:
             if not mine:
                 lock.release()
+
+    def record(self, target: PathOrFile) -> Recorder:
+        """As :meth:`scardio.card.Card.record`: the recorder stands in for
+        this object's transmit and disconnect (awaited as ever)."""
+        return Recorder(self._card, target, front=self)
 
     async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
         """As :meth:`scardio.card.Card.disconnect`."""

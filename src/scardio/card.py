@@ -13,10 +13,11 @@ block (see :meth:`Card.transaction`).
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional, Union
 
 from . import errors
 from ._core import CardBase
@@ -35,7 +36,11 @@ from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, Status
 from .sequences.transmit import MAX_GET_RESPONSE as MAX_GET_RESPONSE
 
 if TYPE_CHECKING:
+    from typing import Callable
+
     from .reader import Reader
+    from .recording import Recorder
+    from .sequences import Steps
 
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.
@@ -163,14 +168,19 @@ class Card(CardBase):
             raw, self._header, resp, self.auto_get_response, self.auto_resend))
 
     def _transmit_steps(self, raw: bytes, get_response: Optional[bool],
-                        resend: Optional[bool], deadline: float) -> Response:
-        """transmit() with a deadline: the sequence through run_sync."""
+                        resend: Optional[bool], deadline: Optional[float],
+                        observe: "Optional[Callable[[Steps[Response]], Steps[Response]]]"
+                        = None) -> Response:
+        """transmit() with a deadline: the sequence through run_sync
+        (wrapped by `observe` when given: the recorder's)."""
         with self.reader._lock:
             self._check()
             try:
                 steps = transmit_steps(raw, self.protocol,
                                        auto_get_response=self._get_response(get_response),
                                        auto_resend=self._resend(resend))
+                if observe is not None:
+                    steps = observe(steps)
                 return run_sync(self.reader.device, steps, deadline=deadline)
             except (errors.NoCardError, errors.InvalidStateError) as exc:
                 self.reader.session.transmit_failed(self, exc)
@@ -230,6 +240,17 @@ class Card(CardBase):
         the transaction ends with it; disconnect() inside ends it too.
         Entering returns the card."""
         return Transaction(self, timeout)
+    def record(self, target: "Union[str, os.PathLike[str], IO[str]]") -> "Recorder":
+        """Record this card's session from now on as JSON Lines (a path, or
+        a text file open for writing): every transmit, its failure, the
+        disconnect.  Use as ``with card.record("session.jsonl"): ...`` or
+        close the returned :class:`~scardio.recording.Recorder` yourself;
+        :mod:`scardio.recording` describes the format and
+        :class:`scardio.sim.ReplayCard` plays it back.  A card that is not
+        being recorded pays nothing: the recorder stands in for
+        ``transmit`` on this one object only while it records."""
+        from .recording import Recorder
+        return Recorder(self, target)
 
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {"reader": self.reader.name, "atr": self.atr_bytes.hex().upper(),

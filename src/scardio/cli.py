@@ -8,7 +8,8 @@
     info READER                  start-up attributes and card state
     monitor [READER ...]         card arrivals / departures (--count, --timeout)
     connect READER               connect: ATR (decoded), protocol, the sequence
-    apdu READER HEX [HEX ...]    connect and send APDUs
+    apdu READER HEX [HEX ...]    connect and send APDUs (--record FILE: write the
+                                 session as JSON Lines, to replay as a card)
     demo                         the whole spec sequence on a simulated reader
     scan [READER ...]            like pcsc_scan: arrivals and removals with the time,
                                  each card's ATR decoded and named from the card list
@@ -200,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="do not send GET RESPONSE on 61xx")
             sp.add_argument("--no-resend", action="store_true",
                             help="do not re-send with Le=xx on 6Cxx")
+            sp.add_argument("--record", metavar="FILE",
+                            help="write the session to FILE as JSON Lines (ATR, each "
+                                 "command and response, timing), for scardio.sim.ReplayCard")
         sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any",
                         help="t0, t1, any (T=0 or T=1: the card's choice) or raw "
                              "(default %(default)s)")
@@ -559,6 +563,22 @@ def _checked_apdu(text: str, protocol: str) -> bytes:
     return apdu
 
 
+def _record_file(path: str) -> IO[str]:
+    """--record's file, opened before any I/O so that a path that cannot be
+    written is a usage error, not a lost session."""
+    try:
+        return open(path, "w", encoding="utf-8", newline="\n")
+    except OSError as exc:
+        raise UsageError(f"--record: cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
 def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
     from .apdu import APDUError
     from .reader import Disposition
@@ -570,23 +590,35 @@ def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
             where = f"APDU {n}: " if len(args.apdus) > 1 else ""
             raise UsageError(f"{where}{exc}") from None
     results = []
-    with _open(args, out, args.reader) as reader:
-        card = _connect(args, reader, auto_get_response=not args.no_get_response,
-                        auto_resend=not args.no_resend)
-        if not out.json:
-            out.line(f"Reader:   {reader.name}  ({card.protocol_name}, ATR "
-                     f"{card.atr_bytes.hex().upper()})")
-        for apdu in apdus:
-            t0 = time.perf_counter()
-            resp = card.transmit(apdu)
-            us = (time.perf_counter() - t0) * 1e6
-            if out.json:
-                d = {"command": apdu.hex().upper(), **resp.as_dict(), "us": round(us, 1)}
-                results.append(d)
-            else:
-                out.line(f"> {apdu.hex(' ').upper()}")
-                out.line(f"< {resp}: {resp.status_word.meaning}  ({us:.1f} us)")
-        card.disconnect(Disposition.UNPOWER)
+    record = _record_file(args.record) if args.record is not None else None
+    recorder = None
+    try:
+        with _open(args, out, args.reader) as reader:
+            card = _connect(args, reader, auto_get_response=not args.no_get_response,
+                            auto_resend=not args.no_resend)
+            if record is not None:
+                recorder = card.record(record)
+            if not out.json:
+                out.line(f"Reader:   {reader.name}  ({card.protocol_name}, ATR "
+                         f"{card.atr_bytes.hex().upper()})")
+            for apdu in apdus:
+                t0 = time.perf_counter()
+                resp = card.transmit(apdu)
+                us = (time.perf_counter() - t0) * 1e6
+                if out.json:
+                    d = {"command": apdu.hex().upper(), **resp.as_dict(), "us": round(us, 1)}
+                    results.append(d)
+                else:
+                    out.line(f"> {apdu.hex(' ').upper()}")
+                    out.line(f"< {resp}: {resp.status_word.meaning}  ({us:.1f} us)")
+            card.disconnect(Disposition.UNPOWER)
+    finally:
+        if recorder is not None:
+            recorder.close()
+        if record is not None:
+            record.close()
+            if recorder is None:  # the session never started: leave no empty file
+                _remove_quietly(args.record)
     if out.json:
         out.doc({"reader": reader.name, "protocol": card.protocol_name,
                  "atr": card.atr_bytes.hex().upper(), "responses": results})
@@ -898,8 +930,15 @@ def cmd_card(args: argparse.Namespace, out: Output) -> int:
     if args.replay is not None:
         if args.spec is not None:
             raise UsageError("give SPEC or --replay FILE, not both")
+        from .recording import RecordingFormatError
         from .sim.replay import ReplayCard
-        card = ReplayCard(args.replay, strict=not args.loose)
+        try:
+            card = ReplayCard(args.replay, strict=not args.loose)
+        except RecordingFormatError as exc:  # names the line
+            raise UsageError(f"--replay: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"--replay: cannot read {args.replay}: "
+                             f"{exc.strerror or exc}") from None
     elif args.spec is None:
         raise UsageError("card serve needs SPEC (MODULE:CLASS or FILE.py:CLASS) or --replay")
     elif args.loose:

@@ -24,11 +24,12 @@ from typing import Optional, Union
 from .._core import Device
 from ..constants import vendor_ctl_pcsc
 from .virtual_card import CardMute, VirtualCard
+from .replay import ReplayCard, ReplayMismatch
 
 __all__ = ["SIM_LIBRARY", "open_device", "Control", "CardKind", "EntryPoint", "Fault", "Counter",
            "COUNTER_COUNT", "SimCounters", "SimControl", "ATR_T1", "ATR_T0", "AID",
            "EF_SIZE", "VENDOR_NAME", "IFD_TYPE", "CLA_PROPRIETARY", "INS_ECHO", "VirtualCard",
-           "CardMute"]
+           "CardMute", "ReplayCard", "ReplayMismatch"]
 
 #: The simulated reader driver, built with the package and shipped beside it.
 SIM_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
