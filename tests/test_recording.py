@@ -383,3 +383,27 @@ def test_the_asyncio_card_records_the_same_way(sim_device, sim, tmp_path):
     assert lines[2]["wire"] == [[ECHO4.hex().upper(), "6104"], ["00C0000004", "CAFEBABE9000"]]
     assert lines[3]["wire"] == [] and lines[3]["error"] == "APDULengthError"
     assert lines[4]["disposition"] == "UNPOWER"
+
+
+def test_recording_inside_a_transaction_uses_the_transactions_lock(sim_device, sim, tmp_path):
+    """A recorded transmit inside a transaction holds no second lock: the
+    transaction's is already the caller's (blocking and asyncio alike)."""
+    import asyncio
+    from scardio import aio
+    sim.insert()
+    reader = Reader(sim_device, power_down_timeout=0)
+    card = reader.connect()
+    with card.transaction(), card.record(tmp_path / "s.jsonl"):
+        assert card.transmit(ECHO4).sw == 0x9000
+    card.disconnect()
+
+    async def session() -> int:
+        acard = await aio.AsyncReader(reader).connect()
+        async with acard.transaction():
+            with acard.record(tmp_path / "a.jsonl"):
+                resp = await acard.transmit(ECHO4)
+        await acard.disconnect()
+        return resp.sw
+
+    assert asyncio.run(asyncio.wait_for(session(), 20)) == 0x9000  # a deadlock fails
+    assert [ln["type"] for ln in _lines(tmp_path / "a.jsonl")[1:]] == ["apdu", "end"]
