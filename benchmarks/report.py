@@ -161,7 +161,9 @@ def targets_table(data) -> list:
             rows.append({"target": n, "name": what, "measured": None, "limit": None,
                          "unit": "", "better": "lower", "note": ""})
     rows.sort(key=lambda r: (r.get("target") or 99, str(r["name"])))
-    out = ["### Targets (issue 12)", "",
+    out = ["### Targets", "",
+           "Numbered rows are issue 12's targets; the others come from issues 13 "
+           "(PC/SC) and 14 (virtual cards, recording).", "",
            "| # | figure | measured | target | verdict | note |", "|---:|---|---:|---:|---|---|"]
     for r in rows:
         unit, better, limit = r.get("unit", ""), r.get("better", "lower"), r.get("limit")
