@@ -23,32 +23,7 @@
 #include "ifd_abi.h"
 #include "sim_protocol.h"
 #include "ext_card.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond) check_impl(!!(cond), #cond, __LINE__)
-#define CHECK_EQ(a, b) check_eq_impl((long long)(a), (long long)(b), #a, #b, __LINE__)
-
-static void check_impl(int ok, const char *what, int line)
-{
-    if (ok) {
-        g_pass++;
-    } else {
-        g_fail++;
-        fprintf(stderr, "test_ext_card.c:%d: FAILED: %s\n", line, what);
-    }
-}
-
-static void check_eq_impl(long long a, long long b, const char *sa, const char *sb, int line)
-{
-    if (a == b) {
-        g_pass++;
-    } else {
-        g_fail++;
-        fprintf(stderr, "test_ext_card.c:%d: FAILED: %s == %s (0x%llx != 0x%llx)\n",
-                line, sa, sb, a, b);
-    }
-}
+#include "check.h"
 
 typedef IFD_RESPONSECODE (*insert_fn)(IFD_DWORD, sim_ext_call_fn, sim_ext_release_fn, void *,
                                       const uint8_t *, size_t);
@@ -593,6 +568,5 @@ int main(int argc, char **argv)
         test_threads();
     }
     dlclose(h);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail ? 1 : 0;
+    return check_report();
 }

@@ -28,32 +28,7 @@
 #include <unistd.h>
 
 #include "ifd_abi.h"
-
-static int g_pass, g_fail;
-
-#define CHECK(cond) check_impl(!!(cond), #cond, __LINE__)
-#define CHECK_EQ(a, b) check_eq_impl((long long)(a), (long long)(b), #a, #b, __LINE__)
-
-static void check_impl(int ok, const char *what, int line)
-{
-    if (ok) {
-        g_pass++;
-    } else {
-        g_fail++;
-        fprintf(stderr, "test_sim_socket.c:%d: FAILED: %s\n", line, what);
-    }
-}
-
-static void check_eq_impl(long long a, long long b, const char *sa, const char *sb, int line)
-{
-    if (a == b) {
-        g_pass++;
-    } else {
-        g_fail++;
-        fprintf(stderr, "test_sim_socket.c:%d: FAILED: %s == %s (0x%llx != 0x%llx)\n",
-                line, sa, sb, a, b);
-    }
-}
+#include "check.h"
 
 static ifdh_create_channel_by_name_fn p_create;
 static ifdh_close_channel_fn p_close;
@@ -396,6 +371,5 @@ int main(int argc, char **argv)
     server_stop(&s);
 
     dlclose(h);
-    printf("%d passed, %d failed\n", g_pass, g_fail);
-    return g_fail != 0;
+    return check_report();
 }
