@@ -19,7 +19,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,36 +28,13 @@ from scardio._core import PcscReaderWatch  # noqa: E402
 from scardio.monitor import ARRIVAL, READER_ADDED, READER_REMOVED  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
 
+from pcsc_scenarios import describe, error_of, wait_until  # noqa: E402
 from usb_hotplug import UsbHotplug  # noqa: E402
 
 SIM_NAME = "scardio sim"
 USB_NAMES = ["scardio usb watch", "scardio usb monitor", "scardio usb vanish",
              "scardio usb vanish busy", "scardio usb scan"]
 ECHO4 = "80 EE 00 00 04 CAFEBABE 04"
-
-
-def wait_until(what: Callable[[], Any], seconds: float = 10.0) -> Any:
-    end = time.monotonic() + seconds
-    while True:
-        value = what()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(0.02)
-
-
-def error_of(call: Callable[[], Any]) -> Optional[BaseException]:
-    try:
-        call()
-    except BaseException as exc:  # the scenario reports what was raised
-        return exc
-    return None
-
-
-def describe(exc: Optional[BaseException]) -> dict[str, Any]:
-    if exc is None:
-        return {"type": None}
-    return {"type": type(exc).__name__, "message": str(exc),
-            "mro": [c.__name__ for c in type(exc).__mro__]}
 
 
 def readers() -> list[str]:

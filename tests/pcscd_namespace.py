@@ -37,6 +37,20 @@ def pcscd_path() -> Optional[str]:
     return None
 
 
+#: Debian's own interpreter, where the system pyscard (python3-pyscard) lives.
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def system_pyscard() -> str:
+    """The system interpreter when it has pyscard (the other PC/SC client
+    of the scenarios that compare with it), else ""."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        return ""
+    r = subprocess.run([SYSTEM_PYTHON, "-c", "import smartcard.scard"], capture_output=True,
+                       timeout=60)
+    return SYSTEM_PYTHON if r.returncode == 0 else ""
+
+
 def unavailable() -> Optional[str]:
     """Why pcscd cannot run in a private namespace here (None: it can)."""
     if not sys.platform.startswith("linux"):

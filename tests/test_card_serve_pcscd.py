@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,18 +25,10 @@ pytestmark = [pytest.mark.pcscd]
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "serve_scenarios.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
 ATR_T1 = "3bf81300008131fe457363617264696f31b0"
 SCARD_E_NO_SMARTCARD = 0x8010000C
 SCARD_E_NOT_TRANSACTED = 0x80100016
 
-
-def _pyscard() -> str:
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return ""
-    r = subprocess.run([SYSTEM_PYTHON, "-c", "import smartcard.scard"], capture_output=True,
-                       timeout=60)
-    return SYSTEM_PYTHON if r.returncode == 0 else ""
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +43,8 @@ def report() -> Iterator[dict[str, Any]]:
     work = tempfile.mkdtemp(prefix="scardio-serve-pcscd-")
     try:
         yield pcscd_namespace.run_child(
-            [sys.executable, str(SCENARIOS), work, pcscd, SIM_LIBRARY, _pyscard()],
+            [sys.executable, str(SCENARIOS), work, pcscd, SIM_LIBRARY,
+             pcscd_namespace.system_pyscard()],
             timeout=300)
     finally:
         shutil.rmtree(work, ignore_errors=True)

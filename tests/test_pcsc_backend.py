@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,18 +23,8 @@ pytestmark = [pytest.mark.pcscd]
 
 HERE = Path(__file__).resolve().parent
 SCENARIOS = HERE / "pcsc_scenarios.py"
-SYSTEM_PYTHON = "/usr/bin/python3"
 VPCD_LIBRARY = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 
-
-def _pyscard() -> str:
-    """The system interpreter when it has pyscard (the other client of the
-    in-use scenario), else ""."""
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return ""
-    r = subprocess.run([SYSTEM_PYTHON, "-c", "import smartcard.scard"], capture_output=True,
-                       timeout=60)
-    return SYSTEM_PYTHON if r.returncode == 0 else ""
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +40,8 @@ def report() -> Iterator[dict[str, Any]]:
     work = tempfile.mkdtemp(prefix="scardio-pcsc-")
     try:
         yield pcscd_namespace.run_child(
-            [sys.executable, str(SCENARIOS), work, pcscd, SIM_LIBRARY, vpcd, _pyscard()],
+            [sys.executable, str(SCENARIOS), work, pcscd, SIM_LIBRARY, vpcd,
+             pcscd_namespace.system_pyscard()],
             timeout=240)
     finally:
         shutil.rmtree(work, ignore_errors=True)
