@@ -172,6 +172,19 @@ class Scenarios:
         pid = self.pcscd.pid
         return len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{pid}/task"))
 
+    def settled_usage(self) -> tuple[int, int]:
+        """pcscd's usage once it stops changing: a client that just went
+        away leaves pcscd's side of it (a thread, a socket) a moment later."""
+        deadline = time.monotonic() + 10
+        last = self.pcscd_usage()
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            now = self.pcscd_usage()
+            if now == last:
+                break
+            last = now
+        return last
+
     def stop(self) -> None:
         for s in self.servers.values():
             s.stop()
@@ -269,7 +282,7 @@ class Scenarios:
         """pcscd's descriptors and threads over server restarts and a
         hostile server's cycles."""
         self.pyscard("a", "80100000")
-        before = self.pcscd_usage()
+        before = self.settled_usage()  # the last client's thread may still be ending
         for _ in range(4):
             self.servers["a"].stop()
             self.servers["a"] = Server(self.paths["a"], "serve_cards:CounterCard")
@@ -277,8 +290,14 @@ class Scenarios:
             bad = Hostile("drop", self.paths["h"])
             self.pyscard("h", "80100000")
             bad.stop()
-        time.sleep(0.5)
-        return {"before": before, "after": self.pcscd_usage()}
+        # The readers' links settle on their own threads: wait for them
+        # (a leak never settles), as long as a loaded machine may need.
+        deadline = time.monotonic() + 10
+        after = self.pcscd_usage()
+        while after != before and time.monotonic() < deadline:
+            time.sleep(0.1)
+            after = self.pcscd_usage()
+        return {"before": before, "after": after}
 
 
 def main() -> None:
