@@ -5,7 +5,7 @@ pcscd through its libudev hotplug (tests/usb_hotplug.py), beside the
 simulated reader of a reader.conf.  Each scenario reports a JSON-able dict
 or its failure; the report is the last line of standard output.
 
-usage: pcsc_hotplug_scenarios.py WORKDIR PCSCD SIM_LIBRARY
+usage: pcsc_hotplug_scenarios.py WORKDIR SIM_LIBRARY
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from scardio.monitor import ARRIVAL, READER_ADDED, READER_REMOVED  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
 
 from pcsc_scenarios import describe, error_of, wait_until  # noqa: E402
+from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
 from usb_hotplug import UsbHotplug  # noqa: E402
 
 SIM_NAME = "scardio sim"
@@ -45,7 +45,7 @@ def readers() -> list[str]:
 
 
 class Scenarios:
-    def __init__(self, work: Path, pcscd_path: str, sim: str) -> None:
+    def __init__(self, work: Path, sim: str) -> None:
         self.work = work
         self.usb = UsbHotplug(work, sim, USB_NAMES)
         self.usb.setup()
@@ -53,21 +53,9 @@ class Scenarios:
         conf.mkdir()
         (conf / "sim").write_text(f'FRIENDLYNAME "{SIM_NAME}"\nDEVICENAME sim:0\n'
                                   f"LIBPATH {sim}\nCHANNELID 0\n")
-        self.log = open(work / "pcscd.log", "wb")
-        self.pcscd = subprocess.Popen([pcscd_path, "-f", "-d", "-c", str(conf)],
-                                      stdout=self.log, stderr=subprocess.STDOUT,
-                                      env=self.usb.pcscd_env())
+        self.pcscd = Pcscd(conf, work / "pcscd.log", args=["-d"], env=self.usb.pcscd_env())
         names = wait_until(lambda: readers(), 20) or []
         self.sim_reader = next(n for n in names if n.startswith(SIM_NAME))
-
-    def stop_pcscd(self) -> None:
-        if self.pcscd.poll() is None:
-            self.pcscd.terminate()
-            try:
-                self.pcscd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.pcscd.kill()
-                self.pcscd.wait(10)
 
     def plug(self, n: int) -> str:
         name = self.usb.plug(n)
@@ -247,27 +235,19 @@ class Scenarios:
 
 
 def main() -> None:
-    work, pcscd_path, sim = sys.argv[1:4]
+    work, sim = sys.argv[1:3]
     report: dict[str, Any] = {}
-    s = Scenarios(Path(work), pcscd_path, sim)
+    s = Scenarios(Path(work), sim)
     try:
-        for name in ("watch", "monitor", "vanish", "scan_cli"):
-            t = time.monotonic()
-            try:
-                report[name] = {"ok": True, **getattr(s, name)()}
-            except BaseException:  # reported to the test, which fails on it
-                report[name] = {"ok": False, "error": traceback.format_exc()}
-            report[name]["seconds"] = time.monotonic() - t
+        report.update(run_scenarios(s, ["watch", "monitor", "vanish", "scan_cli"]))
     finally:
-        s.stop_pcscd()
-        s.log.close()
+        s.pcscd.stop()
         try:
             report["pcscd_log_tail"] = (Path(work) / "pcscd.log").read_text(
                 errors="replace")[-3000:]
         except OSError:
             pass
     print(json.dumps(report, default=str))
-
 
 if __name__ == "__main__":
     main()

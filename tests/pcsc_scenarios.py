@@ -7,7 +7,7 @@ as the card).  Each scenario runs in turn and reports a JSON-able dict, or
 its failure (the traceback); the last one stops pcscd.  The report is the
 last line of standard output.
 
-usage: pcsc_scenarios.py WORKDIR PCSCD SIM_LIBRARY VPCD_LIBRARY|"" SYSTEM_PYTHON|""
+usage: pcsc_scenarios.py WORKDIR SIM_LIBRARY VPCD_LIBRARY|"" SYSTEM_PYTHON|""
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -30,6 +29,8 @@ from scardio.aio import AsyncReader  # noqa: E402
 from scardio.discovery import ReaderNotFoundError  # noqa: E402
 from scardio.monitor import ARRIVAL, DEPARTURE  # noqa: E402
 from scardio.sim import ATR_T0, ATR_T1, SimControl  # noqa: E402
+
+from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
 
 SIM_NAME = "scardio sim"
 VPCD_NAME = "Virtual PCD"
@@ -76,7 +77,7 @@ def describe(exc: Optional[BaseException]) -> dict[str, Any]:
 
 
 class Scenarios:
-    def __init__(self, work: Path, pcscd_path: str, sim: str, vpcd: str, system_python: str):
+    def __init__(self, work: Path, sim: str, vpcd: str, system_python: str):
         self.work = work
         self.sim_library = sim
         self.vpcd = vpcd
@@ -87,9 +88,7 @@ class Scenarios:
             text += (f'\nFRIENDLYNAME "{VPCD_NAME}"\nDEVICENAME /dev/null:0x{VPCD_PORT:04X}\n'
                      f'LIBPATH {vpcd}\nCHANNELID 0x{VPCD_PORT:04X}\n')
         conf.write_text(text)
-        self.log = open(work / "pcscd.log", "wb")
-        self.pcscd = subprocess.Popen([pcscd_path, "-f", "-c", str(conf)], stdout=self.log,
-                                      stderr=subprocess.STDOUT)
+        self.pcscd = Pcscd(conf, work / "pcscd.log")
         want = 2 if vpcd else 1
         self.names: list[str] = wait_until(lambda: self._readers(want), 20) or []
         self.sim_reader = next(n for n in self.names if n.startswith(SIM_NAME))
@@ -100,15 +99,6 @@ class Scenarios:
         except errors.ScardioError:
             return None
         return names if len(names) >= want else None
-
-    def stop_pcscd(self) -> None:
-        if self.pcscd.poll() is None:
-            self.pcscd.terminate()
-            try:
-                self.pcscd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.pcscd.kill()
-                self.pcscd.wait(10)
 
     # ---- scenarios -------------------------------------------------------
     def listing(self) -> dict[str, Any]:
@@ -371,7 +361,7 @@ class Scenarios:
         waiting = reader.device.submit(IOCTL.IS_ABSENT)
         time.sleep(0.2)
         t = time.monotonic()
-        self.stop_pcscd()
+        self.pcscd.stop()
         out["pending"] = describe(error_of(lambda: waiting.wait(10)))
         out["pending_s"] = time.monotonic() - t
         out["transmit"] = describe(error_of(lambda: card.transmit(ECHO4)))
@@ -385,9 +375,9 @@ class Scenarios:
 
 
 def main() -> None:
-    work, pcscd_path, sim, vpcd, system_python = sys.argv[1:6]
+    work, sim, vpcd, system_python = sys.argv[1:5]
     report: dict[str, Any] = {}
-    s = Scenarios(Path(work), pcscd_path, sim, vpcd, system_python)
+    s = Scenarios(Path(work), sim, vpcd, system_python)
     try:
         report["atrs"] = {"t1": ATR_T1.hex(), "t0": ATR_T0.hex()}
         names = ["listing", "bad_input", "sim_control", "dispositions", "t0_get_response",
@@ -397,16 +387,9 @@ def main() -> None:
         if system_python:
             names.append("in_use")
         names.append("vanish")
-        for name in names:
-            t = time.monotonic()
-            try:
-                report[name] = {"ok": True, **getattr(s, name)()}
-            except BaseException:  # reported to the test, which fails on it
-                report[name] = {"ok": False, "error": traceback.format_exc()}
-            report[name]["seconds"] = time.monotonic() - t
+        report.update(run_scenarios(s, names))
     finally:
-        s.stop_pcscd()
-        s.log.close()
+        s.pcscd.stop()
     print(json.dumps(report, default=str))
 
 

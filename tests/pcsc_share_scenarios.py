@@ -7,7 +7,7 @@ pcscd serves the simulated reader; each client is a process of its own
 the order of events and every client reports its own timestamps.  The
 report (one JSON document) is the last line of standard output.
 
-usage: pcsc_share_scenarios.py WORKDIR PCSCD SIM_LIBRARY
+usage: pcsc_share_scenarios.py WORKDIR SIM_LIBRARY
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from scardio import errors, pcsc  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
+from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "pcsc_share_worker.py"
@@ -76,13 +76,11 @@ def wait_until(what: Callable[[], Any], seconds: float = 20.0) -> Any:
 
 
 class Scenarios:
-    def __init__(self, work: Path, pcscd_path: str, sim: str) -> None:
+    def __init__(self, work: Path, sim: str) -> None:
         conf = work / "reader.conf"
         conf.write_text(f'FRIENDLYNAME "{SIM_NAME}"\nDEVICENAME sim:0\nLIBPATH {sim}\n'
                         "CHANNELID 0\n")
-        self.log = open(work / "pcscd.log", "wb")
-        self.pcscd = subprocess.Popen([pcscd_path, "-f", "-c", str(conf)], stdout=self.log,
-                                      stderr=subprocess.STDOUT)
+        self.pcscd = Pcscd(conf, work / "pcscd.log")
         self.reader = wait_until(self._reader)
         assert self.reader, "pcscd did not list the simulated reader"
         with pcsc.open_device(self.reader) as dev:
@@ -103,14 +101,7 @@ class Scenarios:
     def stop(self) -> None:
         for c in self.clients:
             c.quit()
-        if self.pcscd.poll() is None:
-            self.pcscd.terminate()
-            try:
-                self.pcscd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.pcscd.kill()
-                self.pcscd.wait(10)
-        self.log.close()
+        self.pcscd.stop()
 
     # ---- scenarios -------------------------------------------------------
     def three_shared(self) -> dict[str, Any]:
@@ -209,21 +200,14 @@ class Scenarios:
 
 
 def main() -> None:
-    work, pcscd_path, sim = sys.argv[1:4]
-    report: dict[str, Any] = {}
-    s = Scenarios(Path(work), pcscd_path, sim)
+    work, sim = sys.argv[1:3]
+    s = Scenarios(Path(work), sim)
     try:
-        for name in ("three_shared", "exclusive", "transaction", "removed_inside"):
-            t = time.monotonic()
-            try:
-                report[name] = {"ok": True, **getattr(s, name)()}
-            except BaseException:  # reported to the test, which fails on it
-                report[name] = {"ok": False, "error": traceback.format_exc()}
-            report[name]["seconds"] = time.monotonic() - t
+        report = run_scenarios(s, ["three_shared", "exclusive", "transaction",
+                                   "removed_inside"])
     finally:
         s.stop()
     print(json.dumps(report, default=str))
-
 
 if __name__ == "__main__":
     main()

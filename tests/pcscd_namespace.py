@@ -22,6 +22,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import traceback
 from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -135,21 +137,38 @@ def in_network_of(pid: int, fn: Callable[..., T], *args: Any) -> T:
     return outcome["value"]  # type: ignore[no-any-return]
 
 
+def run_scenarios(scenarios: Any, names: Sequence[str]) -> dict[str, Any]:
+    """Run each named method of *scenarios* (inside the namespace): its
+    result, with "ok" and "seconds", or its traceback, which the test
+    reports when it fails."""
+    report: dict[str, Any] = {}
+    for name in names:
+        t = time.monotonic()
+        try:
+            report[name] = {"ok": True, **getattr(scenarios, name)()}
+        except BaseException:  # reported to the test, which fails on it
+            report[name] = {"ok": False, "error": traceback.format_exc()}
+        report[name]["seconds"] = time.monotonic() - t
+    return report
+
+
 class Pcscd:
     """pcscd in the foreground on reader.conf *conf*, started by a script
     that runs inside the namespace (see :func:`run_child`).  Its output goes
-    to *log* (a path; default: discarded)."""
+    to *log* (a path; default: discarded); *args* are more pcscd options,
+    *env* its environment (default: this process's)."""
 
     def __init__(self, conf: Union[str, "os.PathLike[str]"],
-                 log: Optional[Union[str, "os.PathLike[str]"]] = None) -> None:
+                 log: Optional[Union[str, "os.PathLike[str]"]] = None, *,
+                 args: Sequence[str] = (), env: Optional[dict[str, str]] = None) -> None:
         path = pcscd_path()
         if path is None:
             raise RuntimeError("pcscd is not installed")
         log_file = open(log, "wb") if log is not None else None
         try:
             self.proc = subprocess.Popen(
-                [path, "-f", "-c", os.fspath(conf)], stderr=subprocess.STDOUT,
-                stdout=log_file if log_file is not None else subprocess.DEVNULL)
+                [path, "-f", *args, "-c", os.fspath(conf)], stderr=subprocess.STDOUT,
+                stdout=log_file if log_file is not None else subprocess.DEVNULL, env=env)
         finally:
             if log_file is not None:
                 log_file.close()

@@ -8,7 +8,7 @@ slot for hostile servers.  Clients: pyscard (the system interpreter, in a
 subprocess) and scardio's PC/SC backend.  Each scenario reports a JSON-able
 dict or its traceback; the report is the last line of standard output.
 
-usage: serve_scenarios.py WORKDIR PCSCD SIM_LIBRARY SYSTEM_PYTHON|""
+usage: serve_scenarios.py WORKDIR SIM_LIBRARY SYSTEM_PYTHON|""
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -27,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from scardio import Monitor, errors, pcsc  # noqa: E402
+from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
 
 NAMES = {"a": "Python card A", "b": "Python card T0", "h": "Hostile server"}
 
@@ -131,7 +131,7 @@ class Hostile:
 
 
 class Scenarios:
-    def __init__(self, work: Path, pcscd_path: str, sim: str, system_python: str) -> None:
+    def __init__(self, work: Path, sim: str, system_python: str) -> None:
         self.work = work
         self.system_python = system_python
         self.paths = {k: str(work / k) for k in NAMES}
@@ -143,9 +143,7 @@ class Scenarios:
             for k in NAMES))
         self.servers = {"a": Server(self.paths["a"], "serve_cards:CounterCard"),
                         "b": Server(self.paths["b"], "serve_cards:T0Card")}
-        self.log = open(work / "pcscd.log", "wb")
-        self.pcscd = subprocess.Popen([pcscd_path, "-f", "-c", str(conf)], stdout=self.log,
-                                      stderr=subprocess.STDOUT)
+        self.pcscd = Pcscd(conf, work / "pcscd.log")
         self.names: list[str] = wait_until(self._readers, 20) or []
         if len(self.names) != 3:
             raise RuntimeError(f"pcscd lists {self.names}")
@@ -188,14 +186,7 @@ class Scenarios:
     def stop(self) -> None:
         for s in self.servers.values():
             s.stop()
-        if self.pcscd.poll() is None:
-            self.pcscd.terminate()
-            try:
-                self.pcscd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.pcscd.kill()
-                self.pcscd.wait(10)
-        self.log.close()
+        self.pcscd.stop()
 
     # ---- scenarios -------------------------------------------------------
     def listing(self) -> dict[str, Any]:
@@ -266,7 +257,7 @@ class Scenarios:
                 got = self.pyscard("h", "80100000", "80100000")
             finally:
                 bad.stop()
-            out[mode] = {"pyscard": got, "pcscd_alive": self.pcscd.poll() is None,
+            out[mode] = {"pyscard": got, "pcscd_alive": self.pcscd.alive(),
                          "other_reader": self.pyscard("a", "80100000")["answers"][0][0]}
         bad = Hostile("badhello", self.paths["h"])
         try:
@@ -275,7 +266,7 @@ class Scenarios:
                 out["badhello_state"] = reader.state().name
         finally:
             bad.stop()
-        out["pcscd_alive"] = self.pcscd.poll() is None
+        out["pcscd_alive"] = self.pcscd.alive()
         return out
 
     def leaks(self) -> dict[str, Any]:
@@ -301,25 +292,17 @@ class Scenarios:
 
 
 def main() -> None:
-    work, pcscd_path, sim, system_python = sys.argv[1:5]
-    report: dict[str, Any] = {}
-    s = Scenarios(Path(work), pcscd_path, sim, system_python)
+    work, sim, system_python = sys.argv[1:4]
+    s = Scenarios(Path(work), sim, system_python)
     try:
         names = ["listing", "scardio_answers", "restart_seen"]
         if system_python:
             names[1:1] = ["pyscard_answers"]
             names += ["hostile", "leaks"]
-        for name in names:
-            t = time.monotonic()
-            try:
-                report[name] = {"ok": True, **getattr(s, name)()}
-            except BaseException:
-                report[name] = {"ok": False, "error": traceback.format_exc()}
-            report[name]["seconds"] = time.monotonic() - t
+        report = run_scenarios(s, names)
     finally:
         s.stop()
     print(json.dumps(report, default=str))
-
 
 if __name__ == "__main__":
     main()

@@ -34,13 +34,11 @@ def report() -> Iterator[dict[str, Any]]:
         pytest.skip(why)
     if not os.path.exists(SIM_LIBRARY):
         pytest.skip("the simulated reader is not built")
-    pcscd = pcscd_namespace.pcscd_path()
-    assert pcscd is not None
     vpcd = VPCD_LIBRARY if os.path.exists(VPCD_LIBRARY) else ""
     work = tempfile.mkdtemp(prefix="scardio-pcsc-")
     try:
         yield pcscd_namespace.run_child(
-            [sys.executable, str(SCENARIOS), work, pcscd, SIM_LIBRARY, vpcd,
+            [sys.executable, str(SCENARIOS), work, SIM_LIBRARY, vpcd,
              pcscd_namespace.system_pyscard()],
             timeout=240)
     finally:

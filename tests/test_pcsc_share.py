@@ -31,12 +31,10 @@ def report() -> Iterator[dict[str, Any]]:
         pytest.skip(why)
     if not os.path.exists(SIM_LIBRARY):
         pytest.skip("the simulated reader is not built")
-    pcscd = pcscd_namespace.pcscd_path()
-    assert pcscd is not None
     work = tempfile.mkdtemp(prefix="scardio-share-")
     try:
-        yield pcscd_namespace.run_child([sys.executable, str(SCENARIOS), work, pcscd,
-                                         SIM_LIBRARY], timeout=240)
+        yield pcscd_namespace.run_child([sys.executable, str(SCENARIOS), work, SIM_LIBRARY],
+                                        timeout=240)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
