@@ -36,13 +36,11 @@ from typing import Callable, Optional
 from . import errors
 from ._core import Device, PcscReaderWatch, list_pcsc_readers
 from .reader import Reader, open_pcsc_device
+from .sequences.sharing import SHARE_MODES
 from .session import DEFAULT_POWER_DOWN_TIMEOUT, check_power_down_timeout
 from .tracing import TraceRecord, TracingDevice
 
 __all__ = ["SHARE_MODES", "ReaderListWatch", "list_readers", "open_device", "open_reader"]
-
-#: How a device's card connections are shared with other clients.
-SHARE_MODES = ("shared", "exclusive")
 
 
 def list_readers() -> list[str]:
