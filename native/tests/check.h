@@ -2,11 +2,14 @@
  * check.h - the pass/fail counting the native test programs share: CHECK and
  * CHECK_EQ count a check, print the file and line of a failed one, and
  * check_report() prints "N passed, N failed" (the line run.sh and the
- * Python runner count) and gives the exit status.  Include once per program.
+ * Python runner count) and gives the exit status; LOAD looks a symbol up
+ * as a check (returning -1 from the caller when it is missing).  Include
+ * once per program.
  */
 #ifndef SCARDIO_TESTS_CHECK_H
 #define SCARDIO_TESTS_CHECK_H
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +45,14 @@ static void check_eq_impl(long long a, long long b, const char *sa, const char *
                 check_base(file), line, sa, sb, a, b);
     }
 }
+
+/* dlsym returns void *; copy the representation to stay within ISO C. */
+#define LOAD(handle, var, name) do { \
+        void *sym_ = dlsym(handle, name); \
+        CHECK(sym_ != NULL); \
+        if (sym_ == NULL) return -1; \
+        memcpy(&var, &sym_, sizeof(var)); \
+    } while (0)
 
 static int check_report(void)
 {

@@ -37,13 +37,6 @@ static ifdh_icc_presence_fn p_presence;
 static ifdh_control_fn p_control;
 static insert_fn p_insert;
 
-#define LOAD(handle, var, name) do { \
-        void *sym_ = dlsym(handle, name); \
-        CHECK(sym_ != NULL); \
-        if (sym_ == NULL) return -1; \
-        memcpy(&var, &sym_, sizeof(var)); \
-    } while (0)
-
 static int load(void *h)
 {
     LOAD(h, p_create, "IFDHCreateChannelByName");

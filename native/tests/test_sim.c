@@ -38,14 +38,6 @@ static ifdh_transmit_to_icc_fn p_transmit;
 static ifdh_icc_presence_fn p_presence;
 static ifdh_control_fn p_control;
 
-/* dlsym returns void *; copy the representation to stay within ISO C. */
-#define LOAD(handle, var, name) do { \
-        void *sym_ = dlsym(handle, name); \
-        CHECK(sym_ != NULL); \
-        if (sym_ == NULL) return -1; \
-        memcpy(&var, &sym_, sizeof(var)); \
-    } while (0)
-
 static int load(void *h)
 {
     LOAD(h, p_create_by_name, "IFDHCreateChannelByName");

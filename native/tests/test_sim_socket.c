@@ -36,13 +36,6 @@ static ifdh_power_icc_fn p_power;
 static ifdh_transmit_to_icc_fn p_transmit;
 static ifdh_icc_presence_fn p_presence;
 
-#define LOAD(handle, var, name) do { \
-        void *sym_ = dlsym(handle, name); \
-        CHECK(sym_ != NULL); \
-        if (sym_ == NULL) return -1; \
-        memcpy(&var, &sym_, sizeof(var)); \
-    } while (0)
-
 /* ---- the server thread ---------------------------------------------------- */
 
 enum mode { MODE_ECHO, MODE_HANG, MODE_DROP, MODE_OVERSIZE, MODE_SILENT };
