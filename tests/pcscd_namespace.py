@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -135,6 +136,18 @@ def in_network_of(pid: int, fn: Callable[..., T], *args: Any) -> T:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
+
+
+def run_scenario_script(script: Union[str, "os.PathLike[str]"], *args: str,
+                        timeout: float) -> dict[str, Any]:
+    """Run the scenario script *script* (its arguments: a fresh work
+    directory, then *args*) in a private namespace (:func:`run_child`): its
+    report.  The work directory is removed afterwards."""
+    work = tempfile.mkdtemp(prefix="scardio-scenarios-")
+    try:
+        return run_child([sys.executable, os.fspath(script), work, *args], timeout=timeout)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run_scenarios(scenarios: Any, names: Sequence[str]) -> dict[str, Any]:

@@ -9,11 +9,8 @@ saw."""
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,20 +29,14 @@ SCARD_E_NOT_TRANSACTED = 0x80100016
 
 
 @pytest.fixture(scope="module")
-def report() -> Iterator[dict[str, Any]]:
+def report() -> dict[str, Any]:
     why = pcscd_namespace.unavailable()
     if why is not None:
         pytest.skip(why)
     if not os.path.exists(SIM_LIBRARY):
         pytest.skip("the simulated reader is not built")
-    work = tempfile.mkdtemp(prefix="scardio-serve-pcscd-")
-    try:
-        yield pcscd_namespace.run_child(
-            [sys.executable, str(SCENARIOS), work, SIM_LIBRARY,
-             pcscd_namespace.system_pyscard()],
-            timeout=300)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return pcscd_namespace.run_scenario_script(
+        SCENARIOS, SIM_LIBRARY, pcscd_namespace.system_pyscard(), timeout=300)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:

@@ -7,11 +7,8 @@ reported separately, and the tests below check what each one saw."""
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,21 +25,15 @@ VPCD_LIBRARY = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 
 
 @pytest.fixture(scope="module")
-def report() -> Iterator[dict[str, Any]]:
+def report() -> dict[str, Any]:
     why = pcscd_namespace.unavailable()
     if why is not None:
         pytest.skip(why)
     if not os.path.exists(SIM_LIBRARY):
         pytest.skip("the simulated reader is not built")
     vpcd = VPCD_LIBRARY if os.path.exists(VPCD_LIBRARY) else ""
-    work = tempfile.mkdtemp(prefix="scardio-pcsc-")
-    try:
-        yield pcscd_namespace.run_child(
-            [sys.executable, str(SCENARIOS), work, SIM_LIBRARY, vpcd,
-             pcscd_namespace.system_pyscard()],
-            timeout=240)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return pcscd_namespace.run_scenario_script(
+        SCENARIOS, SIM_LIBRARY, vpcd, pcscd_namespace.system_pyscard(), timeout=240)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:

@@ -7,11 +7,8 @@ per module; the tests below check what each one saw."""
 from __future__ import annotations
 
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -26,18 +23,13 @@ SCENARIOS = Path(__file__).resolve().parent / "pcsc_hotplug_scenarios.py"
 
 
 @pytest.fixture(scope="module")
-def report() -> Iterator[dict[str, Any]]:
+def report() -> dict[str, Any]:
     why = pcscd_namespace.unavailable() or usb_hotplug.unavailable()
     if why is not None:
         pytest.skip(why)
     if not os.path.exists(SIM_LIBRARY):
         pytest.skip("the simulated reader is not built")
-    work = tempfile.mkdtemp(prefix="scardio-hotplug-")
-    try:
-        yield pcscd_namespace.run_child([sys.executable, str(SCENARIOS), work, SIM_LIBRARY],
-                                        timeout=240)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return pcscd_namespace.run_scenario_script(SCENARIOS, SIM_LIBRARY, timeout=240)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
