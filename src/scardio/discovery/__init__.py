@@ -36,11 +36,17 @@ The sources, in the order their readers are listed:
     one is reachable (a listing never fails or hangs for want of one: it
     waits ``pcsc_timeout`` seconds at most, and without a resource manager
     or its client library it costs about a millisecond).  A resource
-    manager reader that pairs with a reader found above (same friendly
-    name; the rule is in that module) sets that descriptor's ``pcsc_name``,
-    so the reader is listed once with both paths; the others are listed
-    last, with ``source == "pcsc"``.  Asking may start a socket-activated
-    pcscd: ``pcsc=False`` does not ask.
+    manager reader that pairs with a reader found above sets that
+    descriptor's ``pcsc_name``, so the reader is listed once with both
+    paths; the others are listed last, with ``source == "pcsc"``.  Each
+    OS's resource manager names readers its own way, and the pairing
+    follows it (:mod:`~scardio.discovery.pairing`): pcsc-lite's
+    ``FRIENDLY NN SS`` by friendly name (Linux, FreeBSD); SCardSvr's
+    ``VENDOR IFD_TYPE UNIT`` by device instance ID (Windows:
+    :mod:`~scardio.discovery._windows`); macOS's ``FRIENDLY``,
+    ``FRIENDLY 01``, ``FRIENDLY(2)`` by friendly name
+    (:mod:`~scardio.discovery._macos`).  Asking may start a
+    socket-activated pcscd: ``pcsc=False`` does not ask.
 
 Each OS's locations and USB enumeration live in one module per OS
 (``_linux``, ``_macos``, ``_freebsd``, ``_windows``), chosen once by
@@ -198,8 +204,9 @@ def find_reader(name_or_index: Union[str, int],
 
     An ``int`` is an index.  A string matches, in order: a reader name
     exactly; an index when it is all digits; a name case-insensitively; a
-    pcsc-lite style name ``"FRIENDLY NN SS"`` (the direct reader it names
-    when the resource manager does not list it: see
+    name in this OS's resource manager scheme (pcsc-lite's ``"FRIENDLY NN
+    SS"``, macOS's ``"FRIENDLY 01"``: the direct reader it names when the
+    resource manager does not list it; see
     :func:`~scardio.discovery.resource_manager.pcsc_style_match`); a unique
     case-insensitive substring of a name.  A reader's names are its
     ``name`` and its ``pcsc_name``.  Raises :class:`ReaderNotFoundError` or

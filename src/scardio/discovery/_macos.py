@@ -4,19 +4,51 @@ bundle directories of macOS's PC/SC stack.
 
 Two identical readers share one device name (the friendly name), so which
 is opened first is the driver's choice, as under pcscd there.
+
+Pairing with macOS's own PC/SC stack (CryptoTokenKit's reader daemon, which
+replaced pcscd in macOS 10.10): it names a reader by the friendly name alone,
+with none of pcsc-lite's ``NN SS`` and none of the ``[interface]`` and
+``(serial)`` parts pcscd adds (``Yubico YubiKey OTP+FIDO+CCID``).  What is
+known of the rest comes from names users have reported, not from a
+specification, and was not run here:
+
+- a second reader of the same friendly name is listed with a two-digit
+  number, ``FRIENDLY 01`` (the first has none), in the order the readers
+  arrived; the number is read as decimal (the same below ten either way);
+- each slot of a reader with several is listed as ``FRIENDLY(n)``, n
+  counting slots from 1 (``Virtual PCD(1)``, ``Virtual PCD(2)``); where a
+  number and a slot meet, both orders are read;
+- the friendly name is the driver bundle's ``ifdFriendlyName`` for the
+  device; a reader.conf reader whose bundle lists none is named by its
+  DEVICENAME.
+
+So a resource manager reader pairs with a direct reader when the name (or
+the name without those suffixes: the name as a whole is tried first, so a
+friendly name that ends in digits still pairs) is slot 0 and equals the
+direct reader's bundle friendly name, its listed name, or, for a reader.conf
+reader, its FRIENDLYNAME or DEVICENAME; unique on both sides it pairs
+``by name``, several identical readers pair by order (the k-th direct reader
+with the k-th lowest number: a guess, since the arrival order is not
+visible here).  The same readings find a direct reader by such a name when
+the resource manager does not list it.
 """
 
 from __future__ import annotations
 
 import logging
 import plistlib
+import re
 import xml.parsers.expat
 from typing import Mapping, Optional, Sequence
 
+from .descriptor import ReaderDescriptor
+from .pairing import (NameReading, ResourceManagerNaming, pair_by_name,
+                      style_match_by_name)
 from .sources import PlatformSources
 from .usb import UsbDevice, UsbInterface
 
-__all__ = ["parse_ioreg_usb", "read_ioreg_usb_devices"]
+__all__ = ["MACOS", "ctk_name_readings", "ctk_names_of", "parse_ioreg_usb",
+           "read_ioreg_usb_devices"]
 
 # The package's logger: users configure the one name "scardio.discovery".
 log = logging.getLogger(__package__)
@@ -30,7 +62,55 @@ DROP_DIRS: tuple[str, ...] = ("/usr/local/libexec/SmartCardServices/drivers",
 
 def sources() -> PlatformSources:
     """This OS's sources: macOS bundles keep their library in ``Contents/MacOS``."""
-    return PlatformSources(DROP_DIRS, "MacOS", read_ioreg_usb_devices)
+    return PlatformSources(DROP_DIRS, "MacOS", read_ioreg_usb_devices, pcsc_naming=MACOS)
+
+
+# FRIENDLY, then optionally (slot) and " NN" in either order.
+_CTK_SUFFIXES = re.compile(r"^(.*?\S)(?:\((\d+)\))?(?: (\d\d))?(?:\((\d+)\))?$")
+
+
+def ctk_name_readings(name: str) -> list[NameReading]:
+    """The ways to read a reader name of macOS's PC/SC stack (module doc):
+    the whole name (one slot, the first of its kind), then, when it ends in
+    ``(n)`` and/or `` NN``, the name without them."""
+    readings: list[NameReading] = [(name, 0, 0)]
+    m = _CTK_SUFFIXES.match(name)
+    if m is not None:
+        friendly, slot_before, number, slot_after = m.groups()
+        if (slot_before or number or slot_after) and not (slot_before and slot_after):
+            slot = int(slot_before or slot_after or "1") - 1
+            if slot >= 0:
+                readings.append((friendly, int(number or "0"), slot))
+    return readings
+
+
+def ctk_names_of(desc: ReaderDescriptor) -> list[str]:
+    """The friendly names macOS's PC/SC stack may list *desc* under (module
+    doc), most likely first."""
+    names = []
+    driver = desc.extra.get("driver_friendly_name")
+    if isinstance(driver, str):
+        names.append(driver)
+    names.append(desc.friendly_name)
+    if desc.source == "reader.conf":
+        names.append(desc.device_name)
+    return list(dict.fromkeys(names))
+
+
+def _ctk_pair(direct: Sequence[ReaderDescriptor],
+              pcsc_names: Sequence[str]) -> list[ReaderDescriptor]:
+    return pair_by_name(direct, pcsc_names, scheme="macos", readings=ctk_name_readings,
+                        keys=ctk_names_of)
+
+
+def _ctk_style_match(query: str, pool: Sequence[ReaderDescriptor]
+                     ) -> Optional[ReaderDescriptor]:
+    return style_match_by_name(query, pool, readings=ctk_name_readings, keys=ctk_names_of)
+
+
+#: The scheme of macOS's PC/SC stack, ``FRIENDLY``, ``FRIENDLY 01``,
+#: ``FRIENDLY(2)`` (module doc).
+MACOS = ResourceManagerNaming("macos", _ctk_pair, _ctk_style_match)
 
 
 def device_name(dev: UsbDevice, intf: UsbInterface, friendly: str) -> str:

@@ -202,6 +202,7 @@ def bundle_readers(bundles: Sequence[DriverBundle], devices: Sequence[UsbDevice]
             extra: dict[str, object] = {
                 "available": available,
                 "bundle": bundle.path,
+                "driver_friendly_name": friendly,  # without pcscd's additions
                 "vendor_id": dev.vendor_id,
                 "product_id": dev.product_id,
                 "bus": dev.busnum,

@@ -18,43 +18,27 @@ and pcscd then holds every reader it supports until it exits when idle; a
 listing that must not start it is ``list_readers(pcsc=False)`` (the CLI's
 ``--backend direct``).
 
-Pairing: pcsc-lite names a reader ``FRIENDLY NN SS``: its driver's (or
-reader.conf's) friendly name, a two-digit hexadecimal number NN (the
-lowest number free among the readers of the same driver when it
-arrived: 00 unless several readers share a driver) and the slot SS.  A
-resource manager reader pairs with a direct reader when:
-
-- it is slot 00 (discovery lists slot 0 of each reader only), and
-- its FRIENDLY part equals the direct reader's friendly name (for a USB
-  reader discovery builds that name with the ``[interface]`` and
-  ``(serial)`` parts pcscd adds, so identical readers with serial numbers
-  stay distinct), and
-- that friendly name is unique on both sides (``pcsc_match == "name"``),
-  or else, when several readers share it, the k-th direct reader in listing
-  order pairs with the reader of the k-th lowest NN (``pcsc_match ==
-  "order"``).  Pairing by order is a guess: pcscd numbers identical
-  readers in the order they arrived, which discovery cannot see, so two
-  identical readers without serial numbers may be paired crossed.
-
-Anything else is left unpaired: its own descriptor with ``source ==
-"pcsc"`` (the other slots of a multi-slot reader, readers whose driver
-discovery does not find, names in another scheme such as Windows'
-``FRIENDLY N``).
+Pairing: :func:`pair_with_resource_manager` and :func:`pcsc_style_match`
+apply this OS's naming scheme (``_platform.current().pcsc_naming``; the
+rule and pcsc-lite's scheme are in :mod:`~scardio.discovery.pairing`, the
+schemes of Windows and macOS in their per-OS modules).
 """
 
 from __future__ import annotations
 
 import _thread
 import logging
-import re
 import threading
-from dataclasses import replace
 from typing import Optional, Sequence
 
 from .. import errors
 from .descriptor import ReaderDescriptor
+from .pairing import PCSC_LITE as PCSC_LITE
+from .pairing import ResourceManagerNaming
+from .pairing import split_pcsc_name as split_pcsc_name
 
-__all__ = ["DEFAULT_TIMEOUT", "Question", "ask", "resource_manager_names", "split_pcsc_name",
+# split_pcsc_name and PCSC_LITE stay importable from here, where they were.
+__all__ = ["DEFAULT_TIMEOUT", "Question", "ask", "resource_manager_names",
            "pair_with_resource_manager", "pcsc_style_match"]
 
 log = logging.getLogger(__package__)
@@ -62,19 +46,8 @@ log = logging.getLogger(__package__)
 #: Seconds a listing waits for the resource manager's answer.
 DEFAULT_TIMEOUT = 2.0
 
-_PCSC_NAME = re.compile(r"^(.*\S) ([0-9A-Fa-f]{2}) ([0-9A-Fa-f]{2})$")
-
 _pending_lock = threading.Lock()
 _pending: Optional["Question"] = None
-
-
-def split_pcsc_name(name: str) -> Optional[tuple[str, int, int]]:
-    """``(friendly, number, slot)`` of a pcsc-lite reader name
-    ``"FRIENDLY NN SS"``; None for a name of another form."""
-    m = _PCSC_NAME.match(name)
-    if m is None:
-        return None
-    return m.group(1), int(m.group(2), 16), int(m.group(3), 16)
 
 
 class Question:
@@ -146,54 +119,31 @@ def resource_manager_names(timeout: float = DEFAULT_TIMEOUT) -> list[str]:
     return ask().answer(timeout)
 
 
-def _pcsc_only(name: str) -> ReaderDescriptor:
-    return ReaderDescriptor(name, "pcsc", "", name, 0, {"available": True}, pcsc_name=name)
+def _current_naming() -> ResourceManagerNaming:
+    from ._platform import current  # at the call: it imports the per-OS modules
+    return current().pcsc_naming
 
 
 def pair_with_resource_manager(direct: Sequence[ReaderDescriptor],
-                               pcsc_names: Sequence[str]) -> list[ReaderDescriptor]:
-    """*direct* with ``pcsc_name`` (and ``extra["pcsc_match"]``) set on the
-    readers that pair with one of *pcsc_names* (the rule in the module
-    doc), followed by a ``source == "pcsc"`` descriptor for each name left
-    unpaired, in the resource manager's order."""
-    by_friendly: dict[str, list[tuple[int, int, str]]] = {}
-    for order, name in enumerate(pcsc_names):
-        parts = split_pcsc_name(name)
-        if parts is not None and parts[2] == 0:
-            by_friendly.setdefault(parts[0], []).append((parts[1], order, name))
-    direct_groups: dict[str, list[int]] = {}
-    for i, d in enumerate(direct):
-        if d.pcsc_name is None:
-            direct_groups.setdefault(d.friendly_name, []).append(i)
-    out = list(direct)
-    paired: set[str] = set()
-    for friendly, members in direct_groups.items():
-        candidates = sorted(by_friendly.get(friendly, ()))
-        if not candidates:
-            continue
-        match = "name" if len(members) == 1 and len(candidates) == 1 else "order"
-        for i, (_, _, name) in zip(members, candidates):
-            out[i] = replace(out[i], pcsc_name=name,
-                             extra={**out[i].extra, "pcsc_match": match})
-            paired.add(name)
-    taken = {d.pcsc_name for d in direct if d.pcsc_name is not None}
-    out += [_pcsc_only(n) for n in pcsc_names if n not in paired and n not in taken]
-    return out
+                               pcsc_names: Sequence[str],
+                               naming: Optional[ResourceManagerNaming] = None
+                               ) -> list[ReaderDescriptor]:
+    """*direct* with ``pcsc_name`` (and ``extra["pcsc_match"]``,
+    ``extra["pcsc_scheme"]``) set on the readers that pair with one of
+    *pcsc_names* by *naming* (default: this OS's scheme; see
+    :mod:`~scardio.discovery.pairing`), followed by a ``source == "pcsc"``
+    descriptor for each name left unpaired, in the resource manager's
+    order."""
+    return (naming or _current_naming()).pair(direct, pcsc_names)
 
 
-def pcsc_style_match(query: str, pool: Sequence[ReaderDescriptor]
+def pcsc_style_match(query: str, pool: Sequence[ReaderDescriptor],
+                     naming: Optional[ResourceManagerNaming] = None
                      ) -> Optional[ReaderDescriptor]:
-    """The direct reader a pcsc-lite style name ``"FRIENDLY NN SS"`` means
-    when the resource manager is not there to say: slot 00 only; the one
+    """The direct reader a resource manager style name means when the
+    resource manager is not there to say, by *naming* (default: this OS's
+    scheme).  For pcsc-lite's ``"FRIENDLY NN SS"``: slot 00 only; the one
     direct reader with that friendly name, whatever NN; of several, the
     NN-th in listing order.  None when the query is not of that form or
     nothing fits."""
-    parts = split_pcsc_name(query)
-    if parts is None or parts[2] != 0:
-        return None
-    friendly, number, _ = parts
-    same = [d for d in pool if "direct" in d.backends
-            and d.friendly_name.casefold() == friendly.casefold()]
-    if len(same) == 1:
-        return same[0]
-    return same[number] if number < len(same) else None
+    return (naming or _current_naming()).style_match(query, pool)
