@@ -6,7 +6,7 @@ Pairing with the Smart Cards for Windows service (SCardSvr): SCardSvr names
 a reader ``VENDOR IFD_TYPE UNIT``, from the reader's SCARD_ATTR_VENDOR_NAME
 and SCARD_ATTR_VENDOR_IFD_TYPE and its SCARD_ATTR_DEVICE_UNIT in decimal
 (``HID Global OMNIKEY 3x21 Smart Card Reader 0``), as the start-up sequence
-names it (:attr:`scardio.Reader.name`).  Discovery cannot build that name
+names it (:attr:`scardio.reader.Reader.name`).  Discovery cannot build that name
 for a direct reader: the attributes need an open device, and while SCardSvr
 runs it holds every reader (CreateFile fails), and the unit number is the
 driver's to choose (it may change when the device is plugged in again).  So
@@ -14,10 +14,13 @@ the pairing asks SCardSvr instead: ``SCardGetReaderDeviceInstanceIdW``
 (Windows 8 and later) gives the device instance ID of each reader it lists
 (``USB\VID_076B&PID_3031\6&2C5B1F4&0&1``), and the reader pairs with the
 direct reader whose device interface path names that instance
-(``\\?\usb#vid_076b&pid_3031#6&2c5b1f4&0&1#{50dd5230-...}``; compared
+(``\\?\usb#vid_076b&pid_3031#6&2c5b1f4&0&1#{50dd5230-...}``: the
+instance ID with ``#`` for ``\``, after ``\\?\`` and before the interface
+GUID, a form Windows keeps but does not document as a contract; compared
 case-insensitively), ``pcsc_match == "device"``.  That is exact for
 identical readers too.  Where the call is missing or fails for a reader
-(older Windows, a reader introduced by name only), that reader is left
+(before Windows 8; inside a Remote Desktop session, where Microsoft
+documents it failing; a reader introduced by name only), that reader is left
 unpaired: listed twice, once per path, and opened through PC/SC only by its
 resource manager name.  Without the resource manager, a name of this
 scheme does not find a direct reader (it is known only once opened:
@@ -145,7 +148,7 @@ def resource_manager_instance_ids(names: Sequence[str]) -> dict[str, str]:
     try:
         import ctypes
         lib = ctypes.WinDLL("winscard")  # type: ignore[attr-defined,unused-ignore]
-        lib.SCardGetReaderDeviceInstanceIdW
+        getattr(lib, "SCardGetReaderDeviceInstanceIdW")  # AttributeError before Windows 8
     except (ImportError, OSError, AttributeError):
         return {}
     return instance_ids_from(lib, names)

@@ -72,8 +72,9 @@ class ResourceManagerNaming:
 
     ``scheme`` names the scheme (``extra["pcsc_scheme"]`` of a paired
     reader); ``pair(direct, pcsc_names)`` is
-    :func:`pair_with_resource_manager` for it; ``style_match(query, pool)``
-    is :func:`pcsc_style_match` for it.
+    :func:`~scardio.discovery.resource_manager.pair_with_resource_manager`
+    for it; ``style_match(query, pool)`` is
+    :func:`~scardio.discovery.resource_manager.pcsc_style_match` for it.
     """
 
     scheme: str

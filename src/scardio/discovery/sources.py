@@ -35,7 +35,7 @@ class PlatformSources:
     ``os_readers``, when set, lists the readers the OS itself knows, read
     in place of the pcsc-lite sources (driver bundles and reader.conf).
     ``pcsc_naming`` is how this OS's resource manager names its readers
-    (:data:`~scardio.discovery.resource_manager.PCSC_LITE` unless given).
+    (:data:`~scardio.discovery.pairing.PCSC_LITE` unless given).
     """
 
     drop_dirs: tuple[str, ...]
