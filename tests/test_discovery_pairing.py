@@ -102,6 +102,16 @@ def test_device_instance_id_of_an_interface_path() -> None:
         assert _windows.device_instance_id(bad) is None, bad
 
 
+def test_device_path_readers_record_the_instance_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    from scardio import _core
+    paths = [rf"\\?\usb#vid_04e6&pid_5116#21120706119#{GUID}", r"\\?\odd"]
+    monkeypatch.setattr(_core, "list_device_paths", lambda: paths)
+    usb, odd = _windows.device_path_readers()
+    assert (usb.name, usb.device_name) == ("usb#vid_04e6&pid_5116#21120706119", paths[0])
+    assert usb.extra["instance_id"] == r"usb\vid_04e6&pid_5116\21120706119"
+    assert "instance_id" not in odd.extra and odd.source == "win32"
+
+
 def test_windows_pairs_by_device_instance_even_for_identical_readers() -> None:
     first = win_reader("usb#vid_04e6&pid_5116#000001")
     second = win_reader("usb#vid_04e6&pid_5116#000002")

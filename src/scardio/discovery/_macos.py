@@ -26,10 +26,10 @@ So a resource manager reader pairs with a direct reader when the name (or
 the name without those suffixes: the name as a whole is tried first, so a
 friendly name that ends in digits still pairs) is slot 0 and equals the
 direct reader's bundle friendly name, its listed name, or, for a reader.conf
-reader, its FRIENDLYNAME or DEVICENAME; unique on both sides it pairs
-``by name``, several identical readers pair by order (the k-th direct reader
-with the k-th lowest number: a guess, since the arrival order is not
-visible here).  The same readings find a direct reader by such a name when
+reader, its FRIENDLYNAME or DEVICENAME.  Unique on both sides, it pairs
+by name (``pcsc_match == "name"``); several identical readers pair by order
+(``"order"``: the k-th direct reader with the k-th lowest number, a guess,
+since the arrival order is not visible here).  The same readings find a direct reader by such a name when
 the resource manager does not list it.
 """
 
