@@ -128,9 +128,10 @@ def _register_target(op: str, where: str, pcscd_over_scardio) -> None:
               f"{unbounded:.2f}× (the unbounded floor)") if unbounded else "")
 
 
-@pytest.mark.parametrize("where", [pytest.param("two CPUs", marks=pytest.mark.quick),
-                                   "one CPU"])
-@pytest.mark.parametrize("op", OPS)
+# the quick set: LEAVE in both placements
+@pytest.mark.parametrize("op,where", [
+    pytest.param(op, where, marks=[pytest.mark.quick] if op == "leave" else [])
+    for op in OPS for where in PLACEMENTS])
 def test_connect_side_by_side(connect_setup, op, where, benchmark):
     connect_paths, pids = connect_setup
     with _placed(where, pids) as place:
