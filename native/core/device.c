@@ -65,6 +65,9 @@ typedef struct lane {
      * last awaited op's waiter were last seen on: each spins for the other
      * only while they differ (read and written without the lock: hints). */
     int cpu, waiter_cpu;
+    /* The last awaited op took longer in the driver than the spin budget
+     * (a real card or reader round trip): its waiters sleep at once. */
+    int await_slow;
     struct scio_device *dev;
 } lane;
 
@@ -173,8 +176,10 @@ long scio_device_driver_code(scio_device *d)
  * they sleep as before: an idle process uses no processor) and only where
  * it can pay: a thread whose affinity mask has a single processor (every
  * thread pinned to one CPU) never spins, since the thread it waits for
- * cannot run until it stops.  SCARDIO_AWAIT_SPIN_US sets the budget (0: no
- * spinning; at most MAX_SPIN_US).
+ * cannot run until it stops; nor does a waiter whose lane's last awaited
+ * call took longer than the budget in the driver (a real reader's round
+ * trip: spinning would only burn it).  SCARDIO_AWAIT_SPIN_US sets the
+ * budget (0: no spinning; at most MAX_SPIN_US).
  *
  * Other waits (Operation.wait, the lanes after overlapped work) do not spin
  * unless SCARDIO_WAIT_SPIN_US / SCARDIO_LANE_SPIN_US ask (and
@@ -235,6 +240,7 @@ static int spin_here(int budget) { return budget > 0 && many_cpus_here() ? budge
 static int wait_spin_us(void) { spin_init(); return spin_here(wait_spin); }
 static int lane_spin_us(void) { spin_init(); return spin_here(lane_spin); }
 static int await_spin_us(void) { spin_init(); return spin_here(await_spin); }
+static int await_budget_us(void) { spin_init(); return await_spin; }
 
 /* Spin up to `us` microseconds for *flag to become nonzero; 1 if it did. */
 static int spin_for(const volatile int *flag, int us)
@@ -529,12 +535,11 @@ int scio_op_await(scio_op *op, int timeout_ms)
 {
     /* An awaited op's lane is usually running it already, or spinning for
      * it: spin (bounded, see spin_init) before sleeping. */
-    int spin = timeout_ms != 0 && op->awaited ? await_spin_us() : 0;
-    if (spin > 0) {
-        lane *l = &op->dev->io;
-        if (spin_apart(&op->done, 0, spin, &l->cpu, &l->waiter_cpu))
-            return 1;
-    }
+    lane *l = &op->dev->io;
+    int spin = timeout_ms != 0 && op->awaited && !scio_load_acquire(&l->await_slow)
+               ? await_spin_us() : 0;
+    if (spin > 0 && spin_apart(&op->done, 0, spin, &l->cpu, &l->waiter_cpu))
+        return 1;
     return scio_op_wait(op, timeout_ms);
 }
 
@@ -631,7 +636,13 @@ static SCIO_THREAD_FN lane_main(void *arg)
         scio_mutex_lock(&op->lock);
         op->refs++;
         scio_mutex_unlock(&op->lock);
-        op_run(op);
+        if (op->awaited) {
+            int64_t t0 = scio_now_us();
+            op_run(op);
+            scio_store_release(&l->await_slow, scio_now_us() - t0 > await_budget_us());
+        } else {
+            op_run(op);
+        }
         op_unref(op);
         scio_mutex_lock(&d->lock);
         l->running = NULL;
