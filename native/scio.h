@@ -327,6 +327,27 @@ scio_status scio_submit(scio_device *d, uint32_t code,
                         const void *in, size_t in_len, size_t out_cap,
                         uint64_t user, scio_op **op_out);
 
+/* scio_submit for a caller that waits for the operation itself, at once
+ * (scio_op_await), bounding a synchronous call by its own timeout: the
+ * call runs on the device's I/O lane, in order with the overlapped IOCTLs
+ * submitted before it, and completes into no queue.  The two threads spin
+ * briefly for each other instead of sleeping (bounded; never with one
+ * processor), so a sequence of such calls costs a fraction of a thread
+ * wake-up per call. */
+scio_status scio_submit_awaited(scio_device *d, uint32_t code,
+                                const void *in, size_t in_len, size_t out_cap,
+                                scio_op **op_out);
+/* scio_op_wait for an operation of scio_submit_awaited (spinning briefly
+ * first); for any other operation the same as scio_op_wait. */
+int scio_op_await(scio_op *op, int timeout_ms);
+
+/* 1 when awaited calls from this thread can spin (see above) and the I/O
+ * lane thread was last seen on another processor, or not yet seen: then a
+ * sequence of awaited calls costs least.  0 when the two share a processor
+ * (or spinning is off): each hand-off is then two context switches, and a
+ * whole sequence is better handed over as one call (scio_submit_call). */
+int scio_lane_apart(scio_device *d);
+
 uint64_t scio_op_id(const scio_op *op);
 /* 1 once completed. */
 int scio_op_done(scio_op *op);

@@ -38,6 +38,7 @@ struct scio_op {
     scio_status status;
     long driver_code;
     int released, post, posted, heap;
+    int awaited;             /* its submitter waits for it (scio_submit_awaited) */
     int done;                /* written under the op lock; spinning waiters read it without */
     scio_call_fn call;       /* a call (scio_submit_call), not an IOCTL */
     void *call_ctx;
@@ -58,6 +59,15 @@ typedef struct lane {
     scio_op *running;
     int thread_up;
     int pushes;              /* bumped (under the device lock) per queued op */
+    int after_awaited;       /* the last op run was awaited: its waiter's next
+                                step usually follows at once */
+    /* Processors (scio_current_cpu, -1: not known) the lane thread and the
+     * last awaited op's waiter were last seen on: each spins for the other
+     * only while they differ (read and written without the lock: hints). */
+    int cpu, waiter_cpu;
+    /* The last awaited op took longer in the driver than the spin budget
+     * (a real card or reader round trip): its waiters sleep at once. */
+    int await_slow;
     struct scio_device *dev;
 } lane;
 
@@ -79,6 +89,12 @@ struct scio_device {
     scio_op *sync_tracking;  /* a synchronous IS_PRESENT / IS_ABSENT */
     scio_op *native_tracking; /* one handed to the backend's submit_tracking */
 };
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define SCIO_THREAD_LOCAL __declspec(thread)
+#else
+#define SCIO_THREAD_LOCAL _Thread_local
+#endif
 
 static scio_mutex id_lock = SCIO_MUTEX_INITIALIZER;
 static uint64_t next_op_id = 1;
@@ -129,6 +145,7 @@ scio_status scio_device_create(const scio_backend *be, void *state,
     d->refs = 1;
     d->close_timeout_ms = close_timeout_ms ? close_timeout_ms : SCIO_DEFAULT_CLOSE_MS;
     d->io.dev = d->track.dev = d->submitted.dev = d;
+    d->io.cpu = d->io.waiter_cpu = -1;
     scio_mutex_init(&d->lock);
     scio_cond_init(&d->cv);
     *out = d;
@@ -149,17 +166,39 @@ long scio_device_driver_code(scio_device *d)
 
 /* ---- spinning ----------------------------------------------------------- */
 
-/* How long a waiter spins for a completion before it sleeps, and how long an
- * idle I/O lane spins for new work: a lane thread's wake-up costs several
- * microseconds on a VM, more than a fast driver's whole call, but on a
- * loaded machine the spinner takes the processor the other thread needs
- * (measured on a shared 2-CPU VM: more often slower than faster), so both
- * are off unless SCARDIO_WAIT_SPIN_US / SCARDIO_LANE_SPIN_US (and
- * SCARDIO_SPIN_YIELD=1: yield while spinning) ask.  Never with one CPU. */
+/* A thread hand-off costs two wake-ups, and on a VM a wake-up of a thread
+ * whose processor went idle costs 5-20 us (the idle vCPU must be woken),
+ * several times a fast driver's whole call.  So the two ends of an awaited
+ * call (scio_submit_awaited: a synchronous call bounded by its caller's
+ * timeout) spin briefly instead of sleeping: the waiter for the completion
+ * (AWAIT_SPIN_US), the I/O lane for the waiter's next call after it has run
+ * one (the same budget).  Spinning is bounded (tens of microseconds, then
+ * they sleep as before: an idle process uses no processor) and only where
+ * it can pay: a thread whose affinity mask has a single processor (every
+ * thread pinned to one CPU) never spins, since the thread it waits for
+ * cannot run until it stops; nor does a waiter whose lane's last awaited
+ * call took longer than the budget in the driver (a real reader's round
+ * trip: spinning would only burn it).  SCARDIO_AWAIT_SPIN_US sets the
+ * budget (0: no spinning; at most MAX_SPIN_US).
+ *
+ * Other waits (Operation.wait, the lanes after overlapped work) do not spin
+ * unless SCARDIO_WAIT_SPIN_US / SCARDIO_LANE_SPIN_US ask (and
+ * SCARDIO_SPIN_YIELD=1: yield while spinning): their next step is an event
+ * loop's or another thread's, not an immediate one, and on a loaded machine
+ * the spinner takes the processor the other thread needs. */
 #define WAIT_SPIN_US 0
 #define LANE_SPIN_US 0
+#define AWAIT_SPIN_US 50
+#define MAX_SPIN_US 1000
 static scio_mutex spin_lock = SCIO_MUTEX_INITIALIZER;
-static int spin_ready, wait_spin, lane_spin, spin_yield;
+static int spin_ready, wait_spin, lane_spin, await_spin, spin_yield;
+
+static int spin_budget(const char *name, int dflt)
+{
+    const char *e = getenv(name);
+    int v = e ? atoi(e) : dflt;
+    return v < 0 ? 0 : v > MAX_SPIN_US ? MAX_SPIN_US : v;
+}
 
 static void spin_init(void)
 {
@@ -168,28 +207,40 @@ static void spin_init(void)
         return;
     scio_mutex_lock(&spin_lock);
     if (!spin_ready) {
-        int many = scio_cpu_count() > 1;
-        wait_spin = WAIT_SPIN_US;
-        lane_spin = LANE_SPIN_US;
-        if ((e = getenv("SCARDIO_WAIT_SPIN_US")) != NULL)
-            wait_spin = atoi(e);
-        if ((e = getenv("SCARDIO_LANE_SPIN_US")) != NULL)
-            lane_spin = atoi(e);
+        wait_spin = spin_budget("SCARDIO_WAIT_SPIN_US", WAIT_SPIN_US);
+        lane_spin = spin_budget("SCARDIO_LANE_SPIN_US", LANE_SPIN_US);
+        await_spin = spin_budget("SCARDIO_AWAIT_SPIN_US", AWAIT_SPIN_US);
         if ((e = getenv("SCARDIO_SPIN_YIELD")) != NULL)
             spin_yield = atoi(e);
-        if (!many)
-            wait_spin = lane_spin = 0;
-        if (wait_spin > 1000)
-            wait_spin = 1000; /* bounded: spinning is for short hops only */
-        if (lane_spin > 1000)
-            lane_spin = 1000;
         scio_store_release(&spin_ready, 1);
     }
     scio_mutex_unlock(&spin_lock);
 }
 
-static int wait_spin_us(void) { spin_init(); return wait_spin; }
-static int lane_spin_us(void) { spin_init(); return lane_spin; }
+/* Whether this thread may run beside another one: its affinity mask has
+ * more than one processor.  Asked again every CPU_RECHECK_US, so that a
+ * thread pinned (or unpinned) later is seen, without a system call on
+ * every wait. */
+#define CPU_RECHECK_US 100000
+static SCIO_THREAD_LOCAL int64_t cpus_checked_us;
+static SCIO_THREAD_LOCAL int cpus_many;
+
+static int many_cpus_here(void)
+{
+    int64_t now = scio_now_us();
+    if (cpus_checked_us == 0 || now - cpus_checked_us >= CPU_RECHECK_US) {
+        cpus_many = scio_cpu_count() > 1;
+        cpus_checked_us = now;
+    }
+    return cpus_many;
+}
+
+static int spin_here(int budget) { return budget > 0 && many_cpus_here() ? budget : 0; }
+
+static int wait_spin_us(void) { spin_init(); return spin_here(wait_spin); }
+static int lane_spin_us(void) { spin_init(); return spin_here(lane_spin); }
+static int await_spin_us(void) { spin_init(); return spin_here(await_spin); }
+static int await_budget_us(void) { spin_init(); return await_spin; }
 
 /* Spin up to `us` microseconds for *flag to become nonzero; 1 if it did. */
 static int spin_for(const volatile int *flag, int us)
@@ -208,6 +259,33 @@ static int spin_for(const volatile int *flag, int us)
             scio_yield();
         if (scio_now_us() >= end)
             return scio_load_acquire(flag) != 0;
+    }
+}
+
+/* Spin up to `us` microseconds for *word to move from `seen`; 1 if it did.
+ * The thread it waits for cannot run while we spin on its processor (the
+ * scheduler often puts the two there on a busy machine, affinity mask or
+ * not), so stop (0) as soon as it was last seen here (*partner_cpu), and
+ * publish where we run (*mine) for its same test.  Where the processor is
+ * not known, yield between bursts instead. */
+static int spin_apart(const volatile int *word, int seen, int us,
+                      const volatile int *partner_cpu, volatile int *mine)
+{
+    int64_t end = scio_now_us() + us;
+    for (;;) {
+        int here = scio_current_cpu();
+        scio_store_release(mine, here);
+        if (here >= 0 && scio_load_acquire(partner_cpu) == here)
+            return scio_load_acquire(word) != seen;
+        for (int i = 0; i < 32; i++) {
+            if (scio_load_acquire(word) != seen)
+                return 1;
+            scio_cpu_relax();
+        }
+        if (spin_yield || here < 0)
+            scio_yield();
+        if (scio_now_us() >= end)
+            return scio_load_acquire(word) != seen;
     }
 }
 
@@ -316,11 +394,6 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
  * (frames on the thread's stack).  A driver calling back into the host (a
  * log callback) may close the reader it is serving: close must not wait
  * for the very call it is made from. */
-#if defined(_MSC_VER) && !defined(__clang__)
-#define SCIO_THREAD_LOCAL __declspec(thread)
-#else
-#define SCIO_THREAD_LOCAL _Thread_local
-#endif
 
 typedef struct call_frame {
     const scio_device *dev;
@@ -458,6 +531,27 @@ int scio_op_wait(scio_op *op, int timeout_ms)
     return done;
 }
 
+int scio_op_await(scio_op *op, int timeout_ms)
+{
+    /* An awaited op's lane is usually running it already, or spinning for
+     * it: spin (bounded, see spin_init) before sleeping. */
+    lane *l = &op->dev->io;
+    int spin = timeout_ms != 0 && op->awaited && !scio_load_acquire(&l->await_slow)
+               ? await_spin_us() : 0;
+    if (spin > 0 && spin_apart(&op->done, 0, spin, &l->cpu, &l->waiter_cpu))
+        return 1;
+    return scio_op_wait(op, timeout_ms);
+}
+
+int scio_lane_apart(scio_device *d)
+{
+    int lane_cpu = scio_load_acquire(&d->io.cpu), here;
+    if (await_spin_us() <= 0)
+        return 0;
+    here = scio_current_cpu();
+    return lane_cpu < 0 || here < 0 || lane_cpu != here;
+}
+
 scio_status scio_op_status(scio_op *op)
 {
     scio_status st;
@@ -497,13 +591,21 @@ static SCIO_THREAD_FN lane_main(void *arg)
     for (;;) {
         scio_op *op = l->head;
         if (!op) {
-            int seen = l->pushes, spin = l == &d->io ? lane_spin_us() : 0;
+            int seen = l->pushes, spin = 0;
             if (d->shut)
                 break;
+            int awaited = l->after_awaited;
+            if (l == &d->io)
+                spin = awaited ? await_spin_us() : lane_spin_us();
+            /* Spin once per idle stretch, then sleep until the next push. */
+            l->after_awaited = 0;
             if (spin > 0) {
                 /* Work often follows work at once (a sequence's next step). */
                 scio_mutex_unlock(&d->lock);
-                spin_change(&l->pushes, seen, spin);
+                if (awaited)
+                    spin_apart(&l->pushes, seen, spin, &l->waiter_cpu, &l->cpu);
+                else
+                    spin_change(&l->pushes, seen, spin);
                 scio_mutex_lock(&d->lock);
                 if (l->head || d->shut)
                     continue;
@@ -524,6 +626,9 @@ static SCIO_THREAD_FN lane_main(void *arg)
         op->where = OP_RUNNING;
         op->call_started = 1;
         l->running = op;
+        l->after_awaited = op->awaited;
+        if (l == &d->io)
+            scio_store_release(&l->cpu, scio_current_cpu());
         d->in_driver++;
         scio_mutex_unlock(&d->lock);
         /* Our own reference: close may complete (and its owner free) the
@@ -531,7 +636,13 @@ static SCIO_THREAD_FN lane_main(void *arg)
         scio_mutex_lock(&op->lock);
         op->refs++;
         scio_mutex_unlock(&op->lock);
-        op_run(op);
+        if (op->awaited) {
+            int64_t t0 = scio_now_us();
+            op_run(op);
+            scio_store_release(&l->await_slow, scio_now_us() - t0 > await_budget_us());
+        } else {
+            op_run(op);
+        }
         op_unref(op);
         scio_mutex_lock(&d->lock);
         l->running = NULL;
@@ -605,9 +716,9 @@ static scio_status check_args(const void *in, size_t in_len, size_t *out_cap)
     return SCIO_SUCCESS;
 }
 
-scio_status scio_submit(scio_device *d, uint32_t code,
-                        const void *in, size_t in_len, size_t out_cap,
-                        uint64_t user, scio_op **op_out)
+static scio_status submit_ioctl(scio_device *d, uint32_t code,
+                                const void *in, size_t in_len, size_t out_cap,
+                                uint64_t user, int awaited, scio_op **op_out)
 {
     scio_status st = check_args(in, in_len, &out_cap);
     scio_op *op;
@@ -634,7 +745,10 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     op->out_cap = out_cap;
     op->user = user;
     op->heap = 1;
-    op->post = 1;
+    op->post = !awaited; /* an awaited op's waiter waits on the op itself */
+    op->awaited = awaited;
+    if (awaited)
+        scio_store_release(&d->io.waiter_cpu, scio_current_cpu());
     op->refs = 2; /* caller + core */
     op_init(op, d, code);
     op->q = d->q;
@@ -695,6 +809,20 @@ scio_status scio_submit(scio_device *d, uint32_t code,
     else if (st != SCIO_SUCCESS)
         op_complete(op, st, 0, 0);
     return SCIO_SUCCESS;
+}
+
+scio_status scio_submit(scio_device *d, uint32_t code,
+                        const void *in, size_t in_len, size_t out_cap,
+                        uint64_t user, scio_op **op_out)
+{
+    return submit_ioctl(d, code, in, in_len, out_cap, user, 0, op_out);
+}
+
+scio_status scio_submit_awaited(scio_device *d, uint32_t code,
+                                const void *in, size_t in_len, size_t out_cap,
+                                scio_op **op_out)
+{
+    return submit_ioctl(d, code, in, in_len, out_cap, 0, 1, op_out);
 }
 
 scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,

@@ -52,6 +52,7 @@ int scio_cpu_count(void)
 }
 
 void scio_yield(void) { SwitchToThread(); }
+int scio_current_cpu(void) { return (int)GetCurrentProcessorNumber(); }
 
 int scio_thread_start_detached(scio_thread_fn fn, void *arg)
 {
@@ -82,6 +83,15 @@ int scio_cpu_count(void)
 }
 
 void scio_yield(void) { sched_yield(); }
+
+int scio_current_cpu(void)
+{
+#ifdef __linux__
+    return sched_getcpu(); /* the vDSO: no system call */
+#else
+    return -1;
+#endif
+}
 
 void scio_mutex_init(scio_mutex *m) { pthread_mutex_init(m, NULL); }
 void scio_mutex_destroy(scio_mutex *m) { pthread_mutex_destroy(m); }

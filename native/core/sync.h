@@ -55,6 +55,9 @@ int scio_thread_start_detached(scio_thread_fn fn, void *arg);
 int scio_cpu_count(void);
 /* Let another runnable thread have this processor (a hint). */
 void scio_yield(void);
+/* The processor this thread runs on right now, -1 where the platform does
+ * not say (a hint: it may have moved by the time it is read). */
+int scio_current_cpu(void);
 
 /* An int that one thread reads without the lock another writes it under
  * (the writer still holds it): acquire / release ordering. */

@@ -10,6 +10,9 @@
  * usage: test_core <path of libscardio_sim.so> <path of ext_driver.so>
  */
 #define _POSIX_C_SOURCE 200809L
+#ifdef __linux__
+#define _GNU_SOURCE /* sched_setaffinity */
+#endif
 #include <dlfcn.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +24,7 @@
 #include <sys/stat.h>
 #ifdef __linux__
 #include <dirent.h>
+#include <sched.h>
 #include <unistd.h>
 #endif
 
@@ -1225,6 +1229,79 @@ static void test_calls_on_the_lane(void)
     scio_close(d);
 }
 
+/* scio_submit_awaited: an IOCTL on the I/O lane, waited for by its caller
+ * (scio_op_await), queued nowhere; a caller that gives up releases it. */
+static void test_awaited_calls(void)
+{
+    scio_device *d = open_sim(8);
+    scio_op *op = NULL, *blocker = NULL;
+    call_ctx cb = {0};
+    const uint8_t *out;
+    size_t n = 0;
+    int ok = 1;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, SCIO_MAX_INPUT + 1, 4, &op)
+          == SCIO_INVALID_BUFFER_SIZE && op == NULL);
+    /* a burst, as a sequence makes them: each waiter and the lane spin for
+     * each other when they run apart */
+    for (int i = 0; i < 200; i++) {
+        CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, &op) == SCIO_SUCCESS);
+        ok &= scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS;
+        out = scio_op_output(op, &n);
+        ok &= out != NULL && n == 4 && get32(out) == SCIO_STATE_SWALLOWED;
+        scio_op_release(op);
+    }
+    CHECK(ok);
+    CHECK(scio_queue_pending(scio_device_queue(d)) == 0);
+    /* an error is the op's status, with the driver's code */
+    CHECK(scio_submit_awaited(d, SCIO_IOCTL_TRANSMIT, "x", 1, 16, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) != SCIO_SUCCESS);
+    scio_op_release(op);
+    /* behind a call that blocks the lane, the waiter gives up at its
+     * timeout; released while queued, the op is cancelled and freed */
+    cb.d = d;
+    cb.block_ms = 200;
+    CHECK(scio_submit_call(d, call_fn, &cb, 0, &blocker) == SCIO_SUCCESS);
+    CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 20) == 0 && scio_op_status(op) == SCIO_PENDING);
+    scio_op_release(op);
+    CHECK(scio_op_wait(blocker, 5000) == 1 && cb.runs == 1);
+    scio_op_release(blocker);
+    /* the lane works on after that */
+    CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    CHECK(scio_queue_pending(scio_device_queue(d)) == 0);
+#ifdef __linux__
+    {
+        /* a thread that may use one processor never spins: the lane is
+         * never "apart" from it (the mask is re-read within 0.1 s) */
+        cpu_set_t saved, one;
+        if (sched_getaffinity(0, sizeof saved, &saved) == 0) {
+            int cpu = 0;
+            while (cpu < CPU_SETSIZE && !CPU_ISSET(cpu, &saved))
+                cpu++;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            CHECK(sched_setaffinity(0, sizeof one, &one) == 0);
+            sleep_ms(150);
+            CHECK(scio_lane_apart(d) == 0);
+            CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, &op) == SCIO_SUCCESS);
+            CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+            scio_op_release(op);
+            CHECK(sched_setaffinity(0, sizeof saved, &saved) == 0);
+        }
+    }
+#endif
+    scio_shutdown(d);
+    CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, &op)
+          == SCIO_DEVICE_NOT_CONNECTED && op == NULL);
+    scio_close(d);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -1254,6 +1331,7 @@ int main(int argc, char **argv)
     test_native_backend_hung();
     test_shutdown_waits_for_sync_call();
     test_calls_on_the_lane();
+    test_awaited_calls();
     CHECK(load_ext());
     if (ext_offer) {
         scio_set_log(log_cb, NULL);

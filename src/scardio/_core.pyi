@@ -98,6 +98,15 @@ class Device:
         ValueError unless 0 <= code <= MAX_DWORD and output_size >= 0."""
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation:
         """Overlapped IOCTL; arguments checked as ioctl()'s."""
+    def ioctl_on_lane(self, code: int, input: bytes = b"", output_size: int = 0,
+                      timeout: Optional[float] = None) -> bytes:
+        """ioctl() run on the device's I/O lane while the caller waits at
+        most `timeout` seconds (GIL released): then TimeoutError (status
+        STATUS_PENDING), the IOCTL left to finish unwaited."""
+    def lane_apart(self) -> bool:
+        """Whether a bounded sequence costs least one ioctl_on_lane() per
+        IOCTL (the lane thread runs on another processor and both spin)
+        rather than as one call_on_lane()."""
     def call_on_lane(self, fn: Callable[[], _T], timeout: Optional[float] = None) -> _T:
         """Run fn() on the device's I/O lane thread (after the overlapped
         IOCTLs submitted before it) and return its result or raise its

@@ -780,6 +780,90 @@ cdef class Device:
         self._ops[scio_op_id(op)] = PyWeakref_NewRef(o, None)
         return o
 
+    def ioctl_on_lane(self, code, input=b"", output_size=0, timeout=None):
+        """ioctl(), run on the device's I/O lane thread (after the overlapped
+        IOCTLs submitted before it) while the caller waits at most `timeout`
+        seconds (None or inf: no limit; GIL released).  Then it raises
+        scardio.errors.TimeoutError (status STATUS_PENDING) at once: the
+        IOCTL is cancelled if it has not started, else left to finish and
+        its result dropped.  Ctrl-C while waiting leaves it likewise.  The
+        bounded form of a synchronous call: a hung driver holds the lane,
+        not the caller, and the two threads spin briefly for each other
+        (docs/architecture.md), so a sequence of them stays cheap."""
+        cdef Py_buffer view
+        cdef const char *inp
+        cdef Py_ssize_t in_len
+        cdef bint have_view = False
+        cdef scio_op *op = NULL
+        cdef scio_status st
+        cdef int done = 0
+        cdef int slice_ms
+        cdef size_t n = 0
+        cdef const uint8_t *p
+        cdef double seconds = 0.0
+        cdef bint forever = _forever(timeout, &seconds)
+        cdef double deadline = 0.0
+        cdef uint32_t code_v = _dword(code, "code")
+        cdef Py_ssize_t out_size = _size(output_size, "output_size")
+        self._check_open()
+        if not forever:
+            deadline = _monotonic() + seconds
+        slice_ms = _slice_ms(forever, deadline)
+        if type(input) is bytes:
+            inp = PyBytes_AS_STRING(input)
+            in_len = len(<bytes>input)
+        else:
+            PyObject_GetBuffer(input, &view, PyBUF_SIMPLE)
+            have_view = True
+            inp = <const char *>view.buf
+            in_len = view.len
+        try:
+            # Submit and wait in one GIL-free stretch (the core copies the input).
+            with nogil:
+                st = scio_submit_awaited(self._dev, code_v, inp, in_len, out_size, &op)
+                if st == SCIO_SUCCESS and slice_ms != 0:
+                    done = scio_op_await(op, slice_ms)
+        finally:
+            if have_view:
+                PyBuffer_Release(&view)
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, code_v)
+        if not done:
+            try:
+                while not done:
+                    if not forever and _monotonic() >= deadline:
+                        from .constants import ioctl_name
+                        raise _errors.TimeoutError(
+                            f"{ioctl_name(code_v)}: no answer from the driver within "
+                            f"the timeout (given up)", status=SCIO_PENDING, ioctl=code_v)
+                    PyErr_CheckSignals()
+                    slice_ms = _slice_ms(forever, deadline)
+                    with nogil:
+                        done = scio_op_wait(op, slice_ms)
+            except BaseException:
+                with nogil:
+                    scio_op_release(op)  # cancels it if it has not finished
+                raise
+        # Done: releasing only drops a reference (no driver call, no wait).
+        try:
+            st = scio_op_status(op)
+            if st != SCIO_SUCCESS:
+                raise _error(st, scio_op_driver_code(op), code_v)
+            p = scio_op_output(op, &n)
+            return PyBytes_FromStringAndSize(<const char *>p, n)
+        finally:
+            scio_op_release(op)
+
+    def lane_apart(self):
+        """True when bounded calls from this thread spin for the I/O lane
+        thread and it was last seen on another processor (or not yet):
+        then a sequence costs least as one ioctl_on_lane() per IOCTL.
+        False when the two share a processor (or this thread may use only
+        one, or spinning is off): a whole sequence then costs least as one
+        call_on_lane() (two context switches for all its IOCTLs)."""
+        self._check_open()
+        return scio_lane_apart(self._dev) != 0
+
     def call_on_lane(self, fn, timeout=None):
         """Run fn() on the device's I/O lane thread, after the overlapped
         IOCTLs submitted before it, and return its result or raise its

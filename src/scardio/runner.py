@@ -1,28 +1,43 @@
 """The synchronous runner: drives a sequence (:mod:`scardio.sequences`)
 with blocking IOCTLs on a Device.
 
-Without a deadline the IOCTLs run in the calling thread.  With one, the
-whole sequence runs as one unit on the device's I/O lane thread
-(``Device.call_on_lane``) while the caller waits at most until the
-deadline: a hung driver cannot hold the caller, and the bound costs one
-thread hop per sequence instead of one per IOCTL.  A caller that gives up
-leaves the sequence to stop after the IOCTL in progress; it never learns
-its outcome, so a sequence run with a deadline must change nothing but the
-device (the sans-IO sequences do not; a runtime's state changes go before
-and after, in the caller's thread).
+Without a deadline the IOCTLs run in the calling thread.  With one, they
+run on the device's I/O lane thread while the caller waits at most until
+the deadline: a hung driver holds the lane, never the caller.  The
+hand-off is what the bound costs, and its cheapest form depends on where
+the two threads run (``Device.lane_apart``, docs/architecture.md):
+
+- on different processors, each IOCTL goes to the lane by itself
+  (``Device.ioctl_on_lane``): the two threads spin briefly for each other,
+  so a hand-off costs about a microsecond, the sequence (Python) stays in
+  the caller's thread and processor cache, and the lane runs C only,
+  without the interpreter lock;
+- on one processor (pinned, or placed so by the scheduler) nothing can
+  spin, every hand-off is two context switches, so the whole sequence
+  goes to the lane as one job (``Device.call_on_lane``): two switches for
+  all its IOCTLs.
+
+A caller that gives up stops the sequence: the IOCTL in progress finishes
+on the lane unwaited (and a whole-sequence job stops before its next
+one); the caller never learns its outcome, so a sequence run with a
+deadline must change nothing but the device (the sans-IO sequences do
+not; a runtime's state changes go before and after, in the caller's
+thread).
 """
 
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any, Callable, Optional
 
 from . import errors
+from ._core import STATUS_PENDING
 from .constants import ioctl_name
 from .sequences import Steps, T
 
 __all__ = ["run_sync"]
+
+_monotonic = time.monotonic
 
 
 def run_sync(device: Any, steps: "Steps[T]", *, deadline: Optional[float] = None) -> T:
@@ -31,27 +46,13 @@ def run_sync(device: Any, steps: "Steps[T]", *, deadline: Optional[float] = None
     the driver never answers (see the module doc)."""
     if deadline is None:
         return _drive(device.ioctl, steps)
-    call_on_lane = getattr(device, "call_on_lane", None)
-    if call_on_lane is None:  # a device without lanes of its own
-        return _drive(partial(_ioctl_until, device, deadline), steps)
-    left = deadline - time.monotonic()
-    if left <= 0:
-        steps.close()
-        raise errors.TimeoutError("timed out before the first IOCTL started")
-    job = _LaneJob(device.ioctl, steps)
-    try:
-        return call_on_lane(job, left)  # type: ignore[no-any-return]
-    except errors.TimeoutError as exc:
-        job.abandoned = True
-        if exc is job.raised:  # the sequence's own (its step or time bound)
-            raise
-        code = job.code
-        what = ioctl_name(code) if code is not None else "the sequence"
-        raise errors.TimeoutError(f"{what}: no answer from the driver within the timeout "
-                                  "(given up)", ioctl=code) from exc
-    except BaseException:
-        job.abandoned = True  # Ctrl-C, a closed device: the sequence stops too
-        raise
+    lane_apart = getattr(device, "lane_apart", None)
+    if lane_apart is None:  # a device without lanes of its own
+        return _drive(lambda code, input, size: _ioctl_until(device, deadline, code,
+                                                             input, size), steps)
+    if lane_apart():
+        return _drive_until(device.ioctl_on_lane, steps, deadline)
+    return _sequence_on_lane(device, steps, deadline)
 
 
 def _drive(ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[T]") -> T:
@@ -68,6 +69,53 @@ def _drive(ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[T]") -> T:
         return stop.value  # type: ignore[no-any-return]
     finally:
         steps.close()
+
+
+def _drive_until(on_lane: Callable[..., bytes], steps: "Steps[T]", deadline: float) -> T:
+    """:func:`_drive` with each IOCTL on the lane, bounded by `deadline`."""
+    try:
+        req = next(steps)
+        while True:
+            left = deadline - _monotonic()
+            if left <= 0:
+                raise errors.TimeoutError(f"{ioctl_name(req.code)}: timed out before it "
+                                          "started", ioctl=req.code)
+            try:
+                out = on_lane(req.code, req.input, req.output_size, left)
+            except errors.TimeoutError as exc:
+                if exc.status == STATUS_PENDING:  # given up waiting: not the driver's answer
+                    raise
+                req = steps.throw(exc)
+            except errors.ScardioError as exc:
+                req = steps.throw(exc)
+            else:
+                req = steps.send(out)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()
+
+
+def _sequence_on_lane(device: Any, steps: "Steps[T]", deadline: float) -> T:
+    """The whole sequence as one job on the lane, waited for until `deadline`."""
+    left = deadline - _monotonic()
+    if left <= 0:
+        steps.close()
+        raise errors.TimeoutError("timed out before the first IOCTL started")
+    job = _LaneJob(device.ioctl, steps)
+    try:
+        return device.call_on_lane(job, left)  # type: ignore[no-any-return]
+    except errors.TimeoutError as exc:
+        job.abandoned = True
+        if exc is job.raised:  # the sequence's own (its step or time bound)
+            raise
+        code = job.code
+        what = ioctl_name(code) if code is not None else "the sequence"
+        raise errors.TimeoutError(f"{what}: no answer from the driver within the timeout "
+                                  "(given up)", ioctl=code) from exc
+    except BaseException:
+        job.abandoned = True  # Ctrl-C, a closed device: the sequence stops too
+        raise
 
 
 class _LaneJob:

@@ -164,6 +164,20 @@ class TracingDevice:
                      (time.perf_counter_ns() - t0) / 1000.0, False)
         return out  # type: ignore[no-any-return]
 
+    def ioctl_on_lane(self, code: int, input: bytes = b"", output_size: int = 0,
+                      timeout: Optional[float] = None) -> bytes:
+        started = time.monotonic()
+        t0 = time.perf_counter_ns()
+        try:
+            out = self._device.ioctl_on_lane(code, input, output_size, timeout)
+        except errors.ScardioError as exc:
+            self._record(started, code, input, None, exc,
+                         (time.perf_counter_ns() - t0) / 1000.0, False)
+            raise
+        self._record(started, code, input, out, None,
+                     (time.perf_counter_ns() - t0) / 1000.0, False)
+        return out  # type: ignore[no-any-return]
+
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> _TracedOperation:
         started = time.monotonic()
         t0 = time.perf_counter_ns()
