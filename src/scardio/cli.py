@@ -220,9 +220,9 @@ def _watch_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
 
 
-def _connect_arguments(sp: argparse.ArgumentParser) -> None:
+def _connect_arguments(sp: argparse.ArgumentParser, apdus: bool = False) -> None:
     sp.add_argument("reader", help=READER_HELP)
-    if sp.prog.endswith(" apdu"):
+    if apdus:
         sp.add_argument("apdus", nargs="+", metavar="HEX",
                         help="command APDU in hex (all are checked before the "
                              "reader is opened)")
@@ -240,6 +240,10 @@ def _connect_arguments(sp: argparse.ArgumentParser) -> None:
                     help="wait up to S seconds for a card first")
     sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
                     help="bound on the connect sequence (default %(default)s)")
+
+
+def _apdu_arguments(sp: argparse.ArgumentParser) -> None:
+    _connect_arguments(sp, apdus=True)
 
 
 def _demo_arguments(sp: argparse.ArgumentParser) -> None:
@@ -296,7 +300,7 @@ COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None
     "info": ("reader attributes and card state", _info_arguments),
     "monitor": ("print card arrivals and departures", _watch_arguments),
     "connect": ("connect to the card; show ATR and protocol", _connect_arguments),
-    "apdu": ("connect and send APDUs", _connect_arguments),
+    "apdu": ("connect and send APDUs", _apdu_arguments),
     "demo": ("run the spec's whole sequence on a simulated reader", _demo_arguments),
     "scan": ("watch readers like pcsc_scan: arrivals and removals with the time, each "
              "card's ATR decoded and named from the ATR list", _scan_arguments),
