@@ -3,7 +3,10 @@
 the reader layer's import and the command line's start-up beside them.
 
 Target (issue 12): ``import scardio`` at most 2x ``python -c pass``
-(medians).  The commands against ``scardio --help``: ``atr`` adds the ATR
+(medians).  The command line against the same bare start, as a user types
+it (the installed ``scardio`` script): ``scardio --help`` (aim: at most 2x;
+only the parser loads) and ``scardio --sim 1 list``.  The commands against
+``scardio --help``: ``atr`` adds the ATR
 decoder and one lookup in pcsc-tools' list (searched, not parsed whole),
 ``--sim 1 list`` adds discovery; and in-process, one lookup on a freshly
 read list against parsing the whole list as scardio did before.  A fresh process per sample is the only honest way to time an
@@ -137,6 +140,55 @@ def test_import_scardio_vs_bare_python(benchmark):
     assert out[imp.name]["ratio"] <= GUARD, (
         f"import scardio is {out[imp.name]['ratio']:.2f}x python -c pass "
         f"(target {TARGET}x)")
+
+
+def _cli(*argv: str) -> StartPath:
+    """`scardio ARGV` as a user types it: the installed console script (run
+    by this interpreter, as its first line says), else ``python -m scardio``."""
+    script = os.path.join(os.path.dirname(sys.executable), "scardio")
+    if os.path.isfile(script):
+        return StartPath(" ".join(("scardio",) + argv), [script, *argv])
+    return StartPath(" ".join(("python -m scardio",) + argv), ["-m", "scardio", *argv])
+
+
+CLI_TARGET = 2.0  # the aim for --help; `list` is held to it too, and says so
+
+
+def _register_cli(out: dict, help_name: str, list_name: str) -> None:
+    """The command line's start-up against the bare interpreter's: --help
+    (the parser alone) and --sim 1 list (discovery too: sysfs, reader.conf,
+    the resource manager asked, the holders looked up)."""
+    base = out[BARE.name]["median"]
+    for name, what in ((help_name, "the parser alone"),
+                       (list_name, "discovery too; bound: the --help aim")):
+        harness.record_target(f"{name} ÷ {BARE.name}", out[name]["ratio"], CLI_TARGET, "×",
+                              target=6,
+                              note=f"{what}; ratio of medians, {out[name]['median']:.1f} vs "
+                                   f"{base:.1f} ms; per-round median "
+                                   f"{out[name]['paired_ratio']:.2f}×")
+    _table("Start-up: the command line", out)
+
+
+#: The floor under any argparse program's --help: the parser module (and re,
+#: gettext, locale, textwrap it loads) and one empty parser's help.
+ARGPARSE_HELP = StartPath("argparse's own --help",
+                          ["-c", "import argparse; argparse.ArgumentParser(prog='x')"
+                                 ".parse_args(['--help'])"])
+
+
+@pytest.mark.quick
+def test_cli_start_up_vs_bare_python(benchmark):
+    helps, lists = _cli("--help"), _cli("--sim", "1", "list")
+    out = _paired([ARGPARSE_HELP, helps, lists], ROUNDS)
+    harness.record("import", "cli_start_up", out)
+    _register_cli(out, helps.name, lists.name)
+    _report("command line start-up vs starting Python", out)
+    assert out[helps.name]["n"] == out[lists.name]["n"] == ROUNDS
+    benchmark.pedantic(helps.once, rounds=max(5, ROUNDS // 3), iterations=1)
+    benchmark.extra_info.update({p.name: out[p.name]["ratio"] for p in (helps, lists)})
+    assert out[helps.name]["ratio"] <= GUARD, (
+        f"{helps.name} is {out[helps.name]['ratio']:.2f}x python -c pass "
+        f"(aim {CLI_TARGET}x)")
 
 
 def test_reader_layer_and_cli_start_up(benchmark):

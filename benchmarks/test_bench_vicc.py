@@ -62,6 +62,21 @@ def _wait(pred, timeout=20.0, what="condition"):
         time.sleep(0.02)
 
 
+def _wait_pcscd_sees_no_card(name: str, timeout: float = 10.0) -> None:
+    """Until pcscd reports its reader *name* (a prefix of pcscd's name for
+    it) empty, at most *timeout* seconds (a few of its 400 ms polls)."""
+    from scardio import IOCTL, State, pcsc
+    found = [n for n in pcsc.list_readers() if n.startswith(name)]
+    if not found:
+        return  # pcscd no longer lists it: no card of its can be seen either
+    dev = pcsc.open_device(found[0])
+    try:
+        _wait(lambda: dev.ioctl(IOCTL.GET_STATE, b"", 4)[0] == State.ABSENT, timeout,
+              what=f"pcscd to report {found[0]!r} empty")
+    finally:
+        dev.close()
+
+
 class ViccFloor(cfloor.CFloor):
     """The C floor program with SELECT MF as its first APDU ("tx5")."""
 
@@ -167,9 +182,10 @@ def vicc_env(request):
             harness.record("vicc", "pcscd_skipped", str(exc))
         if pe is not None and pe["vpcd_port"]:
             # pcscd polls vpcd every 400 ms: after vicc leaves the session's
-            # vpcd slot, wait two polls, so that the next module's card
+            # vpcd slot (closed below, waiting for its exit), wait until
+            # pcscd reports the slot empty, so that the next module's card
             # there is an arrival pcscd sees rather than a swap it misses.
-            stack.callback(time.sleep, 1.0)
+            stack.callback(_wait_pcscd_sees_no_card, VPCD_PCSCD_NAME)
             vicc_p = vicc_support.Vicc(pe["vpcd_port"])
             stack.callback(vicc_p.close)
             w = pcsc_peer.PyscardWorker()

@@ -122,6 +122,21 @@ def test_import_registers_target_6(h: ModuleType) -> None:
     assert "| import scardio | 30.0 | 27.0 | 36.0 | 1.50× | 1.40× |" in text
 
 
+def test_cli_start_up_registers_both_rows(h: ModuleType) -> None:
+    m = load("test_bench_import")
+    m._register_cli({"python -c pass": stats(20.0),
+                     "scardio --help": stats(36.0, ratio=1.8, paired_ratio=1.7),
+                     "scardio --sim 1 list": stats(90.0, ratio=4.5, paired_ratio=4.4),
+                     "_bytecode_cached": True}, "scardio --help", "scardio --sim 1 list")
+    text = rendered(h)
+    assert ("| 6 | scardio --help ÷ python -c pass | 1.8× | ≤ 2× | **met** | the parser "
+            "alone; ratio of medians, 36.0 vs 20.0 ms; per-round median 1.70× |") in text
+    assert ("| 6 | scardio --sim 1 list ÷ python -c pass | 4.5× | ≤ 2× | **not met** | "
+            "discovery too; bound: the --help aim; ratio of medians, 90.0 vs 20.0 ms; "
+            "per-round median 4.40× |") in text
+    assert "| scardio --help | 36.0 | 32.4 | 43.2 | 1.80× | 1.70× |" in text
+
+
 def test_scale_registers_target_7_for_both_driver_kinds(h: ModuleType) -> None:
     m = load("test_bench_scale")
     for mode, cpu, calls in (("polling-function", 0.0, 0), ("presence-only", 6.0, 500_000)):

@@ -177,6 +177,24 @@ def test_free_port_is_not_busy_and_costs_no_scan(proc: FakeProc, fsys: FakeSys,
     assert scanned == []
 
 
+def test_held_without_finding_holders_reads_no_process(proc: FakeProc, fsys: FakeSys,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # what backend="auto" asks before it opens: is the port taken, not by whom
+    proc.tcp(tcp_line(0, 35963, "0A", 18265))
+    proc.process(812, "pcscd", ["socket:[18265]"])
+    scanned = []
+    monkeypatch.setattr(holders, "_processes",
+                        lambda root: scanned.append(root) or [])  # type: ignore[func-returns-value]
+    usage, = holders.check_readers([(VPCD, "/dev/null:0x8C7B", 0)], find_holders=False,
+                                   proc_root=str(proc.root),
+                                   sys_root=str(fsys.devices.parents[2]), platform="linux")
+    assert usage.busy and usage.held is True and usage.holders == usage.suspects == ()
+    assert [str(r) for r in usage.resources] == ["TCP port 35963"]
+    assert scanned == []
+    usage, = check(proc, fsys, (VPCD, "/dev/null:0x8C7B", 0))
+    assert scanned == [str(proc.root)]  # the default still finds them
+
+
 def test_unreadable_tcp_tables_mean_unknown(proc: FakeProc, fsys: FakeSys) -> None:
     (proc.root / "net" / "tcp").unlink()
     (proc.root / "net" / "tcp6").unlink()

@@ -60,46 +60,75 @@ from __future__ import annotations
 
 import argparse
 import os
-import json
 import sys
-import threading
-import time
+from collections.abc import Mapping
 
 from . import errors
+from ._cli.outcome import EXIT_ERROR as EXIT_ERROR
+from ._cli.outcome import EXIT_IN_USE as EXIT_IN_USE
+from ._cli.outcome import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from ._cli.outcome import EXIT_NO_CARD as EXIT_NO_CARD
+from ._cli.outcome import EXIT_NOT_FOUND as EXIT_NOT_FOUND
+from ._cli.outcome import EXIT_OK as EXIT_OK
+from ._cli.outcome import EXIT_PIPE_CLOSED as EXIT_PIPE_CLOSED
+from ._cli.outcome import EXIT_USAGE as EXIT_USAGE
+from ._cli.outcome import UsageError as UsageError
 from ._defaults import DEFAULT_POWER_DOWN_TIMEOUT
-from .constants import Protocol
 
-# Each command imports the layers it uses (discovery, the reader, the monitor,
-# the ATR list, APDU parsing) when it runs: --help and `atr` load neither
-# discovery nor the reader, `list` no reader, --help not even typing.
+# Start-up is paid on every run, so only what the running command needs is
+# loaded: the parser builds the subparser of that command alone (the top
+# level's --help needs none), the command's implementation (a module of
+# scardio._cli) is imported once parsing chose it, and that module imports
+# the layers it uses (discovery, the reader, the monitor, ...) when it runs.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any, Callable, NoReturn, Optional, Sequence
+    from typing import IO, Any, Callable, Iterator, NoReturn, Optional, Sequence
 
-    from .discovery import ReaderDescriptor
-    from .reader import Reader, ReaderEvent, TraceRecord
+    from ._cli.output import Output
+
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+    Runner = Callable[[argparse.Namespace, Output], int]
+else:
+    _SubParsers = argparse._SubParsersAction
 
 __all__ = ["main", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_NO_CARD",
            "EXIT_NOT_FOUND", "EXIT_IN_USE", "EXIT_INTERRUPTED", "EXIT_PIPE_CLOSED"]
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_NO_CARD = 3
-EXIT_NOT_FOUND = 4
-EXIT_IN_USE = 5
-EXIT_INTERRUPTED = 130
-EXIT_PIPE_CLOSED = 141
-
-PROTOCOLS = {"t0": Protocol.T0, "t1": Protocol.T1, "any": Protocol.T0 | Protocol.T1,
-             "raw": Protocol.RAW}
+#: --protocol's choices (scardio._cli.card_io.PROTOCOLS says what each asks for).
+PROTOCOL_NAMES = ("any", "raw", "t0", "t1")
 
 
-class UsageError(Exception):
-    """Bad input found after parsing (exit 2)."""
+def _terminal_columns() -> int:
+    """The width ``shutil.get_terminal_size()`` reports ($COLUMNS, else the
+    terminal's, else 80), found without importing shutil, which loads the
+    compression modules (zlib, bz2, lzma) at every --help."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter at the width it would choose itself."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: Optional[int] = None, **kwargs: Any) -> None:
+        if width is None:
+            width = _terminal_columns() - 2  # as argparse narrows the terminal's
+        super().__init__(prog, indent_increment, max_help_position, width, **kwargs)
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         raise UsageError(message)
@@ -130,6 +159,12 @@ def _count(text: str) -> int:
 def _existing_path(text: str) -> str:
     if not os.path.exists(text):
         raise argparse.ArgumentTypeError(f"no such reader.conf file or directory: {text}")
+    return text
+
+
+def _atr_list_file(text: str) -> str:
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such ATR list file: {text}")
     return text
 
 
@@ -167,60 +202,73 @@ def _backend_option(group: Any, default: Any) -> None:
 READER_HELP = "a name (exact, case-insensitive or a unique part) or an index from list"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
-                epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
-                       "4 reader not found, 5 reader in use (held by another "
-                       "process, e.g. pcscd), 130 Ctrl-C, 141 output closed.")
-    _globals(p, False)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    sub.required = True
+# ---------------------------------------------------------------------------
+# The commands' arguments (besides the global options every command takes)
 
-    def cmd(name: str, help: str) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
-        _globals(sp, True)
-        return sp
 
-    sp = cmd("list", "list readers")
+def _list_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--all", action="store_true", help="include unavailable readers")
-    sp = cmd("info", "reader attributes and card state")
+
+
+def _info_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("reader", help=READER_HELP)
-    sp = cmd("monitor", "print card arrivals and departures")
+
+
+def _watch_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
     sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
     sp.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
-    for name, help in (("connect", "connect to the card; show ATR and protocol"),
-                       ("apdu", "connect and send APDUs")):
-        sp = cmd(name, help)
-        sp.add_argument("reader", help=READER_HELP)
-        if name == "apdu":
-            sp.add_argument("apdus", nargs="+", metavar="HEX",
-                            help="command APDU in hex (all are checked before the "
-                                 "reader is opened)")
-            sp.add_argument("--no-get-response", action="store_true",
-                            help="do not send GET RESPONSE on 61xx")
-            sp.add_argument("--no-resend", action="store_true",
-                            help="do not re-send with Le=xx on 6Cxx")
-            sp.add_argument("--record", metavar="FILE",
-                            help="write the session to FILE as JSON Lines (ATR, each "
-                                 "command and response, timing), for scardio.sim.ReplayCard")
-        sp.add_argument("--protocol", choices=sorted(PROTOCOLS), default="any",
-                        help="t0, t1, any (T=0 or T=1: the card's choice) or raw "
-                             "(default %(default)s)")
-        sp.add_argument("--wait", type=_seconds, metavar="S",
-                        help="wait up to S seconds for a card first")
-        sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
-                        help="bound on the connect sequence (default %(default)s)")
-    sp = cmd("demo", "run the spec's whole sequence on a simulated reader")
+
+
+def _connect_arguments(sp: argparse.ArgumentParser, apdus: bool = False) -> None:
+    sp.add_argument("reader", help=READER_HELP)
+    if apdus:
+        sp.add_argument("apdus", nargs="+", metavar="HEX",
+                        help="command APDU in hex (all are checked before the "
+                             "reader is opened)")
+        sp.add_argument("--no-get-response", action="store_true",
+                        help="do not send GET RESPONSE on 61xx")
+        sp.add_argument("--no-resend", action="store_true",
+                        help="do not re-send with Le=xx on 6Cxx")
+        sp.add_argument("--record", metavar="FILE",
+                        help="write the session to FILE as JSON Lines (ATR, each "
+                             "command and response, timing), for scardio.sim.ReplayCard")
+    sp.add_argument("--protocol", choices=PROTOCOL_NAMES, default="any",
+                    help="t0, t1, any (T=0 or T=1: the card's choice) or raw "
+                         "(default %(default)s)")
+    sp.add_argument("--wait", type=_seconds, metavar="S",
+                    help="wait up to S seconds for a card first")
+    sp.add_argument("--timeout", type=_seconds, default=10.0, metavar="S",
+                    help="bound on the connect sequence (default %(default)s)")
+
+
+def _apdu_arguments(sp: argparse.ArgumentParser) -> None:
+    _connect_arguments(sp, apdus=True)
+
+
+def _demo_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--delay", type=_seconds, default=0.5, metavar="S",
                     help="power-down timeout used by the demo (default %(default)s)")
-    _add_scan_commands(cmd)
-    _add_card_commands(cmd)
-    return p
 
 
-def _add_card_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    sp = cmd("card", "cards written in Python for simulated readers")
+ATR_LIST_HELP = ("ATR list in pcsc-tools' smartcard_list.txt format (default: the "
+                 "installed one, if any)")
+
+
+def _scan_arguments(sp: argparse.ArgumentParser) -> None:
+    _watch_arguments(sp)
+    sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=ATR_LIST_HELP)
+    sp.add_argument("--sim-toggle", type=_seconds, metavar="S",
+                    help="simulated readers: every S seconds insert a card if there is "
+                         "none, else remove it (to try scan without hardware)")
+
+
+def _atr_arguments(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("atr", nargs="+", metavar="HEX", help="the ATR in hex (spaces allowed)")
+    sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=ATR_LIST_HELP)
+
+
+def _card_arguments(sp: argparse.ArgumentParser) -> None:
     sp.epilog = ("serve [SPEC] --socket PATH [--replay FILE] [--loose] [--verbose]: see "
                  "scardio card serve --help")
     sub = sp.add_subparsers(dest="card_command", metavar="ACTION", parser_class=_Parser)
@@ -245,745 +293,116 @@ def _add_card_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> No
                        help="log every APDU and response")
 
 
-# ---------------------------------------------------------------------------
-# Output
-
-
-class Output:
-    def __init__(self, args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -> None:
-        self.json = bool(args.json)
-        self.stdout, self.stderr = stdout, stderr
-        self._lock = threading.Lock()
-        self.t0 = time.monotonic()
-
-    def line(self, text: str = "") -> None:
-        with self._lock:
-            print(text, file=self.stdout, flush=True)
-
-    def doc(self, obj: Any) -> None:
-        with self._lock:
-            print(json.dumps(obj, indent=2, default=str), file=self.stdout, flush=True)
-
-    def jsonl(self, obj: Any) -> None:
-        with self._lock:
-            print(json.dumps(obj, default=str), file=self.stdout, flush=True)
-
-    def err(self, text: str) -> None:
-        with self._lock:
-            print(text, file=self.stderr, flush=True)
-
-    def ms(self, t: float) -> float:
-        return round((t - self.t0) * 1000.0, 3)
-
-    def trace(self, rec: TraceRecord) -> None:
-        if self.json:
-            d = rec.as_dict()
-            d["t_ms"] = self.ms(rec.timestamp)
-            del d["t"]
-            with self._lock:
-                print(json.dumps({"trace": d}), file=self.stderr, flush=True)
-            return
-        self.err(f"[trace {self.ms(rec.timestamp):10.3f} ms] {rec.name:<14} "
-                 f"{rec.input_text()} {rec.output_text()} {rec.status} "
-                 f"{rec.duration_us:.1f} us{' (overlapped)' if rec.overlapped else ''}")
-
-
-# ---------------------------------------------------------------------------
-# Helpers
-
-
-def _readers(args: argparse.Namespace, include_unavailable: bool = False,
-             check_busy: bool = False) -> list[ReaderDescriptor]:
-    from .discovery import list_readers
-    # --backend direct never asks the resource manager (which could start a
-    # socket-activated pcscd).
-    return list_readers(args.sim, reader_conf_dirs=args.reader_conf,
-                        include_unavailable=include_unavailable, check_busy=check_busy,
-                        pcsc=args.backend != "direct")
-
-
-def _open(args: argparse.Namespace, out: Output, spec: str,
-          pool: Optional[list[ReaderDescriptor]] = None,
-          power_down_timeout: Optional[float] = None) -> Reader:
-    from .discovery import find_reader
-    from .reader import Reader, TracingDevice
-    desc = find_reader(spec, pool if pool is not None else _readers(args))
-    if args.insert and desc.source != "sim":
-        raise UsageError(f"--insert works with simulated readers only; {desc.name!r} "
-                         f"comes from {desc.source}")
-    opened = _open_backend(args, out, desc)
-    device: Any = opened.device
-    if args.trace:
-        device = TracingDevice(device, out.trace)
-    reader = Reader(device, opened.descriptor, power_down_timeout=args.power_down_timeout
-                    if power_down_timeout is None else power_down_timeout,
-                    backend=opened.backend, backend_reason=opened.reason)
-    if args.insert:
-        from .sim import SimControl
-        try:
-            SimControl(reader.device).insert(t0=args.card == "t0")
-        except BaseException:
-            reader.close()
-            raise
-    return reader
-
-
-def _open_backend(args: argparse.Namespace, out: Output, desc: ReaderDescriptor) -> Any:
-    """Open *desc* by --backend; --trace says which path was taken and why."""
-    from .reader import open_backend_device
-    opened = open_backend_device(desc, args.backend)
-    if args.trace:
-        d = opened.descriptor
-        if out.json:
-            out.err(json.dumps({"open": {"reader": d.name, "backend": opened.backend,
-                                         "asked": args.backend, "pcsc_name": d.pcsc_name,
-                                         "reason": opened.reason}}))
-        else:
-            via = (f"through PC/SC as {d.pcsc_name!r}" if opened.backend == "pcsc"
-                   else "directly")
-            why = f": {opened.reason}" if opened.reason else ""
-            out.err(f"[trace] open {d.name!r} {via} (backend {opened.backend}, "
-                    f"--backend {args.backend}){why}")
-    return opened
-
-
-def _paths_text(r: ReaderDescriptor) -> str:
-    """How `list` shows a reader's paths: its direct source, the PC/SC name
-    when it has one, and the path auto takes (only shown with PC/SC)."""
-    if "direct" not in r.backends:
-        return f"PC/SC only; auto: {r.auto_backend}"
-    text = f"{r.source}: {r.device_name}, lun {r.lun}"
-    if r.pcsc_name is not None:
-        text += f"; PC/SC: {r.pcsc_name}; auto: {r.auto_backend}"
-    return text
-
-
-def _atr_lines(atr: bytes, description: Optional[Sequence[str]], error: Optional[str],
-               label: str = "ATR: ", pad: str = "") -> list[str]:
-    """An ATR as every command prints it: its bytes after `label`, then
-    `description` (``ATR.describe()``, whose first line is the bytes again)
-    or why it is not a valid ATR (`error`), each line after `pad`."""
-    lines = [f"{label}{atr.hex(' ').upper()} ({len(atr)} bytes)"]
-    if description is not None:
-        fields = list(description)
-        if fields and fields[0].startswith("ATR:"):
-            fields = fields[1:]  # the bytes again: printed just above
-        lines += [pad + field for field in fields]
-    else:
-        lines.append(f"{pad}(not a valid ATR: {error})")
-    return lines
-
-
-# ---------------------------------------------------------------------------
-# Commands
-
-
-def cmd_list(args: argparse.Namespace, out: Output) -> int:
-    readers = _readers(args, include_unavailable=args.all, check_busy=True)
-    if out.json:
-        out.doc([{"index": i, "name": r.name, "source": r.source, "library": r.library,
-                  "device_name": r.device_name, "lun": r.lun, "available": r.available,
-                  "pcsc_name": r.pcsc_name, "backends": list(r.backends),
-                  "auto_backend": r.auto_backend,
-                  **({"problem": r.extra["problem"]} if "problem" in r.extra else {}),
-                  "busy": r.busy, **{k: r.extra[k] for k in ("holders", "likely_holders")
-                                     if k in r.extra}}
-                 for i, r in enumerate(readers)])
-        return EXIT_OK
-    if not readers:
-        out.line("no readers found (try --sim 1)")
-    for i, r in enumerate(readers):
-        flag = "" if r.available else f"  [unavailable: {r.extra.get('problem')}]"
-        flag += f"  [busy: {r.extra.get('busy_summary')}]" if r.busy else ""
-        out.line(f"{i}: {r.name}  ({_paths_text(r)}){flag}")
-    return EXIT_OK
-
-
-def cmd_info(args: argparse.Namespace, out: Output) -> int:
-    with _open(args, out, args.reader) as reader:
-        state = reader.state()
-        info = reader.info()
-        info["state"] = state.name
-        info["state_description"] = state.description
-        if out.json:
-            out.doc(info)
-            return EXIT_OK
-        a = reader.attributes
-        out.line(f"Reader:          {reader.name}")
-        if reader.descriptor is not None and reader.descriptor.name != reader.name:
-            out.line(f"Listed as:       {reader.descriptor.name}")
-        out.line(f"Backend:         {reader.backend}"
-                 + (f" ({reader.descriptor.pcsc_name})" if reader.backend == "pcsc"
-                    and reader.descriptor is not None else ""))
-        out.line(f"Driver:          {info['library'] or '(the resource manager runs it)'}")
-        out.line(f"Device:          {info['device_name']} (lun {info['lun']})")
-        out.line(f"Vendor:          {a.vendor_name or '(not reported)'}")
-        out.line(f"IFD type:        {a.ifd_type or '(not reported)'}")
-        out.line(f"IFD version:     {a.ifd_version or '(not reported)'}")
-        out.line(f"Device unit:     {'(not reported)' if a.device_unit is None else a.device_unit}")
-        chars = "(not reported)" if a.characteristics is None else (
-            f"0x{a.characteristics:08X} " + (", ".join(a.characteristics_flags)
-                                             or "(no special mechanism)"))
-        out.line(f"Characteristics: {chars}")
-        out.line(f"Card state:      {state.name} ({state.description})")
-    return EXIT_OK
-
-
-def _open_watched(args: argparse.Namespace, out: Output, what: str,
-                  allow_none: bool = False) -> list[Reader]:
-    """The readers monitor and scan watch: the named ones, or every reader.
-
-    With no reader named, --insert applies to the simulated readers only, and
-    a reader another process holds is skipped with a note on stderr (it is
-    watched when named, so that the error says who holds it).  `allow_none`:
-    an empty result is no error (a reader list supplies the readers)."""
-    from .discovery import ReaderNotFoundError, find_reader
-    pool = _readers(args)
-    descs = [find_reader(s, pool) for s in args.readers] if args.readers else pool
-    if not descs and not allow_none:
-        raise ReaderNotFoundError(f"no readers to {what} (try --sim 1)", "", [])
-    readers: list[Reader] = []
-    insert = args.insert
-    try:
-        for d in descs:
-            args.insert = insert and (bool(args.readers) or d.source == "sim")
-            try:
-                readers.append(_open(args, out, d.name, pool))
-            except errors.ReaderInUseError as exc:
-                if args.readers:
-                    raise
-                if out.json:
-                    out.err(json.dumps({"skipped": d.name, "reason": "reader in use",
-                                        "message": str(exc)}))
-                else:
-                    out.err(f"scardio: skipping {d.name!r}: {exc}")
-    except BaseException:
-        for r in readers:
-            r.close()
-        raise
-    finally:
-        args.insert = insert
-    if not readers and descs and not allow_none:
-        raise errors.ReaderInUseError(f"every reader is in use: none left to {what}")
-    return readers
-
-
-def _hotplug_list(args: argparse.Namespace, out: Output) -> Optional[Any]:
-    """monitor and scan of every reader: the resource manager's reader list
-    (readers appearing and going away are watched through it), or None when
-    there is no resource manager to ask (then the readers found at start-up
-    are the ones watched)."""
-    if args.readers:
-        return None
-    from . import pcsc
-    try:
-        return pcsc.ReaderListWatch(power_down_timeout=args.power_down_timeout,
-                                    trace=out.trace if args.trace else None)
-    except errors.ScardioError:
-        return None
-
-
-def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
-    from .monitor import Monitor
-    reader_list = _hotplug_list(args, out)
-    try:
-        readers = _open_watched(args, out, "monitor", allow_none=reader_list is not None)
-    except BaseException:
-        if reader_list is not None:
-            reader_list.close()
-        raise
-    monitor: Optional[Monitor] = None
-    try:
-        monitor = Monitor(readers, reader_list=reader_list)
-        reader_list = None  # the monitor's now
-        if not out.json:
-            out.line(f"monitoring {len(monitor.readers)} reader(s)"
-                     f"{'' if args.timeout is None else f' for {args.timeout} s'}; Ctrl-C stops")
-        for ev in monitor.events(timeout=args.timeout, count=args.count):
-            if out.json:
-                record = ev.as_dict()
-                record["t_ms"] = out.ms(ev.timestamp)
-                del record["t"]
-                out.jsonl(record)
-            else:
-                extra = f": {ev.error}" if ev.error else ""
-                out.line(f"{out.ms(ev.timestamp):10.3f} ms  {ev.kind:<9}  {ev.reader.name}{extra}")
-    finally:
-        if monitor is not None:
-            monitor.close()
-        if reader_list is not None:
-            reader_list.close()
-        for r in readers:
-            r.close()
-    return EXIT_OK
-
-
-def _connect(args: argparse.Namespace, reader: Reader, **kw: Any) -> Any:
-    if args.wait is not None:
-        try:
-            reader.wait_for_card(args.wait)
-        except errors.TimeoutError:
-            raise errors.NoCardError(f"no card in {reader.name!r} within {args.wait} s") from None
-    return reader.connect(PROTOCOLS[args.protocol], timeout=args.timeout, **kw)
-
-
-def cmd_connect(args: argparse.Namespace, out: Output) -> int:
-    from .reader import Disposition
-    with _open(args, out, args.reader) as reader:
-        t0 = time.perf_counter()
-        card = _connect(args, reader)
-        ms = (time.perf_counter() - t0) * 1000.0
-        if out.json:
-            d = card.info()
-            d["connect_ms"] = round(ms, 3)
-            out.doc(d)
-        else:
-            out.line(f"Reader:   {reader.name}")
-            described = card.atr.describe() if card.atr is not None else None
-            for line in _atr_lines(card.atr_bytes, described, card.atr_error,
-                                   label="ATR:      ", pad=" " * 10):
-                out.line(line)
-            out.line(f"Protocol: {card.protocol_name}")
-            out.line(f"Sequence: {' -> '.join(card.connect_actions)} ({ms:.3f} ms)")
-        card.disconnect(Disposition.UNPOWER)
-    return EXIT_OK
-
-
-def _checked_apdu(text: str, protocol: str) -> bytes:
-    """An APDU from the command line, checked before any I/O: hex, ISO 7816-4
-    structure (unless --protocol raw) and the length limits of the protocol
-    asked for (the card's choice among several is checked after connect)."""
-    from .apdu import check_length, parse_apdu, parse_hex
-    apdu = parse_hex(text)
-    if protocol == "raw":
-        check_length(apdu, Protocol.RAW)
-        return apdu
-    check_length(apdu, Protocol.T0 if protocol == "t0" else Protocol.T1)
-    parse_apdu(apdu)  # too short, Lc that does not match the data, ...
-    return apdu
-
-
-def _record_file(path: str) -> IO[str]:
-    """--record's file, opened before any I/O so that a path that cannot be
-    written is a usage error, not a lost session."""
-    try:
-        return open(path, "w", encoding="utf-8", newline="\n")
-    except OSError as exc:
-        raise UsageError(f"--record: cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
-
-
-def cmd_apdu(args: argparse.Namespace, out: Output) -> int:
-    from .apdu import APDUError
-    from .reader import Disposition
-    apdus = []
-    for n, text in enumerate(args.apdus, 1):  # all checked before any I/O
-        try:
-            apdus.append(_checked_apdu(text, args.protocol))
-        except APDUError as exc:
-            where = f"APDU {n}: " if len(args.apdus) > 1 else ""
-            raise UsageError(f"{where}{exc}") from None
-    results = []
-    record = _record_file(args.record) if args.record is not None else None
-    recorder = None
-    try:
-        with _open(args, out, args.reader) as reader:
-            card = _connect(args, reader, auto_get_response=not args.no_get_response,
-                            auto_resend=not args.no_resend)
-            if record is not None:
-                recorder = card.record(record)
-            if not out.json:
-                out.line(f"Reader:   {reader.name}  ({card.protocol_name}, ATR "
-                         f"{card.atr_bytes.hex().upper()})")
-            for apdu in apdus:
-                t0 = time.perf_counter()
-                resp = card.transmit(apdu)
-                us = (time.perf_counter() - t0) * 1e6
-                if out.json:
-                    d = {"command": apdu.hex().upper(), **resp.as_dict(), "us": round(us, 1)}
-                    results.append(d)
-                else:
-                    out.line(f"> {apdu.hex(' ').upper()}")
-                    out.line(f"< {resp}: {resp.status_word.meaning}  ({us:.1f} us)")
-            card.disconnect(Disposition.UNPOWER)
-    finally:
-        if recorder is not None:
-            recorder.close()
-        if record is not None:
-            record.close()
-            if recorder is None:  # the session never started: leave no empty file
-                _remove_quietly(args.record)
-    if out.json:
-        out.doc({"reader": reader.name, "protocol": card.protocol_name,
-                 "atr": card.atr_bytes.hex().upper(), "responses": results})
-    return EXIT_OK
-
-
-DEMO_APDUS = [
-    ("SELECT application", "00 A4 04 0C 08 F0 73 63 61 72 64 69 6F"),
-    ("SELECT EF 0101", "00 A4 00 0C 02 01 01"),
-    ("READ BINARY 16 bytes", "00 B0 00 00 10"),
-    ("GET CHALLENGE 8 bytes", "00 84 00 00 08"),
-    ("ECHO (80 EE) 4 bytes", "80 EE 00 00 04 CA FE BA BE 04"),
-]
-
-
-def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from .monitor import Monitor
-    from .sim import EntryPoint, SimControl
-    from .discovery import find_reader, list_readers
-    pool = list_readers(max(1, args.sim), reader_conf_dirs=())
-    desc = find_reader("scardio Simulated Reader 0", pool)
-    timeline: list[dict[str, Any]] = []
-    lock = threading.Lock()
-
-    def note(what: str, t: Optional[float] = None, **detail: Any) -> None:
-        ts = time.monotonic() if t is None else t
-        with lock:
-            timeline.append({"t_ms": out.ms(ts), "event": what, **detail})
-            if not out.json:
-                more = "  " + ", ".join(f"{k}={v}" for k, v in detail.items()) if detail else ""
-                out.line(f"{out.ms(ts):10.3f} ms  {what}{more}")
-
-    powered_down = threading.Event()
-
-    def on_reader(ev: ReaderEvent) -> None:
-        d = dict(ev.detail)
-        if "ms" in d:
-            d["ms"] = round(d["ms"], 3)
-        note(f"reader: {ev.kind}", ev.timestamp, **d)
-        if ev.kind == "power_down" and ev.detail.get("reason") == "timer":
-            powered_down.set()
-
-    arrivals: "list[Any]" = []
-    seen = threading.Condition()
-
-    def on_card(ev: Any) -> None:
-        note(f"monitor: card {ev.kind}", ev.timestamp)
-        with seen:
-            arrivals.append(ev.kind)
-            seen.notify_all()
-
-    def wait_event(kind: str, timeout: float = 5.0) -> None:
-        with seen:
-            if not seen.wait_for(lambda: kind in arrivals, timeout):
-                raise errors.TimeoutError(f"demo: no {kind} within {timeout} s")
-            arrivals.remove(kind)
-
-    args.insert = False
-    note("start-up: opening the simulated reader", library="(scardio sim)",
-         device=desc.device_name)
-    reader = _open(args, out, desc.name, pool, power_down_timeout=args.delay)
-    monitor: Optional[Monitor] = None
-    try:
-        a = reader.attributes
-        note("start-up: reader named", name=reader.name, vendor=a.vendor_name,
-             ifd_type=a.ifd_type, unit=a.device_unit)
-        note("start-up: characteristics", value=a.characteristics,
-             flags="|".join(a.characteristics_flags) or "none")
-        reader.add_listener(on_reader)
-        sim = SimControl(reader.device)
-        monitor = Monitor([reader], callback=on_card)
-        note("monitor started (IS_PRESENT pending)")
-        # noted first: the monitor may report the arrival before insert() returns
-        note("sim: card inserted", card=args.card.upper().replace("T", "T="))
-        sim.insert(t0=args.card == "t0")
-        wait_event("arrival")
-        card = reader.connect()
-        note("connected", protocol=card.protocol_name, atr=card.atr_bytes.hex().upper())
-        for label, hex_apdu in DEMO_APDUS:
-            t0 = time.perf_counter()
-            resp = card.transmit(hex_apdu)
-            note(f"APDU {label}", command=hex_apdu.replace(" ", ""), response=str(resp),
-                 us=round((time.perf_counter() - t0) * 1e6, 1))
-        before = sim.counters()
-        card.disconnect()
-        note(f"disconnected: power-down timer started ({args.delay} s)" if args.delay else
-             "disconnected: power-down timeout 0, powered down at once")
-        card = reader.connect()
-        after = sim.counters()
-        note("reconnected before the timeout: powered card reused" if args.delay else
-             "reconnected: the card was powered down, so it was reset",
-             new_power_ups=after.power_ups - before.power_ups,
-             new_resets=after.resets - before.resets, actions=" ".join(card.connect_actions))
-        card.transmit(DEMO_APDUS[0][1])
-        powered_down.clear()  # a timeout of 0 already powered down at the first disconnect
-        card.disconnect()
-        note(f"disconnected again: waiting for the power-down ({args.delay} s)")
-        if not powered_down.wait(args.delay + 5.0):
-            raise errors.TimeoutError("demo: the power-down timer did not fire")
-        c = sim.counters()
-        note("card state after the timer", state=reader.state().name, powered=c.powered)
-        note("sim: card removed")
-        sim.remove()
-        wait_event("departure")
-        c = sim.counters()
-        note("done", power_ups=c.power_ups, resets=c.resets, power_downs=c.power_downs,
-             apdus=c.calls[EntryPoint.TRANSMIT])
-    finally:
-        if monitor is not None:
-            monitor.close()
-        reader.close()
-    if out.json:
-        out.doc({"reader": reader.name, "timeline": timeline})
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------------
-# scan and atr: cards named from pcsc-tools' list (scardio.atr_list)
-
-
-def _atr_list_file(text: str) -> str:
-    if not os.path.isfile(text):
-        raise argparse.ArgumentTypeError(f"no such ATR list file: {text}")
-    return text
-
-
-def _add_scan_commands(cmd: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    list_help = ("ATR list in pcsc-tools' smartcard_list.txt format (default: the "
-                 "installed one, if any)")
-    sp = cmd("scan", "watch readers like pcsc_scan: arrivals and removals with the "
-                     "time, each card's ATR decoded and named from the ATR list")
-    sp.add_argument("readers", nargs="*", metavar="READER", help="default: every reader")
-    sp.add_argument("--count", type=_count, metavar="N", help="stop after N events")
-    sp.add_argument("--timeout", type=_seconds, metavar="S", help="stop after S seconds")
-    sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=list_help)
-    sp.add_argument("--sim-toggle", type=_seconds, metavar="S",
-                    help="simulated readers: every S seconds insert a card if there is "
-                         "none, else remove it (to try scan without hardware)")
-    sp = cmd("atr", "decode an ATR offline and name the card (like ATR_analysis)")
-    sp.add_argument("atr", nargs="+", metavar="HEX", help="the ATR in hex (spaces allowed)")
-    sp.add_argument("--atr-list", type=_atr_list_file, metavar="FILE", help=list_help)
-
-
-def _atr_report(atr: bytes, list_file: Optional[str]) -> dict[str, Any]:
-    """The ATR decoded and looked up: the fields scan and atr print."""
-    from .atr import ATRError, parse_atr
-    from .atr_list import load_atr_list
-    d: dict[str, Any] = {"atr": atr.hex().upper()}
-    try:
-        parsed = parse_atr(atr)
-    except ATRError as exc:
-        d["atr_error"] = str(exc)
-    else:
-        d["atr_protocols"] = [f"T={p}" for p in parsed.protocols]
-        d["atr_description"] = parsed.describe()
-    d["atr_list"] = list_file
-    d["cards"] = [] if list_file is None else [
-        m.as_dict() for m in load_atr_list(list_file).match(atr)]
-    return d
-
-
-def _atr_report_lines(d: dict[str, Any], indent: str = "") -> list[str]:
-    lines = _atr_lines(bytes.fromhex(d["atr"]), d.get("atr_description"), d.get("atr_error"))
-    if d["atr_list"] is None:
-        lines.append("Card list: none installed (pcsc-tools has one; or give --atr-list)")
-    elif not d["cards"]:
-        lines.append(f"Card list: no entry matches ({d['atr_list']})")
-    else:
-        lines.append(f"Possibly identified card (using {d['atr_list']}):")
-        for m in d["cards"]:
-            lines.append(f"  {m['pattern']}")
-            lines += [f"      {text}" for text in m["descriptions"]]
-    return [indent + ln for ln in lines]
-
-
-def _wall_clock(monotonic_ts: float) -> str:
-    """Local time of a time.monotonic() timestamp, ISO 8601 with ms."""
-    import datetime
-    wall = time.time() - (time.monotonic() - monotonic_ts)
-    return datetime.datetime.fromtimestamp(wall).astimezone().isoformat(
-        sep=" ", timespec="milliseconds")
-
-
-class _SimToggler:
-    """--sim-toggle: a card goes in and out of every simulated reader."""
-
-    def __init__(self, readers: list[Reader], period: float, t0: bool) -> None:
-        from .sim import SimControl
-        self._sims = [SimControl(r.device) for r in readers
-                      if r.descriptor is not None and r.descriptor.source == "sim"]
-        self._period, self._t0 = period, t0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="scardio-sim-toggle",
-                                        daemon=True)
-
-    def start(self) -> None:
-        if self._sims:
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            for sim in self._sims:
-                try:
-                    if sim.counters().present:
-                        sim.remove()
-                    else:
-                        sim.insert(t0=self._t0)
-                except errors.ScardioError:
-                    return  # the reader closed under us: scan is ending
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5.0)
-
-
-def cmd_scan(args: argparse.Namespace, out: Output) -> int:
-    from .atr_list import find_atr_list
-    from .monitor import ARRIVAL, Monitor
-    from .probe import probe_atr
-    if args.sim_toggle is not None and args.sim_toggle <= 0:
-        raise UsageError("--sim-toggle needs a period > 0 seconds")
-    list_file = args.atr_list or find_atr_list()
-    reader_list = _hotplug_list(args, out)
-    try:
-        readers = _open_watched(args, out, "scan", allow_none=reader_list is not None)
-    except BaseException:
-        if reader_list is not None:
-            reader_list.close()
-        raise
-    monitor: Optional[Monitor] = None
-    toggler: Optional[_SimToggler] = None
-    try:
-        monitor = Monitor(readers, reader_list=reader_list)
-        reader_list = None  # the monitor's now
-        if not out.json:
-            watched = monitor.readers
-            out.line(f"scanning {len(watched)} reader(s)"
-                     f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
-                     f"card list: {list_file or 'none'}; Ctrl-C stops")
-            for r in watched:
-                out.line(f"  {r.name}")
-        if args.sim_toggle is not None:
-            toggler = _SimToggler(readers, args.sim_toggle, args.card == "t0")
-            toggler.start()
-        for ev in monitor.events(timeout=args.timeout, count=args.count):
-            record: dict[str, Any] = {"time": _wall_clock(ev.timestamp), "event": ev.kind,
-                                      "reader": ev.reader.name, "seq": ev.seq}
-            if ev.error is not None:
-                record["error"] = str(ev.error)
-            probe_error: Optional[str] = None
-            if ev.kind == ARRIVAL:
-                try:
-                    probe = probe_atr(ev.reader, timeout=10.0)
-                except errors.NoCardError:
-                    probe_error = "the card left before its ATR was read"
-                except errors.ScardioError as exc:
-                    probe_error = f"could not read the ATR: {exc}"
-                else:
-                    record["card_state"] = probe.state.name
-                    record["actions"] = probe.actions
-                    record.update(_atr_report(probe.atr, list_file))
-                if probe_error is not None:
-                    record["atr_error"] = probe_error
-            if out.json:
-                out.jsonl(record)
-                continue
-            extra = f": {record['error']}" if "error" in record else ""
-            lines = [f"{record['time']}  {ev.kind:<9}  {ev.reader.name}{extra}"]
-            if probe_error is not None:
-                lines.append(f"    ({probe_error})")
-            elif "atr" in record:
-                lines += _atr_report_lines(record, "    ")
-            out.line("\n".join(lines))
-    finally:
-        if toggler is not None:
-            toggler.stop()
-        if monitor is not None:
-            monitor.close()
-        if reader_list is not None:
-            reader_list.close()
-        for r in readers:
-            r.close()
-    return EXIT_OK
-
-
-def cmd_atr(args: argparse.Namespace, out: Output) -> int:
-    from .apdu import parse_hex
-    from .atr_list import find_atr_list
-    atr = parse_hex(" ".join(args.atr))  # malformed hex: APDUError, exit 2
-    report = _atr_report(atr, args.atr_list or find_atr_list())
-    if out.json:
-        out.doc(report)
-    else:
-        for line in _atr_report_lines(report):
-            out.line(line)
-    if "atr_error" in report:
-        out.err(f"scardio: bad input: not a valid ATR: {report['atr_error']}")
-        return EXIT_USAGE
-    return EXIT_OK
-
-
-def cmd_card(args: argparse.Namespace, out: Output) -> int:
-    import logging
-    import signal
-    from .card_server import CardServer, CardSpecError, load_card_class
-    from .sim.virtual_card import VirtualCard
-    card: VirtualCard
-    if args.replay is not None:
-        if args.spec is not None:
-            raise UsageError("give SPEC or --replay FILE, not both")
-        from .recording import RecordingFormatError
-        from .sim.replay import ReplayCard
-        try:
-            card = ReplayCard(args.replay, strict=not args.loose)
-        except RecordingFormatError as exc:  # names the line
-            raise UsageError(f"--replay: {exc}") from None
-        except OSError as exc:
-            raise UsageError(f"--replay: cannot read {args.replay}: "
-                             f"{exc.strerror or exc}") from None
-    elif args.spec is None:
-        raise UsageError("card serve needs SPEC (MODULE:CLASS or FILE.py:CLASS) or --replay")
-    elif args.loose:
-        raise UsageError("--loose works with --replay only")
-    else:
-        try:
-            card = load_card_class(args.spec)()
-        except CardSpecError as exc:
-            raise UsageError(str(exc)) from exc
-    logger = logging.getLogger("scardio.card_server")
-    handler = logging.StreamHandler(out.stderr)
-    handler.setFormatter(logging.Formatter("scardio card serve: %(asctime)s "
-                                           "%(levelname)s %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    logger.propagate = False
-    stopped_by: list[int] = []
-    try:
-        try:
-            server = CardServer(card, args.socket)
-        except CardSpecError as exc:
-            raise UsageError(str(exc)) from exc
-
-        def stop(signum: int, frame: object) -> None:
-            stopped_by.append(signum)
-            server.shutdown()
-        old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            with server:
-                server.serve_forever()
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
-        logger.info("stopped by %s; %s removed", signal.Signals(stopped_by[0]).name
-                    if stopped_by else "request", args.socket)
-    finally:
-        logger.removeHandler(handler)
-    return EXIT_INTERRUPTED if stopped_by and stopped_by[0] == signal.SIGINT else EXIT_OK
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
-    "list": cmd_list, "info": cmd_info, "monitor": cmd_monitor,
-    "connect": cmd_connect, "apdu": cmd_apdu, "demo": cmd_demo,
-    "scan": cmd_scan, "atr": cmd_atr, "card": cmd_card,
+#: Every command, in the order --help lists them: its help line and what
+#: adds its arguments.
+COMMAND_ARGUMENTS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "list": ("list readers", _list_arguments),
+    "info": ("reader attributes and card state", _info_arguments),
+    "monitor": ("print card arrivals and departures", _watch_arguments),
+    "connect": ("connect to the card; show ATR and protocol", _connect_arguments),
+    "apdu": ("connect and send APDUs", _apdu_arguments),
+    "demo": ("run the spec's whole sequence on a simulated reader", _demo_arguments),
+    "scan": ("watch readers like pcsc_scan: arrivals and removals with the time, each "
+             "card's ATR decoded and named from the ATR list", _scan_arguments),
+    "atr": ("decode an ATR offline and name the card (like ATR_analysis)", _atr_arguments),
+    "card": ("cards written in Python for simulated readers", _card_arguments),
 }
+
+
+class _Commands(_SubParsers):
+    """The subcommands, each one's parser built when it is first looked up:
+    argparse looks up only the command that runs (the top level's help needs
+    just the names and help lines); reading ``choices`` builds them all."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # typeshed says dict; argparse only looks names up, tests membership
+        # and iterates (as users of choices do)
+        self.choices = _CommandParsers(self)  # type: ignore[assignment]
+
+    def add_command(self, name: str, help: str) -> None:
+        """*name* in the help now; its parser when it is looked up."""
+        self._choices_actions.append(self._ChoicesPseudoAction(name, (), help))
+
+    def parser(self, name: str) -> argparse.ArgumentParser:
+        """The parser of command *name*, built at the first call."""
+        built = self._name_parser_map.get(name)
+        if built is None:
+            help, add_arguments = COMMAND_ARGUMENTS[name]
+            built = self.add_parser(name, description=help)
+            _globals(built, True)
+            add_arguments(built)
+        return built
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
+        self.parser(values[0])  # argparse checked the name against choices
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _CommandParsers(Mapping[str, argparse.ArgumentParser]):
+    """The command names, each mapping to its parser, built on first use."""
+
+    def __init__(self, commands: _Commands) -> None:
+        self._commands = commands
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        if name not in COMMAND_ARGUMENTS:
+            raise KeyError(name)
+        return self._commands.parser(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMAND_ARGUMENTS)
+
+    def __len__(self) -> int:
+        return len(COMMAND_ARGUMENTS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in COMMAND_ARGUMENTS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser.  Each command's subparser is built when
+    first looked up (its ``choices`` entry, or by parsing that command)."""
+    p = _Parser(prog="scardio", description="Talk to smart-card reader drivers directly.",
+                epilog="Exit codes: 0 ok, 1 error, 2 usage/bad input, 3 no card, "
+                       "4 reader not found, 5 reader in use (held by another "
+                       "process, e.g. pcscd), 130 Ctrl-C, 141 output closed.")
+    _globals(p, False)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser,
+                           action=_Commands)
+    sub.required = True
+    assert isinstance(sub, _Commands)
+    for name, (help, _) in COMMAND_ARGUMENTS.items():
+        sub.add_command(name, help)
+    return p
+
+
+def _runner(command: str) -> Runner:
+    """The function that runs *command*: only its module is imported."""
+    if command in ("list", "info"):
+        from ._cli import readers
+        return readers.cmd_list if command == "list" else readers.cmd_info
+    if command in ("connect", "apdu"):
+        from ._cli import card_io
+        return card_io.cmd_connect if command == "connect" else card_io.cmd_apdu
+    if command in ("monitor", "scan"):
+        from ._cli import watch
+        return watch.cmd_monitor if command == "monitor" else watch.cmd_scan
+    if command == "demo":
+        from ._cli import demo
+        return demo.cmd_demo
+    if command == "atr":
+        from ._cli import atr_report
+        return atr_report.cmd_atr
+    if command == "card":
+        from ._cli import card_serve
+        return card_serve.cmd_card
+    raise KeyError(command)
+
+
+# ---------------------------------------------------------------------------
+# Running a command
 
 
 def _silence_closed_stdout(stream: IO[str]) -> None:
@@ -1031,10 +450,12 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
     except UsageError as exc:
         print(f"scardio: error: {exc}", file=se)
         return EXIT_USAGE
+    from ._cli.output import Output
     out = Output(args, so, se)
 
     def fail(code: int, kind: str, exc: BaseException) -> int:
         if out.json:
+            import json
             print(json.dumps({"error": kind, "message": str(exc),
                               "type": type(exc).__name__, "exit_code": code}), file=se)
         else:
@@ -1042,7 +463,7 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[IO[str]] = No
         return code
 
     try:
-        return COMMANDS[args.command](args, out)
+        return _runner(args.command)(args, out)
     except KeyboardInterrupt:
         print("scardio: interrupted", file=se)
         return EXIT_INTERRUPTED

@@ -481,6 +481,27 @@ def _open_pcsc(desc: "ReaderDescriptor") -> tuple[Any, "ReaderDescriptor"]:
     return open_pcsc_device(desc.pcsc_name), desc
 
 
+def _known_holder(desc: "ReaderDescriptor") -> Optional[str]:
+    """Why *desc* is known to be held, when the resource manager lists it
+    and another process holds it; else None.  What a listing with
+    ``check_busy`` found is used as it is ("the reader is held by pcscd (pid
+    812)"); else the kernel is asked whether the reader's device or port is
+    taken, without looking for the process (which would read every
+    process's name on each open)."""
+    if desc.pcsc_name is None:
+        return None  # the resource manager is no way to it
+    if "busy" in desc.extra:
+        summary = desc.extra.get("busy_summary")
+        return f"the reader is {summary if isinstance(summary, str) else 'held'}" \
+            if desc.busy else None
+    from .holders import check_readers
+    usage = check_readers([(desc.library, desc.device_name, desc.lun)], find_holders=False)[0]
+    if not usage.busy:
+        return None
+    taken = " and ".join(str(r) for r in usage.resources) or "its device"
+    return f"{taken} is taken and the resource manager lists the reader"
+
+
 def open_backend_device(desc: "ReaderDescriptor", backend: str = "auto") -> OpenedDevice:
     """Open *desc* by *backend* (:data:`BACKEND_CHOICES`).
 
@@ -492,7 +513,12 @@ def open_backend_device(desc: "ReaderDescriptor", backend: str = "auto") -> Open
     when the reader has no direct path or the direct open finds the reader
     held (ReaderInUseError, or a channel that will not open while the
     resource manager lists the reader): the resource manager's failure is
-    then raised, chained to the direct one."""
+    then raised, chained to the direct one.  A reader the resource manager
+    lists and another process is known to hold (the listing's
+    ``check_busy``, else :mod:`scardio.holders` asked now) is opened
+    through the resource manager without trying its driver, which would
+    only fail (and some drivers say so on stderr); the direct open is
+    tried after all when that fails."""
     backend = check_backend(backend)
     if backend == "pcsc":
         device, desc = _open_pcsc(desc)
@@ -502,6 +528,15 @@ def open_backend_device(desc: "ReaderDescriptor", backend: str = "auto") -> Open
     if "direct" not in desc.backends:
         device, desc = _open_pcsc(desc)
         return OpenedDevice(device, desc, "pcsc", "only the PC/SC resource manager knows it")
+    holder = _known_holder(desc)
+    if holder is not None:
+        try:
+            device, paired = _open_pcsc(desc)
+        except (errors.ScardioError, LookupError):
+            pass  # the direct open says why this reader cannot be had
+        else:
+            return OpenedDevice(device, paired, "pcsc",
+                                f"{holder}: the direct open was not tried")
     try:
         return OpenedDevice(open_device(desc), desc, "direct", "the direct open succeeded")
     except errors.ChannelOpenError as exc:

@@ -88,13 +88,7 @@ from typing import Iterable, Optional, Sequence, Union
 
 from .. import errors
 
-from ._linux import DEFAULT_SYSFS_ROOT as DEFAULT_SYSFS_ROOT
-from ._linux import read_usb_devices
-from ._macos import IOREG_COMMAND as IOREG_COMMAND
-from ._macos import IOREG_TIMEOUT as IOREG_TIMEOUT
-from ._macos import parse_ioreg_usb, read_ioreg_usb_devices
 from ._platform import current
-from ._windows import device_path_readers as device_path_readers
 from .bundles import CCID_CLASS_DRIVER as CCID_CLASS_DRIVER
 from .bundles import DropDirs as DropDirs
 from .bundles import (DriverBundle, bundle_readers, default_drop_dir, default_drop_dirs,
@@ -112,6 +106,31 @@ from .simulated import SIM_ENV, SIM_NAME, sim_count, sim_readers
 from .usb import USB_CLASS_SMART_CARD as USB_CLASS_SMART_CARD
 from .usb import USB_CLASS_VENDOR_SPECIFIC as USB_CLASS_VENDOR_SPECIFIC
 from .usb import UsbDevice, UsbInterface
+
+# The per-OS modules' public names, re-exported from here and imported at
+# first use: a listing imports only the module of the OS it runs on.
+_PER_OS_NAMES = {
+    "DEFAULT_SYSFS_ROOT": "_linux", "read_usb_devices": "_linux",
+    "IOREG_COMMAND": "_macos", "IOREG_TIMEOUT": "_macos", "parse_ioreg_usb": "_macos",
+    "read_ioreg_usb_devices": "_macos", "device_path_readers": "_windows",
+}
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._linux import DEFAULT_SYSFS_ROOT as DEFAULT_SYSFS_ROOT
+    from ._linux import read_usb_devices
+    from ._macos import IOREG_COMMAND as IOREG_COMMAND
+    from ._macos import IOREG_TIMEOUT as IOREG_TIMEOUT
+    from ._macos import parse_ioreg_usb, read_ioreg_usb_devices
+    from ._windows import device_path_readers as device_path_readers
+else:  # type checkers see the imports above, not a catch-all
+    def __getattr__(name: str) -> object:
+        module = _PER_OS_NAMES.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        from importlib import import_module
+        value = getattr(import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
 
 # Besides __all__, the names imported "as" themselves above stay importable
 # from here, as they were before the split.
@@ -177,7 +196,11 @@ def list_readers(sim: int = 0, *, drop_dir: Optional[DropDirs] = None,
     if here.os_readers is not None:
         readers += here.os_readers()
     else:
-        usb = read_usb_devices(sysfs_root) if sysfs_root is not None else here.usb_devices()
+        if sysfs_root is not None:
+            from ._linux import read_usb_devices as read_sysfs
+            usb = read_sysfs(sysfs_root)
+        else:
+            usb = here.usb_devices()
         readers += bundle_readers(read_bundles(drop_dir), usb,
                                   include_unavailable=include_unavailable)
         readers += read_reader_conf(reader_conf_dirs,

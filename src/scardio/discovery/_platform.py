@@ -6,27 +6,31 @@ from __future__ import annotations
 import sys
 from typing import Mapping
 
-from ._freebsd import sources as freebsd_sources
-from ._linux import device_name as libudev_device_name
-from ._linux import sources as linux_sources
-from ._macos import device_name as friendly_device_name
-from ._macos import sources as macos_sources
-from ._windows import sources as windows_sources
 from .sources import DeviceNamer, PlatformSources
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .usb import UsbDevice, UsbInterface
 
 __all__ = ["DEVICE_NAMERS", "PLATFORM", "current", "sources_for"]
 
 
 def sources_for(name: str) -> PlatformSources:
     """The sources of the OS that ``sys.platform`` calls *name* (any POSIX
-    system without a module of its own reads as Linux does)."""
+    system without a module of its own reads as Linux does).  Only that OS's
+    module is imported: the others' imports (plistlib on macOS) cost every
+    listing elsewhere."""
     if name == "darwin":
-        return macos_sources()
+        from . import _macos
+        return _macos.sources()
     if name == "win32":
-        return windows_sources()
+        from . import _windows
+        return _windows.sources()
     if name.startswith("freebsd"):
-        return freebsd_sources()
-    return linux_sources()
+        from . import _freebsd
+        return _freebsd.sources()
+    from . import _linux
+    return _linux.sources()
 
 
 #: This OS's sources.
@@ -39,9 +43,20 @@ def current() -> PlatformSources:
     return PLATFORM
 
 
+def _libudev_device_name(dev: UsbDevice, intf: UsbInterface, friendly: str) -> str:
+    from ._linux import device_name
+    return device_name(dev, intf, friendly)
+
+
+def _friendly_device_name(dev: UsbDevice, intf: UsbInterface, friendly: str) -> str:
+    from ._macos import device_name
+    return device_name(dev, intf, friendly)
+
+
 #: How the IFD device name is built, by the enumeration that found the
-#: device; any of them can run on any OS (``list_readers(sysfs_root=...)``).
+#: device; any of them can run on any OS (``list_readers(sysfs_root=...)``),
+#: its module imported when a device it found is named.
 DEVICE_NAMERS: Mapping[str, DeviceNamer] = {
-    "sysfs": libudev_device_name,
-    "ioreg": friendly_device_name,
+    "sysfs": _libudev_device_name,
+    "ioreg": _friendly_device_name,
 }
