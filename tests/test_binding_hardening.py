@@ -285,6 +285,75 @@ def test_a_device_inherited_through_fork_refuses_at_once_and_closes_at_once():
     assert "CHILD OK" in out and "CHILD STATUS 0" in out and "PARENT OK" in out, out
 
 
+C_FORK_CHILD = """
+    import ctypes, os, signal, sys, time
+    import scardio.sim
+    from scardio import errors
+    from scardio.constants import IOCTL
+    from scardio.sim import SimControl
+    dev = scardio.sim.open_device(0x7E12)
+    op = dev.submit(IOCTL.IS_PRESENT)          # pending in the parent's lane thread
+    # C's fork(), through ctypes: none of Python's fork hooks (os.register_at_fork)
+    # run.  PyDLL keeps the GIL across the call, so the child holds it.
+    pid = ctypes.PyDLL(None).fork()
+    if pid == 0:
+        # The child makes only the calls under test, then os._exit: its exit
+        # code says what failed (a hang: SIGALRM ends it).
+        signal.alarm(10)
+        code = 0
+        for n, call in enumerate([lambda: dev.ioctl(IOCTL.GET_STATE, b"", 4),
+                                  lambda: dev.submit(IOCTL.GET_STATE, b"", 4),
+                                  lambda: op.wait(), op.done, dev.harvest]):
+            t = time.monotonic()
+            try:
+                call()
+                code = code or 10 + n                # worked: not detected
+            except errors.InvalidStateError as exc:
+                if "opened in the parent process" not in str(exc):
+                    code = code or 20 + n
+            if time.monotonic() - t > 0.1:
+                code = code or 30 + n
+        t = time.monotonic()
+        dev.close()
+        if time.monotonic() - t > 0.1 or not dev.closed:
+            code = code or 40
+        del op, dev                                # leaves the parent's state alone
+        os._exit(code)
+    deadline = time.monotonic() + 15
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            print("CHILD HUNG", flush=True)
+            sys.exit(1)
+        time.sleep(0.02)
+    print("CHILD EXIT", os.waitstatus_to_exitcode(status), flush=True)
+    # the parent is unaffected: its operation is still pending and completes
+    assert dev.ioctl(IOCTL.GET_STATE, b"", 4) and not op.done()
+    SimControl(dev).insert()
+    op.wait(5)
+    assert dev.harvest(1) == [op]
+    dev.close()
+    print("PARENT OK", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork() (POSIX)")
+def test_a_fork_made_from_c_is_detected_too():
+    """A child made by C's fork() (here through ctypes), which runs none of
+    Python's fork hooks, is told apart by the core's pthread_atfork
+    generation: every call raises InvalidStateError at once, close() is
+    immediate and the parent's pending operation still completes.
+    Regression: the binding counted forks with os.register_at_fork only, so
+    in this child ioctl() ran the parent's driver state (exit 10) and
+    op.wait() hung."""
+    out = run_child(C_FORK_CHILD, timeout=40)
+    assert "CHILD EXIT 0" in out and "PARENT OK" in out, out
+
+
 # ---- NUL characters ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", [str, bytes])

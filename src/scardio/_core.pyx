@@ -130,19 +130,14 @@ cdef bytes _c_string(object value, str name, bint fs):
     return b
 
 
-# Bumped in a child after fork(): a device (and its operations) opened in
-# another generation belongs to the parent, whose lane threads and driver
-# state the child does not have.
-cdef unsigned long _generation = 0
-
-
-def _after_fork_in_child():
-    global _generation
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# The core's fork generation (scio_fork_generation) is bumped in the child
+# of every fork() that runs the C library's fork handlers, os.fork() and a
+# fork() made from C alike: a device (and its operations) opened in another
+# generation belongs to the parent, whose lane threads and driver state the
+# child does not have.  A global read, so the check costs no more than a
+# module variable did.
+if scio_watch_forks() != 0:
+    raise MemoryError("cannot install the fork handler (pthread_atfork)")
 
 
 cdef object _inherited_error(str what):
@@ -430,7 +425,7 @@ cdef class Operation:
     def __dealloc__(self):
         cdef scio_op *op = self._op
         self._op = NULL
-        if op != NULL and self._generation == _generation:
+        if op != NULL and self._generation == scio_fork_generation:
             # Forget the device's weak entry (ids are never reused); the
             # device may already be cleared when a cycle is collected.
             if self.device is not None and self.device._ops is not None:
@@ -445,7 +440,7 @@ cdef class Operation:
         if self._op == NULL:
             raise _errors.InvalidStateError(
                 "not an operation: operations come from Device.submit()")
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             raise _inherited_error("this operation's device")
         return 0
 
@@ -515,7 +510,7 @@ cdef class Operation:
         from .constants import ioctl_name
         if self._op == NULL:
             return "<scardio.Operation (not submitted)>"
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             return (f"<scardio.Operation {scio_op_id(self._op)} {ioctl_name(self.code)} "
                     f"inherited from the parent process>")
         st = scio_op_status(self._op)
@@ -586,7 +581,7 @@ cdef class Device:
         # parent's device is left alone (its threads are not here).
         cdef scio_device *d = self._dev
         self._dev = NULL
-        if d != NULL and self._generation == _generation:
+        if d != NULL and self._generation == scio_fork_generation:
             with nogil:
                 scio_close(d)
 
@@ -622,7 +617,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
-        self._generation = _generation
+        self._generation = scio_fork_generation
         self.library = os.fsdecode(library)
         self.device_name = os.fsdecode(device_name)
         self.lun = lun_v
@@ -645,7 +640,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
-        self._generation = _generation
+        self._generation = scio_fork_generation
         self.library = ""
         self.device_name = str(path)
         self.lun = 0
@@ -680,7 +675,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
-        self._generation = _generation
+        self._generation = scio_fork_generation
         self.library = ""
         self.device_name = reader
         self.lun = 0
@@ -694,7 +689,7 @@ cdef class Device:
     cdef int _check_open(self) except -1:
         if self._closed:
             raise _errors.ClosedError("device is closed", status=0xC000009D)
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             raise _inherited_error("this device")
         return 0
 
@@ -906,7 +901,7 @@ cdef class Device:
         if self._dev == NULL or self._closed:
             return
         self._closed = True
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             # Inherited through fork(): the driver state is the parent's.
             self._dev = NULL
             return
