@@ -50,6 +50,9 @@ cdef enum:
     SMALL_OUTPUT = 512
     # Waits are sliced so that Ctrl-C is seen while blocked.
     WAIT_SLICE_MS = 100
+    # ... those of the PC/SC reader-list watch too, more coarsely: each slice
+    # is a round trip to the resource manager (the C side slices as much).
+    PCSC_WAIT_SLICE_MS = 1000
 
 
 cdef extern from "Python.h":
@@ -217,17 +220,25 @@ cdef class PcscReaderWatch:
     cdef scio_pcsc_watch *_w
     cdef int _active
     cdef bint _closing
+    # The fork generation that opened it: in a child, its context (and the
+    # socket to the resource manager under it) is the parent's, so neither
+    # a cancel nor a release may be sent through it.
+    cdef unsigned long _generation
 
     def __cinit__(self):
         cdef char errbuf[512]
         cdef scio_status st
         errbuf[0] = 0
+        self._generation = scio_fork_generation
         with nogil:
             st = scio_pcsc_watch_open(&self._w, errbuf, sizeof(errbuf))
         if st != SCIO_SUCCESS:
             self._w = NULL
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace")
                          or "watching the PC/SC reader list")
+
+    cdef bint _inherited(self):
+        return self._generation != scio_fork_generation
 
     def wait(self, timeout=None, known=0):
         """Block until the reader list changes: the reader count reported
@@ -243,6 +254,9 @@ cdef class PcscReaderWatch:
         cdef long drv = 0
         cdef scio_status st
         cdef scio_pcsc_watch *w = self._w
+        cdef double deadline = 0.0
+        cdef double left
+        cdef unsigned slice_ms
         if timeout is not None:
             if not timeout >= 0:
                 raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
@@ -252,10 +266,24 @@ cdef class PcscReaderWatch:
         known_c = known
         if w == NULL or self._closing:
             raise _errors.ClosedError("the reader-list watch is closed")
+        if self._inherited():
+            raise _inherited_error("this reader-list watch")
+        if ms != SCIO_PCSC_WATCH_INFINITE:
+            deadline = _monotonic() + ms / 1000.0
         self._active += 1
         try:
-            with nogil:
-                st = scio_pcsc_watch_wait(w, ms, known_c, &count, &drv)
+            while True:  # sliced, so that Ctrl-C is seen while blocked
+                if ms == SCIO_PCSC_WATCH_INFINITE:
+                    slice_ms = PCSC_WAIT_SLICE_MS
+                else:
+                    left = deadline - _monotonic()
+                    slice_ms = (0 if left <= 0.0 else
+                                min(<unsigned>(left * 1000.0) + 1, PCSC_WAIT_SLICE_MS))
+                with nogil:
+                    st = scio_pcsc_watch_wait(w, slice_ms, known_c, &count, &drv)
+                if st != SCIO_IO_TIMEOUT or slice_ms == 0 or self._closing:
+                    break
+                PyErr_CheckSignals()
         finally:
             self._active -= 1
             if self._closing and self._active == 0 and self._w != NULL:
@@ -271,6 +299,8 @@ cdef class PcscReaderWatch:
     def wake(self):
         """End the running wait (or the next one) with None."""
         cdef scio_pcsc_watch *w = self._w
+        if w != NULL and self._inherited():
+            raise _inherited_error("this reader-list watch")
         if w != NULL:
             with nogil:
                 scio_pcsc_watch_wake(w)
@@ -281,6 +311,9 @@ cdef class PcscReaderWatch:
         if w == NULL or self._closing:
             return
         self._closing = True
+        if self._inherited():
+            self._w = NULL  # the parent's: left alone
+            return
         if self._active:
             with nogil:
                 scio_pcsc_watch_wake(w)
@@ -300,9 +333,9 @@ cdef class PcscReaderWatch:
         self.close()
 
     def __dealloc__(self):
-        if self._w != NULL:
+        if self._w != NULL and not self._inherited():
             scio_pcsc_watch_close(self._w)
-            self._w = NULL
+        self._w = NULL
 
 cdef object _log_callback = None
 
