@@ -1158,6 +1158,9 @@ cdef class CardBase:
         cdef Py_ssize_t n
         cdef const char *raw
         cdef object header, reader, device, lock
+        if self.reader is None:  # made with __new__, never connected
+            raise _errors.InvalidStateError(
+                "not a connected card: cards come from Reader.connect()")
         if (type(apdu) is not bytes or timeout is not None or auto_get_response is not None
                 or auto_resend is not None):
             return self._transmit_py(apdu, auto_get_response, auto_resend, timeout)
