@@ -2,9 +2,11 @@
 pcscd in a private namespace (the scenarios: tests/pcsc_watch_scenarios.py).
 
 Both were defects of the classes issue 11 names: the watch was the one
-binding object without a fork generation (a child's close released the
-parent's resource-manager context), and its wait(None) the one wait of the
-binding made in a single call into C (Ctrl-C was never seen)."""
+binding object without a fork generation (a child's wait and wake ran
+through the parent's resource-manager context, whose socket the two
+processes then share, and its close sent that context's release), and its
+wait(None) the one wait of the binding made in a single call into C
+(Ctrl-C was never seen: the process hung)."""
 
 from __future__ import annotations
 
