@@ -18,6 +18,7 @@ CORE_SOURCES = [
     "native/core/sync.c",
     "native/core/queue.c",
     "native/core/device.c",
+    "native/core/fork.c",
 ]
 IFD_SOURCES = [
     "native/ifd/ifd_backend.c",

@@ -388,6 +388,20 @@ typedef scio_status (*scio_call_fn)(scio_op *op, void *ctx, int run);
 scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
                              uint64_t user, scio_op **op_out);
 
+/* ---- fork -------------------------------------------------------------- */
+/* The fork generation: 0 in the process that loaded the core, one more in
+ * the child of every fork() once scio_watch_forks() has run (a
+ * pthread_atfork child handler; scio_device_create runs it too).  A device
+ * or operation made in an earlier generation belongs to the parent: its
+ * lane threads are not in the child, so the child must neither use, close
+ * nor release it (leak it).  Read it directly (no call, no system call): it
+ * changes only in a child, before fork() returns there.  A child made by a
+ * raw system call that runs no fork handlers (clone(2), glibc's _Fork) is
+ * not seen.  Always 0 where there is no fork() (Windows). */
+extern unsigned long scio_fork_generation;
+/* Install the handler (once; idempotent): 0, or -1 if pthread_atfork failed. */
+int scio_watch_forks(void);
+
 /* ---- driver log -------------------------------------------------------- */
 /* Messages drivers send through log_msg / log_xxd go to this callback (or are
  * dropped when it is NULL; SCARDIO_DRIVER_LOG=1 in the environment prints

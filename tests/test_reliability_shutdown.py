@@ -933,3 +933,68 @@ def test_the_child_of_a_fork_can_open_the_same_reader_again() -> None:
     out = run_child(f"sys.path.insert(0, {tests_dir!r})\n" + FORK_REOPEN_CHILD, timeout=30)
     assert "PARENT 03000000 0" in out, out   # SPECIFIC: the parent's device still answers
     assert "CHILD REOPENED" in out, out
+
+
+# ---- caller waits on threading primitives are sliced ---------------------------------------
+
+class _WaitRecorder:
+    """The timeouts of the Condition / Event waits this thread makes while
+    `on` (an Event's wait is its Condition's: both are recorded)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.on = False
+        self.seen: list = []
+        me = threading.get_ident()
+        for cls in (threading.Condition, threading.Event):
+            real = cls.wait
+
+            def wait(obj, timeout=None, _real=real):
+                if self.on and threading.get_ident() == me:
+                    self.seen.append(timeout)
+                return _real(obj, timeout)
+            monkeypatch.setattr(cls, "wait", wait)
+
+
+def test_waits_without_timeout_on_the_callers_thread_are_sliced(monkeypatch):
+    """Monitor.get() and Reader.wait_for_removal() under a Monitor, both
+    without timeout, wait on a Condition / Event of the caller's thread.  A
+    lock wait without timeout ignores Ctrl-C on Windows; so each wait is a
+    slice of at most session.WAIT_SLICE.  Regression: both made one
+    wait(None)."""
+    from helpers_reader import sim_reader
+    from scardio import Monitor
+    from scardio.session import WAIT_SLICE
+    rec = _WaitRecorder(monkeypatch)
+    with sim_reader() as (reader, sim), Monitor([reader], queue_events=True) as mon:
+        for move, wait in ((sim.insert, lambda: mon.get().kind == "arrival"),
+                           (sim.remove, lambda: reader.wait_for_removal() is None)):
+            timer = threading.Timer(1.2, move)
+            timer.start()
+            rec.on = True
+            try:
+                assert wait()                    # no timeout
+            finally:
+                rec.on = False
+                timer.cancel()
+    assert len(rec.seen) >= 4, rec.seen          # 1.2 s each: several slices
+    assert all(t is not None and t <= WAIT_SLICE for t in rec.seen), rec.seen
+
+
+@pytest.mark.parametrize("call", ["monitor.get()", "reader.wait_for_card()"])
+def test_ctrl_c_ends_a_wait_on_a_monitor(call):
+    """The same waits end at once with KeyboardInterrupt when signalled (on
+    POSIX a lock wait sees it anyway; the slices make it so everywhere)."""
+    rc, out, took = interrupt_child(f"""
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})
+        from helpers_reader import sim_reader
+        from scardio import Monitor
+        with sim_reader() as (reader, sim), Monitor([reader], queue_events=True) as monitor:
+            ready()
+            try:
+                {call}
+            except KeyboardInterrupt:
+                print("INTERRUPTED", flush=True)
+        print("CLEAN", flush=True)
+    """)
+    assert rc == 0 and "INTERRUPTED" in out and "CLEAN" in out, out
+    assert took < 1.0 + SLACK, out

@@ -28,6 +28,7 @@ def header_names(text: str) -> set[str]:
     names |= set(re.findall(r"\(\s*\*\s*(scio_\w+)\s*\)", code))  # function-pointer types
     names |= set(re.findall(r"\bstruct\s+(scio_\w+)", code))       # structures
     names |= set(re.findall(r"\btypedef\s+\w+\s+(scio_\w+)\s*;", code))
+    names |= set(re.findall(r"^\s*extern\s+[\w\s*]+?\b(scio_\w+)\s*;", code, flags=re.M))  # variables
     return names - NOT_API
 
 
@@ -64,9 +65,10 @@ def test_the_parser_sees_each_kind_of_declaration() -> None:
               "#define SCIO_LIMIT 4u\n#define SCIO_CODE(n) (n)\n"
               "typedef uint32_t scio_status;\ntypedef struct scio_queue scio_queue;\n"
               "scio_queue *scio_queue_new(void);\n"
-              "typedef void (*scio_log_fn)(int priority);\n")
+              "typedef void (*scio_log_fn)(int priority);\n"
+              "extern unsigned long scio_counter;\n")
     assert header_names(sample) == {"SCIO_LIMIT", "SCIO_CODE", "scio_status", "scio_queue",
-                                    "scio_queue_new", "scio_log_fn"}
+                                    "scio_queue_new", "scio_log_fn", "scio_counter"}
     missing = header_names(sample) - pxd_names('cdef extern from "scio.h":\n'
                                                "    const int SCIO_LIMIT\n")
     assert "scio_queue_new" in missing and "SCIO_LIMIT" not in missing

@@ -130,7 +130,11 @@ scio_status scio_device_create(const scio_backend *be, void *state,
                                scio_queue *q, unsigned close_timeout_ms,
                                scio_device **out)
 {
-    scio_device *d = calloc(1, sizeof *d);
+    scio_device *d;
+    /* before the first device exists: a child must be able to tell it */
+    if (scio_watch_forks() != 0)
+        return SCIO_INSUFFICIENT_RESOURCES;
+    d = calloc(1, sizeof *d);
     if (!d)
         return SCIO_NO_MEMORY;
     if (q) {

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <time.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef __linux__
 #include <dirent.h>
 #include <sched.h>
@@ -1299,6 +1301,27 @@ static void test_awaited_calls(void)
     scio_shutdown(d);
     CHECK(scio_submit_awaited(d, SCIO_IOCTL_GET_STATE, NULL, 0, 4, &op)
           == SCIO_DEVICE_NOT_CONNECTED && op == NULL);
+/* The fork generation: once a device exists, the child of a plain fork()
+ * (no language runtime's hooks) sees it one higher, the parent unchanged,
+ * and the parent's device keeps working. */
+static void test_fork_generation(void)
+{
+    scio_device *d = open_sim(8);
+    unsigned long gen = scio_fork_generation;
+    pid_t pid;
+    int status = -1;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    CHECK(scio_watch_forks() == 0); /* idempotent: one handler, one bump */
+    pid = fork();
+    if (pid == 0)
+        _exit(scio_fork_generation == gen + 1 ? 0 : 1);
+    CHECK(pid > 0);
+    if (pid > 0)
+        CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(scio_fork_generation == gen);
+    CHECK(get_state(d) != 0xFFFFFFFFu);
     scio_close(d);
 }
 
@@ -1332,6 +1355,7 @@ int main(int argc, char **argv)
     test_shutdown_waits_for_sync_call();
     test_calls_on_the_lane();
     test_awaited_calls();
+    test_fork_generation();
     CHECK(load_ext());
     if (ext_offer) {
         scio_set_log(log_cb, NULL);

@@ -50,6 +50,9 @@ cdef enum:
     SMALL_OUTPUT = 512
     # Waits are sliced so that Ctrl-C is seen while blocked.
     WAIT_SLICE_MS = 100
+    # ... those of the PC/SC reader-list watch too, more coarsely: each slice
+    # is a round trip to the resource manager (the C side slices as much).
+    PCSC_WAIT_SLICE_MS = 1000
 
 
 cdef extern from "Python.h":
@@ -130,19 +133,14 @@ cdef bytes _c_string(object value, str name, bint fs):
     return b
 
 
-# Bumped in a child after fork(): a device (and its operations) opened in
-# another generation belongs to the parent, whose lane threads and driver
-# state the child does not have.
-cdef unsigned long _generation = 0
-
-
-def _after_fork_in_child():
-    global _generation
-    _generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+# The core's fork generation (scio_fork_generation) is bumped in the child
+# of every fork() that runs the C library's fork handlers, os.fork() and a
+# fork() made from C alike: a device (and its operations) opened in another
+# generation belongs to the parent, whose lane threads and driver state the
+# child does not have.  A global read, so the check costs no more than a
+# module variable did.
+if scio_watch_forks() != 0:
+    raise MemoryError("cannot install the fork handler (pthread_atfork)")
 
 
 cdef object _inherited_error(str what):
@@ -222,17 +220,25 @@ cdef class PcscReaderWatch:
     cdef scio_pcsc_watch *_w
     cdef int _active
     cdef bint _closing
+    # The fork generation that opened it: in a child, its context (and the
+    # socket to the resource manager under it) is the parent's, so neither
+    # a cancel nor a release may be sent through it.
+    cdef unsigned long _generation
 
     def __cinit__(self):
         cdef char errbuf[512]
         cdef scio_status st
         errbuf[0] = 0
+        self._generation = scio_fork_generation
         with nogil:
             st = scio_pcsc_watch_open(&self._w, errbuf, sizeof(errbuf))
         if st != SCIO_SUCCESS:
             self._w = NULL
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace")
                          or "watching the PC/SC reader list")
+
+    cdef bint _inherited(self):
+        return self._generation != scio_fork_generation
 
     def wait(self, timeout=None, known=0):
         """Block until the reader list changes: the reader count reported
@@ -248,6 +254,9 @@ cdef class PcscReaderWatch:
         cdef long drv = 0
         cdef scio_status st
         cdef scio_pcsc_watch *w = self._w
+        cdef double deadline = 0.0
+        cdef double left
+        cdef unsigned slice_ms
         if timeout is not None:
             if not timeout >= 0:
                 raise ValueError(f"timeout must be >= 0 or None, not {timeout!r}")
@@ -257,10 +266,24 @@ cdef class PcscReaderWatch:
         known_c = known
         if w == NULL or self._closing:
             raise _errors.ClosedError("the reader-list watch is closed")
+        if self._inherited():
+            raise _inherited_error("this reader-list watch")
+        if ms != SCIO_PCSC_WATCH_INFINITE:
+            deadline = _monotonic() + ms / 1000.0
         self._active += 1
         try:
-            with nogil:
-                st = scio_pcsc_watch_wait(w, ms, known_c, &count, &drv)
+            while True:  # sliced, so that Ctrl-C is seen while blocked
+                if ms == SCIO_PCSC_WATCH_INFINITE:
+                    slice_ms = PCSC_WAIT_SLICE_MS
+                else:
+                    left = deadline - _monotonic()
+                    slice_ms = (0 if left <= 0.0 else
+                                min(<unsigned>(left * 1000.0) + 1, PCSC_WAIT_SLICE_MS))
+                with nogil:
+                    st = scio_pcsc_watch_wait(w, slice_ms, known_c, &count, &drv)
+                if st != SCIO_IO_TIMEOUT or slice_ms == 0 or self._closing:
+                    break
+                PyErr_CheckSignals()
         finally:
             self._active -= 1
             if self._closing and self._active == 0 and self._w != NULL:
@@ -276,6 +299,8 @@ cdef class PcscReaderWatch:
     def wake(self):
         """End the running wait (or the next one) with None."""
         cdef scio_pcsc_watch *w = self._w
+        if w != NULL and self._inherited():
+            raise _inherited_error("this reader-list watch")
         if w != NULL:
             with nogil:
                 scio_pcsc_watch_wake(w)
@@ -286,6 +311,9 @@ cdef class PcscReaderWatch:
         if w == NULL or self._closing:
             return
         self._closing = True
+        if self._inherited():
+            self._w = NULL  # the parent's: left alone
+            return
         if self._active:
             with nogil:
                 scio_pcsc_watch_wake(w)
@@ -305,9 +333,9 @@ cdef class PcscReaderWatch:
         self.close()
 
     def __dealloc__(self):
-        if self._w != NULL:
+        if self._w != NULL and not self._inherited():
             scio_pcsc_watch_close(self._w)
-            self._w = NULL
+        self._w = NULL
 
 cdef object _log_callback = None
 
@@ -430,7 +458,7 @@ cdef class Operation:
     def __dealloc__(self):
         cdef scio_op *op = self._op
         self._op = NULL
-        if op != NULL and self._generation == _generation:
+        if op != NULL and self._generation == scio_fork_generation:
             # Forget the device's weak entry (ids are never reused); the
             # device may already be cleared when a cycle is collected.
             if self.device is not None and self.device._ops is not None:
@@ -445,7 +473,7 @@ cdef class Operation:
         if self._op == NULL:
             raise _errors.InvalidStateError(
                 "not an operation: operations come from Device.submit()")
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             raise _inherited_error("this operation's device")
         return 0
 
@@ -515,7 +543,7 @@ cdef class Operation:
         from .constants import ioctl_name
         if self._op == NULL:
             return "<scardio.Operation (not submitted)>"
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             return (f"<scardio.Operation {scio_op_id(self._op)} {ioctl_name(self.code)} "
                     f"inherited from the parent process>")
         st = scio_op_status(self._op)
@@ -586,7 +614,7 @@ cdef class Device:
         # parent's device is left alone (its threads are not here).
         cdef scio_device *d = self._dev
         self._dev = NULL
-        if d != NULL and self._generation == _generation:
+        if d != NULL and self._generation == scio_fork_generation:
             with nogil:
                 scio_close(d)
 
@@ -622,7 +650,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
-        self._generation = _generation
+        self._generation = scio_fork_generation
         self.library = os.fsdecode(library)
         self.device_name = os.fsdecode(device_name)
         self.lun = lun_v
@@ -645,7 +673,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
-        self._generation = _generation
+        self._generation = scio_fork_generation
         self.library = ""
         self.device_name = str(path)
         self.lun = 0
@@ -680,7 +708,7 @@ cdef class Device:
             raise _error(st, 0, None, errbuf.decode("utf-8", "replace"))
         self._queue = scio_device_queue(self._dev)
         self._closed = False
-        self._generation = _generation
+        self._generation = scio_fork_generation
         self.library = ""
         self.device_name = reader
         self.lun = 0
@@ -694,7 +722,7 @@ cdef class Device:
     cdef int _check_open(self) except -1:
         if self._closed:
             raise _errors.ClosedError("device is closed", status=0xC000009D)
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             raise _inherited_error("this device")
         return 0
 
@@ -990,7 +1018,7 @@ cdef class Device:
         if self._dev == NULL or self._closed:
             return
         self._closed = True
-        if self._generation != _generation:
+        if self._generation != scio_fork_generation:
             # Inherited through fork(): the driver state is the parent's.
             self._dev = NULL
             return
@@ -1214,6 +1242,9 @@ cdef class CardBase:
         cdef Py_ssize_t n
         cdef const char *raw
         cdef object header, reader, device, lock
+        if self.reader is None:  # made with __new__, never connected
+            raise _errors.InvalidStateError(
+                "not a connected card: cards come from Reader.connect()")
         if (type(apdu) is not bytes or timeout is not None or auto_get_response is not None
                 or auto_resend is not None):
             return self._transmit_py(apdu, auto_get_response, auto_resend, timeout)

@@ -185,6 +185,10 @@ cdef extern from "scio.h" nogil:
     scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
                                  uint64_t user, scio_op **op_out)
 
+    # ---- fork
+    unsigned long scio_fork_generation
+    int scio_watch_forks()
+
     # ---- driver log
     ctypedef void (*scio_log_fn)(int priority, const char *message, void *ctx) noexcept
     void scio_set_log(scio_log_fn fn, void *ctx)

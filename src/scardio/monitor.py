@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 from . import errors, waiting
 from .constants import IOCTL
 from .reader import Reader
+from .session import WAIT_SLICE
 
 __all__ = ["CardEvent", "Monitor", "Tracker", "Cancellable", "Schedule", "ReaderList",
            "ARRIVAL", "DEPARTURE", "ERROR", "READER_ADDED", "READER_REMOVED"]
@@ -692,7 +693,8 @@ class Monitor:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise errors.TimeoutError(f"no card event within {timeout} s")
-                self._queue_ready.wait(left)
+                # sliced: Ctrl-C is seen between (a lock wait ignores it on Windows)
+                self._queue_ready.wait(WAIT_SLICE if left is None else min(left, WAIT_SLICE))
             return self._queue.popleft()
 
     def events(self, timeout: Optional[float] = None,

@@ -46,7 +46,7 @@ from .sequences.disconnect import (POWER_DOWN_MAX_STEPS as POWER_DOWN_MAX_STEPS,
 from .sequences.startup import Characteristics, ReaderAttributes, startup_steps
 from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, ReaderEvent,
                       ReaderSession, check_power_down_timeout, check_timeout,
-                      deadline_after)
+                      deadline_after, wait_event)
 from .tracing import TraceRecord, TracingDevice
 
 if TYPE_CHECKING:
@@ -312,7 +312,7 @@ class Reader(SessionFront):
             try:
                 now = session.present if session.present is not None \
                     else self.is_card_present()
-                if now == present or ev.wait(timeout):
+                if now == present or wait_event(ev, timeout):
                     return
             finally:
                 session.remove_presence_waiter(waiter)

@@ -86,6 +86,23 @@ def check_timeout(value: Optional[float]) -> Optional[float]:
     return None if value == float("inf") else value
 
 
+#: The longest single wait on a threading primitive made for a caller:
+#: Ctrl-C is seen between two (on Windows a lock wait ignores it).
+WAIT_SLICE = 0.5
+
+
+def wait_event(event: threading.Event, timeout: Optional[float]) -> bool:
+    """``event.wait(timeout)`` (a checked timeout; None: none) in slices of
+    at most :data:`WAIT_SLICE`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+        if event.wait(max(left, 0.0)):
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+
+
 def deadline_after(timeout: Optional[float]) -> Optional[float]:
     """The monotonic deadline of a checked timeout (None: none)."""
     if (type(timeout) is int or type(timeout) is float) and 0 <= timeout < _INF:
