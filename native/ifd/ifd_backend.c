@@ -113,12 +113,12 @@ typedef struct ifd_dev {
     ifd_lib *lib;
     scio_mutex *lock;        /* &drv_lock, or the library's call_lock */
     IFD_DWORD lun;
-    /* An overlapped tracking request served by the library's poller
-     * (poller->lock; tw_deferred is the poller thread's own). */
-    struct ifd_dev *tw_prev, *tw_next;
+    /* An overlapped tracking request served by the library's poller: its
+     * entry in the poller's table (poller->lock; tw_deferred is the poller
+     * thread's own). */
     scio_op *tw_op;
-    int64_t tw_due;
-    int tw_want_present, tw_cancel, tw_first, tw_deferred;
+    size_t tw_slot;
+    int tw_deferred;
     /* reader state, guarded by drv_lock */
     uint32_t state;
     uint32_t protocol;
@@ -1291,12 +1291,21 @@ static void ifd_wake_tracking(scio_device *d)
  * interval.  Rather than a thread per reader, one thread per driver library
  * asks for all of its readers with a request pending (the calls of a driver
  * that is not thread safe go one at a time anyway): it wakes once per
- * interval, on a tick shared by every reader, and looks at each. */
+ * interval, on a tick shared by every reader, and looks at each.  The
+ * requests sit in one array, so that finding the readers due walks
+ * contiguous memory rather than chasing a pointer into every reader. */
+
+typedef struct poller_entry {
+    ifd_dev *s;
+    int64_t due;             /* the next look, ms; 0: at once */
+    int want_present, first, cancel;
+} poller_entry;
 
 typedef struct ifd_poller {
     scio_mutex lock;
     scio_cond cv;
-    ifd_dev *head;           /* readers with a request waiting */
+    poller_entry *items;     /* readers with a request waiting */
+    size_t count, cap;
     int thread_up, quit;
     int dirty;               /* a request came or was cancelled: look again */
 } ifd_poller;
@@ -1317,6 +1326,7 @@ static ifd_poller *poller_get(ifd_lib *lib)
 
 static void poller_free(ifd_poller *p)
 {
+    free(p->items);
     scio_cond_destroy(&p->cv);
     scio_mutex_destroy(&p->lock);
     free(p);
@@ -1376,15 +1386,16 @@ static int poller_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
     return done;
 }
 
-static void poller_unlink(ifd_poller *p, ifd_dev *s)
+/* Take entry i out of the table (poller lock held): the last entry moves
+ * into its place. */
+static void poller_unlink(ifd_poller *p, size_t i)
 {
-    if (s->tw_prev)
-        s->tw_prev->tw_next = s->tw_next;
-    else
-        p->head = s->tw_next;
-    if (s->tw_next)
-        s->tw_next->tw_prev = s->tw_prev;
-    s->tw_prev = s->tw_next = NULL;
+    ifd_dev *s = p->items[i].s;
+    size_t last = --p->count;
+    if (i != last) {
+        p->items[i] = p->items[last];
+        p->items[i].s->tw_slot = i;
+    }
     s->tw_op = NULL;
 }
 
@@ -1418,31 +1429,33 @@ typedef struct poller_item {
     long drv;
 } poller_item;
 
-/* Settle one reader's request after its look (poller lock held): 1 if it
- * completed (the lock was dropped meanwhile; s may be gone), else 0 and
- * *wake_at covers its next look. */
-static int poller_settle(ifd_poller *p, poller_item *it, int64_t now, int64_t *wake_at)
+/* Settle the request in entry i after its look (poller lock held): 1 if it
+ * completed (the entry is gone and the lock was dropped meanwhile), else 0
+ * and *wake_at covers its next look. */
+static int poller_settle(ifd_poller *p, size_t i, const poller_item *it, int64_t now,
+                         int64_t *wake_at)
 {
-    ifd_dev *s = it->s;
+    poller_entry *e = &p->items[i];
+    ifd_dev *s = e->s;
     scio_op *op = s->tw_op;
     scio_status st = it->st;
     int done = 0;
     if (!it->cancel) {
         if (it->r >= 0)
-            s->tw_first = 0;
+            e->first = 0;
         done = it->r > 0 || st != SCIO_SUCCESS;
     }
-    if (!done && s->tw_cancel) {
+    if (!done && e->cancel) {
         st = SCIO_CANCELLED;
         done = 1;
     }
     if (!done) {
-        s->tw_due = next_tick(now, s->poll_interval_ms);
-        if (s->tw_due < *wake_at)
-            *wake_at = s->tw_due;
+        e->due = next_tick(now, s->poll_interval_ms);
+        if (e->due < *wake_at)
+            *wake_at = e->due;
         return 0;
     }
-    poller_unlink(p, s);
+    poller_unlink(p, i);
     scio_mutex_unlock(&p->lock);
     if (st == SCIO_CANCELLED)
         track_stopped(s);
@@ -1455,35 +1468,39 @@ static SCIO_THREAD_FN poller_main(void *arg)
 {
     ifd_poller *p = arg;
     poller_item batch[POLLER_BATCH];
+    size_t slot[POLLER_BATCH];
     scio_mutex_lock(&p->lock);
-    while (!p->quit || p->head) {
+    while (!p->quit || p->count) {
         int64_t now = scio_now_ms(), wake_at = INT64_MAX;
-        ifd_dev *s = p->head;
+        size_t i = 0;
+        int moved = 0;
         p->dirty = 0;
-        while (s) {
-            int n = 0, i;
-            /* Only this thread unlinks, and new requests go to the head,
-             * so the readers noted and `s` stay valid while the lock is
-             * dropped for the looks. */
-            for (; s && n < POLLER_BATCH; s = s->tw_next) {
-                if (!s->tw_cancel && s->tw_due > now) {
-                    if (s->tw_due < wake_at)
-                        wake_at = s->tw_due;
+        while (i < p->count) {
+            int n = 0, k;
+            /* Only this thread removes entries (and moves them), others
+             * append or set a cancel flag: the slots noted stay the
+             * readers noted while the lock is dropped for the looks. */
+            for (; i < p->count && n < POLLER_BATCH; i++) {
+                const poller_entry *e = &p->items[i];
+                if (!e->cancel && e->due > now) {
+                    if (e->due < wake_at)
+                        wake_at = e->due;
                     continue;
                 }
-                batch[n].s = s;
-                batch[n].want_present = s->tw_want_present;
-                batch[n].first = s->tw_first;
-                batch[n].cancel = s->tw_cancel;
+                batch[n].s = e->s;
+                batch[n].want_present = e->want_present;
+                batch[n].first = e->first;
+                batch[n].cancel = e->cancel;
+                slot[n] = i;
                 n++;
             }
             if (n == 0)
                 break;
             scio_mutex_unlock(&p->lock);
-            for (i = 0; i < n; i++) {
-                poller_item *it = &batch[i];
-                if (i + 1 < n)
-                    prefetch_reader(batch[i + 1].s);
+            for (k = 0; k < n; k++) {
+                poller_item *it = &batch[k];
+                if (k + 1 < n)
+                    prefetch_reader(batch[k + 1].s);
                 it->r = 0;
                 it->st = SCIO_SUCCESS;
                 it->drv = 0;
@@ -1493,10 +1510,13 @@ static SCIO_THREAD_FN poller_main(void *arg)
             }
             now = scio_now_ms();
             scio_mutex_lock(&p->lock);
-            for (i = 0; i < n; i++)
-                poller_settle(p, &batch[i], now, &wake_at);
+            /* Highest slot first: a completed entry's place is taken by the
+             * last one, never by one of this batch still to settle. */
+            for (k = n - 1; k >= 0; k--)
+                moved |= poller_settle(p, slot[k], &batch[k], now, &wake_at);
         }
-        if (p->dirty || (p->quit && !p->head))
+        /* An entry moved into a slot already passed is looked at now. */
+        if (moved || p->dirty || (p->quit && !p->count))
             continue;
         if (wake_at == INT64_MAX)
             scio_cond_wait(&p->cv, &p->lock);
@@ -1520,18 +1540,27 @@ static void ifd_submit_tracking(scio_device *d, scio_op *op, uint32_t code)
         else
             failed = 1;
     }
+    if (!failed && p->count == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 16;
+        poller_entry *items = cap <= SIZE_MAX / sizeof *items
+                              ? realloc(p->items, cap * sizeof *items) : NULL;
+        if (items) {
+            p->items = items;
+            p->cap = cap;
+        } else {
+            failed = 1;
+        }
+    }
     if (!failed) {
+        poller_entry *e = &p->items[p->count];
+        e->s = s;
+        e->due = 0; /* the first look at once */
+        e->want_present = code == SCIO_IOCTL_IS_PRESENT;
+        e->first = 1;
+        e->cancel = 0;
         s->tw_op = op;
-        s->tw_want_present = code == SCIO_IOCTL_IS_PRESENT;
-        s->tw_cancel = 0;
-        s->tw_first = 1;
+        s->tw_slot = p->count++;
         s->tw_deferred = 0;
-        s->tw_due = 0; /* the first look at once */
-        s->tw_prev = NULL;
-        s->tw_next = p->head;
-        if (p->head)
-            p->head->tw_prev = s;
-        p->head = s;
         p->dirty = 1;
         scio_cond_broadcast(&p->cv);
     }
@@ -1548,7 +1577,7 @@ static void ifd_cancel(scio_device *d, scio_op *op)
     ifd_poller *p = s->poller;
     scio_mutex_lock(&p->lock);
     if (s->tw_op && (!op || s->tw_op == op)) {
-        s->tw_cancel = 1;
+        p->items[s->tw_slot].cancel = 1;
         p->dirty = 1;
         scio_cond_broadcast(&p->cv);
     }
