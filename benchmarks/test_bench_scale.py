@@ -15,15 +15,28 @@ interval) -- this measures, in one process:
   Monitor of 1024 sampled alternately while both are open (side by side:
   load drifts hit both alike).
 
+For the presence-only driver it first measures the floor: the driver's own
+calls for the same looks made from a C loop (a small program compiled with
+gcc, in a process of its own, before the readers open): every poll interval,
+for each of the 1024 readers (no card), IFDHICCPresence and the card-event
+count read scardio makes after it (the simulated reader counts events), and
+IFDHICCPresence alone -- the CPU no host of this driver polling at this rate
+can go below.
+
     python -m pytest benchmarks/test_bench_scale.py -s -p no:cacheprovider
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
+import shutil
+import subprocess
+import tempfile
 import time
+from typing import Optional
 
 import pytest
 
@@ -49,6 +62,118 @@ def _enough_descriptors(n: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < want:
         new = want if hard == resource.RLIM_INFINITY else min(want, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
+FLOOR_SOURCE = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef unsigned long DWORD;
+typedef long RC;
+
+/* What pcscd exports to its drivers. */
+void log_msg(const int priority, const char *fmt, ...) { (void)priority; (void)fmt; }
+void log_xxd(const int priority, const char *msg, const unsigned char *b, const int n)
+{ (void)priority; (void)msg; (void)b; (void)n; }
+
+static int64_t now_ns(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* LIB FIRST_LUN READERS INTERVAL_MS SECONDS COUNTS(0/1): every interval,
+ * IFDHICCPresence (and with COUNTS the card-event count read) per LUN. */
+int main(int argc, char **argv)
+{
+    RC (*create)(DWORD, char *), (*close_channel)(DWORD), (*presence)(DWORD);
+    RC (*get_caps)(DWORD, DWORD, DWORD *, unsigned char *);
+    void *h;
+    DWORD first;
+    long n, interval_ms, looks = 0;
+    int counts;
+    int64_t t0, c0, t1, c1, end, tick;
+    if (argc < 7)
+        return 2;
+    if (!(h = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL))) {
+        printf("{\"error\": \"dlopen\"}\n");
+        return 1;
+    }
+    *(void **)&create = dlsym(h, "IFDHCreateChannelByName");
+    *(void **)&close_channel = dlsym(h, "IFDHCloseChannel");
+    *(void **)&presence = dlsym(h, "IFDHICCPresence");
+    *(void **)&get_caps = dlsym(h, "IFDHGetCapabilities");
+    first = strtoul(argv[2], NULL, 0);
+    n = strtol(argv[3], NULL, 0);
+    interval_ms = strtol(argv[4], NULL, 0);
+    counts = atoi(argv[6]);
+    for (long i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "sim:%lu?nopoll", first + (DWORD)i);
+        if (create(first + (DWORD)i, name) != 0) {
+            printf("{\"error\": \"create channel\"}\n");
+            return 1;
+        }
+    }
+    t0 = now_ns(CLOCK_MONOTONIC);
+    c0 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    end = t0 + (int64_t)(strtod(argv[5], NULL) * 1e9);
+    for (tick = t0; tick < end;) {
+        struct timespec ts;
+        for (long i = 0; i < n; i++) {
+            presence(first + (DWORD)i);
+            if (counts) {
+                unsigned char v[16];
+                DWORD len = 8;
+                get_caps(first + (DWORD)i, 0x0007A002, &len, v); /* SCIO_IFD_TAG_CARD_EVENTS */
+            }
+            looks++;
+        }
+        tick += interval_ms * 1000000LL;
+        ts.tv_sec = tick / 1000000000LL;
+        ts.tv_nsec = tick % 1000000000LL;
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+    }
+    t1 = now_ns(CLOCK_MONOTONIC);
+    c1 = now_ns(CLOCK_PROCESS_CPUTIME_ID);
+    printf("{\"wall_ns\": %lld, \"cpu_ns\": %lld, \"looks\": %ld}\n",
+           (long long)(t1 - t0), (long long)(c1 - c0), looks);
+    for (long i = 0; i < n; i++)
+        close_channel(first + (DWORD)i);
+    return 0;
+}
+"""
+
+
+def _presence_floor(n: int, seconds: float) -> Optional[dict]:
+    """CPU (% of one core) of the driver's own looks at n readers every
+    POLL_MS from a C loop: with and without the card-event count read.
+    None where there is no gcc (or no POSIX)."""
+    from scardio.sim import SIM_LIBRARY
+    if os.name != "posix" or shutil.which("gcc") is None:
+        return None
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="scardio-scale-floor-") as tmp:
+        src, exe = os.path.join(tmp, "floor.c"), os.path.join(tmp, "floor")
+        with open(src, "w") as f:
+            f.write(FLOOR_SOURCE)
+        subprocess.run(["gcc", "-O2", "-std=gnu11", "-rdynamic", "-o", exe, src, "-ldl"],
+                       check=True, timeout=60, capture_output=True)
+        for key, counts in (("presence_and_counts", 1), ("presence", 0)):
+            run = subprocess.run([exe, SIM_LIBRARY, "1", str(n), str(POLL_MS), str(seconds),
+                                  str(counts)], check=True, timeout=seconds + 60,
+                                 capture_output=True, text=True)
+            r = json.loads(run.stdout)
+            if "error" in r:
+                raise RuntimeError(f"presence floor: {r['error']}")
+            out[key] = 100 * r["cpu_ns"] / r["wall_ns"]
+            out[key + "_looks_per_s"] = r["looks"] / (r["wall_ns"] / 1e9)
+    return out
 
 
 def _open_readers(stack, n: int, polling: bool):
@@ -90,8 +215,16 @@ def _register(mode: str, out: dict) -> None:
                f"one thread per waiting reader (+{out['threads_added']} threads)")
     else:
         rate = out["idle_presence_calls"] / secs if secs else float("nan")
-        why = (f"floor: the presence checks themselves ({rate:.0f} a second, every reader "
-               f"every {POLL_MS} ms; the driver has no polling function)")
+        why = (f"{rate:.0f} presence checks a second (every reader every {POLL_MS} ms; the "
+               "driver has no polling function)")
+        floor = out.get("floor_cpu_percent")
+        if floor:
+            why += (f"; floor: the same driver calls from a C loop take "
+                    f"{floor['presence_and_counts']:.2f} % (IFDHICCPresence + the card-event "
+                    f"count read), IFDHICCPresence alone {floor['presence']:.2f} %; scardio "
+                    f"÷ floor {out['idle_cpu_percent'] / floor['presence_and_counts']:.2f}×")
+        else:
+            why += "; floor not measured (no gcc)"
     harness.record_target(f"{n} readers, {mode} driver: idle CPU (% of one core)",
                           out["idle_cpu_percent"], IDLE_TARGET_PERCENT, "%", target=7,
                           note=f"over {secs:.1f} s; {why}")
@@ -100,7 +233,10 @@ def _register(mode: str, out: dict) -> None:
                           note=f"{lat['many']['insert']['median']:.3f} vs "
                                f"{lat['one']['insert']['median']:.3f} ms, sampled "
                                f"alternately")
+    floor = out.get("floor_cpu_percent")
     _rows[mode] = [mode, n, out["threads_added"], f"{out['idle_cpu_percent']:.2f}",
+                   "0 (no driver call)" if mode == "polling-function" else
+                   f"{floor['presence_and_counts']:.2f}" if floor else "not measured",
                    out["idle_polling_calls"], out["idle_presence_calls"],
                    f"{lat['one']['insert']['median']:.3f}",
                    f"{lat['many']['insert']['median']:.3f}", f"{ratio['insert']:.2f}×",
@@ -109,11 +245,14 @@ def _register(mode: str, out: dict) -> None:
     harness.record_table(
         f"{n} simulated readers under one Monitor",
         ["driver", "readers", "threads added", "idle CPU (% of one core)",
+         "driver's own calls, C loop (% of one core)",
          "polling-function calls (idle)", "presence calls (idle)", "arrival ms, 1 reader",
          f"arrival ms, {n}", "arrival ratio", "removal ms, 1 reader", f"removal ms, {n}",
          "removal ratio"], list(_rows.values()),
         note=f"Idle over {IDLE_SECONDS:g} s with no card events (CPU of the whole process; "
-             "the driver calls are the simulated reader's counters); latency medians of "
+             "the driver calls are the simulated reader's counters; the C loop makes the "
+             "same driver calls at the same rate in a process of its own, before the "
+             "readers open); latency medians of "
              f"{SAMPLES} samples per kind on a random reader, one-reader and {n}-reader "
              "Monitors sampled alternately.")
 
@@ -123,6 +262,8 @@ def test_scale_1024_readers(polling, benchmark):
     from scardio.sim import EntryPoint
     mode = "polling-function" if polling else "presence-only"
     _enough_descriptors(READERS + 1)
+    # Before any reader opens, so that nothing else polls meanwhile.
+    floor = None if polling else _presence_floor(READERS, IDLE_SECONDS)
     stack = contextlib.ExitStack()
     with stack:
         one, one_ctl = _open_readers(stack, 1, polling)
@@ -139,9 +280,11 @@ def test_scale_1024_readers(polling, benchmark):
         # Idle: CPU of the whole process, and the driver calls behind it.
         for sc in many_ctl + one_ctl:
             sc.reset_counters()
-        c0, w0 = harness.cpu_seconds(), time.monotonic()
+        # (process_time: every thread's CPU, to the nanosecond; os.times
+        # counts 10 ms ticks, 0.2 % of a core over 5 s)
+        c0, w0 = time.process_time(), time.monotonic()
         time.sleep(IDLE_SECONDS)
-        c1, w1 = harness.cpu_seconds(), time.monotonic()
+        c1, w1 = time.process_time(), time.monotonic()
         idle = (c1 - c0) / (w1 - w0)
         # Each counters() read counts itself as a CONTROL call only.
         polls = _calls(many_ctl, EntryPoint.POLLING)
@@ -177,11 +320,15 @@ def test_scale_1024_readers(polling, benchmark):
            "idle_polling_calls": polls, "idle_presence_calls": presence,
            "latency_ms": {w: {k: harness.summary(v) for k, v in d.items()}
                           for w, d in lat.items()},
-           "ratio_many_to_one": ratio, "_samples": lat}
+           "ratio_many_to_one": ratio, "floor_cpu_percent": floor, "_samples": lat}
     harness.record("scale_1024", mode, out)
     _register(mode, out)
     benchmark.extra_info.update({"idle_cpu_percent": idle * 100, "threads_added": threads,
                                  "arrival_ratio": ratio["insert"]})
+    if floor:
+        print(f"\n{mode}: floor, the driver's calls from a C loop: "
+              f"{floor['presence_and_counts']:.2f} % (presence + counts), "
+              f"{floor['presence']:.2f} % (presence alone)", end="")
     print(f"\n{mode}: {READERS} readers: +{threads} threads; idle {w1 - w0:.1f} s: CPU "
           f"{idle * 100:.2f} % of one core, {polls} polling-function and {presence} "
           f"presence calls; arrival median {med['one']['insert']:.2f} ms (1 reader) vs "

@@ -170,6 +170,27 @@ def test_arrivals_and_departures_on_many_readers_of_one_poller(polling: bool) ->
         assert len(seen) == 32 and len(rec.events) == 32
 
 
+@pytest.mark.parametrize("event_counts", [True, False], ids=["counts", "no-counts"])
+def test_events_on_every_reader_at_once_under_one_poller(event_counts: bool) -> None:
+    """More readers than the poller looks at per batch, and a card into (then
+    out of) every one of them between two looks: each reader reports exactly
+    one arrival and one departure, none lost and none made up."""
+    n = 160
+    rec = Recorder()
+    with sim_readers(n, polling=False, event_counts=event_counts,
+                     poll_interval_ms=150) as pairs, \
+            Monitor([r for r, _ in pairs], callback=rec):
+        time.sleep(0.3)  # every reader looked at once: the requests wait
+        for kind, step in ((ARRIVAL, "insert"), (DEPARTURE, "remove")):
+            for _, sim in pairs:
+                getattr(sim, step)()
+            rec.wait_for(kind, n=n, timeout=10)
+        time.sleep(0.4)  # two more looks at every reader: nothing else comes
+        names = [ev.reader.name for ev in rec.events]
+        assert sorted(rec.kinds()) == sorted([ARRIVAL, DEPARTURE] * n)
+        assert all(names.count(r.name) == 2 for r, _ in pairs)
+
+
 def test_presence_checks_skipped_while_transmits_prove_the_card() -> None:
     """Without a polling function a working transmit stands in for the
     presence check: back-to-back APDUs leave (almost) no presence call in

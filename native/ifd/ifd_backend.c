@@ -105,30 +105,31 @@ static ifd_lib *libs;
 static ifd_open *opens;
 
 typedef struct ifd_dev {
-    ifd_lib *lib;
-    IFD_DWORD lun;
-    int channel_open;
-    /* vendor controls served without the lock (SCIO_IFD_TAG_UNLOCKED_CONTROLS),
-     * set at open */
-    int has_unlocked;
-    uint32_t unlocked_first, unlocked_last;
+    /* What a presence look touches comes first, in as few cache lines as
+     * can be: a library's poller looks at every tracked reader each poll
+     * interval, and with many readers each look would otherwise miss the
+     * cache several times (more than the look itself costs). */
     scio_mutex drv_lock;     /* one lock per reader around driver calls */
+    ifd_lib *lib;
     scio_mutex *lock;        /* &drv_lock, or the library's call_lock */
+    IFD_DWORD lun;
+    /* An overlapped tracking request served by the library's poller: its
+     * entry in the poller's table (poller->lock; tw_deferred is the poller
+     * thread's own). */
+    scio_op *tw_op;
+    size_t tw_slot;
+    int tw_deferred;
     /* reader state, guarded by drv_lock */
     uint32_t state;
-    uint8_t atr[SCIO_MAX_ATR];
-    size_t atr_len;
-    scio_atr_info atr_info;
     uint32_t protocol;
-    uint32_t last_error;
-    uint8_t *rx;             /* full-size response buffer, made on demand */
-    scio_ifd_quirks quirks;  /* this driver's workarounds (ifd_quirks.h) */
+    size_t atr_len;
     /* tracking */
     int has_events;          /* the driver counts card events (SCIO_IFD_TAG_CARD_EVENTS) */
+    int events_stale;        /* a read failed: bases may lag, resync first */
+    int counts_fresh;        /* the last presence check read the counts */
     uint32_t open_ins, open_rem; /* the counts at open */
     uint32_t last_ins, last_rem; /* the counts last read */
     uint32_t base_ins, base_rem; /* events already reported to trackers */
-    int events_stale;        /* a read failed: bases may lag, resync first */
     uint32_t known_ins;      /* insertions when the current card was seen */
     /* What the reader's calls learned (drv_lock held): when one last found
      * out whether a card is in, and the arrivals and departures they saw
@@ -139,21 +140,26 @@ typedef struct ifd_dev {
     uint32_t seen_ins, seen_rem;
     uint32_t seen_base_ins, seen_base_rem;
     ifdh_polling_fn poll;
-    ifdh_stop_polling_fn stop;
     unsigned poll_interval_ms;
+    /* the rest */
+    struct ifd_poller *poller;
+    int channel_open;
+    /* vendor controls served without the lock (SCIO_IFD_TAG_UNLOCKED_CONTROLS),
+     * set at open */
+    int has_unlocked;
+    uint32_t unlocked_first, unlocked_last;
+    uint8_t atr[SCIO_MAX_ATR];
+    scio_atr_info atr_info;
+    uint32_t last_error;
+    uint8_t *rx;             /* full-size response buffer, made on demand */
+    scio_ifd_quirks quirks;  /* this driver's workarounds (ifd_quirks.h) */
+    ifdh_stop_polling_fn stop;
     scio_mutex wait_lock;
     scio_cond wait_cv;
     int wake;
     int tracking_on;         /* wait_lock: tracked, no request cancelled since */
     int in_poll;             /* wait_lock: a thread is in the polling function */
     int restopping;          /* wait_lock: restop_main runs */
-    /* An overlapped tracking request served by the library's poller
-     * (poller->lock; tw_deferred is the poller thread's own). */
-    struct ifd_poller *poller;
-    scio_op *tw_op;
-    int tw_want_present, tw_cancel, tw_first, tw_deferred;
-    int64_t tw_due;
-    struct ifd_dev *tw_prev, *tw_next;
 } ifd_dev;
 
 /* Tracking with a polling function: the timeout of each wait in it.  The
@@ -564,7 +570,10 @@ static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem);
 static void check_swap(ifd_dev *s)
 {
     uint32_t ins, rem;
-    if (!s->has_events || !read_events(s, &ins, &rem) || ins == s->known_ins)
+    if (!s->has_events || !read_events(s, &ins, &rem))
+        return;
+    s->counts_fresh = 1;
+    if (ins == s->known_ins)
         return;
     s->known_ins = ins;
     if (s->state > SCIO_STATE_SWALLOWED) {
@@ -578,6 +587,7 @@ static void check_swap(ifd_dev *s)
 static scio_status refresh_presence(ifd_dev *s, int *present, long *drv)
 {
     IFD_RESPONSECODE rc = s->lib->presence(s->lun);
+    s->counts_fresh = 0;
     if (rc == IFD_ICC_PRESENT || rc == IFD_SUCCESS) {
         *present = 1;
         if (s->state == SCIO_STATE_ABSENT)
@@ -1066,7 +1076,11 @@ static int consume_event(ifd_dev *s, int want_present)
         /* The driver's counts include everything the calls saw. */
         s->seen_base_ins = s->seen_ins;
         s->seen_base_rem = s->seen_rem;
-        if (!read_events(s, &ins, &rem)) {
+        if (s->counts_fresh) {
+            /* read right after the presence answer of this same look */
+            ins = s->last_ins;
+            rem = s->last_rem;
+        } else if (!read_events(s, &ins, &rem)) {
             /* A level completion may now report an event we cannot count. */
             s->events_stale = s->has_events;
             return 0;
@@ -1137,14 +1151,15 @@ static void track_stopped(ifd_dev *s)
  * found out within the poll interval stands in for asking the driver (a
  * transmit that just worked proves the card is in), so that presence checks
  * do not queue in front of I/O; an event those calls saw is never put off. */
-static int track_look(ifd_dev *s, int want_present, int first, scio_status *st, long *drv)
+static int track_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
+                      scio_status *st, long *drv)
 {
     int present;
     if (first)
         track_begin(s);
     *st = SCIO_SUCCESS;
     if (!s->poll && s->look_ms != 0 && !events_pending(s) &&
-        scio_now_ms() - s->look_ms < (int64_t)s->poll_interval_ms)
+        now_ms - s->look_ms < (int64_t)s->poll_interval_ms)
         return (s->state > SCIO_STATE_ABSENT) == want_present;
     *st = refresh_presence(s, &present, drv);
     if (*st != SCIO_SUCCESS) {
@@ -1183,7 +1198,7 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
         if (scio_op_cancelled(op))
             break;
         call_lock(s->lock, &h);
-        done = track_look(s, want_present, first, &st, drv);
+        done = track_look(s, want_present, first, s->poll ? 0 : scio_now_ms(), &st, drv);
         call_unlock(&h);
         first = 0;
         if (st != SCIO_SUCCESS)
@@ -1276,12 +1291,21 @@ static void ifd_wake_tracking(scio_device *d)
  * interval.  Rather than a thread per reader, one thread per driver library
  * asks for all of its readers with a request pending (the calls of a driver
  * that is not thread safe go one at a time anyway): it wakes once per
- * interval, on a tick shared by every reader, and looks at each. */
+ * interval, on a tick shared by every reader, and looks at each.  The
+ * requests sit in one array, so that finding the readers due walks
+ * contiguous memory rather than chasing a pointer into every reader. */
+
+typedef struct poller_entry {
+    ifd_dev *s;
+    int64_t due;             /* the next look, ms; 0: at once */
+    int want_present, first, cancel;
+} poller_entry;
 
 typedef struct ifd_poller {
     scio_mutex lock;
     scio_cond cv;
-    ifd_dev *head;           /* readers with a request waiting */
+    poller_entry *items;     /* readers with a request waiting */
+    size_t count, cap;
     int thread_up, quit;
     int dirty;               /* a request came or was cancelled: look again */
 } ifd_poller;
@@ -1302,6 +1326,7 @@ static ifd_poller *poller_get(ifd_lib *lib)
 
 static void poller_free(ifd_poller *p)
 {
+    free(p->items);
     scio_cond_destroy(&p->cv);
     scio_mutex_destroy(&p->lock);
     free(p);
@@ -1342,7 +1367,8 @@ static int call_trylock(scio_mutex *lock, held_lock *h)
  * call holds the lock (its outcome is news too).  A lock the whole library
  * shares (a driver that is not thread safe) is waited for after two tries,
  * so that another reader's I/O cannot starve this one's tracking. */
-static int poller_look(ifd_dev *s, int want_present, int first, scio_status *st, long *drv)
+static int poller_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
+                       scio_status *st, long *drv)
 {
     held_lock h;
     int done;
@@ -1355,71 +1381,142 @@ static int poller_look(ifd_dev *s, int want_present, int first, scio_status *st,
         call_lock(s->lock, &h);
     }
     s->tw_deferred = 0;
-    done = track_look(s, want_present, first, st, drv);
+    done = track_look(s, want_present, first, now_ms, st, drv);
     call_unlock(&h);
     return done;
 }
 
-static void poller_unlink(ifd_poller *p, ifd_dev *s)
+/* Take entry i out of the table (poller lock held): the last entry moves
+ * into its place. */
+static void poller_unlink(ifd_poller *p, size_t i)
 {
-    if (s->tw_prev)
-        s->tw_prev->tw_next = s->tw_next;
-    else
-        p->head = s->tw_next;
-    if (s->tw_next)
-        s->tw_next->tw_prev = s->tw_prev;
-    s->tw_prev = s->tw_next = NULL;
+    ifd_dev *s = p->items[i].s;
+    size_t last = --p->count;
+    if (i != last) {
+        p->items[i] = p->items[last];
+        p->items[i].s->tw_slot = i;
+    }
     s->tw_op = NULL;
+}
+
+/* The next reader's hot fields are fetched while the driver answers for
+ * this one (a hint; nothing where the compiler has no such builtin). */
+#if defined(__GNUC__) || defined(__clang__)
+#define POLLER_PREFETCH(p) __builtin_prefetch(p)
+#else
+#define POLLER_PREFETCH(p) ((void)(p))
+#endif
+
+static void prefetch_reader(const ifd_dev *s)
+{
+    const char *c = (const char *)s;
+    POLLER_PREFETCH(c);
+    POLLER_PREFETCH(c + 64);
+    POLLER_PREFETCH(c + 128);
+    POLLER_PREFETCH(c + 192);
+}
+
+/* The poller takes its lock once per batch of readers, not per reader:
+ * it notes which readers are due with the lock held, looks at them with
+ * it released, and then settles their requests with it held again. */
+#define POLLER_BATCH 32
+
+typedef struct poller_item {
+    ifd_dev *s;
+    int want_present, first, cancel; /* as the request stood when noted */
+    int r;                           /* poller_look's answer */
+    scio_status st;
+    long drv;
+} poller_item;
+
+/* Settle the request in entry i after its look (poller lock held): 1 if it
+ * completed (the entry is gone and the lock was dropped meanwhile), else 0
+ * and *wake_at covers its next look. */
+static int poller_settle(ifd_poller *p, size_t i, const poller_item *it, int64_t now,
+                         int64_t *wake_at)
+{
+    poller_entry *e = &p->items[i];
+    ifd_dev *s = e->s;
+    scio_op *op = s->tw_op;
+    scio_status st = it->st;
+    int done = 0;
+    if (!it->cancel) {
+        if (it->r >= 0)
+            e->first = 0;
+        done = it->r > 0 || st != SCIO_SUCCESS;
+    }
+    if (!done && e->cancel) {
+        st = SCIO_CANCELLED;
+        done = 1;
+    }
+    if (!done) {
+        e->due = next_tick(now, s->poll_interval_ms);
+        if (e->due < *wake_at)
+            *wake_at = e->due;
+        return 0;
+    }
+    poller_unlink(p, i);
+    scio_mutex_unlock(&p->lock);
+    if (st == SCIO_CANCELLED)
+        track_stopped(s);
+    scio_op_complete(op, st, 0, it->drv); /* s may be gone after this */
+    scio_mutex_lock(&p->lock);
+    return 1;
 }
 
 static SCIO_THREAD_FN poller_main(void *arg)
 {
     ifd_poller *p = arg;
+    poller_item batch[POLLER_BATCH];
+    size_t slot[POLLER_BATCH];
     scio_mutex_lock(&p->lock);
-    while (!p->quit || p->head) {
+    while (!p->quit || p->count) {
         int64_t now = scio_now_ms(), wake_at = INT64_MAX;
-        ifd_dev *s, *next;
+        size_t i = 0;
+        int moved = 0;
         p->dirty = 0;
-        /* Only this thread unlinks, and new requests go to the head, so
-         * `next` stays valid while the lock is dropped for a look. */
-        for (s = p->head; s; s = next) {
-            scio_op *op = s->tw_op;
-            scio_status st = SCIO_SUCCESS;
-            long drv = 0;
-            int done = 0;
-            next = s->tw_next;
-            if (!s->tw_cancel && s->tw_due > now) {
-                if (s->tw_due < wake_at)
-                    wake_at = s->tw_due;
-                continue;
+        while (i < p->count) {
+            int n = 0, k;
+            /* Only this thread removes entries (and moves them), others
+             * append or set a cancel flag: the slots noted stay the
+             * readers noted while the lock is dropped for the looks. */
+            for (; i < p->count && n < POLLER_BATCH; i++) {
+                const poller_entry *e = &p->items[i];
+                if (!e->cancel && e->due > now) {
+                    if (e->due < wake_at)
+                        wake_at = e->due;
+                    continue;
+                }
+                batch[n].s = e->s;
+                batch[n].want_present = e->want_present;
+                batch[n].first = e->first;
+                batch[n].cancel = e->cancel;
+                slot[n] = i;
+                n++;
             }
-            if (!s->tw_cancel) {
-                int want = s->tw_want_present, first = s->tw_first, r;
-                scio_mutex_unlock(&p->lock);
-                r = poller_look(s, want, first, &st, &drv);
-                scio_mutex_lock(&p->lock);
-                if (r >= 0)
-                    s->tw_first = 0;
-                done = r > 0 || st != SCIO_SUCCESS;
-            }
-            if (!done && s->tw_cancel) {
-                st = SCIO_CANCELLED;
-                done = 1;
-            }
-            if (!done) {
-                s->tw_due = next_tick(scio_now_ms(), s->poll_interval_ms);
-                if (s->tw_due < wake_at)
-                    wake_at = s->tw_due;
-                continue;
-            }
-            poller_unlink(p, s);
+            if (n == 0)
+                break;
             scio_mutex_unlock(&p->lock);
-            if (st == SCIO_CANCELLED)
-                track_stopped(s);
-            scio_op_complete(op, st, 0, drv); /* s may be gone after this */
+            for (k = 0; k < n; k++) {
+                poller_item *it = &batch[k];
+                if (k + 1 < n)
+                    prefetch_reader(batch[k + 1].s);
+                it->r = 0;
+                it->st = SCIO_SUCCESS;
+                it->drv = 0;
+                if (!it->cancel)
+                    it->r = poller_look(it->s, it->want_present, it->first, now,
+                                        &it->st, &it->drv);
+            }
+            now = scio_now_ms();
             scio_mutex_lock(&p->lock);
+            /* Highest slot first: a completed entry's place is taken by the
+             * last one, never by one of this batch still to settle. */
+            for (k = n - 1; k >= 0; k--)
+                moved |= poller_settle(p, slot[k], &batch[k], now, &wake_at);
         }
-        if (p->dirty || (p->quit && !p->head))
+        /* An entry moved into a slot already passed is looked at now. */
+        if (moved || p->dirty || (p->quit && !p->count))
             continue;
         if (wake_at == INT64_MAX)
             scio_cond_wait(&p->cv, &p->lock);
@@ -1443,18 +1540,27 @@ static void ifd_submit_tracking(scio_device *d, scio_op *op, uint32_t code)
         else
             failed = 1;
     }
+    if (!failed && p->count == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 16;
+        poller_entry *items = cap <= SIZE_MAX / sizeof *items
+                              ? realloc(p->items, cap * sizeof *items) : NULL;
+        if (items) {
+            p->items = items;
+            p->cap = cap;
+        } else {
+            failed = 1;
+        }
+    }
     if (!failed) {
+        poller_entry *e = &p->items[p->count];
+        e->s = s;
+        e->due = 0; /* the first look at once */
+        e->want_present = code == SCIO_IOCTL_IS_PRESENT;
+        e->first = 1;
+        e->cancel = 0;
         s->tw_op = op;
-        s->tw_want_present = code == SCIO_IOCTL_IS_PRESENT;
-        s->tw_cancel = 0;
-        s->tw_first = 1;
+        s->tw_slot = p->count++;
         s->tw_deferred = 0;
-        s->tw_due = 0; /* the first look at once */
-        s->tw_prev = NULL;
-        s->tw_next = p->head;
-        if (p->head)
-            p->head->tw_prev = s;
-        p->head = s;
         p->dirty = 1;
         scio_cond_broadcast(&p->cv);
     }
@@ -1471,7 +1577,7 @@ static void ifd_cancel(scio_device *d, scio_op *op)
     ifd_poller *p = s->poller;
     scio_mutex_lock(&p->lock);
     if (s->tw_op && (!op || s->tw_op == op)) {
-        s->tw_cancel = 1;
+        p->items[s->tw_slot].cancel = 1;
         p->dirty = 1;
         scio_cond_broadcast(&p->cv);
     }

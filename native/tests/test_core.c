@@ -381,6 +381,56 @@ static void test_shared_queue_and_many_devices(void)
     }
 }
 
+/* Readers without a polling function, more than one batch of the poller's:
+ * cards arriving in every reader between two looks complete every request
+ * (entries that complete make room for later ones, which must still be
+ * looked at), and the removals after them too. */
+static void test_poller_many_events_at_once(void)
+{
+    enum { N = 80 };
+    scio_ifd_options opts = { 200, 0 }; /* every insertion lands between two looks */
+    scio_queue *q = scio_queue_new();
+    scio_device *d[N];
+    scio_op *op[N];
+    scio_completion c;
+    char err[256];
+    int seen[N];
+    int i, got, round;
+    CHECK(q != NULL);
+    for (i = 0; i < N; i++) {
+        d[i] = NULL;
+        CHECK(scio_open_ifd(sim_lib, "sim?nopoll", 0x300 + (unsigned long)i, q, &opts, &d[i],
+                            err, sizeof err) == SCIO_SUCCESS);
+    }
+    for (round = 0; round < 2; round++) {
+        uint32_t code = round == 0 ? SCIO_IOCTL_IS_PRESENT : SCIO_IOCTL_IS_ABSENT;
+        for (i = 0; i < N; i++)
+            CHECK(scio_submit(d[i], code, NULL, 0, 0, (uint64_t)i, &op[i]) == SCIO_SUCCESS);
+        sleep_ms(50); /* every first look done: the requests wait */
+        for (i = 0; i < N; i++)
+            CHECK(!scio_op_done(op[i]));
+        for (i = 0; i < N; i++)
+            CHECK(control(d[i], round == 0 ? SIM_CTL_INSERT : SIM_CTL_REMOVE, NULL, 0) ==
+                  SCIO_SUCCESS);
+        memset(seen, 0, sizeof seen);
+        got = 0;
+        while (got < N && scio_queue_pop(q, 2000, &c) == 1) {
+            CHECK(c.user < N && c.status == SCIO_SUCCESS);
+            if (c.user < N)
+                seen[c.user]++;
+            got++;
+        }
+        CHECK(got == N);
+        for (i = 0; i < N; i++)
+            CHECK(seen[i] == 1);
+        for (i = 0; i < N; i++)
+            scio_op_release(op[i]);
+    }
+    scio_queue_free(q);
+    for (i = 0; i < N; i++)
+        scio_close(d[i]);
+}
+
 static void test_open_errors(void)
 {
     scio_device *d = NULL;
@@ -1360,6 +1410,7 @@ int main(int argc, char **argv)
     test_close_with_pending();
     test_shared_queue_and_many_devices();
     sim_name = "sim";
+    test_poller_many_events_at_once();
     test_open_errors();
     test_wide_lun();
     test_queue_descriptor();
