@@ -151,21 +151,19 @@ def _cli(*argv: str) -> StartPath:
     return StartPath(" ".join(("python -m scardio",) + argv), ["-m", "scardio", *argv])
 
 
-CLI_TARGET = 2.0  # the aim for --help; `list` is held to it too, and says so
+CLI_TARGET = 2.0  # an aim for --help (no issue sets one; import scardio's is target 6)
 
 
 def _register_cli(out: dict, help_name: str, list_name: str) -> None:
     """The command line's start-up against the bare interpreter's: --help
-    (the parser alone) and --sim 1 list (discovery too: sysfs, reader.conf,
-    the resource manager asked, the holders looked up)."""
+    (the parser alone) against the aim; --sim 1 list (discovery too: sysfs,
+    reader.conf, the resource manager asked, the holders looked up) in the
+    table only, as no figure is set for it."""
     base = out[BARE.name]["median"]
-    for name, what in ((help_name, "the parser alone"),
-                       (list_name, "discovery too; bound: the --help aim")):
-        harness.record_target(f"{name} ÷ {BARE.name}", out[name]["ratio"], CLI_TARGET, "×",
-                              target=6,
-                              note=f"{what}; ratio of medians, {out[name]['median']:.1f} vs "
-                                   f"{base:.1f} ms; per-round median "
-                                   f"{out[name]['paired_ratio']:.2f}×")
+    harness.record_target(f"{help_name} ÷ {BARE.name}", out[help_name]["ratio"], CLI_TARGET,
+                          "×", note=f"the parser alone; ratio of medians, "
+                                    f"{out[help_name]['median']:.1f} vs {base:.1f} ms; "
+                                    f"per-round median {out[help_name]['paired_ratio']:.2f}×")
     _table("Start-up: the command line", out)
 
 
