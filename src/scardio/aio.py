@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
 from . import errors, waiting
-from .apdu import ApduLike, to_apdu_bytes
+from .apdu import ApduLike, check_length, to_apdu_bytes
 from .card import Card, TransactionError
 from .constants import IOCTL, Protocol, State
 from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, CardEvent,
@@ -61,7 +61,8 @@ from .sequences import U32, Request, Steps, get_state_steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
-from .sequences.transmit import Response, transmit_steps
+from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, follow_up_steps,
+                                 split_response, transmit_steps)
 from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, check_timeout,
                       deadline_after)
 
@@ -75,6 +76,12 @@ __all__ = ["AsyncReader", "AsyncCard", "AsyncTransaction", "AsyncMonitor", "open
 ASYNC_ONLY = frozenset({"aclose", "reader"})
 
 T = TypeVar("T")
+
+_TRANSMIT = int(IOCTL.TRANSMIT)
+_SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
+# A NamedTuple's __new__ is a Python function packing its arguments: the
+# tuple built directly, as split_response does.
+_new_tuple = tuple.__new__
 
 
 class _LoopLink:
@@ -239,6 +246,18 @@ async def _await_op(link: _LoopLink, op: Any, timeout: Optional[float]) -> bytes
     return op.result()  # type: ignore[no-any-return]
 
 
+async def _hop(link: _LoopLink, code: int, data: bytes, output_size: int) -> bytes:
+    """One overlapped IOCTL awaited without a deadline: its output."""
+    op = link.reader.device.submit(code, data, output_size)
+    fut = link.watch(op)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        _abandon(link, op)
+        raise
+    return op.result()  # type: ignore[no-any-return]
+
+
 async def run_async(link: _LoopLink, steps: "Steps[T]", *,
                     deadline: Optional[float] = None) -> T:
     """Drive a sequence generator with overlapped IOCTLs."""
@@ -319,13 +338,60 @@ class AsyncCard:
                        timeout: Optional[float] = None) -> Response:
         """As :meth:`scardio.card.Card.transmit`."""
         card = self._card
-        steps = transmit_steps(
-            to_apdu_bytes(apdu), card.protocol,
-            auto_get_response=card.auto_get_response if auto_get_response is None
-            else auto_get_response,
-            auto_resend=card.auto_resend if auto_resend is None else auto_resend)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return await self._transmit_steps(steps, deadline)
+        if (type(apdu) is not bytes or timeout is not None or auto_get_response is not None
+                or auto_resend is not None):
+            steps = transmit_steps(
+                to_apdu_bytes(apdu), card.protocol,
+                auto_get_response=card.auto_get_response if auto_get_response is None
+                else auto_get_response,
+                auto_resend=card.auto_resend if auto_resend is None else auto_resend)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            return await self._transmit_steps(steps, deadline)
+        # The common call (bytes, the card's defaults, no timeout), in this
+        # one coroutine frame: the TRANSMIT awaited here, output_size and
+        # split_response inlined as in Card.transmit, the sequence generator
+        # only for 61xx / 6Cxx follow-ups.  The same IOCTLs, checks and
+        # errors, in the same order, as transmit_steps.
+        areader = self.reader
+        lock = areader._lock
+        mine = areader._in_transaction()
+        if not mine:
+            await lock.acquire()
+        try:
+            if card._gone is not None:
+                card._check()
+            try:
+                n = len(apdu)
+                if n < 4 or n > 5:
+                    check_length(apdu, card.protocol)
+                link = areader._link()
+                header = card._header
+                op = link.reader.device.submit(
+                    _TRANSMIT, header + apdu, MAX_OUT if n > 5 and apdu[4] == 0 else SHORT_OUT)
+                fut = link.watch(op)
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    _abandon(link, op)
+                    raise
+                try:
+                    out: bytes = op.result()
+                except errors.BufferTooSmallError:
+                    out = await _hop(link, _TRANSMIT, header + apdu, MAX_OUT)
+                if len(out) < _SHORTEST_OUT:
+                    split_response(out)  # raises: no status word
+                sw1 = out[-2]
+                resp: Response = _new_tuple(Response, (out[IO_HEADER:-2], sw1, out[-1]))
+                if sw1 == 0x61 or sw1 == 0x6C:
+                    resp = await run_async(link, follow_up_steps(
+                        apdu, header, resp, card.auto_get_response, card.auto_resend))
+                return resp
+            except (errors.NoCardError, errors.InvalidStateError) as exc:
+                areader.session.transmit_failed(card, exc)
+                raise
+        finally:
+            if not mine:
+                lock.release()
 
     async def _transmit_steps(self, steps: "Steps[Response]",
                               deadline: Optional[float]) -> Response:
