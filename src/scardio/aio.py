@@ -57,7 +57,7 @@ from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, C
 from .recording import PathOrFile, Recorder
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
-from .sequences import U32, Request, Steps, get_state_steps
+from .sequences import U32, Request, Steps, decode_state
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
@@ -78,6 +78,8 @@ ASYNC_ONLY = frozenset({"aclose", "reader"})
 T = TypeVar("T")
 
 _TRANSMIT = int(IOCTL.TRANSMIT)
+_GET_STATE = int(IOCTL.GET_STATE)
+_GET_ATTRIBUTE = int(IOCTL.GET_ATTRIBUTE)
 _SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
 # A NamedTuple's __new__ is a Python function packing its arguments: the
 # tuple built directly, as split_response does.
@@ -558,14 +560,23 @@ class AsyncReader(SessionFront):
     # -- plain IOCTL helpers ------------------------------------------------------
     async def state(self) -> State:
         """GET_STATE."""
-        return await run_async(self._link(), get_state_steps())
+        # One IOCTL, awaited in this frame (no sequence generator): what
+        # get_state_steps asks, decoded as it does.
+        link = self._link()
+        op = link.reader.device.submit(_GET_STATE, b"", 4)
+        fut = link.watch(op)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            _abandon(link, op)
+            raise
+        return decode_state(op.result())
 
     async def is_card_present(self) -> bool:
         return await self.state() not in (State.UNKNOWN, State.ABSENT)
 
     async def get_attribute(self, attr: int, output_size: int = 256) -> bytes:
-        return await run_async(self._link(), _one(Request(
-            IOCTL.GET_ATTRIBUTE, U32.pack(int(attr)), output_size)))
+        return await _hop(self._link(), _GET_ATTRIBUTE, U32.pack(int(attr)), output_size)
 
     # -- tracking -----------------------------------------------------------
     async def _wait_tracking(self, present: bool, timeout: Optional[float]) -> None:
@@ -695,10 +706,6 @@ class AsyncReader(SessionFront):
 
     def __repr__(self) -> str:
         return f"<scardio.aio.AsyncReader {self.name!r}>"
-
-
-def _one(req: Request) -> "Steps[bytes]":
-    return (yield req)
 
 
 async def open_reader(reader: Any = 0, sim: int = 0, *,

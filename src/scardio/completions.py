@@ -79,8 +79,13 @@ class Completions:
         if not ops:
             return 0
         pop = self._handlers.pop
-        entries = [entry for entry in (pop(op.id, None) for op in ops) if entry is not None]
-        self._run(entries)
+        entries = []
+        for op in ops:  # a plain loop: no generator object per harvest
+            entry = pop(op.id, None)
+            if entry is not None:
+                entries.append(entry)
+        if entries:
+            self._run(entries)
         return len(entries)
 
     def pending(self) -> int:

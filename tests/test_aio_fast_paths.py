@@ -1,9 +1,10 @@
-"""AsyncCard.transmit's common call (bytes, the card's defaults, no timeout)
-awaits its TRANSMIT without the sequence generator; these tests pin that it
-answers exactly what the full path (transmit_steps through run_async)
-answers: the same responses, the same typed errors and messages, the same
-card state, the lock released, and cancellation as before
-(benchmarks/test_bench_aio_overhead.py measures the speed)."""
+"""The per-call asyncio paths await their one IOCTL without a sequence
+generator: AsyncCard.transmit's common call (bytes, the card's defaults, no
+timeout), AsyncReader.state() and get_attribute().  These tests pin that
+they answer exactly what the full paths (the sequences through run_async,
+the blocking reader) answer: the same responses, the same typed errors and
+messages, the same card state, the lock released, and cancellation as
+before (benchmarks/test_bench_aio_overhead.py measures the speed)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 import scardio.aio as aio
 from scardio import errors
 from scardio.apdu import APDULengthError
-from scardio.constants import Protocol
+from scardio.constants import Attr, Protocol, State
 from scardio.sim import EntryPoint, Fault
 
 from test_aio import open_sim
@@ -194,3 +195,62 @@ def test_a_transaction_holds_the_lock_across_fast_path_transmits() -> None:
                 assert r._lock.locked()
             assert not r._lock.locked()
     run(main)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_state_and_get_attribute_run_no_sequence(monkeypatch: pytest.MonkeyPatch,
+                                                 loop_kind: str) -> None:
+    async def main() -> None:
+        async with sim_card() as (r, sim, card):
+            sequences: list[Any] = []
+            real = aio.run_async
+
+            def spy(link: Any, steps: Any, **kw: Any) -> Any:
+                sequences.append(steps)
+                return real(link, steps, **kw)
+            monkeypatch.setattr(aio, "run_async", spy)
+            blocking = r.reader
+            assert await r.state() is blocking.state() is State.SPECIFIC
+            assert await r.is_card_present()
+            vendor = int(Attr.VENDOR_NAME)
+            assert await r.get_attribute(vendor) == blocking.device.ioctl(
+                aio.IOCTL.GET_ATTRIBUTE, aio.U32.pack(vendor), 256)
+            assert (await card.transmit(ECHO)).ok
+            assert sequences == []
+            sim.remove()
+            assert await r.state() is blocking.state() is State.ABSENT
+            assert r.completions.pending() == 0 and not r._link()._pending
+    run(main, loop_kind)
+
+
+def test_get_attribute_errors_are_the_devices() -> None:
+    async def main() -> None:
+        async with sim_card() as (r, _, _):
+            vendor = int(Attr.VENDOR_NAME)  # a name longer than one byte
+            with pytest.raises(errors.ScardioError) as info:
+                r.reader.device.ioctl(aio.IOCTL.GET_ATTRIBUTE, aio.U32.pack(vendor), 1)
+            with pytest.raises(type(info.value)) as ainfo:
+                await r.get_attribute(vendor, 1)
+            assert str(ainfo.value) == str(info.value)
+            r.reader.close()
+            with pytest.raises(errors.ClosedError):
+                await r.state()
+            with pytest.raises(errors.ClosedError):
+                await r.get_attribute(int(Attr.VENDOR_NAME))
+    run(main)
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_cancelling_state_cancels_the_request(loop_kind: str) -> None:
+    async def main() -> None:
+        async with sim_card() as (r, sim, _):
+            sim.set_latency(300_000)
+            task = asyncio.ensure_future(r.state())
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sim.set_latency(0)
+            assert await r.state() is State.SPECIFIC
+            assert r.completions.pending() == 0 and not r._link()._pending
+    run(main, loop_kind)
