@@ -41,6 +41,7 @@ time: each front end serializes its own calls only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import threading
 import time
@@ -84,6 +85,71 @@ _SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
 # A NamedTuple's __new__ is a Python function packing its arguments: the
 # tuple built directly, as split_response does.
 _new_tuple = tuple.__new__
+
+
+class _ReaderLock:
+    """The asyncio reader's lock: asyncio.Lock's surface as AsyncReader uses
+    it (``acquire``, ``release``, ``locked``, ``async with``; FIFO) plus
+    :meth:`try_acquire`, which takes a free lock without a coroutine: the
+    per-APDU path pays for a coroutine only when it has to wait.
+
+    The lock passes from :meth:`release` straight to the first waiter
+    still waiting (it stays held throughout), so no task can slip in
+    between; hence a lock that is not held has no waiters, and taking it
+    at once never overtakes one."""
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: "collections.deque[asyncio.Future[None]]" = collections.deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False if it is held."""
+        if self._held:
+            return False
+        self._held = True
+        return True
+
+    async def acquire(self) -> bool:
+        if not self._held:
+            self._held = True
+            return True
+        fut: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over just as we were cancelled: pass it on
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:  # release() dropped it already
+                    pass
+            raise
+        return True
+
+    def release(self) -> None:
+        if not self._held:
+            raise RuntimeError("Lock is not acquired.")
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():  # a cancelled waiter is skipped
+                fut.set_result(None)  # its owner now; still held
+                return
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.release()
 
 
 class _LoopLink:
@@ -356,8 +422,9 @@ class AsyncCard:
         # errors, in the same order, as transmit_steps.
         areader = self.reader
         lock = areader._lock
-        mine = areader._in_transaction()
-        if not mine:
+        txn = areader._txn_task
+        mine = txn is not None and txn is asyncio.current_task()  # _in_transaction()
+        if not mine and not lock.try_acquire():
             await lock.acquire()
         try:
             if card._gone is not None:
@@ -505,7 +572,7 @@ class AsyncReader(SessionFront):
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.session = reader.session
-        self._lock = asyncio.Lock()
+        self._lock = _ReaderLock()
         # The AsyncCard last handed out, weakly: the session's slot alone
         # decides which card is connected (and keeps it alive).
         self._acard: "Optional[weakref.ref[AsyncCard]]" = None
