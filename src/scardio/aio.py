@@ -169,6 +169,10 @@ class _LoopLink:
         self.watcher: Optional[waiting.HandleWatcher] = None
         # Operations awaited through this link: op id -> (op, future).
         self._pending: dict[int, tuple[Any, "asyncio.Future[None]"]] = {}
+        # What watch() calls per operation, looked up once.
+        self._new_future = loop.create_future
+        self._completions_watch = reader.completions.watch
+        self._done_callback = self._op_done
         api = waiting.handle_api()
         if api is None:
             self.fd = reader.device.waitable()
@@ -237,10 +241,10 @@ class _LoopLink:
 
     def watch(self, op: Any) -> "asyncio.Future[None]":
         """A future settled (with None) on the loop once `op` completed."""
-        fut: "asyncio.Future[None]" = self.loop.create_future()
+        fut: "asyncio.Future[None]" = self._new_future()
         # Entered before the watch: a completion seen at once settles it.
         self._pending[op.id] = (op, fut)
-        self.reader.completions.watch(op, self._op_done)
+        self._completions_watch(op, self._done_callback)
         return fut
 
     def unwatch(self, op: Any) -> None:
