@@ -254,3 +254,42 @@ def test_cancelling_state_cancels_the_request(loop_kind: str) -> None:
             assert await r.state() is State.SPECIFIC
             assert r.completions.pending() == 0 and not r._link()._pending
     run(main, loop_kind)
+
+
+@pytest.mark.parametrize("monitor", ["AsyncMonitor", "Monitor"])
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_the_loops_harvest_delivers_a_monitors_events_among_awaited_operations(
+        loop_kind: str, monitor: str) -> None:
+    """The loop's harvest settles its own futures directly and hands every
+    other completion (a monitor's tracking requests: an AsyncMonitor's on
+    this loop, or a threaded Monitor's, whose thread harvests the same
+    queue) to the dispatcher: none is lost or delivered twice."""
+    from scardio.monitor import ARRIVAL, DEPARTURE, Monitor
+
+    async def main() -> None:
+        r, sim = await open_sim()
+        try:
+            with contextlib.ExitStack() as stack:
+                if monitor == "Monitor":
+                    threaded = stack.enter_context(Monitor([r.reader]))
+
+                    async def get() -> Any:
+                        return await asyncio.get_running_loop().run_in_executor(
+                            None, threaded.get, 5)
+                else:
+                    amon = aio.AsyncMonitor([r]).start()
+                    stack.callback(amon.close)
+
+                    async def get() -> Any:
+                        return await amon.get(timeout=5)
+                kinds = []
+                for i in range(6):
+                    (sim.insert if i % 2 == 0 else sim.remove)()
+                    for _ in range(50):  # operations awaited while the event comes
+                        await r.state()
+                    kinds.append((await get()).kind)
+                assert kinds == [ARRIVAL, DEPARTURE] * 3
+                assert not r._link()._pending
+        finally:
+            await r.aclose()
+    run(main, loop_kind)

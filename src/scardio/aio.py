@@ -171,12 +171,13 @@ class _LoopLink:
         self._pending: dict[int, tuple[Any, "asyncio.Future[None]"]] = {}
         # What watch() calls per operation, looked up once.
         self._new_future = loop.create_future
+        self._completions = reader.completions
         self._completions_watch = reader.completions.watch
         self._done_callback = self._op_done
         api = waiting.handle_api()
         if api is None:
             self.fd = reader.device.waitable()
-            loop.add_reader(self.fd, reader.completions.harvest)
+            loop.add_reader(self.fd, self._harvest)
         else:
             self.watcher = waiting.HandleWatcher(api, reader.device.waitable(),
                                                  self._signalled, reader.name)
@@ -186,7 +187,7 @@ class _LoopLink:
         # On the watcher thread: harvest on the loop, then let it wait again.
         def harvest() -> None:
             try:
-                self.reader.completions.harvest()
+                self._harvest()
             finally:
                 harvested()
         try:
@@ -250,6 +251,32 @@ class _LoopLink:
     def unwatch(self, op: Any) -> None:
         self._pending.pop(op.id, None)
         self.reader.completions.unwatch(op)
+
+    def _harvest(self) -> None:
+        """The loop's harvest of the reader's queue, on the loop.  This
+        link's own operations settle their futures here directly: a future's
+        set_result only schedules its awaiter, so it cannot watch again
+        and needs no trampoline.  Everything else watched (a Monitor's
+        tracking requests, another link's operations) runs through the
+        dispatcher as from any harvest."""
+        completions = self._completions
+        entries = completions.take(0.0)
+        if not entries:
+            return
+        mine = self._done_callback
+        pending = self._pending
+        others = None
+        for entry in entries:
+            if entry[1] is mine:
+                found = pending.pop(entry[0].id, None)
+                if found is not None and not found[1].done():
+                    found[1].set_result(None)
+            elif others is None:
+                others = [entry]
+            else:
+                others.append(entry)
+        if others is not None:
+            completions.run(others)
 
     def _op_done(self, op: Any) -> None:
         # The completion callback, on whichever thread harvested: one bound
