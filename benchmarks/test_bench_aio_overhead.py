@@ -172,20 +172,26 @@ class CoreFloor:
         from scardio import IOCTL
         self.loop = loop
         self.device = device
-        self.code = IOCTL.GET_STATE
+        # A floor: the least Python around the hops (a plain int code, the
+        # bound methods looked up once).
+        self.code = int(IOCTL.GET_STATE)
         self.waiting: Dict[int, asyncio.Future[None]] = {}
+        self._submit = device.submit
+        self._harvest_ops = device.harvest
+        self._new_future = loop.create_future
         self.fd = device.waitable()
         loop.add_reader(self.fd, self._harvest)
 
     def _harvest(self) -> None:
-        for op in self.device.harvest(0.0):
-            fut = self.waiting.pop(op.id, None)
+        pop = self.waiting.pop
+        for op in self._harvest_ops(0.0):
+            fut = pop(op.id, None)
             if fut is not None:
                 fut.set_result(None)
 
     async def once(self) -> None:
-        op = self.device.submit(self.code, b"", 4)
-        self.waiting[op.id] = fut = self.loop.create_future()
+        op = self._submit(self.code, b"", 4)
+        self.waiting[op.id] = fut = self._new_future()
         await fut
         op.result()
 

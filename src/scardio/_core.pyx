@@ -987,23 +987,28 @@ cdef class Device:
         cdef int slice_ms
         done = []
         self._check_open()
-        if not forever:
-            deadline = _monotonic() + seconds
-        while True:  # sliced, so that Ctrl-C is seen while blocked
-            slice_ms = _slice_ms(forever, deadline)
-            with nogil:
-                rc = scio_queue_pop(self._queue, slice_ms, &c)
-            if rc != 0 or self._closed or (not forever and _monotonic() >= deadline):
-                break
-            PyErr_CheckSignals()
+        if not forever and seconds <= 0.0:
+            # A poll (an event loop's reader callback): a pop that does not
+            # wait only takes the queue's lock, which no holder keeps while
+            # it needs the GIL, so the GIL stays held (no hand-off per pop).
+            rc = scio_queue_pop(self._queue, 0, &c)
+        else:
+            if not forever:
+                deadline = _monotonic() + seconds
+            while True:  # sliced, so that Ctrl-C is seen while blocked
+                slice_ms = _slice_ms(forever, deadline)
+                with nogil:
+                    rc = scio_queue_pop(self._queue, slice_ms, &c)
+                if rc != 0 or self._closed or (not forever and _monotonic() >= deadline):
+                    break
+                PyErr_CheckSignals()
         while rc == 1:
             ref = self._ops.pop(c.op_id, None)
             if ref is not None:
                 op = ref()
                 if op is not None:
                     done.append(op)
-            with nogil:
-                rc = scio_queue_pop(self._queue, 0, &c)
+            rc = scio_queue_pop(self._queue, 0, &c)  # does not wait: as above
         return done
 
     def cancel_all(self):

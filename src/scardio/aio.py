@@ -41,6 +41,7 @@ time: each front end serializes its own calls only.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import threading
 import time
@@ -49,7 +50,7 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
 from . import errors, waiting
-from .apdu import ApduLike, to_apdu_bytes
+from .apdu import ApduLike, check_length, to_apdu_bytes
 from .card import Card, TransactionError
 from .constants import IOCTL, Protocol, State
 from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, CardEvent,
@@ -57,11 +58,12 @@ from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, C
 from .recording import PathOrFile, Recorder
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
-from .sequences import U32, Request, Steps, get_state_steps
+from .sequences import U32, Request, Steps, decode_state
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition
 from .sequences.startup import startup_steps
-from .sequences.transmit import Response, transmit_steps
+from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, follow_up_steps,
+                                 split_response, transmit_steps)
 from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, check_timeout,
                       deadline_after)
 
@@ -75,6 +77,79 @@ __all__ = ["AsyncReader", "AsyncCard", "AsyncTransaction", "AsyncMonitor", "open
 ASYNC_ONLY = frozenset({"aclose", "reader"})
 
 T = TypeVar("T")
+
+_TRANSMIT = int(IOCTL.TRANSMIT)
+_GET_STATE = int(IOCTL.GET_STATE)
+_GET_ATTRIBUTE = int(IOCTL.GET_ATTRIBUTE)
+_SHORTEST_OUT = IO_HEADER + 2  # the I/O header and SW1 SW2
+# A NamedTuple's __new__ is a Python function packing its arguments: the
+# tuple built directly, as split_response does.
+_new_tuple = tuple.__new__
+
+
+class _ReaderLock:
+    """The asyncio reader's lock: asyncio.Lock's surface as AsyncReader uses
+    it (``acquire``, ``release``, ``locked``, ``async with``; FIFO) plus
+    :meth:`try_acquire`, which takes a free lock without a coroutine: the
+    per-APDU path pays for a coroutine only when it has to wait.
+
+    The lock passes from :meth:`release` straight to the first waiter
+    still waiting (it stays held throughout), so no task can slip in
+    between; hence a lock that is not held has no waiters, and taking it
+    at once never overtakes one."""
+
+    __slots__ = ("_held", "_waiters")
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: "collections.deque[asyncio.Future[None]]" = collections.deque()
+
+    def locked(self) -> bool:
+        return self._held
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; False if it is held."""
+        if self._held:
+            return False
+        self._held = True
+        return True
+
+    async def acquire(self) -> bool:
+        if not self._held:
+            self._held = True
+            return True
+        fut: "asyncio.Future[None]" = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.release()  # handed over just as we were cancelled: pass it on
+            else:
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:  # release() dropped it already
+                    pass
+            raise
+        return True
+
+    def release(self) -> None:
+        if not self._held:
+            raise RuntimeError("Lock is not acquired.")
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():  # a cancelled waiter is skipped
+                fut.set_result(None)  # its owner now; still held
+                return
+        self._held = False
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, exc_type: Optional[type[BaseException]],
+                        exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
+        self.release()
 
 
 class _LoopLink:
@@ -94,10 +169,15 @@ class _LoopLink:
         self.watcher: Optional[waiting.HandleWatcher] = None
         # Operations awaited through this link: op id -> (op, future).
         self._pending: dict[int, tuple[Any, "asyncio.Future[None]"]] = {}
+        # What watch() calls per operation, looked up once.
+        self._new_future = loop.create_future
+        self._completions = reader.completions
+        self._completions_watch = reader.completions.watch
+        self._done_callback = self._op_done
         api = waiting.handle_api()
         if api is None:
             self.fd = reader.device.waitable()
-            loop.add_reader(self.fd, reader.completions.harvest)
+            loop.add_reader(self.fd, self._harvest)
         else:
             self.watcher = waiting.HandleWatcher(api, reader.device.waitable(),
                                                  self._signalled, reader.name)
@@ -107,7 +187,7 @@ class _LoopLink:
         # On the watcher thread: harvest on the loop, then let it wait again.
         def harvest() -> None:
             try:
-                self.reader.completions.harvest()
+                self._harvest()
             finally:
                 harvested()
         try:
@@ -162,15 +242,41 @@ class _LoopLink:
 
     def watch(self, op: Any) -> "asyncio.Future[None]":
         """A future settled (with None) on the loop once `op` completed."""
-        fut: "asyncio.Future[None]" = self.loop.create_future()
+        fut: "asyncio.Future[None]" = self._new_future()
         # Entered before the watch: a completion seen at once settles it.
         self._pending[op.id] = (op, fut)
-        self.reader.completions.watch(op, self._op_done)
+        self._completions_watch(op, self._done_callback)
         return fut
 
     def unwatch(self, op: Any) -> None:
         self._pending.pop(op.id, None)
         self.reader.completions.unwatch(op)
+
+    def _harvest(self) -> None:
+        """The loop's harvest of the reader's queue, on the loop.  This
+        link's own operations settle their futures here directly: a future's
+        set_result only schedules its awaiter, so it cannot watch again
+        and needs no trampoline.  Everything else watched (a Monitor's
+        tracking requests, another link's operations) runs through the
+        dispatcher as from any harvest."""
+        completions = self._completions
+        entries = completions.take(0.0)
+        if not entries:
+            return
+        mine = self._done_callback
+        pending = self._pending
+        others = None
+        for entry in entries:
+            if entry[1] is mine:
+                found = pending.pop(entry[0].id, None)
+                if found is not None and not found[1].done():
+                    found[1].set_result(None)
+            elif others is None:
+                others = [entry]
+            else:
+                others.append(entry)
+        if others is not None:
+            completions.run(others)
 
     def _op_done(self, op: Any) -> None:
         # The completion callback, on whichever thread harvested: one bound
@@ -236,6 +342,18 @@ async def _await_op(link: _LoopLink, op: Any, timeout: Optional[float]) -> bytes
         raise
     finally:
         timer.cancel()
+    return op.result()  # type: ignore[no-any-return]
+
+
+async def _hop(link: _LoopLink, code: int, data: bytes, output_size: int) -> bytes:
+    """One overlapped IOCTL awaited without a deadline: its output."""
+    op = link.reader.device.submit(code, data, output_size)
+    fut = link.watch(op)
+    try:
+        await fut
+    except asyncio.CancelledError:
+        _abandon(link, op)
+        raise
     return op.result()  # type: ignore[no-any-return]
 
 
@@ -319,13 +437,61 @@ class AsyncCard:
                        timeout: Optional[float] = None) -> Response:
         """As :meth:`scardio.card.Card.transmit`."""
         card = self._card
-        steps = transmit_steps(
-            to_apdu_bytes(apdu), card.protocol,
-            auto_get_response=card.auto_get_response if auto_get_response is None
-            else auto_get_response,
-            auto_resend=card.auto_resend if auto_resend is None else auto_resend)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        return await self._transmit_steps(steps, deadline)
+        if (type(apdu) is not bytes or timeout is not None or auto_get_response is not None
+                or auto_resend is not None):
+            steps = transmit_steps(
+                to_apdu_bytes(apdu), card.protocol,
+                auto_get_response=card.auto_get_response if auto_get_response is None
+                else auto_get_response,
+                auto_resend=card.auto_resend if auto_resend is None else auto_resend)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            return await self._transmit_steps(steps, deadline)
+        # The common call (bytes, the card's defaults, no timeout), in this
+        # one coroutine frame: the TRANSMIT awaited here, output_size and
+        # split_response inlined as in Card.transmit, the sequence generator
+        # only for 61xx / 6Cxx follow-ups.  The same IOCTLs, checks and
+        # errors, in the same order, as transmit_steps.
+        areader = self.reader
+        lock = areader._lock
+        txn = areader._txn_task
+        mine = txn is not None and txn is asyncio.current_task()  # _in_transaction()
+        if not mine and not lock.try_acquire():
+            await lock.acquire()
+        try:
+            if card._gone is not None:
+                card._check()
+            try:
+                n = len(apdu)
+                if n < 4 or n > 5:
+                    check_length(apdu, card.protocol)
+                link = areader._link()
+                header = card._header
+                op = link.reader.device.submit(
+                    _TRANSMIT, header + apdu, MAX_OUT if n > 5 and apdu[4] == 0 else SHORT_OUT)
+                fut = link.watch(op)
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    _abandon(link, op)
+                    raise
+                try:
+                    out: bytes = op.result()
+                except errors.BufferTooSmallError:
+                    out = await _hop(link, _TRANSMIT, header + apdu, MAX_OUT)
+                if len(out) < _SHORTEST_OUT:
+                    split_response(out)  # raises: no status word
+                sw1 = out[-2]
+                resp: Response = _new_tuple(Response, (out[IO_HEADER:-2], sw1, out[-1]))
+                if sw1 == 0x61 or sw1 == 0x6C:
+                    resp = await run_async(link, follow_up_steps(
+                        apdu, header, resp, card.auto_get_response, card.auto_resend))
+                return resp
+            except (errors.NoCardError, errors.InvalidStateError) as exc:
+                areader.session.transmit_failed(card, exc)
+                raise
+        finally:
+            if not mine:
+                lock.release()
 
     async def _transmit_steps(self, steps: "Steps[Response]",
                               deadline: Optional[float]) -> Response:
@@ -437,7 +603,7 @@ class AsyncReader(SessionFront):
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.session = reader.session
-        self._lock = asyncio.Lock()
+        self._lock = _ReaderLock()
         # The AsyncCard last handed out, weakly: the session's slot alone
         # decides which card is connected (and keeps it alive).
         self._acard: "Optional[weakref.ref[AsyncCard]]" = None
@@ -492,14 +658,23 @@ class AsyncReader(SessionFront):
     # -- plain IOCTL helpers ------------------------------------------------------
     async def state(self) -> State:
         """GET_STATE."""
-        return await run_async(self._link(), get_state_steps())
+        # One IOCTL, awaited in this frame (no sequence generator): what
+        # get_state_steps asks, decoded as it does.
+        link = self._link()
+        op = link.reader.device.submit(_GET_STATE, b"", 4)
+        fut = link.watch(op)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            _abandon(link, op)
+            raise
+        return decode_state(op.result())
 
     async def is_card_present(self) -> bool:
         return await self.state() not in (State.UNKNOWN, State.ABSENT)
 
     async def get_attribute(self, attr: int, output_size: int = 256) -> bytes:
-        return await run_async(self._link(), _one(Request(
-            IOCTL.GET_ATTRIBUTE, U32.pack(int(attr)), output_size)))
+        return await _hop(self._link(), _GET_ATTRIBUTE, U32.pack(int(attr)), output_size)
 
     # -- tracking -----------------------------------------------------------
     async def _wait_tracking(self, present: bool, timeout: Optional[float]) -> None:
@@ -629,10 +804,6 @@ class AsyncReader(SessionFront):
 
     def __repr__(self) -> str:
         return f"<scardio.aio.AsyncReader {self.name!r}>"
-
-
-def _one(req: Request) -> "Steps[bytes]":
-    return (yield req)
 
 
 async def open_reader(reader: Any = 0, sim: int = 0, *,

@@ -72,16 +72,31 @@ class Completions:
 
     def harvest(self, timeout: Optional[float] = 0.0) -> int:
         """Pop what completed and run the callbacks; returns how many ran."""
+        entries = self.take(timeout)
+        if entries:
+            self._run(entries)
+        return len(entries)
+
+    def take(self, timeout: Optional[float] = 0.0) -> list[_Entry]:
+        """Pop what completed and hand over its watchers' entries, each
+        ``(op, callback)``, without running them: the caller delivers each
+        exactly once (through :meth:`run` for any callback that may watch
+        again)."""
         try:
             ops = self.device.harvest(timeout)
         except errors.ClosedError:
-            return 0
-        if not ops:
-            return 0
+            return []
         pop = self._handlers.pop
-        entries = [entry for entry in (pop(op.id, None) for op in ops) if entry is not None]
+        entries = []
+        for op in ops:  # a plain loop: no generator object per harvest
+            entry = pop(op.id, None)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    def run(self, entries: Iterable[_Entry]) -> None:
+        """Run entries from :meth:`take` (their callbacks, on this thread)."""
         self._run(entries)
-        return len(entries)
 
     def pending(self) -> int:
         return len(self._handlers)

@@ -11,7 +11,7 @@ timer and takes no lock of the reader's: a runtime does that.
 - :class:`scardio.reader.Reader` runs it with blocking IOCTLs under an
   ``RLock`` and arms timers on :mod:`scardio.powerdown`'s thread;
 - :class:`scardio.aio.AsyncReader` runs the same session with overlapped
-  IOCTLs under an ``asyncio.Lock`` and arms timers with ``loop.call_later``.
+  IOCTLs under an asyncio lock and arms timers with ``loop.call_later``.
 
 Both front ends of one reader share its session, so a card connected
 through either is the card of both, and the timer one arms the other

@@ -43,6 +43,17 @@ static int signalled(void *h)
     return h && WaitForSingleObject((HANDLE)h, 0) == WAIT_OBJECT_0;
 }
 
+/* Whether `n` completion records wait in `q`, within 3 s.  scio_op_wait
+ * returns once the operation is done, which the core marks just before it
+ * queues the record (so a harvest never meets a record of an operation not
+ * yet done): right after the wait the record may still be on its way. */
+static int queued(scio_queue *q, size_t n)
+{
+    for (int i = 0; i < 3000 && scio_queue_pending(q) < n; i++)
+        Sleep(1);
+    return scio_queue_pending(q) >= n;
+}
+
 /* Copy a + b into out (cap bytes); 0 if it does not fit. */
 static int join(char *out, size_t cap, const char *a, const char *b)
 {
@@ -231,7 +242,7 @@ static void contract(const char *sim_dll)
     CHECK_ST(control(d, SIM_CTL_INSERT, NULL, 0), SCIO_SUCCESS);
     CHECK(scio_op_wait(op, 3000), "IS_PRESENT completes on insertion");
     CHECK_ST(scio_op_status(op), SCIO_SUCCESS);
-    CHECK(scio_queue_pending(q) >= 1, "completion queued");
+    CHECK(queued(q, 1), "completion queued");
     CHECK(signalled(h), "event set while a completion waits");
     popped = SCIO_PENDING;
     CHECK(drain(q, 7, &popped) >= 1, "popped");
@@ -459,7 +470,8 @@ static void shared_queue(const char *sim_dll, const wchar_t *win32_path)
     CHECK_ST(scio_submit(di, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 1, &oi), SCIO_SUCCESS);
     CHECK_ST(scio_submit(dw, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 2, &ow), SCIO_SUCCESS);
     CHECK(oi && ow && scio_op_wait(oi, 3000) && scio_op_wait(ow, 3000), "both complete");
-    CHECK(signalled(h) && scio_queue_pending(q) == 2, "signalled: two completions wait");
+    CHECK(queued(q, 2) && signalled(h) && scio_queue_pending(q) == 2,
+          "signalled: two completions wait");
     r = scio_queue_pop(q, 0, &c);
     CHECK(r == 1, "first pop");
     seen |= r == 1 ? (int)c.user : 0;
@@ -475,7 +487,8 @@ static void shared_queue(const char *sim_dll, const wchar_t *win32_path)
 
     /* A completion whose operation is released unpopped is dropped. */
     CHECK_ST(scio_submit(dw, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 3, &ow), SCIO_SUCCESS);
-    CHECK(ow && scio_op_wait(ow, 3000) && signalled(h), "signalled by the completion");
+    CHECK(ow && scio_op_wait(ow, 3000) && queued(q, 1) && signalled(h),
+          "signalled by the completion");
     scio_op_release(ow);
     ow = NULL;
     CHECK(!signalled(h) && scio_queue_pending(q) == 0, "clear: the released op's record went");
