@@ -150,6 +150,39 @@ def run_scenario_script(script: Union[str, "os.PathLike[str]"], *args: str,
         shutil.rmtree(work, ignore_errors=True)
 
 
+def sim_scenario_report(script: Union[str, "os.PathLike[str]"], *args: str, timeout: float,
+                        also_needed: Optional[Callable[[], Optional[str]]] = None
+                        ) -> dict[str, Any]:
+    """For a test module's report fixture: skip (with the reason) unless
+    pcscd can run in a private namespace, *also_needed* (a second
+    ``unavailable``) has no objection and the simulated reader is built;
+    then :func:`run_scenario_script` with the simulated reader's library
+    first among its arguments."""
+    import pytest
+
+    from scardio.sim import SIM_LIBRARY
+    why = unavailable() or (also_needed() if also_needed is not None else None)
+    if why is not None:
+        pytest.skip(why)
+    if not os.path.exists(SIM_LIBRARY):
+        pytest.skip("the simulated reader is not built")
+    return run_scenario_script(script, SIM_LIBRARY, *args, timeout=timeout)
+
+
+def scenario_result(report: dict[str, Any], name: str, *, missing: Optional[str] = None,
+                    context: str = "") -> dict[str, Any]:
+    """One scenario's result from a report, failing the test with its
+    traceback (and *context*) when it failed; a scenario the script did not
+    run skips the test with the reason *missing*."""
+    import pytest
+
+    if missing is not None and name not in report:
+        pytest.skip(f"scenario {name} did not run ({missing})")
+    got: dict[str, Any] = report[name]
+    assert got["ok"], f"{got.get('error')}{context}"
+    return got
+
+
 def run_scenarios(scenarios: Any, names: Sequence[str]) -> dict[str, Any]:
     """Run each named method of *scenarios* (inside the namespace): its
     result, with "ok" and "seconds", or its traceback, which the test

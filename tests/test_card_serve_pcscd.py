@@ -8,13 +8,10 @@ saw."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scardio.sim import SIM_LIBRARY
 
 import pcscd_namespace
 
@@ -30,21 +27,11 @@ SCARD_E_NOT_TRANSACTED = 0x80100016
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    why = pcscd_namespace.unavailable()
-    if why is not None:
-        pytest.skip(why)
-    if not os.path.exists(SIM_LIBRARY):
-        pytest.skip("the simulated reader is not built")
-    return pcscd_namespace.run_scenario_script(
-        SCENARIOS, SIM_LIBRARY, pcscd_namespace.system_pyscard(), timeout=300)
+    return pcscd_namespace.sim_scenario_report(SCENARIOS, pcscd_namespace.system_pyscard(), timeout=300)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in report:
-        pytest.skip(f"scenario {name} did not run (pyscard is missing)")
-    got: dict[str, Any] = report[name]
-    assert got["ok"], got.get("error")
-    return got
+    return pcscd_namespace.scenario_result(report, name, missing="pyscard is missing")
 
 
 def test_pcscd_lists_the_socket_readers(report):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from scardio.sim import ATR_T0, ATR_T1, SIM_LIBRARY
+from scardio.sim import ATR_T0, ATR_T1
 
 import pcscd_namespace
 
@@ -26,22 +26,13 @@ VPCD_LIBRARY = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    why = pcscd_namespace.unavailable()
-    if why is not None:
-        pytest.skip(why)
-    if not os.path.exists(SIM_LIBRARY):
-        pytest.skip("the simulated reader is not built")
     vpcd = VPCD_LIBRARY if os.path.exists(VPCD_LIBRARY) else ""
-    return pcscd_namespace.run_scenario_script(
-        SCENARIOS, SIM_LIBRARY, vpcd, pcscd_namespace.system_pyscard(), timeout=240)
+    return pcscd_namespace.sim_scenario_report(
+        SCENARIOS, vpcd, pcscd_namespace.system_pyscard(), timeout=240)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in report:
-        pytest.skip(f"scenario {name} did not run (a prerequisite is missing)")
-    got: dict[str, Any] = report[name]
-    assert got["ok"], got.get("error")
-    return got
+    return pcscd_namespace.scenario_result(report, name, missing="a prerequisite is missing")
 
 
 def test_lists_the_resource_managers_readers(report: dict[str, Any]) -> None:

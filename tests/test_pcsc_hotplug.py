@@ -6,13 +6,10 @@ per module; the tests below check what each one saw."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scardio.sim import SIM_LIBRARY
 
 import pcscd_namespace
 import usb_hotplug
@@ -24,18 +21,13 @@ SCENARIOS = Path(__file__).resolve().parent / "pcsc_hotplug_scenarios.py"
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    why = pcscd_namespace.unavailable() or usb_hotplug.unavailable()
-    if why is not None:
-        pytest.skip(why)
-    if not os.path.exists(SIM_LIBRARY):
-        pytest.skip("the simulated reader is not built")
-    return pcscd_namespace.run_scenario_script(SCENARIOS, SIM_LIBRARY, timeout=240)
+    return pcscd_namespace.sim_scenario_report(SCENARIOS, timeout=240,
+                                               also_needed=usb_hotplug.unavailable)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
-    got: dict[str, Any] = report[name]
-    assert got["ok"], f"{got.get('error')}\npcscd log: {report.get('pcscd_log_tail')}"
-    return got
+    return pcscd_namespace.scenario_result(
+        report, name, context=f"\npcscd log: {report.get('pcscd_log_tail')}")
 
 
 def test_the_pnp_watch_wakes_on_a_new_reader_and_on_wake(report: dict[str, Any]) -> None:

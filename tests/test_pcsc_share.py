@@ -6,13 +6,10 @@ APDUs out until it ends, a card removed inside a transaction."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scardio.sim import SIM_LIBRARY
 
 import pcscd_namespace
 
@@ -23,18 +20,11 @@ SCENARIOS = Path(__file__).resolve().parent / "pcsc_share_scenarios.py"
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    why = pcscd_namespace.unavailable()
-    if why is not None:
-        pytest.skip(why)
-    if not os.path.exists(SIM_LIBRARY):
-        pytest.skip("the simulated reader is not built")
-    return pcscd_namespace.run_scenario_script(SCENARIOS, SIM_LIBRARY, timeout=240)
+    return pcscd_namespace.sim_scenario_report(SCENARIOS, timeout=240)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
-    got: dict[str, Any] = report[name]
-    assert got["ok"], got.get("error")
-    return got
+    return pcscd_namespace.scenario_result(report, name)
 
 
 def ok(reply: dict[str, Any]) -> dict[str, Any]:

@@ -10,13 +10,10 @@ wait(None) the one wait of the binding made in a single call into C
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from scardio.sim import SIM_LIBRARY
 
 import pcscd_namespace
 
@@ -27,18 +24,11 @@ SCENARIOS = Path(__file__).resolve().parent / "pcsc_watch_scenarios.py"
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    why = pcscd_namespace.unavailable()
-    if why is not None:
-        pytest.skip(why)
-    if not os.path.exists(SIM_LIBRARY):
-        pytest.skip("the simulated reader is not built")
-    return pcscd_namespace.run_scenario_script(SCENARIOS, SIM_LIBRARY, timeout=120)
+    return pcscd_namespace.sim_scenario_report(SCENARIOS, timeout=120)
 
 
 def scenario(report: dict[str, Any], name: str) -> dict[str, Any]:
-    got: dict[str, Any] = report[name]
-    assert got["ok"], got.get("error")
-    return got
+    return pcscd_namespace.scenario_result(report, name)
 
 
 def test_a_watch_inherited_through_fork_is_refused_and_leaves_the_parent_alone(
