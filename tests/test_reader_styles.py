@@ -76,6 +76,29 @@ def test_a_second_connect_is_refused_while_a_card_is_connected(styled):
 
 # -- the card handle --------------------------------------------------------------
 
+@pytest.mark.parametrize("name, expected", [("leave", State.SPECIFIC), ("RESET", State.NEGOTIABLE),
+                                            ("Unpower", State.SWALLOWED)])
+def test_disconnect_takes_the_disposition_by_name(styled, name, expected):
+    with styled.reader(power_down_timeout=None) as (reader, sim):
+        sim.insert()
+        styled(styled(reader.connect(timeout=5)).disconnect(name))
+        assert styled(reader.state()) == expected
+
+
+@pytest.mark.parametrize("bad", ["park", "", 7, -1, True, 1.0, None])
+def test_a_bad_disposition_is_refused_before_the_card_is_touched(styled, bad):
+    with styled.reader() as (reader, sim):
+        sim.insert()
+        card = styled(reader.connect(timeout=5))
+        powered = sim.counters().power_ups
+        with pytest.raises(ValueError, match="none of 'leave', 'reset', 'unpower'"):
+            styled(card.disconnect(bad))
+        assert card.connected and reader.card is card
+        assert styled(card.transmit(SELECT_AID)).ok
+        styled(card.disconnect(Disposition.UNPOWER))
+        assert sim.counters().power_ups == powered and not card.connected
+
+
 def test_transmit_after_disconnect(styled):
     with styled.reader() as (reader, sim):
         sim.insert()

@@ -60,7 +60,7 @@ from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
 from .sequences import U32, Request, Steps, decode_state
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
-from .sequences.disconnect import Disposition
+from .sequences.disconnect import Disposition, DispositionLike, disposition_value
 from .sequences.startup import startup_steps
 from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, follow_up_steps,
                                  split_response, transmit_steps)
@@ -518,14 +518,15 @@ class AsyncCard:
         this object's transmit and disconnect (awaited as ever)."""
         return Recorder(self._card, target, front=self)
 
-    async def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
+    async def disconnect(self, disposition: DispositionLike = Disposition.LEAVE) -> None:
         """As :meth:`scardio.card.Card.disconnect`."""
+        value = disposition_value(disposition)
         mine = self.reader._in_transaction()
         if not mine:
             await self.reader._lock.acquire()
         try:
             if self._card.connected:
-                await self.reader._disconnected(self._card, Disposition(disposition))
+                await self.reader._disconnected(self._card, value)
         finally:
             if not mine:
                 self.reader._lock.release()

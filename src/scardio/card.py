@@ -27,7 +27,7 @@ from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import check_timeout, deadline_after
 from .sequences import Steps
-from .sequences.disconnect import Disposition
+from .sequences.disconnect import Disposition, DispositionLike, disposition_value
 from .sequences.sharing import SHARE_MODES
 from .sequences.sharing import TransactionError as TransactionError
 from .sequences.transmit import (IO_HEADER, MAX_OUT, SHORT_OUT, Response, StatusWordError,
@@ -192,15 +192,18 @@ class Card(CardBase):
     def _resend(self, asked: Optional[bool]) -> bool:
         return self.auto_resend if asked is None else asked
 
-    def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
+    def disconnect(self, disposition: DispositionLike = Disposition.LEAVE) -> None:
         """Release the card.  LEAVE keeps it powered until the reader's
-        power-down timer fires (a reconnect before then reuses it as is).
-        Idempotent; a no-op on a card that is already gone."""
+        power-down timer fires (a reconnect before then reuses it as is);
+        RESET warm-resets it first; UNPOWER powers it down now.  The
+        disposition may be named ("leave", "reset", "unpower"); anything
+        else is ValueError, before the card is touched.  Idempotent; a
+        no-op on a card that is already gone."""
+        value = disposition_value(disposition)
         with self.reader._lock:
             if self._gone is not None:
                 return
-            self.reader._disconnected(self, disposition if type(disposition) is Disposition
-                                      else Disposition(disposition))
+            self.reader._disconnected(self, value)
 
     @property
     def share(self) -> str:

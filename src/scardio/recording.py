@@ -64,7 +64,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Optional, Union
 from . import errors
 from .apdu import ApduLike, to_apdu_bytes
 from .constants import IOCTL
-from .sequences.disconnect import Disposition
+from .sequences.disconnect import Disposition, DispositionLike, disposition_value
 from .sequences.transmit import IO_HEADER, Response, transmit_steps
 from .session import deadline_after
 
@@ -344,29 +344,28 @@ class Recorder:
             self._line("apdu", started, us=us, command=command, response=response,
                        wire=pairs)
 
-    def disconnect(self, disposition: Disposition = Disposition.LEAVE) -> None:
-        """The card's disconnect, recorded; it ends the recording."""
+    def disconnect(self, disposition: DispositionLike = Disposition.LEAVE) -> None:
+        """The card's disconnect, recorded; it ends the recording (a
+        disposition the card refuses ends nothing)."""
+        value = disposition_value(disposition)
         connected = self.card.connected
         try:
-            self._disconnect(disposition)
+            self._disconnect(value)
         finally:
-            self._disconnected(connected, disposition)
+            self._disconnected(connected, value)
 
-    async def _disconnect_async(self, disposition: Disposition = Disposition.LEAVE) -> None:
+    async def _disconnect_async(self, disposition: DispositionLike = Disposition.LEAVE) -> None:
         """The asyncio card's disconnect, recorded; it ends the recording."""
+        value = disposition_value(disposition)
         connected = self.card.connected
         try:
-            await self._disconnect(disposition)
+            await self._disconnect(value)
         finally:
-            self._disconnected(connected, disposition)
+            self._disconnected(connected, value)
 
     def _disconnected(self, connected: bool, disposition: Disposition) -> None:
         if connected and not self._closed:
-            try:
-                name = Disposition(disposition).name
-            except ValueError:
-                name = str(disposition)
-            self._line("disconnect", time.monotonic(), disposition=name)
+            self._line("disconnect", time.monotonic(), disposition=disposition.name)
         self.close()
 
     def close(self) -> None:

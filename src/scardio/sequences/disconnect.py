@@ -4,6 +4,7 @@ loop and the warm reset."""
 from __future__ import annotations
 
 import enum
+from typing import Union
 
 from ..constants import IOCTL, PowerAction, State
 from . import ATR_OUT, STATE_NAMES, U32, Request, Steps, state_value
@@ -23,6 +24,28 @@ class Disposition(enum.IntEnum):
     LEAVE = 0    # leave it powered; the power-down timer takes it down later
     RESET = 1    # warm reset now (drops card state), then the timer
     UNPOWER = 2  # power it down now
+
+
+#: What Card.disconnect() takes: a Disposition, its value, or its name in
+#: any case ("leave", "reset", "unpower").
+DispositionLike = Union[Disposition, int, str]
+
+
+def disposition_value(disposition: DispositionLike) -> Disposition:
+    """The :class:`Disposition` `disposition` names; ValueError (naming the
+    choices) for anything else."""
+    if type(disposition) is Disposition:
+        return disposition
+    try:
+        if isinstance(disposition, str):
+            return Disposition[disposition.upper()]
+        if isinstance(disposition, int) and not isinstance(disposition, bool):
+            return Disposition(disposition)
+    except (KeyError, ValueError):
+        pass
+    choices = ", ".join(repr(d.name.lower()) for d in Disposition)
+    raise ValueError(f"disposition {disposition!r} is none of {choices} "
+                     f"(or Disposition.LEAVE, .RESET, .UNPOWER)")
 
 
 def power_down_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "Steps[list[str]]":
