@@ -819,9 +819,6 @@ cdef class Device:
         not the caller, and the two threads spin briefly for each other
         (docs/architecture.md), so a sequence of them stays cheap."""
         cdef Py_buffer view
-        cdef const char *inp
-        cdef Py_ssize_t in_len
-        cdef bint have_view = False
         cdef scio_op *op = NULL
         cdef scio_status st
         cdef int done = 0
@@ -837,23 +834,15 @@ cdef class Device:
         if not forever:
             deadline = _monotonic() + seconds
         slice_ms = _slice_ms(forever, deadline)
-        if type(input) is bytes:
-            inp = PyBytes_AS_STRING(input)
-            in_len = len(<bytes>input)
-        else:
-            PyObject_GetBuffer(input, &view, PyBUF_SIMPLE)
-            have_view = True
-            inp = <const char *>view.buf
-            in_len = view.len
+        PyObject_GetBuffer(input, &view, PyBUF_SIMPLE)
         try:
             # Submit and wait in one GIL-free stretch (the core copies the input).
             with nogil:
-                st = scio_submit_awaited(self._dev, code_v, inp, in_len, out_size, &op)
+                st = scio_submit_awaited(self._dev, code_v, view.buf, view.len, out_size, &op)
                 if st == SCIO_SUCCESS and slice_ms != 0:
                     done = scio_op_await(op, slice_ms)
         finally:
-            if have_view:
-                PyBuffer_Release(&view)
+            PyBuffer_Release(&view)
         if st != SCIO_SUCCESS:
             raise _error(st, 0, code_v)
         if not done:
