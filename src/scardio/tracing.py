@@ -151,32 +151,27 @@ class TracingDevice:
         except Exception:  # a broken sink must not break the reader
             pass
 
-    def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
+    def _timed(self, call: Callable[..., bytes], code: int, input: bytes,
+               *args: Any) -> bytes:
+        """`call(code, input, *args)`, recorded with its outcome and time."""
         started = time.monotonic()
         t0 = time.perf_counter_ns()
         try:
-            out = self._device.ioctl(code, input, output_size)
+            out = call(code, input, *args)
         except errors.ScardioError as exc:
             self._record(started, code, input, None, exc,
                          (time.perf_counter_ns() - t0) / 1000.0, False)
             raise
         self._record(started, code, input, out, None,
                      (time.perf_counter_ns() - t0) / 1000.0, False)
-        return out  # type: ignore[no-any-return]
+        return out
+
+    def ioctl(self, code: int, input: bytes = b"", output_size: int = 0) -> bytes:
+        return self._timed(self._device.ioctl, code, input, output_size)
 
     def ioctl_on_lane(self, code: int, input: bytes = b"", output_size: int = 0,
                       timeout: Optional[float] = None) -> bytes:
-        started = time.monotonic()
-        t0 = time.perf_counter_ns()
-        try:
-            out = self._device.ioctl_on_lane(code, input, output_size, timeout)
-        except errors.ScardioError as exc:
-            self._record(started, code, input, None, exc,
-                         (time.perf_counter_ns() - t0) / 1000.0, False)
-            raise
-        self._record(started, code, input, out, None,
-                     (time.perf_counter_ns() - t0) / 1000.0, False)
-        return out  # type: ignore[no-any-return]
+        return self._timed(self._device.ioctl_on_lane, code, input, output_size, timeout)
 
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> _TracedOperation:
         started = time.monotonic()
