@@ -4,6 +4,7 @@ also decodes and names each card's ATR, like pcsc_scan."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -15,19 +16,25 @@ from .outcome import EXIT_OK, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import Any, Optional
+    from typing import Any, Iterator, Optional
 
+    from ..monitor import Monitor
     from ..reader import Reader
     from .output import Output
 
 __all__ = ["cmd_monitor", "cmd_scan"]
 
 
-def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
+@contextlib.contextmanager
+def _watching(args: argparse.Namespace, out: Output,
+              command: str) -> Iterator[tuple[Monitor, list[Reader]]]:
+    """The Monitor `command` runs, over the readers it names (or every
+    reader, following the resource manager's reader list where one is
+    reachable); the monitor, the list and the readers are closed on exit."""
     from ..monitor import Monitor
     reader_list = hotplug_list(args, out)
     try:
-        readers = open_watched(args, out, "monitor", allow_none=reader_list is not None)
+        readers = open_watched(args, out, command, allow_none=reader_list is not None)
     except BaseException:
         if reader_list is not None:
             reader_list.close()
@@ -36,6 +43,18 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     try:
         monitor = Monitor(readers, reader_list=reader_list)
         reader_list = None  # the monitor's now
+        yield monitor, readers
+    finally:
+        if monitor is not None:
+            monitor.close()
+        if reader_list is not None:
+            reader_list.close()
+        for r in readers:
+            r.close()
+
+
+def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
+    with _watching(args, out, "monitor") as (monitor, _):
         if not out.json:
             out.line(f"monitoring {len(monitor.readers)} reader(s)"
                      f"{'' if args.timeout is None else f' for {args.timeout} s'}; Ctrl-C stops")
@@ -48,15 +67,7 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
             else:
                 extra = f": {ev.error}" if ev.error else ""
                 out.line(f"{out.ms(ev.timestamp):10.3f} ms  {ev.kind:<9}  {ev.reader.name}{extra}")
-    finally:
-        if monitor is not None:
-            monitor.close()
-        if reader_list is not None:
-            reader_list.close()
-        for r in readers:
-            r.close()
     return EXIT_OK
-
 
 
 def _wall_clock(monotonic_ts: float) -> str:
@@ -102,69 +113,54 @@ class _SimToggler:
 
 def cmd_scan(args: argparse.Namespace, out: Output) -> int:
     from ..atr_list import find_atr_list
-    from ..monitor import ARRIVAL, Monitor
+    from ..monitor import ARRIVAL
     from ..probe import probe_atr
     if args.sim_toggle is not None and args.sim_toggle <= 0:
         raise UsageError("--sim-toggle needs a period > 0 seconds")
     list_file = args.atr_list or find_atr_list()
-    reader_list = hotplug_list(args, out)
-    try:
-        readers = open_watched(args, out, "scan", allow_none=reader_list is not None)
-    except BaseException:
-        if reader_list is not None:
-            reader_list.close()
-        raise
-    monitor: Optional[Monitor] = None
     toggler: Optional[_SimToggler] = None
-    try:
-        monitor = Monitor(readers, reader_list=reader_list)
-        reader_list = None  # the monitor's now
-        if not out.json:
-            watched = monitor.readers
-            out.line(f"scanning {len(watched)} reader(s)"
-                     f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
-                     f"card list: {list_file or 'none'}; Ctrl-C stops")
-            for r in watched:
-                out.line(f"  {r.name}")
-        if args.sim_toggle is not None:
-            toggler = _SimToggler(readers, args.sim_toggle, args.card == "t0")
-            toggler.start()
-        for ev in monitor.events(timeout=args.timeout, count=args.count):
-            record: dict[str, Any] = {"time": _wall_clock(ev.timestamp), "event": ev.kind,
-                                      "reader": ev.reader.name, "seq": ev.seq}
-            if ev.error is not None:
-                record["error"] = str(ev.error)
-            probe_error: Optional[str] = None
-            if ev.kind == ARRIVAL:
-                try:
-                    probe = probe_atr(ev.reader, timeout=10.0)
-                except errors.NoCardError:
-                    probe_error = "the card left before its ATR was read"
-                except errors.ScardioError as exc:
-                    probe_error = f"could not read the ATR: {exc}"
-                else:
-                    record["card_state"] = probe.state.name
-                    record["actions"] = probe.actions
-                    record.update(atr_report(probe.atr, list_file))
+    with _watching(args, out, "scan") as (monitor, readers):
+        try:
+            if not out.json:
+                watched = monitor.readers
+                out.line(f"scanning {len(watched)} reader(s)"
+                         f"{'' if args.timeout is None else f' for {args.timeout} s'}; "
+                         f"card list: {list_file or 'none'}; Ctrl-C stops")
+                for r in watched:
+                    out.line(f"  {r.name}")
+            if args.sim_toggle is not None:
+                toggler = _SimToggler(readers, args.sim_toggle, args.card == "t0")
+                toggler.start()
+            for ev in monitor.events(timeout=args.timeout, count=args.count):
+                record: dict[str, Any] = {"time": _wall_clock(ev.timestamp), "event": ev.kind,
+                                          "reader": ev.reader.name, "seq": ev.seq}
+                if ev.error is not None:
+                    record["error"] = str(ev.error)
+                probe_error: Optional[str] = None
+                if ev.kind == ARRIVAL:
+                    try:
+                        probe = probe_atr(ev.reader, timeout=10.0)
+                    except errors.NoCardError:
+                        probe_error = "the card left before its ATR was read"
+                    except errors.ScardioError as exc:
+                        probe_error = f"could not read the ATR: {exc}"
+                    else:
+                        record["card_state"] = probe.state.name
+                        record["actions"] = probe.actions
+                        record.update(atr_report(probe.atr, list_file))
+                    if probe_error is not None:
+                        record["atr_error"] = probe_error
+                if out.json:
+                    out.jsonl(record)
+                    continue
+                extra = f": {record['error']}" if "error" in record else ""
+                lines = [f"{record['time']}  {ev.kind:<9}  {ev.reader.name}{extra}"]
                 if probe_error is not None:
-                    record["atr_error"] = probe_error
-            if out.json:
-                out.jsonl(record)
-                continue
-            extra = f": {record['error']}" if "error" in record else ""
-            lines = [f"{record['time']}  {ev.kind:<9}  {ev.reader.name}{extra}"]
-            if probe_error is not None:
-                lines.append(f"    ({probe_error})")
-            elif "atr" in record:
-                lines += atr_report_lines(record, "    ")
-            out.line("\n".join(lines))
-    finally:
-        if toggler is not None:
-            toggler.stop()
-        if monitor is not None:
-            monitor.close()
-        if reader_list is not None:
-            reader_list.close()
-        for r in readers:
-            r.close()
+                    lines.append(f"    ({probe_error})")
+                elif "atr" in record:
+                    lines += atr_report_lines(record, "    ")
+                out.line("\n".join(lines))
+        finally:
+            if toggler is not None:
+                toggler.stop()
     return EXIT_OK
