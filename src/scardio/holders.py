@@ -131,13 +131,17 @@ class Usage:
                     + ", ".join(f"{s.name}, pid {s.pid}" for s in self.suspects) + ")")
         return "held by another process"
 
+    def taken(self) -> str:
+        """What the kernel shows taken: "TCP port 35963", "its device"
+        when the resources are not known."""
+        return " and ".join(str(r) for r in self.resources) or "its device"
+
     def explanation(self) -> str:
         """Why the reader cannot be opened and how to free it."""
         if self.holders:
             found = "; ".join(f"{h} holds {h.resource}" for h in self.holders)
             return f"the reader is in use by another process: {found}. {_advice(self.holders)}"
-        what = " and ".join(str(r) for r in self.resources) or "its device"
-        text = f"the reader is in use by another process ({what} is taken)"
+        text = f"the reader is in use by another process ({self.taken()} is taken)"
         if not self.complete:
             text += (", and scardio cannot see which one: reading other users' "
                      "/proc/PID/fd needs root")

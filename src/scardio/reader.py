@@ -498,8 +498,7 @@ def _known_holder(desc: "ReaderDescriptor") -> Optional[str]:
     usage = check_readers([(desc.library, desc.device_name, desc.lun)], find_holders=False)[0]
     if not usage.busy:
         return None
-    taken = " and ".join(str(r) for r in usage.resources) or "its device"
-    return f"{taken} is taken and the resource manager lists the reader"
+    return f"{usage.taken()} is taken and the resource manager lists the reader"
 
 
 def open_backend_device(desc: "ReaderDescriptor", backend: str = "auto") -> OpenedDevice:
