@@ -246,41 +246,24 @@ static int lane_spin_us(void) { spin_init(); return spin_here(lane_spin); }
 static int await_spin_us(void) { spin_init(); return spin_here(await_spin); }
 static int await_budget_us(void) { spin_init(); return await_spin; }
 
-/* Spin up to `us` microseconds for *flag to become nonzero; 1 if it did. */
-static int spin_for(const volatile int *flag, int us)
-{
-    int64_t end;
-    if (us <= 0)
-        return scio_load_acquire(flag) != 0;
-    end = scio_now_us() + us;
-    for (;;) {
-        for (int i = 0; i < 32; i++) {
-            if (scio_load_acquire(flag))
-                return 1;
-            scio_cpu_relax();
-        }
-        if (spin_yield)
-            scio_yield();
-        if (scio_now_us() >= end)
-            return scio_load_acquire(flag) != 0;
-    }
-}
-
 /* Spin up to `us` microseconds for *word to move from `seen`; 1 if it did.
- * The thread it waits for cannot run while we spin on its processor (the
- * scheduler often puts the two there on a busy machine, affinity mask or
- * not), so stop (0) as soon as it was last seen here (*partner_cpu), and
- * publish where we run (*mine) for its same test.  Where the processor is
- * not known, yield between bursts instead. */
+ * With a partner: the thread it waits for cannot run while we spin on its
+ * processor (the scheduler often puts the two there on a busy machine,
+ * affinity mask or not), so stop (0) as soon as it was last seen here
+ * (*partner_cpu), and publish where we run (*mine) for its same test;
+ * where the processor is not known, yield between bursts instead. */
 static int spin_apart(const volatile int *word, int seen, int us,
                       const volatile int *partner_cpu, volatile int *mine)
 {
     int64_t end = scio_now_us() + us;
     for (;;) {
-        int here = scio_current_cpu();
-        scio_store_release(mine, here);
-        if (here >= 0 && scio_load_acquire(partner_cpu) == here)
-            return scio_load_acquire(word) != seen;
+        int here = 0;
+        if (partner_cpu != NULL) {
+            here = scio_current_cpu();
+            scio_store_release(mine, here);
+            if (here >= 0 && scio_load_acquire(partner_cpu) == here)
+                return scio_load_acquire(word) != seen;
+        }
         for (int i = 0; i < 32; i++) {
             if (scio_load_acquire(word) != seen)
                 return 1;
@@ -296,18 +279,15 @@ static int spin_apart(const volatile int *word, int seen, int us,
 /* Spin up to `us` microseconds for *counter to move from `seen`. */
 static int spin_change(const volatile int *counter, int seen, int us)
 {
-    int64_t end = scio_now_us() + us;
-    for (;;) {
-        for (int i = 0; i < 32; i++) {
-            if (scio_load_acquire(counter) != seen)
-                return 1;
-            scio_cpu_relax();
-        }
-        if (spin_yield)
-            scio_yield();
-        if (scio_now_us() >= end)
-            return scio_load_acquire(counter) != seen;
-    }
+    return spin_apart(counter, seen, us, NULL, NULL);
+}
+
+/* Spin up to `us` microseconds for *flag to become nonzero; 1 if it did. */
+static int spin_for(const volatile int *flag, int us)
+{
+    if (us <= 0)
+        return scio_load_acquire(flag) != 0;
+    return spin_change(flag, 0, us);
 }
 
 /* ---- operations --------------------------------------------------------- */
