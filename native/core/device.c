@@ -42,6 +42,7 @@ struct scio_op {
     int done;                /* written under the op lock; spinning waiters read it without */
     scio_call_fn call;       /* a call (scio_submit_call), not an IOCTL */
     void *call_ctx;
+    size_t call_out_len;     /* the output a call leaves in `out` */
     /* guarded by the device lock */
     int cancel, tracking;
     int call_started;        /* the call function has been (or is being) called */
@@ -453,9 +454,10 @@ static void op_run(scio_op *op)
     call_frame f;
     scio_status st;
     call_enter(&f, d);
-    if (op->call)
+    if (op->call) {
         st = op->call(op, op->call_ctx, 1);
-    else
+        out_len = op->call_out_len;
+    } else
         st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
                           op->out, op->out_cap, &out_len, &drv);
     call_leave(&f);
@@ -809,8 +811,14 @@ scio_status scio_submit_awaited(scio_device *d, uint32_t code,
     return submit_ioctl(d, code, in, in_len, out_cap, 0, 1, op_out);
 }
 
-scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
-                             uint64_t user, scio_op **op_out)
+/* A call operation on the I/O lane.  `out_size` bytes of output, which
+ * `init` (if any) fills before the lane can see the op; awaited as in
+ * submit_ioctl, and a call that is not awaited completes into the queue
+ * only when `post` asks (scio_submit_call's waiter waits on the op). */
+static scio_status submit_call(scio_device *d, scio_call_fn fn, void *ctx, uint64_t user,
+                               int awaited, int post, size_t out_size,
+                               void (*init)(void *out, const void *arg), const void *arg,
+                               scio_op **op_out)
 {
     scio_status st = SCIO_SUCCESS;
     scio_op *op;
@@ -822,16 +830,22 @@ scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
     if (!op)
         return SCIO_NO_MEMORY;
     op->in = malloc(1);
-    op->out = malloc(1);
+    op->out = malloc(out_size ? out_size : 1);
     if (!op->in || !op->out) {
         free(op->in);
         free(op->out);
         free(op);
         return SCIO_NO_MEMORY;
     }
+    if (init)
+        init(op->out, arg);
+    op->out_cap = op->call_out_len = out_size;
     op->user = user;
     op->heap = 1;
-    op->post = 0; /* its waiter waits on the op itself: nothing to harvest */
+    op->post = post && !awaited;
+    op->awaited = awaited;
+    if (awaited)
+        scio_store_release(&d->io.waiter_cpu, scio_current_cpu());
     op->refs = 2; /* caller + core */
     op_init(op, d, 0);
     op->call = fn;
@@ -857,6 +871,51 @@ scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
     if (st != SCIO_SUCCESS)
         op_complete(op, st, 0, 0);
     return SCIO_SUCCESS;
+}
+
+scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
+                             uint64_t user, scio_op **op_out)
+{
+    return submit_call(d, fn, ctx, user, 0, 0, 0, NULL, NULL, op_out);
+}
+
+/* ---- the connect loop on the lane ----------------------------------------- */
+
+static scio_status connect_call(scio_op *op, void *ctx, int run)
+{
+    (void)ctx;
+    if (run)
+        scio_connect_run(op->dev, (scio_connect_loop *)(void *)op->out, op);
+    return SCIO_SUCCESS;
+}
+
+/* The inputs only: the loop writes the rest. */
+static void connect_init(void *out, const void *arg)
+{
+    scio_connect_loop *c = out;
+    const scio_connect_loop *in = arg;
+    memset(c, 0, sizeof *c);
+    c->protocols = in->protocols;
+    c->max_steps = in->max_steps;
+    c->timeout_us = in->timeout_us;
+    c->deadline = in->timeout_us > 0 ? scio_now_us() + in->timeout_us : 0;
+}
+
+scio_status scio_submit_connect(scio_device *d, const scio_connect_loop *in,
+                                int awaited, uint64_t user, scio_op **op_out)
+{
+    *op_out = NULL;
+    if (!in)
+        return SCIO_INVALID_PARAMETER;
+    return submit_call(d, connect_call, NULL, user, awaited, 1, sizeof(scio_connect_loop),
+                       connect_init, in, op_out);
+}
+
+uint32_t scio_connect_ioctl(scio_op *op)
+{
+    if (op->call != connect_call)
+        return 0;
+    return (uint32_t)scio_load_acquire(&((scio_connect_loop *)(void *)op->out)->current);
 }
 
 /* Cancel with the device locked; returns 1 if the op was dequeued (and the

@@ -1354,6 +1354,124 @@ static void test_awaited_calls(void)
     scio_close(d);
 }
 
+/* The connect loop (scio_connect_run, scio_submit_connect): the ordinary
+ * path to its end with its trail; a stop, recorded, at the first IOCTL
+ * that fails, at no card, at max_steps and at its timeout; on the lane
+ * awaited and into the queue; cancelled behind a blocking call. */
+static void arm_fault(scio_device *d, uint32_t ep, uint32_t kind, uint32_t value)
+{
+    uint8_t f[12];
+    put32(f, ep);
+    put32(f + 4, kind);
+    put32(f + 8, value);
+    CHECK(control(d, SIM_CTL_FAULT, f, 12) == SCIO_SUCCESS);
+}
+
+static void test_connect_loop(void)
+{
+    scio_device *d = open_sim(9);
+    scio_connect_loop c, in;
+    const scio_connect_loop *r;
+    scio_op *op = NULL, *blocker = NULL;
+    scio_completion done;
+    call_ctx cb = {0};
+    const uint8_t *out;
+    uint8_t lat[4];
+    size_t n = 0;
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    memset(&c, 0, sizeof c);
+    c.protocols = SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1;
+    c.max_steps = 8;
+    in = c;
+    /* no card: one GET_STATE, recorded, and a stop */
+    scio_connect_run(d, &c, NULL);
+    CHECK(!c.complete && c.n == 1 && c.step[0].code == SCIO_IOCTL_GET_STATE &&
+          c.step[0].status == SCIO_SUCCESS && c.step[0].in_len == 0 && c.step[0].out_len == 4 &&
+          get32(c.step[0].out) == SCIO_STATE_ABSENT && c.trail_len == 1);
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    /* a card just in: SWALLOWED, cold reset, NEGOTIABLE, the ATR, T=1 */
+    scio_connect_run(d, &c, NULL);
+    CHECK(c.complete && c.n == 5 && c.atr_len > 2 && c.atr[0] == 0x3B && c.trail_len == 9);
+    CHECK(c.trail[0] == SCIO_STATE_SWALLOWED && c.trail[1] == SCIO_TRAIL_COLD_RESET &&
+          c.trail[2] == SCIO_STATE_NEGOTIABLE && c.trail[3] == SCIO_TRAIL_ATR &&
+          c.trail[4] == SCIO_TRAIL_SET_PROTOCOL && get32(c.trail + 5) == SCIO_PROTOCOL_T1);
+    CHECK(c.step[4].code == SCIO_IOCTL_SET_PROTOCOL && c.step[4].in_len == 4 &&
+          c.step[4].in == (SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1));
+    /* connected again: SPECIFIC, the ATR and the protocol in force */
+    scio_connect_run(d, &c, NULL);
+    CHECK(c.complete && c.n == 4 && c.trail_len == 11 && c.trail[0] == SCIO_STATE_SPECIFIC &&
+          c.trail[1] == SCIO_TRAIL_ATR_PROTOCOL && get32(c.trail + 2) == SCIO_PROTOCOL_T1);
+    /* left in T=1, asked for T=0 alone: one warm reset, then SET_PROTOCOL
+     * fails (the card has no T=0) and the loop stops there, recorded */
+    c.protocols = SCIO_PROTOCOL_T0;
+    scio_connect_run(d, &c, NULL);
+    CHECK(!c.complete && c.n >= 5 && c.trail[1] == SCIO_TRAIL_ATR_PROTOCOL &&
+          c.trail[6] == SCIO_TRAIL_WARM_RESET);
+    CHECK(c.step[c.n - 1].code == SCIO_IOCTL_SET_PROTOCOL &&
+          c.step[c.n - 1].status != SCIO_SUCCESS);
+    c.protocols = in.protocols;
+    /* a driver error: recorded with its code, nothing after it */
+    arm_fault(d, SIM_EP_SET_PROTOCOL, SIM_FAULT_RETURN, 612);
+    CHECK(control(d, SIM_CTL_REMOVE, NULL, 0) == SCIO_SUCCESS);
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    scio_connect_run(d, &c, NULL);
+    CHECK(!c.complete && c.n == 5 && c.step[4].status != SCIO_SUCCESS &&
+          c.step[4].driver_code == 612 && c.step[4].out_len == 0);
+    /* max_steps 0: nothing at all */
+    c.max_steps = 0;
+    scio_connect_run(d, &c, NULL);
+    CHECK(!c.complete && c.n == 0 && c.trail_len == 0);
+    c.max_steps = 8;
+    /* on the lane, awaited: its output is the whole loop */
+    CHECK(scio_submit_connect(d, NULL, 1, 0, &op) == SCIO_INVALID_PARAMETER && op == NULL);
+    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    out = scio_op_output(op, &n);
+    r = (const scio_connect_loop *)(const void *)out;
+    CHECK(out != NULL && n == sizeof c && r->complete && r->trail[0] == SCIO_STATE_NEGOTIABLE);
+    CHECK(scio_connect_ioctl(op) == SCIO_IOCTL_SET_PROTOCOL);
+    scio_op_release(op);
+    CHECK(scio_queue_pending(scio_device_queue(d)) == 0);
+    /* not awaited: its completion goes to the queue with its cookie */
+    CHECK(scio_submit_connect(d, &in, 0, 77, &op) == SCIO_SUCCESS);
+    CHECK(scio_queue_pop(scio_device_queue(d), 5000, &done) == 1 && done.user == 77 &&
+          done.op_id == scio_op_id(op) && done.status == SCIO_SUCCESS);
+    scio_op_release(op);
+    /* its timeout stops it before the next IOCTL: 60 ms per driver call,
+     * 30 ms allowed, so one GET_STATE and no more */
+    put32(lat, 60000);
+    CHECK(control(d, SIM_CTL_SET_LATENCY, lat, 4) == SCIO_SUCCESS);
+    in.timeout_us = 30000;
+    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    out = scio_op_output(op, &n);
+    r = (const scio_connect_loop *)(const void *)out;
+    CHECK(out != NULL && n == sizeof c && !r->complete && r->n == 1);
+    scio_op_release(op);
+    in.timeout_us = 0;
+    put32(lat, 0);
+    CHECK(control(d, SIM_CTL_SET_LATENCY, lat, 4) == SCIO_SUCCESS);
+    /* behind a call that blocks the lane: its waiter gives up, and
+     * released while queued it is cancelled without a single IOCTL */
+    cb.d = d;
+    cb.block_ms = 200;
+    CHECK(scio_submit_call(d, call_fn, &cb, 0, &blocker) == SCIO_SUCCESS);
+    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 20) == 0 && scio_connect_ioctl(op) == 0);
+    scio_op_release(op);
+    CHECK(scio_op_wait(blocker, 5000) == 1 && cb.runs == 1);
+    scio_op_release(blocker);
+    scio_connect_run(d, &c, NULL); /* and the reader works on */
+    CHECK(c.complete);
+    scio_shutdown(d);
+    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_DEVICE_NOT_CONNECTED && op == NULL);
+    scio_connect_run(d, &c, NULL);
+    CHECK(!c.complete && c.n == 1 && c.step[0].status == SCIO_DEVICE_NOT_CONNECTED);
+    scio_close(d);
+}
+
 /* The fork generation: once a device exists, the child of a plain fork()
  * (no language runtime's hooks) sees it one higher, the parent unchanged,
  * and the parent's device keeps working. */
@@ -1420,6 +1538,7 @@ int main(int argc, char **argv)
     test_shutdown_waits_for_sync_call();
     test_calls_on_the_lane();
     test_awaited_calls();
+    test_connect_loop();
     test_fork_generation();
     CHECK(load_ext());
     if (ext_offer) {

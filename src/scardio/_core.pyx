@@ -18,7 +18,7 @@ from cpython.float cimport PyFloat_AsDouble
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.weakref cimport PyWeakref_NewRef
 from libc.math cimport isinf
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.string cimport memcpy
 
 from ._scio cimport *
@@ -41,6 +41,10 @@ MAX_RESPONSE = SCIO_MAX_RESPONSE
 DEFAULT_POLL_MS = SCIO_DEFAULT_POLL_MS
 DEFAULT_CLOSE_MS = SCIO_DEFAULT_CLOSE_MS
 STATUS_PENDING = SCIO_PENDING
+#: The decisions Device.connect_loop() records in its trail (scio.h).
+CONNECT_TRAIL = {"ATR": SCIO_TRAIL_ATR, "ATR_PROTOCOL": SCIO_TRAIL_ATR_PROTOCOL,
+                 "SWALLOW": SCIO_TRAIL_SWALLOW, "COLD_RESET": SCIO_TRAIL_COLD_RESET,
+                 "WARM_RESET": SCIO_TRAIL_WARM_RESET, "SET_PROTOCOL": SCIO_TRAIL_SET_PROTOCOL}
 #: LUNs, IOCTL codes, option values: DWORDs (32 bits on every platform).
 MAX_DWORD = 0xFFFFFFFF
 
@@ -583,6 +587,25 @@ cdef scio_status _lane_trampoline(scio_op *op, void *ctx, int run) noexcept nogi
     return SCIO_SUCCESS
 
 
+cdef object _connect_outcome(const scio_connect_loop *c):
+    """Device.connect_loop()'s answer, from the loop's record."""
+    cdef const scio_connect_step *s
+    cdef unsigned i
+    cdef unsigned n = c.n if c.n <= SCIO_CONNECT_RECORDS else SCIO_CONNECT_RECORDS
+    cdef unsigned out_len
+    if c.complete and c.atr_len <= SCIO_MAX_ATR and c.trail_len <= SCIO_CONNECT_TRAIL:
+        return (True, PyBytes_FromStringAndSize(<const char *>c.atr, c.atr_len),
+                PyBytes_FromStringAndSize(<const char *>c.trail, c.trail_len))
+    steps = []
+    for i in range(n):
+        s = &c.step[i]
+        out_len = s.out_len if s.out_len <= SCIO_MAX_ATR else 0
+        steps.append((s.code, (<uint32_t>s.in_).to_bytes(4, "little") if s.in_len == 4 else b"",
+                      s.status, s.driver_code,
+                      PyBytes_FromStringAndSize(<const char *>s.out, out_len)))
+    return (False, tuple(steps), None)
+
+
 cdef class Device:
     """A reader device: IOCTLs of the smart-card contract, synchronous or
     overlapped.  Thread-safe: any method may be called from any thread."""
@@ -937,6 +960,77 @@ cdef class Device:
             call.error = None
             raise err
         return call.value
+
+    def connect_loop(self, protocols, max_steps, timeout=None):
+        """The connect loop of the spec run by the core as one operation
+        (GET_STATE until negotiable, the ATR, SET_PROTOCOL(protocols); at
+        most `max_steps` GET_STATEs), following ordinary answers only.
+        Returns (True, atr, trail) once connected so, where trail records
+        its decisions (scio.h, "the connect loop"); else (False, steps,
+        None) where it stopped, each step (code, input, status,
+        driver_code, output) for the caller's own sequence to replay: it
+        decides what the answer that stopped the loop means.
+
+        `timeout` None runs it in the calling thread (GIL released).
+        Otherwise it runs on the device's I/O lane (after the overlapped
+        IOCTLs submitted before it), stops before any IOCTL that would
+        start past `timeout` seconds (inf: never), and the caller waits at
+        most that long: then TimeoutError (status STATUS_PENDING) naming
+        the IOCTL in progress, which finishes unwaited, as ioctl_on_lane();
+        Ctrl-C while waiting leaves it likewise."""
+        cdef scio_connect_loop c
+        cdef scio_op *op = NULL
+        cdef scio_status st
+        cdef int done = 0
+        cdef int slice_ms
+        cdef size_t n = 0
+        cdef const uint8_t *p
+        cdef double seconds = 0.0
+        cdef bint forever
+        cdef double deadline = 0.0
+        cdef uint32_t code_v
+        c.protocols = _dword(protocols, "protocols")
+        c.max_steps = _dword(max_steps, "max_steps")
+        c.timeout_us = 0
+        self._check_open()
+        if timeout is None:
+            with nogil:
+                scio_connect_run(self._dev, &c, NULL)
+            return _connect_outcome(&c)
+        forever = _forever(timeout, &seconds)
+        if not forever:
+            deadline = _monotonic() + seconds
+            c.timeout_us = <int64_t>(seconds * 1e6) + 1
+        slice_ms = _slice_ms(forever, deadline)
+        with nogil:
+            st = scio_submit_connect(self._dev, &c, 1, 0, &op)
+            if st == SCIO_SUCCESS and slice_ms != 0:
+                done = scio_op_await(op, slice_ms)
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, None)
+        try:
+            while not done:
+                if not forever and _monotonic() >= deadline:
+                    code_v = scio_connect_ioctl(op)
+                    from .constants import ioctl_name
+                    what = ioctl_name(code_v) if code_v else "the connect loop"
+                    raise _errors.TimeoutError(
+                        f"{what}: no answer from the driver within the timeout (given up)",
+                        status=SCIO_PENDING, ioctl=code_v or None)
+                PyErr_CheckSignals()
+                slice_ms = _slice_ms(forever, deadline)
+                with nogil:
+                    done = scio_op_wait(op, slice_ms)
+            st = scio_op_status(op)
+            if st != SCIO_SUCCESS:
+                raise _error(st, 0, None)
+            p = scio_op_output(op, &n)
+            if n != sizeof(scio_connect_loop):
+                raise _errors.DriverDataError("the connect loop returned no record")
+            return _connect_outcome(<const scio_connect_loop *>p)
+        finally:
+            with nogil:
+                scio_op_release(op)  # cancels it if it has not finished
 
     def fileno(self):
         """A descriptor that is readable while completions wait (-1 where

@@ -1,5 +1,5 @@
 # Declarations of the C core API (native/scio.h) for the binding.
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.stddef cimport wchar_t
 
 cdef extern from "scio.h" nogil:
@@ -184,6 +184,42 @@ cdef extern from "scio.h" nogil:
     ctypedef scio_status (*scio_call_fn)(scio_op *op, void *ctx, int run) noexcept
     scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
                                  uint64_t user, scio_op **op_out)
+
+    # ---- the connect loop
+    enum:
+        SCIO_CONNECT_RECORDS
+        SCIO_CONNECT_TRAIL
+    const unsigned SCIO_TRAIL_ATR
+    const unsigned SCIO_TRAIL_ATR_PROTOCOL
+    const unsigned SCIO_TRAIL_SWALLOW
+    const unsigned SCIO_TRAIL_COLD_RESET
+    const unsigned SCIO_TRAIL_WARM_RESET
+    const unsigned SCIO_TRAIL_SET_PROTOCOL
+    ctypedef struct scio_connect_step:
+        uint32_t code
+        uint32_t in_len
+        uint32_t in_ "in"
+        scio_status status
+        long driver_code
+        uint32_t out_len
+        uint8_t out[SCIO_MAX_ATR]
+    ctypedef struct scio_connect_loop:
+        uint32_t protocols
+        unsigned max_steps
+        int64_t timeout_us
+        int complete
+        unsigned n
+        scio_connect_step step[SCIO_CONNECT_RECORDS]
+        unsigned atr_len
+        unsigned trail_len
+        uint8_t atr[SCIO_MAX_ATR]
+        uint8_t trail[SCIO_CONNECT_TRAIL]
+        int current
+        int64_t deadline
+    void scio_connect_run(scio_device *d, scio_connect_loop *c, scio_op *op)
+    scio_status scio_submit_connect(scio_device *d, const scio_connect_loop *inp,
+                                    int awaited, uint64_t user, scio_op **op_out)
+    uint32_t scio_connect_ioctl(scio_op *op)
 
     # ---- fork
     unsigned long scio_fork_generation
