@@ -64,7 +64,9 @@ def test_disconnect_leave_asks_for_a_timer_and_reconnect_cancels_it():
     assert (delay, seen) == (2.5, []) and card.gone == "disconnected" and s.card is None
     timer = Timer()
     tokens = []
-    s.arm_timer(lambda token: tokens.append(token) or timer)
+    s.arm_timer(lambda delay, token: tokens.append((delay, token)) or timer, delay)
+    assert tokens[0][0] == 2.5
+    tokens = [t for _, t in tokens]
     assert s.power_down_pending
     s.cancel_timer("reconnect")
     assert timer.cancelled and not s.power_down_pending
@@ -76,7 +78,7 @@ def test_disconnect_leave_asks_for_a_timer_and_reconnect_cancels_it():
 def test_the_timer_firing_powers_down():
     s, events = session()
     tokens = []
-    s.arm_timer(lambda token: tokens.append(token) or Timer())
+    s.arm_timer(lambda delay, token: tokens.append(token) or Timer(), 1.0)
     _, seen = drive(s.timer_fired_steps(tokens[0]), {
         IOCTL.GET_STATE: [state(State.SPECIFIC), state(State.SWALLOWED)], IOCTL.POWER: [b""]})
     assert seen == [IOCTL.GET_STATE, IOCTL.POWER, IOCTL.GET_STATE]

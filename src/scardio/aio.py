@@ -749,8 +749,8 @@ class AsyncReader(SessionFront):
         delay = await run_async(link, steps)
         if delay is not None:
             loop = link.loop
-            self.session.arm_timer(lambda token: loop.call_later(
-                delay, lambda: loop.create_task(self._timer_fired(token))))
+            self.session.arm_timer(lambda delay, token: loop.call_later(
+                delay, lambda: loop.create_task(self._timer_fired(token))), delay)
 
     async def _timer_fired(self, token: int) -> None:
         async with self._lock:

@@ -17,7 +17,7 @@ import os
 import struct
 import time
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from . import errors
 from ._core import CardBase
@@ -78,7 +78,7 @@ class Card(CardBase):
     _share: Optional[str] = None  # known from the connect, else asked once
 
     def __init__(self, reader: "Reader", atr: bytes, protocol: Protocol,
-                 actions: Optional[list[str]] = None, *, auto_get_response: bool = True,
+                 actions: Optional[Sequence[str]] = None, *, auto_get_response: bool = True,
                  auto_resend: bool = True) -> None:
         self.reader = reader
         self.atr_bytes = atr if type(atr) is bytes else bytes(atr)

@@ -31,7 +31,7 @@ from ._core import ReaderLock
 from .card import Card
 from .completions import Completions as Completions
 from .constants import IOCTL, Protocol, State
-from .runner import run_sync
+from .runner import run_connect, run_sync
 from .sequences import U32, decode_state
 # The sequences' names stay importable from here, where they were defined
 # before they got modules of their own.
@@ -257,9 +257,8 @@ class Reader(SessionFront):
             started = session.begin_connect()
             # Only the IOCTLs run bounded (on the device's lane when there
             # is a deadline); the session changes here, under the lock.
-            conn = run_sync(self.device, connect_steps(
-                protocols, max_steps=max_steps, deadline=deadline,
-                share=session.share_for_connect(share)), deadline=deadline)
+            conn = run_connect(self.device, protocols, max_steps=max_steps,
+                               deadline=deadline, share=session.share_for_connect(share))
             return session.finish_connect(conn, make_card, started)
         finally:
             self._lock.release()
@@ -270,6 +269,8 @@ class Reader(SessionFront):
         lock = self._lock
         if deadline is None:
             lock.acquire()
+        elif lock.acquire(False):
+            return  # free: no timeout to compute
         elif not lock.acquire(blocking=True, timeout=max(0.0, deadline - time.monotonic())):
             raise errors.TimeoutError(f"another call on {self.name!r} did not finish "
                                       "within the timeout")
@@ -282,8 +283,7 @@ class Reader(SessionFront):
         else:
             delay = session.release_card(card, disposition)
         if delay is not None:
-            timer = self._power_down_timer
-            session.arm_timer(lambda token: timer.arm(delay, token))
+            session.arm_timer(self._power_down_timer.arm, delay)
 
     def _timer_fired(self, token: int) -> None:
         with self._lock:

@@ -33,9 +33,10 @@ from typing import Any, Callable, Optional
 from . import errors
 from ._core import STATUS_PENDING
 from .constants import ioctl_name
-from .sequences import Steps, T
+from .sequences import Steps, T, replayed
+from .sequences.connect import Connected, connect_steps, connected, set_protocol_request
 
-__all__ = ["run_sync"]
+__all__ = ["run_sync", "run_connect"]
 
 _monotonic = time.monotonic
 
@@ -53,6 +54,37 @@ def run_sync(device: Any, steps: "Steps[T]", *, deadline: Optional[float] = None
     if lane_apart():
         return _drive_until(device.ioctl_on_lane, steps, deadline)
     return _sequence_on_lane(device, steps, deadline)
+
+
+def run_connect(device: Any, protocols: int, *, max_steps: int,
+                deadline: Optional[float] = None, share: Optional[int] = None) -> Connected:
+    """The connect loop (:func:`scardio.sequences.connect.connect_steps`)
+    on `device`, bounded by `deadline` as :func:`run_sync` bounds it.
+
+    A device of the core runs the loop itself as one operation
+    (``Device.connect_loop``: in the calling thread, or with a deadline as
+    one job on the I/O lane, a single hand-off for all its IOCTLs) along
+    the ordinary answers; where it stops, the sequence replays what it did
+    and takes over, so every unusual answer means what the sequence says.
+    Devices without it (a tracing proxy, a model), and a connect that asks
+    for a share mode, run the sequence alone."""
+    loop = getattr(device, "connect_loop", None) if share is None else None
+    if loop is not None and type(max_steps) is int and 0 <= max_steps <= 0xFFFFFFFF:
+        protocols = int(protocols)  # its argument errors first, as the sequence's
+        set_protocol_request(protocols)
+        if deadline is None:
+            done, got, trail = loop(protocols, max_steps)
+        else:
+            left = deadline - _monotonic()
+            if left <= 0:
+                raise errors.TimeoutError("timed out before the first IOCTL started")
+            done, got, trail = loop(protocols, max_steps, left)
+        if done:
+            return connected(got, trail)
+        steps = replayed(connect_steps(protocols, max_steps=max_steps, deadline=deadline), got)
+    else:
+        steps = connect_steps(protocols, max_steps=max_steps, deadline=deadline, share=share)
+    return run_sync(device, steps, deadline=deadline)
 
 
 def _drive(ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[T]") -> T:

@@ -70,6 +70,9 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
 
 _INF = float("inf")
 _SHARE_UNKNOWN = -1  # ReaderSession._share_set: a SET_SHARE_MODE whose answer was not seen
+_SHARE_DEFAULT = int(Share.DEFAULT)
+_LEAVE, _UNPOWER = int(Disposition.LEAVE), int(Disposition.UNPOWER)
+_monotonic = time.monotonic
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:
@@ -237,13 +240,15 @@ class ReaderSession:
         """Before the connect loop: refuse on a closed reader or a connected
         card; cancel the timer (a reconnect reuses the powered card).
         Returns the start time, for :meth:`finish_connect`."""
-        self.check_open()
-        if self.connected_card() is not None:
+        if self.closed:
+            self.check_open()  # raises
+        card = self.card
+        if card is not None and card.connected:
             raise errors.InvalidStateError(
                 f"a card is already connected through {self.name!r}; "
                 "disconnect it first")
         self.cancel_timer("reconnect")
-        return time.monotonic()
+        return _monotonic()
 
     def share_for_connect(self, share: Optional[str]) -> Optional[int]:
         """The SET_SHARE_MODE value a connect with `share` must send first
@@ -267,7 +272,7 @@ class ReaderSession:
         self.card = card
         if self._listeners:
             self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
-                      actions=conn.actions, ms=(time.monotonic() - started) * 1000.0)
+                      actions=list(conn.actions), ms=(time.monotonic() - started) * 1000.0)
         return card
 
     def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
@@ -294,7 +299,7 @@ class ReaderSession:
         if self._listeners:
             self.emit("disconnect", disposition=disposition.name)
         t = self._power_down_timeout
-        if self.closed or disposition == Disposition.UNPOWER or t is None or t == 0:
+        if t is None or t == 0 or disposition == _UNPOWER or self.closed:
             return None  # None: never (the caller keeps the card powered)
         return t
 
@@ -303,10 +308,12 @@ class ReaderSession:
         (:meth:`disconnect_steps`): UNPOWER, RESET, and LEAVE with a
         power-down timeout of 0; ending an open transaction or a share mode
         asked for the connection; nothing on a closed reader."""
-        return not self.closed and (disposition != Disposition.LEAVE
-                                    or self._power_down_timeout == 0
-                                    or self.transaction is not None
-                                    or self._share_set not in (None, Share.DEFAULT))
+        if self.closed:
+            return False
+        share = self._share_set
+        return (disposition != _LEAVE or self._power_down_timeout == 0
+                or self.transaction is not None
+                or (share is not None and share != _SHARE_DEFAULT))
 
     def disconnect_steps(self, card: "Card",
                          disposition: Disposition) -> "Steps[Optional[float]]":
@@ -395,12 +402,12 @@ class ReaderSession:
     def power_down_pending(self) -> bool:
         return self.timer is not None
 
-    def arm_timer(self, schedule: Callable[[int], Any]) -> None:
-        """Arm the power-down timer: `schedule(token)` starts the runtime's
-        timer, which runs :meth:`timer_fired_steps` with that token, and
-        returns its handle."""
+    def arm_timer(self, schedule: Callable[[float, int], Any], delay: float) -> None:
+        """Arm the power-down timer: `schedule(delay, token)` starts the
+        runtime's timer, which runs :meth:`timer_fired_steps` with that
+        token after `delay` seconds, and returns its handle."""
         self._timer_token += 1
-        self.timer = schedule(self._timer_token)
+        self.timer = schedule(delay, self._timer_token)
 
     def cancel_timer(self, why: str) -> None:
         timer, self.timer = self.timer, None

@@ -17,12 +17,13 @@ overlapped ones, so each sequence is written once for every calling style.
 from __future__ import annotations
 
 import struct
-from typing import Generator, NamedTuple, TypeVar
+from typing import Generator, Iterable, NamedTuple, TypeVar
 
 from .. import errors
 from ..constants import IOCTL, State
 
-__all__ = ["Request", "Steps", "decode_state", "state_value", "get_state_steps", "STATE_NAMES"]
+__all__ = ["Request", "Steps", "decode_state", "state_value", "get_state_steps", "STATE_NAMES",
+           "replayed"]
 
 U32 = struct.Struct("<I")
 U32_UNPACK = U32.unpack#: MAX_ATR: the output size of POWER and of GET_ATTRIBUTE ATR_STRING.
@@ -82,3 +83,41 @@ def decode_state(raw: bytes) -> State:
 def get_state_steps() -> "Steps[State]":
     """GET_STATE."""
     return decode_state((yield _GET_STATE))
+
+
+#: One IOCTL as the core ran it: (code, input, status, driver_code, output).
+Record = tuple[int, bytes, int, int, bytes]
+
+
+def replayed(steps: "Steps[T]", records: Iterable[Record]) -> "Steps[T]":
+    """`steps` with its first IOCTLs answered from `records` (as the core
+    ran them, e.g. ``Device.connect_loop()``: an error status is thrown in
+    as the typed error ``Device.ioctl()`` raises for it), and its later
+    ones yielded as usual: how a sequence takes over where the core's run
+    of it stopped, deciding what the answer that stopped it means.
+    RuntimeError if the sequence asks for another IOCTL than the record
+    shows (the two disagree: a bug)."""
+    try:
+        req = next(steps)
+        for code, data, status, driver_code, out in records:
+            if req.code != code or bytes(req.input) != data:
+                from ..constants import ioctl_name
+                raise RuntimeError(f"the core ran {ioctl_name(code)}({data.hex()}) where the "
+                                   f"sequence asks for {ioctl_name(req.code)}"
+                                   f"({bytes(req.input).hex()})")
+            if status:
+                req = steps.throw(errors.error_for_status(status, driver_code=driver_code,
+                                                          ioctl=code))
+            else:
+                req = steps.send(out)
+        while True:
+            try:
+                out = yield req
+            except errors.ScardioError as exc:
+                req = steps.throw(exc)
+            else:
+                req = steps.send(out)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    finally:
+        steps.close()

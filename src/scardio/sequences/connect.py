@@ -4,15 +4,16 @@ swallowing, resetting as the state asks), then SET_PROTOCOL."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Sequence
 
 from .. import errors
+from .._core import CONNECT_TRAIL
 from ..constants import IOCTL, Attr, PowerAction, Protocol, State
 from . import ATR_OUT, NO_ATTRIBUTE, STATE_NAMES, U32, Request, Steps, state_value, u32
 from .sharing import share_steps
 
-__all__ = ["Connected", "connect_steps", "CONNECT_MAX_STEPS"]
+__all__ = ["Connected", "connect_steps", "connected", "set_protocol_request",
+           "CONNECT_MAX_STEPS"]
 
 #: The longest legal path is PRESENT -> SWALLOWED -> NEGOTIABLE (three
 #: GET_STATEs) plus one warm reset on a protocol mismatch; 8 leaves slack
@@ -20,16 +21,25 @@ __all__ = ["Connected", "connect_steps", "CONNECT_MAX_STEPS"]
 CONNECT_MAX_STEPS = 8
 
 
-@dataclass
 class Connected:
     """What the connect sequence found."""
-    atr: bytes
-    protocol: Protocol
-    actions: list[str] = field(default_factory=list)
-    #: The share mode asked of SET_SHARE_MODE and the mode it answered (both
-    #: None when the connect did not ask).
-    share_asked: Optional[int] = None
-    share: Optional[int] = None
+
+    __slots__ = ("atr", "protocol", "actions", "share_asked", "share")
+
+    def __init__(self, atr: bytes, protocol: Protocol, actions: Sequence[str] = (),
+                 share_asked: Optional[int] = None, share: Optional[int] = None) -> None:
+        self.atr = atr
+        self.protocol = protocol
+        #: The steps taken ("SPECIFIC", "ATR+PROTOCOL(0x2)", "SET_PROTOCOL(T=1)"...).
+        self.actions = actions
+        #: The share mode asked of SET_SHARE_MODE and the mode it answered
+        #: (both None when the connect did not ask).
+        self.share_asked = share_asked
+        self.share = share
+
+    def __repr__(self) -> str:
+        return (f"Connected(atr={self.atr!r}, protocol={self.protocol!r}, "
+                f"actions={list(self.actions)!r})")
 
 
 # The requests never change: built once, not per connect.
@@ -57,7 +67,8 @@ def _read_atr(fallback: Optional[bytes]) -> "Steps[bytes]":
     return atr
 
 
-def _set_protocol_request(protocols: int) -> Request:
+def set_protocol_request(protocols: int) -> Request:
+    """SET_PROTOCOL(protocols) (TypeError, struct.error out of range)."""
     req = _SET_PROTOCOL.get(protocols)
     if req is None:
         req = Request(IOCTL.SET_PROTOCOL, U32.pack(protocols), 4)
@@ -72,7 +83,7 @@ def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
     """The connect loop of the spec, then SET_PROTOCOL; first SET_SHARE_MODE
     when `share` (a :class:`scardio.constants.Share` value) is given."""
     protocols = int(protocols)
-    set_protocol = _set_protocol_request(protocols)  # TypeError / range before any IOCTL
+    set_protocol = set_protocol_request(protocols)  # TypeError / range before any IOCTL
     share_in_force = None if share is None else (yield from share_steps(share))
     actions: list[str] = []
     reset_atr: Optional[bytes] = None
@@ -144,3 +155,53 @@ _ATR_PROTOCOL_TEXT = {v: f"ATR+PROTOCOL({v:#x})" for v in (0, *_ONE_PROTOCOL)}
 def _protocol(value: int) -> Protocol:
     p = _ONE_PROTOCOL.get(value)
     return p if p is not None else Protocol(value)
+
+
+# -- the loop as the core ran it (Device.connect_loop) ----------------------
+
+_TRAIL = CONNECT_TRAIL
+_SIMPLE_TRAIL = {_TRAIL["ATR"]: "ATR", _TRAIL["SWALLOW"]: "SWALLOW",
+                 _TRAIL["COLD_RESET"]: "COLD_RESET", _TRAIL["WARM_RESET"]: "WARM_RESET"}
+_TRAIL_ATR_PROTOCOL, _TRAIL_SET_PROTOCOL = _TRAIL["ATR_PROTOCOL"], _TRAIL["SET_PROTOCOL"]
+_N_STATE_NAMES = len(STATE_NAMES)
+#: Trails seen, read once each: a reader's connects all follow one or two.
+_TRAILS: dict[bytes, tuple[tuple[str, ...], Protocol]] = {}
+
+
+def connected(atr: bytes, trail: bytes) -> Connected:
+    """What :func:`connect_steps` returns for the same answers, from the
+    ATR and the trail of a loop the core ran to the end along ordinary
+    answers (``Device.connect_loop()`` answering True)."""
+    known = _TRAILS.get(trail)
+    if known is None:
+        known = _read_trail(trail)
+        if len(_TRAILS) < 64:  # a handful per reader; bound it anyway
+            _TRAILS[trail] = known
+    return Connected(atr, known[1], known[0])
+
+
+def _read_trail(trail: bytes) -> tuple[tuple[str, ...], Protocol]:
+    actions: list[str] = []
+    proto: Optional[int] = None
+    i, n = 0, len(trail)
+    while i < n:
+        b = trail[i]
+        i += 1
+        if b < _N_STATE_NAMES:
+            actions.append(STATE_NAMES[b])
+        elif b in _SIMPLE_TRAIL:
+            actions.append(_SIMPLE_TRAIL[b])
+        elif b in (_TRAIL_ATR_PROTOCOL, _TRAIL_SET_PROTOCOL) and i + 4 <= n:
+            value = U32.unpack_from(trail, i)[0]
+            i += 4
+            if b == _TRAIL_SET_PROTOCOL:
+                proto = value
+                actions.append(_SET_PROTOCOL_TEXT.get(value)
+                               or f"SET_PROTOCOL({_protocol_text(value)})")
+            else:
+                actions.append(_ATR_PROTOCOL_TEXT.get(value) or f"ATR+PROTOCOL({value:#x})")
+        else:
+            raise RuntimeError(f"unreadable connect trail {trail.hex()}")
+    if proto is None:
+        raise RuntimeError(f"connect trail without SET_PROTOCOL: {trail.hex()}")
+    return tuple(actions), _protocol(proto)
