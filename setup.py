@@ -19,7 +19,7 @@ CORE_SOURCES = [
     "native/core/queue.c",
     "native/core/device.c",
     "native/core/fork.c",
-    "native/core/connect_loop.c",
+    "native/core/loops.c",
 ]
 IFD_SOURCES = [
     "native/ifd/ifd_backend.c",

@@ -388,20 +388,21 @@ typedef scio_status (*scio_call_fn)(scio_op *op, void *ctx, int run);
 scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
                              uint64_t user, scio_op **op_out);
 
-/* ---- the connect loop ---------------------------------------------------
- * The connect loop of the spec as synchronous IOCTLs: GET_STATE until the
- * card is negotiable (SWALLOW, cold or warm reset as the state asks), the
- * ATR (in SPECIFIC also the protocol in force, with one warm reset when it
- * is none of those asked), then SET_PROTOCOL.  It follows the ordinary
- * answers only, recording each IOCTL it makes; at anything else (a failed
- * IOCTL, an answer of another length, no card, an empty ATR, max_steps
- * GET_STATEs without settling, the deadline, a full record) it stops with
- * `complete` 0, and the caller replays the records through its own
- * sequence, which decides what that means (the error, its message, the
- * fallbacks).  So one definition of every outcome stays in the caller's
- * sequence, and an ordinary connect runs without it. */
-#define SCIO_CONNECT_RECORDS 32u
-#define SCIO_CONNECT_TRAIL   (SCIO_CONNECT_RECORDS * 5u)
+/* ---- the connect and power-down loops ----------------------------------
+ * Two loops of the spec as synchronous IOCTLs.  The connect loop: GET_STATE
+ * until the card is negotiable (SWALLOW, cold or warm reset as the state
+ * asks), the ATR (in SPECIFIC also the protocol in force, with one warm
+ * reset when it is none of those asked), then SET_PROTOCOL.  The
+ * power-down loop: GET_STATE, and POWER(POWER_DOWN) while it says powered.
+ * Each follows the ordinary answers only, recording every IOCTL it makes;
+ * at anything else (a failed IOCTL, an answer of another length, no card,
+ * an empty ATR, max_steps GET_STATEs without settling, the timeout, a full
+ * record) it stops with `complete` 0, and the caller replays the record
+ * through its own sequence, which decides what that means (the error, its
+ * message, the fallbacks).  So one definition of every outcome stays in
+ * the caller's sequence, and an ordinary loop runs without it. */
+#define SCIO_LOOP_RECORDS 32u
+#define SCIO_LOOP_TRAIL   (SCIO_LOOP_RECORDS * 5u)
 /* `trail` bytes: a GET_STATE's state (0..6); then one of these, the two
  * that carry a protocol followed by it as a little-endian DWORD. */
 #define SCIO_TRAIL_ATR          0x10u /* the ATR read, NEGOTIABLE */
@@ -410,8 +411,12 @@ scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
 #define SCIO_TRAIL_COLD_RESET   0x13u
 #define SCIO_TRAIL_WARM_RESET   0x14u
 #define SCIO_TRAIL_SET_PROTOCOL 0x15u /* SET_PROTOCOL's answer (+4) */
+#define SCIO_TRAIL_POWER_DOWN   0x16u
+/* scio_loop.kind */
+#define SCIO_LOOP_CONNECT       0u
+#define SCIO_LOOP_POWER_DOWN    1u
 
-typedef struct scio_connect_step {
+typedef struct scio_loop_step {
     uint32_t code;          /* the IOCTL */
     uint32_t in_len;        /* 0 or 4: its DWORD input */
     uint32_t in;
@@ -419,40 +424,41 @@ typedef struct scio_connect_step {
     long driver_code;
     uint32_t out_len;
     uint8_t out[SCIO_MAX_ATR];
-} scio_connect_step;
+} scio_loop_step;
 
-typedef struct scio_connect_loop {
+typedef struct scio_loop {
     /* in */
-    uint32_t protocols;     /* SET_PROTOCOL's input */
+    uint32_t kind;          /* SCIO_LOOP_*; another: it stops at once */
+    uint32_t protocols;     /* the connect loop's SET_PROTOCOL input */
     unsigned max_steps;     /* GET_STATEs before it stops unsettled */
     int64_t timeout_us;     /* from the run's start or the submission, to
-                               stop before the next GET_STATE; 0: none */
+                               stop before the next IOCTL; 0: none */
     /* out */
-    int complete;           /* 1: connected along ordinary answers only */
+    int complete;           /* 1: done along ordinary answers only */
     unsigned n;             /* steps recorded */
-    scio_connect_step step[SCIO_CONNECT_RECORDS];
+    scio_loop_step step[SCIO_LOOP_RECORDS];
     unsigned atr_len, trail_len;
-    uint8_t atr[SCIO_MAX_ATR];
-    uint8_t trail[SCIO_CONNECT_TRAIL];
+    uint8_t atr[SCIO_MAX_ATR]; /* the connect loop's ATR */
+    uint8_t trail[SCIO_LOOP_TRAIL];
     volatile int current;   /* the IOCTL in progress (read while it runs) */
     int64_t deadline;       /* the core's own */
-} scio_connect_loop;
+} scio_loop;
 
-/* Run the loop on `d` in the calling thread; `op` (NULL: none) is an
- * operation whose cancellation stops it before its next IOCTL. */
-void scio_connect_run(scio_device *d, scio_connect_loop *c, scio_op *op);
+/* Run the loop `c->kind` on `d` in the calling thread; `op` (NULL: none)
+ * is an operation whose cancellation stops it before its next IOCTL. */
+void scio_loop_run(scio_device *d, scio_loop *c, scio_op *op);
 /* Run it as one operation on the device's I/O lane, in order with the
  * overlapped IOCTLs submitted before it: the bounded form (its waiter can
  * stop waiting; a cancelled loop stops before its next IOCTL).  `in` gives
- * protocols, max_steps and timeout_us; when the operation completes with
- * SCIO_SUCCESS its output is the whole scio_connect_loop.  awaited: its
+ * kind, protocols, max_steps and timeout_us; when the operation completes
+ * with SCIO_SUCCESS its output is the whole scio_loop.  awaited: its
  * submitter waits with scio_op_await and no completion is queued; else
  * the completion goes to the device's queue with `user`, as scio_submit's. */
-scio_status scio_submit_connect(scio_device *d, const scio_connect_loop *in,
-                                int awaited, uint64_t user, scio_op **op_out);
-/* The IOCTL a submitted connect loop is in (or last made), 0 before its
- * first: what a waiter that gives up names. */
-uint32_t scio_connect_ioctl(scio_op *op);
+scio_status scio_submit_loop(scio_device *d, const scio_loop *in,
+                             int awaited, uint64_t user, scio_op **op_out);
+/* The IOCTL a submitted loop is in (or last made), 0 before its first
+ * (or for another operation): what a waiter that gives up names. */
+uint32_t scio_loop_ioctl(scio_op *op);
 
 /* ---- fork -------------------------------------------------------------- */
 /* The fork generation: 0 in the process that loaded the core, one more in

@@ -228,9 +228,17 @@ def test_out_of_range_state_counts_as_unknown():
 
 
 def test_requests_are_plain_tuples():
+    """The sequence yields its loop as a Loop (the core runs it where it
+    can), whose own steps yield plain Requests."""
+    from scardio._core import LOOP_CONNECT
+    from scardio.sequences import Loop
     gen = connect_steps(Protocol.T1)
-    req = next(gen)
-    assert req == Request(IOCTL.GET_STATE, b"", 4)
+    loop = next(gen)
+    assert isinstance(loop, Loop) and (loop.kind, loop.protocols, loop.max_steps) == (
+        LOOP_CONNECT, Protocol.T1, 8)
+    steps = loop.steps()
+    assert next(steps) == Request(IOCTL.GET_STATE, b"", 4)
+    steps.close()
     gen.close()
 
 

@@ -1,12 +1,13 @@
-"""The connect loop run by the core (``Device.connect_loop``, through
-:func:`scardio.runner.run_connect`, which Reader.connect uses) answers
-exactly what the sequence :func:`~scardio.sequences.connect.connect_steps`
-answers when it is run step by step: the same ATR, protocol and actions,
-the same typed errors and messages, the same driver calls and the same
-card state afterwards, under driver faults at any step.  Where the core
-stops (an unusual answer), the sequence replays what the core did and
-decides; a replay that disagrees with the record is refused.
-(benchmarks/test_bench_connect.py measures the speed.)"""
+"""The connect and power-down loops run by the core (``Device.run_loop``:
+the runners run a :class:`~scardio.sequences.Loop` a sequence yields there)
+answer exactly what the same loops answer run IOCTL by IOCTL (a device
+without run_loop, as a tracing proxy is): the same ATR, protocol and
+actions, the same typed errors and messages, the same driver calls and the
+same card state afterwards, under driver faults at any step, with and
+without a deadline.  Where the core stops (an unusual answer), the loop's
+steps replay what the core did and decide; a replay that disagrees with
+the record is refused.  (benchmarks/test_bench_connect.py measures the
+speed.)"""
 
 from __future__ import annotations
 
@@ -19,11 +20,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scardio import IOCTL, Disposition, Reader, errors
+from scardio._core import LOOP_CONNECT
 from scardio.constants import Attr, Protocol
 from scardio.reader import TracingDevice
-from scardio.runner import run_connect, run_sync
-from scardio.sequences import U32, replayed
-from scardio.sequences.connect import connect_steps, connected
+from scardio.runner import run_sync
+from scardio.sequences import U32, Loop, replayed
+from scardio.sequences.connect import connect_loop_steps, connect_steps, connected
+from scardio.sequences.disconnect import power_down_steps
 from scardio.sim import EntryPoint, Fault, SimControl, open_device
 
 _LUNS = itertools.count(0x700)
@@ -54,12 +57,24 @@ def prepared(state: str) -> tuple[Any, SimControl]:
     return dev, sim
 
 
+def step_by_step(dev: Any) -> TracingDevice:
+    """`dev` as a device without the core's loops."""
+    return TracingDevice(dev, lambda record: None)
+
+
 def outcome(call: Any) -> tuple[Any, ...]:
     try:
         c = call()
     except Exception as exc:  # every error: its type and message
         return ("error", type(exc), str(exc))
     return ("ok", c.atr, c.protocol, list(c.actions))
+
+
+def outcome_list(call: Any) -> tuple[Any, ...]:
+    try:
+        return ("ok", call())
+    except Exception as exc:
+        return ("error", type(exc), str(exc))
 
 
 def after(dev: Any, sim: SimControl) -> tuple[Any, ...]:
@@ -81,11 +96,19 @@ def test_the_core_loop_answers_what_the_sequence_answers(state: str, faults: lis
             sim_n.fault(entry, kind, value)
             sim_s.fault(entry, kind, value)
         deadline: Optional[float] = time.monotonic() + 30 if bounded else None
-        a = outcome(lambda: run_connect(native, protocols, max_steps=max_steps,
-                                        deadline=deadline))
-        b = outcome(lambda: run_sync(steps, connect_steps(protocols, max_steps=max_steps,
-                                                          deadline=deadline),
-                                     deadline=deadline))
+        a = outcome(lambda: run_sync(native, connect_steps(
+            protocols, max_steps=max_steps, deadline=deadline), deadline=deadline))
+        b = outcome(lambda: run_sync(step_by_step(steps), connect_steps(
+            protocols, max_steps=max_steps, deadline=deadline), deadline=deadline))
+        assert a == b
+        assert after(native, sim_n) == after(steps, sim_s)  # the same driver calls
+        # then the power-down loop, from whatever state that left
+        for entry, kind, value in faults[1:]:
+            sim_n.fault(entry, kind, value)
+            sim_s.fault(entry, kind, value)
+        a = outcome_list(lambda: run_sync(native, power_down_steps(), deadline=deadline))
+        b = outcome_list(lambda: run_sync(step_by_step(steps), power_down_steps(),
+                                          deadline=deadline))
         assert a == b
         assert after(native, sim_n) == after(steps, sim_s)  # the same driver calls
     finally:
@@ -93,7 +116,7 @@ def test_the_core_loop_answers_what_the_sequence_answers(state: str, faults: lis
         steps.close()
 
 
-def test_an_ordinary_connect_runs_no_sequence(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_ordinary_connect_replays_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     import scardio.runner as runner
     used: list[Any] = []
     real = runner.replayed
@@ -143,25 +166,25 @@ def test_the_trail_reads_as_the_sequence_writes_its_actions() -> None:
     dev, _ = prepared("connected t1")
     try:
         # left in T=1, asked for T=0: a warm reset, and SET_PROTOCOL refused
-        done, record, trail = dev.connect_loop(Protocol.T0, 8)
+        done, record, trail = dev.run_loop(LOOP_CONNECT, Protocol.T0, 8)
         assert done is False and trail is None
         assert [step[0] for step in record] == [
             IOCTL.GET_STATE, IOCTL.GET_ATTRIBUTE, IOCTL.GET_ATTRIBUTE, IOCTL.POWER,
             IOCTL.GET_STATE, IOCTL.GET_ATTRIBUTE, IOCTL.SET_PROTOCOL]
         with pytest.raises(errors.NotSupportedError,
                            match=r"does not support the requested protocol\(s\) T=0"):
-            run_sync(dev, replayed(connect_steps(Protocol.T0), record))
+            run_sync(dev, replayed(connect_loop_steps(Protocol.T0, 8, None), record))
     finally:
         dev.close()
     dev, _ = prepared("in t0")
     try:
-        done, atr, trail = dev.connect_loop(Protocol.T0 | Protocol.T1, 8)
+        done, atr, trail = dev.run_loop(LOOP_CONNECT, Protocol.T0 | Protocol.T1, 8)
         assert done is True
         c = connected(atr, trail)
         assert list(c.actions) == ["SWALLOWED", "COLD_RESET", "NEGOTIABLE", "ATR",
                                    "SET_PROTOCOL(T=0)"]
         assert c.protocol is Protocol.T0 and c.atr == atr
-        again = connected(atr, dev.connect_loop(Protocol.T0 | Protocol.T1, 8)[2])
+        again = connected(atr, dev.run_loop(LOOP_CONNECT, Protocol.T0 | Protocol.T1, 8)[2])
         assert list(again.actions) == ["SPECIFIC", "ATR+PROTOCOL(0x1)", "SET_PROTOCOL(T=0)"]
     finally:
         dev.close()
@@ -174,38 +197,43 @@ def test_the_trail_reads_as_the_sequence_writes_its_actions() -> None:
 def test_a_replay_that_disagrees_with_the_record_is_refused() -> None:
     record = [(IOCTL.GET_STATE, b"", 0, 0, U32.pack(5)),
               (IOCTL.GET_ATTRIBUTE, U32.pack(Attr.VENDOR_NAME), 0, 0, b"x")]
-    steps = replayed(connect_steps(Protocol.T1), record)
+    steps = replayed(connect_loop_steps(Protocol.T1, 8, None), record)
     with pytest.raises(RuntimeError, match="where the sequence asks for GET_ATTRIBUTE"):
         next(steps)
 
 
 def test_a_failed_step_in_the_record_is_thrown_in_as_the_typed_error() -> None:
     record = [(IOCTL.GET_STATE, b"", 0xC0000178, 0, b"")]  # NO_MEDIA
-    steps = replayed(connect_steps(Protocol.T1), record)
+    steps = replayed(connect_loop_steps(Protocol.T1, 8, None), record)
     with pytest.raises(errors.NoCardError) as info:
         next(steps)
     assert info.value.ioctl == IOCTL.GET_STATE
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, 2**32])
-def test_max_steps_the_core_cannot_take_go_to_the_sequence(bad: Any) -> None:
+def test_max_steps_the_core_cannot_take_go_step_by_step(bad: Any) -> None:
     (native, _), (steps, _) = prepared("in t1"), prepared("in t1")
     try:
-        a = outcome(lambda: run_connect(native, Protocol.T1, max_steps=bad))
-        b = outcome(lambda: run_sync(steps, connect_steps(Protocol.T1, max_steps=bad)))
+        a = outcome(lambda: run_sync(native, connect_steps(Protocol.T1, max_steps=bad)))
+        b = outcome(lambda: run_sync(step_by_step(steps),
+                                     connect_steps(Protocol.T1, max_steps=bad)))
         assert a == b
+        if bad == 2**32:  # past what the core takes: the steps themselves
+            gen = connect_steps(Protocol.T1, max_steps=bad)
+            assert type(next(gen)) is not Loop
+            gen.close()
     finally:
         native.close()
         steps.close()
 
 
-def test_bad_protocols_fail_before_any_ioctl_as_the_sequences_do() -> None:
-    dev, sim = prepared("in t1")
-    try:
-        for bad in (-1, 2**32, "T1"):
-            a = outcome(lambda: run_connect(dev, bad, max_steps=8))  # type: ignore[arg-type]
-            b = outcome(lambda: run_sync(dev, connect_steps(bad)))  # type: ignore[arg-type]
-            assert a == b and a[0] == "error"
-        assert sim.counters().calls[EntryPoint.ICC_PRESENCE] == 0
-    finally:
-        dev.close()
+def test_bad_protocols_fail_before_any_ioctl() -> None:
+    for bad in (-1, 2**32, "T1"):
+        with pytest.raises((ValueError, OverflowError, __import__("struct").error)):
+            next(connect_steps(bad))  # type: ignore[arg-type]
+
+
+def test_a_model_device_runs_the_loops_step_by_step() -> None:
+    from scripted_device import ScriptedDevice
+    with pytest.raises(errors.NoCardError, match="UNKNOWN"):
+        run_sync(ScriptedDevice([99]), connect_steps(Protocol.T1))

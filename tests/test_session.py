@@ -8,6 +8,7 @@ import struct
 import pytest
 
 from scardio import IOCTL, Disposition, State, errors
+from scardio.sequences import Loop
 from scardio.session import ReaderSession
 
 
@@ -34,15 +35,22 @@ class Timer:
 
 def drive(steps, answers):
     """Run `steps`, answering each request from `answers` (a dict of IOCTL
-    code -> list of outputs); returns (result, requests)."""
+    code -> list of outputs), and a Loop by running its steps; returns
+    (result, requests)."""
     seen = []
-    try:
-        req = next(steps)
-        while True:
-            seen.append(req.code)
-            req = steps.send(answers[req.code].pop(0))
-    except StopIteration as stop:
-        return stop.value, seen
+
+    def run(steps):
+        try:
+            req = next(steps)
+            while True:
+                if isinstance(req, Loop):
+                    req = steps.send(run(req.steps(None)))
+                    continue
+                seen.append(req.code)
+                req = steps.send(answers[req.code].pop(0))
+        except StopIteration as stop:
+            return stop.value
+    return run(steps), seen
 
 
 def state(s):

@@ -879,43 +879,44 @@ scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
     return submit_call(d, fn, ctx, user, 0, 0, 0, NULL, NULL, op_out);
 }
 
-/* ---- the connect loop on the lane ----------------------------------------- */
+/* ---- the loops on the lane ------------------------------------------------ */
 
-static scio_status connect_call(scio_op *op, void *ctx, int run)
+static scio_status loop_call(scio_op *op, void *ctx, int run)
 {
     (void)ctx;
     if (run)
-        scio_connect_run(op->dev, (scio_connect_loop *)(void *)op->out, op);
+        scio_loop_run(op->dev, (scio_loop *)(void *)op->out, op);
     return SCIO_SUCCESS;
 }
 
 /* The inputs only: the loop writes the rest. */
-static void connect_init(void *out, const void *arg)
+static void loop_init(void *out, const void *arg)
 {
-    scio_connect_loop *c = out;
-    const scio_connect_loop *in = arg;
+    scio_loop *c = out;
+    const scio_loop *in = arg;
     memset(c, 0, sizeof *c);
+    c->kind = in->kind;
     c->protocols = in->protocols;
     c->max_steps = in->max_steps;
     c->timeout_us = in->timeout_us;
     c->deadline = in->timeout_us > 0 ? scio_now_us() + in->timeout_us : 0;
 }
 
-scio_status scio_submit_connect(scio_device *d, const scio_connect_loop *in,
-                                int awaited, uint64_t user, scio_op **op_out)
+scio_status scio_submit_loop(scio_device *d, const scio_loop *in,
+                             int awaited, uint64_t user, scio_op **op_out)
 {
     *op_out = NULL;
     if (!in)
         return SCIO_INVALID_PARAMETER;
-    return submit_call(d, connect_call, NULL, user, awaited, 1, sizeof(scio_connect_loop),
-                       connect_init, in, op_out);
+    return submit_call(d, loop_call, NULL, user, awaited, 1, sizeof(scio_loop),
+                       loop_init, in, op_out);
 }
 
-uint32_t scio_connect_ioctl(scio_op *op)
+uint32_t scio_loop_ioctl(scio_op *op)
 {
-    if (op->call != connect_call)
+    if (op->call != loop_call)
         return 0;
-    return (uint32_t)scio_load_acquire(&((scio_connect_loop *)(void *)op->out)->current);
+    return (uint32_t)scio_load_acquire(&((scio_loop *)(void *)op->out)->current);
 }
 
 /* Cancel with the device locked; returns 1 if the op was dequeued (and the

@@ -1354,7 +1354,7 @@ static void test_awaited_calls(void)
     scio_close(d);
 }
 
-/* The connect loop (scio_connect_run, scio_submit_connect): the ordinary
+/* The loops (scio_loop_run, scio_submit_loop): the connect loop's ordinary
  * path to its end with its trail; a stop, recorded, at the first IOCTL
  * that fails, at no card, at max_steps and at its timeout; on the lane
  * awaited and into the queue; cancelled behind a blocking call. */
@@ -1370,8 +1370,8 @@ static void arm_fault(scio_device *d, uint32_t ep, uint32_t kind, uint32_t value
 static void test_connect_loop(void)
 {
     scio_device *d = open_sim(9);
-    scio_connect_loop c, in;
-    const scio_connect_loop *r;
+    scio_loop c, in;
+    const scio_loop *r;
     scio_op *op = NULL, *blocker = NULL;
     scio_completion done;
     call_ctx cb = {0};
@@ -1382,17 +1382,21 @@ static void test_connect_loop(void)
     if (!d)
         return;
     memset(&c, 0, sizeof c);
-    c.protocols = SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1;
+    c.kind = 7; /* no such loop: it stops at once */
     c.max_steps = 8;
+    scio_loop_run(d, &c, NULL);
+    CHECK(!c.complete && c.n == 0);
+    c.kind = SCIO_LOOP_CONNECT;
+    c.protocols = SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1;
     in = c;
     /* no card: one GET_STATE, recorded, and a stop */
-    scio_connect_run(d, &c, NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(!c.complete && c.n == 1 && c.step[0].code == SCIO_IOCTL_GET_STATE &&
           c.step[0].status == SCIO_SUCCESS && c.step[0].in_len == 0 && c.step[0].out_len == 4 &&
           get32(c.step[0].out) == SCIO_STATE_ABSENT && c.trail_len == 1);
     CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
     /* a card just in: SWALLOWED, cold reset, NEGOTIABLE, the ATR, T=1 */
-    scio_connect_run(d, &c, NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(c.complete && c.n == 5 && c.atr_len > 2 && c.atr[0] == 0x3B && c.trail_len == 9);
     CHECK(c.trail[0] == SCIO_STATE_SWALLOWED && c.trail[1] == SCIO_TRAIL_COLD_RESET &&
           c.trail[2] == SCIO_STATE_NEGOTIABLE && c.trail[3] == SCIO_TRAIL_ATR &&
@@ -1400,13 +1404,13 @@ static void test_connect_loop(void)
     CHECK(c.step[4].code == SCIO_IOCTL_SET_PROTOCOL && c.step[4].in_len == 4 &&
           c.step[4].in == (SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1));
     /* connected again: SPECIFIC, the ATR and the protocol in force */
-    scio_connect_run(d, &c, NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(c.complete && c.n == 4 && c.trail_len == 11 && c.trail[0] == SCIO_STATE_SPECIFIC &&
           c.trail[1] == SCIO_TRAIL_ATR_PROTOCOL && get32(c.trail + 2) == SCIO_PROTOCOL_T1);
     /* left in T=1, asked for T=0 alone: one warm reset, then SET_PROTOCOL
      * fails (the card has no T=0) and the loop stops there, recorded */
     c.protocols = SCIO_PROTOCOL_T0;
-    scio_connect_run(d, &c, NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(!c.complete && c.n >= 5 && c.trail[1] == SCIO_TRAIL_ATR_PROTOCOL &&
           c.trail[6] == SCIO_TRAIL_WARM_RESET);
     CHECK(c.step[c.n - 1].code == SCIO_IOCTL_SET_PROTOCOL &&
@@ -1416,26 +1420,26 @@ static void test_connect_loop(void)
     arm_fault(d, SIM_EP_SET_PROTOCOL, SIM_FAULT_RETURN, 612);
     CHECK(control(d, SIM_CTL_REMOVE, NULL, 0) == SCIO_SUCCESS);
     CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
-    scio_connect_run(d, &c, NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(!c.complete && c.n == 5 && c.step[4].status != SCIO_SUCCESS &&
           c.step[4].driver_code == 612 && c.step[4].out_len == 0);
     /* max_steps 0: nothing at all */
     c.max_steps = 0;
-    scio_connect_run(d, &c, NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(!c.complete && c.n == 0 && c.trail_len == 0);
     c.max_steps = 8;
     /* on the lane, awaited: its output is the whole loop */
-    CHECK(scio_submit_connect(d, NULL, 1, 0, &op) == SCIO_INVALID_PARAMETER && op == NULL);
-    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit_loop(d, NULL, 1, 0, &op) == SCIO_INVALID_PARAMETER && op == NULL);
+    CHECK(scio_submit_loop(d, &in, 1, 0, &op) == SCIO_SUCCESS);
     CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
     out = scio_op_output(op, &n);
-    r = (const scio_connect_loop *)(const void *)out;
+    r = (const scio_loop *)(const void *)out;
     CHECK(out != NULL && n == sizeof c && r->complete && r->trail[0] == SCIO_STATE_NEGOTIABLE);
-    CHECK(scio_connect_ioctl(op) == SCIO_IOCTL_SET_PROTOCOL);
+    CHECK(scio_loop_ioctl(op) == SCIO_IOCTL_SET_PROTOCOL);
     scio_op_release(op);
     CHECK(scio_queue_pending(scio_device_queue(d)) == 0);
     /* not awaited: its completion goes to the queue with its cookie */
-    CHECK(scio_submit_connect(d, &in, 0, 77, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit_loop(d, &in, 0, 77, &op) == SCIO_SUCCESS);
     CHECK(scio_queue_pop(scio_device_queue(d), 5000, &done) == 1 && done.user == 77 &&
           done.op_id == scio_op_id(op) && done.status == SCIO_SUCCESS);
     scio_op_release(op);
@@ -1444,10 +1448,10 @@ static void test_connect_loop(void)
     put32(lat, 60000);
     CHECK(control(d, SIM_CTL_SET_LATENCY, lat, 4) == SCIO_SUCCESS);
     in.timeout_us = 30000;
-    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit_loop(d, &in, 1, 0, &op) == SCIO_SUCCESS);
     CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
     out = scio_op_output(op, &n);
-    r = (const scio_connect_loop *)(const void *)out;
+    r = (const scio_loop *)(const void *)out;
     CHECK(out != NULL && n == sizeof c && !r->complete && r->n == 1);
     scio_op_release(op);
     in.timeout_us = 0;
@@ -1458,16 +1462,33 @@ static void test_connect_loop(void)
     cb.d = d;
     cb.block_ms = 200;
     CHECK(scio_submit_call(d, call_fn, &cb, 0, &blocker) == SCIO_SUCCESS);
-    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_SUCCESS);
-    CHECK(scio_op_await(op, 20) == 0 && scio_connect_ioctl(op) == 0);
+    CHECK(scio_submit_loop(d, &in, 1, 0, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_await(op, 20) == 0 && scio_loop_ioctl(op) == 0);
     scio_op_release(op);
     CHECK(scio_op_wait(blocker, 5000) == 1 && cb.runs == 1);
     scio_op_release(blocker);
-    scio_connect_run(d, &c, NULL); /* and the reader works on */
+    scio_loop_run(d, &c, NULL); /* and the reader works on */
     CHECK(c.complete);
+    /* the power-down loop: SPECIFIC, POWER_DOWN, then SWALLOWED */
+    c.kind = SCIO_LOOP_POWER_DOWN;
+    c.max_steps = 4;
+    scio_loop_run(d, &c, NULL);
+    CHECK(c.complete && c.n == 3 && c.trail_len == 3 && c.trail[0] == SCIO_STATE_SPECIFIC &&
+          c.trail[1] == SCIO_TRAIL_POWER_DOWN && c.trail[2] == SCIO_STATE_SWALLOWED);
+    CHECK(c.step[1].code == SCIO_IOCTL_POWER && c.step[1].in == SCIO_POWER_DOWN);
+    scio_loop_run(d, &c, NULL); /* not powered: one GET_STATE */
+    CHECK(c.complete && c.n == 1 && c.trail[0] == SCIO_STATE_SWALLOWED);
+    c.kind = SCIO_LOOP_CONNECT;
+    c.max_steps = 8;
+    scio_loop_run(d, &c, NULL);
+    CHECK(c.complete);
+    arm_fault(d, SIM_EP_POWER_ICC, SIM_FAULT_RETURN, 612); /* a failed POWER_DOWN: a stop */
+    c.kind = SCIO_LOOP_POWER_DOWN;
+    scio_loop_run(d, &c, NULL);
+    CHECK(!c.complete && c.n == 2 && c.step[1].status != SCIO_SUCCESS);
     scio_shutdown(d);
-    CHECK(scio_submit_connect(d, &in, 1, 0, &op) == SCIO_DEVICE_NOT_CONNECTED && op == NULL);
-    scio_connect_run(d, &c, NULL);
+    CHECK(scio_submit_loop(d, &in, 1, 0, &op) == SCIO_DEVICE_NOT_CONNECTED && op == NULL);
+    scio_loop_run(d, &c, NULL);
     CHECK(!c.complete && c.n == 1 && c.step[0].status == SCIO_DEVICE_NOT_CONNECTED);
     scio_close(d);
 }

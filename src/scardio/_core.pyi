@@ -18,8 +18,10 @@ MAX_APDU: int
 MAX_RESPONSE: int
 DEFAULT_POLL_MS: int
 DEFAULT_CLOSE_MS: int
-#: The decisions Device.connect_loop() records in its trail, by name.
-CONNECT_TRAIL: dict[str, int]
+#: The loops Device.run_loop() runs, and the decisions their trails record.
+LOOP_CONNECT: int
+LOOP_POWER_DOWN: int
+LOOP_TRAIL: dict[str, int]
 STATUS_PENDING: int
 MAX_DWORD: int  # 0xFFFFFFFF: LUNs, IOCTL codes and option values are DWORDs
 
@@ -114,14 +116,15 @@ class Device:
         IOCTLs submitted before it) and return its result or raise its
         exception, waiting at most `timeout` seconds (GIL released): then
         TimeoutError, and fn runs on unwaited."""
-    def connect_loop(self, protocols: int, max_steps: int, timeout: Optional[float] = None
-                     ) -> tuple[bool, Any, Optional[bytes]]:
-        """The spec's connect loop run by the core, ordinary answers only:
-        (True, atr, trail) once connected so, else (False, steps, None) with
-        each step (code, input, status, driver_code, output) for the
-        caller's sequence to replay.  `timeout` None: in the calling thread;
-        else on the I/O lane, waited for at most `timeout` seconds (then
-        TimeoutError, status STATUS_PENDING)."""
+    def run_loop(self, kind: int, protocols: int, max_steps: int,
+                 timeout: Optional[float] = None) -> tuple[bool, Any, Optional[bytes]]:
+        """A loop of the spec (LOOP_CONNECT, LOOP_POWER_DOWN) run by the
+        core, ordinary answers only: (True, atr, trail) once done so, else
+        (False, steps, None) with each step (code, input, status,
+        driver_code, output) for the caller's sequence to replay.
+        `timeout` None: in the calling thread; else on the I/O lane, waited
+        for at most `timeout` seconds (then TimeoutError, status
+        STATUS_PENDING)."""
     def fileno(self) -> int:
         """Descriptor readable while completions wait; see harvest().  -1 on
         Windows (use waitable())."""

@@ -41,10 +41,14 @@ MAX_RESPONSE = SCIO_MAX_RESPONSE
 DEFAULT_POLL_MS = SCIO_DEFAULT_POLL_MS
 DEFAULT_CLOSE_MS = SCIO_DEFAULT_CLOSE_MS
 STATUS_PENDING = SCIO_PENDING
-#: The decisions Device.connect_loop() records in its trail (scio.h).
-CONNECT_TRAIL = {"ATR": SCIO_TRAIL_ATR, "ATR_PROTOCOL": SCIO_TRAIL_ATR_PROTOCOL,
-                 "SWALLOW": SCIO_TRAIL_SWALLOW, "COLD_RESET": SCIO_TRAIL_COLD_RESET,
-                 "WARM_RESET": SCIO_TRAIL_WARM_RESET, "SET_PROTOCOL": SCIO_TRAIL_SET_PROTOCOL}
+#: The loops Device.run_loop() runs, and the decisions it records in their
+#: trails (scio.h).
+LOOP_CONNECT = SCIO_LOOP_CONNECT
+LOOP_POWER_DOWN = SCIO_LOOP_POWER_DOWN
+LOOP_TRAIL = {"ATR": SCIO_TRAIL_ATR, "ATR_PROTOCOL": SCIO_TRAIL_ATR_PROTOCOL,
+              "SWALLOW": SCIO_TRAIL_SWALLOW, "COLD_RESET": SCIO_TRAIL_COLD_RESET,
+              "WARM_RESET": SCIO_TRAIL_WARM_RESET, "SET_PROTOCOL": SCIO_TRAIL_SET_PROTOCOL,
+              "POWER_DOWN": SCIO_TRAIL_POWER_DOWN}
 #: LUNs, IOCTL codes, option values: DWORDs (32 bits on every platform).
 MAX_DWORD = 0xFFFFFFFF
 
@@ -587,13 +591,13 @@ cdef scio_status _lane_trampoline(scio_op *op, void *ctx, int run) noexcept nogi
     return SCIO_SUCCESS
 
 
-cdef object _connect_outcome(const scio_connect_loop *c):
-    """Device.connect_loop()'s answer, from the loop's record."""
-    cdef const scio_connect_step *s
+cdef object _loop_outcome(const scio_loop *c):
+    """Device.run_loop()'s answer, from the loop's record."""
+    cdef const scio_loop_step *s
     cdef unsigned i
-    cdef unsigned n = c.n if c.n <= SCIO_CONNECT_RECORDS else SCIO_CONNECT_RECORDS
+    cdef unsigned n = c.n if c.n <= SCIO_LOOP_RECORDS else SCIO_LOOP_RECORDS
     cdef unsigned out_len
-    if c.complete and c.atr_len <= SCIO_MAX_ATR and c.trail_len <= SCIO_CONNECT_TRAIL:
+    if c.complete and c.atr_len <= SCIO_MAX_ATR and c.trail_len <= SCIO_LOOP_TRAIL:
         return (True, PyBytes_FromStringAndSize(<const char *>c.atr, c.atr_len),
                 PyBytes_FromStringAndSize(<const char *>c.trail, c.trail_len))
     steps = []
@@ -961,15 +965,17 @@ cdef class Device:
             raise err
         return call.value
 
-    def connect_loop(self, protocols, max_steps, timeout=None):
-        """The connect loop of the spec run by the core as one operation
-        (GET_STATE until negotiable, the ATR, SET_PROTOCOL(protocols); at
-        most `max_steps` GET_STATEs), following ordinary answers only.
-        Returns (True, atr, trail) once connected so, where trail records
-        its decisions (scio.h, "the connect loop"); else (False, steps,
-        None) where it stopped, each step (code, input, status,
-        driver_code, output) for the caller's own sequence to replay: it
-        decides what the answer that stopped the loop means.
+    def run_loop(self, kind, protocols, max_steps, timeout=None):
+        """A loop of the spec run by the core as one operation (LOOP_CONNECT:
+        GET_STATE until negotiable, the ATR, SET_PROTOCOL(protocols);
+        LOOP_POWER_DOWN: POWER_DOWN while GET_STATE says powered; at most
+        `max_steps` GET_STATEs), following ordinary answers only.  Returns
+        (True, atr, trail) once done so, where trail records its decisions
+        (scio.h, "the connect and power-down loops"; atr is the connect
+        loop's); else (False, steps, None) where it stopped, each step
+        (code, input, status, driver_code, output) for the caller's own
+        sequence to replay: it decides what the answer that stopped the
+        loop means.
 
         `timeout` None runs it in the calling thread (GIL released).
         Otherwise it runs on the device's I/O lane (after the overlapped
@@ -978,7 +984,7 @@ cdef class Device:
         most that long: then TimeoutError (status STATUS_PENDING) naming
         the IOCTL in progress, which finishes unwaited, as ioctl_on_lane();
         Ctrl-C while waiting leaves it likewise."""
-        cdef scio_connect_loop c
+        cdef scio_loop c
         cdef scio_op *op = NULL
         cdef scio_status st
         cdef int done = 0
@@ -989,21 +995,22 @@ cdef class Device:
         cdef bint forever
         cdef double deadline = 0.0
         cdef uint32_t code_v
+        c.kind = _dword(kind, "kind")
         c.protocols = _dword(protocols, "protocols")
         c.max_steps = _dword(max_steps, "max_steps")
         c.timeout_us = 0
         self._check_open()
         if timeout is None:
             with nogil:
-                scio_connect_run(self._dev, &c, NULL)
-            return _connect_outcome(&c)
+                scio_loop_run(self._dev, &c, NULL)
+            return _loop_outcome(&c)
         forever = _forever(timeout, &seconds)
         if not forever:
             deadline = _monotonic() + seconds
             c.timeout_us = <int64_t>(seconds * 1e6) + 1
         slice_ms = _slice_ms(forever, deadline)
         with nogil:
-            st = scio_submit_connect(self._dev, &c, 1, 0, &op)
+            st = scio_submit_loop(self._dev, &c, 1, 0, &op)
             if st == SCIO_SUCCESS and slice_ms != 0:
                 done = scio_op_await(op, slice_ms)
         if st != SCIO_SUCCESS:
@@ -1011,9 +1018,9 @@ cdef class Device:
         try:
             while not done:
                 if not forever and _monotonic() >= deadline:
-                    code_v = scio_connect_ioctl(op)
+                    code_v = scio_loop_ioctl(op)
                     from .constants import ioctl_name
-                    what = ioctl_name(code_v) if code_v else "the connect loop"
+                    what = ioctl_name(code_v) if code_v else "the loop"
                     raise _errors.TimeoutError(
                         f"{what}: no answer from the driver within the timeout (given up)",
                         status=SCIO_PENDING, ioctl=code_v or None)
@@ -1025,9 +1032,9 @@ cdef class Device:
             if st != SCIO_SUCCESS:
                 raise _error(st, 0, None)
             p = scio_op_output(op, &n)
-            if n != sizeof(scio_connect_loop):
-                raise _errors.DriverDataError("the connect loop returned no record")
-            return _connect_outcome(<const scio_connect_loop *>p)
+            if n != sizeof(scio_loop):
+                raise _errors.DriverDataError("the loop returned no record")
+            return _loop_outcome(<const scio_loop *>p)
         finally:
             with nogil:
                 scio_op_release(op)  # cancels it if it has not finished

@@ -185,17 +185,20 @@ cdef extern from "scio.h" nogil:
     scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,
                                  uint64_t user, scio_op **op_out)
 
-    # ---- the connect loop
+    # ---- the connect and power-down loops
     enum:
-        SCIO_CONNECT_RECORDS
-        SCIO_CONNECT_TRAIL
+        SCIO_LOOP_RECORDS
+        SCIO_LOOP_TRAIL
     const unsigned SCIO_TRAIL_ATR
     const unsigned SCIO_TRAIL_ATR_PROTOCOL
     const unsigned SCIO_TRAIL_SWALLOW
     const unsigned SCIO_TRAIL_COLD_RESET
     const unsigned SCIO_TRAIL_WARM_RESET
     const unsigned SCIO_TRAIL_SET_PROTOCOL
-    ctypedef struct scio_connect_step:
+    const unsigned SCIO_TRAIL_POWER_DOWN
+    const unsigned SCIO_LOOP_CONNECT
+    const unsigned SCIO_LOOP_POWER_DOWN
+    ctypedef struct scio_loop_step:
         uint32_t code
         uint32_t in_len
         uint32_t in_ "in"
@@ -203,23 +206,24 @@ cdef extern from "scio.h" nogil:
         long driver_code
         uint32_t out_len
         uint8_t out[SCIO_MAX_ATR]
-    ctypedef struct scio_connect_loop:
+    ctypedef struct scio_loop:
+        uint32_t kind
         uint32_t protocols
         unsigned max_steps
         int64_t timeout_us
         int complete
         unsigned n
-        scio_connect_step step[SCIO_CONNECT_RECORDS]
+        scio_loop_step step[SCIO_LOOP_RECORDS]
         unsigned atr_len
         unsigned trail_len
         uint8_t atr[SCIO_MAX_ATR]
-        uint8_t trail[SCIO_CONNECT_TRAIL]
+        uint8_t trail[SCIO_LOOP_TRAIL]
         int current
         int64_t deadline
-    void scio_connect_run(scio_device *d, scio_connect_loop *c, scio_op *op)
-    scio_status scio_submit_connect(scio_device *d, const scio_connect_loop *inp,
-                                    int awaited, uint64_t user, scio_op **op_out)
-    uint32_t scio_connect_ioctl(scio_op *op)
+    void scio_loop_run(scio_device *d, scio_loop *c, scio_op *op)
+    scio_status scio_submit_loop(scio_device *d, const scio_loop *inp,
+                                 int awaited, uint64_t user, scio_op **op_out)
+    uint32_t scio_loop_ioctl(scio_op *op)
 
     # ---- fork
     unsigned long scio_fork_generation

@@ -58,7 +58,7 @@ from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, C
 from .recording import PathOrFile, Recorder
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
-from .sequences import U32, Request, Steps, decode_state
+from .sequences import U32, Loop, LoopSteps, Steps, decode_state
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition, DispositionLike, disposition_value
 from .sequences.startup import startup_steps
@@ -357,15 +357,17 @@ async def _hop(link: _LoopLink, code: int, data: bytes, output_size: int) -> byt
     return op.result()  # type: ignore[no-any-return]
 
 
-async def run_async(link: _LoopLink, steps: "Steps[T]", *,
+async def run_async(link: _LoopLink, steps: "LoopSteps[T]", *,
                     deadline: Optional[float] = None) -> T:
     """Drive a sequence generator with overlapped IOCTLs."""
     submit = link.reader.device.submit
     try:
-        req: Request = next(steps)
+        req = next(steps)
         while True:
             try:
-                if deadline is None:
+                if isinstance(req, Loop):  # its steps, as yield from (scardio.sequences)
+                    out = await run_async(link, req.steps(deadline), deadline=deadline)
+                elif deadline is None:
                     # The common case, kept to one coroutine frame.
                     op = submit(req.code, req.input, req.output_size)
                     fut = link.watch(op)
@@ -383,10 +385,10 @@ async def run_async(link: _LoopLink, steps: "Steps[T]", *,
                     out = await _await_op(link, op, left)
             except errors.ScardioError as exc:  # first: it is a TimeoutError too
                 req = steps.throw(exc)
-            except asyncio.TimeoutError:  # the deadline's timer (_expire)
+            except asyncio.TimeoutError:  # the deadline's timer (_expire), on a Request
                 req = steps.throw(errors.TimeoutError(
                     "no answer from the driver within the timeout (cancelled)",
-                    ioctl=req.code))
+                    ioctl=getattr(req, "code", None)))
             else:
                 req = steps.send(out)
     except StopIteration as stop:

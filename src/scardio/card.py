@@ -199,7 +199,8 @@ class Card(CardBase):
         disposition may be named ("leave", "reset", "unpower"); anything
         else is ValueError, before the card is touched.  Idempotent; a
         no-op on a card that is already gone."""
-        value = disposition_value(disposition)
+        value = disposition if type(disposition) is Disposition else \
+            disposition_value(disposition)
         with self.reader._lock:
             if self._gone is not None:
                 return

@@ -31,12 +31,12 @@ from ._core import ReaderLock
 from .card import Card
 from .completions import Completions as Completions
 from .constants import IOCTL, Protocol, State
-from .runner import run_connect, run_sync
+from .runner import run_loop, run_sync
 from .sequences import U32, decode_state
 # The sequences' names stay importable from here, where they were defined
 # before they got modules of their own.
 from .sequences import Request as Request, Steps as Steps, get_state_steps as get_state_steps
-from .sequences.connect import CONNECT_MAX_STEPS, Connected
+from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_loop
 from .sequences.connect import connect_steps as connect_steps
 from .sequences.disconnect import Disposition
 from .sequences.sharing import share_value
@@ -66,6 +66,8 @@ CLOSE_LOCK_WAIT = 0.5
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.
 _GET_STATE = int(IOCTL.GET_STATE)
+_INF = float("inf")
+_monotonic = time.monotonic
 
 
 class SessionFront:
@@ -246,22 +248,32 @@ class Reader(SessionFront):
         connected through this reader), ReaderInUseError (an exclusive
         connection elsewhere, or other clients when asking for one),
         ValueError (`share` is none of the above)."""
-        def make_card(conn: Connected) -> Card:
-            return Card(self, conn.atr, conn.protocol, conn.actions,
-                        auto_get_response=auto_get_response, auto_resend=auto_resend)
-        share_value(share)  # ValueError before the lock and any IOCTL
-        deadline = deadline_after(timeout)
-        self._acquire_until(deadline)
+        if share is not None:
+            share_value(share)  # ValueError before the lock and any IOCTL
+        if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < _INF:
+            deadline: Optional[float] = _monotonic() + timeout
+        else:
+            deadline = deadline_after(timeout)
+        lock = self._lock
+        if not lock.acquire(False):
+            self._acquire_until(deadline)
         try:
             session = self.session
-            started = session.begin_connect()
+            started, share_code = session.begin_connect(share)
             # Only the IOCTLs run bounded (on the device's lane when there
             # is a deadline); the session changes here, under the lock.
-            conn = run_connect(self.device, protocols, max_steps=max_steps,
-                               deadline=deadline, share=session.share_for_connect(share))
-            return session.finish_connect(conn, make_card, started)
+            loop = connect_loop(protocols, max_steps) if share_code is None else None
+            if loop is not None:  # the loop alone: no sequence around it
+                conn = run_loop(self.device, loop, deadline)
+            else:
+                conn = run_sync(self.device, connect_steps(
+                    protocols, max_steps=max_steps, deadline=deadline, share=share_code),
+                    deadline=deadline)
+            card = Card(self, conn.atr, conn.protocol, conn.actions,
+                        auto_get_response=auto_get_response, auto_resend=auto_resend)
+            return session.finish_connect(conn, card, started)
         finally:
-            self._lock.release()
+            lock.release()
 
     def _acquire_until(self, deadline: Optional[float]) -> None:
         """Take the reader lock, waiting until `deadline` at most (a call

@@ -17,6 +17,15 @@ the two threads run (``Device.lane_apart``, docs/architecture.md):
   goes to the lane as one job (``Device.call_on_lane``): two switches for
   all its IOCTLs.
 
+A :class:`~scardio.sequences.Loop` the sequence yields (the connect and
+power-down loops) runs in the core as one operation where the device can
+(``Device.run_loop``): in the calling thread, or with a deadline as one
+job on the lane, a single hand-off for all its IOCTLs on either placement.
+Where the core stops at an unusual answer, the loop's own steps replay
+what it did and take over, so every such answer means what the sequence
+says; a device without ``run_loop`` (a tracing proxy, a model) runs the
+steps.
+
 A caller that gives up stops the sequence: the IOCTL in progress finishes
 on the lane unwaited (and a whole-sequence job stops before its next
 one); the caller never learns its outcome, so a sequence run with a
@@ -33,93 +42,69 @@ from typing import Any, Callable, Optional
 from . import errors
 from ._core import STATUS_PENDING
 from .constants import ioctl_name
-from .sequences import Steps, T, replayed
-from .sequences.connect import Connected, connect_steps, connected, set_protocol_request
+from .sequences import Loop, LoopSteps, Request, T, replayed
 
-__all__ = ["run_sync", "run_connect"]
+__all__ = ["run_sync", "run_loop"]
 
 _monotonic = time.monotonic
+_NO_REQUEST: Any = object()
 
-
-def run_sync(device: Any, steps: "Steps[T]", *, deadline: Optional[float] = None) -> T:
+def run_sync(device: Any, steps: "LoopSteps[T]", *, deadline: Optional[float] = None) -> T:
     """Drive `steps` with blocking IOCTLs on `device`.  With a `deadline`
     (time.monotonic()), give up at the deadline with TimeoutError even if
     the driver never answers (see the module doc)."""
     if deadline is None:
-        return _drive(device.ioctl, steps)
+        return _drive(steps, device.ioctl if device is not None else None, device, None)
     lane_apart = getattr(device, "lane_apart", None)
     if lane_apart is None:  # a device without lanes of its own
-        return _drive(lambda code, input, size: _ioctl_until(device, deadline, code,
-                                                             input, size), steps)
+        return _drive(steps, lambda code, input, size: _ioctl_until(device, deadline, code,
+                                                                    input, size),
+                      device, deadline)
     if lane_apart():
-        return _drive_until(device.ioctl_on_lane, steps, deadline)
+        return _drive(steps, _bounded(device.ioctl_on_lane, deadline), device, deadline)
     return _sequence_on_lane(device, steps, deadline)
 
 
-def run_connect(device: Any, protocols: int, *, max_steps: int,
-                deadline: Optional[float] = None, share: Optional[int] = None) -> Connected:
-    """The connect loop (:func:`scardio.sequences.connect.connect_steps`)
-    on `device`, bounded by `deadline` as :func:`run_sync` bounds it.
-
-    A device of the core runs the loop itself as one operation
-    (``Device.connect_loop``: in the calling thread, or with a deadline as
-    one job on the I/O lane, a single hand-off for all its IOCTLs) along
-    the ordinary answers; where it stops, the sequence replays what it did
-    and takes over, so every unusual answer means what the sequence says.
-    Devices without it (a tracing proxy, a model), and a connect that asks
-    for a share mode, run the sequence alone."""
-    loop = getattr(device, "connect_loop", None) if share is None else None
-    if loop is not None and type(max_steps) is int and 0 <= max_steps <= 0xFFFFFFFF:
-        protocols = int(protocols)  # its argument errors first, as the sequence's
-        set_protocol_request(protocols)
-        if deadline is None:
-            done, got, trail = loop(protocols, max_steps)
-        else:
-            left = deadline - _monotonic()
-            if left <= 0:
-                raise errors.TimeoutError("timed out before the first IOCTL started")
-            done, got, trail = loop(protocols, max_steps, left)
-        if done:
-            return connected(got, trail)
-        steps = replayed(connect_steps(protocols, max_steps=max_steps, deadline=deadline), got)
+def run_loop(device: Any, loop: Loop, deadline: Optional[float] = None) -> Any:
+    """What ``loop.steps(deadline)`` returns, run on `device`: by the core
+    as one operation where the device can (``Device.run_loop``; with a
+    deadline on the I/O lane, waited for until then), else IOCTL by IOCTL
+    (:func:`run_sync`), as also from wherever the core stopped (its record
+    replayed through the steps, which decide what the answer that stopped
+    it means)."""
+    run = getattr(device, "run_loop", None)
+    if run is None:
+        return run_sync(device, loop.steps(deadline), deadline=deadline)
+    if deadline is None:
+        done, got, trail = run(loop.kind, loop.protocols, loop.max_steps)
     else:
-        steps = connect_steps(protocols, max_steps=max_steps, deadline=deadline, share=share)
-    return run_sync(device, steps, deadline=deadline)
+        left = deadline - _monotonic()
+        if left <= 0:
+            raise errors.TimeoutError("timed out before the loop started", status=STATUS_PENDING)
+        done, got, trail = run(loop.kind, loop.protocols, loop.max_steps, left)
+    if done:
+        return loop.result(got, trail)
+    return run_sync(device, replayed(loop.steps(deadline), got), deadline=deadline)
 
 
-def _drive(ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[T]") -> T:
+def _drive(steps: "LoopSteps[T]", ioctl: Any, device: Any, deadline: Optional[float],
+           first: Any = _NO_REQUEST) -> T:
+    """Drive `steps` (from `first`, a request it already yielded): each
+    Request through ioctl(code, input, output_size), each Loop through
+    :func:`run_loop`, their errors thrown in; a TimeoutError of a wait given
+    up (status STATUS_PENDING, not the driver's answer) ends it."""
     try:
-        req = next(steps)
+        req = next(steps) if first is _NO_REQUEST else first
         while True:
             try:
-                out = ioctl(req.code, req.input, req.output_size)
+                if isinstance(req, Loop):
+                    out = run_loop(device, req, deadline)
+                else:
+                    out = ioctl(req.code, req.input, req.output_size)
             except errors.ScardioError as exc:
-                req = steps.throw(exc)
-            else:
-                req = steps.send(out)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    finally:
-        steps.close()
-
-
-def _drive_until(on_lane: Callable[..., bytes], steps: "Steps[T]", deadline: float) -> T:
-    """:func:`_drive` with each IOCTL on the lane, bounded by `deadline`."""
-    try:
-        req = next(steps)
-        while True:
-            left = deadline - _monotonic()
-            if left <= 0:
-                raise errors.TimeoutError(f"{ioctl_name(req.code)}: timed out before it "
-                                          "started", ioctl=req.code)
-            try:
-                out = on_lane(req.code, req.input, req.output_size, left)
-            except errors.TimeoutError as exc:
-                if exc.status == STATUS_PENDING:  # given up waiting: not the driver's answer
+                if exc.status == STATUS_PENDING and isinstance(exc, errors.TimeoutError):
                     raise
                 req = steps.throw(exc)
-            except errors.ScardioError as exc:
-                req = steps.throw(exc)
             else:
                 req = steps.send(out)
     except StopIteration as stop:
@@ -128,13 +113,42 @@ def _drive_until(on_lane: Callable[..., bytes], steps: "Steps[T]", deadline: flo
         steps.close()
 
 
-def _sequence_on_lane(device: Any, steps: "Steps[T]", deadline: float) -> T:
-    """The whole sequence as one job on the lane, waited for until `deadline`."""
+def _bounded(on_lane: Callable[..., bytes], deadline: float) -> Callable[[int, bytes, int], bytes]:
+    """ioctl(code, input, output_size), each on the lane until `deadline`."""
+    def ioctl(code: int, input: bytes, output_size: int) -> bytes:
+        left = deadline - _monotonic()
+        if left <= 0:
+            raise errors.TimeoutError(f"{ioctl_name(code)}: timed out before it started",
+                                      ioctl=code, status=STATUS_PENDING)
+        return on_lane(code, input, output_size, left)
+    return ioctl
+
+
+def _sequence_on_lane(device: Any, steps: "LoopSteps[T]", deadline: float) -> T:
+    """One processor: each Loop the core runs goes to the lane by itself
+    (from here, bounded), and the rest of the sequence as one job."""
+    try:
+        req = next(steps)
+        while isinstance(req, Loop):
+            try:
+                out = run_loop(device, req, deadline)
+            except errors.ScardioError as exc:
+                if exc.status == STATUS_PENDING and isinstance(exc, errors.TimeoutError):
+                    raise
+                req = steps.throw(exc)
+            else:
+                req = steps.send(out)
+    except StopIteration as stop:
+        steps.close()
+        return stop.value  # type: ignore[no-any-return]
+    except BaseException:
+        steps.close()
+        raise
     left = deadline - _monotonic()
     if left <= 0:
         steps.close()
         raise errors.TimeoutError("timed out before the first IOCTL started")
-    job = _LaneJob(device.ioctl, steps)
+    job = _LaneJob(device, steps, req)
     try:
         return device.call_on_lane(job, left)  # type: ignore[no-any-return]
     except errors.TimeoutError as exc:
@@ -150,41 +164,43 @@ def _sequence_on_lane(device: Any, steps: "Steps[T]", deadline: float) -> T:
         raise
 
 
+class _Abandoned(BaseException):
+    """Its caller gave up: the lane job stops before its next IOCTL."""
+
+
 class _LaneJob:
-    """A sequence driven on the I/O lane: :func:`_drive`, stopping before
-    the next IOCTL once its caller has given up."""
+    """A sequence driven on the I/O lane (:func:`_drive`, from a request it
+    already yielded), stopping before the next IOCTL once its caller has
+    given up."""
 
-    __slots__ = ("ioctl", "steps", "abandoned", "raised", "code")
+    __slots__ = ("device", "steps", "first", "abandoned", "raised", "code")
 
-    def __init__(self, ioctl: Callable[[int, bytes, int], bytes], steps: "Steps[Any]") -> None:
-        self.ioctl = ioctl
+    def __init__(self, device: Any, steps: "LoopSteps[Any]", first: "Request | Loop") -> None:
+        self.device = device
         self.steps = steps
+        self.first = first
         self.abandoned = False
         self.raised: Optional[BaseException] = None
         self.code: Optional[int] = None  # the IOCTL in progress, for the timeout's message
 
+    def _ioctl(self, code: int, input: bytes, output_size: int) -> bytes:
+        if self.abandoned:
+            raise _Abandoned
+        self.code = code
+        return self.device.ioctl(code, input, output_size)  # type: ignore[no-any-return]
+
     def __call__(self) -> Any:
-        ioctl, steps = self.ioctl, self.steps
-        try:
-            if self.abandoned:
-                return None
-            req = next(steps)
-            while not self.abandoned:
-                self.code = req.code
-                try:
-                    out = ioctl(req.code, req.input, req.output_size)
-                except errors.ScardioError as exc:
-                    req = steps.throw(exc)
-                else:
-                    req = steps.send(out)
+        device = self.device
+        if self.abandoned:
+            self.steps.close()
             return None
-        except StopIteration as stop:
-            return stop.value
+        try:
+            return _drive(self.steps, self._ioctl, device, None, self.first)
+        except _Abandoned:
+            return None
         except BaseException as exc:
             self.raised = exc
             raise
-        finally:
-            steps.close()
 
 
 def _ioctl_until(device: Any, deadline: float, code: int, input: bytes,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _defaults, errors
 from .constants import IOCTL, Share, ioctl_name
-from .sequences import Steps
+from .sequences import LoopSteps, Steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
 from .sequences.disconnect import Disposition, power_down_steps, warm_reset_steps
 from .sequences.sharing import (TransactionError, begin_transaction_steps,
@@ -236,10 +236,11 @@ class ReaderSession:
             self.card_gone(card, f"the card was reset or replaced ({exc})")
 
     # -- connect / disconnect -------------------------------------------------
-    def begin_connect(self) -> float:
+    def begin_connect(self, share: Optional[str] = None) -> tuple[float, Optional[int]]:
         """Before the connect loop: refuse on a closed reader or a connected
         card; cancel the timer (a reconnect reuses the powered card).
-        Returns the start time, for :meth:`finish_connect`."""
+        Returns the start time, for :meth:`finish_connect`, and what
+        :meth:`share_for_connect` answers for `share`."""
         if self.closed:
             self.check_open()  # raises
         card = self.card
@@ -247,8 +248,13 @@ class ReaderSession:
             raise errors.InvalidStateError(
                 f"a card is already connected through {self.name!r}; "
                 "disconnect it first")
-        self.cancel_timer("reconnect")
-        return _monotonic()
+        if self.timer is None:
+            self._timer_token += 1  # as cancel_timer: a late timer gives up
+        else:
+            self.cancel_timer("reconnect")
+        if share is None and self._share_set is None:
+            return _monotonic(), None  # the device's own mode, never asked for another
+        return _monotonic(), self.share_for_connect(share)
 
     def share_for_connect(self, share: Optional[str]) -> Optional[int]:
         """The SET_SHARE_MODE value a connect with `share` must send first
@@ -260,13 +266,11 @@ class ReaderSession:
         self._share_set = _SHARE_UNKNOWN  # until SET_SHARE_MODE answers
         return want
 
-    def finish_connect(self, conn: Connected, make_card: Callable[[Connected], "Card"],
-                       started: float) -> "Card":
-        """After the connect loop: the card `make_card` builds goes into
-        the slot (and a "connect" event out)."""
+    def finish_connect(self, conn: Connected, card: "Card", started: float) -> "Card":
+        """After the connect loop: `card`, made of `conn`, goes into the
+        slot (and a "connect" event out)."""
         if conn.share is not None:
             self._share_set, self._share_in_force = conn.share_asked, conn.share
-        card = make_card(conn)
         if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
             card._share = share_name(self._share_in_force)
         self.card = card
@@ -278,15 +282,15 @@ class ReaderSession:
     def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
                       max_steps: int = CONNECT_MAX_STEPS,
                       deadline: Optional[float] = None,
-                      share: Optional[str] = None) -> "Steps[Card]":
+                      share: Optional[str] = None) -> "LoopSteps[Card]":
         """:meth:`begin_connect`, the connect loop, :meth:`finish_connect`
         as one sequence.  (A runtime may also run the loop alone between
         the two: it touches no state of the session.)"""
         share_value(share)  # ValueError before anything changes
-        started = self.begin_connect()
+        started, share_code = self.begin_connect(share)
         conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline,
-                                        share=self.share_for_connect(share))
-        return self.finish_connect(conn, make_card, started)
+                                        share=share_code)
+        return self.finish_connect(conn, make_card(conn), started)
 
     def release_card(self, card: "Card", disposition: Disposition) -> Optional[float]:
         """The bookkeeping of a disconnect: `card` is gone, the slot empty,
@@ -316,7 +320,7 @@ class ReaderSession:
                 or (share is not None and share != _SHARE_DEFAULT))
 
     def disconnect_steps(self, card: "Card",
-                         disposition: Disposition) -> "Steps[Optional[float]]":
+                         disposition: Disposition) -> "LoopSteps[Optional[float]]":
         """`card` was released with `disposition`: power it down or reset it
         as asked.  Returns the seconds of power-down timer to arm (None:
         none; see arm_timer)."""
@@ -417,7 +421,7 @@ class ReaderSession:
             if self._listeners:
                 self.emit("power_down_cancelled", reason=why)
 
-    def timer_fired_steps(self, token: int) -> "Steps[None]":
+    def timer_fired_steps(self, token: int) -> "LoopSteps[None]":
         """The timer armed with `token` fired: power the card down, unless
         a reconnect or close cancelled it while the runtime took its lock."""
         if token != self._timer_token or self.closed:
@@ -425,7 +429,7 @@ class ReaderSession:
         self.timer = None
         yield from self.power_down_steps("timer")
 
-    def power_down_steps(self, reason: str) -> "Steps[list[str]]":
+    def power_down_steps(self, reason: str) -> "LoopSteps[list[str]]":
         """The power-down sequence, reported as a "power_down" event (or
         "power_down_failed": it never raises a device error)."""
         try:
@@ -437,7 +441,7 @@ class ReaderSession:
                   powered_down="POWER_DOWN" in actions)
         return actions
 
-    def explicit_power_down_steps(self) -> "Steps[list[str]]":
+    def explicit_power_down_steps(self) -> "LoopSteps[list[str]]":
         """Reader.power_down(): refused while a card is connected; cancels
         the timer; errors reach the caller."""
         self.check_open()

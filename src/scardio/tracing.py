@@ -135,8 +135,8 @@ class TracingDevice:
         self._ops: "weakref.WeakValueDictionary[int, _TracedOperation]" = \
             weakref.WeakValueDictionary()
 
-    #: Not the core's own connect loop: every IOCTL of a connect is traced.
-    connect_loop = None
+    #: Not the core's own loops (connect, power-down): their every IOCTL is traced.
+    run_loop = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._device, name)

@@ -3,7 +3,9 @@ Python layer").
 
 Each sequence is a generator that *yields* a :class:`Request` (one IOCTL)
 and receives its output, or has the typed error thrown into it; its return
-value is the sequence's result.  Nothing here does I/O, takes a lock or
+value is the sequence's result.  It may also yield a :class:`Loop`: a loop
+of the spec that the core can run as one operation, whose result comes
+back as if the sequence had run ``yield from loop.steps()``.  Nothing here does I/O, takes a lock or
 reads a clock other than a deadline it was given: :func:`scardio.reader.run_sync`
 drives the generators with blocking IOCTLs and :mod:`scardio.aio` with
 overlapped ones, so each sequence is written once for every calling style.
@@ -17,13 +19,13 @@ overlapped ones, so each sequence is written once for every calling style.
 from __future__ import annotations
 
 import struct
-from typing import Generator, Iterable, NamedTuple, TypeVar
+from typing import Any, Callable, Generator, Iterable, NamedTuple, Optional, TypeVar, Union
 
 from .. import errors
 from ..constants import IOCTL, State
 
-__all__ = ["Request", "Steps", "decode_state", "state_value", "get_state_steps", "STATE_NAMES",
-           "replayed"]
+__all__ = ["Request", "Loop", "Steps", "LoopSteps", "decode_state", "state_value", "get_state_steps",
+           "STATE_NAMES", "replayed"]
 
 U32 = struct.Struct("<I")
 U32_UNPACK = U32.unpack#: MAX_ATR: the output size of POWER and of GET_ATTRIBUTE ATR_STRING.
@@ -53,8 +55,29 @@ class Request(NamedTuple):
 
 
 T = TypeVar("T")
-#: A sequence: yields Requests, is sent their outputs, returns a T.
+#: A sequence of IOCTLs: yields Requests, is sent their outputs, returns a T.
 Steps = Generator[Request, bytes, T]
+
+
+class Loop(NamedTuple):
+    """A loop of the spec that a device of the core runs as one operation
+    (``Device.run_loop(kind, protocols, max_steps)``) where its runner can:
+    the runner sends back what ``steps(deadline)`` would return.
+    ``steps(deadline)`` is the same loop IOCTL by IOCTL: what a runner
+    drives (as ``yield from``) for a device without ``run_loop``, and what
+    replays the core's record where the core stopped (:func:`replayed`).
+    ``result(atr, trail)`` is its return value from a run the core
+    completed.  A Loop holds no state of a run: the same one serves every
+    run with the same arguments."""
+    kind: int
+    protocols: int
+    max_steps: int
+    steps: Callable[[Optional[float]], Steps[Any]]
+    result: Callable[[bytes, bytes], Any]
+
+
+#: A sequence that may also yield Loops (sent what their steps return).
+LoopSteps = Generator[Union[Request, Loop], Any, T]
 
 _STATES = tuple(State)  # indexed by value: faster than State(value)
 # Every state a driver can report, by its output bytes: one lookup per call.
@@ -99,7 +122,7 @@ def replayed(steps: "Steps[T]", records: Iterable[Record]) -> "Steps[T]":
     shows (the two disagree: a bug)."""
     try:
         req = next(steps)
-        for code, data, status, driver_code, out in records:
+        for code, data, status, driver_code, out in records:  # noqa: B007
             if req.code != code or bytes(req.input) != data:
                 from ..constants import ioctl_name
                 raise RuntimeError(f"the core ran {ioctl_name(code)}({data.hex()}) where the "

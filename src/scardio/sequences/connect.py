@@ -4,21 +4,24 @@ swallowing, resetting as the state asks), then SET_PROTOCOL."""
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Optional, Sequence
 
 from .. import errors
-from .._core import CONNECT_TRAIL
+from .._core import LOOP_CONNECT, LOOP_TRAIL
 from ..constants import IOCTL, Attr, PowerAction, Protocol, State
-from . import ATR_OUT, NO_ATTRIBUTE, STATE_NAMES, U32, Request, Steps, state_value, u32
+from . import (ATR_OUT, NO_ATTRIBUTE, STATE_NAMES, U32, Loop, LoopSteps, Request, Steps,
+               state_value, u32)
 from .sharing import share_steps
 
-__all__ = ["Connected", "connect_steps", "connected", "set_protocol_request",
-           "CONNECT_MAX_STEPS"]
+__all__ = ["Connected", "connect_steps", "connect_loop", "connect_loop_steps", "connected",
+           "set_protocol_request", "CONNECT_MAX_STEPS", "SET_PROTOCOL_REQUESTS"]
 
 #: The longest legal path is PRESENT -> SWALLOWED -> NEGOTIABLE (three
 #: GET_STATEs) plus one warm reset on a protocol mismatch; 8 leaves slack
 #: while still catching a driver that never settles.
 CONNECT_MAX_STEPS = 8
+_MAX_DWORD = 0xFFFFFFFF
 
 
 class Connected:
@@ -49,7 +52,8 @@ _COLD_RESET = Request(IOCTL.POWER, U32.pack(PowerAction.COLD_RESET), ATR_OUT)
 _WARM_RESET = Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET), ATR_OUT)
 _GET_ATR = Request(IOCTL.GET_ATTRIBUTE, U32.pack(Attr.ATR_STRING), ATR_OUT)
 _GET_PROTOCOL = Request(IOCTL.GET_ATTRIBUTE, U32.pack(Attr.CURRENT_PROTOCOL_TYPE), 4)
-_SET_PROTOCOL: dict[int, Request] = {}  # by protocol mask, filled as masks are asked for
+#: SET_PROTOCOL by protocol mask, filled as masks are asked for.
+SET_PROTOCOL_REQUESTS: dict[int, Request] = {}
 
 _PRESENT, _SWALLOWED, _POWERED = int(State.PRESENT), int(State.SWALLOWED), int(State.POWERED)
 _NEGOTIABLE, _SPECIFIC = int(State.NEGOTIABLE), int(State.SPECIFIC)
@@ -69,22 +73,60 @@ def _read_atr(fallback: Optional[bytes]) -> "Steps[bytes]":
 
 def set_protocol_request(protocols: int) -> Request:
     """SET_PROTOCOL(protocols) (TypeError, struct.error out of range)."""
-    req = _SET_PROTOCOL.get(protocols)
+    req = SET_PROTOCOL_REQUESTS.get(protocols)
     if req is None:
         req = Request(IOCTL.SET_PROTOCOL, U32.pack(protocols), 4)
-        if len(_SET_PROTOCOL) < 64:  # masks are a handful of values; bound it anyway
-            _SET_PROTOCOL[protocols] = req
+        if len(SET_PROTOCOL_REQUESTS) < 64:  # masks are a handful of values; bound it anyway
+            SET_PROTOCOL_REQUESTS[protocols] = req
     return req
 
 
 def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
                   deadline: Optional[float] = None,
-                  share: Optional[int] = None) -> "Steps[Connected]":
+                  share: Optional[int] = None) -> "LoopSteps[Connected]":
     """The connect loop of the spec, then SET_PROTOCOL; first SET_SHARE_MODE
-    when `share` (a :class:`scardio.constants.Share` value) is given."""
+    when `share` (a :class:`scardio.constants.Share` value) is given.  The
+    loop is yielded as a :class:`~scardio.sequences.Loop` (the core runs
+    it where it can) when the core can take `max_steps`."""
     protocols = int(protocols)
-    set_protocol = set_protocol_request(protocols)  # TypeError / range before any IOCTL
+    set_protocol_request(protocols)  # TypeError / range before any IOCTL
     share_in_force = None if share is None else (yield from share_steps(share))
+    loop = connect_loop(protocols, max_steps)
+    if loop is not None:
+        conn = yield loop
+    else:
+        conn = yield from connect_loop_steps(protocols, max_steps, deadline)
+    if share is not None:
+        conn.share_asked, conn.share = share, share_in_force
+    return conn  # type: ignore[no-any-return]
+
+
+#: Loops by (protocols, max_steps): a handful of each.
+_LOOPS: dict[tuple[int, int], Loop] = {}
+
+
+def connect_loop(protocols: int, max_steps: int) -> Optional[Loop]:
+    """The connect loop as a :class:`~scardio.sequences.Loop`, or None if
+    the core cannot take `max_steps` (not a DWORD: the steps alone then).
+    `protocols` is checked as :func:`connect_steps` checks it."""
+    loop = _LOOPS.get((protocols, max_steps))
+    if loop is None:
+        protocols = int(protocols)
+        set_protocol_request(protocols)  # TypeError / range
+        if type(max_steps) is not int or not 0 <= max_steps <= _MAX_DWORD:
+            return None
+        loop = Loop(LOOP_CONNECT, protocols, max_steps,
+                    partial(connect_loop_steps, protocols, max_steps), connected)
+        if len(_LOOPS) < 64:
+            _LOOPS[protocols, max_steps] = loop
+    return loop
+
+
+def connect_loop_steps(protocols: int, max_steps: int,
+                       deadline: Optional[float] = None) -> "Steps[Connected]":
+    """The connect loop IOCTL by IOCTL, then SET_PROTOCOL (`protocols`
+    checked by :func:`connect_steps`)."""
+    set_protocol = set_protocol_request(protocols)
     actions: list[str] = []
     reset_atr: Optional[bytes] = None
     atr = b""
@@ -137,7 +179,7 @@ def connect_steps(protocols: int, *, max_steps: int = CONNECT_MAX_STEPS,
             status=exc.status, driver_code=exc.driver_code, ioctl=exc.ioctl) from exc
     proto = u32(raw, "SET_PROTOCOL")
     actions.append(_SET_PROTOCOL_TEXT.get(proto) or f"SET_PROTOCOL({_protocol_text(proto)})")
-    return Connected(atr, _protocol(proto), actions, share, share_in_force)
+    return Connected(atr, _protocol(proto), actions)
 
 
 def _protocol_text(p: int) -> str:
@@ -157,9 +199,9 @@ def _protocol(value: int) -> Protocol:
     return p if p is not None else Protocol(value)
 
 
-# -- the loop as the core ran it (Device.connect_loop) ----------------------
+# -- the loop as the core ran it (Device.run_loop) ---------------------------
 
-_TRAIL = CONNECT_TRAIL
+_TRAIL = LOOP_TRAIL
 _SIMPLE_TRAIL = {_TRAIL["ATR"]: "ATR", _TRAIL["SWALLOW"]: "SWALLOW",
                  _TRAIL["COLD_RESET"]: "COLD_RESET", _TRAIL["WARM_RESET"]: "WARM_RESET"}
 _TRAIL_ATR_PROTOCOL, _TRAIL_SET_PROTOCOL = _TRAIL["ATR_PROTOCOL"], _TRAIL["SET_PROTOCOL"]
@@ -169,9 +211,9 @@ _TRAILS: dict[bytes, tuple[tuple[str, ...], Protocol]] = {}
 
 
 def connected(atr: bytes, trail: bytes) -> Connected:
-    """What :func:`connect_steps` returns for the same answers, from the
-    ATR and the trail of a loop the core ran to the end along ordinary
-    answers (``Device.connect_loop()`` answering True)."""
+    """What :func:`connect_loop_steps` returns for the same answers, from
+    the ATR and the trail of a loop the core ran to the end along ordinary
+    answers (``Device.run_loop(LOOP_CONNECT, ...)`` answering True)."""
     known = _TRAILS.get(trail)
     if known is None:
         known = _read_trail(trail)

@@ -4,12 +4,15 @@ loop and the warm reset."""
 from __future__ import annotations
 
 import enum
-from typing import Union
+from functools import partial
+from typing import Optional, Union
 
+from .._core import LOOP_POWER_DOWN, LOOP_TRAIL
 from ..constants import IOCTL, PowerAction, State
-from . import ATR_OUT, STATE_NAMES, U32, Request, Steps, state_value
+from . import ATR_OUT, STATE_NAMES, U32, Loop, LoopSteps, Request, Steps, state_value
 
-__all__ = ["Disposition", "power_down_steps", "warm_reset_steps", "POWER_DOWN_MAX_STEPS"]
+__all__ = ["Disposition", "power_down_steps", "power_down_loop_steps", "powered_down",
+           "warm_reset_steps", "POWER_DOWN_MAX_STEPS"]
 
 POWER_DOWN_MAX_STEPS = 4
 
@@ -48,7 +51,27 @@ def disposition_value(disposition: DispositionLike) -> Disposition:
                      f"(or Disposition.LEAVE, .RESET, .UNPOWER)")
 
 
-def power_down_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "Steps[list[str]]":
+def power_down_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "LoopSteps[list[str]]":
+    """The disconnect loop (:func:`power_down_loop_steps`), yielded as a
+    :class:`~scardio.sequences.Loop` when the core can take `max_steps`."""
+    loop = _LOOPS.get(max_steps)
+    if loop is None:
+        if type(max_steps) is not int or not 0 <= max_steps <= 0xFFFFFFFF:
+            return (yield from power_down_loop_steps(max_steps))
+        loop = Loop(LOOP_POWER_DOWN, 0, max_steps, partial(_loop_steps, max_steps), powered_down)
+        if len(_LOOPS) < 16:
+            _LOOPS[max_steps] = loop
+    return (yield loop)  # type: ignore[no-any-return]
+
+
+_LOOPS: dict[int, Loop] = {}
+
+
+def _loop_steps(max_steps: int, deadline: Optional[float]) -> "Steps[list[str]]":
+    return power_down_loop_steps(max_steps)
+
+
+def power_down_loop_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "Steps[list[str]]":
     """The disconnect loop: SPECIFIC, NEGOTIABLE, POWERED -> POWER_DOWN;
     anything else -> nothing."""
     actions: list[str] = []
@@ -61,6 +84,30 @@ def power_down_steps(max_steps: int = POWER_DOWN_MAX_STEPS) -> "Steps[list[str]]
             continue
         return actions
     return actions
+
+
+_TRAIL_POWER_DOWN = LOOP_TRAIL["POWER_DOWN"]
+#: Trails seen, read once each (a handful).
+_TRAILS: dict[bytes, tuple[str, ...]] = {}
+
+
+def powered_down(atr: bytes, trail: bytes) -> list[str]:
+    """What :func:`power_down_loop_steps` returns for the same answers,
+    from the trail of a loop the core ran to the end (`atr`: unused)."""
+    known = _TRAILS.get(trail)
+    if known is None:
+        names = []
+        for b in trail:
+            if b < len(STATE_NAMES):
+                names.append(STATE_NAMES[b])
+            elif b == _TRAIL_POWER_DOWN:
+                names.append("POWER_DOWN")
+            else:
+                raise RuntimeError(f"unreadable power-down trail {trail.hex()}")
+        known = tuple(names)
+        if len(_TRAILS) < 64:
+            _TRAILS[trail] = known
+    return list(known)
 
 
 def warm_reset_steps() -> "Steps[bytes]":
