@@ -6,9 +6,13 @@ pyscard's SCardConnect + SCardDisconnect on the same driver, interleaved.
   unpower  connect() + disconnect(UNPOWER): a power cycle each time
            (pcscd: SCARD_UNPOWER_CARD)
 
-Each scardio path runs with the default timeout (bounded: the IOCTLs run on
-the device's I/O lane, see scardio.runner) and with timeout=None (the
-unbounded floor: the IOCTLs in the calling thread).  Both CPU placements
+Each scardio path runs with the default timeout (bounded: the connect loop
+runs in the core as one operation on the device's I/O lane, see
+scardio.runner) and with timeout=None (the loop in the calling thread).
+The floor of the bounded path is its hand-off: the same loops run by the
+core with no Python around them (Device.run_loop: the connect loop on the
+lane, and for UNPOWER the power-down loop in the calling thread), also
+measured.  Both CPU placements
 are measured, because the bound's cost is a thread hand-off and that
 depends on where the threads run:
 
@@ -40,6 +44,7 @@ OPS = ["leave", "unpower"]
 PLACEMENTS = {"one CPU": "same", "two CPUs": "none"}
 BOUNDED = "scardio connect (bounded)"
 UNBOUNDED = "scardio connect (timeout=None)"
+CORE = "the core's loops alone (bounded)"
 
 
 def _cycle(reader, timeout, disposition):
@@ -48,6 +53,28 @@ def _cycle(reader, timeout, disposition):
     def f() -> None:
         connect(timeout=timeout).disconnect(disposition)
     return f
+
+
+def _core_loops(stack: contextlib.ExitStack) -> harness.FuncPath:
+    """Device.run_loop alone: the connect loop on the lane (bounded), and
+    for UNPOWER the power-down loop after it; what the reader API adds
+    nothing to."""
+    from scardio._core import LOOP_CONNECT, LOOP_POWER_DOWN
+    ops = {}
+    for op in OPS:
+        reader = paths.open_sim_reader(next_lun(), power_down_timeout=None)
+        stack.callback(reader.close)
+        run = reader.device.run_loop
+
+        def leave(run=run) -> None:
+            run(LOOP_CONNECT, 3, 8, 10.0)
+
+        def unpower(run=run) -> None:
+            run(LOOP_CONNECT, 3, 8, 10.0)
+            run(LOOP_POWER_DOWN, 0, 4)
+        ops[op] = leave if op == "leave" else unpower
+        ops[op]()
+    return harness.FuncPath(CORE, ops)
 
 
 class _PcscdPath(harness.Path):
@@ -78,6 +105,7 @@ def connect_setup(request):
                 reader.connect(timeout=timeout).disconnect(disp)
                 ops[op] = _cycle(reader, timeout, disp)
             ps.append(harness.FuncPath(f"scardio connect ({label})", ops))
+        ps.append(_core_loops(stack))
         pids = []
         pc = None
         try:
@@ -122,10 +150,12 @@ def _register_target(op: str, where: str, pcscd_over_scardio) -> None:
                               note="pcscd not run")
         return
     unbounded = pcscd_over_scardio.get(UNBOUNDED)
+    core = pcscd_over_scardio.get(CORE)
     harness.record_target(
         name, pcscd_over_scardio.get(BOUNDED), TARGETS[op], "×", better="higher", target=2,
-        note=(f"floor: the lane hand-off that bounds a hung driver; with timeout=None "
-              f"{unbounded:.2f}× (the unbounded floor)") if unbounded else "")
+        note=(f"floor: the hand-off to the lane that bounds a hung driver, the core's "
+              f"loops alone {core:.2f}×; with timeout=None {unbounded:.2f}×")
+        if unbounded and core else "")
 
 
 # the quick set: LEAVE in both placements

@@ -237,3 +237,55 @@ def test_a_model_device_runs_the_loops_step_by_step() -> None:
     from scripted_device import ScriptedDevice
     with pytest.raises(errors.NoCardError, match="UNKNOWN"):
         run_sync(ScriptedDevice([99]), connect_steps(Protocol.T1))
+
+
+@pytest.mark.parametrize("fault", [
+    None, (EntryPoint.SET_PROTOCOL, Fault.RETURN, 612), (EntryPoint.POWER_ICC, Fault.LONG_ATR, 40),
+    (EntryPoint.GET_CAPABILITIES, Fault.RETURN, 606),
+    (EntryPoint.ICC_PRESENCE, Fault.REMOVE_CARD, 0)], ids=str)
+@pytest.mark.parametrize("timeout", [None, 5.0])
+def test_asyncio_runs_the_loops_in_the_core_with_the_same_answers(fault: Any,
+                                                                   timeout: Any) -> None:
+    import asyncio
+
+    import scardio.aio as aio
+    from test_aio import open_sim
+
+    async def main() -> None:
+        r, sim = await open_sim(power_down_timeout=None)
+        steps, sim_s = prepared("empty")
+        try:
+            assert callable(getattr(r.reader.device, "submit_loop", None))
+            for s in (sim, sim_s):
+                s.insert()
+                s.reset_counters()
+                if fault is not None:
+                    s.fault(*fault)
+
+            async def connect() -> Any:
+                card = await r.connect(timeout=timeout)
+                return card._card
+            a = await _outcome_of(connect())
+            deadline = None if timeout is None else time.monotonic() + timeout
+            b = outcome(lambda: run_sync(step_by_step(steps), connect_steps(
+                Protocol.T0 | Protocol.T1, deadline=deadline), deadline=deadline))
+            assert a == b
+            assert after(r.reader.device, sim) == after(steps, sim_s)
+            if a[0] == "ok":  # and the power-down loop through the same runner
+                card = r.card
+                assert isinstance(card, aio.AsyncCard)
+                await card.disconnect(Disposition.UNPOWER)
+                run_sync(step_by_step(steps), power_down_steps())
+                assert after(r.reader.device, sim) == after(steps, sim_s)
+        finally:
+            await r.aclose()
+            steps.close()
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+async def _outcome_of(coro: Any) -> tuple[Any, ...]:
+    try:
+        c = await coro
+    except Exception as exc:
+        return ("error", type(exc), str(exc))
+    return ("ok", c.atr_bytes, c.protocol, list(c.connect_actions))

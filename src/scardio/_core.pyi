@@ -71,6 +71,10 @@ class Operation:
     def status(self) -> int: ...  # SCIO_PENDING (0x103) while pending
     def cancel(self) -> None: ...
 
+def loop_outcome(raw: bytes) -> tuple[bool, Any, Optional[bytes]]:
+    """What run_loop() answers, from a submit_loop() operation's result()."""
+
+
 class Device:
     """A reader device.  In a child of fork() every method of an inherited
     device raises InvalidStateError but close(), which is immediate."""
@@ -125,6 +129,10 @@ class Device:
         `timeout` None: in the calling thread; else on the I/O lane, waited
         for at most `timeout` seconds (then TimeoutError, status
         STATUS_PENDING)."""
+    def submit_loop(self, kind: int, protocols: int, max_steps: int,
+                    timeout: Optional[float] = None) -> Operation:
+        """run_loop() overlapped: an Operation completing into the queue,
+        whose result() loop_outcome() reads."""
     def fileno(self) -> int:
         """Descriptor readable while completions wait; see harvest().  -1 on
         Windows (use waitable())."""

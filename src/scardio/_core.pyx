@@ -610,6 +610,15 @@ cdef object _loop_outcome(const scio_loop *c):
     return (False, tuple(steps), None)
 
 
+def loop_outcome(raw):
+    """What run_loop() answers, from the result() of a submit_loop()
+    operation (ValueError for anything else)."""
+    cdef const unsigned char[:] view = raw
+    if view.shape[0] != sizeof(scio_loop):
+        raise ValueError(f"not a loop's record: {view.shape[0]} bytes")
+    return _loop_outcome(<const scio_loop *>&view[0])
+
+
 cdef class Device:
     """A reader device: IOCTLs of the smart-card contract, synchronous or
     overlapped.  Thread-safe: any method may be called from any thread."""
@@ -1038,6 +1047,36 @@ cdef class Device:
         finally:
             with nogil:
                 scio_op_release(op)  # cancels it if it has not finished
+
+    def submit_loop(self, kind, protocols, max_steps, timeout=None):
+        """run_loop() overlapped: an Operation at once, completing into the
+        queue like submit()'s; its result() is the loop's record, which
+        loop_outcome() reads as run_loop() answers.  The loop stops before
+        any IOCTL that would start past `timeout` seconds (None or inf:
+        never) and before the next one once the operation is cancelled."""
+        cdef scio_loop c
+        cdef scio_op *op = NULL
+        cdef scio_status st
+        cdef Operation o
+        cdef double seconds = 0.0
+        c.kind = _dword(kind, "kind")
+        c.protocols = _dword(protocols, "protocols")
+        c.max_steps = _dword(max_steps, "max_steps")
+        c.timeout_us = 0
+        if not _forever(timeout, &seconds):
+            c.timeout_us = <int64_t>(seconds * 1e6) + 1
+        self._check_open()
+        with nogil:
+            st = scio_submit_loop(self._dev, &c, 0, 0, &op)
+        if st != SCIO_SUCCESS:
+            raise _error(st, 0, None)
+        o = Operation.__new__(Operation)
+        o._op = op
+        o._generation = self._generation
+        o.device = self
+        o.code = 0
+        self._ops[scio_op_id(op)] = PyWeakref_NewRef(o, None)
+        return o
 
     def fileno(self):
         """A descriptor that is readable while completions wait (-1 where

@@ -50,6 +50,7 @@ from types import TracebackType
 from typing import Any, AsyncIterator, Callable, Iterable, Optional, TypeVar, Union
 
 from . import errors, waiting
+from ._core import loop_outcome
 from .apdu import ApduLike, check_length, to_apdu_bytes
 from .card import Card, TransactionError
 from .constants import IOCTL, Protocol, State
@@ -58,7 +59,7 @@ from .monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED, C
 from .recording import PathOrFile, Recorder
 from .reader import CLOSE_LOCK_WAIT, Reader, SessionFront, open_reader_device
 from .runner import run_sync
-from .sequences import U32, Loop, LoopSteps, Steps, decode_state
+from .sequences import U32, Loop, LoopSteps, Steps, decode_state, replayed
 from .sequences.connect import CONNECT_MAX_STEPS, Connected
 from .sequences.disconnect import Disposition, DispositionLike, disposition_value
 from .sequences.startup import startup_steps
@@ -365,8 +366,8 @@ async def run_async(link: _LoopLink, steps: "LoopSteps[T]", *,
         req = next(steps)
         while True:
             try:
-                if isinstance(req, Loop):  # its steps, as yield from (scardio.sequences)
-                    out = await run_async(link, req.steps(deadline), deadline=deadline)
+                if isinstance(req, Loop):
+                    out = await _run_loop(link, req, deadline)
                 elif deadline is None:
                     # The common case, kept to one coroutine frame.
                     op = submit(req.code, req.input, req.output_size)
@@ -395,6 +396,25 @@ async def run_async(link: _LoopLink, steps: "LoopSteps[T]", *,
         return stop.value  # type: ignore[no-any-return]
     finally:
         steps.close()
+
+
+async def _run_loop(link: _LoopLink, loop: Loop, deadline: Optional[float]) -> Any:
+    """What ``loop.steps(deadline)`` returns: the core's one overlapped
+    operation where the device can (``Device.submit_loop``), its steps
+    (as ``yield from``) where it cannot, or after the core stopped, its
+    record replayed through them (as scardio.runner.run_loop)."""
+    device = link.reader.device
+    submit_loop = getattr(device, "submit_loop", None)
+    if submit_loop is None:
+        return await run_async(link, loop.steps(deadline), deadline=deadline)
+    left = None if deadline is None else deadline - time.monotonic()
+    if left is not None and left <= 0:
+        raise errors.TimeoutError("timed out before the loop started")
+    op = submit_loop(loop.kind, loop.protocols, loop.max_steps, left)
+    done, got, trail = loop_outcome(await _await_op(link, op, left))
+    if done and trail is not None:
+        return loop.result(got, trail)
+    return await run_async(link, replayed(loop.steps(deadline), got), deadline=deadline)
 
 
 class AsyncCard:

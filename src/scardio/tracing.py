@@ -137,6 +137,7 @@ class TracingDevice:
 
     #: Not the core's own loops (connect, power-down): their every IOCTL is traced.
     run_loop = None
+    submit_loop = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._device, name)
