@@ -12,6 +12,9 @@ Commands (``{"cmd": ...}``):
                                     `match`; optionally a SCARD_SHARE_DIRECT
                                     handle for vendor controls
   ctl       n, data (hex)           SCardControl(SCARD_CTL_CODE(n)) on it
+  trigger   kind                    insert / remove the simulated card
+                                    (SCardControl on the direct handle) ->
+                                    {"t0": ..} taken just before the call
   connect   timeout                 shared T=1 connection (waits for a card)
   disconnect                        SCardDisconnect(SCARD_LEAVE_CARD)
   run       op, n                   -> {"ns": total} for n calls of op:
@@ -93,6 +96,9 @@ class Worker:
         hr, resp = S.SCardControl(self.direct, SCARD_CTL_CODE(n), list(bytes.fromhex(data)))
         self.check(hr, f"SCardControl({n})")
         return {"resp": bytes(resp).hex()}
+
+    def cmd_trigger(self, kind: str) -> dict:
+        return {"t0": self._trigger(kind)}
 
     def cmd_connect(self, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
