@@ -192,7 +192,7 @@ class DeviceArmed:
 
     name = "scardio Device IS_PRESENT/IS_ABSENT"
 
-    def __init__(self, dev, settle: float = 0.005):
+    def __init__(self, dev, settle: float = 0.002):
         self.dev = dev
         self.settle = settle
         self._ops: "queue.Queue" = queue.Queue()
@@ -249,7 +249,7 @@ class MonitorArmed:
 
     name = "scardio Monitor callback"
 
-    def __init__(self, reader, settle: float = 0.01):
+    def __init__(self, reader, settle: float = 0.005):
         from scardio import Monitor
         self.reader = reader
         self.settle = settle
@@ -303,7 +303,8 @@ class PyscardArmed:
         self.worker = worker
 
     def arm(self, kind: str, timeout: float = 10.0) -> None:
-        self.worker.send("gsc_event", kind=kind, trigger="external", timeout=timeout)
+        self.worker.send("gsc_event", kind=kind, trigger="external", timeout=timeout,
+                         settle=0.002)
         if not self.worker._read(timeout + 5).get("ready"):
             raise RuntimeError("pyscard worker not armed")
 
@@ -318,14 +319,17 @@ class PyscardArmed:
 
 
 def run_together(armed, trigger: Callable[[str], int], rounds: int, pause: float = 0.02,
-                 jitter: float = 0.02, phase: float = 0.005, seed: int = 1) -> dict:
+                 jitter: float = 0.02, asleep: float = 0.01, phase: float = 0.005,
+                 seed: int = 1) -> dict:
     """{path name: {"insert": [ms...], "remove": [ms...]}}: every path of
     `armed` armed for each event, in an order rotating from round to round
     (over a multiple of len(armed) rounds each path takes each place
     equally often, for each kind), the card
     moved by `trigger(kind)` (returns t0) after a random pause (pause +
-    U(0, jitter) s before arming, U(0, phase) s after: no fixed phase to
-    any period), every path timed from that t0."""
+    U(0, jitter) s before arming; `asleep` + U(0, phase) s after the last
+    path armed: no fixed phase to any period, and every path has waited
+    about as long, which matters on a loaded CPU: the scheduler favours a
+    thread that slept longer), every path timed from that t0."""
     rng = random.Random(seed)
     out = {p.name: {k: [] for k in KINDS} for p in armed}
     for r in range(rounds):
@@ -335,7 +339,7 @@ def run_together(armed, trigger: Callable[[str], int], rounds: int, pause: float
             time.sleep(pause + rng.uniform(0, jitter))
             for p in order:
                 p.arm(kind)
-            time.sleep(rng.uniform(0, phase))
+            time.sleep(asleep + rng.uniform(0, phase))
             t0 = trigger(kind)
             for p in order:
                 out[p.name][kind].append((p.seen() - t0) / 1e6)

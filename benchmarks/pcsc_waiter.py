@@ -187,7 +187,7 @@ int main(int argc, char **argv)
         while (armed_calls == before)
             pthread_cond_wait(&arm_cv, &arm_lock);
         pthread_mutex_unlock(&arm_lock);
-        usleep(2000);
+        usleep(1000);
         say("{\"ready\": %lld}", 1);
     }
     return 0;

@@ -21,7 +21,8 @@ Commands (``{"cmd": ...}``):
                                     status, tx5, tx261, tx4k,
                                     connect_unpower, connect_leave
   apdu      op                      -> {"resp": hex} one transmit (checking)
-  gsc_event kind, trigger, timeout  card arrival / removal seen through a
+  gsc_event kind, trigger, timeout, settle
+                                    card arrival / removal seen through a
                                     blocking SCardGetStatusChange in a
                                     second thread and context
   monitor_start / monitor_stop      a pyscard CardMonitor with one observer
@@ -164,7 +165,8 @@ class Worker:
         self.check(hr, "SCardControl(insert/remove)")
         return t0
 
-    def cmd_gsc_event(self, kind: str, trigger: str = "ctl", timeout: float = 10.0) -> dict:
+    def cmd_gsc_event(self, kind: str, trigger: str = "ctl", timeout: float = 10.0,
+                      settle: float = 0.01) -> dict:
         want = S.SCARD_STATE_PRESENT if kind == "insert" else S.SCARD_STATE_EMPTY
         hr, states = S.SCardGetStatusChange(self.ctx2, 0, [(self.reader, S.SCARD_STATE_UNAWARE)])
         self.check(hr, "SCardGetStatusChange")
@@ -189,7 +191,7 @@ class Worker:
 
         th = threading.Thread(target=waiter, daemon=True)
         th.start()
-        time.sleep(0.01)  # let the waiter block in pcscd
+        time.sleep(settle)  # let the waiter block in pcscd
         if trigger == "ctl":
             t0 = self._trigger(kind)
             th.join(timeout + 1)
