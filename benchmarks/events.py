@@ -242,6 +242,44 @@ class DeviceArmed:
         self._thread.join(5)
 
 
+class SyncDeviceArmed(DeviceArmed):
+    """scardio Device: IS_PRESENT / IS_ABSENT as a synchronous
+    Device.ioctl() on the waiting thread (no lane, no hand-off: the floor
+    of DeviceArmed, bought by blocking the caller)."""
+
+    name = "scardio Device.ioctl IS_PRESENT/IS_ABSENT (synchronous)"
+
+    def _wait_loop(self) -> None:
+        while True:
+            code, timeout = self._ops.get()
+            if code is None:
+                return
+            try:
+                self.dev.ioctl(code)
+                self._seen.put(("t1", time.monotonic_ns()))
+            except Exception as exc:  # reported by seen()
+                self._seen.put(("error", exc))
+
+    def arm(self, kind: str, timeout: float = 10.0) -> None:
+        from scardio import IOCTL
+        now, want = ((IOCTL.IS_ABSENT, IOCTL.IS_PRESENT) if kind == "insert"
+                     else (IOCTL.IS_PRESENT, IOCTL.IS_ABSENT))
+        self.dev.ioctl(now)
+        self._ops.put((want, timeout))
+        time.sleep(self.settle)
+
+    def seen(self, timeout: float = 10.0) -> int:
+        try:
+            what, value = self._seen.get(timeout=timeout + 1)
+        except queue.Empty:
+            what, value = "error", "no completion"
+        if what != "t1":
+            # A synchronous call cannot be cancelled from here: closing the
+            # device ends it.
+            raise RuntimeError(f"event not seen: {value}")
+        return value
+
+
 class MonitorArmed:
     """scardio.Monitor with a callback: the reader is added to the monitor
     to arm (its tracking starts) and removed after the event, so that it
@@ -324,8 +362,10 @@ def run_together(armed, trigger: Callable[[str], int], rounds: int, pause: float
     """{path name: {"insert": [ms...], "remove": [ms...]}}: every path of
     `armed` armed for each event, in an order rotating from round to round
     (over a multiple of len(armed) rounds each path takes each place
-    equally often, for each kind), the card
-    moved by `trigger(kind)` (returns t0) after a random pause (pause +
+    equally often, for each kind), the card moved by `trigger(kind)`
+    (returns t0, or a function returning it, called once every path has
+    seen the event: reading the mover's answer then keeps that work off
+    the CPUs at event time) after a random pause (pause +
     U(0, jitter) s before arming; `asleep` + U(0, phase) s after the last
     path armed: no fixed phase to any period, and every path has waited
     about as long, which matters on a loaded CPU: the scheduler favours a
@@ -341,8 +381,11 @@ def run_together(armed, trigger: Callable[[str], int], rounds: int, pause: float
                 p.arm(kind)
             time.sleep(asleep + rng.uniform(0, phase))
             t0 = trigger(kind)
-            for p in order:
-                out[p.name][kind].append((p.seen() - t0) / 1e6)
+            t1 = [p.seen() for p in order]
+            if callable(t0):
+                t0 = t0()  # the mover's answer, read once every path has seen the event
+            for p, t in zip(order, t1):
+                out[p.name][kind].append((t - t0) / 1e6)
             for p in order:
                 p.disarm()
     return out
