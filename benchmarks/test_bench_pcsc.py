@@ -46,7 +46,7 @@ import paths
 from apdus import APDUS
 from bench_common import SIM_PCSCD_NAME
 
-# The whole file takes seconds: all of it is in the quick set.
+# The whole file takes well under a minute: all of it is in the quick set.
 pytestmark = [pytest.mark.pcscd, pytest.mark.quick]
 
 ROUNDS = int(os.environ.get("SCARDIO_BENCH_ROUNDS", "25"))
