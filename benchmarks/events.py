@@ -298,19 +298,17 @@ class MonitorArmed:
     def _cb(self, ev) -> None:
         self.events.put((time.monotonic_ns(), ev.kind))
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                self.events.get_nowait()
-            except queue.Empty:
-                return
-
     def arm(self, kind: str, timeout: float = 10.0) -> None:
         self._want = "arrival" if kind == "insert" else "departure"
         self.monitor.add(self.reader, timeout)
-        # A card already in reports its arrival at once: not the event.
-        time.sleep(self.settle)
-        self._drain()
+        # A card already in reports its arrival at once, and card moves
+        # since the reader's last request an arrival and a departure: not
+        # the event.  Wait until the monitor is quiet.
+        while True:
+            try:
+                self.events.get(timeout=self.settle)
+            except queue.Empty:
+                return
 
     def seen(self, timeout: float = 10.0) -> int:
         deadline = time.monotonic() + timeout
@@ -385,6 +383,8 @@ def run_together(armed, trigger: Callable[[str], int], rounds: int, pause: float
             if callable(t0):
                 t0 = t0()  # the mover's answer, read once every path has seen the event
             for p, t in zip(order, t1):
+                if t < t0:
+                    raise RuntimeError(f"{p.name}: {kind} seen before the card moved")
                 out[p.name][kind].append((t - t0) / 1e6)
             for p in order:
                 p.disarm()

@@ -182,7 +182,7 @@ def test_pcsc_event_latency(pcsc_env):
     of them runs in.  "alone": one path armed per event, the paths taking
     turns event by event (the target's figures); "together": a scardio path
     and the C client armed for the same events, the arming order
-    alternating (see docs/benchmarks.md, "Card events through pcscd")."""
+    alternating (docs/benchmarks.md, "scardio over PC/SC against pyscard")."""
     import pcsc_peer
     import pcsc_waiter
     from scardio import pcsc
