@@ -164,3 +164,228 @@ def run_interleaved(trackers, rounds: int, pause: float = 0.02, jitter: float = 
                 time.sleep(pause + rng.uniform(0, jitter))
                 out[t.name][kind].append(t.sample(kind))
     return out
+
+
+# ---- several clients armed for the same event ----------------------------------
+#
+# Through a resource manager every client waits in the same daemon, which wakes
+# its waiting clients one after the other (pcscd: in the order they began to
+# wait) on the same CPUs: a client's latency depends on how many others wait
+# with it and on its place among them.  Comparing clients fairly therefore
+# means arming them all for one event, rotating the order they arm in, moving
+# the card from a process none of them runs in, and timing each from that
+# one t0.  An "armed" path has arm(kind) (returns once it waits), seen(timeout)
+# -> t1 (time.monotonic_ns()) and disarm() (after the event).
+
+
+class DeviceArmed:
+    """scardio Device: IS_PRESENT / IS_ABSENT submitted, a user thread
+    blocked in Operation.wait() (the tracking lane waits in the driver).
+    The user thread is made once: a thread made per event would start each
+    wait with the scheduler's penalty for new threads, which the clients it
+    is compared with do not pay.
+
+    A tracking request completes on an event of its kind since the device's
+    last request ended: other clients' card moves since then would end it at
+    once, so a request for the current level (answered at once) first brings
+    the device up to date."""
+
+    name = "scardio Device IS_PRESENT/IS_ABSENT"
+
+    def __init__(self, dev, settle: float = 0.002):
+        self.dev = dev
+        self.settle = settle
+        self._ops: "queue.Queue" = queue.Queue()
+        self._seen: "queue.Queue" = queue.Queue()
+        self._op = None
+        self._thread = threading.Thread(target=self._wait_loop, daemon=True)
+        self._thread.start()
+
+    def _wait_loop(self) -> None:
+        while True:
+            op, timeout = self._ops.get()
+            if op is None:
+                return
+            try:
+                op.wait(timeout)
+                self._seen.put(("t1", time.monotonic_ns()))
+            except Exception as exc:  # reported by seen()
+                self._seen.put(("error", exc))
+
+    def arm(self, kind: str, timeout: float = 10.0) -> None:
+        from scardio import IOCTL
+        now, want = ((IOCTL.IS_ABSENT, IOCTL.IS_PRESENT) if kind == "insert"
+                     else (IOCTL.IS_PRESENT, IOCTL.IS_ABSENT))
+        self.dev.submit(now).wait(timeout)
+        op = self._op = self.dev.submit(want)
+        self._ops.put((op, timeout))
+        time.sleep(self.settle)  # the lane is inside SCardGetStatusChange by now
+        if op.done():
+            raise RuntimeError(f"{kind}: tracking request completed before the event")
+
+    def seen(self, timeout: float = 10.0) -> int:
+        assert self._op is not None
+        try:
+            what, value = self._seen.get(timeout=timeout + 1)
+        except queue.Empty:
+            what, value = "error", "no completion"
+        if what != "t1":
+            self._op.cancel()
+            raise RuntimeError(f"event not seen: {value}")
+        return value
+
+    def disarm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self._ops.put((None, 0))
+        self._thread.join(5)
+
+
+class SyncDeviceArmed(DeviceArmed):
+    """scardio Device: IS_PRESENT / IS_ABSENT as a synchronous
+    Device.ioctl() on the waiting thread (no lane, no hand-off: the floor
+    of DeviceArmed, bought by blocking the caller)."""
+
+    name = "scardio Device.ioctl IS_PRESENT/IS_ABSENT (synchronous)"
+
+    def _wait_loop(self) -> None:
+        while True:
+            code, timeout = self._ops.get()
+            if code is None:
+                return
+            try:
+                self.dev.ioctl(code)
+                self._seen.put(("t1", time.monotonic_ns()))
+            except Exception as exc:  # reported by seen()
+                self._seen.put(("error", exc))
+
+    def arm(self, kind: str, timeout: float = 10.0) -> None:
+        from scardio import IOCTL
+        now, want = ((IOCTL.IS_ABSENT, IOCTL.IS_PRESENT) if kind == "insert"
+                     else (IOCTL.IS_PRESENT, IOCTL.IS_ABSENT))
+        self.dev.ioctl(now)
+        self._ops.put((want, timeout))
+        time.sleep(self.settle)
+
+    def seen(self, timeout: float = 10.0) -> int:
+        try:
+            what, value = self._seen.get(timeout=timeout + 1)
+        except queue.Empty:
+            what, value = "error", "no completion"
+        if what != "t1":
+            # A synchronous call cannot be cancelled from here: closing the
+            # device ends it.
+            raise RuntimeError(f"event not seen: {value}")
+        return value
+
+
+class MonitorArmed:
+    """scardio.Monitor with a callback: the reader is added to the monitor
+    to arm (its tracking starts) and removed after the event, so that it
+    waits only for the events it is measured on."""
+
+    name = "scardio Monitor callback"
+
+    def __init__(self, reader, settle: float = 0.005):
+        from scardio import Monitor
+        self.reader = reader
+        self.settle = settle
+        self.events: "queue.Queue" = queue.Queue()
+        self.monitor = Monitor([], callback=self._cb)
+        self._want = ""
+
+    def _cb(self, ev) -> None:
+        self.events.put((time.monotonic_ns(), ev.kind))
+
+    def arm(self, kind: str, timeout: float = 10.0) -> None:
+        self._want = "arrival" if kind == "insert" else "departure"
+        self.monitor.add(self.reader, timeout)
+        # A card already in reports its arrival at once, and card moves
+        # since the reader's last request an arrival and a departure: not
+        # the event.  Wait until the monitor is quiet.
+        while True:
+            try:
+                self.events.get(timeout=self.settle)
+            except queue.Empty:
+                return
+
+    def seen(self, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"Monitor did not report {self._want}")
+            t1, kind = self.events.get(timeout=left)
+            if kind == "error":
+                raise RuntimeError("Monitor reported an error")
+            if kind == self._want:
+                return t1
+
+    def disarm(self) -> None:
+        self.monitor.remove(self.reader)
+
+    def close(self) -> None:
+        self.monitor.close()
+
+
+class PyscardArmed:
+    """A pyscard thread blocked in SCardGetStatusChange (the pyscard
+    worker's gsc_event, the card moved by someone else)."""
+
+    name = "pyscard SCardGetStatusChange"
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def arm(self, kind: str, timeout: float = 10.0) -> None:
+        self.worker.send("gsc_event", kind=kind, trigger="external", timeout=timeout,
+                         settle=0.002)
+        if not self.worker._read(timeout + 5).get("ready"):
+            raise RuntimeError("pyscard worker not armed")
+
+    def seen(self, timeout: float = 10.0) -> int:
+        return int(self.worker._read(timeout + 5)["t1"])
+
+    def disarm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def run_together(armed, trigger: Callable[[str], int], rounds: int, pause: float = 0.02,
+                 jitter: float = 0.02, asleep: float = 0.01, phase: float = 0.005,
+                 seed: int = 1) -> dict:
+    """{path name: {"insert": [ms...], "remove": [ms...]}}: every path of
+    `armed` armed for each event, in an order rotating from round to round
+    (over a multiple of len(armed) rounds each path takes each place
+    equally often, for each kind), the card moved by `trigger(kind)`
+    (returns t0, or a function returning it, called once every path has
+    seen the event: reading the mover's answer then keeps that work off
+    the CPUs at event time) after a random pause (pause +
+    U(0, jitter) s before arming; `asleep` + U(0, phase) s after the last
+    path armed: no fixed phase to any period, and every path has waited
+    about as long, which matters on a loaded CPU: the scheduler favours a
+    thread that slept longer), every path timed from that t0."""
+    rng = random.Random(seed)
+    out = {p.name: {k: [] for k in KINDS} for p in armed}
+    for r in range(rounds):
+        k = r % len(armed)
+        order = list(armed[k:]) + list(armed[:k])
+        for kind in KINDS:
+            time.sleep(pause + rng.uniform(0, jitter))
+            for p in order:
+                p.arm(kind)
+            time.sleep(asleep + rng.uniform(0, phase))
+            t0 = trigger(kind)
+            t1 = [p.seen() for p in order]
+            if callable(t0):
+                t0 = t0()  # the mover's answer, read once every path has seen the event
+            for p, t in zip(order, t1):
+                if t < t0:
+                    raise RuntimeError(f"{p.name}: {kind} seen before the card moved")
+                out[p.name][kind].append((t - t0) / 1e6)
+            for p in order:
+                p.disarm()
+    return out

@@ -12,13 +12,17 @@ Commands (``{"cmd": ...}``):
                                     `match`; optionally a SCARD_SHARE_DIRECT
                                     handle for vendor controls
   ctl       n, data (hex)           SCardControl(SCARD_CTL_CODE(n)) on it
+  trigger   kind                    insert / remove the simulated card
+                                    (SCardControl on the direct handle) ->
+                                    {"t0": ..} taken just before the call
   connect   timeout                 shared T=1 connection (waits for a card)
   disconnect                        SCardDisconnect(SCARD_LEAVE_CARD)
   run       op, n                   -> {"ns": total} for n calls of op:
                                     status, tx5, tx261, tx4k,
                                     connect_unpower, connect_leave
   apdu      op                      -> {"resp": hex} one transmit (checking)
-  gsc_event kind, trigger, timeout  card arrival / removal seen through a
+  gsc_event kind, trigger, timeout, settle
+                                    card arrival / removal seen through a
                                     blocking SCardGetStatusChange in a
                                     second thread and context
   monitor_start / monitor_stop      a pyscard CardMonitor with one observer
@@ -94,6 +98,9 @@ class Worker:
         self.check(hr, f"SCardControl({n})")
         return {"resp": bytes(resp).hex()}
 
+    def cmd_trigger(self, kind: str) -> dict:
+        return {"t0": self._trigger(kind)}
+
     def cmd_connect(self, timeout: float = 10.0) -> dict:
         deadline = time.monotonic() + timeout
         while True:
@@ -158,7 +165,8 @@ class Worker:
         self.check(hr, "SCardControl(insert/remove)")
         return t0
 
-    def cmd_gsc_event(self, kind: str, trigger: str = "ctl", timeout: float = 10.0) -> dict:
+    def cmd_gsc_event(self, kind: str, trigger: str = "ctl", timeout: float = 10.0,
+                      settle: float = 0.01) -> dict:
         want = S.SCARD_STATE_PRESENT if kind == "insert" else S.SCARD_STATE_EMPTY
         hr, states = S.SCardGetStatusChange(self.ctx2, 0, [(self.reader, S.SCARD_STATE_UNAWARE)])
         self.check(hr, "SCardGetStatusChange")
@@ -183,7 +191,7 @@ class Worker:
 
         th = threading.Thread(target=waiter, daemon=True)
         th.start()
-        time.sleep(0.01)  # let the waiter block in pcscd
+        time.sleep(settle)  # let the waiter block in pcscd
         if trigger == "ctl":
             t0 = self._trigger(kind)
             th.join(timeout + 1)

@@ -99,7 +99,8 @@ EXPORT unsigned long fake_last(int what)
     default: return (unsigned long)connected_handles;
     }
 }
-EXPORT int fake_calls(int ep) { return calls[ep]; }
+/* Counted atomically: a test may read a count while a call is running. */
+EXPORT int fake_calls(int ep) { return __atomic_load_n(&calls[ep], __ATOMIC_SEQ_CST); }
 EXPORT void fake_hold_other(int on)
 {
     pthread_mutex_lock(&lock);
@@ -119,7 +120,7 @@ EXPORT int fake_waiting(void)
 static PCSC_LONG take_failure(int ep)
 {
     PCSC_DWORD rc = fail_code[ep];
-    calls[ep]++;
+    __atomic_fetch_add(&calls[ep], 1, __ATOMIC_SEQ_CST);
     fail_code[ep] = 0;
     return (PCSC_LONG)rc;
 }
@@ -200,7 +201,7 @@ EXPORT PCSC_LONG SCardReconnect(PCSC_HANDLE card, PCSC_DWORD share, PCSC_DWORD p
 EXPORT PCSC_LONG SCardDisconnect(PCSC_HANDLE card, PCSC_DWORD disposition)
 {
     (void)card;
-    calls[EP_DISCONNECT]++;
+    __atomic_fetch_add(&calls[EP_DISCONNECT], 1, __ATOMIC_SEQ_CST);
     last_disposition = disposition;
     connected_handles--;
     pthread_mutex_lock(&lock);
@@ -318,7 +319,7 @@ EXPORT PCSC_LONG SCardCancel(PCSC_CONTEXT ctx)
 {
     (void)ctx;
     pthread_mutex_lock(&lock);
-    calls[EP_CANCEL]++;
+    __atomic_fetch_add(&calls[EP_CANCEL], 1, __ATOMIC_SEQ_CST);
     if (cancellable) /* pcsc-lite drops a cancel outside a cancellable wait */
         cancel_pending = 1;
     pthread_cond_broadcast(&cv);

@@ -491,6 +491,26 @@ static void test_tracking(void)
     fake_set_present(1);
     CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
     scio_op_release(op);
+    /* The wake-up is the request's last library call: nothing after the
+     * SCardGetStatusChange that saw the event (no second look, no
+     * SCardStatus), so the event costs what pcscd's own client pays. */
+    {
+        int before[EP_END + 1], changed = 0, gsc;
+        CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 7, &op) == SCIO_SUCCESS);
+        do { /* inside the blocking call, not the first look */
+            gsc = fake_calls(EP_GSC);
+            sleep_ms(20);
+        } while (!fake_waiting() || fake_calls(EP_GSC) != gsc);
+        for (int ep = 0; ep <= EP_END; ep++)
+            before[ep] = fake_calls(ep);
+        fake_set_present(0);
+        CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+        for (int ep = 0; ep <= EP_END; ep++)
+            changed += fake_calls(ep) != before[ep];
+        CHECK(changed == 0);
+        scio_op_release(op);
+        fake_set_present(1);
+    }
     /* A cancel the library drops (the wait is not yet cancellable) is
      * repeated until it lands: prompt, not the 1 s slice. */
     fake_set_cancel_delay_ms(20);
