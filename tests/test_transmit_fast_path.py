@@ -519,7 +519,7 @@ def test_reader_lock_excludes_and_wakes_every_waiter_under_contention() -> None:
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(done) == sorted(f"worker {n}" for n in range(6)), done
+    assert sorted(done) == sorted(f"worker {n}" for n in range(6)), (done, gave_up)
     assert not inside and lock_is_free(lock)
     assert lock.acquire(blocking=False)
     lock.release()
