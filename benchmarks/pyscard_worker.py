@@ -28,6 +28,9 @@ Commands (``{"cmd": ...}``):
   monitor_start / monitor_stop      a pyscard CardMonitor with one observer
   monitor_event kind, trigger, timeout
                                     the same event seen by the observer
+  thread                            start an idle thread: from then on the
+                                    process is multi-threaded, as an
+                                    application with any other thread is
   quit
 
 For an event with trigger "ctl" the worker inserts / removes the simulated
@@ -122,6 +125,15 @@ class Worker:
         hr, resp = S.SCardTransmit(self.card, S.SCARD_PCI_T1, self.apdus[op])
         self.check(hr, "SCardTransmit")
         return {"resp": bytes(resp).hex()}
+
+    def cmd_thread(self) -> dict:
+        # A process that has started a thread pays on every system call:
+        # glibc's wrappers of the blocking calls (poll, send, read) take
+        # their cancellation path, and while the thread lives the kernel
+        # looks file descriptors up in a shared table.
+        threading.Thread(target=threading.Event().wait, daemon=True,
+                         name="idle").start()
+        return {"threads": threading.active_count()}
 
     # -- timing loops ----------------------------------------------------------
     def cmd_run(self, op: str, n: int) -> dict:

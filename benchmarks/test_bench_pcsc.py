@@ -9,7 +9,12 @@ round trips an operation costs.  Interleaved in one run, every process
 
   tx5 / tx261    Card.transmit on a card connected through PC/SC, against
                  pyscard's SCardTransmit on its own shared connection
-                 (one SCardTransmit each)
+                 (one SCardTransmit each).  For reference (no target), also
+                 pyscard in a process that has started one idle thread, as
+                 scardio's process has (its lanes, the power-down timer):
+                 the same system calls cost more in a multi-threaded
+                 process, and the difference is most of the gap between a
+                 single-threaded pyscard and scardio (docs/benchmarks.md)
   connect_leave  Reader.connect() + disconnect(LEAVE), with the default
                  timeout (bounded: the connect sequence runs on the
                  device's I/O lane) and with timeout=None, against
@@ -57,6 +62,7 @@ OPS = ["tx5", "tx261", "connect_leave"]
 SCARDIO = "scardio over PC/SC"
 SCARDIO_UNBOUNDED = "scardio over PC/SC (timeout=None)"
 PYSCARD = "pyscard"
+PYSCARD_THREADED = "pyscard (process with a thread)"
 SIM_INSERT, SIM_REMOVE = 3500, 3501
 
 WHAT = {"tx5": "Card.transmit 5 B", "tx261": "Card.transmit 261 B",
@@ -74,8 +80,9 @@ def _wait(pred, timeout=10.0, what="condition"):
 class _Pyscard(harness.Path):
     name = PYSCARD
 
-    def __init__(self, worker):
+    def __init__(self, worker, name: str = PYSCARD):
         self.worker = worker
+        self.name = name
 
     def run(self, op: str, count: int) -> int:
         return self.worker.run(op, count)
@@ -93,8 +100,12 @@ def pcsc_env(request):
         harness.record("pcsc", "placement", place.describe())
         w = pcsc_peer.PyscardWorker()
         stack.callback(w.close)
-        name = w.call("open", match=SIM_PCSCD_NAME, direct=True,
-                      apdus={k: v.hex() for k, v in APDUS.items()})["reader"]
+        apdus = {k: v.hex() for k, v in APDUS.items()}
+        name = w.call("open", match=SIM_PCSCD_NAME, direct=True, apdus=apdus)["reader"]
+        threaded = pcsc_peer.PyscardWorker()
+        stack.callback(threaded.close)
+        threaded.call("open", match=SIM_PCSCD_NAME, apdus=apdus)
+        threaded.call("thread")
         w.call("ctl", n=SIM_INSERT)
         # Two readers on the same pcscd reader: one holds a card for the
         # transmits, the other connects and disconnects.
@@ -109,11 +120,12 @@ def pcsc_env(request):
             def f() -> None:
                 connect(timeout=timeout).disconnect(Disposition.LEAVE)
             return f
-        env = {"name": name, "worker": w, "place": place, "tx_reader": tx_reader,
+        env = {"name": name, "worker": w, "threaded_worker": threaded, "place": place,
+               "tx_reader": tx_reader,
                "paths": {SCARDIO: harness.FuncPath(SCARDIO, {"connect_leave": leave(10.0)}),
                          SCARDIO_UNBOUNDED: harness.FuncPath(
                              SCARDIO_UNBOUNDED, {"connect_leave": leave(None)}),
-                         PYSCARD: _Pyscard(w)}}
+                         PYSCARD: _Pyscard(w), PYSCARD_THREADED: _Pyscard(threaded, PYSCARD_THREADED)}}
         _connect_transmitters(env)
         yield env
     finally:
@@ -131,6 +143,8 @@ def _connect_transmitters(env) -> None:
     for k in ("tx5", "tx261"):
         ops[k] = partial(card.transmit, APDUS[k])
     env["worker"].call("connect")
+    env["threaded_worker"].call("disconnect")  # its handle is stale after a card move
+    env["threaded_worker"].call("connect")
 
 
 @pytest.fixture(scope="module", params=OPS)
@@ -140,6 +154,10 @@ def op(request):
 
 def _register(op: str, ratios: dict) -> None:
     note = "same pcscd, same simulated reader, all processes pinned alike"
+    threaded, mine = ratios.get(PYSCARD_THREADED), ratios.get(SCARDIO)
+    if threaded and mine:
+        note = (f"pyscard in a process with a thread: {threaded:.2f}× of its speed, "
+                f"÷ scardio {mine / threaded:.2f}×; " + note)
     if op == "connect_leave":
         unbounded = ratios.get(SCARDIO_UNBOUNDED)
         if unbounded:
@@ -152,10 +170,14 @@ def test_pcsc_ratio(pcsc_env, op):
     ps = [pcsc_env["paths"][SCARDIO], pcsc_env["paths"][PYSCARD]]
     if op == "connect_leave":
         ps.insert(1, pcsc_env["paths"][SCARDIO_UNBOUNDED])
+    else:
+        ps.append(pcsc_env["paths"][PYSCARD_THREADED])
     sizes = paths.batch_sizes(ps, op, BATCH_NS)
     res = harness.interleave(ps, op, ROUNDS, 0, counts=sizes)
     out = {name: harness.summary(v) for name, v in res.items()}
     meds = {name: s["median"] for name, s in out.items()}
+    # pyscard ÷ each other path (for the threaded pyscard: how much slower
+    # the same client is once its process has a thread)
     ratios = {k: meds[PYSCARD] / v for k, v in meds.items() if k != PYSCARD}
     out["_samples"] = res
     out["_batch"] = sizes

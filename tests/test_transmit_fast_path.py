@@ -489,6 +489,72 @@ def test_reader_lock_waits_without_the_gil_and_hands_over() -> None:
     assert not lock.acquire(timeout=0.05)
 
 
+def test_reader_lock_excludes_and_wakes_every_waiter_under_contention() -> None:
+    # Threads that wait forever, with timeouts that run out, and re-enter:
+    # never two inside, every waiter ends (a wake-up taken by one whose time
+    # ran out must not strand the others), the lock free at the end.
+    lock = ReaderLock()
+    inside: list[int] = []
+    done: list[str] = []
+    gave_up = [0]
+
+    def worker(n: int) -> None:
+        for i in range(300):
+            timeout = (-1, 0.0005, 0.002)[(n + i) % 3]
+            if not lock.acquire(timeout=timeout):
+                gave_up[0] += 1
+                continue
+            try:
+                with lock:  # re-entered
+                    inside.append(n)
+                    assert len(inside) == 1, inside
+                    time.sleep(0.0001 * (i % 3))  # hold it while the others wait
+                    inside.pop()
+            finally:
+                lock.release()
+        done.append(f"worker {n}")
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(done) == sorted(f"worker {n}" for n in range(6)), (done, gave_up)
+    assert not inside and lock_is_free(lock)
+    assert lock.acquire(blocking=False)
+    lock.release()
+
+
+def test_reader_lock_hands_over_to_a_waiter_before_its_owner_takes_it_again() -> None:
+    # A transmit loop takes the lock back at once after each release, with
+    # the GIL held all along: a thread waiting for it (a power-down timer, a
+    # close) still gets it at the next release instead of waiting the loop out.
+    lock = ReaderLock()
+    lock.acquire()
+    queued = threading.Event()
+    got_at: list[int] = []
+    turns = [0]
+
+    def waiter() -> None:
+        queued.set()
+        if lock.acquire(timeout=10):
+            got_at.append(turns[0])
+            lock.release()
+
+    t = threading.Thread(target=waiter, daemon=True)
+    t.start()
+    assert queued.wait(10)
+    time.sleep(0.05)  # from set() to asleep in the queue it keeps the GIL
+    deadline = time.monotonic() + 5
+    while not got_at and time.monotonic() < deadline:
+        lock.release()
+        lock.acquire()
+        turns[0] += 1
+    lock.release()
+    t.join(10)
+    assert got_at and got_at[0] <= 1, (got_at, turns)
+
+
 def test_reader_lock_wait_sees_ctrl_c() -> None:
     code = ("import signal, threading, time\n"
             "from scardio._core import ReaderLock\n"
