@@ -92,6 +92,13 @@ const char *scio_status_name(scio_status status);
  *                      card until END_TRANSACTION (or the connection ends);
  *                      waits while another client holds a transaction.
  *   END_TRANSACTION    no data.  INVALID_DEVICE_STATE without a transaction.
+ *   RELEASE_CARD       out: u32.  The card was left (a LEAVE whose power-down
+ *                      delay ran out): 1 when the backend let go of it and
+ *                      its power is now the resource manager's business
+ *                      (through PC/SC: SCardDisconnect(SCARD_LEAVE_CARD),
+ *                      which leaves every other client's card alone); 0 when
+ *                      the caller owns the card's power and powers it down
+ *                      itself (a direct backend: nothing is released).
  * Through PC/SC these are the share mode of SCardConnect / SCardReconnect
  * and SCardBeginTransaction / SCardEndTransaction.  A direct backend owns
  * its reader, so every connection is exclusive (SET_SHARE_MODE answers
@@ -102,6 +109,7 @@ const char *scio_status_name(scio_status status);
 #define SCIO_IOCTL_SET_SHARE_MODE     SCIO_EXT_CTL_CODE(1)
 #define SCIO_IOCTL_BEGIN_TRANSACTION  SCIO_EXT_CTL_CODE(2)
 #define SCIO_IOCTL_END_TRANSACTION    SCIO_EXT_CTL_CODE(3)
+#define SCIO_IOCTL_RELEASE_CARD       SCIO_EXT_CTL_CODE(4)
 
 /* SET_SHARE_MODE values: DEFAULT is the mode the device was opened with. */
 #define SCIO_SHARE_DEFAULT    0u

@@ -180,15 +180,23 @@ class Scenarios:
             out["after_unpower"] = {"actions": card.connect_actions,
                                     "power_ups": c6.power_ups - c5.power_ups,
                                     "echo": card.transmit(ECHO4).data.hex()}
-            # LEAVE with the power-down timer: the GET_STATE loop powers down.
-            reader.power_down_timeout = 0.3
-            card.disconnect()
-            pending = reader.power_down_pending
-            fired = wait_until(lambda: not reader.power_down_pending, 5)
-            c7 = sim.counters()
-            out["timer"] = {"pending": pending, "fired": bool(fired),
-                            "power_downs": c7.power_downs - c6.power_downs,
-                            "state": reader.state().name}
+            # LEAVE with the power-down timer: through PC/SC the card is
+            # released (LEAVE), its power left to pcscd, so that another
+            # client connected to it at the time keeps its card.
+            with pcsc.open_reader(self.sim_reader, power_down_timeout=None) as other:
+                other_card = other.connect(timeout=10)
+                reader.power_down_timeout = 0.3
+                card.disconnect()
+                pending = reader.power_down_pending
+                fired = wait_until(lambda: not reader.power_down_pending, 5)
+                c7 = sim.counters()
+                out["timer"] = {"pending": pending, "fired": bool(fired),
+                                "power_downs": c7.power_downs - c6.power_downs,
+                                "resets": c7.resets - c6.resets,
+                                "other_echo": describe(error_of(
+                                    lambda: other_card.transmit(ECHO4).data.hex())),
+                                "state": reader.state().name}
+                other_card.disconnect()
             # The card leaves while connected: the no-card error.
             card = reader.connect(timeout=10)
             sim.remove()

@@ -88,9 +88,13 @@ def test_connect_transmit_and_every_disposition(report: dict[str, Any]) -> None:
     assert got["unpower"]["power_downs"] == 1 and not got["unpower"]["powered"]
     assert got["unpower"]["state"] == "SWALLOWED"
     assert got["after_unpower"]["power_ups"] == 1 and got["after_unpower"]["echo"] == "cafebabe"
-    # The power-down timer runs above the backend unchanged.
+    # The power-down delay's end lets go of the card (RELEASE_CARD: LEAVE):
+    # its power is pcscd's, and another client connected to it at the time
+    # keeps its card (an UNPOWER would have reset it).
     timer = got["timer"]
-    assert timer["pending"] and timer["fired"] and timer["power_downs"] == 1
+    assert timer["pending"] and timer["fired"]
+    assert timer["power_downs"] == 0 and timer["resets"] == 0
+    assert timer["other_echo"] == {"type": None}
     assert timer["state"] == "SWALLOWED"
     # A card removed under a connection: the no-card errors.
     assert got["removed"]["type"] == "NoCardError"

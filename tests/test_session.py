@@ -88,10 +88,22 @@ def test_the_timer_firing_powers_down():
     tokens = []
     s.arm_timer(lambda delay, token: tokens.append(token) or Timer(), 1.0)
     _, seen = drive(s.timer_fired_steps(tokens[0]), {
+        IOCTL.RELEASE_CARD: [state(0)],  # a direct device: the card's power is ours
         IOCTL.GET_STATE: [state(State.SPECIFIC), state(State.SWALLOWED)], IOCTL.POWER: [b""]})
-    assert seen == [IOCTL.GET_STATE, IOCTL.POWER, IOCTL.GET_STATE]
+    assert seen == [IOCTL.RELEASE_CARD, IOCTL.GET_STATE, IOCTL.POWER, IOCTL.GET_STATE]
     assert not s.power_down_pending
     assert events[-1].kind == "power_down" and events[-1].detail["reason"] == "timer"
+    assert events[-1].detail["powered_down"]
+
+
+def test_the_timer_firing_releases_a_card_the_resource_manager_powers():
+    s, events = session()
+    tokens = []
+    s.arm_timer(lambda delay, token: tokens.append(token) or Timer(), 1.0)
+    _, seen = drive(s.timer_fired_steps(tokens[0]), {IOCTL.RELEASE_CARD: [state(1)]})
+    assert seen == [IOCTL.RELEASE_CARD]  # no power-down: other clients' cards stay as they are
+    assert events[-1].kind == "power_down" and events[-1].detail == {
+        "reason": "timer", "actions": ["RELEASED"], "powered_down": False}
 
 
 def test_disconnect_on_a_closed_reader_runs_nothing():

@@ -114,18 +114,26 @@ static inline void scio_put_u32(uint8_t *p, uint32_t v)
 static inline int scio_is_extension_ioctl(uint32_t code)
 {
     return code == SCIO_IOCTL_SET_SHARE_MODE || code == SCIO_IOCTL_BEGIN_TRANSACTION ||
-           code == SCIO_IOCTL_END_TRANSACTION;
+           code == SCIO_IOCTL_END_TRANSACTION || code == SCIO_IOCTL_RELEASE_CARD;
 }
 
 /* The answer of a backend that owns its reader (a direct one) to an
- * extension IOCTL: every connection is exclusive, and no other client
- * exists to keep out of a transaction.  The input is checked as the
+ * extension IOCTL: every connection is exclusive, no other client exists
+ * to keep out of a transaction, and the card's power is the caller's (so
+ * RELEASE_CARD releases nothing: 0).  The input is checked as the
  * resource manager's backend checks it. */
 static inline scio_status scio_direct_extension_ioctl(uint32_t code, const uint8_t *in,
                                                       size_t in_len, uint8_t *out,
                                                       size_t out_cap, size_t *out_len)
 {
     *out_len = 0;
+    if (code == SCIO_IOCTL_RELEASE_CARD) {
+        if (out_cap < 4)
+            return SCIO_BUFFER_TOO_SMALL;
+        scio_put_u32(out, 0);
+        *out_len = 4;
+        return SCIO_SUCCESS;
+    }
     if (code != SCIO_IOCTL_SET_SHARE_MODE)
         return SCIO_SUCCESS;
     if (in_len < 4 || scio_get_u32(in) > SCIO_SHARE_SHARED)

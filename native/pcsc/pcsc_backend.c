@@ -1118,6 +1118,14 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
     case SCIO_IOCTL_END_TRANSACTION:
         st = do_end_transaction(s, drv);
         break;
+    case SCIO_IOCTL_RELEASE_CARD:
+        /* The resource manager powers cards: let go of ours as LEAVE (an
+         * UNPOWER would reset every other client's card with it). */
+        if ((st = need_out(out_cap, 4)) == SCIO_SUCCESS) {
+            drop_handle(s);
+            st = put_u32(1, out, out_cap, out_len);
+        }
+        break;
     default:
         st = vendor_code(code, &vcode)
                  ? do_control(s, vcode, in, in_len, out, out_cap, out_len, drv)

@@ -1469,6 +1469,15 @@ static void test_connect_loop(void)
     scio_op_release(blocker);
     scio_loop_run(d, &c, NULL); /* and the reader works on */
     CHECK(c.complete);
+    /* RELEASE_CARD on a direct backend: the card's power is the caller's */
+    {
+        uint8_t rel[4] = { 9, 9, 9, 9 };
+        CHECK(scio_ioctl(d, SCIO_IOCTL_RELEASE_CARD, NULL, 0, rel, 3, &n) ==
+              SCIO_BUFFER_TOO_SMALL);
+        CHECK(scio_ioctl(d, SCIO_IOCTL_RELEASE_CARD, NULL, 0, rel, 4, &n) == SCIO_SUCCESS &&
+              n == 4 && get32(rel) == 0);
+        CHECK(get_state(d) == SCIO_STATE_SPECIFIC); /* nothing let go of */
+    }
     /* the power-down loop: SPECIFIC, POWER_DOWN, then SWALLOWED */
     c.kind = SCIO_LOOP_POWER_DOWN;
     c.max_steps = 4;

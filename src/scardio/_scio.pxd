@@ -54,6 +54,7 @@ cdef extern from "scio.h" nogil:
     const uint32_t SCIO_IOCTL_SET_SHARE_MODE
     const uint32_t SCIO_IOCTL_BEGIN_TRANSACTION
     const uint32_t SCIO_IOCTL_END_TRANSACTION
+    const uint32_t SCIO_IOCTL_RELEASE_CARD
     const uint32_t SCIO_SHARE_DEFAULT
     const uint32_t SCIO_SHARE_EXCLUSIVE
     const uint32_t SCIO_SHARE_SHARED

@@ -59,10 +59,12 @@ class IOCTL(enum.IntEnum):
     SET_PROTOCOL = ctl_code(12)
     GET_STATE = ctl_code(14)
     GET_LAST_ERROR = ctl_code(15)
-    # scardio's extensions (sharing and transactions; see native/scio.h)
+    # scardio's extensions (sharing, transactions, the card's power; see
+    # native/scio.h)
     SET_SHARE_MODE = ext_ctl_code(1)
     BEGIN_TRANSACTION = ext_ctl_code(2)
     END_TRANSACTION = ext_ctl_code(3)
+    RELEASE_CARD = ext_ctl_code(4)
 
 
 class State(enum.IntEnum):

@@ -31,7 +31,8 @@ from . import _defaults, errors
 from .constants import IOCTL, Share, ioctl_name
 from .sequences import LoopSteps, Steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
-from .sequences.disconnect import Disposition, power_down_steps, warm_reset_steps
+from .sequences.disconnect import (Disposition, power_down_steps, release_card_steps,
+                                   warm_reset_steps)
 from .sequences.sharing import (TransactionError, begin_transaction_steps,
                                 end_transaction_steps, share_name, share_steps, share_value)
 
@@ -341,7 +342,7 @@ class ReaderSession:
                 return None
         if self._power_down_timeout == 0:
             # A timer of 0 s fires at once: the same event as a timer firing.
-            yield from self.power_down_steps("timer")
+            yield from self.timer_end_steps()
             return None
         return delay
 
@@ -427,6 +428,22 @@ class ReaderSession:
         if token != self._timer_token or self.closed:
             return
         self.timer = None
+        yield from self.timer_end_steps()
+
+    def timer_end_steps(self) -> "LoopSteps[None]":
+        """What the power-down delay's end does: where the resource manager
+        powers cards (PC/SC), let go of the card (RELEASE_CARD) and leave
+        its power to it -- powering it down would reset every other
+        client's card too; where scardio owns the card, power it down.
+        Reported as a "power_down" event (with ``actions`` ["RELEASED"] and
+        ``powered_down`` false when released)."""
+        try:
+            released = yield from release_card_steps()
+        except errors.ScardioError:
+            released = False  # a device that does not know it: ours to power down
+        if released:
+            self.emit("power_down", reason="timer", actions=["RELEASED"], powered_down=False)
+            return
         yield from self.power_down_steps("timer")
 
     def power_down_steps(self, reason: str) -> "LoopSteps[list[str]]":

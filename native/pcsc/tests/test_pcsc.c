@@ -166,6 +166,21 @@ static void test_card_sequence(void)
           == SCIO_SUCCESS && out[0] == SCIO_PROTOCOL_T1);
     CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1, out, 4,
                     &n) == SCIO_SUCCESS && n == 4 && out[0] == SCIO_PROTOCOL_T1);
+    /* RELEASE_CARD: the handle goes as LEAVE, the card's power pcscd's. */
+    {
+        int before = fake_calls(EP_DISCONNECT);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_RELEASE_CARD, 0, out, 3, &n) == SCIO_BUFFER_TOO_SMALL);
+        CHECK(fake_calls(EP_DISCONNECT) == before);
+        CHECK(scio_ioctl(d, SCIO_IOCTL_RELEASE_CARD, NULL, 0, out, 4, &n) == SCIO_SUCCESS &&
+              n == 4 && out[0] == 1);
+        CHECK(fake_calls(EP_DISCONNECT) == before + 1 && fake_last(2) == PCSC_LEAVE_CARD);
+        CHECK(state_of(d) == SCIO_STATE_SWALLOWED); /* no handle now: the reader's view */
+        CHECK(scio_ioctl(d, SCIO_IOCTL_RELEASE_CARD, NULL, 0, out, 4, &n) == SCIO_SUCCESS &&
+              out[0] == 1 && fake_calls(EP_DISCONNECT) == before + 1); /* nothing more */
+        CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_COLD_RESET, out, 33, &n) == SCIO_SUCCESS);
+        CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_T0 | SCIO_PROTOCOL_T1, out, 4,
+                        &n) == SCIO_SUCCESS && out[0] == SCIO_PROTOCOL_T1);
+    }
     /* Another protocol: a reconnect with a reset. */
     CHECK(ioctl_u32(d, SCIO_IOCTL_SET_PROTOCOL, SCIO_PROTOCOL_T0, out, 4, &n) == SCIO_SUCCESS);
     CHECK(out[0] == SCIO_PROTOCOL_T0 && fake_last(2) == PCSC_RESET_CARD);

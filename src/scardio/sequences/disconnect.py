@@ -9,16 +9,17 @@ from typing import Optional, Union
 
 from .._core import LOOP_POWER_DOWN, LOOP_TRAIL
 from ..constants import IOCTL, PowerAction, State
-from . import ATR_OUT, STATE_NAMES, U32, Loop, LoopSteps, Request, Steps, state_value
+from . import ATR_OUT, STATE_NAMES, U32, Loop, LoopSteps, Request, Steps, state_value, u32
 
 __all__ = ["Disposition", "power_down_steps", "power_down_loop_steps", "powered_down",
-           "warm_reset_steps", "POWER_DOWN_MAX_STEPS"]
+           "release_card_steps", "warm_reset_steps", "POWER_DOWN_MAX_STEPS"]
 
 POWER_DOWN_MAX_STEPS = 4
 
 _GET_STATE = Request(IOCTL.GET_STATE, b"", 4)
 _POWER_DOWN = Request(IOCTL.POWER, U32.pack(PowerAction.POWER_DOWN), 0)
 _WARM_RESET = Request(IOCTL.POWER, U32.pack(PowerAction.WARM_RESET), ATR_OUT)
+_RELEASE_CARD = Request(IOCTL.RELEASE_CARD, b"", 4)
 _POWERED_STATES = (int(State.SPECIFIC), int(State.NEGOTIABLE), int(State.POWERED))
 
 
@@ -108,6 +109,12 @@ def powered_down(atr: bytes, trail: bytes) -> list[str]:
         if len(_TRAILS) < 64:
             _TRAILS[trail] = known
     return list(known)
+
+
+def release_card_steps() -> "Steps[bool]":
+    """RELEASE_CARD: whether the backend let go of the card, its power now
+    the resource manager's (else the caller powers it down)."""
+    return u32((yield _RELEASE_CARD), "RELEASE_CARD") == 1
 
 
 def warm_reset_steps() -> "Steps[bytes]":
