@@ -132,6 +132,31 @@ cdef inline int _slice_ms(bint forever, double deadline):
     return WAIT_SLICE_MS
 
 
+cdef bint _wait_in_slices(scio_op *op, bint forever, double deadline) except -1:
+    """Wait for `op` until `deadline` (time.monotonic(); not if forever) in
+    slices that let a signal handler run (Ctrl-C raises): True once done,
+    False at the deadline."""
+    cdef int done = 0
+    cdef int slice_ms
+    while not done:
+        if not forever and _monotonic() >= deadline:
+            return False
+        PyErr_CheckSignals()
+        slice_ms = _slice_ms(forever, deadline)
+        with nogil:
+            done = scio_op_wait(op, slice_ms)
+    return True
+
+
+cdef object _given_up(uint32_t code):
+    """The TimeoutError of a waiter that gave up on the IOCTL `code` (0:
+    not started) on the I/O lane: it finishes there unwaited."""
+    from .constants import ioctl_name
+    what = ioctl_name(code) if code else "the loop"
+    return _errors.TimeoutError(f"{what}: no answer from the driver within the timeout "
+                                "(given up)", status=SCIO_PENDING, ioctl=code or None)
+
+
 cdef bytes _c_string(object value, str name, bint fs):
     """`value` as the bytes of a C string; ValueError if it holds a NUL,
     which C would silently cut the string at."""
@@ -883,16 +908,8 @@ cdef class Device:
             raise _error(st, 0, code_v)
         if not done:
             try:
-                while not done:
-                    if not forever and _monotonic() >= deadline:
-                        from .constants import ioctl_name
-                        raise _errors.TimeoutError(
-                            f"{ioctl_name(code_v)}: no answer from the driver within "
-                            f"the timeout (given up)", status=SCIO_PENDING, ioctl=code_v)
-                    PyErr_CheckSignals()
-                    slice_ms = _slice_ms(forever, deadline)
-                    with nogil:
-                        done = scio_op_wait(op, slice_ms)
+                if not _wait_in_slices(op, forever, deadline):
+                    raise _given_up(code_v)
             except BaseException:
                 with nogil:
                     scio_op_release(op)  # cancels it if it has not finished
@@ -953,15 +970,10 @@ cdef class Device:
             Py_DECREF(call)  # never called
             raise _error(st, 0, None)
         try:
-            while not done:
-                if not forever and _monotonic() >= deadline:
-                    raise _errors.TimeoutError(
-                        f"no answer from the driver within {timeout} s "
-                        f"(the call on the I/O lane was given up)", status=SCIO_PENDING)
-                PyErr_CheckSignals()
-                slice_ms = _slice_ms(forever, deadline)
-                with nogil:
-                    done = scio_op_wait(op, slice_ms)
+            if not done and not _wait_in_slices(op, forever, deadline):
+                raise _errors.TimeoutError(
+                    f"no answer from the driver within {timeout} s "
+                    f"(the call on the I/O lane was given up)", status=SCIO_PENDING)
             st = scio_op_status(op)
         finally:
             with nogil:
@@ -1025,18 +1037,8 @@ cdef class Device:
         if st != SCIO_SUCCESS:
             raise _error(st, 0, None)
         try:
-            while not done:
-                if not forever and _monotonic() >= deadline:
-                    code_v = scio_loop_ioctl(op)
-                    from .constants import ioctl_name
-                    what = ioctl_name(code_v) if code_v else "the loop"
-                    raise _errors.TimeoutError(
-                        f"{what}: no answer from the driver within the timeout (given up)",
-                        status=SCIO_PENDING, ioctl=code_v or None)
-                PyErr_CheckSignals()
-                slice_ms = _slice_ms(forever, deadline)
-                with nogil:
-                    done = scio_op_wait(op, slice_ms)
+            if not done and not _wait_in_slices(op, forever, deadline):
+                raise _given_up(scio_loop_ioctl(op))
             st = scio_op_status(op)
             if st != SCIO_SUCCESS:
                 raise _error(st, 0, None)
