@@ -2,7 +2,8 @@
 driver: with a polling function (a thread waits in it per reader, with no
 wake-up of its own) and without one (one poller thread per driver library
 asks presence every poll interval, and skips a reader whose own calls just
-found out).  No event may be lost either way: removals during transmits,
+found out; a driver that counts card events is asked for its counts
+instead, and for presence only when they move).  No event may be lost either way: removals during transmits,
 removal while I/O is in flight, a card swapped between two looks.
 
 Wake-ups are counted with the simulated reader's call counters, not CPU time.
@@ -121,9 +122,15 @@ def test_idle_reader_with_polling_function_makes_no_driver_call() -> None:
         assert calls[EntryPoint.ICC_PRESENCE] == 0
 
 
-def test_idle_reader_without_polling_function_is_asked_once_per_interval() -> None:
+@pytest.mark.parametrize("event_counts", [True, False], ids=["counts", "no-counts"])
+def test_idle_reader_without_polling_function_is_asked_once_per_interval(
+        event_counts: bool) -> None:
+    """Once per poll interval the idle reader is looked at with one driver
+    call: its card-event counts where the driver counts events (presence
+    is asked only when they move), else presence."""
     from scardio.sim import EntryPoint
-    with sim_readers(polling=False, poll_interval_ms=20) as [(reader, sim)], \
+    with sim_readers(polling=False, event_counts=event_counts,
+                     poll_interval_ms=20) as [(reader, sim)], \
             Monitor([reader], callback=lambda ev: None):
         time.sleep(0.2)
         sim.reset_counters()
@@ -131,9 +138,13 @@ def test_idle_reader_without_polling_function_is_asked_once_per_interval() -> No
         time.sleep(1.0)
         calls = sim.counters().calls
         ticks = (time.monotonic() - t0) * 1000 / 20
+        # (a count read is a GET_CAPABILITIES call)
+        looks = calls[EntryPoint.GET_CAPABILITIES if event_counts else EntryPoint.ICC_PRESENCE]
         assert calls[EntryPoint.POLLING] == 0
-        assert calls[EntryPoint.ICC_PRESENCE] <= ticks + 2
-        assert calls[EntryPoint.ICC_PRESENCE] >= ticks / 4  # still polled under load
+        assert looks <= ticks + 2
+        assert looks >= ticks / 4  # still polled under load
+        if event_counts:
+            assert calls[EntryPoint.ICC_PRESENCE] == 0
 
 
 def test_readers_without_polling_function_share_one_thread() -> None:
@@ -191,13 +202,17 @@ def test_events_on_every_reader_at_once_under_one_poller(event_counts: bool) -> 
         assert all(names.count(r.name) == 2 for r, _ in pairs)
 
 
-def test_presence_checks_skipped_while_transmits_prove_the_card() -> None:
+@pytest.mark.parametrize("event_counts", [True, False], ids=["counts", "no-counts"])
+def test_presence_checks_skipped_while_transmits_prove_the_card(event_counts: bool) -> None:
     """Without a polling function a working transmit stands in for the
     presence check: back-to-back APDUs leave (almost) no presence call in
-    between; once they stop, checks resume."""
+    between; once they stop, checks resume.  A driver that counts card
+    events is asked for presence only when its counts move: once a look has
+    asked presence, the next looks are a count read each, taking no lock."""
     from scardio.sim import EntryPoint
     rec = Recorder()
-    with sim_readers(polling=False) as [(reader, sim)], Monitor([reader], callback=rec):
+    with sim_readers(polling=False, event_counts=event_counts) as [(reader, sim)], \
+            Monitor([reader], callback=rec):
         sim.insert()
         rec.wait_for(ARRIVAL)
         _power(reader.device)
@@ -208,10 +223,17 @@ def test_presence_checks_skipped_while_transmits_prove_the_card() -> None:
         assert tx.ok > 50 and tx.failed == 0
         # 50 poll intervals went by; a stall of the transmitting thread for
         # more than one interval (a busy machine) lets one check through.
-        assert calls[EntryPoint.ICC_PRESENCE] <= 10, calls
+        # (with counts: the one look that asks presence, if the transmits
+        # left it any; its looks are count reads or stood in for by them)
+        assert calls[EntryPoint.ICC_PRESENCE] <= (1 if event_counts else 10), calls
         sim.reset_counters()
         time.sleep(0.3)
-        assert sim.counters().calls[EntryPoint.ICC_PRESENCE] >= 5
+        calls = sim.counters().calls
+        if event_counts:
+            assert calls[EntryPoint.ICC_PRESENCE] <= 1, calls
+            assert calls[EntryPoint.GET_CAPABILITIES] >= 5, calls
+        else:
+            assert calls[EntryPoint.ICC_PRESENCE] >= 5
         assert rec.kinds() == [ARRIVAL]
 
 

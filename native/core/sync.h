@@ -59,17 +59,33 @@ void scio_yield(void);
  * not say (a hint: it may have moved by the time it is read). */
 int scio_current_cpu(void);
 
-/* An int that one thread reads without the lock another writes it under
- * (the writer still holds it): acquire / release ordering. */
+/* An int (or a 64-bit word) that one thread reads without the lock another
+ * writes it under (the writer still holds it): acquire / release ordering. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
 /* int and long are both 32 bits on Windows */
 static __inline int scio_load_acquire(const volatile int *p) { return (int)_InterlockedOr((volatile long *)p, 0); }
 static __inline void scio_store_release(volatile int *p, int v) { _InterlockedExchange((volatile long *)p, v); }
+static __inline uint64_t scio_load_acquire_u64(const volatile uint64_t *p)
+{
+    return (uint64_t)InterlockedCompareExchange64((volatile LONG64 *)p, 0, 0);
+}
+static __inline void scio_store_release_u64(volatile uint64_t *p, uint64_t v)
+{
+    InterlockedExchange64((volatile LONG64 *)p, (LONG64)v);
+}
 #define scio_cpu_relax() YieldProcessor()
 #else
 static inline int scio_load_acquire(const volatile int *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void scio_store_release(volatile int *p, int v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+static inline uint64_t scio_load_acquire_u64(const volatile uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+static inline void scio_store_release_u64(volatile uint64_t *p, uint64_t v)
+{
+    __atomic_store_n(p, v, __ATOMIC_RELEASE);
+}
 #if defined(__x86_64__) || defined(__i386__)
 #define scio_cpu_relax() __builtin_ia32_pause()
 #elif defined(__aarch64__) || defined(__arm__)

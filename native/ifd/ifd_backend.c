@@ -17,7 +17,9 @@
  * are asked for presence every poll interval by one thread per driver
  * library for all of its readers, which skips a reader whose own calls
  * just found out (a transmit that worked proves the card is in) so that
- * presence checks do not queue in front of I/O.
+ * presence checks do not queue in front of I/O.  A driver that counts card
+ * events is asked for its counts instead, without the call lock, and for
+ * presence only when they moved.
  *
  * Drivers may offer scardio's extensions (ifd_ext.h): exact card-event
  * counts and a range of unlocked vendor controls.  Both are asked once at
@@ -99,16 +101,20 @@ static unsigned long current_pid(void)
 
 struct ifd_poller;
 static void poller_drop(struct ifd_poller *p);
+struct ifd_dev;
+static void poller_unquiet(struct ifd_dev *s);
 
 static scio_mutex libs_lock = SCIO_MUTEX_INITIALIZER;
 static ifd_lib *libs;
 static ifd_open *opens;
 
 typedef struct ifd_dev {
-    /* What a presence look touches comes first, in as few cache lines as
-     * can be: a library's poller looks at every tracked reader each poll
-     * interval, and with many readers each look would otherwise miss the
-     * cache several times (more than the look itself costs). */
+    /* What a locked look of the library's poller touches comes first, in as
+     * few cache lines as can be: the poller looks at every tracked reader
+     * each poll interval, and with many readers each look would otherwise
+     * miss the cache several times (more than the look itself costs).  A
+     * look that reads the card-event counts alone touches none of this
+     * (its poller entry has what it needs). */
     scio_mutex drv_lock;     /* one lock per reader around driver calls */
     ifd_lib *lib;
     scio_mutex *lock;        /* &drv_lock, or the library's call_lock */
@@ -1056,8 +1062,11 @@ static int read_events(ifd_dev *s, uint32_t *ins, uint32_t *rem)
                      (unsigned long)s->last_rem, (unsigned long)*rem,
                      (unsigned long)s->open_ins, (unsigned long)s->open_rem);
         s->has_events = 0;
+        poller_unquiet(s);
         return 0;
     }
+    if (*ins != s->last_ins || *rem != s->last_rem)
+        poller_unquiet(s); /* an event: the tracker's next look must see it */
     s->last_ins = *ins;
     s->last_rem = *rem;
     return 1;
@@ -1152,15 +1161,17 @@ static void track_stopped(ifd_dev *s)
  * transmit that just worked proves the card is in), so that presence checks
  * do not queue in front of I/O; an event those calls saw is never put off. */
 static int track_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
-                      scio_status *st, long *drv)
+                      scio_status *st, long *drv, int *asked)
 {
     int present;
     if (first)
         track_begin(s);
     *st = SCIO_SUCCESS;
+    *asked = 0;
     if (!s->poll && s->look_ms != 0 && !events_pending(s) &&
         now_ms - s->look_ms < (int64_t)s->poll_interval_ms)
         return (s->state > SCIO_STATE_ABSENT) == want_present;
+    *asked = 1;
     *st = refresh_presence(s, &present, drv);
     if (*st != SCIO_SUCCESS) {
         /* The card may have moved while the driver failed: the next count
@@ -1192,13 +1203,14 @@ static scio_status do_track(ifd_dev *s, scio_op *op, int want_present, long *drv
     int64_t last_poll_ms = -1; /* -1: no poll yet in this request */
     int first = 1;
     for (;;) {
-        int done;
+        int done, asked;
         scio_status st;
         held_lock h;
         if (scio_op_cancelled(op))
             break;
         call_lock(s->lock, &h);
-        done = track_look(s, want_present, first, s->poll ? 0 : scio_now_ms(), &st, drv);
+        done = track_look(s, want_present, first, s->poll ? 0 : scio_now_ms(), &st, drv,
+                          &asked);
         call_unlock(&h);
         first = 0;
         if (st != SCIO_SUCCESS)
@@ -1293,18 +1305,37 @@ static void ifd_wake_tracking(scio_device *d)
  * that is not thread safe go one at a time anyway): it wakes once per
  * interval, on a tick shared by every reader, and looks at each.  The
  * requests sit in one array, so that finding the readers due walks
- * contiguous memory rather than chasing a pointer into every reader. */
+ * contiguous memory rather than chasing a pointer into every reader.
+ *
+ * A driver that counts card events (ifd_ext.h) is asked for presence only
+ * when its counts moved: once a look has asked presence, read the counts
+ * after it and left the request waiting with every event reported, the
+ * request's entry keeps those counts ("quiet"), and the following looks
+ * read the counts alone, without the call lock, from what the entry holds
+ * (no pointer into the reader): while they stand still the card has not
+ * moved and the look is done.  Any count read under the call lock that
+ * finds them moved (poller_unquiet) makes the next look a full one. */
 
+/* 32 bytes (with a 64-bit DWORD), two to a cache line: the reader itself
+ * is in devs[], at the same index, for looks that need it. */
 typedef struct poller_entry {
-    ifd_dev *s;
+    IFD_DWORD lun;           /* the reader's, for looks that read the counts alone */
+    uint64_t quiet;          /* the counts (insertions | removals << 32) */
     int64_t due;             /* the next look, ms; 0: at once */
-    int want_present, first, cancel;
+    uint32_t interval_ms;    /* the reader's poll interval */
+    unsigned char want_present, first, cancel;
+    unsigned char quiet_state; /* QUIET_* */
 } poller_entry;
+
+#define QUIET_ON    1  /* quiet holds: a look may read the counts alone */
+#define QUIET_DIRTY 2  /* unquieted since the batch noted the entry */
 
 typedef struct ifd_poller {
     scio_mutex lock;
     scio_cond cv;
+    ifdh_get_capabilities_fn get_caps; /* the library's */
     poller_entry *items;     /* readers with a request waiting */
+    ifd_dev **devs;          /* and the readers */
     size_t count, cap;
     int thread_up, quit;
     int dirty;               /* a request came or was cancelled: look again */
@@ -1318,6 +1349,7 @@ static ifd_poller *poller_get(ifd_lib *lib)
     if (!p && (p = calloc(1, sizeof *p)) != NULL) {
         scio_mutex_init(&p->lock);
         scio_cond_init(&p->cv);
+        p->get_caps = lib->get_caps;
         lib->poller = p;
     }
     scio_mutex_unlock(&libs_lock);
@@ -1327,6 +1359,7 @@ static ifd_poller *poller_get(ifd_lib *lib)
 static void poller_free(ifd_poller *p)
 {
     free(p->items);
+    free(p->devs);
     scio_cond_destroy(&p->cv);
     scio_mutex_destroy(&p->lock);
     free(p);
@@ -1348,6 +1381,20 @@ static void poller_drop(struct ifd_poller *p)
         poller_free(p);
 }
 
+/* The counts moved (or can no longer be trusted), seen by a call with the
+ * reader's call lock held: the pending request's next look asks presence.
+ * (The poller lock is only ever held briefly, never across a driver call.) */
+static void poller_unquiet(ifd_dev *s)
+{
+    ifd_poller *p = s->poller;
+    if (!p)
+        return;
+    scio_mutex_lock(&p->lock);
+    if (s->tw_op)
+        p->items[s->tw_slot].quiet_state = QUIET_DIRTY;
+    scio_mutex_unlock(&p->lock);
+}
+
 static int64_t next_tick(int64_t now_ms, unsigned interval_ms)
 {
     return (now_ms / interval_ms + 1) * interval_ms;
@@ -1363,16 +1410,55 @@ static int call_trylock(scio_mutex *lock, held_lock *h)
     return 1;
 }
 
-/* The poller's look at one reader: 1 done, 0 not yet, -1 put off because a
- * call holds the lock (its outcome is news too).  A lock the whole library
- * shares (a driver that is not thread safe) is waited for after two tries,
- * so that another reader's I/O cannot starve this one's tracking. */
-static int poller_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
-                       scio_status *st, long *drv)
+/* The poller takes its lock once per batch of readers, not per reader:
+ * it notes which readers are due with the lock held, looks at them with
+ * it released, and then settles their requests with it held again. */
+#define POLLER_BATCH 32
+
+typedef struct poller_item {
+    IFD_DWORD lun;
+    uint64_t quiet;                  /* in: the entry's; out: the look's */
+    int counts_only;                 /* a look that reads the counts alone */
+    int cancel;                      /* as the request stood when noted */
+    /* the rest for full looks only */
+    ifd_dev *s;
+    int want_present, first;         /* as the request stood when noted */
+    int quiet_on;                    /* out: the look's, or -1: keep the entry's */
+    int r;                           /* poller_look's answer */
+    scio_status st;
+    long drv;
+} poller_item;
+
+static uint64_t counts_word(uint32_t ins, uint32_t rem)
 {
+    return (uint64_t)ins | (uint64_t)rem << 32;
+}
+
+/* Do the card-event counts still stand where the request was left quiet?
+ * Then the card has not moved either (ifd_ext.h): one driver call, made
+ * without the call lock (the extension allows it), so that the look
+ * neither waits for nor holds up the reader's I/O. */
+static int counts_unmoved(ifdh_get_capabilities_fn get_caps, const poller_item *it)
+{
+    uint8_t v[8 + 8]; /* slack: a driver writing past the length it was given */
+    IFD_DWORD len = 8;
+    return get_caps(it->lun, SCIO_IFD_TAG_CARD_EVENTS, &len, v) == IFD_SUCCESS &&
+           len == 8 && counts_word(scio_get_u32(v), scio_get_u32(v + 4)) == it->quiet;
+}
+
+/* The poller's full look at one reader: 1 done, 0 not yet, -1 put off
+ * because a call holds the lock (its outcome is news too).  A lock the
+ * whole library shares (a driver that is not thread safe) is waited for
+ * after two tries, so that another reader's I/O cannot starve this one's
+ * tracking.  Leaves in it->quiet_on / it->quiet whether the next look may
+ * read the counts alone. */
+static int poller_look(poller_item *it, int64_t now_ms)
+{
+    ifd_dev *s = it->s;
     held_lock h;
-    int done;
-    *st = SCIO_SUCCESS;
+    int done, asked;
+    it->st = SCIO_SUCCESS;
+    it->quiet_on = -1;
     if (!call_trylock(s->lock, &h)) {
         if (s->lock != &s->lib->call_lock || s->tw_deferred < 2) {
             s->tw_deferred++;
@@ -1381,7 +1467,12 @@ static int poller_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
         call_lock(s->lock, &h);
     }
     s->tw_deferred = 0;
-    done = track_look(s, want_present, first, now_ms, st, drv);
+    done = track_look(s, it->want_present, it->first, now_ms, &it->st, &it->drv, &asked);
+    if (asked) { /* (else what the reader's calls found stood in: quiet stays) */
+        it->quiet_on = !done && it->st == SCIO_SUCCESS && s->has_events &&
+                       !s->events_stale && !events_pending(s);
+        it->quiet = counts_word(s->last_ins, s->last_rem);
+    }
     call_unlock(&h);
     return done;
 }
@@ -1390,11 +1481,12 @@ static int poller_look(ifd_dev *s, int want_present, int first, int64_t now_ms,
  * into its place. */
 static void poller_unlink(ifd_poller *p, size_t i)
 {
-    ifd_dev *s = p->items[i].s;
+    ifd_dev *s = p->devs[i];
     size_t last = --p->count;
     if (i != last) {
         p->items[i] = p->items[last];
-        p->items[i].s->tw_slot = i;
+        p->devs[i] = p->devs[last];
+        p->devs[i]->tw_slot = i;
     }
     s->tw_op = NULL;
 }
@@ -1416,28 +1508,14 @@ static void prefetch_reader(const ifd_dev *s)
     POLLER_PREFETCH(c + 192);
 }
 
-/* The poller takes its lock once per batch of readers, not per reader:
- * it notes which readers are due with the lock held, looks at them with
- * it released, and then settles their requests with it held again. */
-#define POLLER_BATCH 32
-
-typedef struct poller_item {
-    ifd_dev *s;
-    int want_present, first, cancel; /* as the request stood when noted */
-    int r;                           /* poller_look's answer */
-    scio_status st;
-    long drv;
-} poller_item;
-
 /* Settle the request in entry i after its look (poller lock held): 1 if it
  * completed (the entry is gone and the lock was dropped meanwhile), else 0
- * and *wake_at covers its next look. */
-static int poller_settle(ifd_poller *p, size_t i, const poller_item *it, int64_t now,
-                         int64_t *wake_at)
+ * and its next look is due at *due. */
+static int poller_settle(ifd_poller *p, size_t i, const poller_item *it, int64_t due)
 {
     poller_entry *e = &p->items[i];
-    ifd_dev *s = e->s;
-    scio_op *op = s->tw_op;
+    ifd_dev *s;
+    scio_op *op;
     scio_status st = it->st;
     int done = 0;
     if (!it->cancel) {
@@ -1450,11 +1528,16 @@ static int poller_settle(ifd_poller *p, size_t i, const poller_item *it, int64_t
         done = 1;
     }
     if (!done) {
-        e->due = next_tick(now, s->poll_interval_ms);
-        if (e->due < *wake_at)
-            *wake_at = e->due;
+        e->due = due;
+        /* Not if a call saw the counts move since the look was noted. */
+        if (it->quiet_on >= 0 && !(e->quiet_state & QUIET_DIRTY)) {
+            e->quiet_state = it->quiet_on ? QUIET_ON : 0;
+            e->quiet = it->quiet;
+        }
         return 0;
     }
+    s = p->devs[i];
+    op = s->tw_op;
     poller_unlink(p, i);
     scio_mutex_unlock(&p->lock);
     if (st == SCIO_CANCELLED)
@@ -1474,46 +1557,94 @@ static SCIO_THREAD_FN poller_main(void *arg)
         int64_t now = scio_now_ms(), wake_at = INT64_MAX;
         size_t i = 0;
         int moved = 0;
+        unsigned quick_batches = 0;
         p->dirty = 0;
         while (i < p->count) {
-            int n = 0, k;
+            int n = 0, k, full;
+            unsigned interval = 0;
+            int64_t due = 0;
             /* Only this thread removes entries (and moves them), others
-             * append or set a cancel flag: the slots noted stay the
-             * readers noted while the lock is dropped for the looks. */
+             * append or set a cancel or quiet flag: the slots noted stay
+             * the readers noted while the lock is dropped for the looks. */
             for (; i < p->count && n < POLLER_BATCH; i++) {
-                const poller_entry *e = &p->items[i];
+                poller_entry *e = &p->items[i];
+                poller_item *it = &batch[n];
                 if (!e->cancel && e->due > now) {
                     if (e->due < wake_at)
                         wake_at = e->due;
                     continue;
                 }
-                batch[n].s = e->s;
-                batch[n].want_present = e->want_present;
-                batch[n].first = e->first;
-                batch[n].cancel = e->cancel;
+                it->lun = e->lun;
+                it->quiet = e->quiet;
+                it->cancel = e->cancel;
+                it->counts_only = (e->quiet_state & QUIET_ON) && !e->first && !e->cancel;
+                e->quiet_state &= (unsigned char)~QUIET_DIRTY;
+                if (!it->counts_only) {
+                    it->s = p->devs[i];
+                    it->want_present = e->want_present;
+                    it->first = e->first;
+                    if (!it->cancel) /* the look touches the reader: fetch it meanwhile */
+                        prefetch_reader(it->s);
+                }
                 slot[n] = i;
                 n++;
             }
             if (n == 0)
                 break;
             scio_mutex_unlock(&p->lock);
-            for (k = 0; k < n; k++) {
+            for (k = 0, full = 0; k < n; k++) {
                 poller_item *it = &batch[k];
-                if (k + 1 < n)
-                    prefetch_reader(batch[k + 1].s);
+                if (it->counts_only) {
+                    /* moved: a full look, at once, in another pass */
+                    it->r = counts_unmoved(p->get_caps, it) ? 0 : -2;
+                    continue;
+                }
                 it->r = 0;
                 it->st = SCIO_SUCCESS;
                 it->drv = 0;
-                if (!it->cancel)
-                    it->r = poller_look(it->s, it->want_present, it->first, now,
-                                        &it->st, &it->drv);
+                it->quiet_on = -1;
+                if (!it->cancel) {
+                    it->r = poller_look(it, now);
+                    full = 1;
+                }
             }
-            now = scio_now_ms();
+            /* Looks that read the counts alone take no time worth a clock
+             * read each batch (an early next look would do no harm). */
+            if (full || ++quick_batches % 8 == 0)
+                now = scio_now_ms();
             scio_mutex_lock(&p->lock);
             /* Highest slot first: a completed entry's place is taken by the
              * last one, never by one of this batch still to settle. */
-            for (k = n - 1; k >= 0; k--)
-                moved |= poller_settle(p, slot[k], &batch[k], now, &wake_at);
+            for (k = n - 1; k >= 0; k--) {
+                poller_entry *e = &p->items[slot[k]];
+                poller_item *it = &batch[k];
+                if (e->interval_ms != interval) { /* one driver's readers share it, as a rule */
+                    interval = e->interval_ms;
+                    due = next_tick(now, interval);
+                }
+                if (it->counts_only && !e->cancel) {
+                    if (it->r == 0 && !(e->quiet_state & QUIET_DIRTY)) {
+                        e->due = due;
+                        if (due < wake_at)
+                            wake_at = due;
+                    } else {
+                        e->quiet_state = 0; /* the counts moved: look at it fully */
+                        e->due = 0;
+                        moved = 1;
+                    }
+                    continue;
+                }
+                if (it->counts_only) { /* cancelled meanwhile */
+                    it->r = 0;
+                    it->st = SCIO_SUCCESS;
+                    it->drv = 0;
+                    it->quiet_on = -1;
+                }
+                if (poller_settle(p, slot[k], it, due))
+                    moved = 1;
+                else if (due < wake_at)
+                    wake_at = due;
+            }
         }
         /* An entry moved into a slot already passed is looked at now. */
         if (moved || p->dirty || (p->quit && !p->count))
@@ -1544,20 +1675,28 @@ static void ifd_submit_tracking(scio_device *d, scio_op *op, uint32_t code)
         size_t cap = p->cap ? 2 * p->cap : 16;
         poller_entry *items = cap <= SIZE_MAX / sizeof *items
                               ? realloc(p->items, cap * sizeof *items) : NULL;
+        ifd_dev **devs = NULL;
         if (items) {
             p->items = items;
+            devs = cap <= SIZE_MAX / sizeof *devs ? realloc(p->devs, cap * sizeof *devs)
+                                                  : NULL;
+        }
+        if (devs) {
+            p->devs = devs;
             p->cap = cap;
         } else {
-            failed = 1;
+            failed = 1; /* (items, if grown, is just larger than needed) */
         }
     }
     if (!failed) {
         poller_entry *e = &p->items[p->count];
-        e->s = s;
+        memset(e, 0, sizeof *e);
+        p->devs[p->count] = s;
+        e->lun = s->lun;
         e->due = 0; /* the first look at once */
+        e->interval_ms = s->poll_interval_ms;
         e->want_present = code == SCIO_IOCTL_IS_PRESENT;
         e->first = 1;
-        e->cancel = 0;
         s->tw_op = op;
         s->tw_slot = p->count++;
         s->tw_deferred = 0;

@@ -29,13 +29,28 @@
  * tracking request (IS_PRESENT / IS_ABSENT) that asks the driver and after
  * every presence check.  (Without a polling function a step may be skipped
  * when the reader's own calls just found the card in, unless the counts
- * last read show an event not yet reported.)
+ * last read show an event not yet reported.)  And without the call lock:
+ * for a reader without a polling function, once a step has asked presence,
+ * read the counts after it and left the request waiting with every event
+ * they show reported, each following step (one per poll interval) reads
+ * the counts alone, without any lock of the backend's -- concurrently with
+ * any other call of the driver, on this reader or another (but never with
+ * closing this reader's channel, which waits for the request) -- and asks
+ * presence again (a full step, under the lock) only once they differ from
+ * what that step read.  A driver that offers the counts serves this read at
+ * any time, from its own state and at once.
  *
  * Semantics: each tracking request completes on one counted event, so a
  * card that comes and goes faster than requests are made is still reported
  * as every arrival and departure, in order, exactly once; and a card seen
  * again after an insertion the backend did not witness is taken for a new,
- * unpowered card (its power and protocol are forgotten).
+ * unpowered card (its power and protocol are forgotten).  Counts standing
+ * still are taken to mean that the card is where the last presence check
+ * found it: a driver counts every arrival and departure IFDHICCPresence
+ * reports, no later than it reports it.  (An answer that follows events
+ * counted but not reported yet, such as "absent" after a swap for hosts
+ * that do not count, is fine: every step that reports an event asks
+ * presence.)
  *
  * Checks: neither count may go back, and since one slot alternates arrivals
  * and departures, the counts may never drift apart by more than one from

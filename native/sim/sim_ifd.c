@@ -12,6 +12,11 @@
  * freed when its last reference goes, so a call still inside a closed LUN
  * never touches freed memory.
  *
+ * Presence checks and card-event count reads, which a host makes for every
+ * reader many times a second, take no lock at all when nothing special is
+ * armed: each open LUN publishes what they answer in a slot of a static
+ * table (see "hot slots"), read with atomic loads.
+ *
  * The library needs nothing from its host (no log_msg / log_xxd).
  */
 #ifndef _WIN32
@@ -83,6 +88,40 @@ typedef struct timespec sim_deadline;
 #define sim_cond_broadcast(c) pthread_cond_broadcast(c)
 #define sim_cond_wait(c, m) pthread_cond_wait((c), (m))
 #define sim_cond_timedwait(c, m, d) (pthread_cond_timedwait((c), (m), (d)) == ETIMEDOUT)
+#endif
+
+/* Atomics for the hot slots: the compiler's builtins, or Interlocked
+ * functions with MSVC (full barriers, stronger than needed). */
+#if defined(_MSC_VER) && !defined(__clang__)
+static uint32_t ld_acq32(volatile uint32_t *p) { return (uint32_t)InterlockedOr((volatile LONG *)p, 0); }
+static uint64_t ld_acq64(volatile uint64_t *p)
+{
+    return (uint64_t)InterlockedCompareExchange64((volatile LONG64 *)p, 0, 0);
+}
+static void st_rel32(volatile uint32_t *p, uint32_t v) { InterlockedExchange((volatile LONG *)p, (LONG)v); }
+static void st_rel64(volatile uint64_t *p, uint64_t v)
+{
+    InterlockedExchange64((volatile LONG64 *)p, (LONG64)v);
+}
+/* 1 and *expect unchanged if *p was *expect (now v), else 0 and *expect = *p */
+static int cas64(volatile uint64_t *p, uint64_t *expect, uint64_t v)
+{
+    uint64_t was = (uint64_t)InterlockedCompareExchange64((volatile LONG64 *)p, (LONG64)v,
+                                                          (LONG64)*expect);
+    if (was == *expect)
+        return 1;
+    *expect = was;
+    return 0;
+}
+#define SIM_ALIGN64 __declspec(align(64))
+#else
+#define ld_acq32(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ld_acq64(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define st_rel32(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define st_rel64(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define cas64(p, expect, v) \
+    __atomic_compare_exchange_n((p), (expect), (v), 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
+#define SIM_ALIGN64 __attribute__((aligned(64)))
 #endif
 
 #define SIM_MAX_LUNS      4096
@@ -166,6 +205,7 @@ struct lun {
     struct ext_ref *dropped;   /* external cards to release after unlocking */
     uint64_t card_gen;         /* bumped by every insertion and removal */
     uint64_t link_gen;         /* bumped by power / reset / protocol changes */
+    struct lun_hot *hot;       /* while open: what lock-free calls read */
 };
 
 static sim_mutex g_lock = SIM_MUTEX_INITIALIZER;
@@ -228,6 +268,180 @@ static void sleep_us(uint32_t us)
         ts = rem;
 }
 #endif
+
+/* ---- hot slots ----------------------------------------------------------- */
+
+/*
+ * What IFDHICCPresence and the card-event count read (SCIO_IFD_TAG_CARD_EVENTS)
+ * answer, published by each open LUN in 32 bytes of a static table, so that
+ * the two calls a host makes per reader every poll interval take no lock,
+ * touch no shared line and never the LUN itself: looked up by LUN value in
+ * chains of their own, answered with atomic loads and one compare-and-swap.
+ * Anything that makes one of them do more than read (a fault or latency
+ * armed, a swap's "absent" answers, no counts, a closed LUN) sets its SLOW
+ * flag, and the call takes the locked path.
+ *
+ * One word holds a slot's generation (even: in use by the LUN with this id;
+ * bumped to odd when it closes, to the next even value when the slot is
+ * given to another LUN), the flags and the two calls' counts.  A call counts
+ * itself with a compare-and-swap on that word, which therefore also checks
+ * that the slot still held this LUN and these flags all along: a reader
+ * racing a close or a reuse fails it and takes the locked path.  Slots are
+ * never freed, only reused, so a reader only ever reads memory of the table.
+ * A reader that misses (a chain changing under it) takes the locked path
+ * too, which has the final word.
+ *
+ * The counts are folded into the LUN's counters whenever the LUN's lock is
+ * released (and before COUNTERS reads them); a count this large that it
+ * could overflow its field sends the call down the locked path, which folds.
+ *
+ * Writers: a LUN publishes (hot_sync) with its lock held, before every
+ * unlock (lun_unlock); slots are given and linked under g_lock; a closing
+ * LUN kills its slot with its lock held, then unlinks it under g_lock.
+ */
+#define HOT_PRESENT       1u
+#define HOT_SLOW_PRESENCE 2u   /* IFDHICCPresence takes the locked path */
+#define HOT_SLOW_EVENTS   4u   /* so does the count read */
+#define HOT_SLOW          (HOT_SLOW_PRESENCE | HOT_SLOW_EVENTS)
+
+/* The word: gen 16 bits | flags 4 | presence calls 22 | count reads 22. */
+#define HW_GEN_SHIFT      48
+#define HW_FLAGS_SHIFT    44
+#define HW_PRESENCE_SHIFT 22
+#define HW_COUNT_BITS     22
+#define HW_COUNT_MASK     ((1ull << HW_COUNT_BITS) - 1)
+#define HW_FOLD_AT        (1ull << (HW_COUNT_BITS - 1))
+#define HW_COUNTS         (HW_COUNT_MASK << HW_PRESENCE_SHIFT | HW_COUNT_MASK)
+
+#define hw_gen(w)      ((uint32_t)((w) >> HW_GEN_SHIFT))
+#define hw_flags(w)    ((uint32_t)((w) >> HW_FLAGS_SHIFT) & 0xFu)
+#define hw_presence(w) (((w) >> HW_PRESENCE_SHIFT) & HW_COUNT_MASK)
+#define hw_reads(w)    ((w) & HW_COUNT_MASK)
+
+struct lun_hot {
+    uint64_t id;               /* the LUN value */
+    uint64_t word;             /* gen | flags | counts, above */
+    uint64_t events;           /* insertions | removals << 32, one snapshot */
+    uint32_t next;             /* the next slot in the chain + 1; 0: none */
+    uint32_t unused;
+};
+
+static SIM_ALIGN64 struct lun_hot g_hot[SIM_MAX_LUNS];
+static uint32_t g_hot_head[SIM_BUCKETS]; /* slot + 1; 0: none */
+static uint32_t g_hot_free[SIM_MAX_LUNS]; /* reusable slots (g_lock) */
+static unsigned g_hot_nfree, g_hot_used; /* g_lock */
+
+/* The slot of an open LUN and its word, or NULL. */
+static struct lun_hot *hot_find(IFD_DWORD id, uint64_t *word)
+{
+    uint32_t i = ld_acq32(&g_hot_head[bucket_of(id)]);
+    unsigned steps;
+    /* Bounded: chains relinked under a reader must not hold it. */
+    for (steps = 0; i != 0 && i <= SIM_MAX_LUNS && steps < SIM_MAX_LUNS; steps++) {
+        struct lun_hot *h = &g_hot[i - 1];
+        uint64_t w = ld_acq64(&h->word);
+        if ((hw_gen(w) & 1u) == 0 && ld_acq64(&h->id) == (uint64_t)id) {
+            *word = w;
+            return h;
+        }
+        i = ld_acq32(&h->next);
+    }
+    return NULL;
+}
+
+/* Count one lock-free call (one = 1 << its count's shift) in h, whose word
+ * was *w, while none of the slow flags in `slow` is set: 1 and the flags it
+ * was counted under in *w, or 0 (the locked path).  With `events`, the
+ * counts it was counted with in *events. */
+static int hot_count(struct lun_hot *h, uint64_t *w, uint32_t slow, uint64_t one,
+                     int shift, uint64_t *events)
+{
+    uint32_t gen = hw_gen(*w);
+    for (;;) {
+        if ((hw_flags(*w) & slow) != 0 || ((*w >> shift) & HW_COUNT_MASK) >= HW_FOLD_AT)
+            return 0;
+        if (events != NULL)
+            *events = ld_acq64(&h->events);
+        if (cas64(&h->word, w, *w + one))
+            return 1;
+        if (hw_gen(*w) != gen)
+            return 0;
+    }
+}
+
+/* Give a new LUN a slot and link it (g_lock held, the LUN not yet in the
+ * table); NULL if every slot is taken. */
+static struct lun_hot *hot_take(IFD_DWORD id)
+{
+    struct lun_hot *h;
+    uint32_t i, gen;
+    unsigned b = bucket_of(id);
+    if (g_hot_nfree > 0)
+        i = g_hot_free[--g_hot_nfree];
+    else if (g_hot_used < SIM_MAX_LUNS)
+        i = g_hot_used++;
+    else
+        return NULL;
+    h = &g_hot[i];
+    gen = ((hw_gen(ld_acq64(&h->word)) | 1u) + 1u) & 0xFFFFu;
+    st_rel64(&h->id, (uint64_t)id);
+    st_rel64(&h->events, 0);
+    st_rel32(&h->next, g_hot_head[b]);
+    /* slow until published; no reader can count on a dead word meanwhile */
+    st_rel64(&h->word, (uint64_t)gen << HW_GEN_SHIFT | (uint64_t)HOT_SLOW << HW_FLAGS_SHIFT);
+    st_rel32(&g_hot_head[b], i + 1);
+    return h;
+}
+
+/* Unlink a killed slot and make it reusable (g_lock held). */
+static void hot_drop(struct lun_hot *h)
+{
+    uint32_t i = (uint32_t)(h - g_hot), *pp = &g_hot_head[bucket_of((IFD_DWORD)h->id)];
+    while (*pp != 0 && *pp != i + 1)
+        pp = &g_hot[*pp - 1].next;
+    if (*pp == i + 1)
+        st_rel32(pp, h->next);
+    g_hot_free[g_hot_nfree++] = i;
+}
+
+/* Publish what the lock-free calls answer and take their counts into the
+ * LUN's counters (LUN lock held): before every unlock, so that no change
+ * made under the lock goes unseen.  Stores nothing when nothing changed,
+ * leaving the line clean in the readers' caches.  With `dead`, the slot
+ * stops answering for the LUN (it is closing). */
+static void hot_sync(struct lun *l, int dead)
+{
+    struct lun_hot *h = l->hot;
+    uint32_t f = l->present ? HOT_PRESENT : 0;
+    uint64_t ev = (uint64_t)l->ev_insertions | (uint64_t)l->ev_removals << 32, w, nw;
+    if (h == NULL)
+        return;
+    if (l->closed || l->latency_us != 0 || l->swap_absent > 0
+        || l->fault[SIM_EP_ICC_PRESENCE].kind != SIM_FAULT_NONE)
+        f |= HOT_SLOW_PRESENCE;
+    if (l->closed || l->latency_us != 0 || l->no_events
+        || l->fault[SIM_EP_GET_CAPABILITIES].kind != SIM_FAULT_NONE)
+        f |= HOT_SLOW_EVENTS;
+    if (dead)
+        f = HOT_SLOW;
+    if (ld_acq64(&h->events) != ev)
+        st_rel64(&h->events, ev);
+    w = ld_acq64(&h->word);
+    do {
+        uint64_t gen = hw_gen(w) | (dead ? 1u : 0u);
+        nw = gen << HW_GEN_SHIFT | (uint64_t)f << HW_FLAGS_SHIFT;
+        if (nw == w)
+            return;
+    } while (!cas64(&h->word, &w, nw));
+    l->counters[SIM_COUNTER_CALLS + SIM_EP_ICC_PRESENCE] += (uint32_t)hw_presence(w);
+    l->counters[SIM_COUNTER_CALLS + SIM_EP_GET_CAPABILITIES] += (uint32_t)hw_reads(w);
+}
+
+static void lun_unlock(struct lun *l)
+{
+    hot_sync(l, 0);
+    sim_mutex_unlock(&l->lock);
+}
 
 /* ---- LUN table ----------------------------------------------------------- */
 
@@ -373,6 +587,7 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id, const char *name)
     l->lost_stop = name_has_option(name, "loststop");
     sim_card_init(&l->card, NULL, 0);
     l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
+    l->hot = hot_take(id); /* a slot is free: g_count < SIM_MAX_LUNS */
     {
         unsigned b = bucket_of(id);
         l->next = g_buckets[b];
@@ -380,6 +595,9 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id, const char *name)
     }
     g_count++;
     sim_mutex_unlock(&g_lock);
+    /* Nobody else can see l yet: its first state, published. */
+    sim_mutex_lock(&l->lock);
+    lun_unlock(l);
     return IFD_SUCCESS;
 }
 
@@ -432,7 +650,7 @@ static void ext_put(struct lun *l, struct ext_ref *e)
     int last;
     sim_mutex_lock(&l->lock);
     last = --e->refs == 0;
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     if (last) {
         if (e->card.release != NULL)
             e->card.release(e->card.ctx);
@@ -449,7 +667,7 @@ static void flush_dropped(struct lun *l)
     sim_mutex_lock(&l->lock);
     e = l->dropped;
     l->dropped = NULL;
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     while (e != NULL) {
         struct ext_ref *next = e->next_dropped;
         ext_put(l, e);
@@ -490,7 +708,7 @@ static void ext_gone(struct lun *l, struct ext_ref *e, uint64_t gen)
     sim_mutex_lock(&l->lock);
     if (ext_same_locked(l, e, gen))
         card_removed_locked(l);
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     flush_dropped(l);
 }
 
@@ -521,7 +739,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         l->fault[ep].value = 0;
     }
     lat = (ep == SIM_EP_CONTROL || ep == SIM_EP_POLLING) ? 0 : l->latency_us;
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
 
     if (lat != 0)
         sleep_us(lat);
@@ -540,7 +758,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
         while (gen == l->stop_gen && !l->closed)
             sim_cond_wait(&l->cond, &l->lock);   /* releases the lock */
         closed = l->closed;
-        sim_mutex_unlock(&l->lock);
+        lun_unlock(l);
         if (closed) {
             lun_put(l);
             return IFD_NO_SUCH_DEVICE;
@@ -554,7 +772,7 @@ static IFD_RESPONSECODE enter(IFD_DWORD id, int ep, int take_fault,
     case SIM_FAULT_REMOVE_CARD:
         sim_mutex_lock(&l->lock);
         card_removed_locked(l);
-        sim_mutex_unlock(&l->lock);
+        lun_unlock(l);
         flush_dropped(l);
         break;
     default:
@@ -613,7 +831,7 @@ static IFD_RESPONSECODE sim_poll(IFD_DWORD id, int timeout_ms)
         l->swap_absent = 0;
         l->swap_told = 0;
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     lun_put(l);
     return rv;
 }
@@ -628,7 +846,7 @@ static IFD_RESPONSECODE sim_stop_poll(IFD_DWORD id)
         l->poll_stop = 1;
         sim_cond_broadcast(&l->cond);
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     lun_put(l);
     return IFD_SUCCESS;
 }
@@ -690,6 +908,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHCreateChannel(IFD_DWORD Lun, IFD_DWORD Channel)
 SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
 {
     struct lun *l;
+    struct lun_hot *hot;
     struct fault f;
     IFD_RESPONSECODE rv;
     int was_linked;
@@ -722,8 +941,16 @@ SIM_EXPORT IFD_RESPONSECODE IFDHCloseChannel(IFD_DWORD Lun)
         l->dropped = l->ext;
         l->ext = NULL;
     }
+    hot = l->hot;
+    hot_sync(l, 1);
+    l->hot = NULL;
     sim_cond_broadcast(&l->cond);
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
+    if (hot != NULL) {
+        sim_mutex_lock(&g_lock);
+        hot_drop(hot);
+        sim_mutex_unlock(&g_lock);
+    }
     flush_dropped(l);
     lun_put(l);                /* the table's reference */
     lun_put(l);                /* ours */
@@ -768,6 +995,18 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
 
     if (Length == NULL)
         return IFD_COMMUNICATION_ERROR;
+    if (Tag == SCIO_IFD_TAG_CARD_EVENTS && Value != NULL && *Length >= 8) {
+        /* The hot tag: read each poll interval.  No lock when nothing is
+         * armed: the published counts (one snapshot). */
+        uint64_t w, ev;
+        struct lun_hot *h = hot_find(Lun, &w);
+        if (h != NULL && hot_count(h, &w, HOT_SLOW_EVENTS, 1, 0, &ev)) {
+            put_u32(Value, (uint32_t)ev);
+            put_u32(Value + 4, (uint32_t)(ev >> 32));
+            *Length = 8;
+            return IFD_SUCCESS;
+        }
+    }
     rv = enter(Lun, SIM_EP_GET_CAPABILITIES, 1, &l, &f);
     if (rv != IFD_SUCCESS)
         return rv;
@@ -842,7 +1081,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         rv = IFD_ERROR_TAG;
         break;
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *Length = overlong(cap, f.value);
     lun_put(l);
@@ -908,7 +1147,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetProtocolParameters(IFD_DWORD Lun, IFD_DWORD P
             sim_card_set_protocol(&l->card, Protocol == PROTO_T1 ? 1 : 0);
         }
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     lun_put(l);
     return rv;
 }
@@ -963,7 +1202,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
     op = ext_power_op(l, Action);
     if (op != 0)
         e = ext_get_locked(l, &gen);
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     if (e != NULL) {
         hook_rc = ext_power(e, op);
         if (hook_rc == SIM_EXT_E_GONE)
@@ -1017,7 +1256,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHPowerICC(IFD_DWORD Lun, IFD_DWORD Action,
     } else {
         rv = IFD_ERROR_NOT_SUPPORTED;
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     if (e != NULL)
         ext_put(l, e);
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
@@ -1052,7 +1291,7 @@ static IFD_RESPONSECODE ext_transmit(struct lun *l, struct ext_ref *e, uint64_t 
             e->t0.pending_len = 0;
         }
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     if (!ok) {
         rv = IFD_ICC_NOT_PRESENT;
         goto out;
@@ -1084,7 +1323,7 @@ static IFD_RESPONSECODE ext_transmit(struct lun *l, struct ext_ref *e, uint64_t 
     }
     sim_mutex_lock(&l->lock);
     ok = ext_same_locked(l, e, gen);
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     if (!ok) {                 /* removed during the call: the answer is lost */
         rv = IFD_ICC_NOT_PRESENT;
         goto out;
@@ -1157,7 +1396,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
     if ((e = ext_get_locked(l, &gen)) != NULL) {
         /* The card's code runs with no lock of ours held. */
         size_t n = 0;
-        sim_mutex_unlock(&l->lock);
+        lun_unlock(l);
         rv = ext_transmit(l, e, gen, TxBuffer, (size_t)TxLength, RxBuffer, (size_t)cap, &n);
         ext_put(l, e);
         *RxLength = (IFD_DWORD)n;
@@ -1177,7 +1416,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHTransmitToICC(IFD_DWORD Lun, IFD_SCARD_IO_HEADER
     if (RecvPci != NULL)
         RecvPci->Protocol = t;
 out:
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
 unlocked:
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
         *RxLength = overlong(cap, f.value);
@@ -1189,8 +1428,15 @@ SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD Lun)
 {
     struct lun *l;
     struct fault f;
-    IFD_RESPONSECODE rv = enter(Lun, SIM_EP_ICC_PRESENCE, 1, &l, &f);
+    IFD_RESPONSECODE rv;
+    uint64_t w;
+    struct lun_hot *h = hot_find(Lun, &w);
 
+    /* Nothing armed: the published answer, no lock. */
+    if (h != NULL && hot_count(h, &w, HOT_SLOW_PRESENCE, 1ull << HW_PRESENCE_SHIFT,
+                               HW_PRESENCE_SHIFT, NULL))
+        return hw_flags(w) & HOT_PRESENT ? IFD_ICC_PRESENT : IFD_ICC_NOT_PRESENT;
+    rv = enter(Lun, SIM_EP_ICC_PRESENCE, 1, &l, &f);
     if (rv != IFD_SUCCESS)
         return rv;
     sim_mutex_lock(&l->lock);
@@ -1204,7 +1450,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHICCPresence(IFD_DWORD Lun)
         l->event_gen++;
         sim_cond_broadcast(&l->cond);
     }
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     lun_put(l);
     return rv;
 }
@@ -1273,6 +1519,7 @@ static IFD_RESPONSECODE control_locked(struct lun *l, uint32_t n,
             *returned = 4u * SIM_COUNTER_COUNT;
             return IFD_ERROR_INSUFFICIENT_BUFFER;
         }
+        hot_sync(l, 0); /* with the calls that took no lock */
         memcpy(v, l->counters, sizeof(v));
         v[SIM_COUNTER_POWERED] = l->powered ? 1 : 0;
         v[SIM_COUNTER_PRESENT] = l->present ? 1 : 0;
@@ -1287,6 +1534,7 @@ static IFD_RESPONSECODE control_locked(struct lun *l, uint32_t n,
         size_t i;
         if (in_len != 0)
             return IFD_COMMUNICATION_ERROR;
+        hot_sync(l, 0); /* the calls that took no lock, to be zeroed too */
         for (i = 0; i < SIM_EP_COUNT; i++)
             l->counters[SIM_COUNTER_CALLS + i] = 0;
         l->counters[SIM_COUNTER_POWER_UPS] = 0;
@@ -1330,7 +1578,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHControl(IFD_DWORD Lun, IFD_DWORD dwControlCode,
     } else {
         sim_mutex_lock(&l->lock);
         rv = control_locked(l, n, TxBuffer, TxLength, RxBuffer, cap, &returned);
-        sim_mutex_unlock(&l->lock);
+        lun_unlock(l);
         flush_dropped(l);
     }
     if (rv == IFD_SUCCESS && f.kind == SIM_FAULT_OVERLONG_LENGTH)
@@ -1377,7 +1625,7 @@ IFD_RESPONSECODE sim_ext_insert(IFD_DWORD lun, const sim_ext_card *card,
             card_inserted_locked(l, atr, atr_len);
             l->ext = e;
         }
-        sim_mutex_unlock(&l->lock);
+        lun_unlock(l);
         flush_dropped(l);      /* the card this one replaced */
         lun_put(l);
     }
@@ -1398,7 +1646,7 @@ IFD_RESPONSECODE sim_ext_remove(IFD_DWORD lun)
         return IFD_NO_SUCH_DEVICE;
     sim_mutex_lock(&l->lock);
     card_removed_locked(l);
-    sim_mutex_unlock(&l->lock);
+    lun_unlock(l);
     flush_dropped(l);
     lun_put(l);
     return IFD_SUCCESS;

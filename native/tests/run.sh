@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the C core's tests, the driver quirks' and the simulated reader with
 # gcc, and run them under valgrind (memcheck: no errors, no leaks), then the
-# core's, the simulated reader's external cards' and its socket cards' again
-# under ThreadSanitizer.
+# core's, the simulated reader's (with its external cards' and its socket
+# cards') again under ThreadSanitizer.
 #
 # usage: run.sh [--no-valgrind] [--macos-paths]
 #   --no-valgrind  run the programs directly
@@ -81,6 +81,13 @@ if [ "${SCARDIO_SKIP_TSAN:-0}" != 1 ] && echo 'int main(void){return 0;}' |
     build _tsan -fsanitize=thread
     TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_core_tsan" \
         "$out/libscardio_sim_tsan.so" "$out/ext_driver_tsan.so"
+    # The simulated reader: its lock-free presence and count reads racing
+    # card events, closes and the reuse of their slots.
+    echo "== test_sim (ThreadSanitizer)"
+    gcc "${CFLAGS[@]}" -fsanitize=thread -I"$native" -I"$native/sim" -I"$native/ifd" \
+        "$here/test_sim.c" -ldl -o "$out/test_sim_tsan"
+    TSAN_OPTIONS="halt_on_error=1 exitcode=66" "$out/test_sim_tsan" \
+        "$out/libscardio_sim_tsan.so"
     # External cards: calls made with no reader lock held, racing swaps.
     echo "== test_ext_card (ThreadSanitizer)"
     gcc "${CFLAGS[@]}" -fsanitize=thread -I"$native" -I"$native/sim" -I"$native/ifd" \

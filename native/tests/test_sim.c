@@ -875,6 +875,238 @@ static void test_swap_seen_by_presence(void)
     CHECK_EQ(p_close(lun), IFD_SUCCESS);
 }
 
+/* ---- tests: the lock-free presence and count reads ------------------------ */
+
+/* The card-event counts as one u64 (insertions | removals << 32), or
+ * 0xFFFF... with the IFD code in *rv on failure. */
+static uint64_t events_of(IFD_DWORD lun, IFD_RESPONSECODE *rv)
+{
+    uint8_t b[8 + 8];
+    IFD_DWORD len = 8;
+    *rv = getcap(lun, SCIO_IFD_TAG_CARD_EVENTS, b, &len);
+    if (*rv != IFD_SUCCESS || len != 8)
+        return UINT64_MAX;
+    return (uint64_t)rd32(b) | (uint64_t)rd32(b + 4) << 32;
+}
+
+/* Presence and count reads answer from what the reader published (no
+ * lock) while nothing is armed: they must answer and count exactly as the
+ * locked calls do, and step aside for faults, latency and closed LUNs. */
+static void test_hot_paths(void)
+{
+    IFD_DWORD lun = 0x62000, other = 0x62001;
+    IFD_RESPONSECODE rv;
+    double t0;
+    int i, ok;
+
+    CHECK_EQ(p_create_by_name(lun, "sim"), IFD_SUCCESS);
+    CHECK_EQ(ctl(lun, SIM_CTL_RESET_COUNTERS, NULL, 0), IFD_SUCCESS);
+    for (i = 0, ok = 1; i < 100; i++)
+        if (p_presence(lun) != IFD_ICC_NOT_PRESENT)
+            ok = 0;
+    for (i = 0; i < 50; i++)
+        if (events_of(lun, &rv) != 0)
+            ok = 0;
+    CHECK(ok);
+    CHECK_EQ(counter(lun, SIM_COUNTER_CALLS + SIM_EP_ICC_PRESENCE), 100);
+    CHECK_EQ(counter(lun, SIM_COUNTER_CALLS + SIM_EP_GET_CAPABILITIES), 50);
+    CHECK_EQ(ctl(lun, SIM_CTL_RESET_COUNTERS, NULL, 0), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(counter(lun, SIM_COUNTER_CALLS + SIM_EP_ICC_PRESENCE), 1);
+    CHECK_EQ(counter(lun, SIM_COUNTER_CALLS + SIM_EP_GET_CAPABILITIES), 0);
+
+    /* They follow every change made under the lock. */
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_PRESENT);
+    CHECK_EQ(events_of(lun, &rv), 1);
+    CHECK_EQ(ctl(lun, SIM_CTL_REMOVE, NULL, 0), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(events_of(lun, &rv), 1 | 1ull << 32);
+
+    /* An armed fault is taken by the next call, then they answer again. */
+    CHECK_EQ(arm(lun, SIM_EP_ICC_PRESENCE, SIM_FAULT_RETURN, 600), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), 600);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(arm(lun, SIM_EP_GET_CAPABILITIES, SIM_FAULT_RETURN, 601), IFD_SUCCESS);
+    CHECK_EQ(events_of(lun, &rv), UINT64_MAX);
+    CHECK_EQ(rv, 601);
+    CHECK_EQ(events_of(lun, &rv), 1 | 1ull << 32);
+    CHECK_EQ(arm(lun, SIM_EP_ICC_PRESENCE, SIM_FAULT_REMOVE_CARD, 0), IFD_SUCCESS);
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);    /* removed by the fault */
+    CHECK_EQ(events_of(lun, &rv), 2 | 2ull << 32);
+    /* A buffer too small for the counts goes the locked way, and says so. */
+    {
+        uint8_t b[8];
+        IFD_DWORD len = 7;
+        CHECK_EQ(getcap(lun, SCIO_IFD_TAG_CARD_EVENTS, b, &len), IFD_ERROR_INSUFFICIENT_BUFFER);
+        CHECK_EQ(len, 8);
+    }
+    /* Latency: slept by every later call, these included. */
+    CHECK_EQ(ctl_u32(lun, SIM_CTL_SET_LATENCY, 20000), IFD_SUCCESS);
+    t0 = now_s();
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(events_of(lun, &rv), 2 | 2ull << 32);
+    CHECK(now_s() - t0 >= 0.039);
+    CHECK_EQ(ctl_u32(lun, SIM_CTL_SET_LATENCY, 0), IFD_SUCCESS);
+
+    /* Closed: no answer for it, though its slot serves another LUN. */
+    CHECK_EQ(insert_kind(lun, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK_EQ(p_close(lun), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_NO_SUCH_DEVICE);
+    CHECK_EQ(events_of(lun, &rv), UINT64_MAX);
+    CHECK_EQ(rv, IFD_NO_SUCH_DEVICE);
+    CHECK_EQ(p_create_by_name(other, "sim"), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_NO_SUCH_DEVICE);
+    CHECK_EQ(p_presence(other), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(events_of(other, &rv), 0);
+    CHECK_EQ(counter(other, SIM_COUNTER_CALLS + SIM_EP_ICC_PRESENCE), 1);
+    /* Reopened: a fresh reader, counts from zero. */
+    CHECK_EQ(p_create_by_name(lun, "sim"), IFD_SUCCESS);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(events_of(lun, &rv), 0);
+    CHECK_EQ(p_close(lun), IFD_SUCCESS);
+    CHECK_EQ(p_close(other), IFD_SUCCESS);
+
+    /* Without counts (option noevents): the tag is unknown, as before. */
+    CHECK_EQ(p_create_by_name(lun, "sim?noevents"), IFD_SUCCESS);
+    CHECK_EQ(events_of(lun, &rv), UINT64_MAX);
+    CHECK_EQ(rv, IFD_ERROR_TAG);
+    CHECK_EQ(p_presence(lun), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(p_close(lun), IFD_SUCCESS);
+}
+
+/* More lock-free calls than a slot counts before it hands them to the
+ * reader's counters: none is lost. */
+static void test_hot_counts_do_not_wrap(void)
+{
+    IFD_DWORD lun = 0x62002;
+    const uint32_t n = (1u << 21) + 7; /* past what a slot counts before it folds */
+    uint32_t i;
+    int ok = 1;
+
+    CHECK_EQ(p_create_by_name(lun, "sim"), IFD_SUCCESS);
+    CHECK_EQ(ctl(lun, SIM_CTL_RESET_COUNTERS, NULL, 0), IFD_SUCCESS);
+    for (i = 0; i < n; i++)
+        if (p_presence(lun) != IFD_ICC_NOT_PRESENT)
+            ok = 0;
+    CHECK(ok);
+    CHECK_EQ(counter(lun, SIM_COUNTER_CALLS + SIM_EP_ICC_PRESENCE), n);
+    CHECK_EQ(counter(lun, SIM_COUNTER_CALLS + SIM_EP_GET_CAPABILITIES), 0);
+    CHECK_EQ(p_close(lun), IFD_SUCCESS);
+}
+
+/* Lock-free calls racing card events, closes and slot reuse: every answer
+ * is one the LUN asked about could give, counts never go back nor drift
+ * apart, and the calls on LUNs left open are all counted. */
+#define HOT_STABLE 8
+#define HOT_CALLERS 4
+#define HOT_ROUNDS 60
+
+static volatile int g_hot_stop;
+
+struct hot_caller {
+    unsigned seed;
+    uint32_t presence[HOT_STABLE], reads[HOT_STABLE];
+    int failures;
+};
+
+static IFD_DWORD hot_stable(int i) { return (IFD_DWORD)0x63000 + (IFD_DWORD)i; }
+/* Churned LUN values are never reused: value k holds at most k % 4 + 1
+ * insertions in its life. */
+static IFD_DWORD hot_churn(unsigned k) { return (IFD_DWORD)0x640000 + (IFD_DWORD)k; }
+
+static void *hot_caller_main(void *arg)
+{
+    struct hot_caller *c = arg;
+    uint64_t last[HOT_STABLE] = {0};
+    while (!__atomic_load_n(&g_hot_stop, __ATOMIC_ACQUIRE)) {
+        int i = (int)(rand_r(&c->seed) % HOT_STABLE);
+        IFD_RESPONSECODE rv, pr = p_presence(hot_stable(i));
+        uint64_t ev = events_of(hot_stable(i), &rv);
+        uint32_t ins, rem;
+        unsigned k = rand_r(&c->seed) % 64;
+        if (pr != IFD_ICC_PRESENT && pr != IFD_ICC_NOT_PRESENT)
+            c->failures++;
+        c->presence[i]++;
+        c->reads[i]++;
+        ins = (uint32_t)ev;
+        rem = (uint32_t)(ev >> 32);
+        if (rv != IFD_SUCCESS || ins < (uint32_t)last[i] || rem < (uint32_t)(last[i] >> 32)
+            || ins - rem > 1)
+            c->failures++;
+        last[i] = ev;
+        /* a churned LUN: open or closed, but never another's counts */
+        pr = p_presence(hot_churn(k));
+        ev = events_of(hot_churn(k), &rv);
+        if (pr != IFD_ICC_PRESENT && pr != IFD_ICC_NOT_PRESENT && pr != IFD_NO_SUCH_DEVICE)
+            c->failures++;
+        if (rv == IFD_SUCCESS ? ((uint32_t)ev > k % 4 + 1 || (uint32_t)(ev >> 32) > k % 4 + 1)
+                              : rv != IFD_NO_SUCH_DEVICE)
+            c->failures++;
+    }
+    return NULL;
+}
+
+static void test_hot_paths_race(void)
+{
+    pthread_t th[HOT_CALLERS];
+    struct hot_caller c[HOT_CALLERS];
+    unsigned k, round;
+    int i, j, ok = 1;
+
+    for (i = 0; i < HOT_STABLE; i++) {
+        CHECK_EQ(p_create_by_name(hot_stable(i), "sim"), IFD_SUCCESS);
+        CHECK_EQ(ctl(hot_stable(i), SIM_CTL_RESET_COUNTERS, NULL, 0), IFD_SUCCESS);
+    }
+    g_hot_stop = 0;
+    memset(c, 0, sizeof c);
+    for (i = 0; i < HOT_CALLERS; i++) {
+        c[i].seed = (unsigned)i + 1;
+        CHECK_EQ(pthread_create(&th[i], NULL, hot_caller_main, &c[i]), 0);
+    }
+    /* The churn: 64 LUN values at a time, each opened, given its cards and
+     * closed, its slot then going to the next value. */
+    for (round = 0; round < HOT_ROUNDS; round++) {
+        for (k = 0; k < 64; k++) {
+            IFD_DWORD v = hot_churn(round * 64 + k);
+            unsigned cards = (round * 64 + k) % 4 + 1, n;
+            (void)v;
+            if (round > 0)
+                p_close(hot_churn((round - 1) * 64 + k));
+            if (p_create_by_name(hot_churn(round * 64 + k), "sim") != IFD_SUCCESS)
+                ok = 0;
+            for (n = 0; n < cards; n++) {
+                insert_kind(hot_churn(round * 64 + k), SIM_CARD_T1);
+                ctl(hot_churn(round * 64 + k), SIM_CTL_REMOVE, NULL, 0);
+            }
+        }
+        i = (int)(round % HOT_STABLE);
+        if (round % 2 == 0)
+            insert_kind(hot_stable(i), SIM_CARD_T1);
+        else
+            ctl(hot_stable(i), SIM_CTL_REMOVE, NULL, 0);
+    }
+    __atomic_store_n(&g_hot_stop, 1, __ATOMIC_RELEASE);
+    for (i = 0; i < HOT_CALLERS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ(c[i].failures, 0);
+    }
+    CHECK(ok);
+    for (k = 0; k < 64; k++)
+        p_close(hot_churn((HOT_ROUNDS - 1) * 64 + k));
+    for (i = 0; i < HOT_STABLE; i++) {
+        uint32_t presence = 0, reads = 0;
+        for (j = 0; j < HOT_CALLERS; j++) {
+            presence += c[j].presence[i];
+            reads += c[j].reads[i];
+        }
+        CHECK_EQ(counter(hot_stable(i), SIM_COUNTER_CALLS + SIM_EP_ICC_PRESENCE), presence);
+        CHECK_EQ(counter(hot_stable(i), SIM_COUNTER_CALLS + SIM_EP_GET_CAPABILITIES), reads);
+        CHECK_EQ(p_close(hot_stable(i)), IFD_SUCCESS);
+    }
+}
+
 static void test_controls(void)
 {
     IFD_DWORD lun = 0x60000, ret, len;
@@ -1535,6 +1767,9 @@ int main(int argc, char **argv)
         test_card_t0();
         test_controls();
         test_swap_seen_by_presence();
+        test_hot_paths();
+        test_hot_counts_do_not_wrap();
+        test_hot_paths_race();
         test_faults();
         test_polling();
         test_many();
