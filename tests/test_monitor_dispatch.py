@@ -104,6 +104,11 @@ def test_selector_waiter_reports_registered_data_wakes_and_unregisters(use_epoll
         w.unregister(b_r.fileno())  # again: nothing to do
         b_w.send(b"x")
         assert w.wait(0.01) == []
+        w.register(b_r.fileno(), None)  # None is data too
+        b_r.recv(16)
+        w.unregister(b_r.fileno())
+        b_w.send(b"x")
+        assert w.wait(0.01) == []
         threading.Timer(0.05, w.wake).start()
         assert w.wait(None) == []  # no timeout: the wake ends it
     finally:

@@ -146,7 +146,8 @@ class SelectorWaiter:
     lookup per ready descriptor: the harvesting thread runs this on every
     card event before it can dispatch, and ``selectors``' generic select
     (its timeout rounding, key objects and event masks) is several times
-    that much Python.  Elsewhere ``selectors`` serves."""
+    that much Python.  Elsewhere ``selectors`` serves (*use_epoll*: None
+    chooses so, False always takes ``selectors``)."""
 
     def __init__(self, use_epoll: Optional[bool] = None) -> None:
         if use_epoll is None:
@@ -180,8 +181,9 @@ class SelectorWaiter:
             except (KeyError, ValueError):
                 pass
             return
-        if self._data.pop(waitable, None) is None:
+        if waitable not in self._data:
             return
+        del self._data[waitable]
         try:
             self._epoll.unregister(waitable)
         except (OSError, ValueError):
