@@ -71,11 +71,40 @@ class Completions:
             local.ready = None
 
     def harvest(self, timeout: Optional[float] = 0.0) -> int:
-        """Pop what completed and run the callbacks; returns how many ran."""
-        entries = self.take(timeout)
-        if entries:
-            self._run(entries)
-        return len(entries)
+        """Pop what completed and run the callbacks; returns how many ran.
+
+        The harvesting thread runs this on every card event before the
+        user sees it: the entries go straight into the trampoline's queue
+        (no list of them, no extra call)."""
+        try:
+            ops = self.device.harvest(timeout)
+        except errors.ClosedError:
+            return 0
+        if not ops:
+            return 0
+        pop = self._handlers.pop
+        local = self._local
+        outer: Optional[collections.deque[_Entry]] = getattr(local, "ready", None)
+        ready = collections.deque() if outer is None else outer
+        ran = 0
+        for op in ops:  # a plain loop: no generator object per harvest
+            entry = pop(op.id, None)
+            if entry is not None:
+                ready.append(entry)
+                ran += 1
+        if outer is not None:
+            return ran  # inside a callback: the running loop calls them
+        local.ready = ready
+        try:
+            while ready:
+                op, callback = ready.popleft()
+                try:
+                    callback(op)
+                except Exception:  # one broken callback must not starve the rest
+                    log.exception("completion callback failed for %r", op)
+        finally:
+            local.ready = None
+        return ran
 
     def take(self, timeout: Optional[float] = 0.0) -> list[_Entry]:
         """Pop what completed and hand over its watchers' entries, each

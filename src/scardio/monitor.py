@@ -36,6 +36,7 @@ monitor of them tracks the readers it was given (found at start-up) only.
 from __future__ import annotations
 
 import collections
+import functools
 import heapq
 import itertools
 import logging
@@ -64,6 +65,11 @@ ERROR = "error"
 READER_ADDED = "reader-added"
 #: A tracked reader left the monitor's reader list (its tracking ended).
 READER_REMOVED = "reader-removed"
+
+# Plain ints for the per-event path (an enum member is a class lookup).
+_IS_PRESENT = int(IOCTL.IS_PRESENT)
+_IS_ABSENT = int(IOCTL.IS_ABSENT)
+_SUCCESS = 0  # an operation's status when it succeeded (SCIO_SUCCESS)
 
 
 @dataclass(frozen=True)
@@ -196,24 +202,29 @@ class Tracker:
         retry.cancel()  # stopped by a callback meanwhile
 
     def _completed(self, op: Any) -> None:
+        # On the harvesting thread between the card moving and the user
+        # seeing it: as little as can be before the event goes out (the
+        # status, not result()'s output copy and its exception frames; the
+        # next request only after the event).
         with self._lock:
             if op is not self._op:
                 return
             self._op = None
-        try:
-            op.result()
-        except errors.CancelledError:
-            return  # stop() or close(): not an event
-        except errors.ScardioError as exc:
-            self._fail(exc)
+        if op.status != _SUCCESS:
+            try:
+                op.result()
+            except errors.CancelledError:
+                return  # stop() or close(): not an event
+            except errors.ScardioError as exc:
+                self._fail(exc)
             return
         if self.stopped:
             return
         self._retry_delay = self.RETRY_FIRST  # the driver answers again
-        arrived = op.code == IOCTL.IS_PRESENT
+        arrived = op.code == _IS_PRESENT
         self.reader.session.note_presence(arrived)
         self._emit(ARRIVAL if arrived else DEPARTURE, None)
-        self._submit(IOCTL.IS_ABSENT if arrived else IOCTL.IS_PRESENT)
+        self._submit(_IS_ABSENT if arrived else _IS_PRESENT)
 
     def stop(self, wait: float = 1.0) -> None:
         """Cancel the pending request and wait (bounded) until the driver
@@ -449,7 +460,8 @@ class Monitor:
                  reader_list: Optional[ReaderList] = None) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, not {max_queue}")
-        self._callbacks: list[Callable[[CardEvent], None]] = [callback] if callback else []
+        self._callbacks: tuple[Callable[[CardEvent], None], ...] = \
+            (callback,) if callback else ()
         self._queue_events = callback is None if queue_events is None else queue_events
         self._max_queue = max_queue
         self._queue: "collections.deque[CardEvent]" = collections.deque()
@@ -470,7 +482,7 @@ class Monitor:
         self._reader_list = reader_list
         self._hotplug = None if reader_list is None else _Hotplug(
             reader_list, self._tracked, self._hotplug_add, self._hotplug_remove,
-            lambda kind, r: self._event(kind, r, None), self._schedule)
+            lambda kind, r: self._event(r, kind, None), self._schedule)
         self._list_watcher: Optional[_ListWatcher] = None
         if start:
             self.start()
@@ -496,7 +508,7 @@ class Monitor:
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
         """Call `callback(CardEvent)` for every event, on the monitor thread."""
-        self._callbacks.append(callback)
+        self._callbacks = self._callbacks + (callback,)
 
     @property
     def readers(self) -> list[Reader]:
@@ -562,11 +574,16 @@ class Monitor:
                 return
             if old is not None:  # its reader went away once: track it afresh
                 self._do("remove", reader)
-            def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
-                if kind == ERROR and self._hotplug is not None \
-                        and self._hotplug.vanished(r, err):
-                    return  # reported as its removal
-                self._event(kind, r, err)
+            # No Python frame between the tracker and _event unless a
+            # reader list may turn the reader's end into its removal.
+            on_event: Callable[[str, Optional[BaseException]], None] = \
+                functools.partial(self._event, reader)
+            if self._hotplug is not None:
+                def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
+                    if kind == ERROR and self._hotplug is not None \
+                            and self._hotplug.vanished(r, err):
+                        return  # reported as its removal
+                    self._event(r, kind, err)
             tracker = Tracker(reader, on_event, self._schedule)
             waitable = reader.device.waitable()
             self._waiter.register(waitable, reader)  # may refuse: nothing to undo yet
@@ -651,11 +668,12 @@ class Monitor:
             # running on another thread.
             self._waiter.close()
 
-    def _event(self, kind: str, reader: Reader, error: Optional[BaseException]) -> None:
-        with self._lock:
-            self._seq += 1
-            ev = CardEvent(kind, reader, time.monotonic(), self._seq, error)
-        for cb in list(self._callbacks):
+    def _event(self, reader: Reader, kind: str, error: Optional[BaseException]) -> None:
+        # Only the monitor thread makes events (trackers, retries and
+        # hotplug all run on it), so the count needs no lock.
+        self._seq += 1
+        ev = CardEvent(kind, reader, time.monotonic(), self._seq, error)
+        for cb in self._callbacks:  # a tuple: add_callback replaces it
             try:
                 cb(ev)
             except Exception:

@@ -488,6 +488,8 @@ class ReaderSession:
         self.present = present
         if not present:
             self.drop_card("the card was removed")
+        if not self._presence_waiters:
+            return  # the common case, on the monitor's way to its callbacks
         with self._presence_lock:
             waiters = list(self._presence_waiters)
         for w in waiters:

@@ -22,6 +22,7 @@ descriptors.
 from __future__ import annotations
 
 import importlib
+import select
 import selectors
 import socket
 import sys
@@ -139,36 +140,83 @@ class SelectorWaiter:
 
     The wake-up is a socket pair of its own, not one device's
     ``Device.wake()``: a waiter may have no device, and any harvester of a
-    device (an asyncio loop too) consumes that device's wake-ups."""
+    device (an asyncio loop too) consumes that device's wake-ups.
 
-    def __init__(self) -> None:
-        self._sel = selectors.DefaultSelector()
+    Where the OS has epoll the wait is one ``epoll.poll`` and a dict
+    lookup per ready descriptor: the harvesting thread runs this on every
+    card event before it can dispatch, and ``selectors``' generic select
+    (its timeout rounding, key objects and event masks) is several times
+    that much Python.  Elsewhere ``selectors`` serves (*use_epoll*: None
+    chooses so, False always takes ``selectors``)."""
+
+    def __init__(self, use_epoll: Optional[bool] = None) -> None:
+        if use_epoll is None:
+            use_epoll = hasattr(select, "epoll")
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._wake_fd = self._wake_r.fileno()
+        self._data: dict[int, Any] = {}  # descriptor -> its data (epoll)
+        self._epoll: Any = select.epoll() if use_epoll else None
+        self._sel: Optional[selectors.BaseSelector] = None
+        if self._epoll is not None:
+            self._epoll.register(self._wake_fd, select.EPOLLIN)
+        else:
+            self._sel = selectors.DefaultSelector()
+            self._sel.register(self._wake_r, selectors.EVENT_READ, None)
 
     def register(self, waitable: int, data: Any) -> None:
-        self._sel.register(waitable, selectors.EVENT_READ, data)
+        if self._sel is not None:
+            self._sel.register(waitable, selectors.EVENT_READ, data)
+            return
+        if waitable in self._data:
+            raise KeyError(f"{waitable!r} is already registered")
+        self._epoll.register(waitable, select.EPOLLIN)
+        self._data[waitable] = data
 
     def unregister(self, waitable: int) -> None:
+        if self._sel is not None:
+            try:
+                self._sel.unregister(waitable)
+            except (KeyError, ValueError):
+                pass
+            return
+        if waitable not in self._data:
+            return
+        del self._data[waitable]
         try:
-            self._sel.unregister(waitable)
-        except (KeyError, ValueError):
-            pass
+            self._epoll.unregister(waitable)
+        except (OSError, ValueError):
+            pass  # closed already: the kernel dropped it
 
     def wait(self, timeout: Optional[float] = None) -> list[Any]:
+        if self._sel is not None:
+            return self._wait_selector(timeout)
+        ready = []
+        data = self._data
+        for fd, _ in self._epoll.poll(timeout):
+            if fd == self._wake_fd:
+                self._drain_wake()
+            else:
+                ready.append(data[fd])
+        return ready
+
+    def _wait_selector(self, timeout: Optional[float]) -> list[Any]:
+        assert self._sel is not None
         ready = []
         for key, _ in self._sel.select(timeout):
             if key.data is None:
-                try:
-                    while self._wake_r.recv(512):
-                        pass
-                except BlockingIOError:
-                    pass
+                self._drain_wake()
             else:
                 ready.append(key.data)
         return ready
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(512):
+                pass
+        except BlockingIOError:
+            pass
 
     def wake(self) -> None:
         try:
@@ -177,7 +225,10 @@ class SelectorWaiter:
             pass  # a full buffer is readable already; a closed one woke for good
 
     def close(self) -> None:
-        self._sel.close()
+        if self._sel is not None:
+            self._sel.close()
+        else:
+            self._epoll.close()
         self._wake_r.close()
         self._wake_w.close()
 
