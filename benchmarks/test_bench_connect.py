@@ -153,8 +153,9 @@ def _register_target(op: str, where: str, pcscd_over_scardio) -> None:
     core = pcscd_over_scardio.get(CORE)
     harness.record_target(
         name, pcscd_over_scardio.get(BOUNDED), TARGETS[op], "×", better="higher", target=2,
-        note=(f"floor: the hand-off to the lane that bounds a hung driver, the core's "
-              f"loops alone {core:.2f}×; with timeout=None {unbounded:.2f}×")
+        note=(f"the core's loops alone (the hand-off to the lane that bounds a hung "
+              f"driver, no Python around it) {core:.2f}×, with timeout=None "
+              f"{unbounded:.2f}×: the rest is the reader API's Python")
         if unbounded and core else "")
 
 

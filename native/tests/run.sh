@@ -44,7 +44,7 @@ build() { # suffix, extra flags...
 
 run() {
     if [ "$use_valgrind" = 1 ]; then
-        valgrind -q --error-exitcode=99 --leak-check=full --child-silent-after-fork=yes \
+        valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full --child-silent-after-fork=yes \
             --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
             "$@"
     else

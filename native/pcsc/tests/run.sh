@@ -35,7 +35,7 @@ build() { # suffix, extra flags...
 
 run() {
     if [ "$use_valgrind" = 1 ]; then
-        valgrind -q --error-exitcode=99 --leak-check=full \
+        valgrind -q --fair-sched=yes --error-exitcode=99 --leak-check=full \
             --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
             "$@"
     else
