@@ -77,6 +77,22 @@ def _wait(pred, timeout=10.0, what="condition"):
         time.sleep(0.01)
 
 
+def _settled_connect(reader, timeout=10.0):
+    """The first connect after the card moved.  pcscd may still be taking
+    the move in (a card inserted over another one is seen absent first, and
+    meanwhile SCardConnect answers SCARD_W_UNPOWERED_CARD): try again until
+    it has, within `timeout`."""
+    from scardio import errors
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return reader.connect()
+        except errors.InvalidStateError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class _Pyscard(harness.Path):
     name = PYSCARD
 
@@ -113,7 +129,7 @@ def pcsc_env(request):
         stack.callback(tx_reader.close)
         cycle_reader = pcsc.open_reader(name)
         stack.callback(cycle_reader.close)
-        cycle_reader.connect().disconnect(Disposition.LEAVE)
+        _settled_connect(cycle_reader).disconnect(Disposition.LEAVE)
         connect = cycle_reader.connect
 
         def leave(timeout):
@@ -138,7 +154,7 @@ def _connect_transmitters(env) -> None:
     from functools import partial
     reader = env["tx_reader"]
     _wait(reader.is_card_present, what="scardio sees the card")
-    card = env["card"] = reader.connect()
+    card = env["card"] = _settled_connect(reader)
     ops = env["paths"][SCARDIO].ops
     for k in ("tx5", "tx261"):
         ops[k] = partial(card.transmit, APDUS[k])
