@@ -79,15 +79,15 @@ def _wait(pred, timeout=10.0, what="condition"):
 
 def _settled_connect(reader, timeout=10.0):
     """The first connect after the card moved.  pcscd may still be taking
-    the move in (a card inserted over another one is seen absent first, and
-    meanwhile SCardConnect answers SCARD_W_UNPOWERED_CARD): try again until
-    it has, within `timeout`."""
+    the move in (powering the card up, or seeing it absent first after a
+    swap; SCardConnect then answers SCARD_W_UNPOWERED_CARD, _UNRESPONSIVE_CARD
+    or no card): try again until it has, within `timeout`."""
     from scardio import errors
     deadline = time.monotonic() + timeout
     while True:
         try:
             return reader.connect()
-        except errors.InvalidStateError:
+        except (errors.InvalidStateError, errors.UnrecognizedCardError, errors.NoCardError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
@@ -122,13 +122,18 @@ def pcsc_env(request):
         stack.callback(threaded.close)
         threaded.call("open", match=SIM_PCSCD_NAME, apdus=apdus)
         threaded.call("thread")
-        w.call("ctl", n=SIM_INSERT)
         # Two readers on the same pcscd reader: one holds a card for the
         # transmits, the other connects and disconnects.
         tx_reader = pcsc.open_reader(name)
         stack.callback(tx_reader.close)
         cycle_reader = pcsc.open_reader(name)
         stack.callback(cycle_reader.close)
+        # A fresh card, whatever an earlier module left in the reader: out,
+        # seen out by pcscd, then in (an insert over a card is a swap, which
+        # pcscd takes in while it answers connects with errors).
+        w.call("ctl", n=SIM_REMOVE)
+        _wait(lambda: not tx_reader.is_card_present(), what="pcscd sees the reader empty")
+        w.call("ctl", n=SIM_INSERT)
         _settled_connect(cycle_reader).disconnect(Disposition.LEAVE)
         connect = cycle_reader.connect
 
