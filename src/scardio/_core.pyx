@@ -635,6 +635,16 @@ cdef object _loop_outcome(const scio_loop *c):
     return (False, tuple(steps), None)
 
 
+cdef int _loop_input(scio_loop *c, object kind, object protocols,
+                     object max_steps) except -1:
+    """A loop's arguments, each a DWORD, into `c` (no timeout yet)."""
+    c.kind = _dword(kind, "kind")
+    c.protocols = _dword(protocols, "protocols")
+    c.max_steps = _dword(max_steps, "max_steps")
+    c.timeout_us = 0
+    return 0
+
+
 def loop_outcome(raw):
     """What run_loop() answers, from the result() of a submit_loop()
     operation (ValueError for anything else)."""
@@ -848,7 +858,6 @@ cdef class Device:
         cdef Py_buffer view
         cdef scio_op *op = NULL
         cdef scio_status st
-        cdef Operation o
         cdef uint32_t code_v = _dword(code, "code")
         cdef Py_ssize_t out_size = _size(output_size, "output_size")
         self._check_open()
@@ -861,13 +870,7 @@ cdef class Device:
             PyBuffer_Release(&view)
         if st != SCIO_SUCCESS:
             raise _error(st, 0, code_v)
-        o = Operation.__new__(Operation)
-        o._op = op
-        o._generation = self._generation
-        o.device = self
-        o.code = code_v
-        self._ops[scio_op_id(op)] = PyWeakref_NewRef(o, None)
-        return o
+        return self._tracked(op, code_v)
 
     def ioctl_on_lane(self, code, input=b"", output_size=0, timeout=None):
         """ioctl(), run on the device's I/O lane thread (after the overlapped
@@ -1015,11 +1018,7 @@ cdef class Device:
         cdef double seconds = 0.0
         cdef bint forever
         cdef double deadline = 0.0
-        cdef uint32_t code_v
-        c.kind = _dword(kind, "kind")
-        c.protocols = _dword(protocols, "protocols")
-        c.max_steps = _dword(max_steps, "max_steps")
-        c.timeout_us = 0
+        _loop_input(&c, kind, protocols, max_steps)
         self._check_open()
         if timeout is None:
             with nogil:
@@ -1059,12 +1058,8 @@ cdef class Device:
         cdef scio_loop c
         cdef scio_op *op = NULL
         cdef scio_status st
-        cdef Operation o
         cdef double seconds = 0.0
-        c.kind = _dword(kind, "kind")
-        c.protocols = _dword(protocols, "protocols")
-        c.max_steps = _dword(max_steps, "max_steps")
-        c.timeout_us = 0
+        _loop_input(&c, kind, protocols, max_steps)
         if not _forever(timeout, &seconds):
             c.timeout_us = <int64_t>(seconds * 1e6) + 1
         self._check_open()
@@ -1072,11 +1067,15 @@ cdef class Device:
             st = scio_submit_loop(self._dev, &c, 0, 0, &op)
         if st != SCIO_SUCCESS:
             raise _error(st, 0, None)
-        o = Operation.__new__(Operation)
+        return self._tracked(op, 0)
+
+    cdef Operation _tracked(self, scio_op *op, uint32_t code):
+        """The Operation of a submitted `op`, known to harvest()."""
+        cdef Operation o = Operation.__new__(Operation)
         o._op = op
         o._generation = self._generation
         o.device = self
-        o.code = 0
+        o.code = code
         self._ops[scio_op_id(op)] = PyWeakref_NewRef(o, None)
         return o
 

@@ -49,6 +49,7 @@ __all__ = ["run_sync", "run_loop"]
 _monotonic = time.monotonic
 _NO_REQUEST: Any = object()
 
+
 def run_sync(device: Any, steps: "LoopSteps[T]", *, deadline: Optional[float] = None) -> T:
     """Drive `steps` with blocking IOCTLs on `device`.  With a `deadline`
     (time.monotonic()), give up at the deadline with TimeoutError even if
@@ -102,7 +103,7 @@ def _drive(steps: "LoopSteps[T]", ioctl: Any, device: Any, deadline: Optional[fl
                 else:
                     out = ioctl(req.code, req.input, req.output_size)
             except errors.ScardioError as exc:
-                if exc.status == STATUS_PENDING and isinstance(exc, errors.TimeoutError):
+                if _given_up(exc):
                     raise
                 req = steps.throw(exc)
             else:
@@ -111,6 +112,12 @@ def _drive(steps: "LoopSteps[T]", ioctl: Any, device: Any, deadline: Optional[fl
         return stop.value  # type: ignore[no-any-return]
     finally:
         steps.close()
+
+
+def _given_up(exc: errors.ScardioError) -> bool:
+    """Whether `exc` is a wait given up (a TimeoutError of status
+    STATUS_PENDING): not the driver's answer, so not the sequence's to see."""
+    return exc.status == STATUS_PENDING and isinstance(exc, errors.TimeoutError)
 
 
 def _bounded(on_lane: Callable[..., bytes], deadline: float) -> Callable[[int, bytes, int], bytes]:
@@ -133,7 +140,7 @@ def _sequence_on_lane(device: Any, steps: "LoopSteps[T]", deadline: float) -> T:
             try:
                 out = run_loop(device, req, deadline)
             except errors.ScardioError as exc:
-                if exc.status == STATUS_PENDING and isinstance(exc, errors.TimeoutError):
+                if _given_up(exc):
                     raise
                 req = steps.throw(exc)
             else:
