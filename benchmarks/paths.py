@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from functools import partial
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from apdus import APDUS, TRANSMIT_IN, TRANSMIT_OUT
 from harness import FuncPath, Path

@@ -79,8 +79,8 @@ def med(section, op, path):
 
 def op_table(section, ops, title):
     lines = [f"### {title}", "",
-             f"| operation | C floor | scardio Device | reader API | ctypes | pcscd+pyscard "
-             f"| pcscd ÷ Device | ctypes ÷ Device | Device − floor |",
+             "| operation | C floor | scardio Device | reader API | ctypes | pcscd+pyscard "
+             "| pcscd ÷ Device | ctypes ÷ Device | Device − floor |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for op in ops:
         if op not in section:

@@ -14,7 +14,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scardio.atr import (
-    ATR,
     ATRChecksumError,
     ATRError,
     ATRInvalidError,

@@ -17,7 +17,7 @@ import pytest
 import scardio
 import scardio.sim
 from platform_support import WINDOWS
-from scardio import IOCTL, _core, errors
+from scardio import IOCTL, _core
 from scardio.sim import SimControl
 
 

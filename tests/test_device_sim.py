@@ -3,7 +3,6 @@ driver faults, forced states, many readers, the completion descriptor."""
 
 from __future__ import annotations
 
-import os
 import select
 import struct
 import threading
@@ -13,7 +12,7 @@ import pytest
 
 from platform_support import completion_fd
 import scardio.sim
-from scardio import IOCTL, Device, Protocol, State, errors
+from scardio import IOCTL, Protocol, State, errors
 from scardio.constants import vendor_ctl_pcsc, vendor_ctl_win
 from scardio.sim import ATR_T0, ATR_T1, EntryPoint, Fault, SimControl
 

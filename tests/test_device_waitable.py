@@ -13,7 +13,7 @@ import pytest
 
 from platform_support import WINDOWS, completion_fd
 import scardio.sim
-from scardio import IOCTL, Device, errors
+from scardio import IOCTL, errors
 
 
 def readable(fd: int, timeout: float = 0.0) -> bool:

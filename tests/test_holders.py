@@ -447,7 +447,7 @@ def test_cli_reports_a_held_reader(tmp_path: Path, held_port: int) -> None:
     assert f"{me}) holds TCP port {held_port}" in info.stderr
     listing = scardio("list")
     assert listing.returncode == 0, listing.stderr
-    assert f"[busy: held by " in listing.stdout and me in listing.stdout
+    assert "[busy: held by " in listing.stdout and me in listing.stdout
     doc = json.loads(scardio("list", "--json").stdout)
     assert doc[0]["busy"] is True and doc[0]["holders"][0]["pid"] == os.getpid()
     err = json.loads(scardio("--json", "info", "0").stderr.splitlines()[-1])

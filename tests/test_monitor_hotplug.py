@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Optional
+from typing import Any
 
-import pytest
 
 from helpers_reader import Recorder, next_lun
 from scardio import Monitor, errors
-from scardio.monitor import (ARRIVAL, DEPARTURE, ERROR, READER_ADDED, READER_REMOVED,
+from scardio.monitor import (ARRIVAL, ERROR, READER_ADDED, READER_REMOVED,
                              ReaderList)
 
 

@@ -9,7 +9,6 @@ import time
 import pytest
 
 from helpers_reader import Recorder, sim_reader
-import scardio.sim
 from scardio import Disposition, State, errors
 from scardio.reader import DEFAULT_POWER_DOWN_TIMEOUT, power_down_steps, run_sync
 
@@ -198,7 +197,6 @@ def test_timer_thread_does_not_leak():
                                         ("5", TypeError), (True, TypeError)])
 def test_bad_power_down_timeouts_are_refused(bad, error):
     import scardio
-    from scardio import Device
     from scardio.reader import Reader
     from helpers_reader import next_lun
     dev = scardio.sim.open_device(next_lun())

@@ -19,7 +19,7 @@ import itertools
 import struct
 import threading
 import time
-from typing import Callable, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import pytest
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import struct
-import threading
 import time
 
 import pytest

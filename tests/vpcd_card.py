@@ -92,7 +92,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import signal
 import socket
 import struct

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Iterable, Optional
 
-from . import AID, ATR_T0, ATR_T1, CLA_PROPRIETARY, EF_SIZE, INS_ECHO
+from . import AID, ATR_T0, ATR_T1, EF_SIZE, INS_ECHO
 from .virtual_card import CardMute, VirtualCard
 
 __all__ = ["FileSystemCard", "Applet", "AppletRouter", "FaultyCard"]
