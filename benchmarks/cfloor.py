@@ -23,14 +23,11 @@ whole batch.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
-import threading
-from typing import Optional
 
 from apdus import APDUS
+import ccompile
+from ccompile import CProgram
 from harness import LineReader, quit_process
 
 C_SOURCE = r"""
@@ -184,37 +181,20 @@ int main(int argc, char **argv)
 }
 """
 
-_build_lock = threading.Lock()
-_built: Optional[str] = None
-_tmpdir: Optional[str] = None
+_program = CProgram("cfloor", C_SOURCE, ["-std=gnu11", "-rdynamic"], ["-ldl"])
 
 
 def have_gcc() -> bool:
-    return shutil.which("gcc") is not None
+    return ccompile.have_gcc()
 
 
 def build() -> str:
     """Compile the C floor program once per process; return its path."""
-    global _built, _tmpdir
-    with _build_lock:
-        if _built:
-            return _built
-        _tmpdir = tempfile.mkdtemp(prefix="scardio-cfloor-")
-        src = os.path.join(_tmpdir, "cfloor.c")
-        exe = os.path.join(_tmpdir, "cfloor")
-        with open(src, "w") as f:
-            f.write(C_SOURCE)
-        subprocess.run(["gcc", "-O2", "-std=gnu11", "-rdynamic", "-o", exe, src, "-ldl"],
-                       check=True, timeout=60, capture_output=True)
-        _built = exe
-        return exe
+    return _program.path()
 
 
 def cleanup() -> None:
-    global _built, _tmpdir
-    if _tmpdir:
-        shutil.rmtree(_tmpdir, ignore_errors=True)
-    _built = _tmpdir = None
+    _program.cleanup()
 
 
 class CFloor:

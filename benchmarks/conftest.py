@@ -149,10 +149,8 @@ def pytest_sessionfinish(session, exitstatus):
             tr = config.pluginmanager.get_plugin("terminalreporter")
             if tr is not None:
                 tr.write_line(f"benchmark results written to {path}")
-    import cfloor
-    import ctypes_ifd
-    cfloor.cleanup()
-    ctypes_ifd.cleanup()
+    import ccompile
+    ccompile.cleanup_all()
 
 
 def private_namespace_reason():

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
-import subprocess
-import tempfile
 from ctypes import (POINTER, Structure, byref, c_char_p, c_long, c_ubyte,
                     c_ulong, c_void_p)
 from typing import Optional
+
+import ccompile
+from ccompile import CProgram
 
 DWORD = c_ulong  # unsigned long on Linux (8 bytes on LP64)
 RESPONSECODE = c_long
@@ -40,7 +40,6 @@ void log_xxd(const int priority, const char *msg, const unsigned char *buffer,
              const int size) { (void)priority; (void)msg; (void)buffer; (void)size; }
 """
 _shim = None
-_shim_dir: Optional[str] = None
 
 
 class IfdError(OSError):
@@ -53,26 +52,22 @@ class SCARD_IO_HEADER(Structure):
     _fields_ = [("Protocol", DWORD), ("Length", DWORD)]
 
 
+_shim_program = CProgram("ctypes-shim", _SHIM_SOURCE, ["-shared", "-fPIC"],
+                         output="liblogshim.so")
+
+
 def _load_log_shim() -> None:
     """Compile and load (RTLD_GLOBAL) a library exporting log_msg/log_xxd."""
-    global _shim, _shim_dir
+    global _shim
     if _shim is not None:
         return
-    if shutil.which("gcc") is None:
+    if not ccompile.have_gcc():
         raise OSError("the driver needs log_msg and gcc is not available to build a shim")
-    _shim_dir = tempfile.mkdtemp(prefix="scardio-ctypes-shim-")
-    src = os.path.join(_shim_dir, "shim.c")
-    lib = os.path.join(_shim_dir, "liblogshim.so")
-    with open(src, "w") as f:
-        f.write(_SHIM_SOURCE)
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", lib, src],
-                   check=True, timeout=60, capture_output=True)
-    _shim = ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+    _shim = ctypes.CDLL(_shim_program.path(), mode=ctypes.RTLD_GLOBAL)
 
 
 def cleanup() -> None:
-    if _shim_dir:
-        shutil.rmtree(_shim_dir, ignore_errors=True)
+    _shim_program.cleanup()
 
 
 def load_driver(path: str) -> ctypes.CDLL:

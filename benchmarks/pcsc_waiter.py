@@ -22,13 +22,11 @@ can reach, with no interpreter in the way.  Linux (pcsc-lite) only.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
-import threading
 from typing import Optional
 
+import ccompile
+from ccompile import CProgram
 from harness import LineReader, quit_process
 
 C_SOURCE = r"""
@@ -196,39 +194,22 @@ int main(int argc, char **argv)
 
 LIBRARY = "libpcsclite.so.1"
 
-_build_lock = threading.Lock()
-_built: Optional[str] = None
-_tmpdir: Optional[str] = None
+_program = CProgram("pcsc_waiter", C_SOURCE, ["-std=gnu11", "-pthread"], ["-ldl"])
 
 
 def unavailable_reason() -> Optional[str]:
-    if shutil.which("gcc") is None:
+    if not ccompile.have_gcc():
         return "gcc is needed to build the C PC/SC waiter"
     return None
 
 
 def build() -> str:
     """Compile the waiter once per process; return its path."""
-    global _built, _tmpdir
-    with _build_lock:
-        if _built:
-            return _built
-        _tmpdir = tempfile.mkdtemp(prefix="scardio-pcsc-waiter-")
-        src = os.path.join(_tmpdir, "pcsc_waiter.c")
-        exe = os.path.join(_tmpdir, "pcsc_waiter")
-        with open(src, "w") as f:
-            f.write(C_SOURCE)
-        subprocess.run(["gcc", "-O2", "-std=gnu11", "-pthread", "-o", exe, src, "-ldl"],
-                       check=True, timeout=60, capture_output=True)
-        _built = exe
-        return exe
+    return _program.path()
 
 
 def cleanup() -> None:
-    global _built, _tmpdir
-    if _tmpdir:
-        shutil.rmtree(_tmpdir, ignore_errors=True)
-    _built = _tmpdir = None
+    _program.cleanup()
 
 
 class CWaiter:
