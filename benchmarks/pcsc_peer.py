@@ -16,11 +16,58 @@ import tempfile
 import time
 from typing import Optional
 
+import atexit
+import sys
+
 from harness import PYSCARD_PYTHON, HERE, LineReader, Path, quit_process, stop_process
 
 PCSCD = shutil.which("pcscd") or "/usr/sbin/pcscd"
 SOCKET = "/run/pcscd/pcscd.comm"
 WORKER = os.path.join(HERE, "pyscard_worker.py")
+# Set to the system interpreter's path to run pyscard there instead.
+PYSCARD_PYTHON_ENV = "SCARDIO_BENCH_PYSCARD_PYTHON"
+
+_shim_dir: Optional[str] = None
+
+
+def _pyscard_package() -> Optional[str]:
+    """The system pyscard's package directory, if the system interpreter
+    has the benchmark's own Python version (then its extension module
+    loads in this interpreter too)."""
+    try:
+        out = subprocess.run(
+            [PYSCARD_PYTHON, "-c", "import sys, smartcard; print(sys.version_info[:2]); "
+             "print(smartcard.__path__[0])"],
+            check=True, timeout=30, capture_output=True, text=True).stdout.split("\n")
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return out[1] if out[0] == str(tuple(sys.version_info[:2])) else None
+
+
+def pyscard_interpreter() -> "tuple[str, dict]":
+    """How to start the pyscard worker: the interpreter and its environment.
+
+    pyscard runs under the same interpreter as scardio (this benchmark's),
+    so that the comparison is of the two libraries, not of two builds of
+    Python (Debian's python3 is built with profile-guided optimisation and
+    runs pyscard's Python layer faster than a plain source build).  The
+    system pyscard is put on its path alone, through a directory holding a
+    link to its package.  Without a same-version system pyscard, or with
+    $SCARDIO_BENCH_PYSCARD_PYTHON set, the worker runs under that interpreter."""
+    global _shim_dir
+    chosen = os.environ.get(PYSCARD_PYTHON_ENV)
+    if chosen:
+        return chosen, dict(os.environ)
+    package = _pyscard_package()
+    if package is None:
+        return PYSCARD_PYTHON, dict(os.environ)
+    if _shim_dir is None:
+        _shim_dir = tempfile.mkdtemp(prefix="scardio-pyscard-path-")
+        atexit.register(shutil.rmtree, _shim_dir, True)
+        os.symlink(package, os.path.join(_shim_dir, "smartcard"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_shim_dir, env.get("PYTHONPATH")) if p)
+    return sys.executable, env
 
 
 def unavailable_reason() -> Optional[str]:
@@ -105,14 +152,16 @@ class Pcscd:
 
 
 class PyscardWorker(Path):
-    """The pyscard worker process (pyscard_worker.py under /usr/bin/python3)."""
+    """The pyscard worker process (pyscard_worker.py, started as
+    pyscard_interpreter() says)."""
 
     name = "pcscd+pyscard"
 
     def __init__(self, timeout: float = 30.0):
         self.timeout = timeout
-        self.proc = subprocess.Popen([PYSCARD_PYTHON, "-u", WORKER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
+        python, env = pyscard_interpreter()
+        self.proc = subprocess.Popen([python, "-u", WORKER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env)
         self.reader = LineReader(self.proc)
         first = self._read()
         if not first.get("ready"):

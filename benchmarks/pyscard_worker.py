@@ -1,7 +1,8 @@
 """pcscd + pyscard side of the benchmarks, run as a child process.
 
-Runs under the interpreter pyscard is installed for (``/usr/bin/python3`` on
-Debian) and imports nothing from scardio.  It reads one JSON command per line
+Runs under the benchmark's own interpreter with the system pyscard on its
+path (or under the system interpreter; see pcsc_peer.pyscard_interpreter)
+and imports nothing from scardio.  It reads one JSON command per line
 on stdin and answers one JSON object per line on stdout; the timing loops run
 here, so the figures are what a pyscard user sees.  Times are
 ``time.monotonic_ns()`` (CLOCK_MONOTONIC, comparable across processes).
@@ -272,7 +273,7 @@ def reply(obj: dict) -> None:
 
 def main() -> int:
     w = Worker()
-    reply({"ready": True, "python": sys.version.split()[0]})
+    reply({"ready": True, "python": sys.version.split()[0], "executable": sys.executable})
     for line in sys.stdin:
         line = line.strip()
         if not line:
