@@ -24,6 +24,7 @@ from harness import PYSCARD_PYTHON, HERE, LineReader, Path, quit_process, stop_p
 PCSCD = shutil.which("pcscd") or "/usr/sbin/pcscd"
 SOCKET = "/run/pcscd/pcscd.comm"
 WORKER = os.path.join(HERE, "pyscard_worker.py")
+SCARDIO_WORKER = os.path.join(HERE, "scardio_pcsc_worker.py")
 # Set to the system interpreter's path to run pyscard there instead.
 PYSCARD_PYTHON_ENV = "SCARDIO_BENCH_PYSCARD_PYTHON"
 
@@ -151,27 +152,26 @@ class Pcscd:
         self.close()
 
 
-class PyscardWorker(Path):
-    """The pyscard worker process (pyscard_worker.py, started as
-    pyscard_interpreter() says)."""
+class _LineWorker(Path):
+    """A child process that answers one JSON line per JSON command line and
+    runs its timing loops itself."""
 
-    name = "pcscd+pyscard"
+    what = "worker"
 
-    def __init__(self, timeout: float = 30.0):
+    def __init__(self, argv: list, env: dict, timeout: float = 30.0):
         self.timeout = timeout
-        python, env = pyscard_interpreter()
-        self.proc = subprocess.Popen([python, "-u", WORKER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env)
         self.reader = LineReader(self.proc)
         first = self._read()
         if not first.get("ready"):
             self.close()
-            raise RuntimeError(f"pyscard worker failed: {first}")
+            raise RuntimeError(f"{self.what} failed: {first}")
 
     def _read(self, timeout: Optional[float] = None) -> dict:
         msg = json.loads(self.reader.readline(timeout or self.timeout))
         if "error" in msg:
-            raise RuntimeError(f"pyscard worker: {msg['error']}")
+            raise RuntimeError(f"{self.what}: {msg['error']}")
         return msg
 
     def send(self, cmd: str, **kw) -> None:
@@ -194,6 +194,29 @@ class PyscardWorker(Path):
             except (OSError, subprocess.TimeoutExpired):
                 pass
         stop_process(self.proc)
+
+
+class PyscardWorker(_LineWorker):
+    """The pyscard worker process (pyscard_worker.py, started as
+    pyscard_interpreter() says)."""
+
+    name = "pcscd+pyscard"
+    what = "pyscard worker"
+
+    def __init__(self, timeout: float = 30.0):
+        python, env = pyscard_interpreter()
+        super().__init__([python, "-u", WORKER], env, timeout)
+
+
+class ScardioWorker(_LineWorker):
+    """scardio over PC/SC in a single-threaded process of its own
+    (scardio_pcsc_worker.py, under this interpreter)."""
+
+    name = "scardio worker"
+    what = "scardio worker"
+
+    def __init__(self, timeout: float = 30.0):
+        super().__init__([sys.executable, "-u", SCARDIO_WORKER], dict(os.environ), timeout)
 
 
 class CardProcess:

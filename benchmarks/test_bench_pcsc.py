@@ -14,7 +14,11 @@ round trips an operation costs.  Interleaved in one run, every process
                  scardio's process has (its lanes, the power-down timer):
                  the same system calls cost more in a multi-threaded
                  process, and the difference is most of the gap between a
-                 single-threaded pyscard and scardio (docs/benchmarks.md)
+                 single-threaded pyscard and scardio (docs/benchmarks.md);
+                 and scardio in a single-threaded process of its own
+                 (scardio_pcsc_worker.py, connected with timeout=None and
+                 without a power-down timer, so that it starts no thread), the same conditions as the
+                 pyscard worker's
   connect_leave  Reader.connect() + disconnect(LEAVE), with the default
                  timeout (bounded: the connect sequence runs on the
                  device's I/O lane) and with timeout=None, against
@@ -63,6 +67,7 @@ SCARDIO = "scardio over PC/SC"
 SCARDIO_UNBOUNDED = "scardio over PC/SC (timeout=None)"
 PYSCARD = "pyscard"
 PYSCARD_THREADED = "pyscard (process with a thread)"
+SCARDIO_ALONE = "scardio over PC/SC (single-threaded process: timeout=None, no timer)"
 SIM_INSERT, SIM_REMOVE = 3500, 3501
 
 WHAT = {"tx5": "Card.transmit 5 B", "tx261": "Card.transmit 261 B",
@@ -93,7 +98,9 @@ def _settled_connect(reader, timeout=10.0):
             time.sleep(0.05)
 
 
-class _Pyscard(harness.Path):
+class _Worker(harness.Path):
+    """A worker process's timing loop as a path of the interleaved run."""
+
     name = PYSCARD
 
     def __init__(self, worker, name: str = PYSCARD):
@@ -122,6 +129,8 @@ def pcsc_env(request):
         stack.callback(threaded.close)
         threaded.call("open", match=SIM_PCSCD_NAME, apdus=apdus)
         threaded.call("thread")
+        alone = pcsc_peer.ScardioWorker()
+        stack.callback(alone.close)
         # Two readers on the same pcscd reader: one holds a card for the
         # transmits, the other connects and disconnects.
         tx_reader = pcsc.open_reader(name)
@@ -146,7 +155,11 @@ def pcsc_env(request):
                "paths": {SCARDIO: harness.FuncPath(SCARDIO, {"connect_leave": leave(10.0)}),
                          SCARDIO_UNBOUNDED: harness.FuncPath(
                              SCARDIO_UNBOUNDED, {"connect_leave": leave(None)}),
-                         PYSCARD: _Pyscard(w), PYSCARD_THREADED: _Pyscard(threaded, PYSCARD_THREADED)}}
+                         PYSCARD: _Worker(w),
+                         PYSCARD_THREADED: _Worker(threaded, PYSCARD_THREADED),
+                         SCARDIO_ALONE: _Worker(alone, SCARDIO_ALONE)},
+               "alone_worker": alone}
+        alone.call("open", match=name, apdus=apdus)
         _connect_transmitters(env)
         yield env
     finally:
@@ -166,6 +179,8 @@ def _connect_transmitters(env) -> None:
     env["worker"].call("connect")
     env["threaded_worker"].call("disconnect")  # its handle is stale after a card move
     env["threaded_worker"].call("connect")
+    threads = env["alone_worker"].call("connect")["threads"]
+    assert threads == 1, f"the single-threaded scardio worker has {threads} threads"
 
 
 @pytest.fixture(scope="module", params=OPS)
@@ -179,6 +194,10 @@ def _register(op: str, ratios: dict) -> None:
     if threaded and mine:
         note = (f"pyscard in a process with a thread: {threaded:.2f}× of its speed, "
                 f"÷ scardio {mine / threaded:.2f}×; " + note)
+    alone = ratios.get(SCARDIO_ALONE)
+    if alone:
+        note = (f"pyscard ÷ scardio in a single-threaded process of its own "
+                f"(timeout=None, no power-down timer) {alone:.2f}×; " + note)
     if op == "connect_leave":
         unbounded = ratios.get(SCARDIO_UNBOUNDED)
         if unbounded:
@@ -192,7 +211,7 @@ def test_pcsc_ratio(pcsc_env, op):
     if op == "connect_leave":
         ps.insert(1, pcsc_env["paths"][SCARDIO_UNBOUNDED])
     else:
-        ps.append(pcsc_env["paths"][PYSCARD_THREADED])
+        ps += [pcsc_env["paths"][PYSCARD_THREADED], pcsc_env["paths"][SCARDIO_ALONE]]
     sizes = paths.batch_sizes(ps, op, BATCH_NS)
     res = harness.interleave(ps, op, ROUNDS, 0, counts=sizes)
     out = {name: harness.summary(v) for name, v in res.items()}
