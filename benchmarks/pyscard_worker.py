@@ -16,6 +16,9 @@ Commands (``{"cmd": ...}``):
   trigger   kind                    insert / remove the simulated card
                                     (SCardControl on the direct handle) ->
                                     {"t0": ..} taken just before the call
+  fresh_card timeout                remove the simulated card, wait until
+                                    pcscd sees the reader empty, insert
+                                    one, wait until pcscd sees it present
   connect   timeout                 shared T=1 connection (waits for a card)
   disconnect                        SCardDisconnect(SCARD_LEAVE_CARD)
   run       op, n                   -> {"ns": total} for n calls of op:
@@ -177,6 +180,27 @@ class Worker:
                                [])
         self.check(hr, "SCardControl(insert/remove)")
         return t0
+
+    def _reader_state(self) -> int:
+        hr, states = S.SCardGetStatusChange(self.ctx2, 0, [(self.reader, S.SCARD_STATE_UNAWARE)])
+        self.check(hr, "SCardGetStatusChange")
+        return states[0][1]
+
+    def cmd_fresh_card(self, timeout: float = 10.0) -> dict:
+        """Remove the simulated card, wait until pcscd has the reader
+        empty, insert a card and wait until pcscd has it present: whatever
+        an earlier user left in the reader, an insert over a card would be
+        a swap, which pcscd takes in while connects fail or later calls
+        find the card reset.  Polls, so that the process stays
+        single-threaded."""
+        deadline = time.monotonic() + timeout
+        for kind, want in (("remove", S.SCARD_STATE_EMPTY), ("insert", S.SCARD_STATE_PRESENT)):
+            self._trigger(kind)
+            while not self._reader_state() & want:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pcscd did not see the card {kind}ed")
+                time.sleep(0.005)
+        return {}
 
     def cmd_gsc_event(self, kind: str, trigger: str = "ctl", timeout: float = 10.0,
                       settle: float = 0.01) -> dict:

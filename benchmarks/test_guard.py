@@ -116,7 +116,7 @@ def test_transmit_vs_pcscd(guard_paths, pcscd_env):
     try:
         w.call("open", match=SIM_PCSCD_NAME, direct=True,
                apdus={k: v.hex() for k, v in APDUS.items()})
-        w.call("ctl", n=3500)
+        w.call("fresh_card")
         w.call("connect")
         ps = [guard_paths["device"], paths.PyscardPath(w)]
         m = _medians(ps, "tx5", "transmit_vs_pcscd_ns")
