@@ -25,7 +25,8 @@ from scardio.monitor import ARRIVAL, DEPARTURE
 
 GENERATION = pytest.mark.parametrize("generation", [True, False],
                                      ids=["generation", "no-generation"])
-TAG_GENERATION = 0x0007A004  # SCIO_IFD_TAG_CARD_EVENT_GENERATION
+TAG_GENERATION = 0x0007A004  # SCIO_IFD_TAG_CARD_EVENT_GENERATION (ifd_ext.h)
+TAG_COUNTS = 0x0007A002  # SCIO_IFD_TAG_CARD_EVENTS
 U32 = struct.Struct("<I")
 
 
@@ -63,7 +64,7 @@ def test_the_generation_is_offered_unless_switched_off(generation: bool) -> None
         else:
             with pytest.raises(errors.ScardioError):
                 reader.device.ioctl(IOCTL.GET_ATTRIBUTE, U32.pack(TAG_GENERATION), 64)
-        assert len(reader.device.ioctl(IOCTL.GET_ATTRIBUTE, U32.pack(0x0007A002), 64)) == 8
+        assert len(reader.device.ioctl(IOCTL.GET_ATTRIBUTE, U32.pack(TAG_COUNTS), 64)) == 8
 
 
 @GENERATION

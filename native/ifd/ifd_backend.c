@@ -19,12 +19,14 @@
  * just found out (a transmit that worked proves the card is in) so that
  * presence checks do not queue in front of I/O.  A driver that counts card
  * events is asked for its counts instead, without the call lock, and for
- * presence only when they moved.
+ * presence only when they moved; one that also offers the counts'
+ * generation is asked for it once per interval for all of its readers, and
+ * for their counts only when it moved.
  *
  * Drivers may offer scardio's extensions (ifd_ext.h): exact card-event
- * counts and a range of unlocked vendor controls.  Both are asked once at
- * open and checked for sanity; without them the backend relies on the
- * standard calls alone.
+ * counts, their library-wide generation and a range of unlocked vendor
+ * controls.  Each is asked once at open and checked for sanity; without
+ * them the backend relies on the standard calls alone.
  *
  * Buffers crossing the IOCTL boundary use 32-bit little-endian DWORDs; the
  * driver's own DWORD (unsigned long on Linux) is converted here.
