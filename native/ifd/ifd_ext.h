@@ -64,7 +64,8 @@
  * Card-event generation (optional; only with the card-event counts).
  *
  * Value: 4 bytes, u32: a number the driver library bumps (by one, modulo
- * 2^32) on every change of any of its readers' card-event counts -- one
+ * 2^32) on every change of any of its readers' card-event counts (a swap
+ * that moves both of a reader's counts at once may be one bump) -- one
  * counter for the whole library as loaded in this process, whichever of
  * its open LUNs it is read through.  It says nothing by its value, only by
  * moving: a host that watches many readers reads it once per poll interval
@@ -72,12 +73,14 @@
  *
  * Ordering: a driver bumps it after the counts it covers have changed,
  * such that a read of the counts made after a read of the generation that
- * saw the bump sees the new counts (the bump a release store or made under
- * the same lock as the counts, the read an acquire).  Then, if two reads of
- * the generation return the same value, no count of any reader of the
- * library changed between the first of them and the second except as seen
- * by a count read made after the first.  (2^32 bumps between two reads of
- * one host would defeat this; at poll intervals that cannot happen.)
+ * saw the bump sees the new counts (the bump a release operation, or made
+ * under the lock the counts are read under; the read an acquire).  Then a
+ * count change
+ * that a count read made after a read of the generation did not see bumps
+ * the generation past the value that read returned: while later reads
+ * return that same value, every count read made after it still stands.
+ * (2^32 bumps between two reads of one host would defeat this; at poll
+ * intervals that cannot happen.)
  *
  * Read: once per reader at open, beside the counts (a reader whose driver
  * answers the generation but not the counts ignores it); then by a host
