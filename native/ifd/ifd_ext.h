@@ -75,10 +75,10 @@
  * such that a read of the counts made after a read of the generation that
  * saw the bump sees the new counts (the bump a release operation, or made
  * under the lock the counts are read under; the read an acquire).  Then a
- * count change
- * that a count read made after a read of the generation did not see bumps
- * the generation past the value that read returned: while later reads
- * return that same value, every count read made after it still stands.
+ * count change that a count read made after a read of the generation did
+ * not see bumps the generation past the value that read returned: while
+ * later reads return that same value, every count read made after it
+ * still stands.
  * (2^32 bumps between two reads of one host would defeat this; at poll
  * intervals that cannot happen.)
  *
