@@ -18,16 +18,21 @@ interval) -- this measures, in one process:
 For the presence-only driver it first measures the floor: the driver's own
 calls for the same looks made from a C loop (a small program compiled with
 gcc, in a process of its own, before the readers open): every poll interval,
-for each of the 1024 readers (no card), the card-event count read alone --
-what scardio's look at an idle reader of a driver that counts events makes
-(presence is asked only when the counts move) -- and, for comparison,
+the library's card-event generation read once (through the first reader) --
+what scardio's poller makes per tick while nothing moves, for a driver that
+counts events and offers their generation (ifd_ext.h; counts and presence
+are read only when it moves) -- and, for comparison, for each of the 1024
+readers (no card) the card-event count read alone (what the poller makes
+per tick for a driver that counts events but offers no generation),
 IFDHICCPresence with the count read after it (a full look), IFDHICCPresence
 alone (a driver that does not count events), and no call at all (the wake-up
 every interval): the CPU no host of this driver polling at this rate can go
 below.  The variants run in short rounds, interleaved, medians reported (the
-machine's load drifts).  The same without the event counts
-(``event_counts=False``, like most drivers) is measured as a third kind,
-informative: every look asks presence.
+machine's load drifts).  The same driver without the generation
+(``event_generation=False``) and without the event counts
+(``event_counts=False``, like most drivers) are measured as further kinds,
+informative, each held to its own floor: a count read per reader per tick,
+and a presence check per reader per tick.
 
     python -m pytest benchmarks/test_bench_scale.py -s -p no:cacheprovider
 """
@@ -95,7 +100,8 @@ static int64_t now_ns(clockid_t clock)
 
 /* LIB FIRST_LUN READERS INTERVAL_MS SECONDS LOOK: every interval, per LUN,
  * LOOK 0: IFDHICCPresence; 1: it and the card-event count read; 2: the
- * count read alone. */
+ * count read alone; LOOK 3: once per interval (READERS >= 1), the
+ * card-event generation read through the first LUN, no per-LUN call. */
 int main(int argc, char **argv)
 {
     RC (*create)(DWORD, char *), (*close_channel)(DWORD), (*presence)(DWORD);
@@ -132,7 +138,13 @@ int main(int argc, char **argv)
     end = t0 + (int64_t)(strtod(argv[5], NULL) * 1e9);
     for (tick = t0; tick < end;) {
         struct timespec ts;
-        for (long i = 0; i < n; i++) {
+        if (look == 3) {
+            unsigned char v[16];
+            DWORD len = 4;
+            get_caps(first, 0x0007A004, &len, v); /* SCIO_IFD_TAG_CARD_EVENT_GENERATION */
+            looks++;
+        }
+        for (long i = 0; look != 3 && i < n; i++) {
             if (look != 2)
                 presence(first + (DWORD)i);
             if (look != 0) {
@@ -159,8 +171,9 @@ int main(int argc, char **argv)
 
 
 #: The floor's variants: (key, readers, LOOK argument of the C loop).
-FLOOR_LOOKS = (("counts", READERS, 2), ("presence_and_counts", READERS, 1),
-               ("presence", READERS, 0), ("wake_ups", 0, 2))
+FLOOR_LOOKS = (("generation", READERS, 3), ("counts", READERS, 2),
+               ("presence_and_counts", READERS, 1), ("presence", READERS, 0),
+               ("wake_ups", 0, 2))
 FLOOR_ROUNDS = 5
 
 
@@ -196,7 +209,8 @@ def _presence_floor(n: int, seconds: float) -> Optional[dict]:
     return out
 
 
-def _open_readers(stack, n: int, polling: bool, event_counts: bool = True):
+def _open_readers(stack, n: int, polling: bool, event_counts: bool = True,
+                  generation: bool = True):
     from scardio import Reader
     from scardio.sim import SimControl, open_device
     readers = []
@@ -204,6 +218,8 @@ def _open_readers(stack, n: int, polling: bool, event_counts: bool = True):
         kw = {} if polling else {"polling": False}
         if not event_counts:
             kw["event_counts"] = False
+        if not generation:
+            kw["event_generation"] = False
         r = Reader(open_device(next_lun(), **kw), power_down_timeout=None)
         stack.callback(r.close)
         readers.append(r)
@@ -229,11 +245,13 @@ _rows: dict = {}
 
 #: Which floor each kind of driver is held to: the driver calls its idle
 #: looks make.
-FLOOR_OF = {"presence-only": "counts", "presence-only, no counts": "presence"}
+FLOOR_OF = {"presence-only": "generation", "presence-only, no generation": "counts",
+            "presence-only, no counts": "presence"}
 
 
 def _floor_note(floor: dict, key: str, idle: float) -> str:
-    parts = {"counts": "the card-event count read",
+    parts = {"generation": "the card-event generation read once per tick",
+             "counts": "the card-event count read",
              "presence_and_counts": "IFDHICCPresence + the count read",
              "presence": "IFDHICCPresence alone"}
     others = ", ".join(f"{parts[k]} {floor[k]:.2f} %" for k in parts if k != key)
@@ -245,8 +263,9 @@ def _floor_note(floor: dict, key: str, idle: float) -> str:
 
 def _register(mode: str, out: dict) -> None:
     """Issue 12, target 7, for one kind of driver: idle CPU and the arrival
-    ratio, and the results table row.  (The driver without event counts is
-    a row of the table only: the target's simulated readers count them.)"""
+    ratio, and the results table row.  (The drivers without event counts or
+    without their generation are rows of the table only: the target's
+    simulated readers offer both.)"""
     n, secs = out["readers"], out["idle_seconds"]
     lat, ratio = out["latency_ms"], out["ratio_many_to_one"]
     floor = out.get("floor_cpu_percent")
@@ -254,21 +273,27 @@ def _register(mode: str, out: dict) -> None:
         why = (f"{out['idle_polling_calls']} polling-function calls in {secs:.1f} s; "
                f"one thread per waiting reader (+{out['threads_added']} threads)")
     else:
-        looks = out["idle_count_reads"] if mode == "presence-only" else \
-            out["idle_presence_calls"]
+        looks = out["idle_presence_calls"] if mode == "presence-only, no counts" else \
+            out["idle_count_reads"]
         rate = looks / secs if secs else float("nan")
         if mode == "presence-only":
+            why = (f"{rate:.0f} driver calls a second: one card-event generation read per "
+                   f"{POLL_MS} ms tick for all {n} readers (the driver has no polling "
+                   f"function), taking no lock; counts are read only when it moves, "
+                   f"presence only when they do ({out['idle_presence_calls']} presence "
+                   f"calls)")
+        elif mode == "presence-only, no generation":
             why = (f"{rate:.0f} looks a second (every reader every {POLL_MS} ms; the driver "
-                   f"has no polling function), each one card-event count read taking no "
-                   f"lock; {out['idle_presence_calls']} presence calls (asked only when "
-                   f"the counts move)")
+                   f"has no polling function and no card-event generation), each one "
+                   f"card-event count read taking no lock; {out['idle_presence_calls']} "
+                   f"presence calls (asked only when the counts move)")
         else:
             why = (f"{rate:.0f} presence checks a second (every reader every {POLL_MS} ms; "
                    "the driver has no polling function and counts no events)")
         why += "; " + (_floor_note(floor, FLOOR_OF[mode], out["idle_cpu_percent"])
                        if floor else "floor not measured (no gcc)")
     out["note"] = why
-    if mode != "presence-only, no counts":
+    if mode in ("polling-function", "presence-only"):
         harness.record_target(f"{n} readers, {mode} driver: idle CPU (% of one core)",
                               out["idle_cpu_percent"], IDLE_TARGET_PERCENT, "%", target=7,
                               note=f"over {secs:.1f} s; {why}")
@@ -291,14 +316,16 @@ def _register(mode: str, out: dict) -> None:
         ["driver", "readers", "threads added", "idle CPU (% of one core)",
          "driver's own calls, C loop (% of one core)",
          "polling-function calls (idle)", "presence calls (idle)",
-         "count reads (idle)", "arrival ms, 1 reader",
+         "count + generation reads (idle)", "arrival ms, 1 reader",
          f"arrival ms, {n}", "arrival ratio", "removal ms, 1 reader", f"removal ms, {n}",
          "removal ratio"], list(_rows.values()),
         note=f"Idle over {IDLE_SECONDS:g} s with no card events (CPU of the whole process; "
              "the driver calls are the simulated reader's counters; the C loop makes the "
              "same driver calls at the same rate in a process of its own, before the "
-             "readers open: the count read alone for the driver that counts events, "
-             "IFDHICCPresence for the one that does not); latency medians of "
+             "readers open: one generation read per tick for the driver that offers "
+             "it, a count read per reader per tick for the one that counts events "
+             "only, IFDHICCPresence per reader per tick for the one that does not); "
+             "latency medians of "
              f"{SAMPLES} samples per kind on a random reader, one-reader and {n}-reader "
              "Monitors sampled alternately.")
 
@@ -306,12 +333,16 @@ def _register(mode: str, out: dict) -> None:
 _floor: dict = {}
 
 
-@pytest.mark.parametrize("polling, event_counts", [(True, True), (False, True), (False, False)],
-                         ids=["polling-function", "presence-only", "presence-only-no-counts"])
-def test_scale_1024_readers(polling, event_counts, benchmark):
+@pytest.mark.parametrize("polling, event_counts, generation",
+                         [(True, True, True), (False, True, True), (False, True, False),
+                          (False, False, False)],
+                         ids=["polling-function", "presence-only", "presence-only-no-generation",
+                              "presence-only-no-counts"])
+def test_scale_1024_readers(polling, event_counts, generation, benchmark):
     from scardio.sim import EntryPoint
     mode = "polling-function" if polling else \
-        "presence-only" if event_counts else "presence-only, no counts"
+        ("presence-only" if generation else "presence-only, no generation") if event_counts \
+        else "presence-only, no counts"
     _enough_descriptors(READERS + 1)
     # Before any reader opens, so that nothing else polls meanwhile (once:
     # the kinds without a polling function share it).
@@ -320,12 +351,12 @@ def test_scale_1024_readers(polling, event_counts, benchmark):
     floor = None if polling else _floor["floor"]
     stack = contextlib.ExitStack()
     with stack:
-        one, one_ctl = _open_readers(stack, 1, polling, event_counts)
+        one, one_ctl = _open_readers(stack, 1, polling, event_counts, generation)
         mon_one = events.MonitorTracking(one, None)
         stack.callback(mon_one.close)
 
         threads_before = harness.thread_count()
-        many, many_ctl = _open_readers(stack, READERS, polling, event_counts)
+        many, many_ctl = _open_readers(stack, READERS, polling, event_counts, generation)
         mon_many = events.MonitorTracking(many, None)
         stack.callback(mon_many.close)
         time.sleep(1.0)  # every reader's first look is done
@@ -343,8 +374,10 @@ def test_scale_1024_readers(polling, event_counts, benchmark):
         # Each counters() read counts itself as a CONTROL call only.
         polls = _calls(many_ctl, EntryPoint.POLLING)
         presence = _calls(many_ctl, EntryPoint.ICC_PRESENCE)
-        # (no other GET_CAPABILITIES call is made while idle)
-        reads = _calls(many_ctl, EntryPoint.GET_CAPABILITIES)
+        # (no other GET_CAPABILITIES call is made while idle: count reads, and
+        # generation reads, which count on the LUN read through -- of
+        # either Monitor's readers: one poller serves both)
+        reads = _calls(many_ctl + one_ctl, EntryPoint.GET_CAPABILITIES)
 
         rng = random.Random(READERS)
         lat = {"one": {"insert": [], "remove": []}, "many": {"insert": [], "remove": []}}
@@ -384,13 +417,14 @@ def test_scale_1024_readers(polling, event_counts, benchmark):
                                  "arrival_ratio": ratio["insert"]})
     if floor:
         print(f"\n{mode}: floor, the driver's calls from a C loop: "
+              f"{floor['generation']:.2f} % (one generation read per tick), "
               f"{floor['counts']:.2f} % (count reads), "
               f"{floor['presence_and_counts']:.2f} % (presence + counts), "
               f"{floor['presence']:.2f} % (presence alone), "
               f"{floor['wake_ups']:.2f} % (the wake-ups alone)", end="")
     print(f"\n{mode}: {READERS} readers: +{threads} threads; idle {w1 - w0:.1f} s: CPU "
           f"{idle * 100:.2f} % of one core, {polls} polling-function, {presence} "
-          f"presence calls and {reads} count reads; arrival median {med['one']['insert']:.2f} ms (1 reader) vs "
+          f"presence calls and {reads} count + generation reads; arrival median {med['one']['insert']:.2f} ms (1 reader) vs "
           f"{med['many']['insert']:.2f} ms ({READERS}) = {ratio['insert']:.2f}x; removal "
           f"{med['one']['remove']:.2f} vs {med['many']['remove']:.2f} ms = "
           f"{ratio['remove']:.2f}x")

@@ -110,12 +110,21 @@ def test_the_sim_answers_the_extension_tags(sim_device):
                            struct.pack("<I", ext["SCIO_IFD_TAG_UNLOCKED_CONTROLS"]), 16)
     assert struct.unpack("<II", raw) == (0x42000000 + min(Control), 0x42000000 + max(Control))
     tag = struct.pack("<I", ext["SCIO_IFD_TAG_CARD_EVENTS"])
+    gen_tag = struct.pack("<I", ext["SCIO_IFD_TAG_CARD_EVENT_GENERATION"])
+
+    def generation() -> int:
+        return struct.unpack("<I", sim_device.ioctl(IOCTL.GET_ATTRIBUTE, gen_tag, 16))[0]
+
     assert struct.unpack("<II", sim_device.ioctl(IOCTL.GET_ATTRIBUTE, tag, 16)) == (0, 0)
     ctl = SimControl(sim_device)
-    ctl.insert()
-    ctl.insert()  # a swap: one removal, one insertion
-    ctl.remove()
+    gens = [generation()]
+    for step in (ctl.insert, ctl.insert, ctl.remove):  # the second: a swap, both counts
+        step()
+        gens.append(generation())
     assert struct.unpack("<II", sim_device.ioctl(IOCTL.GET_ATTRIBUTE, tag, 16)) == (2, 2)
+    assert all(a != b for a, b in zip(gens, gens[1:])), gens  # each change moved it
+    ctl.remove()  # no card: no event
+    assert generation() == gens[-1]
 
 
 def test_the_binding_knows_no_simulator_protocol():

@@ -19,12 +19,14 @@
  * just found out (a transmit that worked proves the card is in) so that
  * presence checks do not queue in front of I/O.  A driver that counts card
  * events is asked for its counts instead, without the call lock, and for
- * presence only when they moved.
+ * presence only when they moved; one that also offers the counts'
+ * generation is asked for it once per interval for all of its readers, and
+ * for their counts only when it moved.
  *
  * Drivers may offer scardio's extensions (ifd_ext.h): exact card-event
- * counts and a range of unlocked vendor controls.  Both are asked once at
- * open and checked for sanity; without them the backend relies on the
- * standard calls alone.
+ * counts, their library-wide generation and a range of unlocked vendor
+ * controls.  Each is asked once at open and checked for sanity; without
+ * them the backend relies on the standard calls alone.
  *
  * Buffers crossing the IOCTL boundary use 32-bit little-endian DWORDs; the
  * driver's own DWORD (unsigned long on Linux) is converted here.
@@ -131,6 +133,7 @@ typedef struct ifd_dev {
     size_t atr_len;
     /* tracking */
     int has_events;          /* the driver counts card events (SCIO_IFD_TAG_CARD_EVENTS) */
+    int has_generation;      /* and offers their generation (set at open only) */
     int events_stale;        /* a read failed: bases may lag, resync first */
     int counts_fresh;        /* the last presence check read the counts */
     uint32_t open_ins, open_rem; /* the counts at open */
@@ -1314,7 +1317,18 @@ static void ifd_wake_tracking(scio_device *d)
  * read the counts alone, without the call lock, from what the entry holds
  * (no pointer into the reader): while they stand still the card has not
  * moved and the look is done.  Any count read under the call lock that
- * finds them moved (poller_unquiet) makes the next look a full one. */
+ * finds them moved (poller_unquiet) makes the next look a full one.
+ *
+ * A driver that also offers the card-event generation (ifd_ext.h: one
+ * number for the library, bumped on every count change of any reader) is
+ * asked for it once per tick, before any look.  A pass in which every
+ * waiting request was quiet, every count read found the counts standing,
+ * and nothing stirred the table (a request came or was cancelled, a call
+ * saw counts move) "settles" the poller at the generation it began with:
+ * while the generation reads the same and nothing stirs, the following
+ * ticks make that one read and no look at all.  When it moves, the next
+ * pass reads every quiet request's counts, due or not, and may settle
+ * again at the new value. */
 
 /* 32 bytes (with a 64-bit DWORD), two to a cache line: the reader itself
  * is in devs[], at the same index, for looks that need it. */
@@ -1339,6 +1353,13 @@ typedef struct ifd_poller {
     size_t count, cap;
     int thread_up, quit;
     int dirty;               /* a request came or was cancelled: look again */
+    /* The card-event generation (ifd_ext.h): */
+    size_t no_generation;    /* entries whose reader does not offer it */
+    unsigned stir;           /* bumped by anything a settled poller must see */
+    int settled;             /* the table stood still at settled_gen ... */
+    unsigned settled_stir;   /* ... and p->stir was this */
+    uint32_t settled_gen;
+    unsigned settled_interval_ms; /* the shortest interval of the entries */
 } ifd_poller;
 
 static ifd_poller *poller_get(ifd_lib *lib)
@@ -1390,8 +1411,10 @@ static void poller_unquiet(ifd_dev *s)
     if (!p)
         return;
     scio_mutex_lock(&p->lock);
-    if (s->tw_op)
+    if (s->tw_op) {
         p->items[s->tw_slot].quiet_state = QUIET_DIRTY;
+        p->stir++;
+    }
     scio_mutex_unlock(&p->lock);
 }
 
@@ -1446,6 +1469,19 @@ static int counts_unmoved(ifdh_get_capabilities_fn get_caps, const poller_item *
            len == 8 && counts_word(scio_get_u32(v), scio_get_u32(v + 4)) == it->quiet;
 }
 
+/* The library's card-event generation (ifd_ext.h), read through `lun`: 1
+ * and *gen, or 0 (not offered, or a read that failed).  Made without any
+ * lock, as the extension allows. */
+static int read_generation(ifdh_get_capabilities_fn get_caps, IFD_DWORD lun, uint32_t *gen)
+{
+    uint8_t v[4 + 8]; /* slack: a driver writing past the length it was given */
+    IFD_DWORD len = 4;
+    if (get_caps(lun, SCIO_IFD_TAG_CARD_EVENT_GENERATION, &len, v) != IFD_SUCCESS || len != 4)
+        return 0;
+    *gen = scio_get_u32(v);
+    return 1;
+}
+
 /* The poller's full look at one reader: 1 done, 0 not yet, -1 put off
  * because a call holds the lock (its outcome is news too).  A lock the
  * whole library shares (a driver that is not thread safe) is waited for
@@ -1483,6 +1519,8 @@ static void poller_unlink(ifd_poller *p, size_t i)
 {
     ifd_dev *s = p->devs[i];
     size_t last = --p->count;
+    if (!s->has_generation)
+        p->no_generation--;
     if (i != last) {
         p->items[i] = p->items[last];
         p->devs[i] = p->devs[last];
@@ -1558,7 +1596,28 @@ static SCIO_THREAD_FN poller_main(void *arg)
         size_t i = 0;
         int moved = 0;
         unsigned quick_batches = 0;
+        /* The generation: read before any look of the pass (so that every
+         * count read of the pass comes after it), with the lock dropped;
+         * the entry read through stays (only this thread removes). */
+        int gen_pass = 0, settling, skipped = 0;
+        uint32_t gen = 0;
+        unsigned stir = p->stir, min_interval = UINT_MAX;
         p->dirty = 0;
+        if (p->count && !p->no_generation) {
+            IFD_DWORD lun = p->items[0].lun;
+            scio_mutex_unlock(&p->lock);
+            gen_pass = read_generation(p->get_caps, lun, &gen);
+            scio_mutex_lock(&p->lock);
+            if (gen_pass && p->settled && p->settled_gen == gen && p->settled_stir == p->stir &&
+                !p->no_generation) {
+                /* Nothing moved: no look this tick. */
+                wake_at = next_tick(now, p->settled_interval_ms);
+                skipped = 1;
+            }
+        }
+        settling = gen_pass && !skipped;
+        if (skipped)
+            i = p->count; /* no walk */
         while (i < p->count) {
             int n = 0, k, full;
             unsigned interval = 0;
@@ -1569,9 +1628,12 @@ static SCIO_THREAD_FN poller_main(void *arg)
             for (; i < p->count && n < POLLER_BATCH; i++) {
                 poller_entry *e = &p->items[i];
                 poller_item *it = &batch[n];
-                if (!e->cancel && e->due > now) {
+                /* (a pass on a generation looks at every quiet request) */
+                if (!e->cancel && e->due > now &&
+                    !(gen_pass && (e->quiet_state & QUIET_ON) && !e->first)) {
                     if (e->due < wake_at)
                         wake_at = e->due;
+                    settling = 0;
                     continue;
                 }
                 it->lun = e->lun;
@@ -1621,6 +1683,8 @@ static SCIO_THREAD_FN poller_main(void *arg)
                 if (e->interval_ms != interval) { /* one driver's readers share it, as a rule */
                     interval = e->interval_ms;
                     due = next_tick(now, interval);
+                    if (interval < min_interval)
+                        min_interval = interval;
                 }
                 if (it->counts_only && !e->cancel) {
                     if (it->r == 0 && !(e->quiet_state & QUIET_DIRTY)) {
@@ -1642,9 +1706,22 @@ static SCIO_THREAD_FN poller_main(void *arg)
                 }
                 if (poller_settle(p, slot[k], it, due))
                     moved = 1;
-                else if (due < wake_at)
-                    wake_at = due;
+                else {
+                    if (due < wake_at)
+                        wake_at = due;
+                    if (p->items[slot[k]].quiet_state != QUIET_ON)
+                        settling = 0; /* its next look is a full one */
+                }
             }
+        }
+        if (!skipped) {
+            /* Only a pass that looked at every entry after reading the
+             * generation, found nothing, left every request quiet and was
+             * not stirred meanwhile settles; any other unsettles. */
+            p->settled = settling && !moved && stir == p->stir && min_interval != UINT_MAX;
+            p->settled_gen = gen;
+            p->settled_stir = stir;
+            p->settled_interval_ms = min_interval;
         }
         /* An entry moved into a slot already passed is looked at now. */
         if (moved || p->dirty || (p->quit && !p->count))
@@ -1700,6 +1777,9 @@ static void ifd_submit_tracking(scio_device *d, scio_op *op, uint32_t code)
         s->tw_op = op;
         s->tw_slot = p->count++;
         s->tw_deferred = 0;
+        if (!s->has_generation)
+            p->no_generation++;
+        p->stir++;
         p->dirty = 1;
         scio_cond_broadcast(&p->cv);
     }
@@ -1717,6 +1797,7 @@ static void ifd_cancel(scio_device *d, scio_op *op)
     scio_mutex_lock(&p->lock);
     if (s->tw_op && (!op || s->tw_op == op)) {
         p->items[s->tw_slot].cancel = 1;
+        p->stir++;
         p->dirty = 1;
         scio_cond_broadcast(&p->cv);
     }
@@ -1887,7 +1968,7 @@ static int get_ext_pair(ifd_dev *s, IFD_DWORD tag, const char *what,
 /* Read scardio's extensions once, at open (call lock held). */
 static void read_extensions(ifd_dev *s)
 {
-    uint32_t first, last, ins, rem;
+    uint32_t first, last, ins, rem, gen;
     if (get_ext_pair(s, SCIO_IFD_TAG_UNLOCKED_CONTROLS, "the unlocked control range",
                      &first, &last)) {
         if (first > last || first < SCIO_IFD_VENDOR_CTL_FIRST ||
@@ -1909,6 +1990,7 @@ static void read_extensions(ifd_dev *s)
         s->has_events = 1;
         s->open_ins = s->last_ins = s->base_ins = s->known_ins = ins;
         s->open_rem = s->last_rem = s->base_rem = rem;
+        s->has_generation = read_generation(s->lib->get_caps, s->lun, &gen);
     }
 }
 

@@ -61,6 +61,48 @@
 #define SCIO_IFD_TAG_CARD_EVENTS 0x0007A002u
 
 /*
+ * Card-event generation (optional; only with the card-event counts).
+ *
+ * Value: 4 bytes, u32: a number the driver library bumps (by one, modulo
+ * 2^32) on every change of any of its readers' card-event counts (a swap
+ * that moves both of a reader's counts at once may be one bump) -- one
+ * counter for the whole library as loaded in this process, whichever of
+ * its open LUNs it is read through.  It says nothing by its value, only by
+ * moving: a host that watches many readers reads it once per poll interval
+ * and reads their counts only when it moved.
+ *
+ * Ordering: a driver bumps it after the counts it covers have changed,
+ * such that a read of the counts made after a read of the generation that
+ * saw the bump sees the new counts (the bump a release operation, or made
+ * under the lock the counts are read under; the read an acquire).  Then a
+ * count change that a count read made after a read of the generation did
+ * not see bumps the generation past the value that read returned: while
+ * later reads return that same value, every count read made after it
+ * still stands.
+ * (2^32 bumps between two reads of one host would defeat this; at poll
+ * intervals that cannot happen.)
+ *
+ * Read: once per reader at open, beside the counts (a reader whose driver
+ * answers the generation but not the counts ignores it); then by a host
+ * that tracks readers without a polling function, once per poll interval,
+ * through the LUN of any reader it tracks, without any lock of the
+ * backend's and concurrently with any other call of the driver (but never
+ * with closing the LUN it is read through).  Like the counts it is served
+ * at any time, from the driver's own state and at once.
+ *
+ * Semantics: while the generation stands still, a host takes every count
+ * it read since the first of the reads to show that value as still
+ * standing, and reads none; once it moves, the host reads every tracked
+ * reader's counts again.  Nothing else changes: events are reported as the
+ * counts show them (above).  The backend cannot check the generation: a
+ * driver that misses a bump hides that card event from a waiting tracking
+ * request until the generation next moves or a call on the reader reads
+ * its counts.  Drivers without it are read as before: each tracked reader's
+ * counts every poll interval.
+ */
+#define SCIO_IFD_TAG_CARD_EVENT_GENERATION 0x0007A004u
+
+/*
  * Vendor controls served without the reader lock.
  *
  * Value: 8 bytes, u32 first then u32 last: an inclusive range of IFDHControl

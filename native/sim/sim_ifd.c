@@ -99,6 +99,7 @@ static uint64_t ld_acq64(volatile uint64_t *p)
     return (uint64_t)InterlockedCompareExchange64((volatile LONG64 *)p, 0, 0);
 }
 static void st_rel32(volatile uint32_t *p, uint32_t v) { InterlockedExchange((volatile LONG *)p, (LONG)v); }
+static void add_rel32(volatile uint32_t *p, uint32_t v) { InterlockedExchangeAdd((volatile LONG *)p, (LONG)v); }
 static void st_rel64(volatile uint64_t *p, uint64_t v)
 {
     InterlockedExchange64((volatile LONG64 *)p, (LONG64)v);
@@ -119,6 +120,7 @@ static int cas64(volatile uint64_t *p, uint64_t *expect, uint64_t v)
 #define ld_acq64(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define st_rel32(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 #define st_rel64(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define add_rel32(p, v) ((void)__atomic_add_fetch((p), (v), __ATOMIC_RELEASE))
 #define cas64(p, expect, v) \
     __atomic_compare_exchange_n((p), (expect), (v), 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)
 #define SIM_ALIGN64 __attribute__((aligned(64)))
@@ -199,6 +201,7 @@ struct lun {
     int poll_stop;             /* sticky: the next / current poll returns */
     int no_polling;            /* opened with option nopoll: no polling function */
     int no_events;             /* option noevents: no card-event counts */
+    int no_generation;         /* option nogeneration: counts, but no generation */
     int lost_stop;             /* option loststop: a stop with no poll waiting is lost */
     int pollers;               /* polls waiting for an event */
     struct ext_ref *ext;       /* the card is external (NULL: card.c) */
@@ -302,6 +305,7 @@ static void sleep_us(uint32_t us)
 #define HOT_PRESENT       1u
 #define HOT_SLOW_PRESENCE 2u   /* IFDHICCPresence takes the locked path */
 #define HOT_SLOW_EVENTS   4u   /* so does the count read */
+#define HOT_NO_GENERATION 8u   /* the generation read takes the locked path */
 #define HOT_SLOW          (HOT_SLOW_PRESENCE | HOT_SLOW_EVENTS)
 
 /* The word: gen 16 bits | flags 4 | presence calls 22 | count reads 22. */
@@ -327,6 +331,9 @@ struct lun_hot {
 };
 
 static SIM_ALIGN64 struct lun_hot g_hot[SIM_MAX_LUNS];
+/* SCIO_IFD_TAG_CARD_EVENT_GENERATION: bumped by hot_sync after it publishes
+ * changed counts of any LUN, so a reader that sees the bump sees them. */
+static SIM_ALIGN64 uint32_t g_event_gen;
 static uint32_t g_hot_head[SIM_BUCKETS]; /* slot + 1; 0: none */
 static uint32_t g_hot_free[SIM_MAX_LUNS]; /* reusable slots (g_lock) */
 static unsigned g_hot_nfree, g_hot_used; /* g_lock */
@@ -388,7 +395,8 @@ static struct lun_hot *hot_take(IFD_DWORD id)
     st_rel64(&h->events, 0);
     st_rel32(&h->next, g_hot_head[b]);
     /* slow until published; no reader can count on a dead word meanwhile */
-    st_rel64(&h->word, (uint64_t)gen << HW_GEN_SHIFT | (uint64_t)HOT_SLOW << HW_FLAGS_SHIFT);
+    st_rel64(&h->word, (uint64_t)gen << HW_GEN_SHIFT
+                        | (uint64_t)(HOT_SLOW | HOT_NO_GENERATION) << HW_FLAGS_SHIFT);
     st_rel32(&g_hot_head[b], i + 1);
     return h;
 }
@@ -422,10 +430,16 @@ static void hot_sync(struct lun *l, int dead)
     if (l->closed || l->latency_us != 0 || l->no_events
         || l->fault[SIM_EP_GET_CAPABILITIES].kind != SIM_FAULT_NONE)
         f |= HOT_SLOW_EVENTS;
+    if ((f & HOT_SLOW_EVENTS) || l->no_generation)
+        f |= HOT_NO_GENERATION;
     if (dead)
-        f = HOT_SLOW;
-    if (ld_acq64(&h->events) != ev)
+        f = HOT_SLOW | HOT_NO_GENERATION;
+    /* The counts change only under the LUN lock, and every unlock comes
+     * through here: each change is published, then the generation bumped. */
+    if (ld_acq64(&h->events) != ev) {
         st_rel64(&h->events, ev);
+        add_rel32(&g_event_gen, 1);
+    }
     w = ld_acq64(&h->word);
     do {
         uint64_t gen = hw_gen(w) | (dead ? 1u : 0u);
@@ -584,6 +598,7 @@ static IFD_RESPONSECODE create_channel(IFD_DWORD id, const char *name)
     l->linked = 1;
     l->no_polling = name_has_option(name, "nopoll");
     l->no_events = name_has_option(name, "noevents");
+    l->no_generation = name_has_option(name, "nogeneration");
     l->lost_stop = name_has_option(name, "loststop");
     sim_card_init(&l->card, NULL, 0);
     l->counters[SIM_COUNTER_CALLS + SIM_EP_CREATE_CHANNEL] = 1;
@@ -1007,6 +1022,18 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
             return IFD_SUCCESS;
         }
     }
+    if (Tag == SCIO_IFD_TAG_CARD_EVENT_GENERATION && Value != NULL && *Length >= 4) {
+        /* Read once per poll interval for all of a host's readers: no lock
+         * either; counted as a GET_CAPABILITIES call of the LUN read
+         * through. */
+        uint64_t w;
+        struct lun_hot *h = hot_find(Lun, &w);
+        if (h != NULL && hot_count(h, &w, HOT_NO_GENERATION, 1, 0, NULL)) {
+            put_u32(Value, ld_acq32(&g_event_gen));
+            *Length = 4;
+            return IFD_SUCCESS;
+        }
+    }
     rv = enter(Lun, SIM_EP_GET_CAPABILITIES, 1, &l, &f);
     if (rv != IFD_SUCCESS)
         return rv;
@@ -1070,6 +1097,11 @@ SIM_EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
         rv = give(Length, Value, cap, ev, sizeof ev);
         break;
     }
+    case SCIO_IFD_TAG_CARD_EVENT_GENERATION:
+        /* (the LUN lock held: every change of its counts is in already) */
+        rv = l->no_events || l->no_generation
+             ? IFD_ERROR_TAG : give_u32(Length, Value, cap, ld_acq32(&g_event_gen));
+        break;
     case SCIO_IFD_TAG_UNLOCKED_CONTROLS: {
         IFD_UCHAR range[8];
         put_u32(range, (uint32_t)(SIM_CTL_BASE + SIM_CTL_FIRST));
@@ -1106,6 +1138,7 @@ SIM_EXPORT IFD_RESPONSECODE IFDHSetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
     case TAG_VENDOR_NAME: case TAG_VENDOR_IFD_TYPE: case TAG_VENDOR_IFD_VERSION:
     case TAG_DEVICE_UNIT: case TAG_CHARACTERISTICS: case TAG_CURRENT_PROTOCOL:
     case SCIO_IFD_TAG_CARD_EVENTS: case SCIO_IFD_TAG_UNLOCKED_CONTROLS:
+    case SCIO_IFD_TAG_CARD_EVENT_GENERATION:
         rv = IFD_ERROR_VALUE_READ_ONLY;
         break;
     default:

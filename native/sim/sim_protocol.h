@@ -7,8 +7,8 @@
  * scardio core, and SCardControl reaches it through pcscd).  Every multi-byte
  * field is a 32-bit little-endian integer.
  *
- * Besides the standard capability tags it answers both of scardio's IFD
- * extensions (native/ifd/ifd_ext.h): card-event counts, and the controls
+ * Besides the standard capability tags it answers scardio's IFD extensions
+ * (native/ifd/ifd_ext.h): card-event counts and their generation, and the controls
  * SIM_CTL_FIRST..SIM_CTL_LAST as served without the reader lock (they are
  * thread safe, and must get through while a faulted call holds the lock).
  */

@@ -5,6 +5,9 @@
  * the core loads): the extension values, the card-event counts and card
  * presence, and a hold that makes IFDHICCPresence block (with the reader
  * lock held by the backend) until a control or ext_release() lets it go.
+ * The card-event generation, when offered, is whatever the test last set:
+ * it does not follow the counts by itself, so a test can show what reads
+ * it (and what does not); the count and generation reads are counted.
  *
  * One reader; no card model (power-up gives a fixed ATR, transmit fails).
  */
@@ -25,6 +28,9 @@ static int present;
 static int offer_unlocked;
 static uint32_t unlocked[2];
 static IFD_DWORD unlocked_len = 8;
+static int offer_generation;
+static uint32_t generation;
+static unsigned count_reads, generation_reads; /* since ext_reads() */
 static int hold;        /* IFDHICCPresence blocks while set */
 static int held;        /* a presence call is blocked */
 
@@ -57,6 +63,33 @@ EXPORT void ext_set_card(uint32_t insertions, uint32_t removals, int is_present)
     ev_ins = insertions;
     ev_rem = removals;
     present = is_present;
+    pthread_mutex_unlock(&m);
+}
+
+EXPORT void ext_offer_generation(int on);
+EXPORT void ext_offer_generation(int on)
+{
+    pthread_mutex_lock(&m);
+    offer_generation = on;
+    pthread_mutex_unlock(&m);
+}
+
+EXPORT void ext_set_generation(uint32_t g);
+EXPORT void ext_set_generation(uint32_t g)
+{
+    pthread_mutex_lock(&m);
+    generation = g;
+    pthread_mutex_unlock(&m);
+}
+
+/* The count and generation reads since the last call (answered or not). */
+EXPORT void ext_reads(unsigned *counts, unsigned *generations);
+EXPORT void ext_reads(unsigned *counts, unsigned *generations)
+{
+    pthread_mutex_lock(&m);
+    *counts = count_reads;
+    *generations = generation_reads;
+    count_reads = generation_reads = 0;
     pthread_mutex_unlock(&m);
 }
 
@@ -130,10 +163,19 @@ EXPORT IFD_RESPONSECODE IFDHGetCapabilities(IFD_DWORD Lun, IFD_DWORD Tag,
     if (Tag == IFD_TAG_THREAD_SAFE) {
         v[0] = 1;
         rv = give(Length, Value, v, 1);
-    } else if (Tag == SCIO_IFD_TAG_CARD_EVENTS && offer_events) {
-        put_u32(v, ev_ins);
-        put_u32(v + 4, ev_rem);
-        rv = give(Length, Value, v, 8);
+    } else if (Tag == SCIO_IFD_TAG_CARD_EVENTS) {
+        count_reads++;
+        if (offer_events) {
+            put_u32(v, ev_ins);
+            put_u32(v + 4, ev_rem);
+            rv = give(Length, Value, v, 8);
+        }
+    } else if (Tag == SCIO_IFD_TAG_CARD_EVENT_GENERATION) {
+        generation_reads++;
+        if (offer_events && offer_generation) {
+            put_u32(v, generation);
+            rv = give(Length, Value, v, 4);
+        }
     } else if (Tag == SCIO_IFD_TAG_UNLOCKED_CONTROLS && offer_unlocked) {
         put_u32(v, unlocked[0]);
         put_u32(v + 4, unlocked[1]);

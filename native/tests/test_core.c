@@ -504,6 +504,9 @@ static void (*ext_set_card)(uint32_t, uint32_t, int);
 static void (*ext_hold)(void);
 static void (*ext_release)(void);
 static int (*ext_held)(void);
+static void (*ext_offer_generation)(int);
+static void (*ext_set_generation)(uint32_t);
+static void (*ext_reads)(unsigned *, unsigned *);
 
 /* The log channel (scio_set_log): messages counted by what they mention. */
 static pthread_mutex_t log_m = PTHREAD_MUTEX_INITIALIZER;
@@ -638,6 +641,87 @@ static void test_ext_events_drift(void)
     scio_close(d);
 }
 
+/* The card-event generation (ifd_ext.h), on a reader without a polling
+ * function (open_ext: 5 ms poll interval).  While it stands still, the
+ * poller reads it alone once per tick and no count; counts that move under
+ * a still generation go unseen (the driver's side of the contract), and the
+ * move of the generation makes them seen; an arrival and a departure
+ * between two looks are both reported; a reader whose driver does not offer
+ * it (here: at its open) has its counts read every tick, and so has every
+ * reader of a poller that tracks such a reader too. */
+static void test_ext_generation(void)
+{
+    scio_device *d, *d2;
+    scio_op *op = NULL, *op2 = NULL;
+    unsigned counts, gens;
+    ext_offer(1, 0, 0, 0, 8);
+    ext_offer_generation(1);
+    ext_set_generation(0xFFFFFFFEu); /* it wraps below: only moving counts */
+    ext_set_card(0, 0, 0);
+    d = open_ext(0x13);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 60, &op) == SCIO_PENDING);
+    ext_reads(&counts, &gens);
+    sleep_ms(200); /* ~40 ticks */
+    ext_reads(&counts, &gens);
+    CHECK(counts == 0);
+    CHECK(gens >= 5 && gens <= 45);
+
+    /* The counts move, the generation does not: nothing is read or seen. */
+    ext_set_card(1, 0, 1);
+    CHECK(!scio_op_wait(op, 100));
+    ext_reads(&counts, &gens);
+    CHECK(counts == 0);
+    ext_set_generation(0xFFFFFFFFu);
+    CHECK(scio_op_wait(op, 2000) && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    CHECK(get_state(d) == SCIO_STATE_SWALLOWED);
+
+    /* Settled again on the card being in; then out and back in, with one
+     * bump, between two looks: a departure and an arrival. */
+    CHECK(track(d, SCIO_IOCTL_IS_ABSENT, 60, &op) == SCIO_PENDING);
+    ext_set_card(2, 1, 1);
+    ext_set_generation(0); /* (wrapped) */
+    CHECK(op != NULL && scio_op_wait(op, 2000) && scio_op_status(op) == SCIO_SUCCESS);
+    if (op)
+        scio_op_release(op);
+    CHECK(track(d, SCIO_IOCTL_IS_PRESENT, 2000, &op) == SCIO_SUCCESS);
+    CHECK(track(d, SCIO_IOCTL_IS_ABSENT, 60, &op) == SCIO_PENDING);
+    sleep_ms(50);
+    ext_reads(&counts, &gens);
+    sleep_ms(100);
+    ext_reads(&counts, &gens);
+    CHECK(counts == 0 && gens > 0); /* settled on the card in */
+
+    /* A second reader opened while the driver does not offer the
+     * generation: the poller reads every tracked reader's counts per tick,
+     * and no generation. */
+    ext_offer_generation(0);
+    d2 = open_ext(0x14);
+    CHECK(d2 != NULL);
+    if (d2) {
+        CHECK(track(d2, SCIO_IOCTL_IS_ABSENT, 60, &op2) == SCIO_PENDING);
+        sleep_ms(20);
+        ext_reads(&counts, &gens);
+        sleep_ms(100);
+        ext_reads(&counts, &gens);
+        CHECK(counts >= 2 * 5 && gens == 0);
+        /* the first reader's events are seen from its counts alone */
+        ext_set_card(2, 2, 0);
+        CHECK(op != NULL && scio_op_wait(op, 2000) && scio_op_status(op) == SCIO_SUCCESS);
+        if (op)
+            scio_op_release(op);
+        op = NULL;
+        finish(op2);
+        scio_close(d2);
+    }
+    finish(op);
+    ext_offer_generation(0);
+    scio_close(d);
+}
+
 struct ctl_call {
     scio_device *d;
     uint32_t code;
@@ -758,7 +842,11 @@ static int load_ext(void)
     *(void **)&ext_hold = dlsym(h, "ext_hold");
     *(void **)&ext_release = dlsym(h, "ext_release");
     *(void **)&ext_held = dlsym(h, "ext_held");
-    return ext_offer && ext_set_card && ext_hold && ext_release && ext_held;
+    *(void **)&ext_offer_generation = dlsym(h, "ext_offer_generation");
+    *(void **)&ext_set_generation = dlsym(h, "ext_set_generation");
+    *(void **)&ext_reads = dlsym(h, "ext_reads");
+    return ext_offer && ext_set_card && ext_hold && ext_release && ext_held &&
+           ext_offer_generation && ext_set_generation && ext_reads;
 }
 
 /* scio_queue_free drops the creator's reference once: a second call, or a
@@ -1575,6 +1663,7 @@ int main(int argc, char **argv)
         scio_set_log(log_cb, NULL);
         test_ext_events_backwards();
         test_ext_events_drift();
+        test_ext_generation();
         test_ext_unlocked_controls();
         scio_set_log(NULL, NULL);
     }

@@ -392,6 +392,125 @@ static void test_capabilities(void)
     CHECK_EQ(p_close(lun), IFD_SUCCESS);
 }
 
+/* ---- tests: the card-event generation (ifd_ext.h) ------------------------ */
+
+static int read_gen(IFD_DWORD lun, uint32_t *g)
+{
+    uint8_t b[8];
+    IFD_DWORD len = sizeof(b);
+    if (getcap(lun, SCIO_IFD_TAG_CARD_EVENT_GENERATION, b, &len) != IFD_SUCCESS || len != 4)
+        return 0;
+    *g = rd32(b);
+    return 1;
+}
+
+static uint32_t count_sum(IFD_DWORD lun)
+{
+    uint8_t b[8];
+    IFD_DWORD len = sizeof(b);
+    if (getcap(lun, SCIO_IFD_TAG_CARD_EVENTS, b, &len) != IFD_SUCCESS || len != 8)
+        return 0xFFFFFFFFu;
+    return rd32(b) + rd32(b + 4);
+}
+
+/* One counter for the library, read through any LUN that offers it; moved
+ * by every change of any LUN's counts, and by nothing else. */
+static void test_event_generation(void)
+{
+    IFD_DWORD a = 0x20000, c = 0x20001, nogen = 0x20002, noev = 0x20003, len;
+    uint32_t g0 = 0, g = 0, g2 = 0;
+    uint8_t b[8];
+    CHECK_EQ(p_create_by_name(a, "sim:a?nopoll"), IFD_SUCCESS);
+    CHECK_EQ(p_create_by_name(c, "sim:c"), IFD_SUCCESS);
+    CHECK_EQ(p_create_by_name(nogen, "sim:n?nopoll,nogeneration"), IFD_SUCCESS);
+    CHECK_EQ(p_create_by_name(noev, "sim:e?noevents"), IFD_SUCCESS);
+    CHECK(read_gen(a, &g0));
+    CHECK(read_gen(c, &g) && g == g0);
+    len = 3;
+    CHECK_EQ(getcap(a, SCIO_IFD_TAG_CARD_EVENT_GENERATION, b, &len),
+             IFD_ERROR_INSUFFICIENT_BUFFER);
+    CHECK_EQ(len, 4);
+    len = sizeof(b);
+    CHECK_EQ(getcap(nogen, SCIO_IFD_TAG_CARD_EVENT_GENERATION, b, &len), IFD_ERROR_TAG);
+    len = sizeof(b);
+    CHECK_EQ(getcap(noev, SCIO_IFD_TAG_CARD_EVENT_GENERATION, b, &len), IFD_ERROR_TAG);
+    CHECK(count_sum(nogen) == 0); /* its counts are there */
+    CHECK_EQ(p_setcap(a, SCIO_IFD_TAG_CARD_EVENT_GENERATION, 4, b), IFD_ERROR_VALUE_READ_ONLY);
+
+    /* Calls that change no count leave it; each change of a count moves it. */
+    CHECK_EQ(power_up(a), IFD_ICC_NOT_PRESENT);
+    CHECK_EQ(ctl(a, SIM_CTL_REMOVE, NULL, 0), IFD_SUCCESS); /* no card: no event */
+    CHECK(read_gen(a, &g) && g == g0);
+    CHECK_EQ(insert_kind(c, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK(read_gen(a, &g) && g == g0 + 1);
+    CHECK_EQ(power_up(c), IFD_SUCCESS);
+    CHECK(read_gen(a, &g2) && g2 == g);
+    CHECK_EQ(insert_kind(c, SIM_CARD_T0), IFD_SUCCESS); /* a swap: both counts */
+    CHECK(read_gen(c, &g2) && g2 != g);
+    CHECK_EQ(ctl(c, SIM_CTL_REMOVE, NULL, 0), IFD_SUCCESS);
+    CHECK(read_gen(a, &g) && g != g2);
+    /* a LUN without the generation still moves it for the others */
+    CHECK_EQ(insert_kind(nogen, SIM_CARD_T1), IFD_SUCCESS);
+    CHECK(read_gen(a, &g2) && g2 != g);
+    /* read while the GET_CAPABILITIES path is slow (latency): the same */
+    CHECK_EQ(ctl_u32(a, SIM_CTL_SET_LATENCY, 100), IFD_SUCCESS);
+    CHECK(read_gen(a, &g) && g == g2);
+    CHECK_EQ(ctl_u32(a, SIM_CTL_SET_LATENCY, 0), IFD_SUCCESS);
+
+    CHECK_EQ(p_close(a), IFD_SUCCESS);
+    len = sizeof(b);
+    CHECK_EQ(getcap(a, SCIO_IFD_TAG_CARD_EVENT_GENERATION, b, &len), IFD_NO_SUCH_DEVICE);
+    CHECK_EQ(p_close(c), IFD_SUCCESS);
+    CHECK_EQ(p_close(nogen), IFD_SUCCESS);
+    CHECK_EQ(p_close(noev), IFD_SUCCESS);
+}
+
+/* The ordering a host relies on, with cards coming and going on another
+ * thread: counts read after a generation read are at least as new as that
+ * generation says (here one LUN makes every change, one count each). */
+struct gen_race {
+    IFD_DWORD lun;
+    int rounds;
+};
+
+static void *gen_toggler(void *arg)
+{
+    struct gen_race *r = arg;
+    int i;
+    for (i = 0; i < r->rounds; i++)
+        (void)ctl(r->lun, i % 2 == 0 ? SIM_CTL_INSERT : SIM_CTL_REMOVE, NULL, 0);
+    return NULL;
+}
+
+static void test_event_generation_race(void)
+{
+    struct gen_race r = { 0x20010, 2000 };
+    IFD_DWORD via = 0x20011;
+    uint32_t g0 = 0, sum0, g = 0, sum;
+    int bad = 0, reads = 0;
+    pthread_t th;
+    CHECK_EQ(p_create_by_name(r.lun, "sim:t?nopoll"), IFD_SUCCESS);
+    CHECK_EQ(p_create_by_name(via, "sim:v?nopoll"), IFD_SUCCESS);
+    CHECK(read_gen(via, &g0));
+    sum0 = count_sum(r.lun);
+    CHECK_EQ(pthread_create(&th, NULL, gen_toggler, &r), 0);
+    for (;;) {
+        int ok = read_gen(via, &g);
+        sum = count_sum(r.lun);
+        reads++;
+        if (!ok || sum == 0xFFFFFFFFu || sum - sum0 < g - g0)
+            bad++;
+        if (sum - sum0 >= (uint32_t)r.rounds)
+            break;
+    }
+    pthread_join(th, NULL);
+    CHECK(read_gen(via, &g) && g - g0 == (uint32_t)r.rounds);
+    CHECK_EQ(bad, 0);
+    CHECK(reads > 0);
+    CHECK_EQ(p_close(r.lun), IFD_SUCCESS);
+    CHECK_EQ(p_close(via), IFD_SUCCESS);
+}
+
 /* ---- tests: power, protocol, presence, transmit -------------------------- */
 
 static void test_power_protocol(void)
@@ -1770,6 +1889,8 @@ int main(int argc, char **argv)
         test_hot_paths();
         test_hot_counts_do_not_wrap();
         test_hot_paths_race();
+        test_event_generation();
+        test_event_generation_race();
         test_faults();
         test_polling();
         test_many();

@@ -38,14 +38,17 @@ SIM_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def open_device(lun: int = 0, *, poll_interval_ms: int = 0,
                 close_timeout_ms: int = 0, polling: bool = True,
-                event_counts: bool = True) -> Device:
+                event_counts: bool = True, event_generation: bool = True) -> Device:
     """Open reader `lun` of the simulated reader driver (it starts with no
     card; steer it with :class:`SimControl`).  With ``polling=False`` the
     reader offers no polling function, like drivers that can only be asked
     whether a card is in (the core then asks every `poll_interval_ms`); with
     ``event_counts=False`` it does not count card events (scardio's IFD
-    extension), like most third-party drivers."""
-    options = [o for o, off in (("nopoll", not polling), ("noevents", not event_counts)) if off]
+    extension), like most third-party drivers; with ``event_generation=False``
+    it counts them but offers no library-wide card-event generation (the
+    extension a host reads once per poll interval for all readers)."""
+    options = [o for o, off in (("nopoll", not polling), ("noevents", not event_counts),
+                                ("nogeneration", not event_generation)) if off]
     name = f"sim:{lun}?{','.join(options)}" if options else f"sim:{lun}"
     return Device.open_ifd(SIM_LIBRARY, name, lun, poll_interval_ms=poll_interval_ms,
                            close_timeout_ms=close_timeout_ms)
