@@ -1009,6 +1009,11 @@ cdef class Device:
         the IOCTL in progress, which finishes unwaited, as ioctl_on_lane();
         Ctrl-C while waiting leaves it likewise."""
         cdef scio_loop c
+        _loop_input(&c, kind, protocols, max_steps)
+        return self._run_loop(&c, timeout)
+
+    cdef object _run_loop(self, scio_loop *c, object timeout):
+        """run_loop() of the loop in `c` (its arguments filled in)."""
         cdef scio_op *op = NULL
         cdef scio_status st
         cdef int done = 0
@@ -1018,19 +1023,22 @@ cdef class Device:
         cdef double seconds = 0.0
         cdef bint forever
         cdef double deadline = 0.0
-        _loop_input(&c, kind, protocols, max_steps)
         self._check_open()
         if timeout is None:
             with nogil:
-                scio_loop_run(self._dev, &c, NULL)
-            return _loop_outcome(&c)
+                scio_loop_run(self._dev, c, NULL)
+            return _loop_outcome(c)
         forever = _forever(timeout, &seconds)
-        if not forever:
+        if forever:
+            slice_ms = WAIT_SLICE_MS
+        else:
             deadline = _monotonic() + seconds
             c.timeout_us = <int64_t>(seconds * 1e6) + 1
-        slice_ms = _slice_ms(forever, deadline)
+            # a far deadline needs no second look at the clock
+            slice_ms = (WAIT_SLICE_MS if seconds * 1000.0 >= WAIT_SLICE_MS
+                        else _slice_ms(forever, deadline))
         with nogil:
-            st = scio_submit_loop(self._dev, &c, 1, 0, &op)
+            st = scio_submit_loop(self._dev, c, 1, 0, &op)
             if st == SCIO_SUCCESS and slice_ms != 0:
                 done = scio_op_await(op, slice_ms)
         if st != SCIO_SUCCESS:
@@ -1425,6 +1433,74 @@ cdef class CardBase:
     cdef public object protocol
     cdef public object _gone  # None while connected, else why not
     cdef public object _header  # the I/O header (SCARD_IO_REQUEST) as bytes
+    # The rest of what Card.__init__ sets: fields, so that a card needs no
+    # instance dict (connect makes one per call).
+    cdef public object atr_bytes
+    cdef public object atr
+    cdef public object atr_error
+    cdef public object connect_actions
+    cdef public object auto_get_response
+    cdef public object auto_resend
+    cdef public object _share  # known from the connect, else asked once (None)
+
+    def _init(self, reader, atr, protocol, actions, auto_get_response, auto_resend):
+        """Card.__init__ (which documents it)."""
+        self._setup(reader, atr, protocol, actions, auto_get_response, auto_resend)
+
+    def _release(self, disposition):
+        """Card.disconnect() with its disposition checked (a Disposition)."""
+        cdef object lock = self.reader._lock
+        if type(lock) is ReaderLock:
+            (<ReaderLock>lock)._acquire(-1)
+        else:
+            lock.acquire()
+        try:
+            if self._gone is None:
+                self._disconnected(disposition)
+        finally:
+            if type(lock) is ReaderLock:
+                (<ReaderLock>lock)._release()
+            else:
+                lock.release()
+
+    cdef int _disconnected(self, disposition) except -1:
+        """The disconnect, with the reader lock held: what the session says
+        (scardio.session), then the power-down timer it asks for."""
+        reader = self.reader
+        session = reader.session
+        if session.disconnect_needs_io(disposition):
+            if _Card is None:
+                _load_connect()
+            delay = _run_sync(reader.device, session.disconnect_steps(self, disposition))
+        else:
+            delay = session.release_card(self, disposition)
+        if delay is not None:
+            session.arm_timer(reader._power_down_timer.arm, delay)
+        return 0
+
+    cdef int _setup(self, reader, atr, protocol, actions, auto_get_response,
+                    auto_resend) except -1:
+        if _Card is None:
+            _load_connect()
+        self.reader = reader
+        atr = atr if type(atr) is bytes else bytes(atr)
+        self.atr_bytes = atr
+        protocol = protocol if type(protocol) is _Protocol else _Protocol(protocol)
+        self.protocol = protocol
+        self.connect_actions = list(actions) if actions else []
+        self.auto_get_response = auto_get_response
+        self.auto_resend = auto_resend
+        self.atr_error = None
+        try:
+            # the same card connects again and again: parse its ATR once
+            self.atr = _parse_atr_cached(atr)
+        except _ATRError as exc:  # a malformed ATR does not stop the card working
+            self.atr = None
+            self.atr_error = exc
+        self._gone = None
+        header = _io_headers.get(protocol)
+        self._header = header if header is not None else _io_header(protocol)
+        return 0
 
     def transmit(self, apdu, *, auto_get_response=None, auto_resend=None, timeout=None):
         """Send a command APDU: bytes, hex text, scardio.apdu.APDU or a list
@@ -1503,3 +1579,115 @@ cdef class CardBase:
         if sw1 == 0x61 or sw1 == 0x6C:
             return self._follow_up(apdu, resp)
         return resp
+
+
+# ---- the reader API's connect (scardio.reader, scardio.card) -----------------
+# Reader.connect() and the cards it makes run here: a connect / disconnect
+# cycle on a fast driver costs a few microseconds, and the interpreter's
+# share of it was most of them.  The session's rules stay in
+# scardio.session (called from here); the loops' in scardio.sequences.
+
+cdef object _Card = None  # scardio.card.Card, and the rest _load_connect() fills
+cdef object _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
+cdef object _share_value, _deadline_after, _connect_loop, _connect_steps
+cdef object _run_sync, _sequences
+cdef double _INF = float("inf")
+
+
+cdef int _load_connect() except -1:
+    global _Card, _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
+    global _share_value, _deadline_after, _connect_loop, _connect_steps, _run_sync, _sequences
+    from .atr import ATRError, parse_atr_cached
+    from .card import Card, _IO_HEADERS, _io_header as io_header
+    from .constants import Protocol
+    from .runner import run_sync
+    from . import sequences
+    from .sequences.connect import connect_loop, connect_steps
+    from .sequences.sharing import share_value
+    from .session import deadline_after
+    _Protocol, _ATRError, _parse_atr_cached = Protocol, ATRError, parse_atr_cached
+    _io_headers, _io_header = _IO_HEADERS, io_header
+    _share_value, _deadline_after = share_value, deadline_after
+    _connect_loop, _connect_steps = connect_loop, connect_steps
+    _run_sync, _sequences = run_sync, sequences
+    _Card = Card
+    return 0
+
+
+def run_loop_on(device, loop, deadline=None):
+    """scardio.runner.run_loop (which documents it)."""
+    if _Card is None:
+        _load_connect()
+    return _run_loop_on(device, loop, deadline)
+
+
+cdef object _run_loop_on(object device, object loop, object deadline):
+    cdef scio_loop c
+    cdef double left
+    kind, protocols, max_steps, steps, result = loop
+    if type(device) is Device:
+        run = None
+    else:
+        run = getattr(device, "run_loop", None)
+        if run is None:  # a device without it: the loop's own steps
+            return _run_sync(device, steps(deadline), deadline=deadline)
+    if deadline is None:
+        timeout = None
+    else:
+        left = deadline - _monotonic()
+        if left <= 0:
+            raise _errors.TimeoutError("timed out before the loop started",
+                                       status=SCIO_PENDING)
+        timeout = left
+    if run is None:
+        _loop_input(&c, kind, protocols, max_steps)
+        done, got, trail = (<Device>device)._run_loop(&c, timeout)
+    elif timeout is None:
+        done, got, trail = run(kind, protocols, max_steps)
+    else:
+        done, got, trail = run(kind, protocols, max_steps, timeout)
+    if done:
+        return result(got, trail)
+    # (looked up here: the uncommon path, and tests watch it)
+    return _run_sync(device, _sequences.replayed(steps(deadline), got), deadline=deadline)
+
+
+def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, auto_resend,
+                   share):
+    """Reader.connect() (which documents it), with its arguments."""
+    cdef CardBase card
+    if _Card is None:
+        _load_connect()
+    if share is not None:
+        _share_value(share)  # ValueError before the lock and any IOCTL
+    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < _INF:
+        deadline = _monotonic() + timeout
+    else:
+        deadline = _deadline_after(timeout)
+    lock = reader._lock
+    if type(lock) is ReaderLock:
+        if not (<ReaderLock>lock)._acquire(0):
+            reader._acquire_until(deadline)
+    elif not lock.acquire(False):
+        reader._acquire_until(deadline)
+    try:
+        session = reader.session
+        started, share_code = session.begin_connect(share)
+        # Only the IOCTLs run bounded (on the device's lane when there is a
+        # deadline); the session changes here, under the lock.
+        loop = _connect_loop(protocols, max_steps) if share_code is None else None
+        if loop is not None:  # the loop alone: no sequence around it
+            conn = _run_loop_on(reader.device, loop, deadline)
+        else:
+            conn = _run_sync(reader.device, _connect_steps(
+                protocols, max_steps=max_steps, deadline=deadline, share=share_code),
+                deadline=deadline)
+        card = CardBase.__new__(_Card)
+        card._setup(reader, conn.atr, conn.protocol, conn.actions, auto_get_response,
+                    auto_resend)
+        return session.finish_connect(conn, card, started)
+    finally:
+        if type(lock) is ReaderLock:
+            (<ReaderLock>lock)._release()
+        else:
+            lock.release()
