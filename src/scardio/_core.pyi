@@ -175,6 +175,26 @@ class ReaderLock:
     def __exit__(self, exc_type: Optional[type[BaseException]],
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None: ...
 
+class SessionBase:
+    """The base of scardio.session.ReaderSession: what every connect and
+    disconnect reads and changes (ReaderSession documents it)."""
+
+    closed: bool
+    card: Any
+    timer: Any
+    _timer_token: int
+    _listeners: list[Callable[[Any], None]]
+    _share_set: Optional[int]
+    _share_in_force: int
+    transaction: Any
+    _power_down_timeout: Optional[float]
+    def begin_connect(self, share: Optional[str] = None) -> tuple[float, Optional[int]]: ...
+    def finish_connect(self, conn: Any, card: _T, started: float) -> _T: ...
+    def release_card(self, card: Any, disposition: int) -> Optional[float]: ...
+    def disconnect_needs_io(self, disposition: int) -> bool: ...
+    def arm_timer(self, schedule: Callable[[float, int], Any], delay: float) -> None: ...
+    def cancel_timer(self, why: str) -> None: ...
+
 class CardBase:
     """The base of scardio.card.Card: the attributes its transmit fast path
     reads, and that path."""
@@ -193,6 +213,8 @@ class CardBase:
     def _init(self, reader: Any, atr: bytes, protocol: int, actions: Optional[Sequence[str]],
               auto_get_response: bool, auto_resend: bool) -> None:
         """Card.__init__: every field set, the ATR parsed once per ATR bytes."""
+    def _mark_gone(self, why: str) -> None:
+        """The card is dead; the first reason given is kept."""
     def _release(self, disposition: int) -> None:
         """Card.disconnect() with a checked Disposition."""
     def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,

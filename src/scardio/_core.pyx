@@ -1425,6 +1425,9 @@ cdef object _new_response(const char *out, size_t n):
     return result
 
 
+cdef class SessionBase  # below: the session's bookkeeping that connect calls
+
+
 cdef class CardBase:
     """The base of :class:`scardio.card.Card`: the attributes its transmit
     fast path reads, and that path (see Card.transmit)."""
@@ -1447,6 +1450,12 @@ cdef class CardBase:
         """Card.__init__ (which documents it)."""
         self._setup(reader, atr, protocol, actions, auto_get_response, auto_resend)
 
+    cpdef _mark_gone(self, why):
+        """The card is dead (disconnected, removed, reset, reader closed):
+        the first reason given is kept."""
+        if self._gone is None:
+            self._gone = why
+
     def _release(self, disposition):
         """Card.disconnect() with its disposition checked (a Disposition)."""
         cdef object lock = self.reader._lock
@@ -1466,6 +1475,7 @@ cdef class CardBase:
     cdef int _disconnected(self, disposition) except -1:
         """The disconnect, with the reader lock held: what the session says
         (scardio.session), then the power-down timer it asks for."""
+        cdef SessionBase session
         reader = self.reader
         session = reader.session
         if session.disconnect_needs_io(disposition):
@@ -1590,24 +1600,25 @@ cdef class CardBase:
 cdef object _Card = None  # scardio.card.Card, and the rest _load_connect() fills
 cdef object _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
 cdef object _share_value, _deadline_after, _connect_loop, _connect_steps
-cdef object _run_sync, _sequences
+cdef object _run_sync, _sequences, _share_name
 cdef double _INF = float("inf")
 
 
 cdef int _load_connect() except -1:
     global _Card, _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
     global _share_value, _deadline_after, _connect_loop, _connect_steps, _run_sync, _sequences
+    global _share_name
     from .atr import ATRError, parse_atr_cached
     from .card import Card, _IO_HEADERS, _io_header as io_header
     from .constants import Protocol
     from .runner import run_sync
     from . import sequences
     from .sequences.connect import connect_loop, connect_steps
-    from .sequences.sharing import share_value
+    from .sequences.sharing import share_name, share_value
     from .session import deadline_after
     _Protocol, _ATRError, _parse_atr_cached = Protocol, ATRError, parse_atr_cached
     _io_headers, _io_header = _IO_HEADERS, io_header
-    _share_value, _deadline_after = share_value, deadline_after
+    _share_value, _share_name, _deadline_after = share_value, share_name, deadline_after
     _connect_loop, _connect_steps = connect_loop, connect_steps
     _run_sync, _sequences = run_sync, sequences
     _Card = Card
@@ -1656,6 +1667,7 @@ def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, aut
                    share):
     """Reader.connect() (which documents it), with its arguments."""
     cdef CardBase card
+    cdef SessionBase session
     if _Card is None:
         _load_connect()
     if share is not None:
@@ -1691,3 +1703,115 @@ def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, aut
             (<ReaderLock>lock)._release()
         else:
             lock.release()
+
+
+# ---- the session's connect and disconnect bookkeeping -----------------------
+# Dispositions and share modes (scardio.constants): their values are the
+# contract's.
+cdef enum:
+    _LEAVE = 0
+    _UNPOWER = 2
+    _SHARE_DEFAULT = 0
+    _SHARE_UNKNOWN = -1  # a SET_SHARE_MODE whose answer was not seen
+
+
+cdef class SessionBase:
+    """The base of :class:`scardio.session.ReaderSession`: the state every
+    connect and disconnect reads and the methods that change it, so that the
+    reader API's connect (reader_connect, CardBase._release) calls them
+    without the interpreter.  ReaderSession documents them; nothing else
+    should use this class."""
+
+    cdef public bint closed
+    cdef public object card  # the card connected through this reader (or the last one)
+    cdef public object timer  # the runtime's handle of the armed power-down timer
+    cdef public unsigned long long _timer_token
+    cdef public list _listeners
+    # The SET_SHARE_MODE value last put in force and the mode it answered
+    # (see ReaderSession.__init__).
+    cdef public object _share_set
+    cdef public int _share_in_force
+    cdef public object transaction  # the card whose transaction is open
+    cdef public object _power_down_timeout
+
+    cpdef tuple begin_connect(self, share=None):
+        """Before the connect loop: refuse on a closed reader or a connected
+        card; cancel the timer (a reconnect reuses the powered card).
+        Returns the start time, for ``finish_connect``, and what
+        ``share_for_connect`` answers for `share`."""
+        if self.closed:
+            self.check_open()  # raises
+        card = self.card
+        if card is not None and (
+                (<CardBase>card)._gone is None if isinstance(card, CardBase) else card.connected):
+            raise _errors.InvalidStateError(
+                f"a card is already connected through {self.name!r}; "
+                "disconnect it first")
+        if self.timer is None:
+            self._timer_token += 1  # as cancel_timer: a late timer gives up
+        else:
+            self.cancel_timer("reconnect")
+        if share is None and self._share_set is None:
+            return _monotonic(), None  # the device's own mode, never asked for another
+        return _monotonic(), self.share_for_connect(share)
+
+    cpdef object finish_connect(self, conn, card, double started):
+        """After the connect loop: `card`, made of `conn`, goes into the
+        slot (and a "connect" event out)."""
+        if _Card is None:
+            _load_connect()
+        if conn.share is not None:
+            self._share_set, self._share_in_force = conn.share_asked, conn.share
+        if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
+            card._share = _share_name(self._share_in_force)
+        self.card = card
+        if self._listeners:
+            self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
+                      actions=list(conn.actions), ms=(_monotonic() - started) * 1000.0)
+        return card
+
+    cpdef object release_card(self, card, disposition):
+        """The bookkeeping of a disconnect: `card` is gone, the slot empty,
+        listeners told.  Returns the seconds of power-down timer to arm
+        afterwards (None: none; see arm_timer), which is all there is to a
+        disconnect when ``disconnect_needs_io`` is false."""
+        card._mark_gone("disconnected")
+        if self.card is card:
+            self.card = None
+        if self._listeners:
+            self.emit("disconnect", disposition=disposition.name)
+        t = self._power_down_timeout
+        if t is None or t == 0 or disposition == _UNPOWER or self.closed:
+            return None  # None: never (the caller keeps the card powered)
+        return t
+
+    cpdef bint disconnect_needs_io(self, disposition) except -1:
+        """Whether a disconnect with `disposition` runs IOCTLs
+        (``disconnect_steps``): UNPOWER, RESET, and LEAVE with a power-down
+        timeout of 0; ending an open transaction or a share mode asked for
+        the connection; nothing on a closed reader."""
+        if self.closed:
+            return False
+        share = self._share_set
+        return (disposition != _LEAVE or self._power_down_timeout == 0
+                or self.transaction is not None
+                or (share is not None and share != _SHARE_DEFAULT))
+
+    cpdef arm_timer(self, schedule, delay):
+        """Arm the power-down timer: `schedule(delay, token)` starts the
+        runtime's timer, which runs ``timer_fired_steps`` with that token
+        after `delay` seconds, and returns its handle."""
+        self._timer_token += 1
+        self.timer = schedule(delay, self._timer_token)
+
+    cpdef cancel_timer(self, why):
+        """Disarm the power-down timer (a timer already running its
+        callback gives up: the token moves on); a "power_down_cancelled"
+        event says `why` when one was armed."""
+        timer = self.timer
+        self.timer = None
+        self._timer_token += 1
+        if timer is not None:
+            timer.cancel()
+            if self._listeners:
+                self.emit("power_down_cancelled", reason=why)

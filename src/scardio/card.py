@@ -103,10 +103,6 @@ class Card(CardBase):
         return {Protocol.T0: "T=0", Protocol.T1: "T=1", Protocol.RAW: "RAW"}.get(
             self.protocol, str(int(self.protocol)))
 
-    def _mark_gone(self, why: str) -> None:
-        if self._gone is None:
-            self._gone = why
-
     def _check(self) -> None:
         if self._gone is not None:
             raise CardDisconnectedError(f"card is not connected: {self._gone}; "
