@@ -1490,6 +1490,7 @@ cdef class CardBase:
 
     cdef int _setup(self, reader, atr, protocol, actions, auto_get_response,
                     auto_resend) except -1:
+        global _last_atr_bytes, _last_atr
         if _Card is None:
             _load_connect()
         self.reader = reader
@@ -1501,12 +1502,17 @@ cdef class CardBase:
         self.auto_get_response = auto_get_response
         self.auto_resend = auto_resend
         self.atr_error = None
-        try:
-            # the same card connects again and again: parse its ATR once
-            self.atr = _parse_atr_cached(atr)
-        except _ATRError as exc:  # a malformed ATR does not stop the card working
-            self.atr = None
-            self.atr_error = exc
+        if atr == _last_atr_bytes:  # (no Python code runs in between: no race)
+            self.atr = _last_atr
+        else:
+            try:
+                # the same card connects again and again: parse its ATR once
+                self.atr = _parse_atr_cached(atr)
+            except _ATRError as exc:  # a malformed ATR does not stop the card working
+                self.atr = None
+                self.atr_error = exc
+            else:
+                _last_atr_bytes, _last_atr = atr, self.atr
         self._gone = None
         header = _io_headers.get(protocol)
         self._header = header if header is not None else _io_header(protocol)
@@ -1601,6 +1607,13 @@ cdef object _Card = None  # scardio.card.Card, and the rest _load_connect() fill
 cdef object _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
 cdef object _share_value, _deadline_after, _connect_loop, _connect_steps
 cdef object _run_sync, _sequences, _share_name
+# The last ATR parsed and the connect loop last asked for: a reader's
+# connects repeat both (parse_atr_cached and connect_loop remember more).
+cdef object _last_atr_bytes = None
+cdef object _last_atr = None
+cdef object _last_protocols = None
+cdef object _last_max_steps = None
+cdef object _last_loop = None
 cdef double _INF = float("inf")
 
 
@@ -1666,6 +1679,7 @@ cdef object _run_loop_on(object device, object loop, object deadline):
 def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, auto_resend,
                    share):
     """Reader.connect() (which documents it), with its arguments."""
+    global _last_protocols, _last_max_steps, _last_loop
     cdef CardBase card
     cdef SessionBase session
     if _Card is None:
@@ -1687,7 +1701,14 @@ def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, aut
         started, share_code = session.begin_connect(share)
         # Only the IOCTLs run bounded (on the device's lane when there is a
         # deadline); the session changes here, under the lock.
-        loop = _connect_loop(protocols, max_steps) if share_code is None else None
+        if share_code is not None:
+            loop = None
+        elif protocols is _last_protocols and max_steps is _last_max_steps:
+            loop = _last_loop  # the same arguments (objects): the same Loop
+        else:
+            loop = _connect_loop(protocols, max_steps)
+            if loop is not None and type(max_steps) is int:
+                _last_protocols, _last_max_steps, _last_loop = protocols, max_steps, loop
         if loop is not None:  # the loop alone: no sequence around it
             conn = _run_loop_on(reader.device, loop, deadline)
         else:
