@@ -1606,7 +1606,7 @@ cdef class CardBase:
 cdef object _Card = None  # scardio.card.Card, and the rest _load_connect() fills
 cdef object _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
 cdef object _share_value, _deadline_after, _connect_loop, _connect_steps
-cdef object _run_sync, _sequences, _share_name
+cdef object _run_sync, _sequences, _share_name, _connect_trails
 # The last ATR parsed and the connect loop last asked for: a reader's
 # connects repeat both (parse_atr_cached and connect_loop remember more).
 cdef object _last_atr_bytes = None
@@ -1620,19 +1620,19 @@ cdef double _INF = float("inf")
 cdef int _load_connect() except -1:
     global _Card, _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
     global _share_value, _deadline_after, _connect_loop, _connect_steps, _run_sync, _sequences
-    global _share_name
+    global _share_name, _connect_trails
     from .atr import ATRError, parse_atr_cached
     from .card import Card, _IO_HEADERS, _io_header as io_header
     from .constants import Protocol
     from .runner import run_sync
     from . import sequences
-    from .sequences.connect import connect_loop, connect_steps
+    from .sequences.connect import _TRAILS, connect_loop, connect_steps
     from .sequences.sharing import share_name, share_value
     from .session import deadline_after
     _Protocol, _ATRError, _parse_atr_cached = Protocol, ATRError, parse_atr_cached
     _io_headers, _io_header = _IO_HEADERS, io_header
     _share_value, _share_name, _deadline_after = share_value, share_name, deadline_after
-    _connect_loop, _connect_steps = connect_loop, connect_steps
+    _connect_loop, _connect_steps, _connect_trails = connect_loop, connect_steps, _TRAILS
     _run_sync, _sequences = run_sync, sequences
     _Card = Card
     return 0
@@ -1645,7 +1645,11 @@ def run_loop_on(device, loop, deadline=None):
     return _run_loop_on(device, loop, deadline)
 
 
-cdef object _run_loop_on(object device, object loop, object deadline):
+cdef object _run_loop_on(object device, object loop, object deadline,
+                         bint as_run=False):
+    """run_loop_on(); with `as_run`, a loop the core completed answers
+    (atr, trail) as the core gave them instead of loop.result's answer
+    (every other answer is the same)."""
     cdef scio_loop c
     cdef double left
     kind, protocols, max_steps, steps, result = loop
@@ -1671,7 +1675,7 @@ cdef object _run_loop_on(object device, object loop, object deadline):
     else:
         done, got, trail = run(kind, protocols, max_steps, timeout)
     if done:
-        return result(got, trail)
+        return (got, trail) if as_run else result(got, trail)
     # (looked up here: the uncommon path, and tests watch it)
     return _run_sync(device, _sequences.replayed(steps(deadline), got), deadline=deadline)
 
@@ -1710,14 +1714,25 @@ def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, aut
             if loop is not None and type(max_steps) is int:
                 _last_protocols, _last_max_steps, _last_loop = protocols, max_steps, loop
         if loop is not None:  # the loop alone: no sequence around it
-            conn = _run_loop_on(reader.device, loop, deadline)
+            conn = _run_loop_on(reader.device, loop, deadline, True)
         else:
             conn = _run_sync(reader.device, _connect_steps(
                 protocols, max_steps=max_steps, deadline=deadline, share=share_code),
                 deadline=deadline)
+        if type(conn) is tuple:  # the core ran the loop to its end: (atr, trail)
+            atr, trail = conn
+            # what the trail says, as connected() read it before (the
+            # sequence's own memo; it reads a trail it has not seen)
+            known = _connect_trails.get(trail)
+            if known is None:
+                conn = loop.result(atr, trail)
+            else:
+                conn = None  # a Connected of no share asked: the card says it all
+                actions, protocol = known
+        if conn is not None:
+            atr, protocol, actions = conn.atr, conn.protocol, conn.actions
         card = CardBase.__new__(_Card)
-        card._setup(reader, conn.atr, conn.protocol, conn.actions, auto_get_response,
-                    auto_resend)
+        card._setup(reader, atr, protocol, actions, auto_get_response, auto_resend)
         return session.finish_connect(conn, card, started)
     finally:
         if type(lock) is ReaderLock:
@@ -1777,18 +1792,20 @@ cdef class SessionBase:
         return _monotonic(), self.share_for_connect(share)
 
     cpdef object finish_connect(self, conn, card, double started):
-        """After the connect loop: `card`, made of `conn`, goes into the
-        slot (and a "connect" event out)."""
+        """After the connect loop: `card`, made of `conn` (a Connected;
+        None: one that asked no share mode), goes into the slot (and a
+        "connect" event out, of the card's ATR, protocol and actions)."""
         if _Card is None:
             _load_connect()
-        if conn.share is not None:
+        if conn is not None and conn.share is not None:
             self._share_set, self._share_in_force = conn.share_asked, conn.share
         if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
             card._share = _share_name(self._share_in_force)
         self.card = card
         if self._listeners:
-            self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
-                      actions=list(conn.actions), ms=(_monotonic() - started) * 1000.0)
+            self.emit("connect", protocol=card.protocol.name, atr=card.atr_bytes.hex().upper(),
+                      actions=list(card.connect_actions),
+                      ms=(_monotonic() - started) * 1000.0)
         return card
 
     cpdef object release_card(self, card, disposition):
