@@ -150,15 +150,17 @@ def test_listeners_see_every_connect_and_disconnect() -> None:
 
 
 def test_the_power_down_timer_of_a_leave_loop_still_fires() -> None:
-    reader, _ = _reader(power_down_timeout=0.2)
+    reader, _ = _reader(power_down_timeout=0.3)
     fired = threading.Event()
     reader.add_listener(lambda e: fired.set() if e.kind == "power_down" else None)
     try:
         for _ in range(500):
             reader.connect().disconnect()
         t0 = time.monotonic()
+        assert reader.power_down_pending
+        fired.clear()  # (a stall of 0.3 s inside the loop would have fired one)
         assert fired.wait(5)
-        assert time.monotonic() - t0 >= 0.15  # from the last disconnect, not the first
+        assert time.monotonic() - t0 >= 0.25  # from the last disconnect, not the first
         assert not reader.power_down_pending
     finally:
         reader.close()
@@ -194,7 +196,11 @@ def test_rearming_a_queued_timer_earlier_wakes_the_thread(
     done = threading.Event()
     timer = powerdown.Timer(lambda arg: (fired.append(arg), done.set()))
     timer.arm(30, "far")
-    time.sleep(0.02)
+    s = powerdown._scheduler
+    deadline = time.monotonic() + 15  # past other tests' cancelled deadlines still queued
+    while not (s._wakes_at is not None and s._wakes_at > time.monotonic() + 10):
+        assert time.monotonic() < deadline, "the timer thread never slept to the far deadline"
+        time.sleep(0.01)
     wakes = _count_notifies(monkeypatch)
     t0 = time.monotonic()
     timer.arm(0.05, "soon")

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Optional, Sequence, Union
 from . import errors
 from ._core import CardBase
 from .apdu import ApduLike, check_length, to_apdu_bytes
-from .atr import ATR, ATRError, parse_atr_cached
+from .atr import ATR, ATRError
 from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import check_timeout, deadline_after
