@@ -117,10 +117,10 @@ def test_the_core_loop_answers_what_the_sequence_answers(state: str, faults: lis
 
 
 def test_an_ordinary_connect_replays_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import scardio.runner as runner
+    import scardio.sequences as sequences
     used: list[Any] = []
-    real = runner.replayed
-    monkeypatch.setattr(runner, "replayed", lambda *a: used.append(a) or real(*a))
+    real = sequences.replayed
+    monkeypatch.setattr(sequences, "replayed", lambda *a: used.append(a) or real(*a))
     dev, sim = prepared("in t1")
     reader = Reader(dev)
     try:

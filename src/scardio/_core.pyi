@@ -1,7 +1,7 @@
 """Type stubs for the Cython binding over the scardio C core (native/scio.h)."""
 
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Sequence, TypeVar, Union
 
 from .apdu import ApduLike
 from .sequences.transmit import Response
@@ -71,6 +71,11 @@ class Operation:
     def status(self) -> int: ...  # SCIO_PENDING (0x103) while pending
     def cancel(self) -> None: ...
 
+def run_loop_on(device: Any, loop: Any, deadline: Optional[float] = None) -> Any:
+    """scardio.runner.run_loop."""
+def reader_connect(reader: Any, protocols: int, timeout: Optional[float], max_steps: int,
+                   auto_get_response: bool, auto_resend: bool, share: Optional[str]) -> Any:
+    """Reader.connect()."""
 def loop_outcome(raw: bytes) -> tuple[bool, Any, Optional[bytes]]:
     """What run_loop() answers, from a submit_loop() operation's result()."""
 
@@ -170,6 +175,26 @@ class ReaderLock:
     def __exit__(self, exc_type: Optional[type[BaseException]],
                  exc: Optional[BaseException], tb: Optional[TracebackType]) -> None: ...
 
+class SessionBase:
+    """The base of scardio.session.ReaderSession: what every connect and
+    disconnect reads and changes (ReaderSession documents it)."""
+
+    closed: bool
+    card: Any
+    timer: Any
+    _timer_token: int
+    _listeners: list[Callable[[Any], None]]
+    _share_set: Optional[int]
+    _share_in_force: int
+    transaction: Any
+    _power_down_timeout: Optional[float]
+    def begin_connect(self, share: Optional[str] = None) -> tuple[float, Optional[int]]: ...
+    def finish_connect(self, conn: Any, card: _T, started: float) -> _T: ...
+    def release_card(self, card: Any, disposition: int) -> Optional[float]: ...
+    def disconnect_needs_io(self, disposition: int) -> bool: ...
+    def arm_timer(self, schedule: Callable[[float, int], Any], delay: float) -> None: ...
+    def cancel_timer(self, why: str) -> None: ...
+
 class CardBase:
     """The base of scardio.card.Card: the attributes its transmit fast path
     reads, and that path."""
@@ -178,6 +203,20 @@ class CardBase:
     protocol: int
     _gone: Optional[str]
     _header: bytes
+    atr_bytes: bytes
+    atr: Any
+    atr_error: Any
+    connect_actions: list[str]
+    auto_get_response: bool
+    auto_resend: bool
+    _share: Optional[str]
+    def _init(self, reader: Any, atr: bytes, protocol: int, actions: Optional[Sequence[str]],
+              auto_get_response: bool, auto_resend: bool) -> None:
+        """Card.__init__: every field set, the ATR parsed once per ATR bytes."""
+    def _mark_gone(self, why: str) -> None:
+        """The card is dead; the first reason given is kept."""
+    def _release(self, disposition: int) -> None:
+        """Card.disconnect() with a checked Disposition."""
     def transmit(self, apdu: ApduLike, *, auto_get_response: Optional[bool] = None,
                  auto_resend: Optional[bool] = None,
                  timeout: Optional[float] = None) -> Response:

@@ -1009,6 +1009,11 @@ cdef class Device:
         the IOCTL in progress, which finishes unwaited, as ioctl_on_lane();
         Ctrl-C while waiting leaves it likewise."""
         cdef scio_loop c
+        _loop_input(&c, kind, protocols, max_steps)
+        return self._run_loop(&c, timeout)
+
+    cdef object _run_loop(self, scio_loop *c, object timeout):
+        """run_loop() of the loop in `c` (its arguments filled in)."""
         cdef scio_op *op = NULL
         cdef scio_status st
         cdef int done = 0
@@ -1018,19 +1023,22 @@ cdef class Device:
         cdef double seconds = 0.0
         cdef bint forever
         cdef double deadline = 0.0
-        _loop_input(&c, kind, protocols, max_steps)
         self._check_open()
         if timeout is None:
             with nogil:
-                scio_loop_run(self._dev, &c, NULL)
-            return _loop_outcome(&c)
+                scio_loop_run(self._dev, c, NULL)
+            return _loop_outcome(c)
         forever = _forever(timeout, &seconds)
-        if not forever:
+        if forever:
+            slice_ms = WAIT_SLICE_MS
+        else:
             deadline = _monotonic() + seconds
             c.timeout_us = <int64_t>(seconds * 1e6) + 1
-        slice_ms = _slice_ms(forever, deadline)
+            # a far deadline needs no second look at the clock
+            slice_ms = (WAIT_SLICE_MS if seconds * 1000.0 >= WAIT_SLICE_MS
+                        else _slice_ms(forever, deadline))
         with nogil:
-            st = scio_submit_loop(self._dev, &c, 1, 0, &op)
+            st = scio_submit_loop(self._dev, c, 1, 0, &op)
             if st == SCIO_SUCCESS and slice_ms != 0:
                 done = scio_op_await(op, slice_ms)
         if st != SCIO_SUCCESS:
@@ -1417,6 +1425,9 @@ cdef object _new_response(const char *out, size_t n):
     return result
 
 
+cdef class SessionBase  # below: the session's bookkeeping that connect calls
+
+
 cdef class CardBase:
     """The base of :class:`scardio.card.Card`: the attributes its transmit
     fast path reads, and that path (see Card.transmit)."""
@@ -1425,6 +1436,87 @@ cdef class CardBase:
     cdef public object protocol
     cdef public object _gone  # None while connected, else why not
     cdef public object _header  # the I/O header (SCARD_IO_REQUEST) as bytes
+    # The rest of what Card.__init__ sets: fields, so that a card needs no
+    # instance dict (connect makes one per call).
+    cdef public object atr_bytes
+    cdef public object atr
+    cdef public object atr_error
+    cdef public object connect_actions
+    cdef public object auto_get_response
+    cdef public object auto_resend
+    cdef public object _share  # known from the connect, else asked once (None)
+
+    def _init(self, reader, atr, protocol, actions, auto_get_response, auto_resend):
+        """Card.__init__ (which documents it)."""
+        self._setup(reader, atr, protocol, actions, auto_get_response, auto_resend)
+
+    cpdef _mark_gone(self, why):
+        """The card is dead (disconnected, removed, reset, reader closed):
+        the first reason given is kept."""
+        if self._gone is None:
+            self._gone = why
+
+    def _release(self, disposition):
+        """Card.disconnect() with its disposition checked (a Disposition)."""
+        cdef object lock = self.reader._lock
+        if type(lock) is ReaderLock:
+            (<ReaderLock>lock)._acquire(-1)
+        else:
+            lock.acquire()
+        try:
+            if self._gone is None:
+                self._disconnected(disposition)
+        finally:
+            if type(lock) is ReaderLock:
+                (<ReaderLock>lock)._release()
+            else:
+                lock.release()
+
+    cdef int _disconnected(self, disposition) except -1:
+        """The disconnect, with the reader lock held: what the session says
+        (scardio.session), then the power-down timer it asks for."""
+        cdef SessionBase session
+        reader = self.reader
+        session = reader.session
+        if session.disconnect_needs_io(disposition):
+            if _Card is None:
+                _load_connect()
+            delay = _run_sync(reader.device, session.disconnect_steps(self, disposition))
+        else:
+            delay = session.release_card(self, disposition)
+        if delay is not None:
+            session.arm_timer(reader._power_down_timer.arm, delay)
+        return 0
+
+    cdef int _setup(self, reader, atr, protocol, actions, auto_get_response,
+                    auto_resend) except -1:
+        global _last_atr_bytes, _last_atr
+        if _Card is None:
+            _load_connect()
+        self.reader = reader
+        atr = atr if type(atr) is bytes else bytes(atr)
+        self.atr_bytes = atr
+        protocol = protocol if type(protocol) is _Protocol else _Protocol(protocol)
+        self.protocol = protocol
+        self.connect_actions = list(actions) if actions else []
+        self.auto_get_response = auto_get_response
+        self.auto_resend = auto_resend
+        self.atr_error = None
+        if atr == _last_atr_bytes:  # (no Python code runs in between: no race)
+            self.atr = _last_atr
+        else:
+            try:
+                # the same card connects again and again: parse its ATR once
+                self.atr = _parse_atr_cached(atr)
+            except _ATRError as exc:  # a malformed ATR does not stop the card working
+                self.atr = None
+                self.atr_error = exc
+            else:
+                _last_atr_bytes, _last_atr = atr, self.atr
+        self._gone = None
+        header = _io_headers.get(protocol)
+        self._header = header if header is not None else _io_header(protocol)
+        return 0
 
     def transmit(self, apdu, *, auto_get_response=None, auto_resend=None, timeout=None):
         """Send a command APDU: bytes, hex text, scardio.apdu.APDU or a list
@@ -1503,3 +1595,261 @@ cdef class CardBase:
         if sw1 == 0x61 or sw1 == 0x6C:
             return self._follow_up(apdu, resp)
         return resp
+
+
+# ---- the reader API's connect (scardio.reader, scardio.card) -----------------
+# Reader.connect() and the cards it makes run here: a connect / disconnect
+# cycle on a fast driver costs a few microseconds, and the interpreter's
+# share of it was most of them.  The session's rules stay in
+# scardio.session (called from here); the loops' in scardio.sequences.
+
+cdef object _Card = None  # scardio.card.Card, and the rest _load_connect() fills
+cdef object _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
+cdef object _share_value, _deadline_after, _connect_loop, _connect_steps
+cdef object _run_sync, _sequences, _share_name, _connect_trails
+# The last ATR parsed and the connect loop last asked for: a reader's
+# connects repeat both (parse_atr_cached and connect_loop remember more).
+cdef object _last_atr_bytes = None
+cdef object _last_atr = None
+cdef object _last_protocols = None
+cdef object _last_max_steps = None
+cdef object _last_loop = None
+cdef double _INF = float("inf")
+
+
+cdef int _load_connect() except -1:
+    global _Card, _Protocol, _ATRError, _parse_atr_cached, _io_headers, _io_header
+    global _share_value, _deadline_after, _connect_loop, _connect_steps, _run_sync, _sequences
+    global _share_name, _connect_trails
+    from .atr import ATRError, parse_atr_cached
+    from .card import Card, _IO_HEADERS, _io_header as io_header
+    from .constants import Protocol
+    from .runner import run_sync
+    from . import sequences
+    from .sequences.connect import _TRAILS, connect_loop, connect_steps
+    from .sequences.sharing import share_name, share_value
+    from .session import deadline_after
+    _Protocol, _ATRError, _parse_atr_cached = Protocol, ATRError, parse_atr_cached
+    _io_headers, _io_header = _IO_HEADERS, io_header
+    _share_value, _share_name, _deadline_after = share_value, share_name, deadline_after
+    _connect_loop, _connect_steps, _connect_trails = connect_loop, connect_steps, _TRAILS
+    _run_sync, _sequences = run_sync, sequences
+    _Card = Card
+    return 0
+
+
+def run_loop_on(device, loop, deadline=None):
+    """scardio.runner.run_loop (which documents it)."""
+    if _Card is None:
+        _load_connect()
+    return _run_loop_on(device, loop, deadline)
+
+
+cdef object _run_loop_on(object device, object loop, object deadline,
+                         bint as_run=False):
+    """run_loop_on(); with `as_run`, a loop the core completed answers
+    (atr, trail) as the core gave them instead of loop.result's answer
+    (every other answer is the same)."""
+    cdef scio_loop c
+    cdef double left
+    kind, protocols, max_steps, steps, result = loop
+    if type(device) is Device:
+        run = None
+    else:
+        run = getattr(device, "run_loop", None)
+        if run is None:  # a device without it: the loop's own steps
+            return _run_sync(device, steps(deadline), deadline=deadline)
+    if deadline is None:
+        timeout = None
+    else:
+        left = deadline - _monotonic()
+        if left <= 0:
+            raise _errors.TimeoutError("timed out before the loop started",
+                                       status=SCIO_PENDING)
+        timeout = left
+    if run is None:
+        _loop_input(&c, kind, protocols, max_steps)
+        done, got, trail = (<Device>device)._run_loop(&c, timeout)
+    elif timeout is None:
+        done, got, trail = run(kind, protocols, max_steps)
+    else:
+        done, got, trail = run(kind, protocols, max_steps, timeout)
+    if done:
+        return (got, trail) if as_run else result(got, trail)
+    # (looked up here: the uncommon path, and tests watch it)
+    return _run_sync(device, _sequences.replayed(steps(deadline), got), deadline=deadline)
+
+
+def reader_connect(reader, protocols, timeout, max_steps, auto_get_response, auto_resend,
+                   share):
+    """Reader.connect() (which documents it), with its arguments."""
+    global _last_protocols, _last_max_steps, _last_loop
+    cdef CardBase card
+    cdef SessionBase session
+    if _Card is None:
+        _load_connect()
+    if share is not None:
+        _share_value(share)  # ValueError before the lock and any IOCTL
+    if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < _INF:
+        deadline = _monotonic() + timeout
+    else:
+        deadline = _deadline_after(timeout)
+    lock = reader._lock
+    if type(lock) is ReaderLock:
+        if not (<ReaderLock>lock)._acquire(0):
+            reader._acquire_until(deadline)
+    elif not lock.acquire(False):
+        reader._acquire_until(deadline)
+    try:
+        session = reader.session
+        started, share_code = session.begin_connect(share)
+        # Only the IOCTLs run bounded (on the device's lane when there is a
+        # deadline); the session changes here, under the lock.
+        if share_code is not None:
+            loop = None
+        elif protocols is _last_protocols and max_steps is _last_max_steps:
+            loop = _last_loop  # the same arguments (objects): the same Loop
+        else:
+            loop = _connect_loop(protocols, max_steps)
+            if loop is not None and type(max_steps) is int:
+                _last_protocols, _last_max_steps, _last_loop = protocols, max_steps, loop
+        if loop is not None:  # the loop alone: no sequence around it
+            conn = _run_loop_on(reader.device, loop, deadline, True)
+        else:
+            conn = _run_sync(reader.device, _connect_steps(
+                protocols, max_steps=max_steps, deadline=deadline, share=share_code),
+                deadline=deadline)
+        if type(conn) is tuple:  # the core ran the loop to its end: (atr, trail)
+            atr, trail = conn
+            # what the trail says, as connected() read it before (the
+            # sequence's own memo; it reads a trail it has not seen)
+            known = _connect_trails.get(trail)
+            if known is None:
+                conn = loop.result(atr, trail)
+            else:
+                conn = None  # a Connected of no share asked: the card says it all
+                actions, protocol = known
+        if conn is not None:
+            atr, protocol, actions = conn.atr, conn.protocol, conn.actions
+        card = CardBase.__new__(_Card)
+        card._setup(reader, atr, protocol, actions, auto_get_response, auto_resend)
+        return session.finish_connect(conn, card, started)
+    finally:
+        if type(lock) is ReaderLock:
+            (<ReaderLock>lock)._release()
+        else:
+            lock.release()
+
+
+# ---- the session's connect and disconnect bookkeeping -----------------------
+# Dispositions and share modes (scardio.constants): their values are the
+# contract's.
+cdef enum:
+    _LEAVE = 0
+    _UNPOWER = 2
+    _SHARE_DEFAULT = 0
+    _SHARE_UNKNOWN = -1  # a SET_SHARE_MODE whose answer was not seen
+
+
+cdef class SessionBase:
+    """The base of :class:`scardio.session.ReaderSession`: the state every
+    connect and disconnect reads and the methods that change it, so that the
+    reader API's connect (reader_connect, CardBase._release) calls them
+    without the interpreter.  ReaderSession documents them; nothing else
+    should use this class."""
+
+    cdef public bint closed
+    cdef public object card  # the card connected through this reader (or the last one)
+    cdef public object timer  # the runtime's handle of the armed power-down timer
+    cdef public unsigned long long _timer_token
+    cdef public list _listeners
+    # The SET_SHARE_MODE value last put in force and the mode it answered
+    # (see ReaderSession.__init__).
+    cdef public object _share_set
+    cdef public int _share_in_force
+    cdef public object transaction  # the card whose transaction is open
+    cdef public object _power_down_timeout
+
+    cpdef tuple begin_connect(self, share=None):
+        """Before the connect loop: refuse on a closed reader or a connected
+        card; cancel the timer (a reconnect reuses the powered card).
+        Returns the start time, for ``finish_connect``, and what
+        ``share_for_connect`` answers for `share`."""
+        if self.closed:
+            self.check_open()  # raises
+        card = self.card
+        if card is not None and (
+                (<CardBase>card)._gone is None if isinstance(card, CardBase) else card.connected):
+            raise _errors.InvalidStateError(
+                f"a card is already connected through {self.name!r}; "
+                "disconnect it first")
+        if self.timer is None:
+            self._timer_token += 1  # as cancel_timer: a late timer gives up
+        else:
+            self.cancel_timer("reconnect")
+        if share is None and self._share_set is None:
+            return _monotonic(), None  # the device's own mode, never asked for another
+        return _monotonic(), self.share_for_connect(share)
+
+    cpdef object finish_connect(self, conn, card, double started):
+        """After the connect loop: `card`, made of `conn` (a Connected;
+        None: one that asked no share mode), goes into the slot (and a
+        "connect" event out, of the card's ATR, protocol and actions)."""
+        if _Card is None:
+            _load_connect()
+        if conn is not None and conn.share is not None:
+            self._share_set, self._share_in_force = conn.share_asked, conn.share
+        if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
+            card._share = _share_name(self._share_in_force)
+        self.card = card
+        if self._listeners:
+            self.emit("connect", protocol=card.protocol.name, atr=card.atr_bytes.hex().upper(),
+                      actions=list(card.connect_actions),
+                      ms=(_monotonic() - started) * 1000.0)
+        return card
+
+    cpdef object release_card(self, card, disposition):
+        """The bookkeeping of a disconnect: `card` is gone, the slot empty,
+        listeners told.  Returns the seconds of power-down timer to arm
+        afterwards (None: none; see arm_timer), which is all there is to a
+        disconnect when ``disconnect_needs_io`` is false."""
+        card._mark_gone("disconnected")
+        if self.card is card:
+            self.card = None
+        if self._listeners:
+            self.emit("disconnect", disposition=disposition.name)
+        t = self._power_down_timeout
+        if t is None or t == 0 or disposition == _UNPOWER or self.closed:
+            return None  # None: never (the caller keeps the card powered)
+        return t
+
+    cpdef bint disconnect_needs_io(self, disposition) except -1:
+        """Whether a disconnect with `disposition` runs IOCTLs
+        (``disconnect_steps``): UNPOWER, RESET, and LEAVE with a power-down
+        timeout of 0; ending an open transaction or a share mode asked for
+        the connection; nothing on a closed reader."""
+        if self.closed:
+            return False
+        share = self._share_set
+        return (disposition != _LEAVE or self._power_down_timeout == 0
+                or self.transaction is not None
+                or (share is not None and share != _SHARE_DEFAULT))
+
+    cpdef arm_timer(self, schedule, delay):
+        """Arm the power-down timer: `schedule(delay, token)` starts the
+        runtime's timer, which runs ``timer_fired_steps`` with that token
+        after `delay` seconds, and returns its handle."""
+        self._timer_token += 1
+        self.timer = schedule(delay, self._timer_token)
+
+    cpdef cancel_timer(self, why):
+        """Disarm the power-down timer (a timer already running its
+        callback gives up: the token moves on); a "power_down_cancelled"
+        event says `why` when one was armed."""
+        timer = self.timer
+        self.timer = None
+        self._timer_token += 1
+        if timer is not None:
+            timer.cancel()
+            if self._listeners:
+                self.emit("power_down_cancelled", reason=why)

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Optional, Sequence, Union
 from . import errors
 from ._core import CardBase
 from .apdu import ApduLike, check_length, to_apdu_bytes
-from .atr import ATR, ATRError, parse_atr_cached
+from .atr import ATR, ATRError
 from .constants import IOCTL, Protocol
 from .runner import run_sync
 from .session import check_timeout, deadline_after
@@ -75,26 +75,24 @@ class Card(CardBase):
 
     reader: "Reader"
     protocol: Protocol
-    _share: Optional[str] = None  # known from the connect, else asked once
+    atr_bytes: bytes
+    #: The parsed ATR (None when it is malformed: see atr_error).
+    atr: Optional[ATR]
+    atr_error: Optional[ATRError]
+    #: The connect sequence's steps ("SPECIFIC", "SET_PROTOCOL(T=1)"...).
+    connect_actions: list[str]
+    auto_get_response: bool
+    auto_resend: bool
+    _share: Optional[str]  # known from the connect, else asked once
 
     def __init__(self, reader: "Reader", atr: bytes, protocol: Protocol,
                  actions: Optional[Sequence[str]] = None, *, auto_get_response: bool = True,
                  auto_resend: bool = True) -> None:
-        self.reader = reader
-        self.atr_bytes = atr if type(atr) is bytes else bytes(atr)
-        self.protocol = protocol if type(protocol) is Protocol else Protocol(protocol)
-        self.connect_actions = list(actions) if actions else []
-        self.auto_get_response = auto_get_response
-        self.auto_resend = auto_resend
-        self.atr_error: Optional[ATRError] = None
-        try:
-            # the same card connects again and again: parse its ATR once
-            self.atr: Optional[ATR] = parse_atr_cached(self.atr_bytes)
-        except ATRError as exc:  # a malformed ATR does not stop the card working
-            self.atr = None
-            self.atr_error = exc
-        self._gone: Optional[str] = None
-        self._header = _IO_HEADERS.get(self.protocol) or _io_header(self.protocol)
+        # The binding sets the fields (and Reader.connect makes its cards
+        # there, without this call): the ATR parsed once per ATR bytes
+        # (scardio.atr.parse_atr_cached; a malformed one leaves atr None and
+        # the error in atr_error), the actions as a list, the I/O header.
+        self._init(reader, atr, protocol, actions, auto_get_response, auto_resend)
 
     @property
     def connected(self) -> bool:
@@ -104,10 +102,6 @@ class Card(CardBase):
     def protocol_name(self) -> str:
         return {Protocol.T0: "T=0", Protocol.T1: "T=1", Protocol.RAW: "RAW"}.get(
             self.protocol, str(int(self.protocol)))
-
-    def _mark_gone(self, why: str) -> None:
-        if self._gone is None:
-            self._gone = why
 
     def _check(self) -> None:
         if self._gone is not None:
@@ -199,12 +193,9 @@ class Card(CardBase):
         disposition may be named ("leave", "reset", "unpower"); anything
         else is ValueError, before the card is touched.  Idempotent; a
         no-op on a card that is already gone."""
-        value = disposition if type(disposition) is Disposition else \
-            disposition_value(disposition)
-        with self.reader._lock:
-            if self._gone is not None:
-                return
-            self.reader._disconnected(self, value)
+        # the lock, the session's bookkeeping and the timer: in the binding
+        self._release(disposition if type(disposition) is Disposition else
+                      disposition_value(disposition))
 
     @property
     def share(self) -> str:

@@ -42,7 +42,16 @@ class Timer:
         self.queued: Optional[tuple[float, int]] = None
 
     def arm(self, delay: float, arg: Any = None) -> "Timer":
-        _scheduler.arm(self, delay, arg)
+        when = _monotonic() + delay
+        with _scheduler_lock:
+            self.when = when
+            self.arg = arg
+            queued = self.queued
+            # Queued already for no later: the thread re-queues it when it
+            # gets to the old deadline, and need not be woken (the usual
+            # disconnect, each a little later than the one before).
+            if queued is None or queued[0] > when:
+                _scheduler.queue(self, when)
         return self
 
     def cancel(self) -> None:
@@ -71,25 +80,20 @@ class _Scheduler:
         self._thread: Optional[threading.Thread] = None
         self._wakes_at: Optional[float] = None  # what the thread waits for
 
-    def arm(self, timer: Timer, delay: float, arg: Any) -> None:
-        when = time.monotonic() + delay
-        with self._lock:
-            timer.when = when
-            timer.arg = arg
-            queued = timer.queued
-            if queued is not None and queued[0] <= when:
-                return  # the thread re-queues it when it gets to the old deadline
-            key = (when, next(self._seq))
-            timer.queued = key
-            heapq.heappush(self._heap, (key[0], key[1], timer))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="scardio power-down timer")
-                self._thread.start()
-            elif self._wakes_at is None or when < self._wakes_at:
-                # Only when it would sleep past the new deadline: a wake-up
-                # per disconnect costs the caller more than the disconnect.
-                self._cv.notify()
+    def queue(self, timer: Timer, when: float) -> None:
+        """Put `timer` in the heap under `when` (the lock held), starting
+        the thread or waking it if it would sleep past `when`."""
+        key = (when, next(self._seq))
+        timer.queued = key
+        heapq.heappush(self._heap, (key[0], key[1], timer))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name="scardio power-down timer")
+            self._thread.start()
+        elif self._wakes_at is None or when < self._wakes_at:
+            # Only when it would sleep past the new deadline: a wake-up
+            # per disconnect costs the caller more than the disconnect.
+            self._cv.notify()
 
     def _due(self) -> Optional[Timer]:
         """With the lock held: pop what is due, re-queue what was moved
@@ -148,6 +152,8 @@ class _Scheduler:
 
 
 _scheduler = _Scheduler()
+_scheduler_lock = _scheduler._lock
+_monotonic = time.monotonic
 
 
 def schedule(delay: float, callback: Callable[[], None]) -> Timer:

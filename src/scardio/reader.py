@@ -27,26 +27,24 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Optional, Union
 
 from . import errors, powerdown
-from ._core import ReaderLock
+from ._core import ReaderLock, reader_connect
 from .card import Card
 from .completions import Completions as Completions
 from .constants import IOCTL, Protocol, State
-from .runner import run_loop, run_sync
+from .runner import run_sync
 from .sequences import U32, decode_state
 # The sequences' names stay importable from here, where they were defined
 # before they got modules of their own.
 from .sequences import Request as Request, Steps as Steps, get_state_steps as get_state_steps
-from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_loop
+from .sequences.connect import CONNECT_MAX_STEPS
 from .sequences.connect import connect_steps as connect_steps
 from .sequences.disconnect import Disposition
-from .sequences.sharing import share_value
 from .sequences.disconnect import (POWER_DOWN_MAX_STEPS as POWER_DOWN_MAX_STEPS,
                                    power_down_steps as power_down_steps,
                                    warm_reset_steps as warm_reset_steps)
 from .sequences.startup import Characteristics, ReaderAttributes, startup_steps
 from .session import (DEFAULT_CONNECT_TIMEOUT, DEFAULT_POWER_DOWN_TIMEOUT, ReaderEvent,
-                      ReaderSession, check_power_down_timeout, check_timeout,
-                      deadline_after, wait_event)
+                      ReaderSession, check_power_down_timeout, check_timeout, wait_event)
 from .tracing import TraceRecord, TracingDevice
 
 if TYPE_CHECKING:
@@ -66,8 +64,6 @@ CLOSE_LOCK_WAIT = 0.5
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.
 _GET_STATE = int(IOCTL.GET_STATE)
-_INF = float("inf")
-_monotonic = time.monotonic
 
 
 class SessionFront:
@@ -248,32 +244,11 @@ class Reader(SessionFront):
         connected through this reader), ReaderInUseError (an exclusive
         connection elsewhere, or other clients when asking for one),
         ValueError (`share` is none of the above)."""
-        if share is not None:
-            share_value(share)  # ValueError before the lock and any IOCTL
-        if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < _INF:
-            deadline: Optional[float] = _monotonic() + timeout
-        else:
-            deadline = deadline_after(timeout)
-        lock = self._lock
-        if not lock.acquire(False):
-            self._acquire_until(deadline)
-        try:
-            session = self.session
-            started, share_code = session.begin_connect(share)
-            # Only the IOCTLs run bounded (on the device's lane when there
-            # is a deadline); the session changes here, under the lock.
-            loop = connect_loop(protocols, max_steps) if share_code is None else None
-            if loop is not None:  # the loop alone: no sequence around it
-                conn = run_loop(self.device, loop, deadline)
-            else:
-                conn = run_sync(self.device, connect_steps(
-                    protocols, max_steps=max_steps, deadline=deadline, share=share_code),
-                    deadline=deadline)
-            card = Card(self, conn.atr, conn.protocol, conn.actions,
-                        auto_get_response=auto_get_response, auto_resend=auto_resend)
-            return session.finish_connect(conn, card, started)
-        finally:
-            lock.release()
+        # The binding runs it (scardio._core.reader_connect): the rules are
+        # the session's and the sequences', the glue between them is C.
+        card: Card = reader_connect(self, protocols, timeout, max_steps, auto_get_response,
+                                    auto_resend, share)
+        return card
 
     def _acquire_until(self, deadline: Optional[float]) -> None:
         """Take the reader lock, waiting until `deadline` at most (a call
@@ -286,16 +261,6 @@ class Reader(SessionFront):
         elif not lock.acquire(blocking=True, timeout=max(0.0, deadline - time.monotonic())):
             raise errors.TimeoutError(f"another call on {self.name!r} did not finish "
                                       "within the timeout")
-
-    def _disconnected(self, card: Card, disposition: Disposition) -> None:
-        """Card.disconnect(), with the reader lock held."""
-        session = self.session
-        if session.disconnect_needs_io(disposition):
-            delay = run_sync(self.device, session.disconnect_steps(card, disposition))
-        else:
-            delay = session.release_card(card, disposition)
-        if delay is not None:
-            session.arm_timer(self._power_down_timer.arm, delay)
 
     def _timer_fired(self, token: int) -> None:
         with self._lock:

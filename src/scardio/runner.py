@@ -40,9 +40,9 @@ import time
 from typing import Any, Callable, Optional
 
 from . import errors
-from ._core import STATUS_PENDING
+from ._core import STATUS_PENDING, run_loop_on
 from .constants import ioctl_name
-from .sequences import Loop, LoopSteps, Request, T, replayed
+from .sequences import Loop, LoopSteps, Request, T
 
 __all__ = ["run_sync", "run_loop"]
 
@@ -73,19 +73,8 @@ def run_loop(device: Any, loop: Loop, deadline: Optional[float] = None) -> Any:
     (:func:`run_sync`), as also from wherever the core stopped (its record
     replayed through the steps, which decide what the answer that stopped
     it means)."""
-    run = getattr(device, "run_loop", None)
-    if run is None:
-        return run_sync(device, loop.steps(deadline), deadline=deadline)
-    if deadline is None:
-        done, got, trail = run(loop.kind, loop.protocols, loop.max_steps)
-    else:
-        left = deadline - _monotonic()
-        if left <= 0:
-            raise errors.TimeoutError("timed out before the loop started", status=STATUS_PENDING)
-        done, got, trail = run(loop.kind, loop.protocols, loop.max_steps, left)
-    if done:
-        return loop.result(got, trail)
-    return run_sync(device, replayed(loop.steps(deadline), got), deadline=deadline)
+    # In the binding: the connect of the reader API runs it from there too.
+    return run_loop_on(device, loop, deadline)
 
 
 def _drive(steps: "LoopSteps[T]", ioctl: Any, device: Any, deadline: Optional[float],

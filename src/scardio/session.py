@@ -16,7 +16,7 @@ timer and takes no lock of the reader's: a runtime does that.
 Both front ends of one reader share its session, so a card connected
 through either is the card of both, and the timer one arms the other
 cancels.  Callers hold their runtime's lock around every ``*_steps``
-method and around :meth:`ReaderSession.arm_timer`.
+method and around ``ReaderSession.arm_timer``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from . import _defaults, errors
+from ._core import SessionBase
 from .constants import IOCTL, Share, ioctl_name
 from .sequences import LoopSteps, Steps
 from .sequences.connect import CONNECT_MAX_STEPS, Connected, connect_steps
@@ -71,9 +72,6 @@ def check_power_down_timeout(value: Optional[float]) -> Optional[float]:
 
 _INF = float("inf")
 _SHARE_UNKNOWN = -1  # ReaderSession._share_set: a SET_SHARE_MODE whose answer was not seen
-_SHARE_DEFAULT = int(Share.DEFAULT)
-_LEAVE, _UNPOWER = int(Disposition.LEAVE), int(Disposition.UNPOWER)
-_monotonic = time.monotonic
 
 
 def check_timeout(value: Optional[float]) -> Optional[float]:
@@ -126,9 +124,24 @@ class ReaderEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-class ReaderSession:
+class ReaderSession(SessionBase):
     """One reader's state (see the module doc).  `name` gives the reader's
-    name for events and messages."""
+    name for events and messages.
+
+    What every connect and disconnect does to it is in the binding's base
+    class (``scardio._core.SessionBase``), so that the reader API's connect
+    runs it without the interpreter: ``begin_connect(share)`` (refuses on a
+    closed reader or a connected card, cancels the timer; returns the start
+    time and the SET_SHARE_MODE value to send first),
+    ``finish_connect(conn, card, started)`` (the card into the slot, a
+    "connect" event), ``disconnect_needs_io(disposition)`` (whether a
+    disconnect runs IOCTLs: :meth:`disconnect_steps`),
+    ``release_card(card, disposition)`` (the card gone, a "disconnect"
+    event; returns the seconds of power-down timer to arm, None: none),
+    ``arm_timer(schedule, delay)`` (``schedule(delay, token)`` starts the
+    runtime's timer, which runs :meth:`timer_fired_steps` with that token
+    after `delay` seconds, and returns its handle) and ``cancel_timer(why)``
+    (a timer already running its callback gives up)."""
 
     def __init__(self, name: Callable[[], str],
                  power_down_timeout: Optional[float] = DEFAULT_POWER_DOWN_TIMEOUT) -> None:
@@ -237,26 +250,6 @@ class ReaderSession:
             self.card_gone(card, f"the card was reset or replaced ({exc})")
 
     # -- connect / disconnect -------------------------------------------------
-    def begin_connect(self, share: Optional[str] = None) -> tuple[float, Optional[int]]:
-        """Before the connect loop: refuse on a closed reader or a connected
-        card; cancel the timer (a reconnect reuses the powered card).
-        Returns the start time, for :meth:`finish_connect`, and what
-        :meth:`share_for_connect` answers for `share`."""
-        if self.closed:
-            self.check_open()  # raises
-        card = self.card
-        if card is not None and card.connected:
-            raise errors.InvalidStateError(
-                f"a card is already connected through {self.name!r}; "
-                "disconnect it first")
-        if self.timer is None:
-            self._timer_token += 1  # as cancel_timer: a late timer gives up
-        else:
-            self.cancel_timer("reconnect")
-        if share is None and self._share_set is None:
-            return _monotonic(), None  # the device's own mode, never asked for another
-        return _monotonic(), self.share_for_connect(share)
-
     def share_for_connect(self, share: Optional[str]) -> Optional[int]:
         """The SET_SHARE_MODE value a connect with `share` must send first
         (None: the mode in force is already the one asked).  ValueError
@@ -267,24 +260,11 @@ class ReaderSession:
         self._share_set = _SHARE_UNKNOWN  # until SET_SHARE_MODE answers
         return want
 
-    def finish_connect(self, conn: Connected, card: "Card", started: float) -> "Card":
-        """After the connect loop: `card`, made of `conn`, goes into the
-        slot (and a "connect" event out)."""
-        if conn.share is not None:
-            self._share_set, self._share_in_force = conn.share_asked, conn.share
-        if self._share_set is not None and self._share_set != _SHARE_UNKNOWN:
-            card._share = share_name(self._share_in_force)
-        self.card = card
-        if self._listeners:
-            self.emit("connect", protocol=conn.protocol.name, atr=conn.atr.hex().upper(),
-                      actions=list(conn.actions), ms=(time.monotonic() - started) * 1000.0)
-        return card
-
     def connect_steps(self, protocols: int, make_card: Callable[[Connected], "Card"], *,
                       max_steps: int = CONNECT_MAX_STEPS,
                       deadline: Optional[float] = None,
                       share: Optional[str] = None) -> "LoopSteps[Card]":
-        """:meth:`begin_connect`, the connect loop, :meth:`finish_connect`
+        """``begin_connect``, the connect loop, ``finish_connect``
         as one sequence.  (A runtime may also run the loop alone between
         the two: it touches no state of the session.)"""
         share_value(share)  # ValueError before anything changes
@@ -292,33 +272,6 @@ class ReaderSession:
         conn = yield from connect_steps(protocols, max_steps=max_steps, deadline=deadline,
                                         share=share_code)
         return self.finish_connect(conn, make_card(conn), started)
-
-    def release_card(self, card: "Card", disposition: Disposition) -> Optional[float]:
-        """The bookkeeping of a disconnect: `card` is gone, the slot empty,
-        listeners told.  Returns the seconds of power-down timer to arm
-        afterwards (None: none; see arm_timer), which is all there is to a
-        disconnect when :meth:`disconnect_needs_io` is false."""
-        card._mark_gone("disconnected")
-        if self.card is card:
-            self.card = None
-        if self._listeners:
-            self.emit("disconnect", disposition=disposition.name)
-        t = self._power_down_timeout
-        if t is None or t == 0 or disposition == _UNPOWER or self.closed:
-            return None  # None: never (the caller keeps the card powered)
-        return t
-
-    def disconnect_needs_io(self, disposition: Disposition) -> bool:
-        """Whether a disconnect with `disposition` runs IOCTLs
-        (:meth:`disconnect_steps`): UNPOWER, RESET, and LEAVE with a
-        power-down timeout of 0; ending an open transaction or a share mode
-        asked for the connection; nothing on a closed reader."""
-        if self.closed:
-            return False
-        share = self._share_set
-        return (disposition != _LEAVE or self._power_down_timeout == 0
-                or self.transaction is not None
-                or (share is not None and share != _SHARE_DEFAULT))
 
     def disconnect_steps(self, card: "Card",
                          disposition: Disposition) -> "LoopSteps[Optional[float]]":
@@ -406,21 +359,6 @@ class ReaderSession:
     @property
     def power_down_pending(self) -> bool:
         return self.timer is not None
-
-    def arm_timer(self, schedule: Callable[[float, int], Any], delay: float) -> None:
-        """Arm the power-down timer: `schedule(delay, token)` starts the
-        runtime's timer, which runs :meth:`timer_fired_steps` with that
-        token after `delay` seconds, and returns its handle."""
-        self._timer_token += 1
-        self.timer = schedule(delay, self._timer_token)
-
-    def cancel_timer(self, why: str) -> None:
-        timer, self.timer = self.timer, None
-        self._timer_token += 1  # a timer already running its callback gives up
-        if timer is not None:
-            timer.cancel()
-            if self._listeners:
-                self.emit("power_down_cancelled", reason=why)
 
     def timer_fired_steps(self, token: int) -> "LoopSteps[None]":
         """The timer armed with `token` fired: power the card down, unless
