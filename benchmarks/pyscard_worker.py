@@ -45,13 +45,14 @@ event is seen (the parent makes the event happen in between).
 
 from __future__ import annotations
 
-import json
 import queue
 import sys
 import threading
 import time
 
 from smartcard import scard as S
+
+from line_protocol import reply, serve
 
 SIM_CTL_INSERT = 3500
 SIM_CTL_REMOVE = 3501
@@ -290,26 +291,9 @@ class Worker:
         return {}
 
 
-def reply(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 def main() -> int:
     w = Worker()
-    reply({"ready": True, "python": sys.version.split()[0], "executable": sys.executable})
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        msg = json.loads(line)
-        cmd = msg.pop("cmd")
-        if cmd == "quit":
-            break
-        try:
-            reply(getattr(w, "cmd_" + cmd)(**msg))
-        except Exception as exc:  # reported to the parent, which raises
-            reply({"error": f"{type(exc).__name__}: {exc}"})
+    serve(w, {"python": sys.version.split()[0], "executable": sys.executable})
     try:
         w.cmd_monitor_stop()
         w.cmd_disconnect()

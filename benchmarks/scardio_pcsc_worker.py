@@ -17,10 +17,11 @@ power-down timer.  Commands (``{"cmd": ...}``):
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from line_protocol import serve
 
 
 class Worker:
@@ -63,26 +64,9 @@ def _threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def reply(msg: dict) -> None:
-    sys.stdout.write(json.dumps(msg) + "\n")
-    sys.stdout.flush()
-
-
 def main() -> int:
     w = Worker()
-    reply({"ready": True, "executable": sys.executable})
-    for line in sys.stdin:
-        line = line.strip()
-        if not line:
-            continue
-        msg = json.loads(line)
-        cmd = msg.pop("cmd")
-        if cmd == "quit":
-            break
-        try:
-            reply(getattr(w, "cmd_" + cmd)(**msg))
-        except Exception as exc:  # reported to the parent, which raises
-            reply({"error": f"{type(exc).__name__}: {exc}"})
+    serve(w, {"executable": sys.executable})
     if w.reader is not None:
         w.reader.close()
     return 0
