@@ -328,7 +328,8 @@ static void op_unref(scio_op *op)
 static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
 {
     scio_device *d = op->dev;
-    int post, unrun;
+    scio_queue *q = op->q;
+    int post, unrun, notify = SCIO_QUEUE_QUIET;
 
     scio_mutex_lock(&d->lock);
     /* A call that never ran is called once now, to release its context. */
@@ -355,21 +356,25 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
     op->driver_code = drv;
     scio_store_release(&op->done, 1);
     post = op->post && !op->released;
-    /* Posted under the op lock so that a release racing with us either
-     * sees the record (and forgets it) or stops it being posted. */
+    /* Queued under the op lock so that a release racing with us either
+     * sees the record (and forgets it) or stops it being queued. */
     if (post)
-        scio_queue_post(op->q, op->id, op->user, st);
+        notify = scio_queue_enqueue(q, op->id, op->user, st);
     op->posted = post;
-    /* A heap op is woken after the unlock (the core's reference keeps it
-     * alive until op_unref): woken under the lock, the waiter would only
-     * block again on it, and that round trip doubles a lane hop.  A stack
-     * op may be gone once the lock is dropped. */
-    if (!op->heap)
+    /* A heap op's waiter and harvester are woken after the unlock (the
+     * core's reference keeps the op, and through it the queue, alive until
+     * op_unref): woken under the lock, either would only block again on
+     * it, and that round trip doubles a lane hop.  A stack op may be gone
+     * once the lock is dropped. */
+    if (!op->heap) {
         scio_cond_broadcast(&op->cv);
+        scio_queue_notify(q, notify);
+    }
     scio_mutex_unlock(&op->lock);
 
     if (op->heap) {
         scio_cond_broadcast(&op->cv);
+        scio_queue_notify(q, notify);
         op_unref(op);
         dev_unref(d);
     }

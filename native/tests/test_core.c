@@ -32,6 +32,7 @@
 
 #include "scio.h"
 #include "core/backend.h"
+#include "core/core_internal.h"
 #include "ifd_ext.h"
 #include "sim/sim_protocol.h"
 
@@ -493,6 +494,95 @@ static void test_queue_descriptor(void)
 #else
     CHECK(S_ISFIFO(sb.st_mode));
 #endif
+    scio_queue_free(q);
+}
+
+static int fd_readable(int fd)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+}
+
+/* A post queues under the queue's lock (the descriptor readable at once)
+ * and wakes a blocked pop only after it (scio_queue_notify, no lock held). */
+static void *pop_blocked(void *arg)
+{
+    static scio_completion c;
+    return scio_queue_pop(arg, 5000, &c) == 1 ? &c : NULL;
+}
+
+static void test_queue_post_outside_lock(void)
+{
+    scio_queue *q = scio_queue_new();
+    scio_completion c, *got = NULL;
+    pthread_t th;
+    int how;
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    how = scio_queue_enqueue(q, 1, 11, SCIO_SUCCESS);
+    CHECK(how == SCIO_QUEUE_SIGNAL);
+    CHECK(fd_readable(scio_queue_fd(q))); /* before the wake-up */
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.op_id == 1 && c.user == 11);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    scio_queue_notify(q, how); /* late: wakes nobody, queues nothing */
+    CHECK(scio_queue_pop(q, 0, &c) == 0);
+    /* a pop blocked in another thread gets the record */
+    CHECK(pthread_create(&th, NULL, pop_blocked, q) == 0);
+    sleep_ms(20);
+    scio_queue_notify(q, scio_queue_enqueue(q, 2, 12, SCIO_DEVICE_BUSY));
+    pthread_join(th, (void **)&got);
+    CHECK(got != NULL && got->op_id == 2 && got->user == 12 && got->status == SCIO_DEVICE_BUSY);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    scio_queue_free(q);
+}
+
+#define RACE_POSTS 20000
+
+static void *race_poster(void *arg)
+{
+    scio_queue *q = arg;
+    for (uint64_t i = 1; i <= RACE_POSTS; i++)
+        scio_queue_post(q, i, i, SCIO_SUCCESS);
+    return NULL;
+}
+
+/* Posts racing with a harvester that polls the descriptor (an event loop),
+ * then with one blocked in scio_queue_pop: every record arrives once, in
+ * order, and the descriptor ends unreadable. */
+static void test_queue_post_race(void)
+{
+    scio_queue *q = scio_queue_new();
+    pthread_t th;
+    uint64_t next = 1;
+    scio_completion c;
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    CHECK(pthread_create(&th, NULL, race_poster, q) == 0);
+    while (next <= RACE_POSTS) {
+        struct pollfd pfd = {scio_queue_fd(q), POLLIN, 0};
+        if (poll(&pfd, 1, 2000) != 1)
+            break; /* a lost wake-up: checked below */
+        while (scio_queue_pop(q, 0, &c) == 1) {
+            if (c.op_id != next)
+                break;
+            next++;
+        }
+        if (c.op_id != next - 1)
+            break;
+    }
+    pthread_join(th, NULL);
+    CHECK(next == RACE_POSTS + 1);
+    CHECK(scio_queue_pop(q, 0, &c) == 0);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    next = 1;
+    CHECK(pthread_create(&th, NULL, race_poster, q) == 0);
+    while (next <= RACE_POSTS && scio_queue_pop(q, 2000, &c) == 1 && c.op_id == next)
+        next++;
+    pthread_join(th, NULL);
+    CHECK(next == RACE_POSTS + 1);
+    CHECK(!fd_readable(scio_queue_fd(q)));
     scio_queue_free(q);
 }
 
@@ -1562,6 +1652,8 @@ int main(int argc, char **argv)
     test_open_errors();
     test_wide_lun();
     test_queue_descriptor();
+    test_queue_post_outside_lock();
+    test_queue_post_race();
     test_queue_free_once();
     test_native_backend();
     test_native_backend_hung();
