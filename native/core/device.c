@@ -707,7 +707,7 @@ static scio_status check_args(const void *in, size_t in_len, size_t *out_cap)
     return SCIO_SUCCESS;
 }
 
-static scio_status submit_ioctl(scio_device *d, uint32_t code,
+static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
                                 uint64_t user, int awaited, scio_op **op_out)
 {
@@ -742,7 +742,7 @@ static scio_status submit_ioctl(scio_device *d, uint32_t code,
         scio_store_release(&d->io.waiter_cpu, scio_current_cpu());
     op->refs = 2; /* caller + core */
     op_init(op, d, code);
-    op->q = d->q;
+    op->q = q ? q : d->q;
     scio_queue_ref(op->q);
 
     scio_mutex_lock(&d->lock);
@@ -806,14 +806,25 @@ scio_status scio_submit(scio_device *d, uint32_t code,
                         const void *in, size_t in_len, size_t out_cap,
                         uint64_t user, scio_op **op_out)
 {
-    return submit_ioctl(d, code, in, in_len, out_cap, user, 0, op_out);
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, user, 0, op_out);
+}
+
+scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
+                           const void *in, size_t in_len, size_t out_cap,
+                           uint64_t user, scio_op **op_out)
+{
+    if (!q) {
+        *op_out = NULL;
+        return SCIO_INVALID_PARAMETER;
+    }
+    return submit_ioctl(d, q, code, in, in_len, out_cap, user, 0, op_out);
 }
 
 scio_status scio_submit_awaited(scio_device *d, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
                                 scio_op **op_out)
 {
-    return submit_ioctl(d, code, in, in_len, out_cap, 0, 1, op_out);
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, 0, 1, op_out);
 }
 
 /* A call operation on the I/O lane.  `out_size` bytes of output, which

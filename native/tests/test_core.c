@@ -586,6 +586,48 @@ static void test_queue_post_race(void)
     scio_queue_free(q);
 }
 
+/* scio_submit_to: the completion goes to the queue given, not the
+ * device's; cancelled and closed ones too, and a released one's record is
+ * forgotten there. */
+static void test_submit_to_queue(void)
+{
+    scio_device *d = open_sim(2);
+    scio_queue *q = scio_queue_new(), *dq;
+    scio_op *op = NULL, *busy = NULL;
+    scio_completion c;
+    CHECK(d != NULL && q != NULL);
+    if (!d || !q) {
+        if (d)
+            scio_close(d);
+        scio_queue_free(q);
+        return;
+    }
+    dq = scio_device_queue(d);
+    CHECK(scio_submit_to(d, NULL, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 1, &op) ==
+          SCIO_INVALID_PARAMETER && op == NULL);
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 5, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 6, &busy) == SCIO_SUCCESS);
+    CHECK(scio_queue_pop(q, 2000, &c) == 1 && c.user == 6 && c.status == SCIO_DEVICE_BUSY);
+    scio_op_release(busy);
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    CHECK(scio_queue_pop(q, 2000, &c) == 1 && c.user == 5 && c.status == SCIO_SUCCESS &&
+          c.op_id == scio_op_id(op));
+    CHECK(scio_queue_pending(dq) == 0);
+    scio_op_release(op);
+    /* completed, then released before it was popped: forgotten */
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 7, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1);
+    scio_op_release(op);
+    CHECK(scio_queue_pending(q) == 0);
+    /* pending at close: cancelled into the queue given, which outlives it */
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 8, &op) == SCIO_SUCCESS);
+    scio_queue_free(q); /* the operation keeps it */
+    scio_close(d);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.user == 8 && c.status == SCIO_CANCELLED);
+    scio_op_release(op); /* the last reference to the queue */
+}
+
 /* ---- scardio's IFD extensions, on the scripted driver -------------------- */
 
 static const char *ext_lib;
@@ -1654,6 +1696,7 @@ int main(int argc, char **argv)
     test_queue_descriptor();
     test_queue_post_outside_lock();
     test_queue_post_race();
+    test_submit_to_queue();
     test_queue_free_once();
     test_native_backend();
     test_native_backend_hung();
