@@ -51,6 +51,8 @@ nitpick_ignore = [
     ("py:class", "scardio.aio._LoopLink"),
     # Card's base in the binding: its transmit is documented as Card's
     ("py:class", "scardio._core.CardBase"),
+    # the Monitor's completion queue in the binding (internal)
+    ("py:class", "scardio._core.CompletionQueue"),
 ]
 
 
