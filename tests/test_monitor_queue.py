@@ -134,3 +134,36 @@ def test_monitor_of_native_and_stand_in_readers_sees_both():
             ev = mon.get(timeout=5)
             assert (ev.kind, ev.reader) == (DEPARTURE, stand_in)
         assert traced, "the stand-in's requests went through its own device"
+
+
+def test_a_callback_adding_a_stand_in_reader_strands_no_command():
+    """A callback on the monitor thread that adds a stand-in reader moves
+    the thread's wait from its queue to the waiter: a command another
+    thread queued (and woke the queue for) just before must still run."""
+    with sim_reader() as (native, sim_n), sim_reader(trace=lambda record: None) as (stand_in, _):
+        outcome: dict[str, Any] = {}
+
+        def remover() -> None:
+            try:
+                mon.remove(native, timeout=3)
+                outcome["ok"] = True
+            except Exception as exc:  # reported below
+                outcome["error"] = exc
+
+        def callback(ev: Any) -> None:
+            if ev.reader is native and ev.kind == ARRIVAL and "thread" not in outcome:
+                th = outcome["thread"] = threading.Thread(target=remover)
+                th.start()
+                time.sleep(0.3)  # its command is queued, its wake sent to the queue
+                mon.add(stand_in)
+        mon = Monitor([native], callback=callback)
+        try:
+            sim_n.insert()
+            deadline = time.monotonic() + 5
+            while "thread" not in outcome and time.monotonic() < deadline:
+                time.sleep(0.01)
+            outcome["thread"].join(6)
+            assert outcome.get("ok"), outcome.get("error")
+            assert mon.readers == [stand_in]
+        finally:
+            mon.close()

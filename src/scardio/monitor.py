@@ -708,9 +708,15 @@ class Monitor:
         try:
             left: Optional[float] = None
             while not self._closed:
-                if not self._waitables:
+                if self._waitables:
+                    ready = self._waiter.wait(left)
+                else:
                     own.dispatch(left)  # woken by the lanes, wake() or the timeout
-                for reader in self._waiter.wait(left) if self._waitables else ():
+                    # A callback may have added a stand-in reader: a wake sent
+                    # meanwhile went to the queue, so look without blocking
+                    # (the commands below are read before the next wait).
+                    ready = self._waiter.wait(0) if self._waitables else []
+                for reader in ready:
                     try:
                         if reader is own:
                             own.dispatch(0)
