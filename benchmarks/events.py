@@ -280,6 +280,59 @@ class SyncDeviceArmed(DeviceArmed):
         return value
 
 
+class HarvestArmed(DeviceArmed):
+    """The floor of the Monitor's harvesting thread: IS_PRESENT / IS_ABSENT
+    submitted, a thread of its own woken the way that thread is, then
+    Device.harvest(), and nothing else (no dispatch, no CardEvent, no
+    callback).  how = "waitable": blocked in epoll on Device.waitable()
+    (the Monitor's wait: a descriptor, so that one thread serves many
+    readers and an event loop can wait on it too); "blocking": blocked in
+    Device.harvest(timeout) (the queue's own condition variable, one
+    device only).  Any harvester of that kind pays this much."""
+
+    def __init__(self, dev, how: str = "waitable", settle: float = 0.002):
+        import select
+        if how not in ("waitable", "blocking"):
+            raise ValueError(f"how must be waitable or blocking, not {how!r}")
+        self.how = how
+        self.name = ("harvest woken through Device.waitable() (epoll)" if how == "waitable"
+                     else "harvest blocked in Device.harvest(timeout)")
+        self._poll = None
+        if how == "waitable":
+            self._poll = select.epoll()
+            self._poll.register(dev.waitable(), select.EPOLLIN)
+        super().__init__(dev, settle)
+
+    def _wait_loop(self) -> None:
+        harvest = self.dev.harvest
+        poll = self._poll.poll if self._poll is not None else None
+        while True:
+            op, timeout = self._ops.get()
+            if op is None:
+                return
+            deadline = time.monotonic() + timeout
+            try:
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise RuntimeError("no completion")
+                    if poll is not None:
+                        poll(left)
+                        done = harvest()
+                    else:
+                        done = harvest(left)
+                    if op in done:
+                        break
+                self._seen.put(("t1", time.monotonic_ns()))
+            except Exception as exc:  # reported by seen()
+                self._seen.put(("error", exc))
+
+    def close(self) -> None:
+        super().close()
+        if self._poll is not None:
+            self._poll.close()
+
+
 class MonitorArmed:
     """scardio.Monitor with a callback: the reader is added to the monitor
     to arm (its tracking starts) and removed after the event, so that it

@@ -30,7 +30,11 @@ round trips an operation costs.  Interleaved in one run, every process
                  IS_ABSENT and Monitor (SCardGetStatusChange on the
                  device's tracking context) against pcscd's own latency,
                  a C client blocked in SCardGetStatusChange
-                 (pcsc_waiter.py), and a pyscard thread blocked there; a
+                 (pcsc_waiter.py), and a pyscard thread blocked there;
+                 for the floors, the synchronous Device.ioctl (no thread
+                 hop) and a bare harvester woken through Device.waitable()
+                 (the Monitor's wait, without its dispatch) or blocked in
+                 Device.harvest(timeout) (events.HarvestArmed); a
                  separate process moves the card through the simulated
                  reader's vendor control (SCardControl) and takes t0.
                  Each path is armed alone for its events, the paths
@@ -287,12 +291,19 @@ def test_pcsc_event_latency(pcsc_env):
         sync = events.SyncDeviceArmed(sync_dev)
         stack.callback(sync.close)
         sync.name += " over PC/SC"
+        floors = {}
+        for how in ("waitable", "blocking"):
+            fdev = pcsc.open_device(name)
+            stack.callback(fdev.close)
+            floors[how] = events.HarvestArmed(fdev, how)
+            stack.callback(floors[how].close)
+            floors[how].name += " over PC/SC"
         mon_reader = pcsc.open_reader(name)
         stack.callback(mon_reader.close)
         monitor = events.MonitorArmed(mon_reader)
         monitor.name += " over PC/SC"
         stack.callback(monitor.close)
-        alone_paths = [device, monitor, sync, own, ref]
+        alone_paths = [device, monitor, sync, floors["waitable"], floors["blocking"], own, ref]
         alone: dict = {p.name: {k: [] for k in events.KINDS} for p in alone_paths}
         together: dict = {s.name: {} for s in (device, monitor)}
 
@@ -333,6 +344,7 @@ def test_pcsc_event_latency(pcsc_env):
             theirs = harness.median(alone[own.name][kind])
             py = harness.median(alone[ref.name][kind])
             floor = harness.median(alone[sync.name][kind])
+            woken = {how: harness.median(alone[f.name][kind]) for how, f in floors.items()}
             pair = together[subject.name]
             t_mine, t_theirs = (harness.median(pair[n][kind]) for n in (subject.name, own.name))
             # "Equal to pcscd's own": scardio's median at most that of a C
@@ -343,6 +355,11 @@ def test_pcsc_event_latency(pcsc_env):
                 f"(issue 13)", mine / theirs, 1.1, "×",
                 note=f"medians {mine:.3f} ms vs {theirs:.3f} ms (pyscard {py:.3f} ms, "
                      f"synchronous Device.ioctl {floor:.3f} ms); "
+                     f"floors: a thread woken through Device.waitable() + harvest(), "
+                     f"nothing more, {woken['waitable']:.3f} ms "
+                     f"({woken['waitable'] / theirs:.2f}×), one blocked in "
+                     f"harvest(timeout) {woken['blocking']:.3f} ms "
+                     f"({woken['blocking'] / theirs:.2f}×); "
                      f"armed together {t_mine / t_theirs:.2f}× "
                      f"({t_mine:.3f} ms vs {t_theirs:.3f} ms)")
     assert all(len(k["insert"]) == EVENT_ROUNDS for k in alone.values()), alone

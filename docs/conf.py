@@ -53,6 +53,8 @@ nitpick_ignore = [
     ("py:class", "scardio._core.CardBase"),
     # the session's base in the binding (ReaderSession documents its methods)
     ("py:class", "scardio._core.SessionBase"),
+    # the Monitor's completion queue in the binding (internal)
+    ("py:class", "scardio._core.CompletionQueue"),
 ]
 
 

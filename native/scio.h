@@ -335,6 +335,14 @@ scio_status scio_submit(scio_device *d, uint32_t code,
                         const void *in, size_t in_len, size_t out_cap,
                         uint64_t user, scio_op **op_out);
 
+/* scio_submit, the completion going to `q` (a queue of scio_queue_new;
+ * the operation keeps it alive) instead of the device's queue: one thread
+ * can then wait for the operations of many devices on one queue's
+ * scio_queue_pop, woken directly by the thread that completes them. */
+scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
+                           const void *in, size_t in_len, size_t out_cap,
+                           uint64_t user, scio_op **op_out);
+
 /* scio_submit for a caller that waits for the operation itself, at once
  * (scio_op_await), bounding a synchronous call by its own timeout: the
  * call runs on the device's I/O lane, in order with the overlapped IOCTLs

@@ -55,7 +55,7 @@ UNINITIALISED_CHILD = """
     from scardio.constants import IOCTL
     ARGS = {
         "ioctl": (IOCTL.GET_STATE, b"", 4), "submit": (IOCTL.GET_STATE, b"", 4),
-        "harvest": (0.01,), "wait": (0.01,), "__exit__": (None, None, None),
+        "harvest": (0.01,), "wait": (0.01,), "dispatch": (0.01,), "__exit__": (None, None, None),
         "call_on_lane": (lambda: None, 0.01), "transmit": (b"\\x00\\xA4\\x04\\x00",),
         "open_ifd": None, "open_path": None, "open_pcsc": None,  # constructors: tested elsewhere
     }

@@ -328,7 +328,8 @@ static void op_unref(scio_op *op)
 static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
 {
     scio_device *d = op->dev;
-    int post, unrun;
+    scio_queue *q = op->q;
+    int post, unrun, notify = SCIO_QUEUE_QUIET;
 
     scio_mutex_lock(&d->lock);
     /* A call that never ran is called once now, to release its context. */
@@ -355,21 +356,25 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
     op->driver_code = drv;
     scio_store_release(&op->done, 1);
     post = op->post && !op->released;
-    /* Posted under the op lock so that a release racing with us either
-     * sees the record (and forgets it) or stops it being posted. */
+    /* Queued under the op lock so that a release racing with us either
+     * sees the record (and forgets it) or stops it being queued. */
     if (post)
-        scio_queue_post(op->q, op->id, op->user, st);
+        notify = scio_queue_enqueue(q, op->id, op->user, st);
     op->posted = post;
-    /* A heap op is woken after the unlock (the core's reference keeps it
-     * alive until op_unref): woken under the lock, the waiter would only
-     * block again on it, and that round trip doubles a lane hop.  A stack
-     * op may be gone once the lock is dropped. */
-    if (!op->heap)
+    /* A heap op's waiter and harvester are woken after the unlock (the
+     * core's reference keeps the op, and through it the queue, alive until
+     * op_unref): woken under the lock, either would only block again on
+     * it, and that round trip doubles a lane hop.  A stack op may be gone
+     * once the lock is dropped. */
+    if (!op->heap) {
         scio_cond_broadcast(&op->cv);
+        scio_queue_notify(q, notify);
+    }
     scio_mutex_unlock(&op->lock);
 
     if (op->heap) {
         scio_cond_broadcast(&op->cv);
+        scio_queue_notify(q, notify);
         op_unref(op);
         dev_unref(d);
     }
@@ -702,7 +707,7 @@ static scio_status check_args(const void *in, size_t in_len, size_t *out_cap)
     return SCIO_SUCCESS;
 }
 
-static scio_status submit_ioctl(scio_device *d, uint32_t code,
+static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
                                 uint64_t user, int awaited, scio_op **op_out)
 {
@@ -737,7 +742,7 @@ static scio_status submit_ioctl(scio_device *d, uint32_t code,
         scio_store_release(&d->io.waiter_cpu, scio_current_cpu());
     op->refs = 2; /* caller + core */
     op_init(op, d, code);
-    op->q = d->q;
+    op->q = q ? q : d->q;
     scio_queue_ref(op->q);
 
     scio_mutex_lock(&d->lock);
@@ -801,14 +806,25 @@ scio_status scio_submit(scio_device *d, uint32_t code,
                         const void *in, size_t in_len, size_t out_cap,
                         uint64_t user, scio_op **op_out)
 {
-    return submit_ioctl(d, code, in, in_len, out_cap, user, 0, op_out);
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, user, 0, op_out);
+}
+
+scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
+                           const void *in, size_t in_len, size_t out_cap,
+                           uint64_t user, scio_op **op_out)
+{
+    if (!q) {
+        *op_out = NULL;
+        return SCIO_INVALID_PARAMETER;
+    }
+    return submit_ioctl(d, q, code, in, in_len, out_cap, user, 0, op_out);
 }
 
 scio_status scio_submit_awaited(scio_device *d, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
                                 scio_op **op_out)
 {
-    return submit_ioctl(d, code, in, in_len, out_cap, 0, 1, op_out);
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, 0, 1, op_out);
 }
 
 /* A call operation on the I/O lane.  `out_size` bytes of output, which

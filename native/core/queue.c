@@ -59,32 +59,42 @@ static int signal_open(scio_queue *q)
 #endif
 }
 
-/* Keep the descriptor readable iff something is waiting (called locked). */
-static void signal_update(scio_queue *q)
+static void signal_raise(scio_queue *q)
 {
 #ifndef _WIN32
-    int want = q->count > 0 || q->wakes > 0;
-    if (want && !q->signalled) {
-        uint64_t one = 1;
-        ssize_t n = write(q->wfd, &one, q->rfd == q->wfd ? sizeof one : 1);
-        (void)n; /* non-blocking; a full pipe is still readable */
-        q->signalled = 1;
-    } else if (!want && q->signalled) {
-        uint64_t v;
-        ssize_t n = read(q->rfd, &v, q->rfd == q->wfd ? sizeof v : 1);
-        (void)n;
-        q->signalled = 0;
-    }
+    uint64_t one = 1;
+    ssize_t n = write(q->wfd, &one, q->rfd == q->wfd ? sizeof one : 1);
+    (void)n; /* non-blocking; a full pipe is still readable */
 #else
+    SetEvent(q->event);
+#endif
+}
+
+static void signal_lower(scio_queue *q)
+{
+#ifndef _WIN32
+    uint64_t v;
+    ssize_t n = read(q->rfd, &v, q->rfd == q->wfd ? sizeof v : 1);
+    (void)n;
+#else
+    ResetEvent(q->event);
+#endif
+}
+
+/* Keep the descriptor readable iff something is waiting (called locked).
+ * Always under the lock: raised outside it, it could be lowered by a
+ * harvest before the raise lands and stay readable with nothing queued (a
+ * level-triggered poller would then spin until the poster ran again). */
+static void signal_update(scio_queue *q)
+{
     int want = q->count > 0 || q->wakes > 0;
     if (want && !q->signalled) {
-        SetEvent(q->event);
+        signal_raise(q);
         q->signalled = 1;
     } else if (!want && q->signalled) {
-        ResetEvent(q->event);
+        signal_lower(q);
         q->signalled = 0;
     }
-#endif
 }
 
 static scio_queue *queue_new(int owned)
@@ -159,7 +169,7 @@ void scio_queue_free(scio_queue *q)
         scio_queue_unref(q);
 }
 
-void scio_queue_post(scio_queue *q, uint64_t op_id, uint64_t user, scio_status st)
+int scio_queue_enqueue(scio_queue *q, uint64_t op_id, uint64_t user, scio_status st)
 {
     scio_mutex_lock(&q->lock);
     if (q->count == q->cap) {
@@ -169,7 +179,7 @@ void scio_queue_post(scio_queue *q, uint64_t op_id, uint64_t user, scio_status s
         scio_completion *n = calloc(ncap, sizeof *n);
         if (!n) {
             scio_mutex_unlock(&q->lock);
-            return;
+            return SCIO_QUEUE_QUIET;
         }
         for (size_t i = 0; i < q->count; i++)
             n[i] = q->ring[(q->head + i) % q->cap];
@@ -184,8 +194,21 @@ void scio_queue_post(scio_queue *q, uint64_t op_id, uint64_t user, scio_status s
     c->status = st;
     q->count++;
     signal_update(q);
-    scio_cond_signal(&q->cv);
     scio_mutex_unlock(&q->lock);
+    return SCIO_QUEUE_SIGNAL;
+}
+
+void scio_queue_notify(scio_queue *q, int how)
+{
+    /* Without the lock: a woken harvester that ran at once would only
+     * block on it again (two more thread switches per completion). */
+    if (how == SCIO_QUEUE_SIGNAL)
+        scio_cond_signal(&q->cv);
+}
+
+void scio_queue_post(scio_queue *q, uint64_t op_id, uint64_t user, scio_status st)
+{
+    scio_queue_notify(q, scio_queue_enqueue(q, op_id, user, st));
 }
 
 int scio_queue_pop(scio_queue *q, int timeout_ms, scio_completion *out)

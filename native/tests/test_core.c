@@ -32,6 +32,7 @@
 
 #include "scio.h"
 #include "core/backend.h"
+#include "core/core_internal.h"
 #include "ifd_ext.h"
 #include "sim/sim_protocol.h"
 
@@ -494,6 +495,137 @@ static void test_queue_descriptor(void)
     CHECK(S_ISFIFO(sb.st_mode));
 #endif
     scio_queue_free(q);
+}
+
+static int fd_readable(int fd)
+{
+    struct pollfd pfd = {fd, POLLIN, 0};
+    return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLIN);
+}
+
+/* A post queues under the queue's lock (the descriptor readable at once)
+ * and wakes a blocked pop only after it (scio_queue_notify, no lock held). */
+static void *pop_blocked(void *arg)
+{
+    static scio_completion c;
+    return scio_queue_pop(arg, 5000, &c) == 1 ? &c : NULL;
+}
+
+static void test_queue_post_outside_lock(void)
+{
+    scio_queue *q = scio_queue_new();
+    scio_completion c, *got = NULL;
+    pthread_t th;
+    int how;
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    how = scio_queue_enqueue(q, 1, 11, SCIO_SUCCESS);
+    CHECK(how == SCIO_QUEUE_SIGNAL);
+    CHECK(fd_readable(scio_queue_fd(q))); /* before the wake-up */
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.op_id == 1 && c.user == 11);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    scio_queue_notify(q, how); /* late: wakes nobody, queues nothing */
+    CHECK(scio_queue_pop(q, 0, &c) == 0);
+    /* a pop blocked in another thread gets the record */
+    CHECK(pthread_create(&th, NULL, pop_blocked, q) == 0);
+    sleep_ms(20);
+    scio_queue_notify(q, scio_queue_enqueue(q, 2, 12, SCIO_DEVICE_BUSY));
+    pthread_join(th, (void **)&got);
+    CHECK(got != NULL && got->op_id == 2 && got->user == 12 && got->status == SCIO_DEVICE_BUSY);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    scio_queue_free(q);
+}
+
+#define RACE_POSTS 20000
+
+static void *race_poster(void *arg)
+{
+    scio_queue *q = arg;
+    for (uint64_t i = 1; i <= RACE_POSTS; i++)
+        scio_queue_post(q, i, i, SCIO_SUCCESS);
+    return NULL;
+}
+
+/* Posts racing with a harvester that polls the descriptor (an event loop),
+ * then with one blocked in scio_queue_pop: every record arrives once, in
+ * order, and the descriptor ends unreadable. */
+static void test_queue_post_race(void)
+{
+    scio_queue *q = scio_queue_new();
+    pthread_t th;
+    uint64_t next = 1;
+    scio_completion c;
+    CHECK(q != NULL);
+    if (!q)
+        return;
+    CHECK(pthread_create(&th, NULL, race_poster, q) == 0);
+    while (next <= RACE_POSTS) {
+        struct pollfd pfd = {scio_queue_fd(q), POLLIN, 0};
+        if (poll(&pfd, 1, 2000) != 1)
+            break; /* a lost wake-up: checked below */
+        while (scio_queue_pop(q, 0, &c) == 1) {
+            if (c.op_id != next)
+                break;
+            next++;
+        }
+        if (c.op_id != next - 1)
+            break;
+    }
+    pthread_join(th, NULL);
+    CHECK(next == RACE_POSTS + 1);
+    CHECK(scio_queue_pop(q, 0, &c) == 0);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    next = 1;
+    CHECK(pthread_create(&th, NULL, race_poster, q) == 0);
+    while (next <= RACE_POSTS && scio_queue_pop(q, 2000, &c) == 1 && c.op_id == next)
+        next++;
+    pthread_join(th, NULL);
+    CHECK(next == RACE_POSTS + 1);
+    CHECK(!fd_readable(scio_queue_fd(q)));
+    scio_queue_free(q);
+}
+
+/* scio_submit_to: the completion goes to the queue given, not the
+ * device's; cancelled and closed ones too, and a released one's record is
+ * forgotten there. */
+static void test_submit_to_queue(void)
+{
+    scio_device *d = open_sim(2);
+    scio_queue *q = scio_queue_new(), *dq;
+    scio_op *op = NULL, *busy = NULL;
+    scio_completion c;
+    CHECK(d != NULL && q != NULL);
+    if (!d || !q) {
+        if (d)
+            scio_close(d);
+        scio_queue_free(q);
+        return;
+    }
+    dq = scio_device_queue(d);
+    CHECK(scio_submit_to(d, NULL, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 1, &op) ==
+          SCIO_INVALID_PARAMETER && op == NULL);
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 5, &op) == SCIO_SUCCESS);
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 6, &busy) == SCIO_SUCCESS);
+    CHECK(scio_queue_pop(q, 2000, &c) == 1 && c.user == 6 && c.status == SCIO_DEVICE_BUSY);
+    scio_op_release(busy);
+    CHECK(control(d, SIM_CTL_INSERT, NULL, 0) == SCIO_SUCCESS);
+    CHECK(scio_queue_pop(q, 2000, &c) == 1 && c.user == 5 && c.status == SCIO_SUCCESS &&
+          c.op_id == scio_op_id(op));
+    CHECK(scio_queue_pending(dq) == 0);
+    scio_op_release(op);
+    /* completed, then released before it was popped: forgotten */
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_GET_STATE, NULL, 0, 4, 7, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1);
+    scio_op_release(op);
+    CHECK(scio_queue_pending(q) == 0);
+    /* pending at close: cancelled into the queue given, which outlives it */
+    CHECK(scio_submit_to(d, q, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 8, &op) == SCIO_SUCCESS);
+    scio_queue_free(q); /* the operation keeps it */
+    scio_close(d);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+    CHECK(scio_queue_pop(q, 0, &c) == 1 && c.user == 8 && c.status == SCIO_CANCELLED);
+    scio_op_release(op); /* the last reference to the queue */
 }
 
 /* ---- scardio's IFD extensions, on the scripted driver -------------------- */
@@ -1650,6 +1782,9 @@ int main(int argc, char **argv)
     test_open_errors();
     test_wide_lun();
     test_queue_descriptor();
+    test_queue_post_outside_lock();
+    test_queue_post_race();
+    test_submit_to_queue();
     test_queue_free_once();
     test_native_backend();
     test_native_backend_hung();

@@ -166,6 +166,9 @@ cdef extern from "scio.h" nogil:
     scio_status scio_submit(scio_device *d, uint32_t code,
                             const void *inp, size_t in_len, size_t out_cap,
                             uint64_t user, scio_op **op_out)
+    scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
+                               const void *inp, size_t in_len, size_t out_cap,
+                               uint64_t user, scio_op **op_out)
     scio_status scio_submit_awaited(scio_device *d, uint32_t code,
                                     const void *inp, size_t in_len, size_t out_cap,
                                     scio_op **op_out)

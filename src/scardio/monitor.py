@@ -8,12 +8,18 @@ polls in Python: the driver (or the core's polling for drivers without a
 polling thread) completes the request.
 
 Threading model: one harvesting thread per :class:`Monitor`, whatever the
-number of readers and the OS.  It blocks on every device's completion
-waitable (``Device.waitable()``) and a wake-up of its own, through the
-:class:`scardio.waiting.Waiter` of the OS (``selectors`` on descriptors,
-``WaitForMultipleObjects`` on handles: at most
-:data:`scardio.waiting.MAX_HANDLES` readers per monitor there), harvests
-the devices that were signalled and dispatches.  A thread per reader blocked
+number of readers and the OS.  The tracking requests of readers opened by
+scardio complete into a completion queue of the monitor's own
+(:class:`scardio._core.CompletionQueue`): the lane thread that completes
+one wakes the monitor thread directly, and the queue calls the tracker
+with no Python in between (the shortest way from a card event to the
+callback).  Readers whose device is another object (a stand-in) are
+waited on through their completion waitable (``Device.waitable()``) and
+the :class:`scardio.waiting.Waiter` of the OS (``selectors`` on
+descriptors, ``WaitForMultipleObjects`` on handles: at most
+:data:`scardio.waiting.MAX_HANDLES` such readers per monitor there); while
+the monitor has any, it waits there, with its own queue's waitable among
+them.  A thread per reader blocked
 in ``op.wait`` would work too, but costs N threads and N wake-ups for N
 readers, and closing a reader would need to cancel and join its own thread;
 with one waiting thread adding or removing a reader is one registration.
@@ -48,7 +54,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
-from . import errors, waiting
+from . import _core, errors, waiting
 from .constants import IOCTL
 from .reader import Reader
 from .session import WAIT_SLICE
@@ -137,14 +143,19 @@ class Tracker:
     `schedule` (``schedule(delay, fn)``): the harvesting loop's own timer,
     so that they run, and report, on that thread too.  Without one, a
     Tracker made on a running asyncio loop uses the loop's call_later, and
-    any other one a timer thread per retry.  Shared by the threaded Monitor
-    and scardio.aio."""
+    any other one a timer thread per retry.  Its requests complete into the
+    reader's device queue (harvested through ``reader.completions``), or,
+    given a *queue* (:class:`scardio._core.CompletionQueue`, the harvesting
+    thread's), into that one.  Shared by the threaded Monitor and
+    scardio.aio."""
 
     def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None],
-                 schedule: Optional[Schedule] = None) -> None:
+                 schedule: Optional[Schedule] = None, *,
+                 queue: Optional[_core.CompletionQueue] = None) -> None:
         self.reader = reader
         self._emit = emit
         self._schedule: Schedule = schedule or _default_schedule()
+        self._queue = queue
         self._op: Any = None
         self._lock = threading.Lock()
         self._code: int = IOCTL.IS_PRESENT
@@ -163,11 +174,16 @@ class Tracker:
     def _submit(self, code: int) -> None:
         self._code = code
         failed: Optional[BaseException] = None
+        queue = self._queue
         with self._lock:
             if self.stopped:
                 return
             try:
-                op = self.reader.device.submit(code)
+                if queue is not None:
+                    # watched at once: its dispatch runs on this thread, later
+                    op = queue.submit(self.reader.device, code, self._completed)
+                else:
+                    op = self.reader.device.submit(code)
             except errors.ScardioError as exc:
                 failed = exc
             else:
@@ -175,7 +191,8 @@ class Tracker:
         if failed is not None:
             self._fail(failed)
             return
-        self.reader.completions.watch(op, self._completed)
+        if queue is None:
+            self.reader.completions.watch(op, self._completed)
 
     def _fail(self, exc: BaseException) -> None:
         """Report a driver error.  Only a reader that is gone ends
@@ -239,7 +256,10 @@ class Tracker:
             retry.cancel()
         self.reader.session.tracked_by -= 1
         if op is not None:
-            self.reader.completions.unwatch(op)
+            if self._queue is not None:
+                self._queue.unwatch(op)
+            else:
+                self.reader.completions.unwatch(op)
             op.cancel()
             try:
                 op.wait(wait)
@@ -469,6 +489,9 @@ class Monitor:
         self._queue_closed = False
         self._dropped = 0
         self._waiter = waiting.new_waiter()
+        self._own = _core.CompletionQueue()  # the tracking of native devices
+        self._own_waited = False  # its waitable is registered with the waiter
+        self._native = 0  # readers tracked through the queue
         self._commands: "queue.SimpleQueue[_Command]" = queue.SimpleQueue()
         self._trackers: dict[int, Tracker] = {}
         self._waitables: dict[int, int] = {}  # id(reader) -> its registered waitable
@@ -534,7 +557,7 @@ class Monitor:
             return
         command = _Command(what, reader)
         self._commands.put(command)
-        self._waiter.wake()
+        self._wake()
         if not command.done.wait(timeout):
             raise errors.TimeoutError(f"monitor thread did not {what} {reader.name!r} "
                                       f"within {timeout} s")
@@ -584,10 +607,22 @@ class Monitor:
                             and self._hotplug.vanished(r, err):
                         return  # reported as its removal
                     self._event(r, kind, err)
-            tracker = Tracker(reader, on_event, self._schedule)
-            waitable = reader.device.waitable()
-            self._waiter.register(waitable, reader)  # may refuse: nothing to undo yet
-            self._waitables[key] = waitable
+            # may refuse (too many waitables): nothing to undo yet
+            if isinstance(reader.device, _core.Device):
+                tracker = Tracker(reader, on_event, self._schedule, queue=self._own)
+                self._native += 1
+                undo: Callable[[], None] = self._undo_native
+            else:
+                tracker = Tracker(reader, on_event, self._schedule)
+                waitable = reader.device.waitable()
+                self._waiter.register(waitable, reader)
+                self._waitables[key] = waitable
+                undo = functools.partial(self._undo_waitable, key)
+            try:
+                self._wait_queue_too()
+            except waiting.TooManyWaitablesError:
+                undo()
+                raise
             with self._lock:
                 self._trackers[key] = tracker
             reader.add_close_hook(self._reader_closing)
@@ -599,8 +634,39 @@ class Monitor:
                 return
             tracker = gone
             reader.remove_close_hook(self._reader_closing)
-            self._waiter.unregister(self._waitables.pop(key))
+            waitable = self._waitables.pop(key, None)
+            if waitable is None:
+                self._native -= 1
+            else:
+                self._waiter.unregister(waitable)
+            self._wait_queue_too()
             tracker.stop()
+
+    def _wait_queue_too(self) -> None:
+        """While readers of both kinds are tracked the thread waits in the
+        waiter: have it wait on the queue's waitable there too."""
+        want = bool(self._native and self._waitables)
+        if want == self._own_waited:
+            return
+        if want:
+            self._waiter.register(self._own.waitable(), self._own)
+        else:
+            self._waiter.unregister(self._own.waitable())
+        self._own_waited = want
+
+    def _undo_native(self) -> None:
+        self._native -= 1
+
+    def _undo_waitable(self, key: int) -> None:
+        self._waiter.unregister(self._waitables.pop(key))
+
+    def _wake(self) -> None:
+        # Where the thread waits: it switches only while applying commands
+        # and timers, which the caller queued before it looked here.
+        if self._waitables:
+            self._waiter.wake()
+        else:
+            self._own.wake()
 
     def _reader_closing(self, reader: Reader) -> None:
         # Before the device (and its descriptor) goes away.
@@ -616,7 +682,7 @@ class Monitor:
         with self._lock:
             heapq.heappush(self._timers, (timer.when, next(self._timer_order), timer))
         if threading.current_thread() is not self._thread:
-            self._waiter.wake()  # it may be waiting without a timeout
+            self._wake()  # it may be waiting without a timeout
         return timer
 
     def _run_due_timers(self) -> Optional[float]:
@@ -638,13 +704,24 @@ class Monitor:
                 log.exception("monitor timer %r failed", timer.fn)
 
     def _run(self) -> None:
+        own = self._own
         try:
             left: Optional[float] = None
             while not self._closed:
-                reader: Reader
-                for reader in self._waiter.wait(left):
+                if self._waitables:
+                    ready = self._waiter.wait(left)
+                else:
+                    own.dispatch(left)  # woken by the lanes, wake() or the timeout
+                    # A callback may have added a stand-in reader: a wake sent
+                    # meanwhile went to the queue, so look without blocking
+                    # (the commands below are read before the next wait).
+                    ready = self._waiter.wait(0) if self._waitables else []
+                for reader in ready:
                     try:
-                        reader.completions.harvest()
+                        if reader is own:
+                            own.dispatch(0)
+                        else:
+                            reader.completions.harvest()
                     except Exception:  # the thread must outlive any one failure
                         log.exception("harvesting %r failed", reader)
                 while True:
@@ -755,7 +832,7 @@ class Monitor:
             self._waiter.close()
         elif self._thread is not threading.current_thread():
             self._commands.put(_Command("stop", None))
-            self._waiter.wake()
+            self._wake()
             self._thread.join(timeout)
         with self._queue_ready:  # never blocks: the queue is not bounded by a lock
             self._queue_closed = True
