@@ -5,6 +5,7 @@ The server runs as a user runs it: ``python -m scardio card serve ...``."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import signal
@@ -493,6 +494,10 @@ def test_nothing_leaks_over_reader_and_server_cycles(sock_dir):
         reader = open_reader(path)  # warm-up: the library and the core loaded
         assert wait_state(reader, True)
         reader.close()
+        # Objects earlier tests dropped in reference cycles (devices with
+        # their eventfds, capture files) would otherwise be collected in
+        # the middle of the count.
+        gc.collect()
         fds, threads = _fds(), _threads()
         for i in range(8):
             reader = open_reader(path)
@@ -505,6 +510,7 @@ def test_nothing_leaks_over_reader_and_server_cycles(sock_dir):
                 server = Served(path)
                 assert wait_state(reader, True)
             reader.close()
+        gc.collect()
         deadline = time.monotonic() + 5
         while (_fds(), _threads()) != (fds, threads) and time.monotonic() < deadline:
             time.sleep(0.05)
