@@ -324,8 +324,8 @@ def test_pcsc_event_latency(pcsc_env):
             _connect_transmitters(pcsc_env)
     out: dict = {}
     tables = [("alone", alone)] + [(f"together with {s}", together[s]) for s in together]
-    for how, paths in tables:
-        for path, kinds in paths.items():
+    for how, armed in tables:
+        for path, kinds in armed.items():
             if how != "alone" and path != own.name:
                 key = f"{path}, armed with the C client"
             elif how != "alone":

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
     from .reader import Reader
     from .recording import Recorder
-    from .sequences import Steps
 
 # A plain int: an IntEnum member costs an attribute lookup and a conversion
 # in the binding on every call.

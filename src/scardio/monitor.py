@@ -599,9 +599,10 @@ class Monitor:
                 self._do("remove", reader)
             # No Python frame between the tracker and _event unless a
             # reader list may turn the reader's end into its removal.
-            on_event: Callable[[str, Optional[BaseException]], None] = \
-                functools.partial(self._event, reader)
-            if self._hotplug is not None:
+            on_event: Callable[[str, Optional[BaseException]], None]
+            if self._hotplug is None:
+                on_event = functools.partial(self._event, reader)
+            else:
                 def on_event(kind: str, err: Optional[BaseException], r: Reader = reader) -> None:
                     if kind == ERROR and self._hotplug is not None \
                             and self._hotplug.vanished(r, err):
