@@ -63,6 +63,10 @@ cdef enum:
     PCSC_WAIT_SLICE_MS = 1000
 
 
+# The module's parts, one concept each (paths relative to this file), in an
+# order where a cdef class comes before the parts that use it as a type;
+# card_base.pxi forward-declares SessionBase, which CardBase and connect.pxi
+# use before session_base.pxi defines it.
 include "_core_parts/arguments.pxi"
 include "_core_parts/waits.pxi"
 include "_core_parts/fork.pxi"
