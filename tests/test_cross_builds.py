@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from core_sources import CORE_PYX, core_includes
+
 ROOT = Path(__file__).resolve().parent.parent
 SETUP = ROOT / "setup.py"
 CROSS = Path(__file__).resolve().parent / "cross"
@@ -207,6 +209,10 @@ def _cythonize(build: Path, options: dict[str, Any]) -> Path:
     for f in (ROOT / "src" / "scardio").iterdir():
         if f.suffix in (".pyx", ".pxd"):
             shutil.copy(f, pkg / f.name)
+    for f in core_includes():  # where _core.pyx's include lines look for them
+        dest = pkg / f.relative_to(CORE_PYX.parent)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dest)
     script = ("import sys\n"
               "from Cython.Build import cythonize\n"
               "from setuptools import Extension\n"

@@ -22,13 +22,15 @@ import pytest
 
 from build_support import (ROOT, build_env, build_index_problem, clean_copy, fresh_venv,
                            index_problem, tracked_files, venv_bin, warnings_in)
+from core_sources import core_source_files
 
 # Tracked files that are not part of a source release.
 NOT_IN_SDIST = (".gitignore", ".github/", ".ci/")
 # What setuptools adds to every sdist.
 SDIST_METADATA = ("PKG-INFO", "setup.cfg", "src/scardio.egg-info/")
-# Sources setup.py compiles on some platform (native/win32 only on Windows).
-BUILD_SOURCES = ("src/scardio/_core.pyx", "src/scardio/_scio.pxd", "native/scio.h",
+# Sources setup.py compiles on some platform (native/win32 only on Windows),
+# besides the binding's (core_source_files: _core.pyx and its includes).
+BUILD_SOURCES = ("src/scardio/_scio.pxd", "native/scio.h",
                  "native/core/backend.h", "native/ifd/ifd_abi.h", "native/sim/card.h",
                  "native/win32/scio_win32.c", "native/win32/scio_win32_discover.h",
                  "native/posix/paths.c")
@@ -80,7 +82,8 @@ def sdist_members(sdist: Path) -> list[str]:
 
 def test_sdist_holds_every_source_and_no_generated_c(built: Built) -> None:
     members = sdist_members(built.sdist)
-    for name in BUILD_SOURCES:
+    binding = [p.relative_to(ROOT).as_posix() for p in core_source_files()]
+    for name in [*binding, *BUILD_SOURCES]:
         assert name in members, f"{name} is missing from the sdist"
     assert "src/scardio/_core.c" not in members
     assert not [m for m in members if m.endswith((".so", ".pyd", ".dll", ".o", ".pyc"))]
@@ -101,7 +104,7 @@ def test_wheel_from_the_sdist_ships_no_sources(built: Built) -> None:
     assert any(n.startswith("scardio/_core.") and n.endswith((".so", ".pyd")) for n in names)
     assert any(n.startswith("scardio/libscardio_sim.") for n in names), names
     assert "scardio/py.typed" in names and "scardio/_core.pyi" in names
-    assert not [n for n in names if n.endswith((".c", ".pyx"))], names
+    assert not [n for n in names if n.endswith((".c", ".pyx", ".pxi"))], names
 
 
 def test_build_prints_no_warnings(built: Built) -> None:
