@@ -59,7 +59,13 @@ class Completions:
         if ready is not None:
             ready.extend(entries)
             return
-        ready = local.ready = collections.deque(entries)
+        self._drain(collections.deque(entries))
+
+    def _drain(self, ready: "collections.deque[_Entry]") -> None:
+        """Run `ready`'s callbacks in turn as this thread's trampoline queue
+        (a callback's completions join it instead of recursing)."""
+        local = self._local
+        local.ready = ready
         try:
             while ready:
                 op, callback = ready.popleft()
@@ -92,18 +98,8 @@ class Completions:
             if entry is not None:
                 ready.append(entry)
                 ran += 1
-        if outer is not None:
-            return ran  # inside a callback: the running loop calls them
-        local.ready = ready
-        try:
-            while ready:
-                op, callback = ready.popleft()
-                try:
-                    callback(op)
-                except Exception:  # one broken callback must not starve the rest
-                    log.exception("completion callback failed for %r", op)
-        finally:
-            local.ready = None
+        if outer is None:  # else inside a callback: the running loop calls them
+            self._drain(ready)
         return ran
 
     def take(self, timeout: Optional[float] = 0.0) -> list[_Entry]:
