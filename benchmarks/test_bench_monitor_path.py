@@ -24,7 +24,7 @@ import pytest
 import events
 import harness
 from test_bench_pcsc import pcsc_env  # noqa: F401  (the fixture)
-from test_bench_pcsc import SIM_PCSCD_NAME, _connect_transmitters, SIM_INSERT
+from test_bench_pcsc import SIM_INSERT, _connect_transmitters, card_mover
 
 pytestmark = [pytest.mark.pcscd]
 
@@ -64,25 +64,11 @@ class _Counted:
 
 
 def test_pcsc_monitor_path(pcsc_env):  # noqa: F811
-    import pcsc_peer
     from scardio import pcsc
     w, name = pcsc_env["worker"], pcsc_env["name"]
     stack = contextlib.ExitStack()
     with stack:
-        w.call("disconnect")
-        pcsc_env["card"].disconnect()
-        mover = pcsc_peer.PyscardWorker()
-        stack.callback(mover.close)
-        place = pcsc_env["place"]
-        spare = [c for c in place.saved if c not in place.caller_cpus]
-        if place.pinned and spare:
-            harness.pin(mover.proc.pid, spare[:1])
-        mover.call("open", match=SIM_PCSCD_NAME, direct=True)
-        mover.call("trigger", kind="remove")
-
-        def trigger(kind: str):
-            mover.send("trigger", kind=kind)
-            return lambda: int(mover._read()["t0"])
+        trigger = card_mover(pcsc_env, stack)
         dev = pcsc.open_device(name)
         stack.callback(dev.close)
         device = events.DeviceArmed(dev)

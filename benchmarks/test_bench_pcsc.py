@@ -187,6 +187,33 @@ def _connect_transmitters(env) -> None:
     assert threads == 1, f"the single-threaded scardio worker has {threads} threads"
 
 
+def card_mover(pcsc_env, stack: contextlib.ExitStack):
+    """Empty the reader and start the process that moves the card for the
+    event benchmarks; returns ``trigger(kind)``, which moves it and returns
+    a call that reads the move's t0 (CLOCK_MONOTONIC ns)."""
+    import pcsc_peer
+    # Start without a card (the standing connections end with it).
+    pcsc_env["worker"].call("disconnect")
+    pcsc_env["card"].disconnect()
+    mover = pcsc_peer.PyscardWorker()
+    stack.callback(mover.close)
+    # The mover's own work after its SCardControl (its answer, and ours
+    # reading it) must not run on the measured CPU at event time: it gets a
+    # CPU of its own where there is one, and its answer is read once every
+    # path has seen the event.
+    place = pcsc_env["place"]
+    spare = [c for c in place.saved if c not in place.caller_cpus]
+    if place.pinned and spare:
+        harness.pin(mover.proc.pid, spare[:1])
+    mover.call("open", match=SIM_PCSCD_NAME, direct=True)
+    mover.call("trigger", kind="remove")
+
+    def trigger(kind: str):
+        mover.send("trigger", kind=kind)
+        return lambda: int(mover._read()["t0"])
+    return trigger
+
+
 @pytest.fixture(scope="module", params=OPS)
 def op(request):
     return request.param
@@ -249,7 +276,6 @@ def test_pcsc_event_latency(pcsc_env):
     turns event by event (the target's figures); "together": a scardio path
     and the C client armed for the same events, the arming order
     alternating (docs/benchmarks.md, "scardio over PC/SC against pyscard")."""
-    import pcsc_peer
     import pcsc_waiter
     from scardio import pcsc
     why = pcsc_waiter.unavailable_reason()
@@ -259,25 +285,7 @@ def test_pcsc_event_latency(pcsc_env):
     stack = contextlib.ExitStack()
     with stack:
         stack.callback(pcsc_waiter.cleanup)
-        # Start without a card (the standing connections end with it).
-        w.call("disconnect")
-        pcsc_env["card"].disconnect()
-        mover = pcsc_peer.PyscardWorker()
-        stack.callback(mover.close)
-        # The mover's own work after its SCardControl (its answer, and ours
-        # reading it) must not run on the measured CPU at event time: it
-        # gets a CPU of its own where there is one, and its answer is read
-        # once every path has seen the event.
-        place = pcsc_env["place"]
-        spare = [c for c in place.saved if c not in place.caller_cpus]
-        if place.pinned and spare:
-            harness.pin(mover.proc.pid, spare[:1])
-        mover.call("open", match=SIM_PCSCD_NAME, direct=True)
-        mover.call("trigger", kind="remove")
-
-        def trigger(kind: str):
-            mover.send("trigger", kind=kind)
-            return lambda: int(mover._read()["t0"])
+        trigger = card_mover(pcsc_env, stack)
         own = pcsc_waiter.CWaiter(name)
         stack.callback(own.close)
         ref = events.PyscardArmed(w)
