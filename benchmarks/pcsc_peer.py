@@ -7,17 +7,17 @@ answers there (the figures would not be ours, and we must not disturb it).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Optional
-
-import atexit
-import sys
 
 from harness import PYSCARD_PYTHON, HERE, LineReader, Path, quit_process, stop_process
 
@@ -28,13 +28,12 @@ SCARDIO_WORKER = os.path.join(HERE, "scardio_pcsc_worker.py")
 # Set to the system interpreter's path to run pyscard there instead.
 PYSCARD_PYTHON_ENV = "SCARDIO_BENCH_PYSCARD_PYTHON"
 
-_shim_dir: Optional[str] = None
-
-
-def _pyscard_package() -> Optional[str]:
-    """The system pyscard's package directory, if the system interpreter
-    has the benchmark's own Python version (then its extension module
-    loads in this interpreter too)."""
+@functools.lru_cache(maxsize=None)
+def _pyscard_path() -> Optional[str]:
+    """A directory holding only a link to the system pyscard's package (to
+    put on this interpreter's path), if the system interpreter has the
+    benchmark's own Python version (then its extension module loads in
+    this interpreter too); asked once per process."""
     try:
         out = subprocess.run(
             [PYSCARD_PYTHON, "-c", "import sys, smartcard; print(sys.version_info[:2]); "
@@ -42,7 +41,12 @@ def _pyscard_package() -> Optional[str]:
             check=True, timeout=30, capture_output=True, text=True).stdout.split("\n")
     except (subprocess.SubprocessError, OSError):
         return None
-    return out[1] if out[0] == str(tuple(sys.version_info[:2])) else None
+    if out[0] != str(tuple(sys.version_info[:2])):
+        return None
+    path = tempfile.mkdtemp(prefix="scardio-pyscard-path-")
+    atexit.register(shutil.rmtree, path, True)
+    os.symlink(out[1], os.path.join(path, "smartcard"))
+    return path
 
 
 def pyscard_interpreter() -> "tuple[str, dict]":
@@ -50,24 +54,20 @@ def pyscard_interpreter() -> "tuple[str, dict]":
 
     pyscard runs under the same interpreter as scardio (this benchmark's),
     so that the comparison is of the two libraries, not of two builds of
-    Python (Debian's python3 is built with profile-guided optimisation and
-    runs pyscard's Python layer faster than a plain source build).  The
-    system pyscard is put on its path alone, through a directory holding a
-    link to its package.  Without a same-version system pyscard, or with
-    $SCARDIO_BENCH_PYSCARD_PYTHON set, the worker runs under that interpreter."""
-    global _shim_dir
+    Python (Debian's python3, with libpython linked into the executable,
+    runs pyscard's Python layer faster than this machine's shared-libpython
+    build).  The system pyscard is put on its path alone, through a
+    directory holding a link to its package.  Without a same-version system
+    pyscard, or with $SCARDIO_BENCH_PYSCARD_PYTHON set, the worker runs
+    under that interpreter."""
     chosen = os.environ.get(PYSCARD_PYTHON_ENV)
     if chosen:
         return chosen, dict(os.environ)
-    package = _pyscard_package()
-    if package is None:
+    shim = _pyscard_path()
+    if shim is None:
         return PYSCARD_PYTHON, dict(os.environ)
-    if _shim_dir is None:
-        _shim_dir = tempfile.mkdtemp(prefix="scardio-pyscard-path-")
-        atexit.register(shutil.rmtree, _shim_dir, True)
-        os.symlink(package, os.path.join(_shim_dir, "smartcard"))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_shim_dir, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
     return sys.executable, env
 
 
