@@ -206,9 +206,7 @@ class Worker:
     def cmd_gsc_event(self, kind: str, trigger: str = "ctl", timeout: float = 10.0,
                       settle: float = 0.01) -> dict:
         want = S.SCARD_STATE_PRESENT if kind == "insert" else S.SCARD_STATE_EMPTY
-        hr, states = S.SCardGetStatusChange(self.ctx2, 0, [(self.reader, S.SCARD_STATE_UNAWARE)])
-        self.check(hr, "SCardGetStatusChange")
-        current = states[0][1] & ~S.SCARD_STATE_CHANGED
+        current = self._reader_state() & ~S.SCARD_STATE_CHANGED
         if current & want:
             raise RuntimeError(f"card already {'present' if kind == 'insert' else 'absent'}")
         seen = {}
