@@ -67,6 +67,29 @@ def sim_reader(power_down_timeout: Optional[float] = 5.0,
         reader.close()
 
 
+@contextlib.contextmanager
+def sim_readers(n: int = 1, *, polling: bool = True, event_counts: bool = True,
+                event_generation: bool = True,
+                poll_interval_ms: int = 0) -> Iterator[list[tuple[Any, Any]]]:
+    """n (Reader, SimControl) pairs on fresh simulated LUNs with no card
+    (the options are scardio.sim.open_device's)."""
+    from scardio.reader import Reader
+    from scardio.sim import SimControl, open_device
+    out = []
+    try:
+        for _ in range(n):
+            dev = open_device(next_lun(), polling=polling, event_counts=event_counts,
+                              event_generation=event_generation,
+                              poll_interval_ms=poll_interval_ms)
+            out.append((Reader(dev, power_down_timeout=None), SimControl(dev)))
+        yield out
+    finally:
+        for reader, sim in out:
+            with contextlib.suppress(Exception):
+                sim.stop()
+            reader.close()
+
+
 class Recorder:
     """Collects ReaderEvents / CardEvents; wait_for() with a timeout."""
 

@@ -11,15 +11,14 @@ time (the CPU figure is benchmarks/test_bench_scale.py's).
 
 from __future__ import annotations
 
-import contextlib
 import random
 import struct
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from helpers_reader import Recorder, next_lun
+from helpers_reader import Recorder, sim_readers
 from scardio import IOCTL, Monitor, errors
 from scardio.monitor import ARRIVAL, DEPARTURE
 
@@ -30,22 +29,11 @@ TAG_COUNTS = 0x0007A002  # SCIO_IFD_TAG_CARD_EVENTS
 U32 = struct.Struct("<I")
 
 
-@contextlib.contextmanager
-def readers(n: int, generation: bool, poll_interval_ms: int) -> Iterator[list[tuple[Any, Any]]]:
+def readers(n: int, generation: bool, poll_interval_ms: int) -> Any:
     """n (Reader, SimControl) pairs, presence-only readers that count card
     events, with or without the generation, no card in."""
-    from scardio.reader import Reader
-    from scardio.sim import SimControl, open_device
-    out = []
-    try:
-        for _ in range(n):
-            dev = open_device(next_lun(), polling=False, event_generation=generation,
-                              poll_interval_ms=poll_interval_ms)
-            out.append((Reader(dev, power_down_timeout=None), SimControl(dev)))
-        yield out
-    finally:
-        for reader, _ in out:
-            reader.close()
+    return sim_readers(n, polling=False, event_generation=generation,
+                       poll_interval_ms=poll_interval_ms)
 
 
 def _per_reader(rec: Recorder) -> dict[str, list[str]]:

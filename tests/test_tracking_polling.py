@@ -15,11 +15,11 @@ import contextlib
 import struct
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
-from helpers_reader import Recorder
+from helpers_reader import Recorder, sim_readers
 from scardio import IOCTL, Monitor, errors
 from scardio.monitor import ARRIVAL, DEPARTURE
 
@@ -37,25 +37,6 @@ def _threads() -> int:
     raise AssertionError("no thread count")
 
 
-@contextlib.contextmanager
-def sim_readers(n: int = 1, *, polling: bool = True, event_counts: bool = True,
-                poll_interval_ms: int = 0) -> Iterator[list[tuple[Any, Any]]]:
-    """n (Reader, SimControl) pairs on fresh simulated LUNs with no card."""
-    from helpers_reader import next_lun
-    from scardio.reader import Reader
-    from scardio.sim import SimControl, open_device
-    out = []
-    try:
-        for _ in range(n):
-            dev = open_device(next_lun(), polling=polling, event_counts=event_counts,
-                              poll_interval_ms=poll_interval_ms)
-            out.append((Reader(dev, power_down_timeout=None), SimControl(dev)))
-        yield out
-    finally:
-        for reader, sim in out:
-            with contextlib.suppress(Exception):
-                sim.stop()
-            reader.close()
 
 
 def _power(dev: Any) -> None:
