@@ -71,6 +71,24 @@ def pyscard_interpreter() -> "tuple[str, dict]":
     return sys.executable, env
 
 
+def import_pyscard():
+    """The system pyscard's ``smartcard.scard``, imported into this process
+    (through the same link directory as the worker's), or None where its
+    extension module does not fit this interpreter.  For comparing the two
+    clients inside one process: the process they run in costs both alike
+    (docs/benchmarks.md)."""
+    shim = _pyscard_path()
+    if shim is None:
+        return None
+    if shim not in sys.path:
+        sys.path.append(shim)  # holds only the link: shadows nothing
+    try:
+        from smartcard import scard
+    except ImportError:
+        return None
+    return scard
+
+
 def unavailable_reason() -> Optional[str]:
     """Why pcscd + pyscard cannot be benchmarked here, or None."""
     if not os.path.exists(PCSCD):
