@@ -9,16 +9,22 @@ round trips an operation costs.  Interleaved in one run, every process
 
   tx5 / tx261    Card.transmit on a card connected through PC/SC, against
                  pyscard's SCardTransmit on its own shared connection
-                 (one SCardTransmit each).  For reference (no target), also
-                 pyscard in a process that has started one idle thread, as
-                 scardio's process has (its lanes, the power-down timer):
-                 the same system calls cost more in a multi-threaded
-                 process, and the difference is most of the gap between a
-                 single-threaded pyscard and scardio (docs/benchmarks.md);
-                 and scardio in a single-threaded process of its own
+                 (one SCardTransmit each).  The target compares like with
+                 like: pyscard imported into this process against scardio
+                 here (the same interpreter, threads and heap; without an
+                 in-process pyscard, the two single-threaded workers
+                 below).  The process matters more than the client: one
+                 that has started a thread pays on every system call, and
+                 this one always has (scardio's lanes, the power-down
+                 timer), so pyscard runs here at ~0.94x of its
+                 single-threaded worker, as scardio does against its own.
+                 For reference (no target): pyscard's worker against
+                 scardio here (the figure the target used to be), pyscard
+                 in a worker that has started one idle thread, and scardio
+                 in a single-threaded process of its own
                  (scardio_pcsc_worker.py, connected with timeout=None and
-                 without a power-down timer, so that it starts no thread), the same conditions as the
-                 pyscard worker's
+                 without a power-down timer, so that it starts no thread),
+                 the same conditions as the pyscard worker's
   connect_leave  Reader.connect() + disconnect(LEAVE), with the default
                  timeout (bounded: the connect sequence runs on the
                  device's I/O lane) and with timeout=None, against
