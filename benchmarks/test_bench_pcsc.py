@@ -129,9 +129,15 @@ class _PyscardHere:
         from functools import partial
         S = self.S
         self.disconnect()
-        hr, self.card, _proto = S.SCardConnect(self.ctx, self.name, S.SCARD_SHARE_SHARED,
-                                               S.SCARD_PROTOCOL_T1)
+        deadline = time.monotonic() + 10.0
+        while True:  # as the worker's connect: pcscd may still be taking a move in
+            hr, card, _proto = S.SCardConnect(self.ctx, self.name, S.SCARD_SHARE_SHARED,
+                                              S.SCARD_PROTOCOL_T1)
+            if hr == S.SCARD_S_SUCCESS or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         self._check(hr, "SCardConnect")
+        self.card = card
         for k in ("tx5", "tx261"):
             ops[k] = partial(S.SCardTransmit, self.card, S.SCARD_PCI_T1, list(APDUS[k]))
         hr, resp = ops["tx5"]()
