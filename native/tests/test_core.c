@@ -1238,7 +1238,11 @@ static void test_native_backend(void)
     size_t n = 0;
 
     fake_start(&f);
-    CHECK(scio_device_create(&fake_backend, &f, NULL, 0, &d) == SCIO_SUCCESS);
+    /* A close timeout far above the default: under valgrind on a loaded
+     * machine the fake driver thread answering shutdown's cancel can take
+     * longer than 2 s, and this test checks that shutdown waits for it
+     * (the hung-driver test below checks that close gives up). */
+    CHECK(scio_device_create(&fake_backend, &f, NULL, 30000, &d) == SCIO_SUCCESS);
     if (!d) {
         fake_stop(&f);
         return;
