@@ -403,15 +403,25 @@ static int pcscd_sockets(fd_ino *out, int cap)
     while ((e = readdir(dir)) != NULL) {
         struct sockaddr_un sa;
         socklen_t sa_len = sizeof sa, type_len;
-        struct stat st;
-        char *end;
+        char *end, link[64];
         long v = strtol(e->d_name, &end, 10);
+        unsigned long long ino;
         int fd, type = 0;
+        ssize_t link_len;
         size_t got;
         if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end || v > INT_MAX || v == dir_fd)
             continue;
         fd = (int)v;
-        if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode))
+        /* The link names a socket and its inode ("socket:[123]") without
+         * touching the descriptor, which another thread may be closing. */
+        link_len = readlinkat(dir_fd, e->d_name, link, sizeof link - 1);
+        if (link_len <= 0)
+            continue;
+        link[link_len] = 0;
+        if (strncmp(link, "socket:[", 8) != 0)
+            continue;
+        ino = strtoull(link + 8, &end, 10);
+        if (*end != ']')
             continue;
         type_len = sizeof type;
         if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM)
@@ -427,7 +437,7 @@ static int pcscd_sockets(fd_ino *out, int cap)
             continue;
         if (n < cap) {
             out[n].fd = fd;
-            out[n].ino = (uint64_t)st.st_ino;
+            out[n].ino = (uint64_t)ino;
         }
         n++;
     }
