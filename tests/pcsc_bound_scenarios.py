@@ -9,6 +9,7 @@ usage: pcsc_bound_scenarios.py WORKDIR SIM_LIBRARY
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -89,7 +90,22 @@ class Scenarios:
             return None
 
     def _hang(self) -> None:
+        """Stop pcscd, and wait until every thread of it has stopped (a
+        group stop is not done when kill() returns)."""
         os.kill(self.pcscd.pid, signal.SIGSTOP)
+        wait_until(self._stopped, 5)
+
+    def _stopped(self) -> bool:
+        task_dir = f"/proc/{self.pcscd.pid}/task"
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if state not in ("T", "t"):
+                return False
+        return True
 
     def _resume(self) -> None:
         os.kill(self.pcscd.pid, signal.SIGCONT)
@@ -195,17 +211,24 @@ class Scenarios:
                 "sockets_after": pcscd_sockets()}
 
     def ambiguous_contexts(self) -> dict[str, Any]:
-        """Devices opened while another thread makes PC/SC contexts without
-        pause: a device whose context's socket cannot be told apart bounds
-        its calls on the lane (a lane thread starts), the others in the
+        """Devices opened while another PC/SC client of the process (the
+        client library called directly) makes contexts without pause: a
+        device whose context's socket cannot be told apart bounds its
+        calls on the lane (a lane thread starts), the others in the
         caller's thread; all their calls succeed."""
         stop = threading.Event()
         made = [0]
+        lib = ctypes.CDLL("libpcsclite.so.1")
+        lib.SCardEstablishContext.argtypes = [ctypes.c_ulong, ctypes.c_void_p,
+                                              ctypes.c_void_p, ctypes.POINTER(ctypes.c_long)]
+        lib.SCardReleaseContext.argtypes = [ctypes.c_long]
 
         def churn() -> None:
+            ctx = ctypes.c_long()
             while not stop.is_set():
-                pcsc.list_readers()  # a context of its own, made and released
-                made[0] += 1
+                if lib.SCardEstablishContext(2, None, None, ctypes.byref(ctx)) == 0:
+                    lib.SCardReleaseContext(ctx.value)
+                    made[0] += 1
 
         th = threading.Thread(target=churn)
         th.start()

@@ -445,10 +445,10 @@ static int pcscd_sockets(fd_ino *out, int cap)
     return n;
 }
 
-/* Every context is established under this lock, so that the one new
- * socket to the daemon after it is ours; a context another thread makes
- * meanwhile outside it (through this library or another) makes two, and
- * then ours is not told apart (bound.fd -1). */
+/* A device's main context is established under this lock (as every other
+ * context of this backend: establish), so that the one new socket to the
+ * daemon after it is ours; a context another PC/SC client of the process
+ * makes meanwhile makes two, and then ours is not told apart (bound.fd -1). */
 static scio_mutex ident_lock = SCIO_MUTEX_INITIALIZER;
 
 static void find_context_socket(pcsc_bound *b, const fd_ino *before, int nb)
@@ -1524,7 +1524,8 @@ static const scio_backend pcsc_backend = {
 
 /* ---- open and list -------------------------------------------------------- */
 
-static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, size_t errlen)
+static scio_status establish_unlocked(PCSC_CONTEXT *ctx, const char *what, char *errbuf,
+                                      size_t errlen)
 {
     uint32_t rc = rc32(api.establish(PCSC_SCOPE_SYSTEM, NULL, NULL, ctx));
     scio_status st;
@@ -1541,6 +1542,22 @@ static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, 
     return st == SCIO_SUCCESS ? SCIO_UNSUCCESSFUL : st;
 }
 
+/* Every context this backend makes is established under ident_lock, so
+ * that its own contexts never make a device's socket ambiguous (another
+ * PC/SC client in the process still can). */
+static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, size_t errlen)
+{
+#if PCSC_BOUNDED
+    scio_status st;
+    scio_mutex_lock(&ident_lock);
+    st = establish_unlocked(ctx, what, errbuf, errlen);
+    scio_mutex_unlock(&ident_lock);
+    return st;
+#else
+    return establish_unlocked(ctx, what, errbuf, errlen);
+#endif
+}
+
 /* Establish a device's main context, and find its socket where calls can
  * be bounded in their caller's thread (else bound.fd stays -1). */
 static scio_status establish_main(pcsc_dev *s, const char *what, char *errbuf, size_t errlen)
@@ -1554,13 +1571,13 @@ static scio_status establish_main(pcsc_dev *s, const char *what, char *errbuf, s
         int nb;
         scio_mutex_lock(&ident_lock);
         nb = pcscd_sockets(before, PCSC_MAX_SOCKETS);
-        st = establish(&s->ctx, what, errbuf, errlen);
+        st = establish_unlocked(&s->ctx, what, errbuf, errlen);
         if (st == SCIO_SUCCESS)
             find_context_socket(&s->bound, before, nb);
         scio_mutex_unlock(&ident_lock);
     }
 #else
-    st = establish(&s->ctx, what, errbuf, errlen);
+    st = establish_unlocked(&s->ctx, what, errbuf, errlen);
 #endif
     return st;
 }
