@@ -693,7 +693,7 @@ static void test_bounded_calls(void)
     uint8_t out[64];
     size_t n;
     double took;
-    int srv, ok = 1;
+    int srv, ok = 1, connects;
     pthread_t th;
     closer_arg ca;
 
@@ -745,8 +745,11 @@ static void test_bounded_calls(void)
     fake_hang_connect(1);
     ca.d = d;
     ca.op = NULL;
+    connects = fake_calls(EP_CONNECT);
     pthread_create(&th, NULL, bounded_power_thread, &ca);
-    sleep_ms(400); /* in the hung call by now (one that arms later: close repeats the abort) */
+    for (int i = 0; i < 2000 && fake_calls(EP_CONNECT) == connects; i++)
+        sleep_ms(5); /* until it is in the hung SCardConnect */
+    sleep_ms(50);    /* (one that arms later: close repeats the abort) */
     scio_close(d);
     d = NULL;
     pthread_join(th, NULL);
