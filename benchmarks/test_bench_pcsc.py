@@ -26,8 +26,9 @@ round trips an operation costs.  Interleaved in one run, every process
                  without a power-down timer, so that it starts no thread),
                  the same conditions as the pyscard worker's
   connect_leave  Reader.connect() + disconnect(LEAVE), with the default
-                 timeout (bounded: the connect sequence runs on the
-                 device's I/O lane) and with timeout=None, against
+                 timeout (bounded: on pcsc-lite the connect loop runs in
+                 the calling thread under the backend's watchdog, else on
+                 the device's I/O lane) and with timeout=None, against
                  pyscard's SCardConnect + SCardDisconnect(LEAVE).  scardio
                  keeps the resource manager's handle while its power-down
                  timer runs, so its reconnect is the check that the handle

@@ -353,6 +353,12 @@ scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
 scio_status scio_submit_awaited(scio_device *d, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
                                 scio_op **op_out);
+/* scio_submit_awaited whose caller gives up after timeout_us microseconds
+ * (0: no limit): a backend that bounds its own calls may then run it in
+ * the calling thread, done before this returns (backend.h, can_bound). */
+scio_status scio_submit_awaited_for(scio_device *d, uint32_t code,
+                                    const void *in, size_t in_len, size_t out_cap,
+                                    int64_t timeout_us, scio_op **op_out);
 /* scio_op_wait for an operation of scio_submit_awaited (spinning briefly
  * first); for any other operation the same as scio_op_wait. */
 int scio_op_await(scio_op *op, int timeout_ms);

@@ -67,6 +67,23 @@ typedef struct scio_backend {
     /* Optional: wake a tracking request blocked in `ioctl` (may be called
      * repeatedly, from any thread). */
     void (*wake_tracking)(scio_device *d);
+    /* Optional, for a backend without submit that can bound its own calls
+     * (both or neither).  An awaited operation with a deadline (a bounded
+     * synchronous call: scio_submit_awaited_until, an awaited loop) then
+     * runs in its submitter's thread instead of handing off to the I/O
+     * lane thread, when the lane is idle and empty and no synchronous call
+     * is in the driver, and can_bound(d) says the device's calls can be
+     * bounded right now (else, as without these, on the lane).  The
+     * backend's `ioctl` reads the deadline with scio_op_deadline_us (a
+     * loop's synchronous steps carry the loop's) and must make the call
+     * end by then on its own, with SCIO_IO_TIMEOUT: the caller has no
+     * other thread to give it back.  abort_call(d) asks the call the
+     * device is making in the driver right now, if any, to end at once
+     * (SCIO_CANCELLED): the core calls it, with the device lock held, to
+     * cancel an inline operation (close); it must not block or call into
+     * the core. */
+    int (*can_bound)(scio_device *d);
+    void (*abort_call)(scio_device *d);
     /* Release the driver channel: called once, when no call is in the
      * driver (no ioctl running, no submitted operation outstanding). */
     void (*release)(scio_device *d);
@@ -81,6 +98,10 @@ scio_status scio_device_create(const scio_backend *be, void *state,
                                scio_queue *q, unsigned close_timeout_ms,
                                scio_device **out);
 void *scio_device_state(scio_device *d);
+
+/* The scio_now_us() by which this operation's caller wants it done, 0
+ * for none (see can_bound). */
+int64_t scio_op_deadline_us(const scio_op *op);
 
 /* Has cancellation of this operation been requested? */
 int scio_op_cancelled(scio_op *op);

@@ -39,6 +39,7 @@ struct scio_op {
     long driver_code;
     int released, post, posted, heap;
     int awaited;             /* its submitter waits for it (scio_submit_awaited) */
+    int64_t deadline_us;     /* scio_now_us() its waiter gives up at; 0: none */
     int done;                /* written under the op lock; spinning waiters read it without */
     scio_call_fn call;       /* a call (scio_submit_call), not an IOCTL */
     void *call_ctx;
@@ -48,6 +49,7 @@ struct scio_op {
     int call_started;        /* the call function has been (or is being) called */
     int native;              /* handed to the backend's submit */
     int abandoned;           /* completed by close while still in the driver */
+    int inline_run;          /* run in its submitter's thread (run_inline) */
     enum op_where where;
     struct scio_op *next;    /* in a lane, or in the device's submitted list */
 };
@@ -58,6 +60,8 @@ struct scio_op {
 typedef struct lane {
     scio_op *head, *tail;
     scio_op *running;
+    scio_op *inline_op;      /* an awaited op run in its submitter's thread:
+                                the lane waits for it (FIFO order) */
     int thread_up;
     int pushes;              /* bumped (under the device lock) per queued op */
     int after_awaited;       /* the last op run was awaited: its waiter's next
@@ -84,6 +88,7 @@ struct scio_device {
     int shut, shut_done, released, release_done;
     unsigned close_timeout_ms;
     int in_driver;           /* calls inside the backend right now */
+    int sync_calls;          /* of them, synchronous non-tracking scio_ioctl */
     long last_driver_code;
     lane io, track;
     lane submitted;          /* natively submitted, not yet back (no thread) */
@@ -392,6 +397,10 @@ typedef struct call_frame {
 
 static SCIO_THREAD_LOCAL call_frame *calls_here;
 
+/* The operation with a deadline whose work this thread is doing (a loop's
+ * synchronous steps inherit its deadline), or NULL. */
+static SCIO_THREAD_LOCAL const scio_op *bounding_here;
+
 static void call_enter(call_frame *f, const scio_device *d)
 {
     f->dev = d;
@@ -458,6 +467,9 @@ static void op_run(scio_op *op)
     long drv = 0;
     call_frame f;
     scio_status st;
+    const scio_op *outer = bounding_here;
+    if (op->deadline_us > 0)
+        bounding_here = op;
     call_enter(&f, d);
     if (op->call) {
         st = op->call(op, op->call_ctx, 1);
@@ -466,6 +478,7 @@ static void op_run(scio_op *op)
         st = d->be->ioctl(d, op, op->code, op->in, op->in_len,
                           op->out, op->out_cap, &out_len, &drv);
     call_leave(&f);
+    bounding_here = outer;
     op_returned(op, st, out_len, drv);
 }
 
@@ -482,6 +495,8 @@ void *scio_op_backend_data(scio_op *op)
 {
     return (unsigned char *)op + OP_DATA_OFFSET;
 }
+
+int64_t scio_op_deadline_us(const scio_op *op) { return op->deadline_us; }
 
 int scio_op_cancelled(scio_op *op)
 {
@@ -581,6 +596,11 @@ static SCIO_THREAD_FN lane_main(void *arg)
     scio_mutex_lock(&d->lock);
     for (;;) {
         scio_op *op = l->head;
+        if (op && l->inline_op) {
+            /* An awaited op submitted before these runs in its caller. */
+            scio_cond_wait(&d->cv, &d->lock);
+            continue;
+        }
         if (!op) {
             int seen = l->pushes, spin = 0;
             if (d->shut)
@@ -675,6 +695,44 @@ static int lane_push_locked(lane *l, scio_op *op)
     return 0;
 }
 
+/* An awaited op with a deadline, on a backend that bounds its own calls
+ * (backend.h: can_bound, abort_call), runs in its submitter's thread when
+ * nothing is queued or running on the I/O lane and no synchronous call is
+ * in the driver: no thread hand-off, and FIFO order with the lane's work
+ * kept (the lane waits for it).  Device locked; 1 if the op was taken, and
+ * the caller then runs it with run_inline after unlocking. */
+static int inline_locked(scio_device *d, scio_op *op, int boundable)
+{
+    if (!boundable || d->io.head || d->io.running || d->io.inline_op || d->sync_calls)
+        return 0;
+    op->where = OP_RUNNING;
+    op->call_started = 1;
+    op->inline_run = 1;
+    d->io.inline_op = op;
+    d->in_driver++;
+    return 1;
+}
+
+static void run_inline(scio_device *d, scio_op *op)
+{
+    int wake;
+    op_run(op); /* completes it: the caller's reference keeps op and d */
+    scio_mutex_lock(&d->lock);
+    d->io.inline_op = NULL;
+    wake = d->io.head != NULL; /* lane work queued meanwhile waits for us */
+    scio_mutex_unlock(&d->lock);
+    if (wake)
+        scio_cond_broadcast(&d->cv);
+}
+
+/* May an awaited op with this deadline run inline (asked before the device
+ * lock is taken: the backend looks at its own state)? */
+static int boundable(scio_device *d, int awaited, int64_t deadline_us)
+{
+    return awaited && deadline_us > 0 && !d->be->submit && d->be->can_bound &&
+           d->be->abort_call && d->be->can_bound(d);
+}
+
 /* Unlink a queued op from its lane (device locked); 1 if it was queued. */
 static int lane_remove_locked(lane *l, scio_op *op)
 {
@@ -709,11 +767,13 @@ static scio_status check_args(const void *in, size_t in_len, size_t *out_cap)
 
 static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
-                                uint64_t user, int awaited, scio_op **op_out)
+                                uint64_t user, int awaited, int64_t deadline_us,
+                                scio_op **op_out)
 {
     scio_status st = check_args(in, in_len, &out_cap);
     scio_op *op;
-    int busy = 0, pushed = 0, native = d->be->submit != NULL;
+    int busy = 0, pushed = 0, ran_inline = 0, native = d->be->submit != NULL;
+    int may_inline;
     int native_track = !native && is_tracking(code) && d->be->submit_tracking != NULL;
 
     *op_out = NULL;
@@ -743,7 +803,9 @@ static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
     op->refs = 2; /* caller + core */
     op_init(op, d, code);
     op->q = q ? q : d->q;
+    op->deadline_us = deadline_us;
     scio_queue_ref(op->q);
+    may_inline = !op->tracking && boundable(d, awaited, deadline_us);
 
     scio_mutex_lock(&d->lock);
     if (d->shut) {
@@ -781,6 +843,8 @@ static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
         } else {
             pushed = 1;
         }
+    } else if (inline_locked(d, op, may_inline)) {
+        ran_inline = 1;
     } else if (lane_push_locked(&d->io, op) != 0) {
         st = SCIO_INSUFFICIENT_RESOURCES;
     } else {
@@ -791,7 +855,9 @@ static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
         scio_cond_broadcast(&d->cv); /* the caller's reference keeps d alive */
 
     *op_out = op;
-    if (native)
+    if (ran_inline)
+        run_inline(d, op);
+    else if (native)
         d->be->submit(d, op, code, op->in, in_len, op->out, out_cap);
     else if (native_track)
         d->be->submit_tracking(d, op, code);
@@ -806,7 +872,7 @@ scio_status scio_submit(scio_device *d, uint32_t code,
                         const void *in, size_t in_len, size_t out_cap,
                         uint64_t user, scio_op **op_out)
 {
-    return submit_ioctl(d, NULL, code, in, in_len, out_cap, user, 0, op_out);
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, user, 0, 0, op_out);
 }
 
 scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
@@ -817,27 +883,37 @@ scio_status scio_submit_to(scio_device *d, scio_queue *q, uint32_t code,
         *op_out = NULL;
         return SCIO_INVALID_PARAMETER;
     }
-    return submit_ioctl(d, q, code, in, in_len, out_cap, user, 0, op_out);
+    return submit_ioctl(d, q, code, in, in_len, out_cap, user, 0, 0, op_out);
 }
 
 scio_status scio_submit_awaited(scio_device *d, uint32_t code,
                                 const void *in, size_t in_len, size_t out_cap,
                                 scio_op **op_out)
 {
-    return submit_ioctl(d, NULL, code, in, in_len, out_cap, 0, 1, op_out);
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, 0, 1, 0, op_out);
+}
+
+scio_status scio_submit_awaited_for(scio_device *d, uint32_t code,
+                                    const void *in, size_t in_len, size_t out_cap,
+                                    int64_t timeout_us, scio_op **op_out)
+{
+    return submit_ioctl(d, NULL, code, in, in_len, out_cap, 0, 1,
+                        timeout_us > 0 ? scio_now_us() + timeout_us : 0, op_out);
 }
 
 /* A call operation on the I/O lane.  `out_size` bytes of output, which
- * `init` (if any) fills before the lane can see the op; awaited as in
+ * `init` (if any) fills before the lane can see the op and which returns
+ * the op's deadline (0: none); awaited as in
  * submit_ioctl, and a call that is not awaited completes into the queue
  * only when `post` asks (scio_submit_call's waiter waits on the op). */
 static scio_status submit_call(scio_device *d, scio_call_fn fn, void *ctx, uint64_t user,
                                int awaited, int post, size_t out_size,
-                               void (*init)(void *out, const void *arg), const void *arg,
+                               int64_t (*init)(void *out, const void *arg), const void *arg,
                                scio_op **op_out)
 {
     scio_status st = SCIO_SUCCESS;
     scio_op *op;
+    int ran_inline = 0, may_inline;
 
     *op_out = NULL;
     if (!fn)
@@ -854,7 +930,7 @@ static scio_status submit_call(scio_device *d, scio_call_fn fn, void *ctx, uint6
         return SCIO_NO_MEMORY;
     }
     if (init)
-        init(op->out, arg);
+        op->deadline_us = init(op->out, arg);
     op->out_cap = op->call_out_len = out_size;
     op->user = user;
     op->heap = 1;
@@ -868,6 +944,7 @@ static scio_status submit_call(scio_device *d, scio_call_fn fn, void *ctx, uint6
     op->call_ctx = ctx;
     op->q = d->q;
     scio_queue_ref(op->q);
+    may_inline = boundable(d, awaited, op->deadline_us);
 
     scio_mutex_lock(&d->lock);
     if (d->shut) {
@@ -877,14 +954,18 @@ static scio_status submit_call(scio_device *d, scio_call_fn fn, void *ctx, uint6
         return SCIO_DEVICE_NOT_CONNECTED;
     }
     dev_ref_locked(d);
-    if (lane_push_locked(&d->io, op) != 0)
+    if (inline_locked(d, op, may_inline))
+        ran_inline = 1;
+    else if (lane_push_locked(&d->io, op) != 0)
         st = SCIO_INSUFFICIENT_RESOURCES;
     scio_mutex_unlock(&d->lock);
-    if (st == SCIO_SUCCESS)
+    if (st == SCIO_SUCCESS && !ran_inline)
         scio_cond_broadcast(&d->cv); /* the caller's reference keeps d alive */
 
     *op_out = op;
-    if (st != SCIO_SUCCESS)
+    if (ran_inline)
+        run_inline(d, op);
+    else if (st != SCIO_SUCCESS)
         op_complete(op, st, 0, 0);
     return SCIO_SUCCESS;
 }
@@ -905,8 +986,8 @@ static scio_status loop_call(scio_op *op, void *ctx, int run)
     return SCIO_SUCCESS;
 }
 
-/* The inputs only: the loop writes the rest. */
-static void loop_init(void *out, const void *arg)
+/* The inputs only: the loop writes the rest.  Returns its deadline. */
+static int64_t loop_init(void *out, const void *arg)
 {
     scio_loop *c = out;
     const scio_loop *in = arg;
@@ -916,6 +997,7 @@ static void loop_init(void *out, const void *arg)
     c->max_steps = in->max_steps;
     c->timeout_us = in->timeout_us;
     c->deadline = in->timeout_us > 0 ? scio_now_us() + in->timeout_us : 0;
+    return c->deadline;
 }
 
 scio_status scio_submit_loop(scio_device *d, const scio_loop *in,
@@ -998,6 +1080,8 @@ static void op_cancel(scio_op *op, int defer_wake)
     wake = !dequeued && !op->native && op->tracking && op->where == OP_RUNNING;
     if (op->native && op->where == OP_RUNNING && !d->released)
         d->be->cancel(d, op);
+    if (op->inline_run && op->where == OP_RUNNING && !d->released)
+        d->be->abort_call(d);
     scio_mutex_unlock(&d->lock);
     scio_mutex_unlock(&op->lock);
     if (dequeued) {
@@ -1052,6 +1136,11 @@ static void cancel_everything(scio_device *d, int shut)
         }
         if (l->running)
             l->running->cancel = 1;
+    }
+    if (d->io.inline_op) {
+        d->io.inline_op->cancel = 1;
+        if (!d->released)
+            d->be->abort_call(d);
     }
     if (d->track.running)
         wake = 1;
@@ -1110,6 +1199,9 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
      * submit leaves it to its driver. */
     op.tracking = is_tracking(code) && !d->be->submit;
     op.where = OP_RUNNING;
+    /* A step of an operation with a deadline (a loop) shares its deadline. */
+    if (bounding_here && bounding_here->dev == d)
+        op.deadline_us = bounding_here->deadline_us;
 
     scio_mutex_lock(&d->lock);
     if (d->shut) {
@@ -1122,6 +1214,8 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
             return SCIO_DEVICE_BUSY;
         }
         d->sync_tracking = &op;
+    } else {
+        d->sync_calls++;
     }
     d->in_driver++;
     scio_mutex_unlock(&d->lock);
@@ -1136,6 +1230,8 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
     release = leave_driver_locked(d);
     if (op.tracking)
         d->sync_tracking = NULL;
+    else
+        d->sync_calls--;
     if (st != SCIO_SUCCESS)
         d->last_driver_code = drv;
     scio_mutex_unlock(&d->lock);
@@ -1196,9 +1292,12 @@ void scio_shutdown(scio_device *d)
                 d->be->wake_tracking(d);
             scio_mutex_lock(&d->lock);
         }
-        /* Likewise a request a racing submit issued after the cancel. */
+        /* Likewise a request a racing submit issued after the cancel, and
+         * an inline call that armed its bound after the abort. */
         if (d->be->cancel && d->in_driver > 0 && !d->released)
             d->be->cancel(d, NULL);
+        if (d->io.inline_op && !d->released)
+            d->be->abort_call(d);
         /* The wake-up above dropped the lock: a call that left meanwhile
          * found no waiter to signal, so look again before waiting. */
         if (d->in_driver == 0 && !d->io.thread_up && !d->track.thread_up)

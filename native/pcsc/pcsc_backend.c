@@ -40,6 +40,22 @@
 #include "core/backend.h"
 #include "pcsc_abi.h"
 
+/* pcsc-lite (Linux) waits for the daemon's answer on the context's own Unix
+ * socket with no timeout.  Shutting that socket down ends the wait (the call
+ * returns SCARD_F_COMM_ERROR): so a call can be bounded in its caller's
+ * thread by a watchdog, with no hand-off to the core's I/O lane (backend.h,
+ * can_bound).  Elsewhere the lane bounds the calls. */
+#if defined(__linux__)
+#define PCSC_BOUNDED 1
+#include <dirent.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#else
+#define PCSC_BOUNDED 0
+#endif
+
 /* A blocked tracking wait wakes this often even if no card event and no
  * cancel came (a cancel that lands just before the wait starts is lost by
  * pcsc-lite: wake_tracking repeats it, this only bounds the worst case). */
@@ -338,6 +354,254 @@ static uint32_t contract_state(PCSC_DWORD st)
 #endif
 }
 
+/* ---- bounding calls in the caller's thread (pcsc-lite) ------------------- */
+
+/* The main context of a device, as the watchdog knows it. */
+typedef struct pcsc_bound {
+    int fd;                    /* the context's socket; -1: not known (the lane bounds) */
+    uint64_t ino;              /* its inode, checked before a shutdown: fds get reused */
+    int broken;                /* shut down: re-establish before the next call */
+    /* guarded by wd_lock */
+    int armed;
+    int64_t deadline;          /* of the call in flight (scio_now_us) */
+    int fired;                 /* WD_TIMED_OUT / WD_ABORTED: its socket was shut down */
+    struct pcsc_bound *next;   /* in wd_armed */
+} pcsc_bound;
+
+#if PCSC_BOUNDED
+
+enum { WD_NONE, WD_TIMED_OUT, WD_ABORTED };
+/* An idle watchdog ends after this long (a busy one sleeps to deadlines). */
+#define WD_IDLE_US 10000000
+/* More sockets to pcscd than this in the process: not told apart. */
+#define PCSC_MAX_SOCKETS 256
+
+typedef struct fd_ino {
+    int fd;
+    uint64_t ino;
+} fd_ino;
+
+/* The daemon's socket as pcsc-lite's client names it. */
+static const char *pcscd_socket_path(void)
+{
+    const char *e = getenv("PCSCLITE_CSOCK_NAME");
+    return e && *e ? e : "/run/pcscd/pcscd.comm";
+}
+
+/* The process's Unix stream sockets connected to the daemon's socket: how
+ * many (the first `cap` in out), or -1 if they cannot be listed. */
+static int pcscd_sockets(fd_ino *out, int cap)
+{
+    const char *path = pcscd_socket_path();
+    size_t path_len = strlen(path);
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0, dir_fd;
+    if (!dir)
+        return -1;
+    dir_fd = dirfd(dir);
+    while ((e = readdir(dir)) != NULL) {
+        struct sockaddr_un sa;
+        socklen_t sa_len = sizeof sa, type_len;
+        char *end, link[64];
+        long v = strtol(e->d_name, &end, 10);
+        unsigned long long ino;
+        int fd, type = 0;
+        ssize_t link_len;
+        size_t got;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || *end || v > INT_MAX || v == dir_fd)
+            continue;
+        fd = (int)v;
+        /* The link names a socket and its inode ("socket:[123]") without
+         * touching the descriptor, which another thread may be closing. */
+        link_len = readlinkat(dir_fd, e->d_name, link, sizeof link - 1);
+        if (link_len <= 0)
+            continue;
+        link[link_len] = 0;
+        if (strncmp(link, "socket:[", 8) != 0)
+            continue;
+        ino = strtoull(link + 8, &end, 10);
+        if (*end != ']')
+            continue;
+        type_len = sizeof type;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM)
+            continue;
+        memset(&sa, 0, sizeof sa);
+        if (getpeername(fd, (struct sockaddr *)&sa, &sa_len) != 0 || sa.sun_family != AF_UNIX)
+            continue;
+        got = sa_len > offsetof(struct sockaddr_un, sun_path)
+                  ? (size_t)sa_len - offsetof(struct sockaddr_un, sun_path) : 0;
+        if (got > sizeof sa.sun_path)
+            got = sizeof sa.sun_path;
+        if (strnlen(sa.sun_path, got) != path_len || memcmp(sa.sun_path, path, path_len) != 0)
+            continue;
+        if (n < cap) {
+            out[n].fd = fd;
+            out[n].ino = (uint64_t)ino;
+        }
+        n++;
+    }
+    closedir(dir);
+    return n;
+}
+
+/* A device's main context is established under this lock (as every other
+ * context of this backend: establish), so that the one new socket to the
+ * daemon after it is ours; a context another PC/SC client of the process
+ * makes meanwhile makes two, and then ours is not told apart (bound.fd -1). */
+static scio_mutex ident_lock = SCIO_MUTEX_INITIALIZER;
+
+static void find_context_socket(pcsc_bound *b, const fd_ino *before, int nb)
+{
+    fd_ino after[PCSC_MAX_SOCKETS];
+    int na = pcscd_sockets(after, PCSC_MAX_SOCKETS), found = 0;
+    fd_ino mine = { -1, 0 };
+    __atomic_store_n(&b->fd, -1, __ATOMIC_RELAXED);
+    if (nb < 0 || nb > PCSC_MAX_SOCKETS || na < 0 || na > PCSC_MAX_SOCKETS)
+        return;
+    for (int i = 0; i < na; i++) {
+        int old = 0;
+        for (int j = 0; j < nb && !old; j++)
+            old = before[j].fd == after[i].fd && before[j].ino == after[i].ino;
+        if (!old) {
+            mine = after[i];
+            found++;
+        }
+    }
+    if (found == 1) {
+        __atomic_store_n(&b->fd, mine.fd, __ATOMIC_RELAXED);
+        b->ino = mine.ino;
+    }
+}
+
+/* ---- the watchdog: one thread per process, sleeping until the earliest
+ * deadline of a call in flight.  Arming a call that ends after the planned
+ * wake-up takes the lock and compares: no system call, nobody woken. */
+
+static scio_mutex wd_lock = SCIO_MUTEX_INITIALIZER;
+static scio_cond wd_cv;
+static int wd_cv_ready, wd_up;
+static unsigned long wd_generation;
+static pcsc_bound *wd_armed;
+static int64_t wd_plan;        /* when the watchdog next looks (while wd_up) */
+
+/* Shut the call's socket down (wd_lock held): it ends with a communication
+ * error.  Only while the call is armed, so the fd is still the context's
+ * (it is closed only by SCardReleaseContext, under the device lock the call
+ * holds) -- and only if it still has the inode it had. */
+static void wd_fire(pcsc_bound *b, int why)
+{
+    struct stat st;
+    if (!b->armed || b->fired)
+        return;
+    b->fired = why;
+    if (fstat(b->fd, &st) == 0 && (uint64_t)st.st_ino == b->ino)
+        shutdown(b->fd, SHUT_RDWR);
+}
+
+static SCIO_THREAD_FN wd_main(void *arg)
+{
+    int64_t idle_since = 0;
+    (void)arg;
+    scio_mutex_lock(&wd_lock);
+    for (;;) {
+        int64_t now = scio_now_us(), next = INT64_MAX;
+        int any = 0;
+        for (pcsc_bound *b = wd_armed; b; b = b->next) {
+            if (b->fired)
+                continue;
+            if (b->deadline <= now) {
+                wd_fire(b, WD_TIMED_OUT);
+                continue;
+            }
+            if (b->deadline < next)
+                next = b->deadline;
+            any = 1;
+        }
+        if (any) {
+            idle_since = 0;
+        } else {
+            if (idle_since == 0)
+                idle_since = now;
+            else if (now - idle_since >= WD_IDLE_US)
+                break;
+            next = idle_since + WD_IDLE_US;
+        }
+        wd_plan = next;
+        scio_cond_wait_until(&wd_cv, &wd_lock, (next + 999) / 1000);
+    }
+    wd_up = 0;
+    scio_mutex_unlock(&wd_lock);
+    SCIO_THREAD_RETURN;
+}
+
+/* Arm the device's call in flight with its deadline; -1 if the watchdog
+ * cannot run (then the call is not bounded here). */
+static int wd_arm(pcsc_bound *b, int64_t deadline)
+{
+    int wake = 0;
+    scio_mutex_lock(&wd_lock);
+    if (wd_generation != scio_fork_generation) {
+        /* A fork's child: the parent's watchdog is not running here. */
+        wd_generation = scio_fork_generation;
+        wd_up = 0;
+        wd_armed = NULL;
+    }
+    if (!wd_cv_ready) {
+        scio_cond_init(&wd_cv);
+        wd_cv_ready = 1;
+    }
+    if (!wd_up) {
+        if (scio_thread_start_detached(wd_main, NULL) != 0) {
+            scio_mutex_unlock(&wd_lock);
+            return -1;
+        }
+        wd_up = 1;
+        wd_plan = INT64_MAX; /* it looks at once */
+    }
+    b->armed = 1;
+    b->fired = WD_NONE;
+    b->deadline = deadline;
+    b->next = wd_armed;
+    wd_armed = b;
+    if (deadline < wd_plan) {
+        wd_plan = deadline;
+        wake = 1;
+    }
+    if (wake)
+        scio_cond_signal(&wd_cv);
+    scio_mutex_unlock(&wd_lock);
+    return 0;
+}
+
+/* The call is out of the library: never touch its socket again.  Returns
+ * why it was shut down (WD_NONE: it was not). */
+static int wd_disarm(pcsc_bound *b)
+{
+    int fired;
+    scio_mutex_lock(&wd_lock);
+    for (pcsc_bound **p = &wd_armed; *p; p = &(*p)->next) {
+        if (*p == b) {
+            *p = b->next;
+            break;
+        }
+    }
+    b->next = NULL;
+    b->armed = 0;
+    fired = b->fired;
+    scio_mutex_unlock(&wd_lock);
+    return fired;
+}
+
+static void wd_abort(pcsc_bound *b)
+{
+    scio_mutex_lock(&wd_lock);
+    wd_fire(b, WD_ABORTED);
+    scio_mutex_unlock(&wd_lock);
+}
+
+#endif /* PCSC_BOUNDED */
+
 /* ---- devices ------------------------------------------------------------- */
 
 enum { TXN_NONE, TXN_OPEN, TXN_LOST }; /* LOST: it ended with the card handle */
@@ -349,6 +613,7 @@ typedef struct pcsc_dev {
     PCSC_CONTEXT ctx;          /* every call but tracking, under `lock` */
     PCSC_CONTEXT track_ctx;    /* IS_PRESENT / IS_ABSENT only */
     int has_ctx, has_track_ctx;
+    pcsc_bound bound;          /* ctx's socket, for bounding calls on it */
     scio_mutex lock;
     /* guarded by lock */
     int connected;
@@ -1064,6 +1329,56 @@ static scio_status unless_vanished(pcsc_dev *s, scio_status st, long *drv)
     return SCIO_DEVICE_NOT_CONNECTED;
 }
 
+/* ---- a context whose call was cut short ------------------------------------ */
+
+#if PCSC_BOUNDED
+static scio_status establish_main(pcsc_dev *s, const char *what, char *errbuf,
+                                  size_t errlen);
+
+/* Let go of a main context whose socket was shut down (lock held): the
+ * daemon drops its card handles when it sees the socket close. */
+static void break_context(pcsc_dev *s)
+{
+    forget_card(s);
+    if (s->has_ctx)
+        api.release(s->ctx); /* frees the socket at once: it cannot reach the daemon */
+    s->has_ctx = 0;
+    __atomic_store_n(&s->bound.fd, -1, __ATOMIC_RELAXED);
+    scio_store_release(&s->bound.broken, 1);
+}
+
+/* A new main context (lock held; not bounded: can_bound sends the calls of
+ * a broken device to the core's lane, which bounds its caller's wait). */
+static scio_status renew_context(pcsc_dev *s, long *drv)
+{
+    char why[160];
+    scio_status st = establish_main(s, s->reader, why, sizeof why);
+    if (st != SCIO_SUCCESS) {
+        scio_store_release(&s->bound.broken, 1);
+        *drv = drv_code(PCSC_E_NO_SERVICE);
+        return st;
+    }
+    s->has_ctx = 1;
+    return SCIO_SUCCESS;
+}
+#endif
+
+#if PCSC_BOUNDED
+static int pcsc_can_bound(scio_device *d)
+{
+    pcsc_dev *s = scio_device_state(d);
+    /* Read without the lock: changed only by calls, under it, and a stale
+     * answer only picks the lane or this thread for one call. */
+    return !scio_load_acquire(&s->bound.broken) &&
+           __atomic_load_n(&s->bound.fd, __ATOMIC_RELAXED) >= 0;
+}
+
+static void pcsc_abort_call(scio_device *d)
+{
+    wd_abort(&((pcsc_dev *)scio_device_state(d))->bound);
+}
+#endif
+
 /* ---- dispatch ------------------------------------------------------------- */
 
 static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
@@ -1073,12 +1388,24 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
     pcsc_dev *s = scio_device_state(d);
     PCSC_DWORD vcode;
     scio_status st;
+    int armed = 0, fired = 0;
+    int64_t deadline = 0;
 
     *out_len = 0;
     if (code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT)
         return do_track(s, op, code == SCIO_IOCTL_IS_PRESENT, drv);
 
     scio_mutex_lock(&s->lock);
+#if PCSC_BOUNDED
+    if (scio_load_acquire(&s->bound.broken) && (st = renew_context(s, drv)) != SCIO_SUCCESS) {
+        s->last_error = st;
+        scio_mutex_unlock(&s->lock);
+        return st;
+    }
+    deadline = scio_op_deadline_us(op);
+    if (deadline > 0 && s->bound.fd >= 0 && wd_arm(&s->bound, deadline) == 0)
+        armed = 1;
+#endif
     switch (code) {
     case SCIO_IOCTL_GET_STATE:
         st = do_get_state(s, out, out_cap, out_len, drv);
@@ -1132,7 +1459,19 @@ static scio_status pcsc_ioctl(scio_device *d, scio_op *op, uint32_t code,
                  : SCIO_INVALID_DEVICE_REQUEST;
         break;
     }
-    if (st != SCIO_SUCCESS && *drv != 0)
+#if PCSC_BOUNDED
+    if (armed && (fired = wd_disarm(&s->bound)) != WD_NONE) {
+        /* Its socket was shut down: whatever the call answered, the
+         * context is gone; the next call makes another. */
+        break_context(s);
+        st = fired == WD_TIMED_OUT ? SCIO_IO_TIMEOUT : SCIO_CANCELLED;
+        *drv = drv_code(fired == WD_TIMED_OUT ? PCSC_E_TIMEOUT : PCSC_E_CANCELLED);
+        *out_len = 0;
+    }
+#endif
+    (void)armed;
+    (void)deadline;
+    if (st != SCIO_SUCCESS && *drv != 0 && !fired)
         st = unless_vanished(s, st, drv);
     if (st != SCIO_SUCCESS && code != SCIO_IOCTL_GET_LAST_ERROR)
         s->last_error = st;
@@ -1175,13 +1514,18 @@ static const scio_backend pcsc_backend = {
     .name = "pcsc",
     .ioctl = pcsc_ioctl,
     .wake_tracking = pcsc_wake_tracking,
+#if PCSC_BOUNDED
+    .can_bound = pcsc_can_bound,
+    .abort_call = pcsc_abort_call,
+#endif
     .release = pcsc_release,
     .destroy = pcsc_destroy,
 };
 
 /* ---- open and list -------------------------------------------------------- */
 
-static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, size_t errlen)
+static scio_status establish_unlocked(PCSC_CONTEXT *ctx, const char *what, char *errbuf,
+                                      size_t errlen)
 {
     uint32_t rc = rc32(api.establish(PCSC_SCOPE_SYSTEM, NULL, NULL, ctx));
     scio_status st;
@@ -1196,6 +1540,46 @@ static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, 
         set_err(errbuf, errlen, "%s: SCardEstablishContext failed: %s (0x%08lX)", what,
                 code_name(rc), (unsigned long)rc);
     return st == SCIO_SUCCESS ? SCIO_UNSUCCESSFUL : st;
+}
+
+/* Every context this backend makes is established under ident_lock, so
+ * that its own contexts never make a device's socket ambiguous (another
+ * PC/SC client in the process still can). */
+static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, size_t errlen)
+{
+#if PCSC_BOUNDED
+    scio_status st;
+    scio_mutex_lock(&ident_lock);
+    st = establish_unlocked(ctx, what, errbuf, errlen);
+    scio_mutex_unlock(&ident_lock);
+    return st;
+#else
+    return establish_unlocked(ctx, what, errbuf, errlen);
+#endif
+}
+
+/* Establish a device's main context, and find its socket where calls can
+ * be bounded in their caller's thread (else bound.fd stays -1). */
+static scio_status establish_main(pcsc_dev *s, const char *what, char *errbuf, size_t errlen)
+{
+    scio_status st;
+#if PCSC_BOUNDED
+    __atomic_store_n(&s->bound.fd, -1, __ATOMIC_RELAXED);
+    scio_store_release(&s->bound.broken, 0);
+    {
+        fd_ino before[PCSC_MAX_SOCKETS];
+        int nb;
+        scio_mutex_lock(&ident_lock);
+        nb = pcscd_sockets(before, PCSC_MAX_SOCKETS);
+        st = establish_unlocked(&s->ctx, what, errbuf, errlen);
+        if (st == SCIO_SUCCESS)
+            find_context_socket(&s->bound, before, nb);
+        scio_mutex_unlock(&ident_lock);
+    }
+#else
+    st = establish_unlocked(&s->ctx, what, errbuf, errlen);
+#endif
+    return st;
 }
 
 scio_status scio_pcsc_list_readers(char *buf, size_t cap, size_t *needed,
@@ -1307,7 +1691,7 @@ scio_status scio_open_pcsc(const char *reader, scio_queue *q, const scio_pcsc_op
     scio_mutex_init(&s->lock);
     scio_mutex_init(&s->track_lock);
     scio_cond_init(&s->track_cv);
-    if ((st = establish(&s->ctx, reader, errbuf, errlen)) != SCIO_SUCCESS)
+    if ((st = establish_main(s, reader, errbuf, errlen)) != SCIO_SUCCESS)
         goto fail;
     s->has_ctx = 1;
     if ((st = establish(&s->track_ctx, reader, errbuf, errlen)) != SCIO_SUCCESS)

@@ -172,6 +172,9 @@ cdef extern from "scio.h" nogil:
     scio_status scio_submit_awaited(scio_device *d, uint32_t code,
                                     const void *inp, size_t in_len, size_t out_cap,
                                     scio_op **op_out)
+    scio_status scio_submit_awaited_for(scio_device *d, uint32_t code,
+                                        const void *inp, size_t in_len, size_t out_cap,
+                                        int64_t timeout_us, scio_op **op_out)
     int scio_op_await(scio_op *op, int timeout_ms)
     int scio_lane_apart(scio_device *d)
     uint64_t scio_op_id(const scio_op *op)

@@ -10,13 +10,24 @@
  * starts (fake_set_cancel_delay_ms), so the backend's repeated cancel is
  * exercised.
  *
+ * Like pcsc-lite, each context can have its own Unix socket to "the daemon"
+ * (fake_context_sockets: connected to PCSCLITE_CSOCK_NAME, where the test
+ * listens; 2 makes the context's socket ambiguous), and SCardConnect can be
+ * made to wait on it for an answer that never comes (fake_hang_connect):
+ * it returns SCARD_F_COMM_ERROR once the socket is shut down, as pcsc-lite.
+ *
  * Transactions: SCardBeginTransaction waits while "another client" holds
  * one (fake_hold_other), and pcsc-lite's refusal to end a transaction on a
  * handle that saw a reset can be scripted (fake_fail_next(EP_END, ...)).
  */
+#define _GNU_SOURCE
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pcsc_abi.h"
 
@@ -117,6 +128,41 @@ EXPORT int fake_waiting(void)
     return w;
 }
 
+/* Sockets per context (0: none); contexts 100.. keep theirs here. */
+#define SOCKET_CONTEXTS 64
+static int context_sockets, hang_connect;
+static int ctx_fd[SOCKET_CONTEXTS][2];
+static int ctx_has_fd[SOCKET_CONTEXTS];
+EXPORT void fake_context_sockets(int n) { context_sockets = n; }
+EXPORT void fake_hang_connect(int on) { __atomic_store_n(&hang_connect, on, __ATOMIC_SEQ_CST); }
+/* "The daemon" hangs up on every context (ends a hung SCardConnect). */
+EXPORT void fake_drop_sockets(void)
+{
+    for (int i = 0; i < SOCKET_CONTEXTS; i++)
+        if (__atomic_load_n(&ctx_has_fd[i], __ATOMIC_SEQ_CST))
+            for (int k = 0; k < 2; k++)
+                if (ctx_fd[i][k] >= 0)
+                    shutdown(ctx_fd[i][k], SHUT_RDWR);
+}
+
+static int dial(void)
+{
+    const char *path = getenv("PCSCLITE_CSOCK_NAME");
+    struct sockaddr_un sa;
+    int fd;
+    if (!path || strlen(path) >= sizeof sa.sun_path)
+        return -1;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 static PCSC_LONG take_failure(int ep)
 {
     PCSC_DWORD rc = fail_code[ep];
@@ -129,14 +175,42 @@ EXPORT PCSC_LONG SCardEstablishContext(PCSC_DWORD scope, const void *r1, const v
                                        PCSC_CONTEXT *ctx)
 {
     static PCSC_CONTEXT next = 100;
+    PCSC_LONG rc;
+    int i;
     (void)scope; (void)r1; (void)r2;
     if (no_service)
         return (PCSC_LONG)PCSC_E_NO_SERVICE;
+    pthread_mutex_lock(&lock);
     *ctx = next++;
-    return take_failure(EP_ESTABLISH);
+    pthread_mutex_unlock(&lock);
+    rc = take_failure(EP_ESTABLISH);
+    i = (int)(*ctx - 100);
+    if (rc == 0 && context_sockets > 0 && i >= 0 && i < SOCKET_CONTEXTS) {
+        ctx_fd[i][0] = dial();
+        ctx_fd[i][1] = context_sockets > 1 ? dial() : -1;
+        ctx_has_fd[i] = 1;
+    }
+    return rc;
 }
 
-EXPORT PCSC_LONG SCardReleaseContext(PCSC_CONTEXT ctx) { (void)ctx; return 0; }
+/* The context's socket, or -1. */
+static int fd_of(PCSC_CONTEXT ctx)
+{
+    int i = (int)(ctx - 100);
+    return i >= 0 && i < SOCKET_CONTEXTS && ctx_has_fd[i] ? ctx_fd[i][0] : -1;
+}
+
+EXPORT PCSC_LONG SCardReleaseContext(PCSC_CONTEXT ctx)
+{
+    int i = (int)(ctx - 100);
+    if (i >= 0 && i < SOCKET_CONTEXTS && ctx_has_fd[i]) {
+        for (int k = 0; k < 2; k++)
+            if (ctx_fd[i][k] >= 0)
+                close(ctx_fd[i][k]);
+        ctx_has_fd[i] = 0;
+    }
+    return 0;
+}
 
 EXPORT PCSC_LONG SCardListReaders(PCSC_CONTEXT ctx, const char *groups, char *readers,
                                   PCSC_DWORD *len)
@@ -160,10 +234,16 @@ EXPORT PCSC_LONG SCardConnect(PCSC_CONTEXT ctx, const char *reader, PCSC_DWORD s
                               PCSC_DWORD protocols, PCSC_HANDLE *card, PCSC_DWORD *active)
 {
     PCSC_LONG rc = take_failure(EP_CONNECT);
-    (void)ctx;
     last_share = share;
     if (rc)
         return rc;
+    if (__atomic_load_n(&hang_connect, __ATOMIC_SEQ_CST) && fd_of(ctx) >= 0) {
+        /* pcsc-lite's wait for the daemon's answer: until the socket ends */
+        char b;
+        while (read(fd_of(ctx), &b, 1) > 0) {
+        }
+        return (PCSC_LONG)PCSC_F_COMM_ERROR;
+    }
     if (strcmp(reader, READER) != 0)
         return (PCSC_LONG)PCSC_E_UNKNOWN_READER;
     if (share != PCSC_SHARE_DIRECT) {

@@ -14,6 +14,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +63,9 @@ static unsigned long (*fake_last)(int);
 static int (*fake_calls)(int);
 static int (*fake_waiting)(void);
 static void (*fake_hold_other)(int);
+static void (*fake_context_sockets)(int);
+static void (*fake_hang_connect)(int);
+static void (*fake_drop_sockets)(void);
 
 static double now_ms(void)
 {
@@ -646,6 +652,138 @@ static void test_reader_list_watch(void)
     fake_pnp_change(-1);
 }
 
+#if defined(__linux__)
+/* POWER(COLD_RESET) as a bounded call of `timeout_ms`; the time it took to
+ * return in *took_ms. */
+static scio_op *bounded_power(scio_device *d, uint32_t what, unsigned timeout_ms,
+                              double *took_ms)
+{
+    uint8_t in[4] = { (uint8_t)what, 0, 0, 0 };
+    scio_op *op = NULL;
+    double t0 = now_ms();
+    CHECK(scio_submit_awaited_for(d, SCIO_IOCTL_POWER, in, 4, 64,
+                                  (int64_t)timeout_ms * 1000, &op) == SCIO_SUCCESS);
+    *took_ms = now_ms() - t0;
+    return op;
+}
+
+typedef struct closer_arg {
+    scio_device *d;
+    scio_op *op;
+    double took_ms;
+} closer_arg;
+
+static void *bounded_power_thread(void *arg)
+{
+    closer_arg *a = arg;
+    a->op = bounded_power(a->d, SCIO_COLD_RESET, 10000, &a->took_ms);
+    return NULL;
+}
+
+/* pcsc-lite's calls bounded in the caller's thread: the context's socket
+ * (the one new socket to "the daemon") is shut down by the watchdog at the
+ * deadline; a context with two new sockets is not told apart and uses the
+ * lane; a call that finished is never cut short; close aborts a call. */
+static void test_bounded_calls(void)
+{
+    char dir[] = "/tmp/scardio-pcsc-XXXXXX", path[160], err[256];
+    struct sockaddr_un sa;
+    scio_device *d = NULL, *d2 = NULL;
+    scio_op *op;
+    uint8_t out[64];
+    size_t n;
+    double took;
+    int srv, ok = 1, connects;
+    pthread_t th;
+    closer_arg ca;
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/pcscd.comm", dir);
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, path);
+    srv = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(srv >= 0 && bind(srv, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+          listen(srv, 64) == 0);
+    setenv("PCSCLITE_CSOCK_NAME", path, 1);
+    fake_context_sockets(1);
+    fake_set_present(1);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    if (!d)
+        goto out;
+
+    /* A bounded call runs in the caller: done when submit returns. */
+    op = bounded_power(d, SCIO_COLD_RESET, 2000, &took);
+    CHECK(scio_op_done(op) && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_POWER_DOWN, out, 0, &n) == SCIO_SUCCESS);
+
+    /* The daemon does not answer: the watchdog ends the call at 200 ms. */
+    fake_hang_connect(1);
+    op = bounded_power(d, SCIO_COLD_RESET, 200, &took);
+    CHECK(scio_op_done(op) && scio_op_status(op) == SCIO_IO_TIMEOUT);
+    CHECK(took >= 195 && took < 200 + 1500);
+    scio_op_release(op);
+    fake_hang_connect(0);
+
+    /* It works again: a new context (on the lane), then in the caller. */
+    op = bounded_power(d, SCIO_COLD_RESET, 5000, &took);
+    CHECK(scio_op_await(op, 5000) && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    for (int i = 0; i < 100; i++) {
+        /* short deadlines that pass after each call: never cut short */
+        op = bounded_power(d, i % 2 ? SCIO_WARM_RESET : SCIO_COLD_RESET, 20 + i % 3, &took);
+        ok &= scio_op_done(op) && scio_op_status(op) == SCIO_SUCCESS;
+        scio_op_release(op);
+        if (i % 10 == 9)
+            sleep_ms(25);
+    }
+    CHECK(ok);
+
+    /* Close aborts a bounded call hung in the daemon. */
+    CHECK(ioctl_u32(d, SCIO_IOCTL_POWER, SCIO_POWER_DOWN, out, 0, &n) == SCIO_SUCCESS);
+    fake_hang_connect(1);
+    ca.d = d;
+    ca.op = NULL;
+    connects = fake_calls(EP_CONNECT);
+    pthread_create(&th, NULL, bounded_power_thread, &ca);
+    for (int i = 0; i < 2000 && fake_calls(EP_CONNECT) == connects; i++)
+        sleep_ms(5); /* until it is in the hung SCardConnect */
+    sleep_ms(50);    /* (one that arms later: close repeats the abort) */
+    scio_close(d);
+    d = NULL;
+    pthread_join(th, NULL);
+    CHECK(ca.op && scio_op_done(ca.op) && scio_op_status(ca.op) == SCIO_CANCELLED);
+    CHECK(ca.took_ms < 5000);
+    scio_op_release(ca.op);
+    fake_hang_connect(0);
+
+    /* Two new sockets after SCardEstablishContext: not told apart, so the
+     * bounded call goes to the lane (not done at submit, no watchdog). */
+    fake_context_sockets(2);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d2, err, sizeof err) == SCIO_SUCCESS);
+    if (d2) {
+        fake_hang_connect(1);
+        op = bounded_power(d2, SCIO_COLD_RESET, 100, &took);
+        CHECK(!scio_op_done(op));
+        CHECK(scio_op_await(op, 300) == 0); /* the lane holds it; the caller gives up */
+        fake_drop_sockets();               /* the daemon hangs up: the lane's call ends */
+        CHECK(scio_op_await(op, 5000) == 1 && scio_op_status(op) == SCIO_NO_SERVICE);
+        scio_op_release(op);
+        fake_hang_connect(0);
+        scio_close(d2);
+    }
+out:
+    if (d)
+        scio_close(d);
+    fake_context_sockets(0);
+    unsetenv("PCSCLITE_CSOCK_NAME");
+    close(srv);
+    unlink(path);
+    rmdir(dir);
+}
+#endif
+
 int main(int argc, char **argv)
 {
     char err[256];
@@ -683,6 +821,9 @@ int main(int argc, char **argv)
         RESOLVE(fake_calls);
         RESOLVE(fake_waiting);
         RESOLVE(fake_hold_other);
+        RESOLVE(fake_context_sockets);
+        RESOLVE(fake_hang_connect);
+        RESOLVE(fake_drop_sockets);
         if (failed)
             return 1;
         test_listing();
@@ -692,6 +833,9 @@ int main(int argc, char **argv)
         test_share_and_transactions();
         CHECK(fake_calls(EP_CANCEL) >= 2); /* the dropped cancel was repeated */
         test_reader_list_watch();
+#if defined(__linux__)
+        test_bounded_calls();
+#endif
         dlclose(h);
     } else {
         fprintf(stderr, "usage: %s main FAKE | missing | no-entry LIBRARY\n", argv[0]);

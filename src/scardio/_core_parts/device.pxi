@@ -246,7 +246,9 @@ cdef class Device:
         try:
             # Submit and wait in one GIL-free stretch (the core copies the input).
             with nogil:
-                st = scio_submit_awaited(self._dev, code_v, view.buf, view.len, out_size, &op)
+                st = scio_submit_awaited_for(self._dev, code_v, view.buf, view.len, out_size,
+                                             0 if forever else <int64_t>(seconds * 1e6) + 1,
+                                             &op)
                 if st == SCIO_SUCCESS and slice_ms != 0:
                     done = scio_op_await(op, slice_ms)
         finally:
@@ -264,6 +266,10 @@ cdef class Device:
         # Done: releasing only drops a reference (no driver call, no wait).
         try:
             st = scio_op_status(op)
+            if st == SCIO_IO_TIMEOUT and not forever and _monotonic() >= deadline:
+                # ended at the deadline by a backend that bounds its own
+                # calls: the same error as a waiter giving up on the lane
+                raise _given_up(code_v)
             if st != SCIO_SUCCESS:
                 raise _error(st, scio_op_driver_code(op), code_v)
             p = scio_op_output(op, &n)
@@ -367,6 +373,7 @@ cdef class Device:
         cdef double seconds = 0.0
         cdef bint forever
         cdef double deadline = 0.0
+        cdef const scio_loop *lp
         self._check_open()
         if timeout is None:
             with nogil:
@@ -396,7 +403,14 @@ cdef class Device:
             p = scio_op_output(op, &n)
             if n != sizeof(scio_loop):
                 raise _errors.DriverDataError("the loop returned no record")
-            return _loop_outcome(<const scio_loop *>p)
+            lp = <const scio_loop *>p
+            # A backend that bounds its own calls ended the IOCTL at the
+            # deadline: the same error as a waiter giving up on the lane.
+            if (not lp.complete and lp.n > 0 and not forever
+                    and lp.step[lp.n - 1].status == SCIO_IO_TIMEOUT
+                    and _monotonic() >= deadline):
+                raise _given_up(lp.step[lp.n - 1].code)
+            return _loop_outcome(lp)
         finally:
             with nogil:
                 scio_op_release(op)  # cancels it if it has not finished
