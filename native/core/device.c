@@ -49,6 +49,7 @@ struct scio_op {
     int call_started;        /* the call function has been (or is being) called */
     int native;              /* handed to the backend's submit */
     int abandoned;           /* completed by close while still in the driver */
+    int returned;            /* given back by the driver: its returner completes it */
     int inline_run;          /* run in its submitter's thread (run_inline) */
     enum op_where where;
     struct scio_op *next;    /* in a lane, or in the device's submitted list */
@@ -449,13 +450,19 @@ static void op_returned(scio_op *op, scio_status st, size_t out_len, long drv)
     scio_mutex_lock(&d->lock);
     if (op->native)
         lane_remove_locked(&d->submitted, op);
-    release = leave_driver_locked(d);
     abandoned = op->abandoned;
+    op->returned = 1; /* close no longer gives up on it */
+    scio_mutex_unlock(&d->lock);
+    if (!abandoned) /* else close completed it already: drop the late result */
+        op_complete(op, st, out_len, drv);
+    /* It leaves the driver only once complete, so that a shutdown, which
+     * waits for the calls in the driver, returns with every operation the
+     * driver gave back done. */
+    scio_mutex_lock(&d->lock);
+    release = leave_driver_locked(d);
     scio_mutex_unlock(&d->lock);
     if (release)
         d->be->release(d);
-    if (!abandoned) /* else close completed it already: drop the late result */
-        op_complete(op, st, out_len, drv);
 }
 
 /* Run one lane operation in the backend, in the calling (lane) thread,
@@ -1315,7 +1322,7 @@ void scio_shutdown(scio_device *d)
         lane *lanes[2] = { &d->io, &d->track };
         for (int i = 0; i < 2; i++) {
             scio_op *op = lanes[i]->running;
-            if (op && op->where == OP_RUNNING && !op->abandoned) {
+            if (op && op->where == OP_RUNNING && !op->abandoned && !op->returned) {
                 op->abandoned = 1;
                 stuck[n++] = op;
             }

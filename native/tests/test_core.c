@@ -1329,6 +1329,37 @@ static void test_native_backend(void)
 /* A driver that never answers a cancel: close gives up after its timeout and
  * completes the request as CANCELLED; the late result is dropped and the
  * channel released when the request finally comes back. */
+/* Shutdown returns with every request the driver gave back done: the
+ * returning thread leaves the driver only after completing it.  (A window
+ * of a few instructions: many rounds, the driver thread answering the
+ * cancel while shutdown waits.) */
+static void test_shutdown_returns_every_request_done(void)
+{
+    int late = 0, rounds = 0;
+    for (int i = 0; i < 1000; i++) {
+        fake_dev f;
+        scio_device *d = NULL;
+        scio_op *op = NULL;
+        fake_start(&f);
+        if (scio_device_create(&fake_backend, &f, NULL, 30000, &d) != SCIO_SUCCESS || !d) {
+            fake_stop(&f);
+            CHECK(0);
+            return;
+        }
+        if (scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 1, &op) == SCIO_SUCCESS && op) {
+            scio_shutdown(d);
+            late += !scio_op_done(op);
+            rounds++;
+            scio_op_release(op);
+        }
+        scio_close(d);
+        for (int j = 0; j < 200 && fake_get(&f, &f.destroys) == 0; j++)
+            sleep_ms(1);
+        fake_stop(&f);
+    }
+    CHECK(rounds == 1000 && late == 0);
+}
+
 static void test_native_backend_hung(void)
 {
     fake_dev f;
@@ -1792,6 +1823,7 @@ int main(int argc, char **argv)
     test_queue_free_once();
     test_native_backend();
     test_native_backend_hung();
+    test_shutdown_returns_every_request_done();
     test_shutdown_waits_for_sync_call();
     test_calls_on_the_lane();
     test_awaited_calls();
