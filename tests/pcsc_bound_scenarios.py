@@ -26,19 +26,11 @@ from scardio import IOCTL, Disposition, errors, pcsc  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
 
 from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
+from pcsc_scenarios import wait_until  # noqa: E402
 
 SIM_NAME = "scardio sim"
 ECHO4 = "80 EE 00 00 04 CAFEBABE 04"
 PCSCD_SOCKET = "/run/pcscd/pcscd.comm"
-
-
-def wait_until(what: Callable[[], Any], seconds: float = 10.0) -> Any:
-    end = time.monotonic() + seconds
-    while True:
-        value = what()
-        if value or time.monotonic() > end:
-            return value
-        time.sleep(0.02)
 
 
 def tasks() -> int:
