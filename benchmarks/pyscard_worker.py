@@ -288,18 +288,24 @@ class Worker:
             self.monitor = self.observer = None
         return {}
 
+    def release(self) -> None:
+        """Let go of everything: the monitor, the handles, the contexts."""
+        self.cmd_monitor_stop()
+        self.cmd_disconnect()
+        if self.direct is not None:
+            S.SCardDisconnect(self.direct, S.SCARD_LEAVE_CARD)
+            self.direct = None
+        for c in (self.ctx, self.ctx2):
+            if c is not None:
+                S.SCardReleaseContext(c)
+        self.ctx = self.ctx2 = None
+
 
 def main() -> int:
     w = Worker()
     serve(w, {"python": sys.version.split()[0], "executable": sys.executable})
     try:
-        w.cmd_monitor_stop()
-        w.cmd_disconnect()
-        if w.direct is not None:
-            S.SCardDisconnect(w.direct, S.SCARD_LEAVE_CARD)
-        for c in (w.ctx, w.ctx2):
-            if c is not None:
-                S.SCardReleaseContext(c)
+        w.release()
     except Exception:
         pass
     return 0

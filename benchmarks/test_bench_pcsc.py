@@ -10,7 +10,8 @@ round trips an operation costs.  Interleaved in one run, every process
   tx5 / tx261    Card.transmit on a card connected through PC/SC, against
                  pyscard's SCardTransmit on its own shared connection
                  (one SCardTransmit each).  The target compares like with
-                 like: pyscard imported into this process against scardio
+                 like: pyscard imported into this process (the worker's
+                 own timing loop, pyscard_worker.Worker) against scardio
                  here (the same interpreter, threads and heap; without an
                  in-process pyscard, the two single-threaded workers
                  below).  The process matters more than the client: one
@@ -29,7 +30,9 @@ round trips an operation costs.  Interleaved in one run, every process
                  timeout (bounded: on pcsc-lite the connect loop runs in
                  the calling thread under the backend's watchdog, else on
                  the device's I/O lane) and with timeout=None, against
-                 pyscard's SCardConnect + SCardDisconnect(LEAVE).  scardio
+                 pyscard's SCardConnect + SCardDisconnect(LEAVE), like with
+                 like as the transmits (pyscard's worker against scardio
+                 here in the note).  scardio
                  keeps the resource manager's handle while its power-down
                  timer runs, so its reconnect is the check that the handle
                  still holds the same card, not a new SCardConnect
@@ -110,50 +113,6 @@ def _settled_connect(reader, timeout=10.0):
             time.sleep(0.05)
 
 
-class _PyscardHere:
-    """pyscard imported into this process (pcsc_peer.import_pyscard), on a
-    shared T=1 connection of its own: the transmit paths' ops, built like
-    scardio's (a partial of the call on its standing connection)."""
-
-    def __init__(self, scard, name: str):
-        self.S, self.name = scard, name
-        hr, self.ctx = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-        self._check(hr, "SCardEstablishContext")
-        self.card = None
-
-    def _check(self, hr: int, what: str) -> None:
-        if hr != self.S.SCARD_S_SUCCESS:
-            raise RuntimeError(f"pyscard in this process: {what}: {hr & 0xFFFFFFFF:#x}")
-
-    def connect(self, ops: dict) -> None:
-        """(Re)connect after the card moved and bind the transmits in `ops`."""
-        from functools import partial
-        S = self.S
-        self.disconnect()
-        deadline = time.monotonic() + 10.0
-        while True:  # as the worker's connect: pcscd may still be taking a move in
-            hr, card, _proto = S.SCardConnect(self.ctx, self.name, S.SCARD_SHARE_SHARED,
-                                              S.SCARD_PROTOCOL_T1)
-            if hr == S.SCARD_S_SUCCESS or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        self._check(hr, "SCardConnect")
-        self.card = card
-        for k in ("tx5", "tx261"):
-            ops[k] = partial(S.SCardTransmit, self.card, S.SCARD_PCI_T1, list(APDUS[k]))
-        hr, resp = ops["tx5"]()
-        self._check(hr, "SCardTransmit")
-
-    def disconnect(self) -> None:
-        if self.card is not None:
-            self.S.SCardDisconnect(self.card, self.S.SCARD_LEAVE_CARD)
-            self.card = None
-
-    def close(self) -> None:
-        self.disconnect()
-        self.S.SCardReleaseContext(self.ctx)
-
-
 class _Worker(harness.Path):
     """A worker process's timing loop as a path of the interleaved run."""
 
@@ -165,6 +124,33 @@ class _Worker(harness.Path):
 
     def run(self, op: str, count: int) -> int:
         return self.worker.run(op, count)
+
+
+class _WorkerHere(harness.Path):
+    """The pyscard worker's own timing loop (pyscard_worker.Worker), run in
+    this process: the same client code as the worker process, in the same
+    process as scardio's paths."""
+
+    name = PYSCARD_HERE
+
+    def __init__(self, name: str, apdus: dict):
+        import pyscard_worker  # importable once pcsc_peer.import_pyscard() succeeded
+        self.worker = pyscard_worker.Worker()
+        self.worker.cmd_open(match=name, apdus=apdus)
+
+    def run(self, op: str, count: int) -> int:
+        return self.worker.cmd_run(op, count)["ns"]
+
+    def connect(self) -> None:
+        """(Re)connect after the card moved: the transmits' standing card."""
+        self.worker.cmd_disconnect()
+        self.worker.cmd_connect()
+
+    def disconnect(self) -> None:
+        self.worker.cmd_disconnect()
+
+    def close(self) -> None:
+        self.worker.release()
 
 
 @pytest.fixture(scope="module")
@@ -206,10 +192,9 @@ def pcsc_env(request):
             def f() -> None:
                 connect(timeout=timeout).disconnect(Disposition.LEAVE)
             return f
-        scard = pcsc_peer.import_pyscard()
         here = None
-        if scard is not None:
-            here = _PyscardHere(scard, name)
+        if pcsc_peer.import_pyscard() is not None:
+            here = _WorkerHere(name, apdus)
             stack.callback(here.close)
         env = {"name": name, "worker": w, "threaded_worker": threaded, "place": place,
                "tx_reader": tx_reader, "pyscard_here": here,
@@ -218,9 +203,10 @@ def pcsc_env(request):
                              SCARDIO_UNBOUNDED, {"connect_leave": leave(None)}),
                          PYSCARD: _Worker(w),
                          PYSCARD_THREADED: _Worker(threaded, PYSCARD_THREADED),
-                         SCARDIO_ALONE: _Worker(alone, SCARDIO_ALONE),
-                         PYSCARD_HERE: harness.FuncPath(PYSCARD_HERE, {})},
+                         SCARDIO_ALONE: _Worker(alone, SCARDIO_ALONE)},
                "alone_worker": alone}
+        if here is not None:
+            env["paths"][PYSCARD_HERE] = here
         alone.call("open", match=name, apdus=apdus)
         _connect_transmitters(env)
         yield env
@@ -240,7 +226,7 @@ def _connect_transmitters(env) -> None:
         ops[k] = partial(card.transmit, APDUS[k])
     env["worker"].call("connect")
     if env["pyscard_here"] is not None:
-        env["pyscard_here"].connect(env["paths"][PYSCARD_HERE].ops)
+        env["pyscard_here"].connect()
     env["threaded_worker"].call("disconnect")  # its handle is stale after a card move
     env["threaded_worker"].call("connect")
     threads = env["alone_worker"].call("connect")["threads"]
@@ -285,40 +271,38 @@ def _register(op: str, ratios: dict) -> None:
     """The target row of `op`.  `ratios`: the pyscard worker's median ÷
     each other path's.
 
-    Transmits compare like with like: pyscard and scardio in this one
+    The target compares like with like: pyscard and scardio in this one
     process (same interpreter, same threads, same heap), or, without an
-    in-process pyscard, each in a single-threaded worker of its own.  The
-    process a client runs in moves its figure by more than the difference
-    between the clients (a process that has started a thread pays on every
-    system call, docs/benchmarks.md), and this process always has started
-    threads while the pyscard worker has none: pyscard's worker against
-    scardio here, the figure the target used to quote, is kept in the note."""
+    in-process pyscard, transmits each in a single-threaded worker of its
+    own and connects pyscard's worker against scardio here.  The process a
+    client runs in moves its figure by more than the difference between
+    the clients (a process that has started a thread pays on every system
+    call, docs/benchmarks.md), and this process always has started threads
+    while the pyscard worker has none: pyscard's worker against scardio
+    here, the figure the target used to quote, is kept in the note."""
     note = "same pcscd, same simulated reader, all processes pinned alike"
     threaded, mine = ratios.get(PYSCARD_THREADED), ratios.get(SCARDIO)
     alone, here = ratios.get(SCARDIO_ALONE), ratios.get(PYSCARD_HERE)
-    if op == "connect_leave":
-        if threaded and mine:
-            note = (f"pyscard in a process with a thread: {threaded:.2f}× of its speed, "
-                    f"÷ scardio {mine / threaded:.2f}×; " + note)
-        unbounded = ratios.get(SCARDIO_UNBOUNDED)
-        if unbounded:
-            note = f"with timeout=None {unbounded:.2f}×; " + note
-        harness.record_target(f"PC/SC {WHAT[op]}: pyscard ÷ scardio over PC/SC (issue 13)",
-                              mine, 1.0, "×", better="higher", note=note)
-        return
+    unbounded = ratios.get(SCARDIO_UNBOUNDED)
     parts = []
     if here and mine:
         measured, how = mine / here, "both in the benchmark process"
+        if unbounded:
+            parts.append(f"with timeout=None {unbounded / here:.2f}×")
         if alone:
             parts.append(f"each in a single-threaded worker of its own "
                          f"(scardio: timeout=None, no power-down timer) {alone:.2f}×")
+    elif op == "connect_leave":
+        measured, how = mine, "pyscard's worker ÷ scardio in the benchmark process"
+        if unbounded:
+            parts.append(f"with timeout=None {unbounded:.2f}×")
     else:
         measured, how = alone, "each in a single-threaded worker of its own"
     if here:
         parts.append(f"pyscard in the benchmark process runs at {here:.2f}× of its worker")
     if threaded:
         parts.append(f"in a worker with an idle thread at {threaded:.2f}×")
-    if mine:
+    if mine and here:
         parts.append(f"pyscard's worker ÷ scardio in the benchmark process {mine:.2f}× "
                      f"(different processes)")
     harness.record_target(f"PC/SC {WHAT[op]}: pyscard ÷ scardio over PC/SC, {how} (issue 13)",
@@ -327,13 +311,14 @@ def _register(op: str, ratios: dict) -> None:
 
 
 def test_pcsc_ratio(pcsc_env, op):
-    ps = [pcsc_env["paths"][SCARDIO], pcsc_env["paths"][PYSCARD]]
+    env_paths = pcsc_env["paths"]
+    ps = [env_paths[SCARDIO], env_paths[PYSCARD], env_paths[PYSCARD_THREADED]]
     if op == "connect_leave":
-        ps.insert(1, pcsc_env["paths"][SCARDIO_UNBOUNDED])
+        ps.insert(1, env_paths[SCARDIO_UNBOUNDED])
     else:
-        ps += [pcsc_env["paths"][PYSCARD_THREADED], pcsc_env["paths"][SCARDIO_ALONE]]
-        if pcsc_env["pyscard_here"] is not None:
-            ps.insert(1, pcsc_env["paths"][PYSCARD_HERE])
+        ps.append(env_paths[SCARDIO_ALONE])
+    if PYSCARD_HERE in env_paths:
+        ps.insert(1, env_paths[PYSCARD_HERE])
     sizes = paths.batch_sizes(ps, op, BATCH_NS)
     res = harness.interleave(ps, op, ROUNDS, 0, counts=sizes)
     out = {name: harness.summary(v) for name, v in res.items()}
