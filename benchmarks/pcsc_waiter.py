@@ -14,6 +14,14 @@ one context and serves commands read line by line from stdin:
                         comparable with Python's time.monotonic_ns())
     quit
 
+Started with a third argument "handoff", the waiter thread does not take
+t1 itself: it hands the result to a second long-lived thread blocked on a
+condition variable, which takes t1 once woken.  That is the shape of an
+overlapped request (one thread waits in the driver, another is told of the
+completion), in C, with nothing else in the way: the floor of any API in
+which the thread that learns of an event is not the one that waited for
+it.
+
 Nothing but the client library runs between pcscd's wake-up and t1, so the
 figure is what the resource manager gives any client: the floor a binding
 can reach, with no interpreter in the way.  Linux (pcsc-lite) only.
@@ -64,6 +72,10 @@ static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t arm_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t arm_cv = PTHREAD_COND_INITIALIZER;
 static int armed_calls;      /* blocking calls the waiter has started */
+static int handoff;          /* hand each result to the receiver thread */
+static pthread_mutex_t hop_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t hop_cv = PTHREAD_COND_INITIALIZER;
+static int hop_pending;      /* under hop_lock: a result for the receiver */
 
 static long long now_ns(void)
 {
@@ -111,7 +123,14 @@ static void wait_for(DWORD wanted)
             return;
         }
         if (rs.event & wanted) {
-            say("{\"t1\": %lld}", t1);
+            if (handoff) {
+                pthread_mutex_lock(&hop_lock);
+                hop_pending = 1;
+                pthread_cond_signal(&hop_cv);
+                pthread_mutex_unlock(&hop_lock);
+            } else {
+                say("{\"t1\": %lld}", t1);
+            }
             return;
         }
     }
@@ -137,16 +156,34 @@ static void *waiter(void *arg)
     return NULL;
 }
 
+/* The thread told of the result (handoff mode): t1 is when it runs. */
+static void *receiver(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        long long t1;
+        pthread_mutex_lock(&hop_lock);
+        while (!hop_pending)
+            pthread_cond_wait(&hop_cv, &hop_lock);
+        hop_pending = 0;
+        pthread_mutex_unlock(&hop_lock);
+        t1 = now_ns();
+        say("{\"t1\": %lld}", t1);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     char line[64];
     void *lib;
     pthread_t th;
-    if (argc != 3) {
-        fprintf(stderr, "usage: pcsc_waiter LIBRARY READER\n");
+    if (argc != 3 && !(argc == 4 && !strcmp(argv[3], "handoff"))) {
+        fprintf(stderr, "usage: pcsc_waiter LIBRARY READER [handoff]\n");
         return 2;
     }
     reader = argv[2];
+    handoff = argc == 4;
     lib = dlopen(argv[1], RTLD_NOW);
     if (!lib) {
         printf("{\"error\": \"dlopen failed\"}\n");
@@ -158,7 +195,8 @@ int main(int argc, char **argv)
         printf("{\"error\": \"no PC/SC context\"}\n");
         return 1;
     }
-    if (pthread_create(&th, NULL, waiter, NULL) != 0) {
+    if (pthread_create(&th, NULL, waiter, NULL) != 0
+            || (handoff && pthread_create(&th, NULL, receiver, NULL) != 0)) {
         printf("{\"error\": \"pthread_create failed\"}\n");
         return 1;
     }
@@ -217,11 +255,14 @@ class CWaiter:
     path of events.run_together."""
 
     name = "pcscd SCardGetStatusChange (C client)"
+    HANDOFF_NAME = "pcscd SCardGetStatusChange, the result handed to another thread (C client)"
 
-    def __init__(self, reader: str, timeout: float = 30.0):
+    def __init__(self, reader: str, timeout: float = 30.0, handoff: bool = False):
         self.timeout = timeout
-        self.proc = subprocess.Popen([build(), LIBRARY, reader], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE)
+        if handoff:
+            self.name = self.HANDOFF_NAME
+        self.proc = subprocess.Popen([build(), LIBRARY, reader] + (["handoff"] if handoff else []),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.reader = LineReader(self.proc)
         if not self._read().get("ready"):
             self.close()
