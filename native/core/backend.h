@@ -20,8 +20,8 @@
  * devices of several backends.
  *
  * Locking: the core calls `ioctl`, `submit`, `wake_tracking` and `release`
- * with no core lock held, and `cancel` with the device lock held (it must
- * not block or call back into the core).
+ * with no core lock held, and `cancel` and `can_bound_tracking` with the
+ * device lock held (they must not block or call back into the core).
  */
 #ifndef SCIO_BACKEND_H
 #define SCIO_BACKEND_H
@@ -93,7 +93,8 @@ typedef struct scio_backend {
      * keeps the card events it saw from one slice to the next (a slice
      * ended by its deadline must not lose the event count it started
      * from), and a wake_tracking ends the slice at once, without blocking
-     * its caller (close, cancel). */
+     * its caller (close, cancel).  Called with the device lock held: it
+     * must not block or call into the core. */
     int (*can_bound_tracking)(scio_device *d);
     /* Release the driver channel: called once, when no call is in the
      * driver (no ioctl running, no submitted operation outstanding). */

@@ -1269,9 +1269,6 @@ scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
 
     if (!is_tracking(code) || timeout_us <= 0 || !wait)
         return SCIO_INVALID_PARAMETER;
-    if (be->submit || !be->wake_tracking || !be->can_bound_tracking ||
-        !be->can_bound_tracking(d))
-        return SCIO_NOT_SUPPORTED;
     /* As scio_ioctl's tracking request (sync_tracking: the one-request
      * rule, cancel and close wake it), with the slice's deadline. */
     memset(&op, 0, sizeof op);
@@ -1289,6 +1286,13 @@ scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
     if (d->shut) {
         scio_mutex_unlock(&d->lock);
         return SCIO_DEVICE_NOT_CONNECTED;
+    }
+    /* Asked after the cancel count: a wait cancelled between two slices
+     * must not go on, on the lane, because the cancel cut its context. */
+    if (be->submit || !be->wake_tracking || !be->can_bound_tracking ||
+        !be->can_bound_tracking(d)) {
+        scio_mutex_unlock(&d->lock);
+        return SCIO_NOT_SUPPORTED;
     }
     if (d->track.head || d->track.running || d->sync_tracking || d->native_tracking) {
         scio_mutex_unlock(&d->lock);
