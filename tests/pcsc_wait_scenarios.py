@@ -141,13 +141,19 @@ class Scenarios:
             rng = random.Random(13)
             for _ in range(12):
                 reader.wait_for_card(5)  # level: at once
-                th, got = threaded(lambda: reader.wait_for_removal(5))
-                time.sleep(0.05 + rng.uniform(0, 0.4))  # any phase of a 0.1 s slice
-                t0 = time.monotonic()
-                sim.insert()
-                th.join(6)
-                out["during"].append({"error": got.get("error"),
-                                      "s": got["t1"] - t0 if "t1" in got else None})
+                swapped: list[float] = []
+
+                def swap() -> None:
+                    swapped.append(time.monotonic())
+                    sim.insert()
+                # the wait in the main thread (0.1 s slices), the swap at
+                # any phase of a slice
+                mover = threading.Timer(0.05 + rng.uniform(0, 0.4), swap)
+                mover.start()
+                err = describe(error_of(lambda: reader.wait_for_removal(5)))
+                t1 = time.monotonic()
+                mover.join()
+                out["during"].append({"error": err, "s": t1 - swapped[0] if swapped else None})
         return out
 
     def busy_and_monitor(self) -> dict[str, Any]:
@@ -257,30 +263,36 @@ class Scenarios:
         return out
 
     def hung_daemon(self) -> dict[str, Any]:
-        """pcscd stopped (SIGSTOP) during a wait with a timeout: the waiter
-        gets its TimeoutError at its timeout (pcsc-lite's own timeout does
-        not cover its waits for the daemon: the watchdog does); once the
-        daemon answers again the reader works."""
+        """pcscd stopped (SIGSTOP) during a wait with a timeout, in the main
+        thread (0.1 s slices) and in another (one slice): the waiter gets
+        its TimeoutError at its timeout, or the watchdog's 0.1 s after it
+        (pcsc-lite's own timeout does not cover its waits for the daemon);
+        once the daemon answers again the reader works."""
         out: dict[str, Any] = {}
         with self._open() as reader:
             sim = SimControl(reader.device)
-            sim.remove()
-            time.sleep(SETTLE)
-            reader.wait_for_removal(5)
-            t0 = time.monotonic()
-            th, got = threaded(lambda: reader.wait_for_card(0.8))
-            time.sleep(0.25)
-            os.kill(self.pcscd.pid, signal.SIGSTOP)
-            try:
-                th.join(10)
-                out["wait"] = got.get("error")
-                out["wait_s"] = got["t1"] - t0 if "t1" in got else None
-            finally:
-                os.kill(self.pcscd.pid, signal.SIGCONT)
-            sim.insert()
-            out["after"] = describe(error_of(lambda: reader.wait_for_card(5)))
-            sim.remove()
-            out["after_removal"] = describe(error_of(lambda: reader.wait_for_removal(5)))
+            for where in ("main", "thread"):
+                sim.remove()
+                time.sleep(SETTLE)
+                reader.wait_for_removal(5)
+                stopper = threading.Timer(0.25, os.kill, (self.pcscd.pid, signal.SIGSTOP))
+                t0 = time.monotonic()
+                stopper.start()
+                try:
+                    if where == "main":
+                        got = {"error": describe(error_of(lambda: reader.wait_for_card(0.8)))}
+                        got["t1"] = time.monotonic()
+                    else:
+                        th, got = threaded(lambda: reader.wait_for_card(0.8))
+                        th.join(10)
+                    stopper.join()
+                    out[where] = got.get("error")
+                    out[f"{where}_s"] = got["t1"] - t0 if "t1" in got else None
+                finally:
+                    stopper.join()
+                    os.kill(self.pcscd.pid, signal.SIGCONT)
+                sim.insert()
+                out[f"{where}_after"] = describe(error_of(lambda: reader.wait_for_card(5)))
         return out
 
     def daemon_gone(self) -> dict[str, Any]:

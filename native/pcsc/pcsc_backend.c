@@ -1382,8 +1382,9 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
              * request makes another.  An event seen meanwhile stands. */
             break_track_context(s);
             if (st != SCIO_SUCCESS) {
+                /* a wake-up's end reads as on the lane: no driver code */
                 st = fired == WD_TIMED_OUT ? SCIO_IO_TIMEOUT : SCIO_CANCELLED;
-                *drv = drv_code(fired == WD_TIMED_OUT ? PCSC_E_TIMEOUT : PCSC_E_CANCELLED);
+                *drv = fired == WD_TIMED_OUT ? drv_code(PCSC_E_TIMEOUT) : 0;
             }
         }
     }

@@ -114,8 +114,9 @@ class Device:
     def wait_tracking(self, code: int, timeout: Optional[float] = None) -> None:
         """IS_PRESENT / IS_ABSENT to completion, waiting at most `timeout`
         seconds (None or inf: no limit; then TimeoutError, the request
-        cancelled): in the calling thread, in slices between which Ctrl-C
-        raises, where the backend can bound its tracking wait; else on the
+        cancelled): in the calling thread (in the main thread in slices
+        between which Ctrl-C raises), where the backend can bound its
+        tracking wait; else on the
         tracking lane.  DeviceBusyError: another tracking request is
         pending; CancelledError: cancel_all() or close() ended it; ValueError
         for another code."""

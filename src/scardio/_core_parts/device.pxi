@@ -225,11 +225,12 @@ cdef class Device:
         Where the backend can bound its tracking wait (PC/SC on pcsc-lite,
         backend.h: can_bound_tracking) the wait runs in the calling thread,
         with no hand-off to the tracking lane: an event costs what the
-        resource manager's own clients pay.  It runs in slices of at most
-        WAIT_SLICE_MS, between which a signal handler runs (Ctrl-C raises
-        KeyboardInterrupt, nothing left pending); the backend carries the
-        card events it saw from slice to slice, so none is lost between
-        two.  Elsewhere, and once the backend cannot bound it (its context
+        resource manager's own clients pay.  In the main thread it runs in
+        slices of at most WAIT_SLICE_MS, between which a signal handler
+        runs (Ctrl-C raises KeyboardInterrupt, nothing left pending); in
+        another, where no handler runs, in slices of a minute.  The backend
+        carries the card events it saw from slice to slice, so none is lost
+        between two.  Elsewhere, and once the backend cannot bound it (its context
         was cut off by a daemon that did not answer), the request goes to
         the tracking lane and is waited for as Operation.wait().
 
@@ -242,21 +243,24 @@ cdef class Device:
         cdef double deadline = 0.0
         cdef double left
         cdef int64_t slice_us
+        cdef double slice_s
         cdef unsigned wait = 0
         cdef scio_status st
         self._check_open()
         if code_v != SCIO_IOCTL_IS_PRESENT and code_v != SCIO_IOCTL_IS_ABSENT:
             raise ValueError(f"wait_tracking() takes IS_PRESENT or IS_ABSENT, not {code_v:#x}")
+        from threading import get_ident, main_thread
+        slice_s = (WAIT_SLICE_MS if get_ident() == main_thread().ident
+                   else TRACK_SLICE_OFF_MAIN_MS) / 1000.0
         if not forever:
             deadline = _monotonic() + seconds
         while True:
             if forever:
-                slice_us = WAIT_SLICE_MS * 1000
+                slice_us = <int64_t>(slice_s * 1e6)
             else:
                 left = deadline - _monotonic()
                 # at least one look, even past the deadline (timeout 0)
-                slice_us = (<int64_t>(min(left, WAIT_SLICE_MS / 1000.0) * 1e6) + 1
-                            if left > 0.0 else 1)
+                slice_us = (<int64_t>(min(left, slice_s) * 1e6) + 1 if left > 0.0 else 1)
             with nogil:
                 st = scio_track_slice(self._dev, code_v, slice_us, &wait)
             if st == SCIO_SUCCESS:
