@@ -112,6 +112,13 @@ static int is_tracking(uint32_t code)
     return code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT;
 }
 
+/* Is a tracking request pending on the device, wherever it runs (device
+ * locked)?  The one-tracking-request rule of every way in. */
+static int tracking_pending_locked(const scio_device *d)
+{
+    return d->track.head || d->track.running || d->sync_tracking || d->native_tracking;
+}
+
 /* ---- device references ------------------------------------------------ */
 
 static void dev_ref_locked(scio_device *d) { d->refs++; }
@@ -835,7 +842,7 @@ static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
         d->in_driver++;
         list_append_locked(&d->submitted, op);
     } else if (op->tracking) {
-        busy = d->track.head || d->track.running || d->sync_tracking || d->native_tracking;
+        busy = tracking_pending_locked(d);
         if (busy) {
             native_track = 0;
         } else if (native_track) {
@@ -1222,7 +1229,7 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
         return SCIO_DEVICE_NOT_CONNECTED;
     }
     if (op.tracking) {
-        if (d->track.head || d->track.running || d->sync_tracking || d->native_tracking) {
+        if (tracking_pending_locked(d)) {
             scio_mutex_unlock(&d->lock);
             return SCIO_DEVICE_BUSY;
         }
@@ -1294,7 +1301,7 @@ scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
         scio_mutex_unlock(&d->lock);
         return SCIO_NOT_SUPPORTED;
     }
-    if (d->track.head || d->track.running || d->sync_tracking || d->native_tracking) {
+    if (tracking_pending_locked(d)) {
         scio_mutex_unlock(&d->lock);
         return SCIO_DEVICE_BUSY;
     }
