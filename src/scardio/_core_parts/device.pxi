@@ -222,17 +222,16 @@ cdef class Device:
         no limit; GIL released), then raises scardio.errors.TimeoutError
         (status STATUS_PENDING) with the request cancelled.
 
-        Where the backend can bound its tracking wait (PC/SC on pcsc-lite,
-        backend.h: can_bound_tracking) the wait runs in the calling thread,
-        with no hand-off to the tracking lane: an event costs what the
-        resource manager's own clients pay.  In the main thread it runs in
-        slices of at most WAIT_SLICE_MS, between which a signal handler
-        runs (Ctrl-C raises KeyboardInterrupt, nothing left pending); in
-        another, where no handler runs, in slices of a minute.  The backend
-        carries the card events it saw from slice to slice, so none is lost
-        between two.  Elsewhere, and once the backend cannot bound it (its context
-        was cut off by a daemon that did not answer), the request goes to
-        the tracking lane and is waited for as Operation.wait().
+        Where the backend can bound its tracking wait (backend.h:
+        can_bound_tracking) the wait runs in the calling thread, with no
+        hand-off to the tracking lane: an event costs what the driver's own
+        clients pay.  In the main thread it runs in slices of at most
+        WAIT_SLICE_MS, between which a signal handler runs (Ctrl-C raises
+        KeyboardInterrupt, nothing left pending); in another, where no
+        handler runs, in slices of a minute.  The backend carries the card
+        events it saw from slice to slice, so none is lost between two.  Elsewhere, and once the backend can no longer bound
+        it (its driver stopped answering), the request goes to the tracking
+        lane and is waited for as Operation.wait().
 
         Raises DeviceBusyError (another tracking request is pending: one
         per device), CancelledError (cancel_all() or close() from another
@@ -283,8 +282,9 @@ cdef class Device:
             op.cancel()
             if wait == 0:
                 # as always on the lane: let the cancel free the slot for
-                # the next request (a wait begun in this thread has found
-                # the daemon silent: it does not wait on past its timeout)
+                # the next request (a wait begun in this thread came here
+                # because the driver stopped answering: it does not wait on
+                # past its timeout)
                 try:
                     op.wait(1.0)
                 except _errors.ScardioError:
