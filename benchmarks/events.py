@@ -280,6 +280,42 @@ class SyncDeviceArmed(DeviceArmed):
         return value
 
 
+class ReaderArmed(SyncDeviceArmed):
+    """scardio Reader: wait_for_card() / wait_for_removal() on the waiting
+    thread, the public API (where the backend can bound its tracking wait,
+    PC/SC on pcsc-lite, the wait runs in that thread, in slices: no lane,
+    no hand-off).  As for DeviceArmed, a wait for the current level
+    (answered at once) first brings the reader up to date."""
+
+    name = "scardio Reader.wait_for_card()/wait_for_removal()"
+
+    def __init__(self, reader, settle: float = 0.002):
+        self.reader = reader
+        super().__init__(reader.device, settle)
+
+    def _wait_loop(self) -> None:
+        while True:
+            kind, timeout = self._ops.get()
+            if kind is None:
+                return
+            try:
+                if kind == "insert":
+                    self.reader.wait_for_card(timeout)
+                else:
+                    self.reader.wait_for_removal(timeout)
+                self._seen.put(("t1", time.monotonic_ns()))
+            except Exception as exc:  # reported by seen()
+                self._seen.put(("error", exc))
+
+    def arm(self, kind: str, timeout: float = 10.0) -> None:
+        if kind == "insert":
+            self.reader.wait_for_removal(timeout)
+        else:
+            self.reader.wait_for_card(timeout)
+        self._ops.put((kind, timeout))
+        time.sleep(self.settle)
+
+
 class HarvestArmed(DeviceArmed):
     """The floor of the Monitor's harvesting thread: IS_PRESENT / IS_ABSENT
     submitted, a thread of its own woken the way that thread is, then

@@ -307,6 +307,21 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
                        const void *in, size_t in_len,
                        void *out, size_t out_cap, size_t *out_len);
 
+/* One slice of a tracking wait (IS_PRESENT / IS_ABSENT) run in the calling
+ * thread, with no thread hand-off, on a backend that can bound its tracking
+ * wait (backend.h, can_bound_tracking).  Blocks until the request completes
+ * (SCIO_SUCCESS), or until timeout_us microseconds (> 0) have passed
+ * (SCIO_IO_TIMEOUT: call again to wait on; the backend carries what it
+ * has seen from slice to slice, so no card event falls between two), or it
+ * is cancelled.  *wait names the wait across its slices: 0 before the
+ * first, which sets it; a scio_cancel_all or scio_shutdown after it began
+ * ends every later slice with SCIO_CANCELLED, even one started after them.
+ * SCIO_NOT_SUPPORTED: the backend cannot bound the wait now (submit the
+ * request instead: the tracking lane); SCIO_DEVICE_BUSY: another tracking
+ * request is pending (one per device).  Call without any interpreter lock. */
+scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
+                             unsigned *wait);
+
 /* Driver code of the last failed call on this device (the IFD_* code or the
  * Win32 error), 0 if the failure was the core's own. */
 long scio_device_driver_code(scio_device *d);

@@ -33,7 +33,7 @@ from usb_hotplug import UsbHotplug  # noqa: E402
 
 SIM_NAME = "scardio sim"
 USB_NAMES = ["scardio usb watch", "scardio usb monitor", "scardio usb vanish",
-             "scardio usb vanish busy", "scardio usb scan"]
+             "scardio usb vanish busy", "scardio usb scan", "scardio usb vanish wait"]
 ECHO4 = "80 EE 00 00 04 CAFEBABE 04"
 
 
@@ -191,6 +191,33 @@ class Scenarios:
         out["close_s"] = time.monotonic() - t
         return out
 
+    def vanish_wait(self) -> dict[str, Any]:
+        """A reader unplugged under Reader.wait_for_card() (its wait in the
+        caller's thread) and under an IS_PRESENT on the tracking lane (a
+        device of its own on the same reader): the same typed error."""
+        out: dict[str, Any] = {}
+        name = self.plug(6)
+        reader = pcsc.open_reader(name, power_down_timeout=None)
+        lane = pcsc.open_device(name)
+        got: dict[str, Any] = {}
+
+        def wait() -> None:
+            got["error"] = describe(error_of(lambda: reader.wait_for_card(10)))
+            got["t1"] = time.monotonic()
+        th = threading.Thread(target=wait, daemon=True)
+        th.start()
+        pending = lane.submit(IOCTL.IS_PRESENT)  # no card: both stay pending
+        time.sleep(0.3)
+        t = time.monotonic()
+        self.usb.unplug(6)
+        th.join(10)
+        out["inline"] = got.get("error")
+        out["inline_s"] = got["t1"] - t if "t1" in got else None
+        out["lane"] = describe(error_of(lambda: pending.wait(10)))
+        reader.close()
+        lane.close()
+        return out
+
     def scan_cli(self) -> dict[str, Any]:
         """``scardio scan`` (a subprocess) sees a reader come and go."""
         proc = subprocess.Popen([sys.executable, "-m", "scardio", "scan", "--timeout", "60",
@@ -239,7 +266,8 @@ def main() -> None:
     report: dict[str, Any] = {}
     s = Scenarios(Path(work), sim)
     try:
-        report.update(run_scenarios(s, ["watch", "monitor", "vanish", "scan_cli"]))
+        report.update(run_scenarios(s, ["watch", "monitor", "vanish", "vanish_wait",
+                                        "scan_cli"]))
     finally:
         s.pcscd.stop()
         try:

@@ -65,6 +65,16 @@ def test_a_reader_that_vanishes_mid_call_gives_typed_errors(report: dict[str, An
     assert got["monitor_readers"] == ["scardio sim 00 00"]
 
 
+def test_a_reader_that_vanishes_under_a_waiting_reader_is_the_lanes_error(
+        report: dict[str, Any]) -> None:
+    # Reader.wait_for_card waits in its caller's thread on pcsc-lite; an
+    # IS_PRESENT on the tracking lane is the reference
+    got = scenario(report, "vanish_wait")
+    assert got["inline"]["type"] == got["lane"]["type"] == "DeviceGoneError", got
+    assert "DEVICE_NOT_CONNECTED" in got["inline"]["message"], got
+    assert got["inline_s"] is not None and got["inline_s"] < 3, got
+
+
 def test_scardio_scan_sees_a_reader_come_and_go(report: dict[str, Any]) -> None:
     got = scenario(report, "scan_cli")
     assert got["rc"] == 0, got["stderr"]

@@ -330,6 +330,14 @@ def test_tracing_proxy_records_every_ioctl():
         op.wait(5)
         assert records[-1].overlapped and records[-1].name == "GET_STATE"
         assert records[-1].as_dict()["ioctl"] == "GET_STATE"
+        # the reader's tracking waits (Device.wait_tracking), once each
+        before = len(records)
+        reader.wait_for_card(5)  # in: at once
+        with pytest.raises(errors.TimeoutError):
+            reader.wait_for_removal(0.05)
+        waits = records[before:]
+        assert [(r.name, r.status, r.overlapped) for r in waits] == [
+            ("IS_PRESENT", "SUCCESS", True), ("IS_ABSENT", "PENDING", True)]
     assert isinstance(reader.device, TracingDevice)
 
 

@@ -20,8 +20,8 @@
  * devices of several backends.
  *
  * Locking: the core calls `ioctl`, `submit`, `wake_tracking` and `release`
- * with no core lock held, and `cancel` with the device lock held (it must
- * not block or call back into the core).
+ * with no core lock held, and `cancel` and `can_bound_tracking` with the
+ * device lock held (they must not block or call back into the core).
  */
 #ifndef SCIO_BACKEND_H
 #define SCIO_BACKEND_H
@@ -84,6 +84,18 @@ typedef struct scio_backend {
      * the core. */
     int (*can_bound)(scio_device *d);
     void (*abort_call)(scio_device *d);
+    /* Optional, with wake_tracking, for a backend without submit: can the
+     * device's tracking wait (IS_PRESENT / IS_ABSENT) right now end by an
+     * operation's deadline on its own (SCIO_IO_TIMEOUT), whatever the
+     * driver does?  Then scio_track_slice runs it in its caller's thread
+     * (else it answers SCIO_NOT_SUPPORTED and the caller uses the tracking
+     * lane).  The backend's `ioctl` reads the deadline as for can_bound,
+     * keeps the card events it saw from one slice to the next (a slice
+     * ended by its deadline must not lose the event count it started
+     * from), and a wake_tracking ends the slice at once, without blocking
+     * its caller (close, cancel).  Called with the device lock held: it
+     * must not block or call into the core. */
+    int (*can_bound_tracking)(scio_device *d);
     /* Release the driver channel: called once, when no call is in the
      * driver (no ioctl running, no submitted operation outstanding). */
     void (*release)(scio_device *d);

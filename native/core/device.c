@@ -94,6 +94,7 @@ struct scio_device {
     lane io, track;
     lane submitted;          /* natively submitted, not yet back (no thread) */
     scio_op *sync_tracking;  /* a synchronous IS_PRESENT / IS_ABSENT */
+    unsigned cancels;        /* cancel_everything calls: ends sliced waits (never 0) */
     scio_op *native_tracking; /* one handed to the backend's submit_tracking */
 };
 
@@ -109,6 +110,13 @@ static uint64_t next_op_id = 1;
 static int is_tracking(uint32_t code)
 {
     return code == SCIO_IOCTL_IS_PRESENT || code == SCIO_IOCTL_IS_ABSENT;
+}
+
+/* Is a tracking request pending on the device, wherever it runs (device
+ * locked)?  The one-tracking-request rule of every way in. */
+static int tracking_pending_locked(const scio_device *d)
+{
+    return d->track.head || d->track.running || d->sync_tracking || d->native_tracking;
 }
 
 /* ---- device references ------------------------------------------------ */
@@ -155,6 +163,7 @@ scio_status scio_device_create(const scio_backend *be, void *state,
     d->q = q;
     d->refs = 1;
     d->close_timeout_ms = close_timeout_ms ? close_timeout_ms : SCIO_DEFAULT_CLOSE_MS;
+    d->cancels = 1;
     d->io.dev = d->track.dev = d->submitted.dev = d;
     d->io.cpu = d->io.waiter_cpu = -1;
     scio_mutex_init(&d->lock);
@@ -833,7 +842,7 @@ static scio_status submit_ioctl(scio_device *d, scio_queue *q, uint32_t code,
         d->in_driver++;
         list_append_locked(&d->submitted, op);
     } else if (op->tracking) {
-        busy = d->track.head || d->track.running || d->sync_tracking || d->native_tracking;
+        busy = tracking_pending_locked(d);
         if (busy) {
             native_track = 0;
         } else if (native_track) {
@@ -1131,6 +1140,10 @@ static void cancel_everything(scio_device *d, int shut)
     scio_mutex_lock(&d->lock);
     if (shut)
         d->shut = 1;
+    /* A sliced tracking wait between two slices is not in sync_tracking:
+     * its next slice sees the count move (scio_track_slice). */
+    if (++d->cancels == 0)
+        d->cancels = 1;
     lane *lanes[2] = { &d->io, &d->track };
     for (int i = 0; i < 2; i++) {
         lane *l = lanes[i];
@@ -1216,7 +1229,7 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
         return SCIO_DEVICE_NOT_CONNECTED;
     }
     if (op.tracking) {
-        if (d->track.head || d->track.running || d->sync_tracking || d->native_tracking) {
+        if (tracking_pending_locked(d)) {
             scio_mutex_unlock(&d->lock);
             return SCIO_DEVICE_BUSY;
         }
@@ -1247,6 +1260,68 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
 
     if (out_len && st == SCIO_SUCCESS)
         *out_len = n;
+    return st;
+}
+
+scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
+                             unsigned *wait)
+{
+    const scio_backend *be = d->be;
+    scio_op op;
+    call_frame f;
+    scio_status st;
+    size_t n = 0;
+    long drv = 0;
+    int release;
+
+    if (!is_tracking(code) || timeout_us <= 0 || !wait)
+        return SCIO_INVALID_PARAMETER;
+    /* As scio_ioctl's tracking request (sync_tracking: the one-request
+     * rule, cancel and close wake it), with the slice's deadline. */
+    memset(&op, 0, sizeof op);
+    op.dev = d;
+    op.code = code;
+    op.tracking = 1;
+    op.where = OP_RUNNING;
+    op.deadline_us = scio_now_us() + timeout_us;
+
+    scio_mutex_lock(&d->lock);
+    if (*wait && *wait != d->cancels) {
+        scio_mutex_unlock(&d->lock);
+        return SCIO_CANCELLED;
+    }
+    if (d->shut) {
+        scio_mutex_unlock(&d->lock);
+        return SCIO_DEVICE_NOT_CONNECTED;
+    }
+    /* Asked after the cancel count: a wait cancelled between two slices
+     * must not go on, on the lane, because the cancel cut its context. */
+    if (be->submit || !be->wake_tracking || !be->can_bound_tracking ||
+        !be->can_bound_tracking(d)) {
+        scio_mutex_unlock(&d->lock);
+        return SCIO_NOT_SUPPORTED;
+    }
+    if (tracking_pending_locked(d)) {
+        scio_mutex_unlock(&d->lock);
+        return SCIO_DEVICE_BUSY;
+    }
+    *wait = d->cancels;
+    d->sync_tracking = &op;
+    d->in_driver++;
+    scio_mutex_unlock(&d->lock);
+
+    call_enter(&f, d);
+    st = be->ioctl(d, &op, code, NULL, 0, NULL, 0, &n, &drv);
+    call_leave(&f);
+
+    scio_mutex_lock(&d->lock);
+    release = leave_driver_locked(d);
+    d->sync_tracking = NULL;
+    if (st != SCIO_SUCCESS)
+        d->last_driver_code = drv;
+    scio_mutex_unlock(&d->lock);
+    if (release)
+        be->release(d);
     return st;
 }
 

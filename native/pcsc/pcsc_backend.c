@@ -60,6 +60,11 @@
  * cancel came (a cancel that lands just before the wait starts is lost by
  * pcsc-lite: wake_tracking repeats it, this only bounds the worst case). */
 #define PCSC_TRACK_SLICE_MS 1000u
+/* A tracking wait with a deadline (a slice of one in its caller's thread)
+ * ends by pcsc-lite's own timeout; the library then still waits, with no
+ * timeout, for the daemon's answer to its unregistering: the watchdog
+ * shuts the context's socket down this long after the deadline. */
+#define PCSC_TRACK_GRACE_US 100000
 /* Reader names are short (pcsc-lite: 128 bytes); refuse absurd ones. */
 #define PCSC_MAX_READER_NAME 1024u
 
@@ -593,11 +598,15 @@ static int wd_disarm(pcsc_bound *b)
     return fired;
 }
 
-static void wd_abort(pcsc_bound *b)
+/* End the call armed on b now, if there is one: 1 if there was. */
+static int wd_abort(pcsc_bound *b)
 {
+    int armed;
     scio_mutex_lock(&wd_lock);
+    armed = b->armed;
     wd_fire(b, WD_ABORTED);
     scio_mutex_unlock(&wd_lock);
+    return armed;
 }
 
 #endif /* PCSC_BOUNDED */
@@ -611,9 +620,11 @@ typedef struct pcsc_dev {
     PCSC_DWORD share;          /* for the next SCardConnect (SET_SHARE_MODE) */
     PCSC_DWORD default_share;  /* the mode the device was opened with */
     PCSC_CONTEXT ctx;          /* every call but tracking, under `lock` */
-    PCSC_CONTEXT track_ctx;    /* IS_PRESENT / IS_ABSENT only */
+    PCSC_CONTEXT track_ctx;    /* IS_PRESENT / IS_ABSENT only (track_lock: set, read
+                                  by others; the tracker reads it without) */
     int has_ctx, has_track_ctx;
     pcsc_bound bound;          /* ctx's socket, for bounding calls on it */
+    pcsc_bound track_bound;    /* track_ctx's, for bounding a tracking wait */
     scio_mutex lock;
     /* guarded by lock */
     int connected;
@@ -1228,6 +1239,43 @@ static unsigned events_between(PCSC_DWORD from, PCSC_DWORD to)
     return (unsigned)(((to >> 16) - (from >> 16)) & 0xFFFFu);
 }
 
+#if PCSC_BOUNDED
+static scio_status establish_bound(PCSC_CONTEXT *ctx, pcsc_bound *b, const char *what,
+                                   char *errbuf, size_t errlen);
+
+/* Let go of a tracking context whose socket was shut down (the tracker's
+ * thread, outside any call on it). */
+static void break_track_context(pcsc_dev *s)
+{
+    scio_mutex_lock(&s->track_lock);
+    if (s->has_track_ctx)
+        api.release(s->track_ctx); /* frees the socket at once */
+    s->has_track_ctx = 0;
+    scio_mutex_unlock(&s->track_lock);
+    __atomic_store_n(&s->track_bound.fd, -1, __ATOMIC_RELAXED);
+    scio_store_release(&s->track_bound.broken, 1);
+}
+
+/* A new tracking context (not bounded: can_bound_tracking sends the waits
+ * of a broken device to the core's tracking lane, whose waiter is bounded). */
+static scio_status renew_track_context(pcsc_dev *s, long *drv)
+{
+    char why[160];
+    PCSC_CONTEXT ctx;
+    scio_status st = establish_bound(&ctx, &s->track_bound, s->reader, why, sizeof why);
+    if (st != SCIO_SUCCESS) {
+        scio_store_release(&s->track_bound.broken, 1);
+        *drv = drv_code(PCSC_E_NO_SERVICE);
+        return st;
+    }
+    scio_mutex_lock(&s->track_lock);
+    s->track_ctx = ctx;
+    s->has_track_ctx = 1;
+    scio_mutex_unlock(&s->track_lock);
+    return SCIO_SUCCESS;
+}
+#endif
+
 /* Complete on the level (a card is in / none is) or on an event of the
  * wanted kind since the last request ended: the high 16 bits of the event
  * state count card events, so a card that left and came back between two
@@ -1238,13 +1286,31 @@ static unsigned events_between(PCSC_DWORD from, PCSC_DWORD to)
  * at the wanted level.  Fewer do not count: pcscd writes a reader's new
  * level before it bumps the count, so one look can see the new level with
  * the old count, and the next look the count alone (a removal seen that
- * way, then its count, would otherwise read as an arrival and a removal). */
+ * way, then its count, would otherwise read as an arrival and a removal).
+ *
+ * With a deadline (scio_op_deadline_us: a slice of a wait in its caller's
+ * thread, scio_track_slice) the request ends then with SCIO_IO_TIMEOUT,
+ * and the state it counted from becomes the device's `seen`: the next
+ * slice counts from the same place, so an event between two slices is not
+ * lost (a slice is one stretch of the same wait).  On pcsc-lite the
+ * watchdog bounds such a wait too: the library's own timeout does not
+ * cover its waits for the daemon's answers. */
 static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *drv)
 {
     PCSC_READERSTATE rs;
     PCSC_DWORD prev = 0;
-    int have_prev, first = 1;
+    int have_prev, first = 1, armed = 0;
+    int64_t deadline = scio_op_deadline_us(op);
+    scio_status st;
 
+#if PCSC_BOUNDED
+    if (scio_load_acquire(&s->track_bound.broken) &&
+        (st = renew_track_context(s, drv)) != SCIO_SUCCESS)
+        return st;
+    if (deadline > 0 && __atomic_load_n(&s->track_bound.fd, __ATOMIC_RELAXED) >= 0 &&
+        wd_arm(&s->track_bound, deadline + PCSC_TRACK_GRACE_US) == 0)
+        armed = 1;
+#endif
     scio_mutex_lock(&s->track_lock);
     have_prev = s->have_seen;
     if (have_prev)
@@ -1256,23 +1322,38 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
     rs.dwCurrentState = PCSC_STATE_UNAWARE;
     for (;;) {
         uint32_t rc;
-        PCSC_DWORD ev;
+        PCSC_DWORD ev, wait_ms = first ? 0 : PCSC_TRACK_SLICE_MS;
         int present, went_and_back;
-        if (scio_op_cancelled(op))
-            return SCIO_CANCELLED;
+        if (scio_op_cancelled(op)) {
+            st = SCIO_CANCELLED;
+            break;
+        }
+        if (deadline > 0 && !first) {
+            int64_t left = deadline - scio_now_us();
+            if (left <= 0) {
+                st = SCIO_IO_TIMEOUT;
+                *drv = drv_code(PCSC_E_TIMEOUT);
+                break;
+            }
+            if (left < (int64_t)wait_ms * 1000)
+                wait_ms = (PCSC_DWORD)((left + 999) / 1000);
+        }
         rs.dwEventState = 0;
-        rc = track_wait(s, first ? 0 : PCSC_TRACK_SLICE_MS, &rs);
+        rc = track_wait(s, wait_ms, &rs);
         if (rc == PCSC_E_TIMEOUT || rc == PCSC_E_CANCELLED) {
             first = rc == PCSC_E_CANCELLED && first;
-            continue; /* the loop head looks at cancellation */
+            continue; /* the loop head looks at cancellation and the deadline */
         }
-        if (rc != PCSC_S_SUCCESS)
-            return fail_rc(rc, drv);
+        if (rc != PCSC_S_SUCCESS) {
+            st = fail_rc(rc, drv);
+            break;
+        }
         first = 0;
         ev = rs.dwEventState & ~(PCSC_DWORD)PCSC_STATE_CHANGED;
         if (ev & PCSC_STATE_UNKNOWN) {
             *drv = drv_code(PCSC_E_UNKNOWN_READER);
-            return SCIO_DEVICE_NOT_CONNECTED;
+            st = SCIO_DEVICE_NOT_CONNECTED;
+            break;
         }
         present = (ev & PCSC_STATE_PRESENT) != 0;
         went_and_back = have_prev &&
@@ -1283,7 +1364,8 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
             s->seen = ev;
             s->have_seen = 1;
             scio_mutex_unlock(&s->track_lock);
-            return SCIO_SUCCESS;
+            st = SCIO_SUCCESS;
+            break;
         }
         if (!have_prev) {
             prev = ev; /* counted from here on: a look of ours may be torn too */
@@ -1291,20 +1373,53 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
         }
         rs.dwCurrentState = ev;
     }
+#if PCSC_BOUNDED
+    if (armed) {
+        int fired = wd_disarm(&s->track_bound);
+        if (fired != WD_NONE) {
+            /* Its socket was shut down (the daemon did not answer by the
+             * deadline, or a wake-up): the context is gone, the next
+             * request makes another.  An event seen meanwhile stands. */
+            break_track_context(s);
+            if (st != SCIO_SUCCESS) {
+                /* a wake-up's end reads as on the lane: no driver code */
+                st = fired == WD_TIMED_OUT ? SCIO_IO_TIMEOUT : SCIO_CANCELLED;
+                *drv = fired == WD_TIMED_OUT ? drv_code(PCSC_E_TIMEOUT) : 0;
+            }
+        }
+    }
+#endif
+    (void)armed;
+    if (st == SCIO_IO_TIMEOUT && have_prev) {
+        scio_mutex_lock(&s->track_lock);
+        s->seen = prev;
+        s->have_seen = 1;
+        scio_mutex_unlock(&s->track_lock);
+    }
+    return st;
 }
 
 static void pcsc_wake_tracking(scio_device *d)
 {
     pcsc_dev *s = scio_device_state(d);
-    int in_call;
+    PCSC_CONTEXT ctx;
+    int in_call, has_ctx;
     scio_mutex_lock(&s->track_lock);
     s->wake = 1;
     in_call = s->in_call;
+    ctx = s->track_ctx;
+    has_ctx = s->has_track_ctx;
     scio_mutex_unlock(&s->track_lock);
+#if PCSC_BOUNDED
+    /* A wait bounded by the watchdog ends at once by its socket: no
+     * SCardCancel, which a daemon that does not answer would hang. */
+    if (in_call && wd_abort(&s->track_bound))
+        return;
+#endif
     /* pcsc-lite drops a cancel that arrives before the wait has reached the
      * daemon: repeat it (briefly) until the tracker is out of the call. */
-    for (int i = 0; in_call && i < 50; i++) {
-        api.cancel(s->track_ctx);
+    for (int i = 0; in_call && has_ctx && i < 50; i++) {
+        api.cancel(ctx);
         scio_mutex_lock(&s->track_lock);
         if (s->in_call)
             scio_cond_wait_until(&s->track_cv, &s->track_lock, scio_now_ms() + 2);
@@ -1364,6 +1479,14 @@ static scio_status renew_context(pcsc_dev *s, long *drv)
 #endif
 
 #if PCSC_BOUNDED
+static int pcsc_can_bound_tracking(scio_device *d)
+{
+    pcsc_dev *s = scio_device_state(d);
+    /* Changed only by the one tracking request at a time (do_track). */
+    return !scio_load_acquire(&s->track_bound.broken) &&
+           __atomic_load_n(&s->track_bound.fd, __ATOMIC_RELAXED) >= 0;
+}
+
 static int pcsc_can_bound(scio_device *d)
 {
     pcsc_dev *s = scio_device_state(d);
@@ -1375,7 +1498,7 @@ static int pcsc_can_bound(scio_device *d)
 
 static void pcsc_abort_call(scio_device *d)
 {
-    wd_abort(&((pcsc_dev *)scio_device_state(d))->bound);
+    (void)wd_abort(&((pcsc_dev *)scio_device_state(d))->bound);
 }
 #endif
 
@@ -1517,6 +1640,7 @@ static const scio_backend pcsc_backend = {
 #if PCSC_BOUNDED
     .can_bound = pcsc_can_bound,
     .abort_call = pcsc_abort_call,
+    .can_bound_tracking = pcsc_can_bound_tracking,
 #endif
     .release = pcsc_release,
     .destroy = pcsc_destroy,
@@ -1558,28 +1682,46 @@ static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf, 
 #endif
 }
 
+#if PCSC_BOUNDED
+/* Establish a context and find its socket (else b->fd stays -1). */
+static scio_status establish_bound(PCSC_CONTEXT *ctx, pcsc_bound *b, const char *what,
+                                   char *errbuf, size_t errlen)
+{
+    scio_status st;
+    fd_ino before[PCSC_MAX_SOCKETS];
+    int nb;
+    __atomic_store_n(&b->fd, -1, __ATOMIC_RELAXED);
+    scio_store_release(&b->broken, 0);
+    scio_mutex_lock(&ident_lock);
+    nb = pcscd_sockets(before, PCSC_MAX_SOCKETS);
+    st = establish_unlocked(ctx, what, errbuf, errlen);
+    if (st == SCIO_SUCCESS)
+        find_context_socket(b, before, nb);
+    scio_mutex_unlock(&ident_lock);
+    return st;
+}
+#endif
+
 /* Establish a device's main context, and find its socket where calls can
  * be bounded in their caller's thread (else bound.fd stays -1). */
 static scio_status establish_main(pcsc_dev *s, const char *what, char *errbuf, size_t errlen)
 {
-    scio_status st;
 #if PCSC_BOUNDED
-    __atomic_store_n(&s->bound.fd, -1, __ATOMIC_RELAXED);
-    scio_store_release(&s->bound.broken, 0);
-    {
-        fd_ino before[PCSC_MAX_SOCKETS];
-        int nb;
-        scio_mutex_lock(&ident_lock);
-        nb = pcscd_sockets(before, PCSC_MAX_SOCKETS);
-        st = establish_unlocked(&s->ctx, what, errbuf, errlen);
-        if (st == SCIO_SUCCESS)
-            find_context_socket(&s->bound, before, nb);
-        scio_mutex_unlock(&ident_lock);
-    }
+    return establish_bound(&s->ctx, &s->bound, what, errbuf, errlen);
 #else
-    st = establish_unlocked(&s->ctx, what, errbuf, errlen);
+    return establish_unlocked(&s->ctx, what, errbuf, errlen);
 #endif
-    return st;
+}
+
+/* The tracking context likewise (its waits are bounded the same way). */
+static scio_status establish_track(pcsc_dev *s, const char *what, char *errbuf,
+                                   size_t errlen)
+{
+#if PCSC_BOUNDED
+    return establish_bound(&s->track_ctx, &s->track_bound, what, errbuf, errlen);
+#else
+    return establish_unlocked(&s->track_ctx, what, errbuf, errlen);
+#endif
 }
 
 scio_status scio_pcsc_list_readers(char *buf, size_t cap, size_t *needed,
@@ -1694,7 +1836,7 @@ scio_status scio_open_pcsc(const char *reader, scio_queue *q, const scio_pcsc_op
     if ((st = establish_main(s, reader, errbuf, errlen)) != SCIO_SUCCESS)
         goto fail;
     s->has_ctx = 1;
-    if ((st = establish(&s->track_ctx, reader, errbuf, errlen)) != SCIO_SUCCESS)
+    if ((st = establish_track(s, reader, errbuf, errlen)) != SCIO_SUCCESS)
         goto fail;
     s->has_track_ctx = 1;
     st = look(s, s->ctx, &present, NULL, &drv);

@@ -143,6 +143,17 @@ static void test_sync_sequence(void)
     CHECK(scio_status_name(SCIO_NO_MEDIA) != NULL &&
           strcmp(scio_status_name(SCIO_NO_MEDIA), "NO_MEDIA") == 0);
     CHECK(scio_status_name(0x12345678u) == NULL);
+    /* A backend that cannot bound its tracking wait (an IFD handler's
+     * polls) runs no slice in the caller: the tracking lane's, as before. */
+    {
+        unsigned wait = 0;
+        CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 1000, &wait) == SCIO_NOT_SUPPORTED);
+        CHECK(scio_track_slice(d, SCIO_IOCTL_TRANSMIT, 1000, &wait) == SCIO_INVALID_PARAMETER);
+        CHECK(wait == 0);
+        scio_shutdown(d);
+        CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 1000, &wait) ==
+              SCIO_DEVICE_NOT_CONNECTED);
+    }
     scio_close(d);
 }
 

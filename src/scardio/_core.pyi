@@ -111,6 +111,15 @@ class Device:
         ValueError unless 0 <= code <= MAX_DWORD and output_size >= 0."""
     def submit(self, code: int, input: bytes = b"", output_size: int = 0) -> Operation:
         """Overlapped IOCTL; arguments checked as ioctl()'s."""
+    def wait_tracking(self, code: int, timeout: Optional[float] = None) -> None:
+        """IS_PRESENT / IS_ABSENT to completion, waiting at most `timeout`
+        seconds (None or inf: no limit; then TimeoutError, the request
+        cancelled): in the calling thread (in the main thread in slices
+        between which Ctrl-C raises), where the backend can bound its
+        tracking wait; else on the
+        tracking lane.  DeviceBusyError: another tracking request is
+        pending; CancelledError: cancel_all() or close() ended it; ValueError
+        for another code."""
     def ioctl_on_lane(self, code: int, input: bytes = b"", output_size: int = 0,
                       timeout: Optional[float] = None) -> bytes:
         """ioctl() run on the device's I/O lane while the caller waits at

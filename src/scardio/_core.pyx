@@ -61,6 +61,9 @@ cdef enum:
     # ... those of the PC/SC reader-list watch too, more coarsely: each slice
     # is a round trip to the resource manager (the C side slices as much).
     PCSC_WAIT_SLICE_MS = 1000
+    # A tracking wait in the caller's thread off the main thread, where no
+    # signal handler runs: a slice a minute (Device.wait_tracking).
+    TRACK_SLICE_OFF_MAIN_MS = 60000
 
 
 # The module's parts, one concept each (paths relative to this file), in an

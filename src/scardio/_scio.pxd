@@ -156,6 +156,8 @@ cdef extern from "scio.h" nogil:
     scio_status scio_ioctl(scio_device *d, uint32_t code,
                            const void *inp, size_t in_len,
                            void *out, size_t out_cap, size_t *out_len)
+    scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
+                                 unsigned *wait)
     long scio_device_driver_code(scio_device *d)
     void scio_shutdown(scio_device *d)
     void scio_close(scio_device *d)

@@ -294,15 +294,11 @@ class Reader(SessionFront):
             finally:
                 session.remove_presence_waiter(waiter)
             raise session.tracking_timeout(present, timeout)
-        op = self.device.submit(session.tracking_code(present))
+        # In this thread where the backend can bound the wait (no thread
+        # hand-off), else on the tracking lane (Device.wait_tracking).
         try:
-            op.wait(timeout)
+            self.device.wait_tracking(session.tracking_code(present), timeout)
         except errors.TimeoutError:
-            op.cancel()
-            try:
-                op.wait(1.0)
-            except errors.ScardioError:
-                pass
             raise session.tracking_timeout(present, timeout) from None
         except errors.DeviceBusyError as exc:
             raise session.tracking_busy(exc, present) from None

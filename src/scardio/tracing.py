@@ -185,6 +185,19 @@ class TracingDevice:
         self._ops[op.id] = proxy
         return proxy
 
+    def wait_tracking(self, code: int, timeout: Optional[float] = None) -> None:
+        # Recorded as the overlapped request it is on the lane.
+        started = time.monotonic()
+        t0 = time.perf_counter_ns()
+        try:
+            self._device.wait_tracking(code, timeout)
+        except errors.ScardioError as exc:
+            self._record(started, code, b"", None, exc,
+                         (time.perf_counter_ns() - t0) / 1000.0, True)
+            raise
+        self._record(started, code, b"", b"", None, (time.perf_counter_ns() - t0) / 1000.0,
+                     True)
+
     def harvest(self, timeout: Optional[float] = 0.0) -> list[Any]:
         out = []
         for op in self._device.harvest(timeout):

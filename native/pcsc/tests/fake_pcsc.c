@@ -15,6 +15,9 @@
  * listens; 2 makes the context's socket ambiguous), and SCardConnect can be
  * made to wait on it for an answer that never comes (fake_hang_connect):
  * it returns SCARD_F_COMM_ERROR once the socket is shut down, as pcsc-lite.
+ * SCardGetStatusChange likewise ends with SCARD_F_COMM_ERROR when its
+ * context's socket is shut down, and fake_hang_gsc makes it wait on the
+ * socket for an answer that never comes (a daemon that stopped).
  *
  * Transactions: SCardBeginTransaction waits while "another client" holds
  * one (fake_hold_other), and pcsc-lite's refusal to end a transaction on a
@@ -24,6 +27,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -130,11 +134,12 @@ EXPORT int fake_waiting(void)
 
 /* Sockets per context (0: none); contexts 100.. keep theirs here. */
 #define SOCKET_CONTEXTS 64
-static int context_sockets, hang_connect;
+static int context_sockets, hang_connect, hang_gsc;
 static int ctx_fd[SOCKET_CONTEXTS][2];
 static int ctx_has_fd[SOCKET_CONTEXTS];
 EXPORT void fake_context_sockets(int n) { context_sockets = n; }
 EXPORT void fake_hang_connect(int on) { __atomic_store_n(&hang_connect, on, __ATOMIC_SEQ_CST); }
+EXPORT void fake_hang_gsc(int on) { __atomic_store_n(&hang_gsc, on, __ATOMIC_SEQ_CST); }
 /* "The daemon" hangs up on every context (ends a hung SCardConnect). */
 EXPORT void fake_drop_sockets(void)
 {
@@ -198,6 +203,16 @@ static int fd_of(PCSC_CONTEXT ctx)
 {
     int i = (int)(ctx - 100);
     return i >= 0 && i < SOCKET_CONTEXTS && ctx_has_fd[i] ? ctx_fd[i][0] : -1;
+}
+
+/* Has the context's socket been shut down (pcsc-lite's poll on it ends)? */
+static int socket_ended(PCSC_CONTEXT ctx)
+{
+    struct pollfd p;
+    p.fd = fd_of(ctx);
+    p.events = POLLIN;
+    p.revents = 0;
+    return p.fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)) != 0;
 }
 
 EXPORT PCSC_LONG SCardReleaseContext(PCSC_CONTEXT ctx)
@@ -338,11 +353,17 @@ EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
     struct timespec end = in_ms(timeout == PCSC_INFINITE ? 3600000u : (unsigned)timeout);
     struct timespec armed = in_ms(cancel_delay_ms);
     int pnp, pnp_start;
-    (void)ctx;
     if (rc)
         return rc;
     if (count != 1)
         return (PCSC_LONG)PCSC_E_INVALID_PARAMETER;
+    if (__atomic_load_n(&hang_gsc, __ATOMIC_SEQ_CST) && fd_of(ctx) >= 0) {
+        /* pcsc-lite's wait for the daemon's answer: until the socket ends */
+        char b;
+        while (read(fd_of(ctx), &b, 1) > 0) {
+        }
+        return (PCSC_LONG)PCSC_F_COMM_ERROR;
+    }
     pnp = !pnp_missing && strcmp(states[0].szReader, PNP_READER) == 0;
     if (!pnp && strcmp(states[0].szReader, READER) != 0) {
         states[0].dwEventState = PCSC_STATE_UNKNOWN | PCSC_STATE_CHANGED;
@@ -374,6 +395,10 @@ EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
         if (cancel_pending) {
             cancel_pending = 0;
             rc = (PCSC_LONG)PCSC_E_CANCELLED;
+            break;
+        }
+        if (socket_ended(ctx)) {
+            rc = (PCSC_LONG)PCSC_F_COMM_ERROR;
             break;
         }
         clock_gettime(CLOCK_REALTIME, &t);

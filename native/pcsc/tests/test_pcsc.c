@@ -4,7 +4,8 @@
  * translations to the library (share modes, dispositions, PCI, control
  * codes), the error mapping, and cancellation of a tracking wait whose
  * first SCardCancel is dropped, and scardio's extension IOCTLs (share mode
- * per connection, transactions).
+ * per connection, transactions); on Linux calls and tracking waits bounded
+ * in their caller's thread (the watchdog).
  *
  * usage: test_pcsc main FAKE_LIBRARY
  *        test_pcsc missing            (SCARDIO_PCSC_LIBRARY names no file)
@@ -66,6 +67,7 @@ static void (*fake_hold_other)(int);
 static void (*fake_context_sockets)(int);
 static void (*fake_hang_connect)(int);
 static void (*fake_drop_sockets)(void);
+static void (*fake_hang_gsc)(int);
 
 static double now_ms(void)
 {
@@ -795,6 +797,201 @@ out:
 }
 #endif
 
+#if defined(__linux__)
+typedef struct slicer_arg {
+    scio_device *d;
+    uint32_t code;
+    int64_t slice_us;
+    int slices;       /* how many it ran */
+    double took_ms;
+    scio_status st;
+} slicer_arg;
+
+/* A tracking wait in slices, as Device.wait_tracking runs it: until a slice
+ * does not time out (at most 200 slices). */
+static void *slicer_thread(void *arg)
+{
+    slicer_arg *a = arg;
+    unsigned wait = 0;
+    double t0 = now_ms();
+    a->slices = 0;
+    do {
+        a->st = scio_track_slice(a->d, a->code, a->slice_us, &wait);
+        a->slices++;
+    } while (a->st == SCIO_IO_TIMEOUT && a->slices < 200);
+    a->took_ms = now_ms() - t0;
+    return NULL;
+}
+
+/* Tracking waits in their caller's thread, in slices (scio_track_slice):
+ * bounded by the slice's deadline, no event lost between two slices or two
+ * waits, the one-request rule, cancel and close at once (the tracking
+ * context's socket shut down, no SCardCancel), a daemon that does not
+ * answer bounded by the watchdog, the lane where the socket is not known. */
+static void test_sliced_tracking(void)
+{
+    char dir[] = "/tmp/scardio-pcsc-XXXXXX", path[160], err[256];
+    struct sockaddr_un sa;
+    scio_device *d = NULL;
+    scio_op *op;
+    unsigned wait;
+    int srv, cancels;
+    double t0;
+    pthread_t th;
+    slicer_arg a;
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/pcscd.comm", dir);
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    strcpy(sa.sun_path, path);
+    srv = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(srv >= 0 && bind(srv, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+          listen(srv, 64) == 0);
+    setenv("PCSCLITE_CSOCK_NAME", path, 1);
+    fake_context_sockets(1);
+    fake_set_present(1);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    if (!d)
+        goto out;
+
+    /* Bad arguments. */
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_GET_STATE, 1000, &wait) == SCIO_INVALID_PARAMETER);
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 0, &wait) == SCIO_INVALID_PARAMETER);
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 1000, NULL) == SCIO_INVALID_PARAMETER);
+
+    /* The level: at once, even with a slice too short for any wait. */
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 1, &wait) == SCIO_SUCCESS && wait != 0);
+
+    /* A slice ends at its deadline; a swap between two slices of the
+     * device's first wait completes it (the count carried over); one
+     * between two waits, the first timed out, completes the second. */
+    scio_close(d);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    if (!d)
+        goto out;
+    wait = 0;
+    t0 = now_ms();
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_ABSENT, 60000, &wait) == SCIO_IO_TIMEOUT);
+    CHECK(now_ms() - t0 >= 59 && now_ms() - t0 < 60 + 1500);
+    fake_set_present(0);
+    fake_set_present(1);
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_ABSENT, 60000, &wait) == SCIO_SUCCESS);
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_ABSENT, 30000, &wait) == SCIO_IO_TIMEOUT);
+    fake_set_present(0);
+    fake_set_present(1);
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_ABSENT, 30000, &wait) == SCIO_SUCCESS);
+
+    /* An event during a slice ends it; no thread hand-off was needed. */
+    fake_set_present(0);
+    pthread_create(&th, NULL, insert_later, NULL);
+    a.d = d;
+    a.code = SCIO_IOCTL_IS_PRESENT;
+    a.slice_us = 20000;
+    slicer_thread(&a);
+    pthread_join(th, NULL);
+    CHECK(a.st == SCIO_SUCCESS && a.slices >= 2 && a.took_ms >= 40);
+
+    /* One tracking request per device: a pending one makes the slice
+     * busy, and a slice running makes a submitted one busy. */
+    fake_set_present(0);
+    CHECK(scio_ioctl(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 1, &op) == SCIO_SUCCESS);
+    while (!fake_waiting())
+        sleep_ms(1);
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 10000, &wait) == SCIO_DEVICE_BUSY);
+    scio_op_cancel(op);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_CANCELLED);
+    scio_op_release(op);
+    a.slice_us = 100000;
+    pthread_create(&th, NULL, slicer_thread, &a);
+    while (!fake_waiting())
+        sleep_ms(1);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_PRESENT, NULL, 0, 0, 2, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_DEVICE_BUSY);
+    scio_op_release(op);
+
+    /* Cancel during a slice: at once, by the socket (no SCardCancel); the
+     * context is renewed by the next request, on the lane. */
+    cancels = fake_calls(EP_CANCEL);
+    sleep_ms(30);
+    t0 = now_ms();
+    scio_cancel_all(d);
+    pthread_join(th, NULL);
+    CHECK(a.st == SCIO_CANCELLED && now_ms() - t0 < 500);
+    CHECK(fake_calls(EP_CANCEL) == cancels);
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 10000, &wait) == SCIO_NOT_SUPPORTED);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 3, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_ABSENT, 10000, &wait) == SCIO_SUCCESS);
+
+    /* A cancel between two slices ends the wait's next slice. */
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 10000, &wait) == SCIO_IO_TIMEOUT);
+    scio_cancel_all(d);
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 10000, &wait) == SCIO_CANCELLED);
+    wait = 0; /* a new wait is not cancelled */
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 10000, &wait) == SCIO_IO_TIMEOUT);
+
+    /* A daemon that does not answer: the watchdog ends the slice shortly
+     * after its deadline; the context is cut off, so the next goes to the
+     * lane (which renews it once the daemon answers). */
+    fake_hang_gsc(1);
+    wait = 0;
+    t0 = now_ms();
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 100000, &wait) == SCIO_IO_TIMEOUT);
+    CHECK(now_ms() - t0 >= 195 && now_ms() - t0 < 200 + 1500);
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 100000, &wait) == SCIO_NOT_SUPPORTED);
+    fake_hang_gsc(0);
+    CHECK(scio_submit(d, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 4, &op) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(op, 2000) == 1 && scio_op_status(op) == SCIO_SUCCESS);
+    scio_op_release(op);
+
+    /* Close during a slice hung in the daemon: the slice ends at once, and
+     * so does close; then every slice is refused. */
+    fake_hang_gsc(1);
+    a.slice_us = 5000000;
+    pthread_create(&th, NULL, slicer_thread, &a);
+    sleep_ms(100);
+    t0 = now_ms();
+    scio_shutdown(d);
+    CHECK(now_ms() - t0 < 1000);
+    pthread_join(th, NULL);
+    CHECK(a.st == SCIO_CANCELLED && a.took_ms < 1500);
+    fake_hang_gsc(0);
+    wait = 0;
+    CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 1000, &wait) == SCIO_DEVICE_NOT_CONNECTED);
+    scio_close(d);
+    d = NULL;
+
+    /* Two new sockets after SCardEstablishContext: the tracking context's
+     * is not told apart, so its waits are not bounded here (the lane). */
+    fake_context_sockets(2);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
+    if (d) {
+        wait = 0;
+        CHECK(scio_track_slice(d, SCIO_IOCTL_IS_PRESENT, 1000, &wait) == SCIO_NOT_SUPPORTED);
+        scio_close(d);
+        d = NULL;
+    }
+out:
+    if (d)
+        scio_close(d);
+    fake_context_sockets(0);
+    unsetenv("PCSCLITE_CSOCK_NAME");
+    close(srv);
+    unlink(path);
+    rmdir(dir);
+}
+#endif
+
 int main(int argc, char **argv)
 {
     char err[256];
@@ -835,6 +1032,7 @@ int main(int argc, char **argv)
         RESOLVE(fake_context_sockets);
         RESOLVE(fake_hang_connect);
         RESOLVE(fake_drop_sockets);
+        RESOLVE(fake_hang_gsc);
         if (failed)
             return 1;
         test_listing();
@@ -846,6 +1044,7 @@ int main(int argc, char **argv)
         test_reader_list_watch();
 #if defined(__linux__)
         test_bounded_calls();
+        test_sliced_tracking();
 #endif
         dlclose(h);
     } else {

@@ -216,6 +216,82 @@ cdef class Device:
             raise _error(st, 0, code_v)
         return self._tracked(op, code_v)
 
+    def wait_tracking(self, code, timeout=None):
+        """IS_PRESENT / IS_ABSENT (`code`) to completion: returns once the
+        request completed, waiting at most `timeout` seconds (None or inf:
+        no limit; GIL released), then raises scardio.errors.TimeoutError
+        (status STATUS_PENDING) with the request cancelled.
+
+        Where the backend can bound its tracking wait (backend.h:
+        can_bound_tracking) the wait runs in the calling thread, with no
+        hand-off to the tracking lane: an event costs what the driver's own
+        clients pay.  In the main thread it runs in slices of at most
+        WAIT_SLICE_MS, between which a signal handler runs (Ctrl-C raises
+        KeyboardInterrupt, nothing left pending); in another, where no
+        handler runs, in slices of a minute.  The backend carries the card
+        events it saw from slice to slice, so none is lost between two.  Elsewhere, and once the backend can no longer bound
+        it (its driver stopped answering), the request goes to the tracking
+        lane and is waited for as Operation.wait().
+
+        Raises DeviceBusyError (another tracking request is pending: one
+        per device), CancelledError (cancel_all() or close() from another
+        thread ended it), ValueError for another code."""
+        cdef uint32_t code_v = _dword(code, "code")
+        cdef double seconds = 0.0
+        cdef bint forever = _forever(timeout, &seconds)
+        cdef double deadline = 0.0
+        cdef double left
+        cdef int64_t slice_us
+        cdef double slice_s
+        cdef unsigned wait = 0
+        cdef scio_status st
+        self._check_open()
+        if code_v != SCIO_IOCTL_IS_PRESENT and code_v != SCIO_IOCTL_IS_ABSENT:
+            raise ValueError(f"wait_tracking() takes IS_PRESENT or IS_ABSENT, not {code_v:#x}")
+        from threading import get_ident, main_thread
+        slice_s = (WAIT_SLICE_MS if get_ident() == main_thread().ident
+                   else TRACK_SLICE_OFF_MAIN_MS) / 1000.0
+        if not forever:
+            deadline = _monotonic() + seconds
+        while True:
+            if forever:
+                slice_us = <int64_t>(slice_s * 1e6)
+            else:
+                left = deadline - _monotonic()
+                # at least one look, even past the deadline (timeout 0)
+                slice_us = (<int64_t>(min(left, slice_s) * 1e6) + 1 if left > 0.0 else 1)
+            with nogil:
+                st = scio_track_slice(self._dev, code_v, slice_us, &wait)
+            if st == SCIO_SUCCESS:
+                return None
+            if st == SCIO_NOT_SUPPORTED:
+                break
+            if st != SCIO_IO_TIMEOUT:
+                raise _error(st, scio_device_driver_code(self._dev), code_v)
+            if not forever and _monotonic() >= deadline:
+                from .constants import ioctl_name
+                raise _errors.TimeoutError(
+                    f"{ioctl_name(code_v)}: no completion within {timeout} s",
+                    status=SCIO_PENDING, ioctl=code_v)
+            PyErr_CheckSignals()  # Ctrl-C: between slices, nothing is pending
+        # On the tracking lane (the rest of the wait, if it began here).
+        op = self.submit(code_v)
+        try:
+            op.wait(None if forever else max(0.0, deadline - _monotonic()))
+        except _errors.TimeoutError:
+            op.cancel()
+            if wait == 0:
+                # as always on the lane: let the cancel free the slot for
+                # the next request (a wait begun in this thread came here
+                # because the driver stopped answering: it does not wait on
+                # past its timeout)
+                try:
+                    op.wait(1.0)
+                except _errors.ScardioError:
+                    pass
+            raise
+        return None
+
     def ioctl_on_lane(self, code, input=b"", output_size=0, timeout=None):
         """ioctl(), run on the device's I/O lane thread (after the overlapped
         IOCTLs submitted before it) while the caller waits at most `timeout`
