@@ -229,9 +229,10 @@ cdef class Device:
         WAIT_SLICE_MS, between which a signal handler runs (Ctrl-C raises
         KeyboardInterrupt, nothing left pending); in another, where no
         handler runs, in slices of a minute.  The backend carries the card
-        events it saw from slice to slice, so none is lost between two.  Elsewhere, and once the backend can no longer bound
-        it (its driver stopped answering), the request goes to the tracking
-        lane and is waited for as Operation.wait().
+        events it saw from slice to slice, so none is lost between two.
+        Elsewhere, and once the backend can no longer bound it (its driver
+        stopped answering), the request goes to the tracking lane and is
+        waited for as Operation.wait().
 
         Raises DeviceBusyError (another tracking request is pending: one
         per device), CancelledError (cancel_all() or close() from another
