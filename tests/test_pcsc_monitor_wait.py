@@ -95,7 +95,7 @@ def test_a_direct_reader_beside_them_falls_back_to_the_queue(report: dict[str, A
 
 def test_no_thread_or_descriptor_is_left(report: dict[str, Any]) -> None:
     got = scenario(report, "leaks")
-    assert got["tasks"] == 0, got
+    assert got["tasks"] <= 0, got  # (a thread of an earlier scenario may end meanwhile)
     # no context (each a socket to pcscd) left behind, none piling up
     assert got["fds"] == 0 and set(got["trail"]) == {0}, got
 
