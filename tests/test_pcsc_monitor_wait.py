@@ -118,3 +118,29 @@ def test_a_reader_that_vanishes_mid_wait(report: dict[str, Any]) -> None:
     assert name not in got["tracked"]
     # With one: its removal, and nothing else.
     assert [e for e in got["listed"] if e[1] == name] == [["reader-removed", name]], got
+
+
+def test_the_monitors_events_are_card_events_as_made_by_hand() -> None:
+    """The Monitor builds its events without CardEvent's __init__ (fewer
+    Python frames before the callback): they are the same events."""
+    import dataclasses
+
+    from scardio.monitor import CardEvent, Monitor
+
+    got: list[CardEvent] = []
+    mon = Monitor(callback=got.append, start=False)
+    reader: Any = object()
+    mon._event(reader, "arrival", None)
+    mon._event(reader, "error", ValueError("x"))
+    ev, err = got
+    assert ev == CardEvent("arrival", reader, ev.timestamp, 1)
+    assert (ev.kind, ev.reader, ev.seq, ev.error) == ("arrival", reader, 1, None)
+    assert err.seq == 2 and isinstance(err.error, ValueError) and err.kind == "error"
+    assert vars(ev) == vars(CardEvent("arrival", reader, ev.timestamp, 1))
+    try:
+        ev.kind = "departure"  # type: ignore[misc]
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("a Monitor's event is not frozen")
+    mon.close()

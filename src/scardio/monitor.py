@@ -111,6 +111,9 @@ class CardEvent:
         return d
 
 
+_new_event = object.__new__
+
+
 class Cancellable(Protocol):
     """What a scheduler hands back for a call it will make later."""
 
@@ -850,7 +853,11 @@ class Monitor:
         # Only the monitor thread makes events (trackers, retries and
         # hotplug all run on it), so the count needs no lock.
         self._seq += 1
-        ev = CardEvent(kind, reader, time.monotonic(), self._seq, error)
+        # The event as CardEvent(...) makes it, without the generated
+        # __init__'s frame: this runs between the card and the callback.
+        ev = _new_event(CardEvent)
+        ev.__dict__.update(kind=kind, reader=reader, timestamp=time.monotonic(),
+                           seq=self._seq, error=error)
         for cb in self._callbacks:  # a tuple: add_callback replaces it
             try:
                 cb(ev)
