@@ -78,7 +78,7 @@ class SetArmed(events.DeviceArmed):
 
     def __init__(self, dev, settle: float = 0.002):
         from scardio import _core
-        self.set = _core.TrackingSet(dev)
+        self.set = _core.TrackingSet.for_device(dev)
         self._armed = None
         super().__init__(dev, settle)
 

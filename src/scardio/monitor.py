@@ -8,12 +8,20 @@ polls in Python: the driver (or the core's polling for drivers without a
 polling thread) completes the request.
 
 Threading model: one harvesting thread per :class:`Monitor`, whatever the
-number of readers and the OS.  The tracking requests of readers opened by
-scardio complete into a completion queue of the monitor's own
-(:class:`scardio._core.CompletionQueue`): the lane thread that completes
-one wakes the monitor thread directly, and the queue calls the tracker
-with no Python in between (the shortest way from a card event to the
-callback).  Readers whose device is another object (a stand-in) are
+number of readers and the OS.  When every reader it tracks was opened by
+scardio through a backend that can wait for many readers in one call (the
+PC/SC resource manager's: one ``SCardGetStatusChange`` over all of them),
+the monitor thread waits in the driver itself
+(:class:`scardio._core.TrackingSet`) and runs the callbacks of the
+requests that call completed: no lane thread per reader, no thread hop
+between the resource manager's answer and the callback.  Otherwise the
+tracking requests of readers opened by scardio complete into a completion
+queue of the monitor's own (:class:`scardio._core.CompletionQueue`): the
+lane thread that completes one wakes the monitor thread directly, and the
+queue calls the tracker with no Python in between.  The monitor moves its
+readers' requests between the two as readers come and go (no event is
+lost: each backend keeps what the last completed request saw).  Readers
+whose device is another object (a stand-in) are
 waited on through their completion waitable (``Device.waitable()``) and
 the :class:`scardio.waiting.Waiter` of the OS (``selectors`` on
 descriptors, ``WaitForMultipleObjects`` on handles: at most
@@ -722,7 +730,7 @@ class Monitor:
         now for the first device whose backend has one)?"""
         if self._set is None:
             try:
-                self._set = _core.TrackingSet(device)
+                self._set = _core.TrackingSet.for_device(device)
             except errors.NotSupportedError:
                 return False
             except errors.ScardioError as exc:

@@ -12,11 +12,12 @@ cdef class TrackingSet:
     (through PC/SC one ``SCardGetStatusChange`` over their readers), then
     calls the callback of each request that completed, with no thread
     between the driver's answer and the callback.  Made for one device's
-    backend (``NotSupportedError`` when it has no such wait); a device of
-    another backend is not :meth:`accepts`-ed, and a set holds at most
-    :attr:`capacity` requests.  A request holds its device's one tracking slot as
-    any does; cancelling it (``Operation.cancel``, closing the device) ends
-    it at once, or wakes the dispatch that waits on it.  :meth:`submit` and
+    backend (:meth:`for_device`; ``NotSupportedError`` when it has no such
+    wait); a device of another backend is not :meth:`accepts`-ed, and a set
+    holds at most :attr:`capacity` requests.  A request holds its device's
+    one tracking slot as any does; cancelling it (``Operation.cancel``,
+    closing the device) ends it at once, or wakes the dispatch that waits
+    on it.  :meth:`submit` and
     :meth:`dispatch` belong to one thread (that of the callbacks);
     :meth:`wake` may be called from any."""
 
@@ -26,18 +27,27 @@ cdef class TrackingSet:
     cdef bint _dispatching
     cdef object _log
 
-    def __cinit__(self, Device device):
-        cdef scio_status st
-        cdef scio_track_set *s = NULL
+    def __cinit__(self):
         self._s = NULL
         self._handlers = {}
         self._generation = scio_fork_generation
+
+    def __init__(self):
+        raise TypeError("use TrackingSet.for_device()")
+
+    @classmethod
+    def for_device(cls, Device device):
+        """A set for devices of `device`'s backend."""
+        cdef scio_status st
+        cdef scio_track_set *s = NULL
+        cdef TrackingSet self = TrackingSet.__new__(TrackingSet)
         device._check_open()
         with nogil:
             st = scio_track_set_new(device._dev, &s)
         if st != SCIO_SUCCESS:
             raise _error(st, 0, None, "a tracking set for this device's backend")
         self._s = s
+        return self
 
     def __dealloc__(self):
         cdef scio_track_set *s = self._s
