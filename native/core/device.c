@@ -723,19 +723,21 @@ static int inline_locked(scio_device *d, scio_op *op, int boundable)
     op->inline_run = 1;
     d->io.inline_op = op;
     d->in_driver++;
+    dev_ref_locked(d); /* run_inline's: a close may end once the op is done */
     return 1;
 }
 
 static void run_inline(scio_device *d, scio_op *op)
 {
     int wake;
-    op_run(op); /* completes it: the caller's reference keeps op and d */
+    op_run(op); /* completes it: the caller's reference keeps op */
     scio_mutex_lock(&d->lock);
     d->io.inline_op = NULL;
     wake = d->io.head != NULL; /* lane work queued meanwhile waits for us */
     scio_mutex_unlock(&d->lock);
     if (wake)
         scio_cond_broadcast(&d->cv);
+    dev_unref(d);
 }
 
 /* May an awaited op with this deadline run inline (asked before the device
