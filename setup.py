@@ -20,6 +20,7 @@ CORE_SOURCES = [
     "native/core/device.c",
     "native/core/fork.c",
     "native/core/loops.c",
+    "native/core/track_set.c",
 ]
 IFD_SOURCES = [
     "native/ifd/ifd_backend.c",

@@ -55,6 +55,8 @@ nitpick_ignore = [
     ("py:class", "scardio._core.SessionBase"),
     # the Monitor's completion queue in the binding (internal)
     ("py:class", "scardio._core.CompletionQueue"),
+    # the Monitor's tracking set in the binding (internal)
+    ("py:class", "scardio._core.TrackingSet"),
 ]
 
 

@@ -408,6 +408,55 @@ void scio_op_release(scio_op *op);
 /* Cancel every pending operation of the device (returns at once). */
 void scio_cancel_all(scio_device *d);
 
+/* ---- tracking many devices from one thread -------------------------------
+ * A tracking set lets one thread wait for the tracking requests (IS_PRESENT /
+ * IS_ABSENT) of many devices at once, in a single call of their backend
+ * (PC/SC: one SCardGetStatusChange over all their readers), and have each
+ * completion handed straight back to it: no lane thread, no queue, no thread
+ * hop between the driver's answer and the waiter.  Only devices of a backend
+ * that offers it (backend.h: track_set_*) can join, and all of one set's
+ * devices share its backend.
+ *
+ * scio_track_set_submit makes a tracking request held by the set: it holds
+ * the device's one tracking slot as any tracking request does (a second one
+ * completes with DEVICE_BUSY) but runs only inside scio_track_set_wait.  It
+ * completes into no queue: scio_track_set_wait reports it, and scio_op_wait
+ * and the other scio_op_* calls work on it as on any operation.  Cancelling
+ * it (scio_op_cancel, scio_op_release, closing its device) ends it with
+ * SCIO_CANCELLED at once when no wait is using it, and wakes the wait that
+ * is.  One thread at a time may wait on a set; submit, wake and the op_*
+ * calls may come from any. */
+typedef struct scio_track_set scio_track_set;
+/* A set for devices of `d`'s backend: SCIO_NOT_SUPPORTED when it has no
+ * such wait, else its failure (PC/SC: establishing a context of its own). */
+scio_status scio_track_set_new(scio_device *d, scio_track_set **out);
+/* 1 when `d` can join the set (a device of its backend). */
+int scio_track_set_accepts(scio_track_set *s, scio_device *d);
+/* The most requests the set holds at once (the backend's one call takes no
+ * more); 0: no limit. */
+size_t scio_track_set_capacity(const scio_track_set *s);
+/* A held IS_PRESENT / IS_ABSENT on `d` (cookie `user`, reported back by the
+ * wait).  Fails (no operation) for another code, a device the set does not
+ * accept (SCIO_NOT_SUPPORTED), a full set (SCIO_INSUFFICIENT_RESOURCES), or
+ * a closing device. */
+scio_status scio_track_set_submit(scio_track_set *s, scio_device *d, uint32_t code,
+                                  uint64_t user, scio_op **op_out);
+/* Wait up to timeout_ms (< 0: no limit) until one of the set's requests
+ * completes, then write up to `cap` completions (oldest first: the ones a
+ * cancel ended, then those the wait saw) and return how many; 0 on
+ * timeout, -1 once woken by scio_track_set_wake (the wake is consumed).
+ * With nothing to wait for it sleeps until one of those (or a submit). */
+int scio_track_set_wait(scio_track_set *s, int timeout_ms, scio_completion *out, size_t cap);
+/* Make the running (or the next) scio_track_set_wait return (any thread;
+ * may block briefly until the wait has left the backend). */
+void scio_track_set_wake(scio_track_set *s);
+/* Requests still held by the set (not yet reported). */
+size_t scio_track_set_pending(scio_track_set *s);
+/* Cancel every request the set holds and drop the caller's reference; no
+ * wait may be running.  In a forked child (see scio_fork_generation) the
+ * parent's set is left alone. */
+void scio_track_set_free(scio_track_set *s);
+
 /* ---- calls on the I/O lane ----------------------------------------------
  * A function run as one operation on the device's I/O lane thread, in order
  * with the overlapped IOCTLs submitted before it: a sequence of synchronous

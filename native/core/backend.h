@@ -29,6 +29,20 @@
 #include "scio.h"
 #include "sync.h"
 
+/* One device's tracking request in a tracking set's wait (backend.h:
+ * track_set_wait).  The core fills the inputs; `scratch` is the backend's,
+ * zeroed when the request joins the set and kept between waits (the
+ * request's own state: what it has seen so far). */
+typedef struct scio_track_entry {
+    scio_device *dev;
+    uint32_t code;          /* SCIO_IOCTL_IS_PRESENT or SCIO_IOCTL_IS_ABSENT */
+    /* out */
+    int done;
+    scio_status status;
+    long driver_code;
+    uint64_t scratch[4];
+} scio_track_entry;
+
 typedef struct scio_backend {
     const char *name;
     /* Bytes of backend memory the core reserves in every overlapped
@@ -96,6 +110,30 @@ typedef struct scio_backend {
      * its caller (close, cancel).  Called with the device lock held: it
      * must not block or call into the core. */
     int (*can_bound_tracking)(scio_device *d);
+    /* Optional (all three or none): wait for the tracking requests of
+     * many devices of this backend at once, in the caller's thread (a
+     * tracking set, scio.h / track_set.c).  track_set_open makes the
+     * backend's waiter state (PC/SC: a context of its own) into *state;
+     * track_set_wait blocks in one driver call over the n entries (each a
+     * device of this backend with one tracking request, see
+     * scio_track_entry) for at most timeout_ms (< 0: no limit; the backend
+     * may return sooner), and marks each entry that completed (done = 1,
+     * status, driver_code): SCIO_SUCCESS when the call returned (possibly
+     * with none done: the caller waits again), SCIO_IO_TIMEOUT, or
+     * SCIO_CANCELLED when track_set_interrupt ended it.  A failure of the
+     * call itself is every entry's (done, with its status).
+     * track_set_interrupt (any thread; it must not block) ends a running
+     * call; the core repeats it while the call is running, so it may drop
+     * one that arrives too early.  track_set_close frees the state (no
+     * call running).  The core counts the wait as a call in the driver of
+     * every entry's device, so their channels stay until it returns.
+     * track_set_max: the most entries one call takes (0: no limit). */
+    scio_status (*track_set_open)(void **state);
+    scio_status (*track_set_wait)(void *state, struct scio_track_entry **e, size_t n,
+                                  int timeout_ms);
+    void (*track_set_interrupt)(void *state);
+    void (*track_set_close)(void *state);
+    size_t track_set_max;
     /* Release the driver channel: called once, when no call is in the
      * driver (no ioctl running, no submitted operation outstanding). */
     void (*release)(scio_device *d);

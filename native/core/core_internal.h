@@ -26,4 +26,23 @@ void scio_queue_notify(scio_queue *q, int how);
 /* Drop a completion that has not been popped yet (released operation). */
 void scio_queue_forget(scio_queue *q, uint64_t op_id);
 
+/* Tracking requests held by a tracking set (device.c keeps their place in
+ * their device, track_set.c the set).  scio_held_submit: a parked request
+ * holding the device's tracking slot (or one completed at once with
+ * DEVICE_BUSY), with a reference for the set (scio_op_drop).
+ * scio_held_enter: 1 when it is now in the set's wait (counted as a call
+ * in its driver), 0 when it is done (cancelled or closed meanwhile).
+ * scio_held_leave: the wait returned; done says whether it completed the
+ * request (with st and drv). */
+scio_status scio_held_submit(scio_device *d, scio_track_set *set, uint32_t code,
+                             uint64_t user, scio_op **op_out);
+int scio_held_enter(scio_op *op);
+void scio_held_leave(scio_op *op, int done, scio_status st, long drv);
+void scio_op_drop(scio_op *op);
+uint64_t scio_op_user(const scio_op *op);
+const scio_backend *scio_device_backend(const scio_device *d);
+/* A set's references, for those that wake it from another thread. */
+void scio_track_set_ref(scio_track_set *s);
+void scio_track_set_unref(scio_track_set *s);
+
 #endif /* SCIO_CORE_INTERNAL_H */

@@ -51,6 +51,9 @@ struct scio_op {
     int abandoned;           /* completed by close while still in the driver */
     int returned;            /* given back by the driver: its returner completes it */
     int inline_run;          /* run in its submitter's thread (run_inline) */
+    /* A tracking request held by a tracking set (track_set.c): QUEUED while
+     * parked, RUNNING while the set's wait is using it. */
+    scio_track_set *set;
     enum op_where where;
     struct scio_op *next;    /* in a lane, or in the device's submitted list */
 };
@@ -96,6 +99,7 @@ struct scio_device {
     scio_op *sync_tracking;  /* a synchronous IS_PRESENT / IS_ABSENT */
     unsigned cancels;        /* cancel_everything calls: ends sliced waits (never 0) */
     scio_op *native_tracking; /* one handed to the backend's submit_tracking */
+    scio_op *held_tracking;  /* one held by a tracking set (track_set.c) */
 };
 
 #if defined(_MSC_VER) && !defined(__clang__)
@@ -116,7 +120,8 @@ static int is_tracking(uint32_t code)
  * locked)?  The one-tracking-request rule of every way in. */
 static int tracking_pending_locked(const scio_device *d)
 {
-    return d->track.head || d->track.running || d->sync_tracking || d->native_tracking;
+    return d->track.head || d->track.running || d->sync_tracking || d->native_tracking ||
+           d->held_tracking;
 }
 
 /* ---- device references ------------------------------------------------ */
@@ -359,6 +364,8 @@ static void op_complete(scio_op *op, scio_status st, size_t out_len, long drv)
         d->io.running = NULL;
     if (d->native_tracking == op)
         d->native_tracking = NULL;
+    if (d->held_tracking == op)
+        d->held_tracking = NULL;
     if (st != SCIO_SUCCESS)
         d->last_driver_code = drv;
     scio_mutex_unlock(&d->lock);
@@ -726,19 +733,21 @@ static int inline_locked(scio_device *d, scio_op *op, int boundable)
     op->inline_run = 1;
     d->io.inline_op = op;
     d->in_driver++;
+    dev_ref_locked(d); /* run_inline's: a close may end once the op is done */
     return 1;
 }
 
 static void run_inline(scio_device *d, scio_op *op)
 {
     int wake;
-    op_run(op); /* completes it: the caller's reference keeps op and d */
+    op_run(op); /* completes it: the caller's reference keeps op */
     scio_mutex_lock(&d->lock);
     d->io.inline_op = NULL;
     wake = d->io.head != NULL; /* lane work queued meanwhile waits for us */
     scio_mutex_unlock(&d->lock);
     if (wake)
         scio_cond_broadcast(&d->cv);
+    dev_unref(d);
 }
 
 /* May an awaited op with this deadline run inline (asked before the device
@@ -1040,6 +1049,8 @@ static int cancel_locked(scio_device *d, scio_op *op)
     if (op->where == OP_DONE)
         return 0;
     op->cancel = 1;
+    if (op->where == OP_QUEUED && op->set)
+        return 1; /* parked in its set: no wait is using it */
     if (op->where == OP_QUEUED &&
         lane_remove_locked(op->tracking ? &d->track : &d->io, op))
         return 1;
@@ -1079,9 +1090,20 @@ static SCIO_THREAD_FN wake_main(void *arg)
     SCIO_THREAD_RETURN;
 }
 
+/* Wakes a tracking set's wait on a core thread (holding a set reference),
+ * as wake_main does for a device. */
+static SCIO_THREAD_FN set_wake_main(void *arg)
+{
+    scio_track_set *set = arg;
+    scio_track_set_wake(set);
+    scio_track_set_unref(set);
+    SCIO_THREAD_RETURN;
+}
+
 static void op_cancel(scio_op *op, int defer_wake)
 {
     scio_device *d;
+    scio_track_set *set = NULL;
     int dequeued, wake;
 
     scio_mutex_lock(&op->lock);
@@ -1093,13 +1115,23 @@ static void op_cancel(scio_op *op, int defer_wake)
     scio_mutex_lock(&d->lock);
     dev_ref_locked(d); /* op_complete may drop the op's reference meanwhile */
     dequeued = cancel_locked(d, op);
-    wake = !dequeued && !op->native && op->tracking && op->where == OP_RUNNING;
+    wake = !dequeued && !op->native && !op->set && op->tracking && op->where == OP_RUNNING;
+    if (!dequeued && op->set && op->where == OP_RUNNING) {
+        set = op->set; /* in its set's wait: wake it, which then ends it */
+        scio_track_set_ref(set);
+    }
     if (op->native && op->where == OP_RUNNING && !d->released)
         d->be->cancel(d, op);
     if (op->inline_run && op->where == OP_RUNNING && !d->released)
         d->be->abort_call(d);
     scio_mutex_unlock(&d->lock);
     scio_mutex_unlock(&op->lock);
+    if (set) {
+        if (!defer_wake || scio_thread_start_detached(set_wake_main, set) != 0) {
+            scio_track_set_wake(set);
+            scio_track_set_unref(set);
+        }
+    }
     if (dequeued) {
         op_complete(op, SCIO_CANCELLED, 0, 0);
     } else if (wake && d->be->wake_tracking) {
@@ -1136,6 +1168,7 @@ void scio_op_release(scio_op *op)
 static void cancel_everything(scio_device *d, int shut)
 {
     scio_op *dead = NULL;
+    scio_track_set *wake_set = NULL;
     int wake = 0;
     scio_mutex_lock(&d->lock);
     if (shut)
@@ -1164,6 +1197,17 @@ static void cancel_everything(scio_device *d, int shut)
     }
     if (d->track.running)
         wake = 1;
+    if (d->held_tracking && d->held_tracking->where != OP_DONE) {
+        scio_op *op = d->held_tracking;
+        op->cancel = 1;
+        if (op->where == OP_QUEUED) {
+            op->next = dead;
+            dead = op;
+        } else if (!wake_set) {
+            wake_set = op->set;
+            scio_track_set_ref(wake_set);
+        }
+    }
     if (d->sync_tracking) {
         d->sync_tracking->cancel = 1;
         wake = 1;
@@ -1185,6 +1229,10 @@ static void cancel_everything(scio_device *d, int shut)
     }
     if (wake && d->be->wake_tracking)
         d->be->wake_tracking(d);
+    if (wake_set) {
+        scio_track_set_wake(wake_set);
+        scio_track_set_unref(wake_set);
+    }
 }
 
 void scio_cancel_all(scio_device *d) { cancel_everything(d, 0); }
@@ -1374,6 +1422,14 @@ void scio_shutdown(scio_device *d)
                 d->be->wake_tracking(d);
             scio_mutex_lock(&d->lock);
         }
+        if (d->held_tracking && d->held_tracking->where == OP_RUNNING) {
+            scio_track_set *set = d->held_tracking->set;
+            scio_track_set_ref(set);
+            scio_mutex_unlock(&d->lock);
+            scio_track_set_wake(set);
+            scio_track_set_unref(set);
+            scio_mutex_lock(&d->lock);
+        }
         /* Likewise a request a racing submit issued after the cancel, and
          * an inline call that armed its bound after the abort. */
         if (d->be->cancel && d->in_driver > 0 && !d->released)
@@ -1392,7 +1448,7 @@ void scio_shutdown(scio_device *d)
     if (!clean) {
         /* Give up on operations stuck in the driver: complete them now so
          * their waiters return; the lane thread drops the late result. */
-        scio_op *stuck[2];
+        scio_op *stuck[3];
         int n = 0;
         lane *lanes[2] = { &d->io, &d->track };
         for (int i = 0; i < 2; i++) {
@@ -1401,6 +1457,11 @@ void scio_shutdown(scio_device *d)
                 op->abandoned = 1;
                 stuck[n++] = op;
             }
+        }
+        if (d->held_tracking && d->held_tracking->where == OP_RUNNING &&
+            !d->held_tracking->abandoned && !d->held_tracking->returned) {
+            d->held_tracking->abandoned = 1; /* its set's wait drops the late result */
+            stuck[n++] = d->held_tracking;
         }
         scio_mutex_unlock(&d->lock);
         for (int i = 0; i < n; i++)
@@ -1447,5 +1508,105 @@ void scio_close(scio_device *d)
     if (!d)
         return;
     scio_shutdown(d);
+    dev_unref(d);
+}
+
+/* ---- tracking requests held by a tracking set (track_set.c) -------------- */
+
+const scio_backend *scio_device_backend(const scio_device *d) { return d->be; }
+
+uint64_t scio_op_user(const scio_op *op) { return op->user; }
+
+void scio_op_drop(scio_op *op) { op_unref(op); }
+
+scio_status scio_held_submit(scio_device *d, scio_track_set *set, uint32_t code,
+                             uint64_t user, scio_op **op_out)
+{
+    scio_op *op;
+    int busy;
+    *op_out = NULL;
+    if (!is_tracking(code))
+        return SCIO_INVALID_PARAMETER;
+    op = calloc(1, OP_DATA_OFFSET);
+    if (!op)
+        return SCIO_NO_MEMORY;
+    op->in = malloc(1);
+    op->out = malloc(1);
+    if (!op->in || !op->out) {
+        free(op->in);
+        free(op->out);
+        free(op);
+        return SCIO_NO_MEMORY;
+    }
+    op->heap = 1;
+    op->user = user;
+    op->refs = 3; /* caller + core + the set */
+    op_init(op, d, code);
+    op->q = d->q; /* posts nothing: the set's wait reports it */
+    scio_queue_ref(op->q);
+    op->set = set;
+    scio_mutex_lock(&d->lock);
+    if (d->shut) {
+        scio_mutex_unlock(&d->lock);
+        op->refs = 1;
+        op_unref(op);
+        return SCIO_DEVICE_NOT_CONNECTED;
+    }
+    dev_ref_locked(d); /* the core's, until it completes */
+    busy = tracking_pending_locked(d);
+    if (!busy) {
+        d->held_tracking = op;
+        op->where = OP_QUEUED;
+    }
+    scio_mutex_unlock(&d->lock);
+    *op_out = op;
+    if (busy)
+        op_complete(op, SCIO_DEVICE_BUSY, 0, 0);
+    return SCIO_SUCCESS;
+}
+
+int scio_held_enter(scio_op *op)
+{
+    scio_device *d;
+    int completing;
+    scio_mutex_lock(&op->lock);
+    if (op->done) {
+        scio_mutex_unlock(&op->lock);
+        return 0;
+    }
+    d = op->dev; /* alive: the core's reference goes only once it is done */
+    scio_mutex_lock(&d->lock);
+    completing = op->where != OP_QUEUED || op->cancel;
+    if (!completing) {
+        op->where = OP_RUNNING;
+        d->in_driver++;
+        dev_ref_locked(d); /* the wait's own, until scio_held_leave */
+    }
+    scio_mutex_unlock(&d->lock);
+    scio_mutex_unlock(&op->lock);
+    if (!completing)
+        return 1;
+    /* A cancel or close is completing it right now (nothing blocks there). */
+    scio_op_wait(op, -1);
+    return 0;
+}
+
+void scio_held_leave(scio_op *op, int done, scio_status st, long drv)
+{
+    scio_device *d = op->dev;
+    int ends, release = 0;
+    scio_mutex_lock(&d->lock);
+    /* Cancelled while the wait had it (the cancel woke the wait), or given
+     * up on by a close that timed out: it ends now. */
+    ends = done || op->cancel || op->abandoned;
+    if (!ends) {
+        op->where = OP_QUEUED;
+        release = leave_driver_locked(d);
+    }
+    scio_mutex_unlock(&d->lock);
+    if (ends)
+        op_returned(op, done ? st : SCIO_CANCELLED, 0, done ? drv : 0);
+    else if (release)
+        d->be->release(d);
     dev_unref(d);
 }

@@ -65,6 +65,9 @@
  * timeout, for the daemon's answer to its unregistering: the watchdog
  * shuts the context's socket down this long after the deadline. */
 #define PCSC_TRACK_GRACE_US 100000
+/* The most readers one tracking set's SCardGetStatusChange takes: older
+ * pcsc-lite refuses as many as its reader table holds (16) in one call. */
+#define PCSC_SET_MAX 15u
 /* Reader names are short (pcsc-lite: 128 bytes); refuse absurd ones. */
 #define PCSC_MAX_READER_NAME 1024u
 
@@ -1428,6 +1431,170 @@ static void pcsc_wake_tracking(scio_device *d)
     }
 }
 
+/* ---- tracking many readers in one wait (a tracking set) ------------------ */
+
+/* One SCardGetStatusChange over the readers of every request in the set, on
+ * a context of the set's own (pcscd wakes it on any of them).  Each request
+ * decides as do_track does, from the state its reader had when the
+ * device's last request ended (`seen`), so a card that left and came back
+ * between two requests, or between two waits, still completes it, and a
+ * torn look (the new level with the old count) completes nothing. */
+static scio_status establish(PCSC_CONTEXT *ctx, const char *what, char *errbuf,
+                            size_t errlen);
+
+typedef struct pcsc_set {
+    PCSC_CONTEXT ctx;
+    int has_ctx;
+    PCSC_READERSTATE *rs;
+    size_t cap;
+} pcsc_set;
+
+/* A request's state between waits (scio_track_entry.scratch). */
+typedef struct pcsc_set_req {
+    PCSC_DWORD cur;            /* the state the next wait starts from */
+    PCSC_DWORD prev;           /* counted from here (do_track's prev) */
+    int have_prev, started;
+} pcsc_set_req;
+
+_Static_assert(sizeof(pcsc_set_req) <= sizeof(((scio_track_entry *)0)->scratch),
+               "a request's state fits the entry's scratch");
+
+static scio_status pcsc_set_open(void **state)
+{
+    char why[160];
+    scio_status st;
+    pcsc_set *w = calloc(1, sizeof *w);
+    if (!w)
+        return SCIO_NO_MEMORY;
+    if ((st = establish(&w->ctx, "a tracking set", why, sizeof why)) != SCIO_SUCCESS) {
+        free(w);
+        return st;
+    }
+    w->has_ctx = 1;
+    *state = w;
+    return SCIO_SUCCESS;
+}
+
+static void pcsc_set_close(void *state)
+{
+    pcsc_set *w = state;
+    if (w->has_ctx)
+        api.release(w->ctx);
+    free(w->rs);
+    free(w);
+}
+
+static void pcsc_set_interrupt(void *state)
+{
+    pcsc_set *w = state;
+    if (w->has_ctx)
+        api.cancel(w->ctx);
+}
+
+/* The request's first wait starts from `seen` when its reader was last
+ * seen away from the wanted level (a card that moved since makes the call
+ * return at once), else from UNAWARE (an immediate look, as do_track's). */
+static void set_req_start(pcsc_dev *s, pcsc_set_req *r, int want_present)
+{
+    scio_mutex_lock(&s->track_lock);
+    r->have_prev = s->have_seen;
+    r->prev = s->seen;
+    scio_mutex_unlock(&s->track_lock);
+    r->cur = r->have_prev && ((r->prev & PCSC_STATE_PRESENT) != 0) != want_present
+                 ? r->prev : PCSC_STATE_UNAWARE;
+    r->started = 1;
+}
+
+static scio_status pcsc_set_wait(void *state, scio_track_entry **e, size_t n, int timeout_ms)
+{
+    pcsc_set *w = state;
+    PCSC_DWORD timeout;
+    uint32_t rc;
+    if (n > w->cap) {
+        PCSC_READERSTATE *rs = realloc(w->rs, n * sizeof *rs);
+        if (!rs)
+            return SCIO_NO_MEMORY; /* nothing done: the caller waits again */
+        w->rs = rs;
+        w->cap = n;
+    }
+    if (!w->has_ctx) {
+        /* The resource manager came back after a failure: a new context. */
+        char why[160];
+        if (establish(&w->ctx, "a tracking set", why, sizeof why) != SCIO_SUCCESS) {
+            for (size_t i = 0; i < n; i++) {
+                e[i]->done = 1;
+                e[i]->status = SCIO_NO_SERVICE;
+                e[i]->driver_code = drv_code(PCSC_E_NO_SERVICE);
+            }
+            return SCIO_SUCCESS;
+        }
+        w->has_ctx = 1;
+    }
+    memset(w->rs, 0, n * sizeof *w->rs);
+    for (size_t i = 0; i < n; i++) {
+        pcsc_dev *s = scio_device_state(e[i]->dev);
+        pcsc_set_req *r = (pcsc_set_req *)(void *)e[i]->scratch;
+        if (!r->started)
+            set_req_start(s, r, e[i]->code == SCIO_IOCTL_IS_PRESENT);
+        w->rs[i].szReader = s->reader;
+        w->rs[i].dwCurrentState = r->cur;
+    }
+    timeout = timeout_ms < 0 || (unsigned)timeout_ms > PCSC_TRACK_SLICE_MS
+                  ? PCSC_TRACK_SLICE_MS : (PCSC_DWORD)timeout_ms;
+    rc = rc32(api.get_status_change(w->ctx, timeout, w->rs, (PCSC_DWORD)n));
+    if (rc == PCSC_E_TIMEOUT)
+        return SCIO_IO_TIMEOUT;
+    if (rc == PCSC_E_CANCELLED)
+        return SCIO_CANCELLED;
+    if (rc != PCSC_S_SUCCESS) {
+        /* The wait's failure is every request's, as each one's own would be. */
+        for (size_t i = 0; i < n; i++) {
+            e[i]->done = 1;
+            e[i]->status = fail_rc(rc, &e[i]->driver_code);
+        }
+        if (rc == PCSC_E_INVALID_HANDLE || rc == PCSC_E_NO_SERVICE ||
+            rc == PCSC_E_SERVICE_STOPPED || rc == PCSC_F_COMM_ERROR) {
+            api.release(w->ctx);
+            w->has_ctx = 0;
+        }
+        return SCIO_SUCCESS;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pcsc_dev *s = scio_device_state(e[i]->dev);
+        pcsc_set_req *r = (pcsc_set_req *)(void *)e[i]->scratch;
+        int want_present = e[i]->code == SCIO_IOCTL_IS_PRESENT, present, went_and_back;
+        PCSC_DWORD ev;
+        if (!(w->rs[i].dwEventState & PCSC_STATE_CHANGED))
+            continue; /* this reader is as the request last saw it */
+        ev = w->rs[i].dwEventState & ~(PCSC_DWORD)PCSC_STATE_CHANGED;
+        if (ev & PCSC_STATE_UNKNOWN) {
+            e[i]->done = 1;
+            e[i]->status = SCIO_DEVICE_NOT_CONNECTED; /* the reader went away */
+            e[i]->driver_code = drv_code(PCSC_E_UNKNOWN_READER);
+            continue;
+        }
+        present = (ev & PCSC_STATE_PRESENT) != 0;
+        went_and_back = r->have_prev &&
+            events_between(r->prev, ev) >=
+                (((r->prev & PCSC_STATE_PRESENT) != 0) == present ? 2u : 3u);
+        if (present == want_present || went_and_back) {
+            scio_mutex_lock(&s->track_lock);
+            s->seen = ev;
+            s->have_seen = 1;
+            scio_mutex_unlock(&s->track_lock);
+            e[i]->done = 1;
+            e[i]->status = SCIO_SUCCESS;
+            continue;
+        }
+        if (!r->have_prev) {
+            r->prev = ev;
+            r->have_prev = 1;
+        }
+        r->cur = ev;
+    }
+    return SCIO_SUCCESS;
+}
+
 /* A call the resource manager failed: if the reader itself has gone
  * (unplugged: pcsc-lite then answers a card handle's calls with
  * SCARD_E_INVALID_VALUE or SCARD_E_INVALID_HANDLE), say so (lock held). */
@@ -1637,6 +1804,11 @@ static const scio_backend pcsc_backend = {
     .name = "pcsc",
     .ioctl = pcsc_ioctl,
     .wake_tracking = pcsc_wake_tracking,
+    .track_set_open = pcsc_set_open,
+    .track_set_wait = pcsc_set_wait,
+    .track_set_interrupt = pcsc_set_interrupt,
+    .track_set_close = pcsc_set_close,
+    .track_set_max = PCSC_SET_MAX,
 #if PCSC_BOUNDED
     .can_bound = pcsc_can_bound,
     .abort_call = pcsc_abort_call,

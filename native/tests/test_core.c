@@ -1768,6 +1768,225 @@ static void test_connect_loop(void)
     scio_close(d);
 }
 
+/* ---- tracking sets over a scripted backend ------------------------------
+ * set_wait completes the entries whose device's `level` is what their
+ * request waits for (1: a card), else blocks until set_level, an
+ * interrupt or its timeout. */
+typedef struct set_dev {
+    int level;
+} set_dev;
+
+static pthread_mutex_t set_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t set_cv = PTHREAD_COND_INITIALIZER;
+static int set_interrupts, set_interrupted, set_in_wait, set_opens, set_closes;
+
+static scio_status set_ioctl(scio_device *d, scio_op *op, uint32_t code, const uint8_t *in,
+                             size_t in_len, uint8_t *out, size_t out_cap, size_t *out_len,
+                             long *drv)
+{
+    (void)d; (void)op; (void)code; (void)in; (void)in_len; (void)out; (void)out_cap;
+    (void)drv;
+    *out_len = 0;
+    return SCIO_NOT_SUPPORTED;
+}
+
+static scio_status set_open(void **state)
+{
+    pthread_mutex_lock(&set_lock);
+    set_opens++;
+    pthread_mutex_unlock(&set_lock);
+    *state = &set_opens;
+    return SCIO_SUCCESS;
+}
+
+static void set_close(void *state)
+{
+    (void)state;
+    pthread_mutex_lock(&set_lock);
+    set_closes++;
+    pthread_mutex_unlock(&set_lock);
+}
+
+static void set_interrupt(void *state)
+{
+    (void)state;
+    pthread_mutex_lock(&set_lock);
+    set_interrupts++;
+    set_interrupted = 1;
+    pthread_cond_broadcast(&set_cv);
+    pthread_mutex_unlock(&set_lock);
+}
+
+static scio_status set_wait_fn(void *state, scio_track_entry **e, size_t n, int timeout_ms)
+{
+    struct timespec end;
+    scio_status st = SCIO_IO_TIMEOUT;
+    (void)state;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += (timeout_ms < 0 ? 3600 : timeout_ms) / 1000;
+    end.tv_nsec += (long)((timeout_ms < 0 ? 0 : timeout_ms) % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&set_lock);
+    set_in_wait = 1;
+    pthread_cond_broadcast(&set_cv);
+    for (;;) {
+        int any = 0;
+        for (size_t i = 0; i < n; i++) {
+            set_dev *sd = scio_device_state(e[i]->dev);
+            if (sd->level == (e[i]->code == SCIO_IOCTL_IS_PRESENT)) {
+                e[i]->done = 1;
+                e[i]->status = SCIO_SUCCESS;
+                any = 1;
+            }
+        }
+        if (any) {
+            st = SCIO_SUCCESS;
+            break;
+        }
+        if (set_interrupted) {
+            set_interrupted = 0;
+            st = SCIO_CANCELLED;
+            break;
+        }
+        if (pthread_cond_timedwait(&set_cv, &set_lock, &end) != 0)
+            break;
+    }
+    set_in_wait = 0;
+    pthread_mutex_unlock(&set_lock);
+    return st;
+}
+
+static void set_level(scio_device *d, int level)
+{
+    pthread_mutex_lock(&set_lock);
+    ((set_dev *)scio_device_state(d))->level = level;
+    pthread_cond_broadcast(&set_cv);
+    pthread_mutex_unlock(&set_lock);
+}
+
+static void set_nothing(scio_device *d) { (void)d; }
+
+static const scio_backend set_backend = {
+    .name = "set",
+    .ioctl = set_ioctl,
+    .track_set_open = set_open,
+    .track_set_wait = set_wait_fn,
+    .track_set_interrupt = set_interrupt,
+    .track_set_close = set_close,
+    .track_set_max = 3,
+    .release = set_nothing,
+    .destroy = set_nothing,
+};
+
+typedef struct set_submit_arg {
+    scio_track_set *set;
+    scio_device *d;
+    scio_op *op;
+    scio_status st;
+} set_submit_arg;
+
+static void *submit_later(void *arg)
+{
+    set_submit_arg *a = arg;
+    sleep_ms(50);
+    a->st = scio_track_set_submit(a->set, a->d, SCIO_IOCTL_IS_PRESENT, 42, &a->op);
+    return NULL;
+}
+
+static void *wake_core_later(void *arg)
+{
+    sleep_ms(50);
+    scio_track_set_wake(arg);
+    return NULL;
+}
+
+static void test_track_set_core(void)
+{
+    set_dev sd[4] = {{0}, {0}, {0}, {0}};
+    scio_device *d[4];
+    scio_track_set *s = (scio_track_set *)&sd[0];
+    scio_op *op[4], *extra;
+    scio_completion c[4];
+    set_submit_arg arg;
+    pthread_t t;
+    scio_device *sim = open_sim(9);
+    int64_t t0;
+
+    /* A backend without the wait: no set. */
+    CHECK(sim != NULL);
+    if (sim) {
+        CHECK(scio_track_set_new(sim, &s) == SCIO_NOT_SUPPORTED && s == NULL);
+    }
+    CHECK(scio_track_set_new(NULL, &s) == SCIO_INVALID_PARAMETER);
+    for (int i = 0; i < 4; i++)
+        CHECK(scio_device_create(&set_backend, &sd[i], NULL, 500, &d[i]) == SCIO_SUCCESS);
+    CHECK(scio_track_set_new(d[0], &s) == SCIO_SUCCESS && set_opens == 1);
+    CHECK(scio_track_set_capacity(s) == 3);
+    CHECK(!scio_track_set_accepts(s, sim) && scio_track_set_accepts(s, d[3]));
+    if (sim) {
+        CHECK(scio_track_set_submit(s, sim, SCIO_IOCTL_IS_PRESENT, 0, &extra) ==
+              SCIO_NOT_SUPPORTED && extra == NULL);
+        scio_close(sim);
+    }
+    /* Nothing held: the wait sleeps until a submit from another thread,
+     * then waits for that request too. */
+    arg.set = s;
+    arg.d = d[0];
+    pthread_create(&t, NULL, submit_later, &arg);
+    t0 = mono_ms();
+    CHECK(scio_track_set_wait(s, 300, c, 4) == 0); /* woken by the submit, no card */
+    pthread_join(t, NULL);
+    CHECK(arg.st == SCIO_SUCCESS && mono_ms() - t0 >= 40);
+    op[0] = arg.op;
+    for (int i = 1; i < 3; i++)
+        CHECK(scio_track_set_submit(s, d[i], SCIO_IOCTL_IS_PRESENT, (uint64_t)i, &op[i]) ==
+              SCIO_SUCCESS);
+    /* Its capacity is the backend's. */
+    CHECK(scio_track_set_submit(s, d[3], SCIO_IOCTL_IS_PRESENT, 3, &extra) ==
+          SCIO_INSUFFICIENT_RESOURCES && extra == NULL);
+    CHECK(scio_track_set_pending(s) == 3);
+    /* Completions come back in submission order, at most `cap` a wait. */
+    set_level(d[2], 1);
+    set_level(d[0], 1);
+    CHECK(scio_track_set_wait(s, 1000, c, 1) == 1 && c[0].user == 42);
+    CHECK(scio_track_set_wait(s, 1000, c, 4) == 1 && c[0].user == 2 &&
+          c[0].status == SCIO_SUCCESS);
+    /* A wake with no wait running ends the next one at once. */
+    scio_track_set_wake(s);
+    CHECK(scio_track_set_wait(s, 1000, c, 4) == -1);
+    /* wake() from another thread ends a running wait (the interrupt). */
+    pthread_create(&t, NULL, wake_core_later, s);
+    t0 = mono_ms();
+    CHECK(scio_track_set_wait(s, 2000, c, 4) == -1 && mono_ms() - t0 < 1000);
+    pthread_join(t, NULL);
+    CHECK(set_interrupts > 0);
+    /* A device closed while its request is parked: done, reported next. */
+    scio_close(d[1]);
+    CHECK(scio_op_done(op[1]) && scio_op_status(op[1]) == SCIO_CANCELLED);
+    CHECK(scio_track_set_wait(s, 1000, c, 4) == 1 && c[0].user == 1 &&
+          c[0].status == SCIO_CANCELLED);
+    CHECK(scio_track_set_pending(s) == 0);
+    for (int i = 0; i < 3; i++)
+        scio_op_release(op[i]);
+    /* Freed with a request held: it is cancelled, the state closed. */
+    CHECK(scio_track_set_submit(s, d[3], SCIO_IOCTL_IS_PRESENT, 3, &extra) == SCIO_SUCCESS);
+    scio_track_set_free(s);
+    CHECK(scio_op_done(extra) && scio_op_status(extra) == SCIO_CANCELLED && set_closes == 1);
+    scio_op_release(extra);
+    /* The slot is free again: a new set's request on the same device. */
+    CHECK(scio_track_set_new(d[3], &s) == SCIO_SUCCESS);
+    CHECK(scio_track_set_submit(s, d[3], SCIO_IOCTL_IS_PRESENT, 5, &extra) == SCIO_SUCCESS);
+    CHECK(scio_op_status(extra) == SCIO_PENDING);
+    scio_track_set_free(s);
+    scio_op_release(extra);
+    for (int i = 0; i < 4; i++)
+        if (i != 1)
+            scio_close(d[i]);
+}
+
 /* The fork generation: once a device exists, the child of a plain fork()
  * (no language runtime's hooks) sees it one higher, the parent unchanged,
  * and the parent's device keeps working. */
@@ -1839,6 +2058,7 @@ int main(int argc, char **argv)
     test_calls_on_the_lane();
     test_awaited_calls();
     test_connect_loop();
+    test_track_set_core();
     test_fork_generation();
     CHECK(load_ext());
     if (ext_offer) {

@@ -189,6 +189,20 @@ cdef extern from "scio.h" nogil:
     void scio_op_release(scio_op *op)
     void scio_cancel_all(scio_device *d)
 
+    # ---- tracking many devices from one thread
+    ctypedef struct scio_track_set:
+        pass
+    scio_status scio_track_set_new(scio_device *d, scio_track_set **out)
+    int scio_track_set_accepts(scio_track_set *s, scio_device *d)
+    size_t scio_track_set_capacity(const scio_track_set *s)
+    scio_status scio_track_set_submit(scio_track_set *s, scio_device *d, uint32_t code,
+                                      uint64_t user, scio_op **op_out)
+    int scio_track_set_wait(scio_track_set *s, int timeout_ms, scio_completion *out,
+                            size_t cap)
+    void scio_track_set_wake(scio_track_set *s)
+    size_t scio_track_set_pending(scio_track_set *s)
+    void scio_track_set_free(scio_track_set *s)
+
     # ---- calls on the I/O lane
     ctypedef scio_status (*scio_call_fn)(scio_op *op, void *ctx, int run) noexcept
     scio_status scio_submit_call(scio_device *d, scio_call_fn fn, void *ctx,

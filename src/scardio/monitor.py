@@ -8,12 +8,20 @@ polls in Python: the driver (or the core's polling for drivers without a
 polling thread) completes the request.
 
 Threading model: one harvesting thread per :class:`Monitor`, whatever the
-number of readers and the OS.  The tracking requests of readers opened by
-scardio complete into a completion queue of the monitor's own
-(:class:`scardio._core.CompletionQueue`): the lane thread that completes
-one wakes the monitor thread directly, and the queue calls the tracker
-with no Python in between (the shortest way from a card event to the
-callback).  Readers whose device is another object (a stand-in) are
+number of readers and the OS.  When every reader it tracks was opened by
+scardio through a backend that can wait for many readers in one call (the
+PC/SC resource manager's: one ``SCardGetStatusChange`` over all of them),
+the monitor thread waits in the driver itself
+(:class:`scardio._core.TrackingSet`) and runs the callbacks of the
+requests that call completed: no lane thread per reader, no thread hop
+between the resource manager's answer and the callback.  Otherwise the
+tracking requests of readers opened by scardio complete into a completion
+queue of the monitor's own (:class:`scardio._core.CompletionQueue`): the
+lane thread that completes one wakes the monitor thread directly, and the
+queue calls the tracker with no Python in between.  The monitor moves its
+readers' requests between the two as readers come and go (no event is
+lost: each backend keeps what the last completed request saw).  Readers
+whose device is another object (a stand-in) are
 waited on through their completion waitable (``Device.waitable()``) and
 the :class:`scardio.waiting.Waiter` of the OS (``selectors`` on
 descriptors, ``WaitForMultipleObjects`` on handles: at most
@@ -52,7 +60,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Union
 
 from . import _core, errors, waiting
 from .constants import IOCTL
@@ -76,6 +84,11 @@ READER_REMOVED = "reader-removed"
 _IS_PRESENT = int(IOCTL.IS_PRESENT)
 _IS_ABSENT = int(IOCTL.IS_ABSENT)
 _SUCCESS = 0  # an operation's status when it succeeded (SCIO_SUCCESS)
+_CANCELLED = 0xC0000120  # ... when it was cancelled (SCIO_CANCELLED)
+
+#: Where a Tracker's requests complete: a completion queue of the
+#: harvesting thread's, or a tracking set it waits in itself.
+_Harvest = Union[_core.CompletionQueue, _core.TrackingSet]
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,9 @@ class CardEvent:
         if self.error is not None:
             d["error"] = str(self.error)
         return d
+
+
+_new_event = object.__new__
 
 
 class Cancellable(Protocol):
@@ -151,11 +167,11 @@ class Tracker:
 
     def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None],
                  schedule: Optional[Schedule] = None, *,
-                 queue: Optional[_core.CompletionQueue] = None) -> None:
+                 queue: Optional[_Harvest] = None) -> None:
         self.reader = reader
         self._emit = emit
         self._schedule: Schedule = schedule or _default_schedule()
-        self._queue = queue
+        self._queue: Optional[_Harvest] = queue
         self._op: Any = None
         self._lock = threading.Lock()
         self._code: int = IOCTL.IS_PRESENT
@@ -242,6 +258,39 @@ class Tracker:
         self.reader.session.note_presence(arrived)
         self._emit(ARRIVAL if arrived else DEPARTURE, None)
         self._submit(_IS_ABSENT if arrived else _IS_PRESENT)
+
+    def move_to(self, queue: _Harvest) -> None:
+        """Have the pending request, and every later one, complete into
+        `queue` (a CompletionQueue or a TrackingSet) instead.  On the
+        harvesting thread.  The pending one is cancelled and asked again
+        there: its backend keeps what the last completed request saw, so no
+        card event falls between the two; one that completed meanwhile is
+        still reported (by a timer of the harvesting loop, after the
+        dispatch it came from)."""
+        with self._lock:
+            old, self._queue = self._queue, queue
+            if self.stopped or old is queue:
+                return
+            op, self._op = self._op, None
+        if op is None:
+            return  # a retry is due: it submits there
+        if old is not None:
+            old.unwatch(op)
+        if not op.done():
+            op.cancel()
+            try:
+                op.wait(1.0)
+            except errors.ScardioError:
+                pass
+        status = op.status if op.done() else _CANCELLED
+        if status != _CANCELLED:
+            with self._lock:
+                if self.stopped:
+                    return
+                self._op = op
+            self._schedule(0.0, functools.partial(self._completed, op))
+            return
+        self._submit(self._code)
 
     def stop(self, wait: float = 1.0) -> None:
         """Cancel the pending request and wait (bounded) until the driver
@@ -491,7 +540,15 @@ class Monitor:
         self._waiter = waiting.new_waiter()
         self._own = _core.CompletionQueue()  # the tracking of native devices
         self._own_waited = False  # its waitable is registered with the waiter
-        self._native = 0  # readers tracked through the queue
+        self._native = 0  # readers tracked through the queue (or the set)
+        # The driver's own wait over many readers (TrackingSet), made for
+        # the first native reader whose backend has one; while every
+        # native reader's device is in it and no stand-in is tracked, the
+        # thread waits there itself (no lane thread, no hop through the
+        # queue), else on the queue.
+        self._set: Optional[_core.TrackingSet] = None
+        self._off_set: set[int] = set()  # native readers the set does not take
+        self._on_set = False
         self._commands: "queue.SimpleQueue[_Command]" = queue.SimpleQueue()
         self._trackers: dict[int, Tracker] = {}
         self._waitables: dict[int, int] = {}  # id(reader) -> its registered waitable
@@ -610,9 +667,13 @@ class Monitor:
                     self._event(r, kind, err)
             # may refuse (too many waitables): nothing to undo yet
             if isinstance(reader.device, _core.Device):
-                tracker = Tracker(reader, on_event, self._schedule, queue=self._own)
                 self._native += 1
-                undo: Callable[[], None] = self._undo_native
+                if not self._set_takes(reader.device):
+                    self._off_set.add(key)
+                self._switch_wait(self._want_set())
+                tracker = Tracker(reader, on_event, self._schedule,
+                                  queue=self._set if self._on_set else self._own)
+                undo: Callable[[], None] = functools.partial(self._undo_native, key)
             else:
                 tracker = Tracker(reader, on_event, self._schedule)
                 waitable = reader.device.waitable()
@@ -621,6 +682,7 @@ class Monitor:
                 undo = functools.partial(self._undo_waitable, key)
             try:
                 self._wait_queue_too()
+                self._switch_wait(self._want_set())
             except waiting.TooManyWaitablesError:
                 undo()
                 raise
@@ -638,10 +700,12 @@ class Monitor:
             waitable = self._waitables.pop(key, None)
             if waitable is None:
                 self._native -= 1
+                self._off_set.discard(key)
             else:
                 self._waiter.unregister(waitable)
             self._wait_queue_too()
             tracker.stop()
+            self._switch_wait(self._want_set())
 
     def _wait_queue_too(self) -> None:
         """While readers of both kinds are tracked the thread waits in the
@@ -655,8 +719,42 @@ class Monitor:
             self._waiter.unregister(self._own.waitable())
         self._own_waited = want
 
-    def _undo_native(self) -> None:
+    def _undo_native(self, key: int) -> None:
         self._native -= 1
+        self._off_set.discard(key)
+        self._switch_wait(self._want_set())
+
+    # -- the driver's own wait (TrackingSet) ------------------------------------
+    def _set_takes(self, device: _core.Device) -> bool:
+        """Can `device` be waited for in the monitor's tracking set (made
+        now for the first device whose backend has one)?"""
+        if self._set is None:
+            try:
+                self._set = _core.TrackingSet.for_device(device)
+            except errors.NotSupportedError:
+                return False
+            except errors.ScardioError as exc:
+                log.debug("no tracking set for %r: %s", device, exc)
+                return False
+        return self._set.accepts(device)
+
+    def _want_set(self) -> bool:
+        if self._set is None or not self._native or self._off_set or self._waitables:
+            return False
+        capacity = self._set.capacity
+        return not capacity or self._native <= capacity
+
+    def _switch_wait(self, on_set: bool) -> None:
+        """Move every native reader's tracking to the set or to the queue
+        (on the monitor thread: a wake sent meanwhile to the other one only
+        makes one wait return early)."""
+        if on_set == self._on_set:
+            return
+        self._on_set = on_set
+        target: _Harvest = self._set if on_set and self._set is not None else self._own
+        for tracker in list(self._trackers.values()):
+            if isinstance(tracker.reader.device, _core.Device):
+                tracker.move_to(target)
 
     def _undo_waitable(self, key: int) -> None:
         self._waiter.unregister(self._waitables.pop(key))
@@ -666,8 +764,16 @@ class Monitor:
         # and timers, which the caller queued before it looked here.
         if self._waitables:
             self._waiter.wake()
+        elif self._on_set and self._set is not None:
+            self._set.wake()
         else:
             self._own.wake()
+
+    def _close_set(self) -> None:
+        tracking_set, self._set = self._set, None
+        self._on_set = False
+        if tracking_set is not None:
+            tracking_set.close()
 
     def _reader_closing(self, reader: Reader) -> None:
         # Before the device (and its descriptor) goes away.
@@ -712,7 +818,11 @@ class Monitor:
                 if self._waitables:
                     ready = self._waiter.wait(left)
                 else:
-                    own.dispatch(left)  # woken by the lanes, wake() or the timeout
+                    if self._on_set and self._set is not None:
+                        # in the driver itself, its callbacks run from here
+                        self._set.dispatch(left)
+                    else:
+                        own.dispatch(left)  # woken by the lanes, wake() or the timeout
                     # A callback may have added a stand-in reader: a wake sent
                     # meanwhile went to the queue, so look without blocking
                     # (the commands below are read before the next wait).
@@ -742,15 +852,20 @@ class Monitor:
                         command.done.set()
                 left = self._run_due_timers()
         finally:
-            # The thread owns the waiter: close it here, never under a wait
-            # running on another thread.
+            # The thread owns the waiter and the set: close them here, never
+            # under a wait running on another thread.
             self._waiter.close()
+            self._close_set()
 
     def _event(self, reader: Reader, kind: str, error: Optional[BaseException]) -> None:
         # Only the monitor thread makes events (trackers, retries and
         # hotplug all run on it), so the count needs no lock.
         self._seq += 1
-        ev = CardEvent(kind, reader, time.monotonic(), self._seq, error)
+        # The event as CardEvent(...) makes it, without the generated
+        # __init__'s frame: this runs between the card and the callback.
+        ev = _new_event(CardEvent)
+        ev.__dict__.update(kind=kind, reader=reader, timestamp=time.monotonic(),
+                           seq=self._seq, error=error)
         for cb in self._callbacks:  # a tuple: add_callback replaces it
             try:
                 cb(ev)
@@ -831,6 +946,7 @@ class Monitor:
             self._hotplug.close()
         if self._thread is None:
             self._waiter.close()
+            self._close_set()
         elif self._thread is not threading.current_thread():
             self._commands.put(_Command("stop", None))
             self._wake()

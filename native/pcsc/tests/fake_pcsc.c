@@ -53,6 +53,7 @@ static PCSC_DWORD cur_proto;   /* negotiated by the last (re)connect */
 static int atr_attribute = 1;  /* SCardGetAttrib answers ATR_STRING */
 static int pnp_readers = 2, pnp_missing; /* the PnP pseudo reader's count; none */
 static int other_holds, in_transaction, begins, ends;
+static int gone; /* the reader has left the resource manager's list */
 
 enum { EP_ESTABLISH, EP_CONNECT, EP_RECONNECT, EP_DISCONNECT, EP_STATUS, EP_GSC,
        EP_CONTROL, EP_TRANSMIT, EP_GET_ATTRIB, EP_CANCEL, EP_LIST, EP_BEGIN, EP_END };
@@ -99,6 +100,14 @@ EXPORT void fake_pnp_change(int delta)
     pthread_mutex_unlock(&lock);
 }
 EXPORT void fake_pnp_missing(int on) { pnp_missing = on; }
+/* The reader goes away (or comes back): a wait on it sees UNKNOWN. */
+EXPORT void fake_set_gone(int on)
+{
+    pthread_mutex_lock(&lock);
+    gone = on;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&lock);
+}
 EXPORT void fake_set_cancel_delay_ms(unsigned ms) { cancel_delay_ms = ms; }
 EXPORT void fake_set_claim_rx(unsigned long n) { claim_rx = (PCSC_DWORD)n; }
 EXPORT unsigned long fake_last(int what)
@@ -355,7 +364,7 @@ EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
     int pnp, pnp_start;
     if (rc)
         return rc;
-    if (count != 1)
+    if (count < 1 || count > 16)
         return (PCSC_LONG)PCSC_E_INVALID_PARAMETER;
     if (__atomic_load_n(&hang_gsc, __ATOMIC_SEQ_CST) && fd_of(ctx) >= 0) {
         /* pcsc-lite's wait for the daemon's answer: until the socket ends */
@@ -364,10 +373,21 @@ EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
         }
         return (PCSC_LONG)PCSC_F_COMM_ERROR;
     }
-    pnp = !pnp_missing && strcmp(states[0].szReader, PNP_READER) == 0;
-    if (!pnp && strcmp(states[0].szReader, READER) != 0) {
-        states[0].dwEventState = PCSC_STATE_UNKNOWN | PCSC_STATE_CHANGED;
-        return 0;
+    /* The PnP pseudo reader alone; any other state array names readers,
+     * of which this library knows one (several entries may name it). */
+    pnp = count == 1 && !pnp_missing && strcmp(states[0].szReader, PNP_READER) == 0;
+    if (!pnp) {
+        int unknown = 0;
+        for (PCSC_DWORD i = 0; i < count; i++) {
+            states[i].dwEventState = 0;
+            if (strcmp(states[i].szReader, READER) != 0 &&
+                !(states[i].dwCurrentState & PCSC_STATE_UNKNOWN)) {
+                states[i].dwEventState = PCSC_STATE_UNKNOWN | PCSC_STATE_CHANGED;
+                unknown = 1;
+            }
+        }
+        if (unknown)
+            return 0;
     }
     pthread_mutex_lock(&lock);
     waiting++;
@@ -382,11 +402,27 @@ EXPORT PCSC_LONG SCardGetStatusChange(PCSC_CONTEXT ctx, PCSC_DWORD timeout,
                 rc = 0;
                 break;
             }
-        } else if (states[0].dwCurrentState == PCSC_STATE_UNAWARE ||
-                   now != states[0].dwCurrentState) {
-            states[0].dwEventState = now | PCSC_STATE_CHANGED;
-            rc = 0;
-            break;
+        } else {
+            int changed = 0;
+            for (PCSC_DWORD i = 0; i < count; i++) {
+                if (strcmp(states[i].szReader, READER) != 0)
+                    continue; /* unknown, and known to be */
+                if (gone) {
+                    states[i].dwEventState = PCSC_STATE_UNKNOWN |
+                        (states[i].dwCurrentState & PCSC_STATE_UNKNOWN ? 0 : PCSC_STATE_CHANGED);
+                    changed |= !(states[i].dwCurrentState & PCSC_STATE_UNKNOWN);
+                } else if (states[i].dwCurrentState == PCSC_STATE_UNAWARE ||
+                           now != states[i].dwCurrentState) {
+                    states[i].dwEventState = now | PCSC_STATE_CHANGED;
+                    changed = 1;
+                } else {
+                    states[i].dwEventState = now;
+                }
+            }
+            if (changed) {
+                rc = 0;
+                break;
+            }
         }
         if (timeout == 0) {
             rc = (PCSC_LONG)PCSC_E_TIMEOUT;

@@ -68,6 +68,7 @@ static void (*fake_context_sockets)(int);
 static void (*fake_hang_connect)(int);
 static void (*fake_drop_sockets)(void);
 static void (*fake_hang_gsc)(int);
+static void (*fake_set_gone)(int);
 
 static double now_ms(void)
 {
@@ -596,6 +597,227 @@ static void until_waiting(void)
     }
 }
 
+/* ---- a tracking set: many readers in one SCardGetStatusChange ---------- */
+
+static void *wake_set_later(void *arg)
+{
+    sleep_ms(50);
+    scio_track_set_wake(arg);
+    return NULL;
+}
+
+static void *cancel_later(void *arg)
+{
+    sleep_ms(50);
+    scio_op_cancel(arg);
+    return NULL;
+}
+
+static void *close_later(void *arg)
+{
+    sleep_ms(50);
+    scio_close(arg);
+    return NULL;
+}
+
+static double closed_in_ms;
+
+static void *close_timed_later(void *arg)
+{
+    double t0;
+    sleep_ms(50);
+    t0 = now_ms();
+    scio_close(arg);
+    closed_in_ms = now_ms() - t0;
+    return NULL;
+}
+
+static void *gone_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(50);
+    fake_set_gone(1);
+    return NULL;
+}
+
+/* One wait's completions, in `c`; the count, or the wait's 0 / -1. */
+static int set_wait(scio_track_set *set, int ms, scio_completion *c)
+{
+    return scio_track_set_wait(set, ms, c, 4);
+}
+
+/* Completions within `ms`, over any spurious wake (a close repeats its
+ * wake while it waits, and one may land after the wait returned). */
+static int set_wait_done(scio_track_set *set, int ms, scio_completion *c)
+{
+    double end = now_ms() + ms;
+    int n;
+    do {
+        n = scio_track_set_wait(set, ms, c, 4);
+    } while (n == -1 && now_ms() < end);
+    return n;
+}
+
+/* Submit `code` on `d` through the set and wait for it alone: its status. */
+static scio_status set_request(scio_track_set *set, scio_device *d, uint32_t code, int ms)
+{
+    scio_completion c[4];
+    scio_op *op;
+    scio_status st = SCIO_PENDING;
+    if (scio_track_set_submit(set, d, code, 77, &op) != SCIO_SUCCESS)
+        return SCIO_UNSUCCESSFUL;
+    if (set_wait_done(set, ms, c) == 1 && c[0].user == 77 && c[0].op_id == scio_op_id(op))
+        st = c[0].status;
+    CHECK(st == SCIO_PENDING || scio_op_status(op) == st);
+    scio_op_release(op);
+    return st;
+}
+
+static void test_track_set(void)
+{
+    scio_device *a, *b;
+    scio_track_set *set;
+    scio_op *oa, *ob, *busy;
+    scio_completion c[4];
+    char err[256];
+    pthread_t t;
+    double t0;
+    int n, users = 0;
+
+    fake_set_present(0);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &a, err, sizeof err) == SCIO_SUCCESS);
+    CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &b, err, sizeof err) == SCIO_SUCCESS);
+    CHECK(scio_track_set_new(a, &set) == SCIO_SUCCESS);
+    CHECK(scio_track_set_accepts(set, b) == 1);
+    CHECK(scio_track_set_capacity(set) == 15);
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_TRANSMIT, 0, &oa) ==
+          SCIO_INVALID_PARAMETER && oa == NULL);
+    /* Two readers' requests in one wait: none done yet (the first look,
+     * then the blocking call, until the timeout). */
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_PRESENT, 1, &oa) == SCIO_SUCCESS);
+    CHECK(scio_track_set_submit(set, b, SCIO_IOCTL_IS_PRESENT, 2, &ob) == SCIO_SUCCESS);
+    CHECK(scio_track_set_pending(set) == 2);
+    CHECK(set_wait(set, 50, c) == 0);
+    /* The held request is the reader's one tracking request. */
+    CHECK(scio_submit(a, SCIO_IOCTL_IS_ABSENT, NULL, 0, 0, 9, &busy) == SCIO_SUCCESS);
+    CHECK(scio_op_wait(busy, 1000) == 1 && scio_op_status(busy) == SCIO_DEVICE_BUSY);
+    scio_op_release(busy);
+    CHECK(scio_ioctl(a, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_DEVICE_BUSY);
+    /* A card: both complete, handed back to this thread. */
+    pthread_create(&t, NULL, insert_later, NULL);
+    t0 = now_ms();
+    for (n = 0; n < 2 && now_ms() - t0 < 3000;) {
+        int got = scio_track_set_wait(set, 2000, c + n, 4 - (size_t)n);
+        for (int i = 0; i < got; i++)
+            users |= 1 << c[n + i].user;
+        n += got > 0 ? got : 0;
+    }
+    pthread_join(t, NULL);
+    CHECK(n == 2 && users == 6 && c[0].status == SCIO_SUCCESS && c[1].status == SCIO_SUCCESS);
+    CHECK(scio_op_done(oa) && scio_op_status(oa) == SCIO_SUCCESS);
+    CHECK(scio_track_set_pending(set) == 0);
+    scio_op_release(oa);
+    scio_op_release(ob);
+    /* wake() ends a running wait (the first cancel dropped: repeated), and
+     * the next wait when none runs. */
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_ABSENT, 3, &oa) == SCIO_SUCCESS);
+    fake_set_cancel_delay_ms(20);
+    pthread_create(&t, NULL, wake_set_later, set);
+    t0 = now_ms();
+    CHECK(set_wait(set, -1, c) == -1);
+    CHECK(now_ms() - t0 < 1000);
+    pthread_join(t, NULL);
+    fake_set_cancel_delay_ms(0);
+    scio_track_set_wake(set);
+    t0 = now_ms();
+    CHECK(set_wait(set, 1000, c) == -1 && now_ms() - t0 < 500);
+    /* Removed and put back between two waits: IS_ABSENT completes (the
+     * event count moved), then IS_PRESENT at once. */
+    fake_set_present(0);
+    fake_set_present(1);
+    CHECK(set_wait_done(set, 1000, c) == 1 && c[0].user == 3 && c[0].status == SCIO_SUCCESS);
+    scio_op_release(oa);
+    CHECK(set_request(set, a, SCIO_IOCTL_IS_PRESENT, 1000) == SCIO_SUCCESS);
+    /* A removal seen torn (the level, then its count) is one event: no
+     * phantom arrival after it. */
+    fake_tear(0);
+    CHECK(set_request(set, a, SCIO_IOCTL_IS_ABSENT, 1000) == SCIO_SUCCESS);
+    fake_count_event();
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_PRESENT, 4, &oa) == SCIO_SUCCESS);
+    CHECK(set_wait(set, 100, c) <= 0);
+    fake_set_present(1);
+    CHECK(set_wait_done(set, 1000, c) == 1 && c[0].user == 4 && c[0].status == SCIO_SUCCESS);
+    scio_op_release(oa);
+    /* A parked request cancelled: done at once, reported by the next wait. */
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_ABSENT, 5, &oa) == SCIO_SUCCESS);
+    scio_op_cancel(oa);
+    CHECK(scio_op_done(oa) && scio_op_status(oa) == SCIO_CANCELLED);
+    CHECK(set_wait_done(set, 1000, c) == 1 && c[0].user == 5 && c[0].status == SCIO_CANCELLED);
+    scio_op_release(oa);
+    /* Cancelled from another thread while the wait has it: the wait ends. */
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_ABSENT, 6, &oa) == SCIO_SUCCESS);
+    pthread_create(&t, NULL, cancel_later, oa);
+    t0 = now_ms();
+    CHECK(set_wait_done(set, 2000, c) == 1 && c[0].user == 6 && c[0].status == SCIO_CANCELLED);
+    CHECK(now_ms() - t0 < 1000);
+    pthread_join(t, NULL);
+    scio_op_release(oa);
+    /* A device closed under the wait: bounded, its request cancelled, the
+     * other one still waited for.  (b first catches up with the card's
+     * moves since its last request, which would end its IS_ABSENT at once.) */
+    CHECK(set_request(set, b, SCIO_IOCTL_IS_PRESENT, 1000) == SCIO_SUCCESS);
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_ABSENT, 7, &oa) == SCIO_SUCCESS);
+    CHECK(scio_track_set_submit(set, b, SCIO_IOCTL_IS_ABSENT, 8, &ob) == SCIO_SUCCESS);
+    pthread_create(&t, NULL, close_later, b);
+    t0 = now_ms();
+    n = set_wait_done(set, 2000, c);
+    CHECK(n == 1 && c[0].user == 8 && c[0].status == SCIO_CANCELLED);
+    pthread_join(t, NULL);
+    CHECK(now_ms() - t0 < 1500);
+    CHECK(scio_op_done(ob) && !scio_op_done(oa));
+    scio_op_release(ob);
+    /* The reader goes away mid-wait: its request ends DEVICE_NOT_CONNECTED. */
+    pthread_create(&t, NULL, gone_later, NULL);
+    n = set_wait_done(set, 2000, c);
+    pthread_join(t, NULL);
+    CHECK(n == 1 && c[0].user == 7 && c[0].status == SCIO_DEVICE_NOT_CONNECTED);
+    scio_op_release(oa);
+    fake_set_gone(0);
+    /* A failed wait is each request's; the next wait makes a new context. */
+    fake_fail_next(EP_GSC, PCSC_E_NO_SERVICE);
+    CHECK(set_request(set, a, SCIO_IOCTL_IS_PRESENT, 1000) == SCIO_NO_SERVICE);
+    CHECK(set_request(set, a, SCIO_IOCTL_IS_PRESENT, 1000) == SCIO_SUCCESS);
+    /* A wait the library does not let go of (its cancels dropped): closing
+     * a device under it gives up at the close's bound, and the wait's late
+     * return is dropped. */
+    {
+        scio_pcsc_options o = {SCIO_PCSC_SHARE_SHARED, 100};
+        scio_device *stuck;
+        CHECK(scio_open_pcsc("Fake Reader 0", NULL, &o, &stuck, err, sizeof err) ==
+              SCIO_SUCCESS);
+        CHECK(set_request(set, stuck, SCIO_IOCTL_IS_PRESENT, 1000) == SCIO_SUCCESS);
+        CHECK(scio_track_set_submit(set, stuck, SCIO_IOCTL_IS_ABSENT, 10, &oa) ==
+              SCIO_SUCCESS);
+        fake_set_cancel_delay_ms(5000);
+        pthread_create(&t, NULL, close_timed_later, stuck);
+        n = set_wait_done(set, 3000, c);
+        pthread_join(t, NULL);
+        fake_set_cancel_delay_ms(0);
+        CHECK(n == 1 && c[0].user == 10 && c[0].status == SCIO_CANCELLED);
+        CHECK(closed_in_ms < 800);
+        scio_op_release(oa);
+    }
+    /* Freed with a request held: cancelled, nothing left. */
+    CHECK(scio_track_set_submit(set, a, SCIO_IOCTL_IS_ABSENT, 9, &oa) == SCIO_SUCCESS);
+    scio_track_set_free(set);
+    CHECK(scio_op_done(oa) && scio_op_status(oa) == SCIO_CANCELLED);
+    scio_op_release(oa);
+    /* The slot is free again: the reader's own request runs. */
+    fake_set_present(0);
+    CHECK(scio_ioctl(a, SCIO_IOCTL_IS_ABSENT, NULL, 0, NULL, 0, NULL) == SCIO_SUCCESS);
+    scio_close(a);
+}
+
 static void test_reader_list_watch(void)
 {
     scio_pcsc_watch *w = NULL;
@@ -1033,12 +1255,14 @@ int main(int argc, char **argv)
         RESOLVE(fake_hang_connect);
         RESOLVE(fake_drop_sockets);
         RESOLVE(fake_hang_gsc);
+        RESOLVE(fake_set_gone);
         if (failed)
             return 1;
         test_listing();
         test_open_errors();
         test_card_sequence();
         test_tracking();
+        test_track_set();
         test_share_and_transactions();
         CHECK(fake_calls(EP_CANCEL) >= 2); /* the dropped cancel was repeated */
         test_reader_list_watch();
