@@ -295,6 +295,37 @@ class Scenarios:
                 out[f"{where}_after"] = describe(error_of(lambda: reader.wait_for_card(5)))
         return out
 
+    def wait_after_a_stuck_one(self) -> dict[str, Any]:
+        """pcscd stopped under a main-thread wait, which goes on on the
+        tracking lane once the watchdog has broken its context and times
+        out there, its cancel still in the stopped daemon; a second wait
+        begins while pcscd is still stopped, and the daemon resumes 0.3 s
+        later: the second wait waits for the first request to let go (not
+        DeviceBusyError) and then sees the card."""
+        out: dict[str, Any] = {}
+        with self._open() as reader:
+            sim = SimControl(reader.device)
+            sim.remove()
+            time.sleep(SETTLE)
+            reader.wait_for_removal(5)
+            stopper = threading.Timer(0.25, os.kill, (self.pcscd.pid, signal.SIGSTOP))
+            stopper.start()
+            try:
+                out["first"] = describe(error_of(lambda: reader.wait_for_card(0.8)))
+                stopper.join()
+                resume = threading.Timer(0.3, os.kill, (self.pcscd.pid, signal.SIGCONT))
+                resume.start()
+                t0 = time.monotonic()
+                out["second"] = describe(error_of(lambda: reader.wait_for_removal(5)))
+                out["second_s"] = time.monotonic() - t0
+                resume.join()
+            finally:
+                stopper.join()
+                os.kill(self.pcscd.pid, signal.SIGCONT)
+            sim.insert()
+            out["after"] = describe(error_of(lambda: reader.wait_for_card(5)))
+        return out
+
     def daemon_gone(self) -> dict[str, Any]:
         """pcscd stops under two waits, one in its caller's thread (the
         Reader's) and one on the tracking lane (an overlapped request): the
@@ -324,7 +355,7 @@ def main() -> None:
     try:
         report = run_scenarios(s, ["in_callers_thread", "no_event_lost", "busy_and_monitor",
                                    "cancel_and_close", "ctrl_c", "hung_daemon",
-                                   "daemon_gone"])
+                                   "wait_after_a_stuck_one", "daemon_gone"])
     finally:
         s.pcscd.stop()
     print(json.dumps(report, default=str))

@@ -117,6 +117,17 @@ def test_a_hung_daemon_does_not_hold_the_waiter_past_its_timeout(
         assert got[f"{where}_after"] == {"type": None}, got
 
 
+def test_a_wait_after_one_stuck_in_a_stopped_daemon_is_not_refused_as_busy(
+        report: dict[str, Any]) -> None:
+    got = scenario(report, "wait_after_a_stuck_one")
+    assert got["first"]["type"] == "TimeoutError", got
+    # The first request's cancel lands once the daemon resumes (0.3 s in):
+    # the second wait waited for it, then found the reader empty.
+    assert got["second"] == {"type": None}, got
+    assert 0.3 - 0.05 < got["second_s"] < 0.3 + 1.0 + SLACK, got
+    assert got["after"] == {"type": None}, got
+
+
 def test_the_daemon_going_away_is_the_same_typed_error_as_on_the_lane(
         report: dict[str, Any]) -> None:
     got = scenario(report, "daemon_gone")

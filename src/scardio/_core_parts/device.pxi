@@ -13,6 +13,10 @@ cdef class Device:
     # reader's are always exclusive.
     cdef readonly str share
     cdef dict _ops  # op id -> weakref to its Operation: harvest finds live ones
+    # A tracking request wait_tracking() cancelled at its timeout without
+    # waiting for the driver to let it go: the next wait_tracking() waits
+    # for that first (within its own timeout), not refused as busy.
+    cdef object _tracking_leftover
 
     def __cinit__(self):
         self._dev = NULL
@@ -254,6 +258,14 @@ cdef class Device:
                    else TRACK_SLICE_OFF_MAIN_MS) / 1000.0
         if not forever:
             deadline = _monotonic() + seconds
+        leftover, self._tracking_leftover = self._tracking_leftover, None
+        if leftover is not None:
+            try:
+                leftover.wait(None if forever else max(0.0, deadline - _monotonic()))
+            except _errors.TimeoutError:
+                self._tracking_leftover = leftover  # still in the driver: busy below
+            except _errors.ScardioError:
+                pass  # the cancel it was given
         while True:
             if forever:
                 slice_us = <int64_t>(slice_s * 1e6)
@@ -283,13 +295,16 @@ cdef class Device:
             op.cancel()
             if wait == 0:
                 # as always on the lane: let the cancel free the slot for
-                # the next request (a wait begun in this thread came here
-                # because the driver stopped answering: it does not wait on
-                # past its timeout)
+                # the next request
                 try:
                     op.wait(1.0)
                 except _errors.ScardioError:
                     pass
+            else:
+                # A wait begun in this thread came here because the driver
+                # stopped answering: it does not wait on past its timeout,
+                # and the next wait waits for the cancel to land first.
+                self._tracking_leftover = op
             raise
         return None
 
