@@ -22,11 +22,11 @@ from typing import Any, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scardio import IOCTL, Disposition, errors, pcsc  # noqa: E402
+from scardio import IOCTL, Disposition, pcsc  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
 
-from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
-from pcsc_scenarios import wait_until  # noqa: E402
+from pcscd_namespace import run_scenarios  # noqa: E402
+from pcsc_scenarios import serve_sim_reader, wait_until  # noqa: E402
 
 SIM_NAME = "scardio sim"
 ECHO4 = "80 EE 00 00 04 CAFEBABE 04"
@@ -68,18 +68,7 @@ def timed(call: Callable[[], Any]) -> dict[str, Any]:
 
 class Scenarios:
     def __init__(self, work: Path, sim: str):
-        conf = work / "reader.conf"
-        conf.write_text(f'FRIENDLYNAME "{SIM_NAME}"\nDEVICENAME sim:0\nLIBPATH {sim}\n'
-                        'CHANNELID 0\n')
-        self.pcscd = Pcscd(conf, work / "pcscd.log")
-        names = wait_until(self._readers, 20) or []
-        self.reader_name = next(n for n in names if n.startswith(SIM_NAME))
-
-    def _readers(self) -> Optional[list[str]]:
-        try:
-            return pcsc.list_readers() or None
-        except errors.ScardioError:
-            return None
+        self.pcscd, self.reader_name = serve_sim_reader(work, sim, SIM_NAME)
 
     def _hang(self) -> None:
         """Stop pcscd, and wait until every thread of it has stopped (a

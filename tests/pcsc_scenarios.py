@@ -61,6 +61,26 @@ def wait_until(what: Callable[[], Any], seconds: float = 10.0) -> Any:
         time.sleep(0.02)
 
 
+def serve_sim_reader(work: Path, sim: str, name: str) -> tuple[Pcscd, str]:
+    """Start pcscd on one simulated reader called `name` (its reader.conf
+    written into `work`): the daemon, and the reader's PC/SC name once
+    pcscd lists it."""
+    conf = work / "reader.conf"
+    conf.write_text(f'FRIENDLYNAME "{name}"\nDEVICENAME sim:0\nLIBPATH {sim}\nCHANNELID 0\n')
+    daemon = Pcscd(conf, work / "pcscd.log")
+
+    def listed() -> str:
+        try:
+            return next((n for n in pcsc.list_readers() if n.startswith(name)), "")
+        except errors.ScardioError:
+            return ""
+    reader = wait_until(listed, 20)
+    if not reader:
+        daemon.stop()
+        raise RuntimeError(f"pcscd did not list the simulated reader {name!r}")
+    return daemon, reader
+
+
 def error_of(call: Callable[[], Any]) -> Optional[BaseException]:
     try:
         call()

@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scardio import errors, pcsc  # noqa: E402
+from scardio import pcsc  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
-from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
+from pcscd_namespace import run_scenarios  # noqa: E402
+from pcsc_scenarios import serve_sim_reader  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "pcsc_share_worker.py"
@@ -77,21 +78,10 @@ def wait_until(what: Callable[[], Any], seconds: float = 20.0) -> Any:
 
 class Scenarios:
     def __init__(self, work: Path, sim: str) -> None:
-        conf = work / "reader.conf"
-        conf.write_text(f'FRIENDLYNAME "{SIM_NAME}"\nDEVICENAME sim:0\nLIBPATH {sim}\n'
-                        "CHANNELID 0\n")
-        self.pcscd = Pcscd(conf, work / "pcscd.log")
-        self.reader = wait_until(self._reader)
-        assert self.reader, "pcscd did not list the simulated reader"
+        self.pcscd, self.reader = serve_sim_reader(work, sim, SIM_NAME)
         with pcsc.open_device(self.reader) as dev:
             SimControl(dev).insert()
         self.clients: list[Client] = []
-
-    def _reader(self) -> str:
-        try:
-            return next((n for n in pcsc.list_readers() if n.startswith(SIM_NAME)), "")
-        except errors.ScardioError:
-            return ""
 
     def client(self) -> Client:
         c = Client(self.reader)

@@ -18,17 +18,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from scardio import IOCTL, Monitor, errors, pcsc  # noqa: E402
-from scardio.monitor import ARRIVAL  # noqa: E402
+from scardio import IOCTL, Monitor, pcsc  # noqa: E402
 from scardio.sim import SimControl  # noqa: E402
 
 from pcsc_bound_scenarios import pcscd_sockets, tasks  # noqa: E402
-from pcsc_scenarios import describe, error_of, wait_until  # noqa: E402
-from pcscd_namespace import Pcscd, run_scenarios  # noqa: E402
+from pcsc_scenarios import describe, error_of, serve_sim_reader, wait_until  # noqa: E402
+from pcscd_namespace import run_scenarios  # noqa: E402
 
 SIM_NAME = "scardio sim"
 #: pcscd's own look at the simulated reader after a card move (it is told at
@@ -73,18 +72,7 @@ def threaded(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]
 
 class Scenarios:
     def __init__(self, work: Path, sim: str):
-        conf = work / "reader.conf"
-        conf.write_text(f'FRIENDLYNAME "{SIM_NAME}"\nDEVICENAME sim:0\nLIBPATH {sim}\n'
-                        'CHANNELID 0\n')
-        self.pcscd = Pcscd(conf, work / "pcscd.log")
-        names = wait_until(self._readers, 20) or []
-        self.reader_name = next(n for n in names if n.startswith(SIM_NAME))
-
-    def _readers(self) -> Optional[list[str]]:
-        try:
-            return pcsc.list_readers() or None
-        except errors.ScardioError:
-            return None
+        self.pcscd, self.reader_name = serve_sim_reader(work, sim, SIM_NAME)
 
     def _open(self) -> Any:
         return pcsc.open_reader(self.reader_name, power_down_timeout=None)

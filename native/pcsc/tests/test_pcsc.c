@@ -904,34 +904,59 @@ static void *bounded_power_thread(void *arg)
     return NULL;
 }
 
+/* A listening socket standing in for pcscd's (PCSCLITE_CSOCK_NAME names
+ * it), for the backend to tell the contexts' sockets apart by their peer;
+ * the fake library then makes one such socket per context. */
+typedef struct {
+    char dir[32], path[160];
+    int srv;
+} fake_daemon;
+
+static void fake_daemon_listen(fake_daemon *fd)
+{
+    struct sockaddr_un sa;
+    snprintf(fd->dir, sizeof fd->dir, "/tmp/scardio-pcsc-XXXXXX");
+    CHECK(mkdtemp(fd->dir) != NULL);
+    snprintf(fd->path, sizeof fd->path, "%s/pcscd.comm", fd->dir);
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    CHECK(strlen(fd->path) < sizeof sa.sun_path);
+    strcpy(sa.sun_path, fd->path);
+    fd->srv = socket(AF_UNIX, SOCK_STREAM, 0);
+    CHECK(fd->srv >= 0 && bind(fd->srv, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+          listen(fd->srv, 64) == 0);
+    setenv("PCSCLITE_CSOCK_NAME", fd->path, 1);
+    fake_context_sockets(1);
+    fake_set_present(1);
+}
+
+static void fake_daemon_close(fake_daemon *fd)
+{
+    fake_context_sockets(0);
+    unsetenv("PCSCLITE_CSOCK_NAME");
+    close(fd->srv);
+    unlink(fd->path);
+    rmdir(fd->dir);
+}
+
 /* pcsc-lite's calls bounded in the caller's thread: the context's socket
  * (the one new socket to "the daemon") is shut down by the watchdog at the
  * deadline; a context with two new sockets is not told apart and uses the
  * lane; a call that finished is never cut short; close aborts a call. */
 static void test_bounded_calls(void)
 {
-    char dir[] = "/tmp/scardio-pcsc-XXXXXX", path[160], err[256];
-    struct sockaddr_un sa;
+    char err[256];
+    fake_daemon fd;
     scio_device *d = NULL, *d2 = NULL;
     scio_op *op;
     uint8_t out[64];
     size_t n;
     double took;
-    int srv, ok = 1, connects;
+    int ok = 1, connects;
     pthread_t th;
     closer_arg ca;
 
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/pcscd.comm", dir);
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, path);
-    srv = socket(AF_UNIX, SOCK_STREAM, 0);
-    CHECK(srv >= 0 && bind(srv, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-          listen(srv, 64) == 0);
-    setenv("PCSCLITE_CSOCK_NAME", path, 1);
-    fake_context_sockets(1);
-    fake_set_present(1);
+    fake_daemon_listen(&fd);
     CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
     if (!d)
         goto out;
@@ -1011,11 +1036,7 @@ static void test_bounded_calls(void)
 out:
     if (d)
         scio_close(d);
-    fake_context_sockets(0);
-    unsetenv("PCSCLITE_CSOCK_NAME");
-    close(srv);
-    unlink(path);
-    rmdir(dir);
+    fake_daemon_close(&fd);
 }
 #endif
 
@@ -1052,27 +1073,17 @@ static void *slicer_thread(void *arg)
  * answer bounded by the watchdog, the lane where the socket is not known. */
 static void test_sliced_tracking(void)
 {
-    char dir[] = "/tmp/scardio-pcsc-XXXXXX", path[160], err[256];
-    struct sockaddr_un sa;
+    char err[256];
+    fake_daemon fd;
     scio_device *d = NULL;
     scio_op *op;
     unsigned wait;
-    int srv, cancels;
+    int cancels;
     double t0;
     pthread_t th;
     slicer_arg a;
 
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/pcscd.comm", dir);
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, path);
-    srv = socket(AF_UNIX, SOCK_STREAM, 0);
-    CHECK(srv >= 0 && bind(srv, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-          listen(srv, 64) == 0);
-    setenv("PCSCLITE_CSOCK_NAME", path, 1);
-    fake_context_sockets(1);
-    fake_set_present(1);
+    fake_daemon_listen(&fd);
     CHECK(scio_open_pcsc("Fake Reader 0", NULL, NULL, &d, err, sizeof err) == SCIO_SUCCESS);
     if (!d)
         goto out;
@@ -1206,11 +1217,7 @@ static void test_sliced_tracking(void)
 out:
     if (d)
         scio_close(d);
-    fake_context_sockets(0);
-    unsetenv("PCSCLITE_CSOCK_NAME");
-    close(srv);
-    unlink(path);
-    rmdir(dir);
+    fake_daemon_close(&fd);
 }
 #endif
 
