@@ -1242,6 +1242,32 @@ static unsigned events_between(PCSC_DWORD from, PCSC_DWORD to)
     return (unsigned)(((to >> 16) - (from >> 16)) & 0xFFFFu);
 }
 
+/* One look `ev` (CHANGED cleared, the reader known) for a request wanting a
+ * card (want_present) or none, counting events from *prev when *have_prev
+ * (see do_track): 1 if it completes the request, then recorded as the
+ * device's `seen`; else 0, the look becoming the count's start if there
+ * was none (a look of ours may be torn too). */
+static int track_look(pcsc_dev *s, PCSC_DWORD ev, int want_present, PCSC_DWORD *prev,
+                      int *have_prev)
+{
+    int present = (ev & PCSC_STATE_PRESENT) != 0;
+    int went_and_back = *have_prev &&
+        events_between(*prev, ev) >= (((*prev & PCSC_STATE_PRESENT) != 0) == present ? 2u
+                                                                                    : 3u);
+    if (present == want_present || went_and_back) {
+        scio_mutex_lock(&s->track_lock);
+        s->seen = ev;
+        s->have_seen = 1;
+        scio_mutex_unlock(&s->track_lock);
+        return 1;
+    }
+    if (!*have_prev) {
+        *prev = ev;
+        *have_prev = 1;
+    }
+    return 0;
+}
+
 #if PCSC_BOUNDED
 static scio_status establish_bound(PCSC_CONTEXT *ctx, pcsc_bound *b, const char *what,
                                    char *errbuf, size_t errlen);
@@ -1326,7 +1352,6 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
     for (;;) {
         uint32_t rc;
         PCSC_DWORD ev, wait_ms = first ? 0 : PCSC_TRACK_SLICE_MS;
-        int present, went_and_back;
         if (scio_op_cancelled(op)) {
             st = SCIO_CANCELLED;
             break;
@@ -1358,21 +1383,9 @@ static scio_status do_track(pcsc_dev *s, scio_op *op, int want_present, long *dr
             st = SCIO_DEVICE_NOT_CONNECTED;
             break;
         }
-        present = (ev & PCSC_STATE_PRESENT) != 0;
-        went_and_back = have_prev &&
-            events_between(prev, ev) >= (((prev & PCSC_STATE_PRESENT) != 0) == present ? 2u
-                                                                                      : 3u);
-        if (present == want_present || went_and_back) {
-            scio_mutex_lock(&s->track_lock);
-            s->seen = ev;
-            s->have_seen = 1;
-            scio_mutex_unlock(&s->track_lock);
+        if (track_look(s, ev, want_present, &prev, &have_prev)) {
             st = SCIO_SUCCESS;
             break;
-        }
-        if (!have_prev) {
-            prev = ev; /* counted from here on: a look of ours may be torn too */
-            have_prev = 1;
         }
         rs.dwCurrentState = ev;
     }
@@ -1562,7 +1575,7 @@ static scio_status pcsc_set_wait(void *state, scio_track_entry **e, size_t n, in
     for (size_t i = 0; i < n; i++) {
         pcsc_dev *s = scio_device_state(e[i]->dev);
         pcsc_set_req *r = (pcsc_set_req *)(void *)e[i]->scratch;
-        int want_present = e[i]->code == SCIO_IOCTL_IS_PRESENT, present, went_and_back;
+        int want_present = e[i]->code == SCIO_IOCTL_IS_PRESENT;
         PCSC_DWORD ev;
         if (!(w->rs[i].dwEventState & PCSC_STATE_CHANGED))
             continue; /* this reader is as the request last saw it */
@@ -1573,22 +1586,10 @@ static scio_status pcsc_set_wait(void *state, scio_track_entry **e, size_t n, in
             e[i]->driver_code = drv_code(PCSC_E_UNKNOWN_READER);
             continue;
         }
-        present = (ev & PCSC_STATE_PRESENT) != 0;
-        went_and_back = r->have_prev &&
-            events_between(r->prev, ev) >=
-                (((r->prev & PCSC_STATE_PRESENT) != 0) == present ? 2u : 3u);
-        if (present == want_present || went_and_back) {
-            scio_mutex_lock(&s->track_lock);
-            s->seen = ev;
-            s->have_seen = 1;
-            scio_mutex_unlock(&s->track_lock);
+        if (track_look(s, ev, want_present, &r->prev, &r->have_prev)) {
             e[i]->done = 1;
             e[i]->status = SCIO_SUCCESS;
             continue;
-        }
-        if (!r->have_prev) {
-            r->prev = ev;
-            r->have_prev = 1;
         }
         r->cur = ev;
     }
