@@ -1239,16 +1239,44 @@ void scio_cancel_all(scio_device *d) { cancel_everything(d, 0); }
 
 /* ---- synchronous calls -------------------------------------------------- */
 
+/* Run a synchronous request its caller has entered (in_driver counted, and
+ * sync_tracking or sync_calls taken, device unlocked) in the driver, and
+ * leave: the request's status. */
+static scio_status run_sync(scio_device *d, scio_op *op, const void *in, size_t in_len,
+                            void *out, size_t out_cap, size_t *n)
+{
+    call_frame f;
+    scio_status st;
+    long drv = 0;
+    int release;
+
+    call_enter(&f, d);
+    st = d->be->ioctl(d, op, op->code, in, in_len, out, out_cap, n, &drv);
+    call_leave(&f);
+    if (st == SCIO_SUCCESS && *n > out_cap)
+        st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
+
+    scio_mutex_lock(&d->lock);
+    release = leave_driver_locked(d);
+    if (op->tracking)
+        d->sync_tracking = NULL;
+    else
+        d->sync_calls--;
+    if (st != SCIO_SUCCESS)
+        d->last_driver_code = drv;
+    scio_mutex_unlock(&d->lock);
+    if (release)
+        d->be->release(d);
+    return st;
+}
+
 scio_status scio_ioctl(scio_device *d, uint32_t code,
                        const void *in, size_t in_len,
                        void *out, size_t out_cap, size_t *out_len)
 {
     scio_op op;
-    call_frame f;
     scio_status st;
     size_t n = 0;
-    long drv = 0;
-    int release;
 
     if (out_len)
         *out_len = 0;
@@ -1288,24 +1316,7 @@ scio_status scio_ioctl(scio_device *d, uint32_t code,
     d->in_driver++;
     scio_mutex_unlock(&d->lock);
 
-    call_enter(&f, d);
-    st = d->be->ioctl(d, &op, code, in, in_len, out, out_cap, &n, &drv);
-    call_leave(&f);
-    if (st == SCIO_SUCCESS && n > out_cap)
-        st = SCIO_DEVICE_DATA_ERROR; /* a backend bug must not leak memory */
-
-    scio_mutex_lock(&d->lock);
-    release = leave_driver_locked(d);
-    if (op.tracking)
-        d->sync_tracking = NULL;
-    else
-        d->sync_calls--;
-    if (st != SCIO_SUCCESS)
-        d->last_driver_code = drv;
-    scio_mutex_unlock(&d->lock);
-    if (release)
-        d->be->release(d);
-
+    st = run_sync(d, &op, in, in_len, out, out_cap, &n);
     if (out_len && st == SCIO_SUCCESS)
         *out_len = n;
     return st;
@@ -1316,11 +1327,7 @@ scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
 {
     const scio_backend *be = d->be;
     scio_op op;
-    call_frame f;
-    scio_status st;
     size_t n = 0;
-    long drv = 0;
-    int release;
 
     if (!is_tracking(code) || timeout_us <= 0 || !wait)
         return SCIO_INVALID_PARAMETER;
@@ -1358,19 +1365,7 @@ scio_status scio_track_slice(scio_device *d, uint32_t code, int64_t timeout_us,
     d->in_driver++;
     scio_mutex_unlock(&d->lock);
 
-    call_enter(&f, d);
-    st = be->ioctl(d, &op, code, NULL, 0, NULL, 0, &n, &drv);
-    call_leave(&f);
-
-    scio_mutex_lock(&d->lock);
-    release = leave_driver_locked(d);
-    d->sync_tracking = NULL;
-    if (st != SCIO_SUCCESS)
-        d->last_driver_code = drv;
-    scio_mutex_unlock(&d->lock);
-    if (release)
-        be->release(d);
-    return st;
+    return run_sync(d, &op, NULL, 0, NULL, 0, &n);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
