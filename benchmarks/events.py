@@ -249,22 +249,30 @@ class SyncDeviceArmed(DeviceArmed):
 
     name = "scardio Device.ioctl IS_PRESENT/IS_ABSENT (synchronous)"
 
+    def _levels(self, kind: str) -> tuple:
+        """(the level the reader is at, the one the event brings) for an
+        event of `kind`, as _wait_for takes them."""
+        from scardio import IOCTL
+        return ((IOCTL.IS_ABSENT, IOCTL.IS_PRESENT) if kind == "insert"
+                else (IOCTL.IS_PRESENT, IOCTL.IS_ABSENT))
+
+    def _wait_for(self, level, timeout: float) -> None:
+        self.dev.ioctl(level)  # cannot time out: closing the device ends it
+
     def _wait_loop(self) -> None:
         while True:
-            code, timeout = self._ops.get()
-            if code is None:
+            level, timeout = self._ops.get()
+            if level is None:
                 return
             try:
-                self.dev.ioctl(code)
+                self._wait_for(level, timeout)
                 self._seen.put(("t1", time.monotonic_ns()))
             except Exception as exc:  # reported by seen()
                 self._seen.put(("error", exc))
 
     def arm(self, kind: str, timeout: float = 10.0) -> None:
-        from scardio import IOCTL
-        now, want = ((IOCTL.IS_ABSENT, IOCTL.IS_PRESENT) if kind == "insert"
-                     else (IOCTL.IS_PRESENT, IOCTL.IS_ABSENT))
-        self.dev.ioctl(now)
+        now, want = self._levels(kind)
+        self._wait_for(now, timeout)
         self._ops.put((want, timeout))
         time.sleep(self.settle)
 
@@ -293,27 +301,14 @@ class ReaderArmed(SyncDeviceArmed):
         self.reader = reader
         super().__init__(reader.device, settle)
 
-    def _wait_loop(self) -> None:
-        while True:
-            kind, timeout = self._ops.get()
-            if kind is None:
-                return
-            try:
-                if kind == "insert":
-                    self.reader.wait_for_card(timeout)
-                else:
-                    self.reader.wait_for_removal(timeout)
-                self._seen.put(("t1", time.monotonic_ns()))
-            except Exception as exc:  # reported by seen()
-                self._seen.put(("error", exc))
+    def _levels(self, kind: str) -> tuple:
+        return (False, True) if kind == "insert" else (True, False)
 
-    def arm(self, kind: str, timeout: float = 10.0) -> None:
-        if kind == "insert":
-            self.reader.wait_for_removal(timeout)
-        else:
+    def _wait_for(self, present, timeout: float) -> None:
+        if present:
             self.reader.wait_for_card(timeout)
-        self._ops.put((kind, timeout))
-        time.sleep(self.settle)
+        else:
+            self.reader.wait_for_removal(timeout)
 
 
 class HarvestArmed(DeviceArmed):
