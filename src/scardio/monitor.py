@@ -162,17 +162,24 @@ class Tracker:
     any other one a timer thread per retry.  Its requests complete into the
     reader's device queue (harvested through ``reader.completions``), or,
     given a *queue* (:class:`scardio._core.CompletionQueue`, the harvesting
-    thread's), into that one.  Shared by the threaded Monitor and
-    scardio.aio."""
+    thread's), into that one.  With a :class:`scardio._core.TrackingSet`
+    as *queue* and a *herald* (``herald(kind)``: the
+    :class:`scardio._core.Herald` of the arrival or departure a request
+    going out will report), the set announces the event itself, before
+    this tracker's bookkeeping, and `emit` gets only the errors.  Shared by
+    the threaded Monitor and scardio.aio."""
 
     def __init__(self, reader: Reader, emit: Callable[[str, Optional[BaseException]], None],
                  schedule: Optional[Schedule] = None, *,
-                 queue: Optional[_Harvest] = None) -> None:
+                 queue: Optional[_Harvest] = None,
+                 herald: Optional[Callable[[str], _core.Herald]] = None) -> None:
         self.reader = reader
         self._emit = emit
         self._schedule: Schedule = schedule or _default_schedule()
         self._queue: Optional[_Harvest] = queue
+        self._herald = herald
         self._op: Any = None
+        self._told: Optional[_core.Herald] = None  # the pending request's herald
         self._lock = threading.Lock()
         self._code: int = IOCTL.IS_PRESENT
         self._retry_delay = self.RETRY_FIRST
@@ -191,11 +198,17 @@ class Tracker:
         self._code = code
         failed: Optional[BaseException] = None
         queue = self._queue
+        herald = None
+        if self._herald is not None and isinstance(queue, _core.TrackingSet):
+            # made now, so that the completion has only to stamp it
+            herald = self._herald(ARRIVAL if code == _IS_PRESENT else DEPARTURE)
         with self._lock:
             if self.stopped:
                 return
             try:
-                if queue is not None:
+                if herald is not None:
+                    op = queue.submit(self.reader.device, code, self._completed, herald)
+                elif queue is not None:
                     # watched at once: its dispatch runs on this thread, later
                     op = queue.submit(self.reader.device, code, self._completed)
                 else:
@@ -204,6 +217,7 @@ class Tracker:
                 failed = exc
             else:
                 self._op = op
+                self._told = herald
         if failed is not None:
             self._fail(failed)
             return
@@ -243,6 +257,7 @@ class Tracker:
             if op is not self._op:
                 return
             self._op = None
+            told, self._told = self._told, None
         if op.status != _SUCCESS:
             try:
                 op.result()
@@ -255,8 +270,9 @@ class Tracker:
             return
         self._retry_delay = self.RETRY_FIRST  # the driver answers again
         arrived = op.code == _IS_PRESENT
-        self.reader.session.note_presence(arrived)
-        self._emit(ARRIVAL if arrived else DEPARTURE, None)
+        if told is None or not told.ran:
+            self.reader.session.note_presence(arrived)
+            self._emit(ARRIVAL if arrived else DEPARTURE, None)
         self._submit(_IS_ABSENT if arrived else _IS_PRESENT)
 
     def move_to(self, queue: _Harvest) -> None:
@@ -272,6 +288,7 @@ class Tracker:
             if self.stopped or old is queue:
                 return
             op, self._op = self._op, None
+            told, self._told = self._told, None
         if op is None:
             return  # a retry is due: it submits there
         if old is not None:
@@ -288,6 +305,7 @@ class Tracker:
                 if self.stopped:
                     return
                 self._op = op
+                self._told = told  # announced already if it ran
             self._schedule(0.0, functools.partial(self._completed, op))
             return
         self._submit(self._code)
@@ -300,6 +318,7 @@ class Tracker:
                 return
             self.stopped = True
             op, self._op = self._op, None
+            self._told = None
             retry, self._retry = self._retry, None
         if retry is not None:
             retry.cancel()
@@ -529,8 +548,10 @@ class Monitor:
                  reader_list: Optional[ReaderList] = None) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, not {max_queue}")
-        self._callbacks: tuple[Callable[[CardEvent], None], ...] = \
-            (callback,) if callback else ()
+        # One item, the tuple of callbacks: add_callback replaces the tuple
+        # (a dispatch keeps the one it took), heralds read the slot.
+        self._callbacks: list[tuple[Callable[[CardEvent], None], ...]] = \
+            [(callback,) if callback else ()]
         self._queue_events = callback is None if queue_events is None else queue_events
         self._max_queue = max_queue
         self._queue: "collections.deque[CardEvent]" = collections.deque()
@@ -555,7 +576,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._timers: list[tuple[float, int, _Timer]] = []  # a heap, under _lock
         self._timer_order = itertools.count()
-        self._seq = 0
+        self._seq = itertools.count(1)  # the events' seq
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self._pending = list(readers)
@@ -588,7 +609,7 @@ class Monitor:
 
     def add_callback(self, callback: Callable[[CardEvent], None]) -> None:
         """Call `callback(CardEvent)` for every event, on the monitor thread."""
-        self._callbacks = self._callbacks + (callback,)
+        self._callbacks[0] = self._callbacks[0] + (callback,)
 
     @property
     def readers(self) -> list[Reader]:
@@ -672,7 +693,8 @@ class Monitor:
                     self._off_set.add(key)
                 self._switch_wait(self._want_set())
                 tracker = Tracker(reader, on_event, self._schedule,
-                                  queue=self._set if self._on_set else self._own)
+                                  queue=self._set if self._on_set else self._own,
+                                  herald=functools.partial(self._herald, reader))
                 undo: Callable[[], None] = functools.partial(self._undo_native, key)
             else:
                 tracker = Tracker(reader, on_event, self._schedule)
@@ -857,22 +879,36 @@ class Monitor:
             self._waiter.close()
             self._close_set()
 
-    def _event(self, reader: Reader, kind: str, error: Optional[BaseException]) -> None:
-        # Only the monitor thread makes events (trackers, retries and
-        # hotplug all run on it), so the count needs no lock.
-        self._seq += 1
-        # The event as CardEvent(...) makes it, without the generated
-        # __init__'s frame: this runs between the card and the callback.
+    @staticmethod
+    def _made_event(kind: str, reader: Reader, timestamp: float, seq: int,
+                    error: Optional[BaseException]) -> CardEvent:
+        # As CardEvent(...) makes it, without the generated __init__'s
+        # frame: this runs between the card and the callback.
         ev = _new_event(CardEvent)
-        ev.__dict__.update(kind=kind, reader=reader, timestamp=time.monotonic(),
-                           seq=self._seq, error=error)
-        for cb in self._callbacks:  # a tuple: add_callback replaces it
+        ev.__dict__.update(kind=kind, reader=reader, timestamp=timestamp, seq=seq, error=error)
+        return ev
+
+    def _herald(self, reader: Reader, kind: str) -> _core.Herald:
+        """The announcement of the `kind` event a tracking request of
+        `reader` going out into the tracking set will report, made now."""
+        return _core.Herald.for_event(self._made_event(kind, reader, 0.0, 0, None),
+                            reader.session, kind == ARRIVAL,
+                            self._seq, self._callbacks,
+                            self._enqueue if self._queue_events else None)
+
+    def _event(self, reader: Reader, kind: str, error: Optional[BaseException]) -> None:
+        # Only the monitor thread makes events (trackers, retries, heralds
+        # and hotplug all run on it), so the count needs no lock.
+        ev = self._made_event(kind, reader, time.monotonic(), next(self._seq), error)
+        for cb in self._callbacks[0]:
             try:
                 cb(ev)
             except Exception:
                 pass  # one bad callback must not stop the monitor
-        if not self._queue_events:
-            return
+        if self._queue_events:
+            self._enqueue(ev)
+
+    def _enqueue(self, ev: CardEvent) -> None:
         with self._queue_ready:
             if self._max_queue and len(self._queue) >= self._max_queue:
                 self._queue.popleft()  # drop the oldest: never block the harvester

@@ -162,7 +162,7 @@ class ReaderSession(SessionBase):
         # Monitors report from their harvesting threads, waiters come and go
         # on the callers' threads: the list needs its own small lock.
         self._presence_lock = threading.Lock()
-        self._presence_waiters: list[Callable[[bool], None]] = []
+        self._presence_waiters = []  # Callable[[bool], None]
         # The SET_SHARE_MODE value last put in force on the device and the
         # mode it answered; None: never asked (the device's own mode is in
         # force), _SHARE_UNKNOWN: asked, answer not seen (ask again).
@@ -421,17 +421,8 @@ class ReaderSession(SessionBase):
             self.card_gone(card, why)
 
     # -- card tracking --------------------------------------------------------
-    def note_presence(self, present: bool) -> None:
-        """A monitor saw an arrival (True) or a departure (False)."""
-        self.present = present
-        if not present:
-            self.drop_card("the card was removed")
-        if not self._presence_waiters:
-            return  # the common case, on the monitor's way to its callbacks
-        with self._presence_lock:
-            waiters = list(self._presence_waiters)
-        for w in waiters:
-            w(present)
+    # note_presence(present): SessionBase's (a monitor saw an arrival or a
+    # departure: the presence, a departed card dropped, the waiters told).
 
     def add_presence_waiter(self, w: Callable[[bool], None]) -> None:
         with self._presence_lock:

@@ -26,6 +26,9 @@ cdef class SessionBase:
     cdef public int _share_in_force
     cdef public object transaction  # the card whose transaction is open
     cdef public object _power_down_timeout
+    cdef public object present  # as a monitor last reported it (None: not tracked)
+    cdef public list _presence_waiters
+    cdef public object _presence_lock  # the waiters' list's (they come and go on any thread)
 
     cpdef tuple begin_connect(self, share=None):
         """Before the connect loop: refuse on a closed reader or a connected
@@ -111,3 +114,18 @@ cdef class SessionBase:
             if self._listeners:
                 self.emit("power_down_cancelled", reason=why)
 
+
+    cpdef note_presence(self, bint present):
+        """A monitor saw an arrival (True) or a departure (False): the
+        presence recorded, a departed card dropped, the presence waiters
+        told (in the binding: a monitor's herald calls it between the
+        driver's answer and the user's callbacks)."""
+        self.present = present
+        if not present and self.card is not None:
+            self.drop_card("the card was removed")
+        if not self._presence_waiters:
+            return  # the common case
+        with self._presence_lock:
+            waiters = list(self._presence_waiters)
+        for w in waiters:
+            w(present)
