@@ -197,6 +197,52 @@ class Scenarios:
         return {"events": [list(e) for e in events],
                 "names": [r.name for r in readers]}
 
+    def announced(self) -> dict[str, Any]:
+        """The tracking set announces each event itself (a Herald made when
+        the request went out), before the tracker's bookkeeping: the
+        callbacks see the reader's presence already updated and, on a
+        departure, the connected card already dropped; a callback that
+        raises keeps the event from no other; the queue gets the same
+        event; seq and timestamp are the event's own."""
+        readers = self._open()
+        reader = readers[0]
+        sim = SimControl(reader.device)
+        seen: list[dict[str, Any]] = []
+        card_of: dict[str, Any] = {}
+
+        def broken(ev: Any) -> None:
+            raise RuntimeError("a broken callback")
+
+        def record(ev: Any) -> None:
+            card = card_of.get("card")
+            seen.append({"event": ev, "present": ev.reader.present,
+                         "card_connected": None if card is None else card.connected})
+
+        out: dict[str, Any] = {}
+        with Monitor([reader], callback=broken, queue_events=True) as mon:
+            mon.add_callback(record)
+            time.sleep(0.2)
+            tracker = mon._trackers[id(reader)]
+            out["on_set"] = mon._on_set
+            out["heralded"] = isinstance(tracker._told, _core.Herald)
+            t0 = time.monotonic()
+            sim.insert()
+            first = mon.get(5)
+            card_of["card"] = reader.connect()
+            sim.remove()
+            second = mon.get(5)
+            t1 = time.monotonic()
+            out["kinds"] = [first.kind, second.kind]
+            out["same_objects"] = [e["event"] for e in seen] == [first, second]
+            out["present_in_callbacks"] = [e["present"] for e in seen]
+            out["card_in_departure_callback"] = seen[1]["card_connected"]
+            out["seq"] = [first.seq, second.seq]
+            out["timestamps_in_order"] = t0 <= first.timestamp <= second.timestamp <= t1
+            out["still_heralded"] = isinstance(tracker._told, _core.Herald)
+        for r in readers:
+            r.close()
+        return out
+
     def add_remove(self) -> dict[str, Any]:
         """Readers added and removed (from another thread) while the monitor
         waits: prompt, and the slot is free once remove returns."""
@@ -402,7 +448,7 @@ def main() -> None:
     work, sim, hotplug = sys.argv[1:4]
     s = Scenarios(Path(work), sim, hotplug == "1")
     try:
-        names = ["several", "between_waits", "add_remove", "close_waiting", "fallback",
+        names = ["several", "between_waits", "announced", "add_remove", "close_waiting", "fallback",
                  "leaks", "forked"]
         if hotplug == "1":
             names.append("vanish")

@@ -7,6 +7,7 @@ below check what each one saw, against the guarantees every Monitor keeps."""
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,38 @@ def test_moves_between_two_waits_are_all_reported(report: dict[str, Any]) -> Non
     assert events[two] == ["arrival", "departure"]
     assert events[zero] == ["arrival"]
     assert len(got["events"]) == 6
+
+
+def test_the_set_announces_events_before_the_trackers_bookkeeping(
+        report: dict[str, Any]) -> None:
+    got = scenario(report, "announced")
+    assert got["on_set"] and got["heralded"] and got["still_heralded"], got
+    assert got["kinds"] == ["arrival", "departure"], got
+    assert got["same_objects"], got  # the broken first callback kept nothing away
+    # As note_presence left them, before the callbacks ran.
+    assert got["present_in_callbacks"] == [True, False], got
+    assert got["card_in_departure_callback"] is False, got
+    assert got["seq"][1] == got["seq"][0] + 1, got
+    assert got["timestamps_in_order"], got
+
+
+def test_a_herald_refuses_what_it_cannot_announce() -> None:
+    import itertools
+
+    from scardio import _core
+    from scardio.session import ReaderSession
+
+    session = ReaderSession(lambda: "x", None)
+    event = types.SimpleNamespace()
+    with pytest.raises(TypeError):
+        _core.Herald()
+    for callbacks in ([], [(), ()], [[print]]):
+        with pytest.raises(TypeError):
+            _core.Herald.for_event(event, session, True, itertools.count(1), callbacks)
+    with pytest.raises(TypeError):
+        _core.Herald.for_event(event, object(), True, itertools.count(1), [()])
+    herald = _core.Herald.for_event(event, session, True, itertools.count(1), [()])
+    assert herald.event is event and not herald.ran
 
 
 def test_readers_added_and_removed_while_the_monitor_waits(report: dict[str, Any]) -> None:

@@ -254,7 +254,10 @@ class SessionBase:
     def arm_timer(self, schedule: Callable[[float, int], Any], delay: float) -> None: ...
     def cancel_timer(self, why: str) -> None: ...
     def note_presence(self, present: bool) -> None:
-        """A monitor saw an arrival (True) or a departure (False)."""
+        """A monitor saw an arrival (True) or a departure (False): the
+        presence recorded, a departed card dropped."""
+    def tell_presence_waiters(self, present: bool) -> None:
+        """The waiters following a monitor (after its next request is out)."""
 
 class CardBase:
     """The base of scardio.card.Card: the attributes its transmit fast path

@@ -270,10 +270,14 @@ class Tracker:
             return
         self._retry_delay = self.RETRY_FIRST  # the driver answers again
         arrived = op.code == _IS_PRESENT
+        session = self.reader.session
         if told is None or not told.ran:
-            self.reader.session.note_presence(arrived)
+            session.note_presence(arrived)
             self._emit(ARRIVAL if arrived else DEPARTURE, None)
         self._submit(_IS_ABSENT if arrived else _IS_PRESENT)
+        # Once the next request holds the reader's tracking slot: a waiter
+        # following the monitor may submit its own right after.
+        session.tell_presence_waiters(arrived)
 
     def move_to(self, queue: _Harvest) -> None:
         """Have the pending request, and every later one, complete into
@@ -318,11 +322,14 @@ class Tracker:
                 return
             self.stopped = True
             op, self._op = self._op, None
-            self._told = None
+            told, self._told = self._told, None
             retry, self._retry = self._retry, None
         if retry is not None:
             retry.cancel()
         self.reader.session.tracked_by -= 1
+        if told is not None and told.ran:
+            # stopped by a callback of its event: the waiters still hear of it
+            self.reader.session.tell_presence_waiters(op.code == _IS_PRESENT)
         if op is not None:
             if self._queue is not None:
                 self._queue.unwatch(op)

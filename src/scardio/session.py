@@ -421,8 +421,9 @@ class ReaderSession(SessionBase):
             self.card_gone(card, why)
 
     # -- card tracking --------------------------------------------------------
-    # note_presence(present): SessionBase's (a monitor saw an arrival or a
-    # departure: the presence, a departed card dropped, the waiters told).
+    # note_presence(present) and tell_presence_waiters(present): SessionBase's
+    # (a monitor saw an arrival or a departure: the presence, a departed card
+    # dropped; then, its next request out, the waiters told).
 
     def add_presence_waiter(self, w: Callable[[bool], None]) -> None:
         with self._presence_lock:

@@ -117,12 +117,16 @@ cdef class SessionBase:
 
     cpdef note_presence(self, bint present):
         """A monitor saw an arrival (True) or a departure (False): the
-        presence recorded, a departed card dropped, the presence waiters
-        told (in the binding: a monitor's herald calls it between the
-        driver's answer and the user's callbacks)."""
+        presence recorded, a departed card dropped (in the binding: a
+        monitor's herald calls it between the driver's answer and the
+        user's callbacks).  The presence waiters are told apart
+        (:meth:`tell_presence_waiters`), once the monitor's next request
+        holds the reader's tracking slot again."""
         self.present = present
         if not present and self.card is not None:
             self.drop_card("the card was removed")
+
+    cpdef tell_presence_waiters(self, bint present):
         if not self._presence_waiters:
             return  # the common case
         with self._presence_lock:
