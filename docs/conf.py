@@ -57,6 +57,8 @@ nitpick_ignore = [
     ("py:class", "scardio._core.CompletionQueue"),
     # the Monitor's tracking set in the binding (internal)
     ("py:class", "scardio._core.TrackingSet"),
+    # a tracking set's announcement of an event (internal)
+    ("py:class", "scardio._core.Herald"),
 ]
 
 

@@ -144,9 +144,14 @@ def test_presence_reports_reach_waiters_and_drop_a_removed_card():
     got = []
     s.add_presence_waiter(got.append)
     s.note_presence(True)
-    assert card.connected
+    assert card.connected and s.present is True
+    assert got == []  # the waiters hear of it apart, once the monitor asked again
+    s.tell_presence_waiters(True)
     s.note_presence(False)
-    assert got == [True, False] and card.gone == "the card was removed" and s.card is None
+    assert card.gone == "the card was removed" and s.card is None and s.present is False
+    s.tell_presence_waiters(False)
+    assert got == [True, False]
     s.remove_presence_waiter(got.append)
     s.note_presence(True)
+    s.tell_presence_waiters(True)
     assert got == [True, False] and s.present is True

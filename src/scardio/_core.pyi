@@ -189,7 +189,7 @@ class Herald:
     handed to the callbacks, then after(event)."""
     @classmethod
     def for_event(cls, event: object, session: SessionBase, present: bool, seq: Iterator[int],
-                  callbacks: list[tuple[Callable[[Any], object], ...]],
+                  callbacks: list[Any],
                   after: Optional[Callable[[Any], object]] = None) -> Herald: ...
     @property
     def event(self) -> object: ...

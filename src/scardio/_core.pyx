@@ -86,5 +86,6 @@ include "_core_parts/completion_queue.pxi"
 include "_core_parts/reader_lock.pxi"
 include "_core_parts/card_base.pxi"
 include "_core_parts/connect.pxi"
+# after session_base: a tracking set's heralds tell a SessionBase
 include "_core_parts/session_base.pxi"
-include "_core_parts/tracking_set.pxi"  # its heralds tell a SessionBase
+include "_core_parts/tracking_set.pxi"

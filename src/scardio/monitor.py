@@ -206,7 +206,7 @@ class Tracker:
             if self.stopped:
                 return
             try:
-                if herald is not None:
+                if herald is not None and isinstance(queue, _core.TrackingSet):
                     op = queue.submit(self.reader.device, code, self._completed, herald)
                 elif queue is not None:
                     # watched at once: its dispatch runs on this thread, later
