@@ -175,7 +175,8 @@ class CompletionQueue:
     complete here, and dispatch() calls their callbacks.  submit() and
     dispatch() belong to one thread; wake() to any."""
     def submit(self, device: Device, code: int,
-               callback: Callable[[Operation], object]) -> Operation: ...
+               callback: Callable[[Operation], object],
+               herald: Optional[Herald] = None) -> Operation: ...
     def unwatch(self, op: Operation) -> None: ...
     def wake(self) -> None: ...
     def pending(self) -> int: ...
@@ -184,7 +185,7 @@ class CompletionQueue:
 
 class Herald:
     """An event made before its tracking request went out, and what a
-    TrackingSet tells first when the request succeeded: the reader's
+    TrackingSet or CompletionQueue tells first when the request succeeded: the reader's
     session (note_presence), then the event stamped (timestamp, seq) and
     handed to the callbacks, then after(event)."""
     @classmethod

@@ -82,10 +82,11 @@ include "_core_parts/operation.pxi"
 include "_core_parts/lane_call.pxi"
 include "_core_parts/loop_outcome.pxi"
 include "_core_parts/device.pxi"
-include "_core_parts/completion_queue.pxi"
 include "_core_parts/reader_lock.pxi"
 include "_core_parts/card_base.pxi"
 include "_core_parts/connect.pxi"
-# after session_base: a tracking set's heralds tell a SessionBase
+# after session_base: a herald tells a SessionBase, the queues run heralds
 include "_core_parts/session_base.pxi"
+include "_core_parts/herald.pxi"
+include "_core_parts/completion_queue.pxi"
 include "_core_parts/tracking_set.pxi"

@@ -162,10 +162,10 @@ class Tracker:
     any other one a timer thread per retry.  Its requests complete into the
     reader's device queue (harvested through ``reader.completions``), or,
     given a *queue* (:class:`scardio._core.CompletionQueue`, the harvesting
-    thread's), into that one.  With a :class:`scardio._core.TrackingSet`
-    as *queue* and a *herald* (``herald(kind)``: the
+    thread's), or a :class:`scardio._core.TrackingSet`, into that one.
+    With a *queue* and a *herald* (``herald(kind)``: the
     :class:`scardio._core.Herald` of the arrival or departure a request
-    going out will report), the set announces the event itself, before
+    going out will report), the queue announces the event itself, before
     this tracker's bookkeeping, and `emit` gets only the errors.  Shared by
     the threaded Monitor and scardio.aio."""
 
@@ -199,18 +199,16 @@ class Tracker:
         failed: Optional[BaseException] = None
         queue = self._queue
         herald = None
-        if self._herald is not None and isinstance(queue, _core.TrackingSet):
+        if self._herald is not None and queue is not None:
             # made now, so that the completion has only to stamp it
             herald = self._herald(ARRIVAL if code == _IS_PRESENT else DEPARTURE)
         with self._lock:
             if self.stopped:
                 return
             try:
-                if herald is not None and isinstance(queue, _core.TrackingSet):
-                    op = queue.submit(self.reader.device, code, self._completed, herald)
-                elif queue is not None:
+                if queue is not None:
                     # watched at once: its dispatch runs on this thread, later
-                    op = queue.submit(self.reader.device, code, self._completed)
+                    op = queue.submit(self.reader.device, code, self._completed, herald)
                 else:
                     op = self.reader.device.submit(code)
             except errors.ScardioError as exc:

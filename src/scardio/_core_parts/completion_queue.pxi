@@ -11,9 +11,8 @@ cdef class CompletionQueue:
     callbacks); :meth:`wake` may be called from any."""
 
     cdef scio_queue *_q
-    cdef dict _handlers  # op id -> (Operation, callback)
+    cdef dict _handlers  # op id -> (Operation, callback, Herald or None)
     cdef unsigned long _generation
-    cdef object _log
 
     def __cinit__(self):
         self._q = scio_queue_new()
@@ -33,10 +32,12 @@ cdef class CompletionQueue:
             raise _inherited_error("this completion queue")
         return 0
 
-    def submit(self, Device device, code, callback):
+    def submit(self, Device device, code, callback, Herald herald=None):
         """Start an overlapped IOCTL (no input, no output) on `device` whose
         completion comes here: :meth:`dispatch` calls ``callback(op)`` once
-        it completed.  Returns the Operation."""
+        it completed, after `herald`'s announcement (a tracking request's
+        event, see :class:`Herald`) when it succeeded.  Returns the
+        Operation."""
         cdef scio_op *op = NULL
         cdef scio_status st
         cdef uint32_t code_v = _dword(code, "code")
@@ -47,7 +48,7 @@ cdef class CompletionQueue:
         if st != SCIO_SUCCESS:
             raise _error(st, 0, code_v)
         o = device._tracked(op, code_v)
-        self._handlers[scio_op_id(op)] = (o, callback)
+        self._handlers[scio_op_id(op)] = (o, callback, herald)
         return o
 
     def unwatch(self, Operation op):
@@ -104,13 +105,7 @@ cdef class CompletionQueue:
             entry = handlers.pop(c.op_id, None)
             if entry is not None:
                 ran += 1
-                try:
-                    (<object>entry[1])(entry[0])
-                except Exception:  # one broken callback must not starve the rest
-                    if self._log is None:
-                        import logging
-                        self._log = logging.getLogger("scardio.completions")
-                    self._log.exception("completion callback failed for %r", entry[0])
+                _completed(entry, c.status)
             rc = scio_queue_pop(self._q, 0, &c)  # does not wait
         return ran
 

@@ -5,65 +5,6 @@ cdef enum:
     TRACKING_SET_BATCH = 32
 
 
-cdef class Herald:
-    """What a :class:`TrackingSet` tells first when a request it holds
-    succeeded, before the request's own callback: an event made before the
-    request went out, stamped and handed to the callbacks, so that between
-    the driver's answer and a user's callback runs little more than that.
-
-    *event*: an object with a ``__dict__``, whose ``timestamp``
-    (time.monotonic()) and ``seq`` (the next item of the iterator *seq*)
-    are set then; *session*: the reader's :class:`SessionBase`, told
-    first (``note_presence(present)``: the state the callbacks should
-    see); *callbacks*: a one-item list holding the tuple of callbacks, each
-    called with the event, one that raises ignored (its owner replaces the
-    tuple, never changes it); *after(event)*: called last, or None.
-    :attr:`ran` tells the request's callback that the event went out."""
-
-    cdef readonly object event
-    cdef readonly bint ran
-    cdef dict _fields
-    cdef SessionBase _session
-    cdef bint _present
-    cdef object _seq, _after
-    cdef list _callbacks
-
-    def __init__(self):
-        raise TypeError("use Herald.for_event()")
-
-    @classmethod
-    def for_event(cls, event, SessionBase session not None, bint present, seq,
-                  list callbacks not None, after=None):
-        """The herald of `event` (see the class)."""
-        cdef Herald self
-        if len(callbacks) != 1 or type(callbacks[0]) is not tuple:
-            raise TypeError("callbacks must be a one-item list holding a tuple")
-        self = Herald.__new__(Herald)
-        self.event = event
-        self._fields = event.__dict__
-        self._session = session
-        self._present = present
-        self._seq = seq
-        self._callbacks = callbacks
-        self._after = after
-        return self
-
-    cdef int announce(self) except -1:
-        cdef object event = self.event
-        self._session.note_presence(self._present)
-        self._fields["timestamp"] = _monotonic()
-        self._fields["seq"] = next(self._seq)
-        self.ran = True
-        for callback in <tuple>self._callbacks[0]:
-            try:
-                callback(event)
-            except Exception:
-                pass  # one bad callback must not keep the event from the others
-        if self._after is not None:
-            self._after(event)
-        return 0
-
-
 cdef class TrackingSet:
     """The tracking requests (IS_PRESENT / IS_ABSENT) of many devices,
     waited for together in the calling thread: :meth:`dispatch` blocks
@@ -84,7 +25,6 @@ cdef class TrackingSet:
     cdef dict _handlers  # op id -> (Operation, callback, Herald or None)
     cdef unsigned long _generation
     cdef bint _dispatching
-    cdef object _log
 
     def __cinit__(self):
         self._s = NULL
@@ -216,23 +156,8 @@ cdef class TrackingSet:
             if entry is None:
                 continue  # cancelled after unwatch(): not an event
             ran += 1
-            herald = entry[2]
-            if herald is not None and done[i].status == SCIO_SUCCESS:
-                try:
-                    (<Herald>herald).announce()
-                except Exception:  # the request's own callback still runs
-                    self._failed("announcing", entry[0])
-            try:
-                (<object>entry[1])(entry[0])
-            except Exception:  # one broken callback must not starve the rest
-                self._failed("completion callback", entry[0])
+            _completed(entry, done[i].status)
         return ran
-
-    cdef _failed(self, what, op):
-        if self._log is None:
-            import logging
-            self._log = logging.getLogger("scardio.completions")
-        self._log.exception("%s failed for %r", what, op)
 
     def close(self):
         """Cancel every request the set holds and free it (idempotent; not
