@@ -448,8 +448,8 @@ def main() -> None:
     work, sim, hotplug = sys.argv[1:4]
     s = Scenarios(Path(work), sim, hotplug == "1")
     try:
-        names = ["several", "between_waits", "announced", "add_remove", "close_waiting", "fallback",
-                 "leaks", "forked"]
+        names = ["several", "between_waits", "announced", "add_remove", "close_waiting",
+                 "fallback", "leaks", "forked"]
         if hotplug == "1":
             names.append("vanish")
         only = os.environ.get("SCARDIO_SCENARIOS")

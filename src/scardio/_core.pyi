@@ -185,12 +185,12 @@ class CompletionQueue:
 
 class Herald:
     """An event made before its tracking request went out, and what a
-    TrackingSet or CompletionQueue tells first when the request succeeded: the reader's
-    session (note_presence), then the event stamped (timestamp, seq) and
-    handed to the callbacks, then after(event)."""
+    TrackingSet or CompletionQueue tells first when the request succeeded:
+    the reader's session (note_presence), then the event stamped
+    (timestamp, seq) and handed to the callbacks, then after(event)."""
     @classmethod
-    def for_event(cls, event: object, session: SessionBase, present: bool, seq: Iterator[int],
-                  callbacks: list[Any],
+    def for_event(cls, event: object, session: SessionBase, present: bool,
+                  seq: Iterator[int], callbacks: list[Any],
                   after: Optional[Callable[[Any], object]] = None) -> Herald: ...
     @property
     def event(self) -> object: ...

@@ -114,7 +114,6 @@ cdef class SessionBase:
             if self._listeners:
                 self.emit("power_down_cancelled", reason=why)
 
-
     cpdef note_presence(self, bint present):
         """A monitor saw an arrival (True) or a departure (False): the
         presence recorded, a departed card dropped (in the binding: a
@@ -127,6 +126,7 @@ cdef class SessionBase:
             self.drop_card("the card was removed")
 
     cpdef tell_presence_waiters(self, bint present):
+        """Call the waiters following a monitor with what it saw."""
         if not self._presence_waiters:
             return  # the common case
         with self._presence_lock:
