@@ -895,11 +895,12 @@ class Monitor:
 
     def _herald(self, reader: Reader, kind: str) -> _core.Herald:
         """The announcement of the `kind` event a tracking request of
-        `reader` going out into the tracking set will report, made now."""
+        `reader` going out into the tracking set or the queue will report,
+        made now."""
         return _core.Herald.for_event(self._made_event(kind, reader, 0.0, 0, None),
-                            reader.session, kind == ARRIVAL,
-                            self._seq, self._callbacks,
-                            self._enqueue if self._queue_events else None)
+                                      reader.session, kind == ARRIVAL, self._seq,
+                                      self._callbacks,
+                                      self._enqueue if self._queue_events else None)
 
     def _event(self, reader: Reader, kind: str, error: Optional[BaseException]) -> None:
         # Only the monitor thread makes events (trackers, retries, heralds
